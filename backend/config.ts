@@ -1,0 +1,93 @@
+// `switchboard serve` options. Flag names follow LoRAX's launcher (--max-input-length, ...), and
+// each can also come from the environment variable LoRAX uses for it (MAX_INPUT_LENGTH, ...).
+// One table drives parsing, environment lookup, defaults and --help.
+import { z } from 'zod';
+
+interface OptionDef {
+  flag: string;
+  env: string;
+  schema: z.ZodType;
+  help: string;
+  /** A switch: `--flag` alone means true. */
+  boolean?: true;
+}
+
+const int = (min = 0) => z.coerce.number().int().min(min);
+const num = () => z.coerce.number();
+const bool = () => z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]);
+
+const OPTIONS = {
+  modelId: { flag: 'model-id', env: 'MODEL_ID', schema: z.string().min(1), help: 'Model directory (config.json, *.safetensors, tokenizer.json)' },
+  port: { flag: 'port', env: 'PORT', schema: int(0).max(65535).default(8080), help: 'HTTP port' },
+  hostname: { flag: 'hostname', env: 'HOSTNAME', schema: z.string().default('127.0.0.1'), help: 'Address to listen on (0.0.0.0 for every interface)' },
+  maxConcurrentRequests: { flag: 'max-concurrent-requests', env: 'MAX_CONCURRENT_REQUESTS', schema: int(1).default(128), help: 'Requests in flight before new ones get 429' },
+  maxBestOf: { flag: 'max-best-of', env: 'MAX_BEST_OF', schema: int(1).default(2), help: 'Largest best_of a request may ask for' },
+  maxStopSequences: { flag: 'max-stop-sequences', env: 'MAX_STOP_SEQUENCES', schema: int(0).default(4), help: 'Stop sequences per request' },
+  maxInputLength: { flag: 'max-input-length', env: 'MAX_INPUT_LENGTH', schema: int(1).optional(), help: 'Prompt tokens (default: min(max_position_embeddings, 4096) - 1)' },
+  maxTotalTokens: { flag: 'max-total-tokens', env: 'MAX_TOTAL_TOKENS', schema: int(2).optional(), help: 'Prompt + generated tokens per request (default: min(max_position_embeddings, 4096))' },
+  maxBatchPrefillTokens: { flag: 'max-batch-prefill-tokens', env: 'MAX_BATCH_PREFILL_TOKENS', schema: int(1).default(4096), help: 'Prefill tokens per step over the whole batch (longer prompts are chunked)' },
+  maxBatchTotalTokens: { flag: 'max-batch-total-tokens', env: 'MAX_BATCH_TOTAL_TOKENS', schema: int(1).optional(), help: 'KV cache size in tokens (default: 16 x max-total-tokens on CPU)' },
+  maxBatchSize: { flag: 'max-batch-size', env: 'MAX_BATCH_SIZE', schema: int(1).default(256), help: 'Sequences per step' },
+  waitingServedRatio: { flag: 'waiting-served-ratio', env: 'WAITING_SERVED_RATIO', schema: num().min(0).default(1.2), help: 'Admit new requests into a running batch when waiting/running reaches this ratio' },
+  maxWaitingTokens: { flag: 'max-waiting-tokens', env: 'MAX_WAITING_TOKENS', schema: int(0).default(20), help: '... or after this many decode steps' },
+  maxActiveAdapters: { flag: 'max-active-adapters', env: 'MAX_ACTIVE_ADAPTERS', schema: int(1).default(128), help: 'Adapters resident in the engine at once' },
+  adapterCycleTimeS: { flag: 'adapter-cycle-time-s', env: 'ADAPTER_CYCLE_TIME_S', schema: num().min(0).default(2), help: 'Seconds an adapter keeps its slot while others wait for one' },
+  adapterMemoryFraction: { flag: 'adapter-memory-fraction', env: 'ADAPTER_MEMORY_FRACTION', schema: num().min(0).max(1).default(0.1), help: 'Share of device memory for adapter weights (CUDA engine)' },
+  adapterSource: { flag: 'adapter-source', env: 'ADAPTER_SOURCE', schema: z.enum(['hub', 'local']).default('hub'), help: 'Default source of adapter_id: hub or local' },
+  adapterRoot: { flag: 'adapter-root', env: 'ADAPTER_ROOT', schema: z.string().optional(), help: 'Directory that relative local adapter ids resolve against' },
+  adapterCacheDir: { flag: 'adapter-cache-dir', env: 'HUGGINGFACE_HUB_CACHE', schema: z.string().optional(), help: 'Disk cache for hub downloads (default: ~/.cache/switchboard/hub)' },
+  hubEndpoint: { flag: 'hub-endpoint', env: 'HF_ENDPOINT', schema: z.string().url().default('https://huggingface.co'), help: 'Hugging Face Hub (or compatible) endpoint' },
+  hubToken: { flag: 'hub-token', env: 'HF_TOKEN', schema: z.string().optional(), help: 'Default hub token for adapters' },
+  blockSize: { flag: 'block-size', env: 'BLOCK_SIZE', schema: int(1).default(16), help: 'Tokens per KV cache block' },
+  threads: { flag: 'threads', env: 'SWITCHBOARD_THREADS', schema: int(1).optional(), help: 'CPU engine threads (default: all cores)' },
+  serviceKey: { flag: 'service-key', env: 'SWITCHBOARD_SERVICE_KEY', schema: z.string().optional(), help: 'Verify gateway service tokens (HS256 secret or PEM public key); unsigned requests are refused' },
+  json: { flag: 'json-logs', env: 'JSON_LOGS', schema: bool().default(false), help: 'Log JSON lines instead of text', boolean: true },
+} satisfies Record<string, OptionDef>;
+
+type Options = typeof OPTIONS;
+export type ServeConfig = { [K in keyof Options]: z.output<Options[K]['schema']> };
+
+export class ConfigError extends Error {}
+
+/** Parses `--flag value` / `--flag=value` arguments, then the environment, then defaults. */
+export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ServeConfig {
+  const byFlag = new Map(Object.entries(OPTIONS).map(([k, o]) => [o.flag, k]));
+  const raw: Record<string, unknown> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith('--')) throw new ConfigError(`unexpected argument "${arg}"`);
+    const eq = arg.indexOf('=');
+    const flag = arg.slice(2, eq < 0 ? undefined : eq);
+    const key = byFlag.get(flag);
+    if (!key) throw new ConfigError(`unknown option --${flag} (see --help)`);
+    const isBool = (OPTIONS as Record<string, OptionDef>)[key]!.boolean === true;
+    let value: string | boolean;
+    if (eq >= 0) value = arg.slice(eq + 1);
+    else if (isBool) value = true;
+    else {
+      const next = argv[++i];
+      if (next === undefined) throw new ConfigError(`--${flag} needs a value`);
+      value = next;
+    }
+    raw[key] = value;
+  }
+  const out: Record<string, unknown> = {};
+  for (const [key, o] of Object.entries(OPTIONS) as [keyof Options, OptionDef][]) {
+    const value = raw[key] ?? (env[o.env] !== undefined && env[o.env] !== '' ? env[o.env] : undefined);
+    const r = o.schema.safeParse(value);
+    if (!r.success) {
+      const why = value === undefined ? 'is required' : `got "${String(value)}": ${r.error.issues[0]?.message ?? 'invalid'}`;
+      throw new ConfigError(`--${o.flag} (or ${o.env}) ${why}`);
+    }
+    out[key] = r.data;
+  }
+  return out as ServeConfig;
+}
+
+export function serveHelp(): string {
+  const rows = Object.values(OPTIONS as Record<string, OptionDef>).map((o) => {
+    const def = o.schema instanceof z.ZodDefault ? ` [default: ${JSON.stringify((o.schema as z.ZodDefault).def.defaultValue)}]` : '';
+    return `  --${o.flag.padEnd(26)} ${o.help}${def}\n  ${''.padEnd(28)} env: ${o.env}`;
+  });
+  return `Usage: switchboard serve --model-id <dir> [options]\n\nOptions:\n${rows.join('\n')}\n`;
+}

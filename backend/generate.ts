@@ -1,0 +1,250 @@
+// One generation from request to last token, shared by the LoRAX and OpenAI routes: tokenize and
+// check lengths, take a concurrency slot, prepare the adapter, submit to the scheduler, turn
+// token ids into text (incremental detokenization + stop sequences), and clean up on every exit
+// path (finish, error, client gone).
+import { randomInt } from 'node:crypto';
+import type { NativeTopLogprobs } from '../native/addon.d.ts';
+import type { Sampling } from '../native/engine.ts';
+import type { AdapterChoice } from './adapters/resolve.ts';
+import type { Runtime } from './runtime.ts';
+import type { FinishReason, GenerateParams, SeqEvent } from './scheduler.ts';
+import { StopMatcher } from './text/stop-sequences.ts';
+import { IncrementalDecoder } from './text/tokenizer.ts';
+
+/** A client-side problem found before generation starts; routes map it to their error shape. */
+export class RequestError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly kind: 'validation' | 'overloaded' | 'not_found' | 'forbidden' | 'adapter' = 'validation',
+  ) {
+    super(message);
+  }
+}
+
+export interface SamplingRequest {
+  doSample: boolean;
+  temperature?: number | undefined;
+  topK?: number | undefined;
+  topP?: number | undefined;
+  typicalP?: number | undefined;
+  repetitionPenalty?: number | undefined;
+  seed?: number | undefined;
+}
+
+export interface GenerationRequest {
+  /** Text to tokenize (special tokens added as the tokenizer does), or ready token ids. */
+  prompt: string | number[];
+  adapter: AdapterChoice;
+  /** Absent: up to --max-total-tokens. */
+  maxNewTokens?: number | undefined;
+  /** Keep only the last `truncate` prompt tokens. */
+  truncate?: number | undefined;
+  sampling: SamplingRequest;
+  stop: readonly string[];
+  /** LoRAX keeps the stop text in the output; OpenAI cuts before it. */
+  includeStopText: boolean;
+  ignoreEos: boolean;
+  promptLogprobs: boolean;
+  topLogprobs: number;
+  mask?: GenerateParams['mask'];
+  signal: AbortSignal;
+}
+
+export interface TokenInfo {
+  id: number;
+  text: string;
+  logprob: number;
+  special: boolean;
+  top: { id: number; text: string; logprob: number }[] | null;
+}
+
+export type GenerationEvent =
+  | { type: 'start'; inputIds: number[] }
+  | { type: 'prefill'; tokens: { id: number; text: string; logprob: number | null }[] }
+  | { type: 'token'; token: TokenInfo; text: string }
+  | {
+      type: 'end';
+      finishReason: FinishReason;
+      /** Text held back until the end (an unfinished character, a possible stop prefix). */
+      tail: string;
+      generatedText: string;
+      generatedTokens: number;
+      inputLength: number;
+      seed: number | null;
+    };
+
+/** LoRAX's rule: any warper (or do_sample) means sampling; temperature 0 means greedy. */
+export function resolveSampling(s: SamplingRequest): { sampling: Sampling; seed: number | null } {
+  const warped =
+    s.doSample ||
+    (s.temperature !== undefined && s.temperature !== 1) ||
+    (s.topK !== undefined && s.topK > 0) ||
+    (s.topP !== undefined && s.topP < 1) ||
+    (s.typicalP !== undefined && s.typicalP < 1);
+  const sample = warped && s.temperature !== 0;
+  const seed = sample ? (s.seed ?? randomInt(0, 2 ** 48)) : null;
+  return {
+    sampling: {
+      temperature: sample ? (s.temperature ?? 1) : 0,
+      topK: s.topK ?? 0,
+      topP: s.topP ?? 1,
+      typicalP: s.typicalP ?? 1,
+      repetitionPenalty: s.repetitionPenalty ?? 1,
+      seed: seed ?? 0,
+    },
+    seed,
+  };
+}
+
+/** Tokenizes and checks lengths the way LoRAX's validation does, with its messages. */
+export function prepareInput(rt: Runtime, req: Pick<GenerationRequest, 'prompt' | 'truncate' | 'maxNewTokens'>) {
+  let ids = typeof req.prompt === 'string' ? rt.tokenizer.encode(req.prompt) : [...req.prompt];
+  if (req.truncate !== undefined && ids.length > req.truncate) ids = ids.slice(ids.length - req.truncate);
+  const { maxInputLength, maxTotalTokens } = rt.limits;
+  if (ids.length === 0) throw new RequestError('Input validation error: `inputs` cannot be empty', 422);
+  if (ids.length > maxInputLength) {
+    throw new RequestError(
+      `Input validation error: \`inputs\` must have less than ${maxInputLength} tokens. Given: ${ids.length}`,
+      422,
+    );
+  }
+  const maxNew = req.maxNewTokens ?? maxTotalTokens - ids.length;
+  if (ids.length + maxNew > maxTotalTokens) {
+    throw new RequestError(
+      `Input validation error: \`inputs\` tokens + \`max_new_tokens\` must be <= ${maxTotalTokens}. Given: ${ids.length} \`inputs\` tokens and ${maxNew} \`max_new_tokens\``,
+      422,
+    );
+  }
+  for (const id of ids) {
+    if (!Number.isInteger(id) || id < 0 || id >= rt.engine.model.spec.vocabSize) {
+      throw new RequestError(`Input validation error: token id ${id} is outside the vocabulary`, 422);
+    }
+  }
+  return { ids, maxNew };
+}
+
+/** A concurrency slot; beyond --max-concurrent-requests the request is refused at once. */
+export function admit(rt: Runtime): () => void {
+  if (rt.inFlight >= rt.limits.maxConcurrentRequests) {
+    throw new RequestError('Model is overloaded', 429, 'overloaded');
+  }
+  rt.inFlight++;
+  let released = false;
+  return () => {
+    if (!released) {
+      released = true;
+      rt.inFlight--;
+    }
+  };
+}
+
+function topInfo(rt: Runtime, top: NativeTopLogprobs | null) {
+  if (!top) return null;
+  return Array.from(top.ids, (id, i) => ({ id, text: rt.tokenizer.decode([id], false), logprob: top.logprobs[i]! }));
+}
+
+/**
+ * Runs one generation. Validation and admission errors throw before the first event; later
+ * failures end the iterator with an Error. Breaking out of the loop (or the signal) cancels.
+ */
+export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGenerator<GenerationEvent> {
+  const t0 = performance.now();
+  const { ids, maxNew } = prepareInput(rt, req);
+  const { sampling, seed } = resolveSampling(req.sampling);
+  const release = admit(rt);
+  rt.metrics.requestCount.inc();
+  let key: string | null = null;
+  let handle: { cancel(): void; id: number } | null = null;
+  const queue: SeqEvent[] = [];
+  let wake: (() => void) | null = null;
+  const onAbort = () => {
+    handle?.cancel();
+    wake?.();
+  };
+  req.signal.addEventListener('abort', onAbort);
+  let ok = false;
+  try {
+    try {
+      key = await rt.adapters.acquire(req.adapter, req.signal);
+    } catch (err) {
+      const e = err as Error & { status?: number };
+      if (e.name === 'AdapterError') throw new RequestError(e.message, e.status ?? 400, 'adapter');
+      throw err;
+    }
+    if (req.signal.aborted) return;
+    yield { type: 'start', inputIds: ids };
+    handle = rt.scheduler.submit(
+      {
+        promptIds: ids,
+        adapter: key,
+        sampling,
+        maxNewTokens: maxNew,
+        eosTokenIds: rt.tokenizer.eosTokenIds,
+        ignoreEos: req.ignoreEos,
+        promptLogprobs: req.promptLogprobs,
+        topLogprobs: req.topLogprobs,
+        ...(req.mask ? { mask: req.mask } : {}),
+      },
+      (e) => {
+        queue.push(e);
+        const w = wake;
+        wake = null;
+        w?.();
+      },
+    );
+    rt.metrics.inputLength.observe(ids.length);
+    const decoder = new IncrementalDecoder(rt.tokenizer);
+    const stops = new StopMatcher(req.stop, req.includeStopText);
+    let generated = 0;
+    let firstTokenAt = 0;
+    for (;;) {
+      while (queue.length === 0) {
+        if (req.signal.aborted) return;
+        await new Promise<void>((r) => (wake = r));
+      }
+      const e = queue.shift()!;
+      if (e.type === 'error') throw e.error;
+      if (e.type === 'prefill') {
+        const tokens = ids.map((id, i) => ({ id, text: rt.tokenizer.decode([id], false), logprob: i === 0 ? null : (e.logprobs[i - 1] ?? null) }));
+        yield { type: 'prefill', tokens };
+        continue;
+      }
+      if (e.type === 'token') {
+        generated++;
+        if (generated === 1) {
+          firstTokenAt = performance.now();
+          rt.metrics.timeToFirstToken.observe((firstTokenAt - t0) / 1000);
+        }
+        const special = rt.tokenizer.isSpecial(e.id);
+        const delta = decoder.push(e.id);
+        const { text, stopped } = stops.push(delta);
+        yield {
+          type: 'token',
+          token: { id: e.id, text: special ? rt.tokenizer.decode([e.id], false) : delta, logprob: e.logprob, special, top: topInfo(rt, e.top) },
+          text,
+        };
+        if (stopped) rt.scheduler.stopSequence(handle);
+        continue;
+      }
+      // finish
+      const tail = e.reason === 'stop_sequence' ? '' : stops.push(decoder.flush()).text + stops.flush();
+      rt.metrics.requestSuccess.inc();
+      rt.metrics.generatedTokens.observe(generated);
+      rt.metrics.tokensTotal.inc(generated);
+      rt.metrics.requestDuration.observe((performance.now() - t0) / 1000);
+      if (generated > 1) rt.metrics.timePerToken.observe((performance.now() - firstTokenAt) / 1000 / (generated - 1));
+      ok = true;
+      yield { type: 'end', finishReason: e.reason, tail, generatedText: stops.output, generatedTokens: generated, inputLength: ids.length, seed };
+      return;
+    }
+  } finally {
+    req.signal.removeEventListener('abort', onAbort);
+    if (!ok) {
+      handle?.cancel();
+      rt.metrics.requestFailure.inc({ err: req.signal.aborted ? 'cancelled' : 'generation' });
+    }
+    rt.adapters.release(key);
+    release();
+  }
+}

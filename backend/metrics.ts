@@ -1,0 +1,34 @@
+// Prometheus metrics, named as LoRAX/TGI name them (lorax_*), so existing dashboards work.
+// One registry per server instance: tests run several in one process.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const tokenBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192];
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly requestCount = new Counter({ name: 'lorax_request_count', help: 'Requests received', registers: [this.registry] });
+  readonly requestSuccess = new Counter({ name: 'lorax_request_success', help: 'Requests that finished', registers: [this.registry] });
+  readonly requestFailure = new Counter({ name: 'lorax_request_failure', help: 'Requests that failed, by error type', labelNames: ['err'], registers: [this.registry] });
+  readonly requestDuration = new Histogram({ name: 'lorax_request_duration', help: 'Request latency (seconds)', buckets: latencyBuckets, registers: [this.registry] });
+  readonly queueDuration = new Histogram({ name: 'lorax_request_queue_duration', help: 'Time from arrival to first scheduled step (seconds)', buckets: latencyBuckets, registers: [this.registry] });
+  readonly timeToFirstToken = new Histogram({ name: 'lorax_request_time_to_first_token', help: 'Time from arrival to the first generated token (seconds)', buckets: latencyBuckets, registers: [this.registry] });
+  readonly timePerToken = new Histogram({ name: 'lorax_request_mean_time_per_token_duration', help: 'Mean time between generated tokens (seconds)', buckets: latencyBuckets, registers: [this.registry] });
+  readonly inputLength = new Histogram({ name: 'lorax_request_input_length', help: 'Prompt tokens', buckets: tokenBuckets, registers: [this.registry] });
+  readonly generatedTokens = new Histogram({ name: 'lorax_request_generated_tokens', help: 'Generated tokens per request', buckets: tokenBuckets, registers: [this.registry] });
+  readonly tokensTotal = new Counter({ name: 'lorax_tokens_generated_total', help: 'Tokens generated', registers: [this.registry] });
+  readonly queueSize = new Gauge({ name: 'lorax_queue_size', help: 'Requests waiting to join the batch', registers: [this.registry] });
+  readonly batchSize = new Gauge({ name: 'lorax_batch_current_size', help: 'Sequences in the running batch', registers: [this.registry] });
+  readonly batchStepDuration = new Histogram({ name: 'lorax_batch_inference_duration', help: 'Engine step time (seconds), by kind', labelNames: ['method'], buckets: latencyBuckets, registers: [this.registry] });
+  readonly kvBlocksUsed = new Gauge({ name: 'lorax_kv_blocks_used', help: 'KV cache blocks in use', registers: [this.registry] });
+  readonly preemptions = new Counter({ name: 'lorax_preemptions_total', help: 'Sequences preempted for lack of KV blocks', registers: [this.registry] });
+  readonly adapterLoads = new Counter({ name: 'lorax_adapter_loads_total', help: 'Adapter loads, by tier (host: fetched and validated; device: into an engine slot)', labelNames: ['tier'], registers: [this.registry] });
+  readonly adapterLoadDuration = new Histogram({ name: 'lorax_adapter_load_duration', help: 'Adapter load time (seconds), by tier', labelNames: ['tier'], buckets: latencyBuckets, registers: [this.registry] });
+  readonly adapterLoadFailures = new Counter({ name: 'lorax_adapter_load_failures_total', help: 'Adapter loads that failed', registers: [this.registry] });
+  readonly adapterEvictions = new Counter({ name: 'lorax_adapter_evictions_total', help: 'Adapters moved out of engine slots', registers: [this.registry] });
+  readonly activeAdapters = new Gauge({ name: 'lorax_active_adapters', help: 'Adapters resident in engine slots', registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+  }
+}

@@ -1,0 +1,81 @@
+// Operational routes: /health, /info, /metrics (Prometheus text) and /tokenize.
+import { Hono } from 'hono';
+import { z } from 'zod';
+import { loraxError, parseLoraxRequest } from '../../protocol/index.ts';
+import { RequestError } from '../generate.ts';
+import type { Runtime } from '../runtime.ts';
+import { readJsonBody } from './common.ts';
+
+const TokenizeRequest = z.object({ inputs: z.string(), add_special_tokens: z.boolean().optional() });
+
+export function infoRoutes(rt: Runtime): Hono {
+  const app = new Hono();
+
+  // Healthy once the engine is up; a step that fails is reported per request, not here.
+  app.get('/health', (c) => c.json({ status: 'ok' }));
+
+  app.get('/info', (c) => {
+    const info = rt.engine.info();
+    const m = rt.engine.model.config;
+    return c.json({
+      model_id: rt.config.modelId,
+      model_sha: null,
+      model_dtype: m.dtype ?? 'float32',
+      model_device_type: info.device,
+      model_pipeline_tag: 'text-generation',
+      architecture: m.architecture,
+      max_concurrent_requests: rt.limits.maxConcurrentRequests,
+      max_best_of: rt.limits.maxBestOf,
+      max_stop_sequences: rt.limits.maxStopSequences,
+      max_input_length: rt.limits.maxInputLength,
+      max_total_tokens: rt.limits.maxTotalTokens,
+      waiting_served_ratio: rt.config.waitingServedRatio,
+      max_batch_total_tokens: rt.scheduler.blocks.numBlocks * rt.scheduler.blocks.blockSize,
+      max_waiting_tokens: rt.config.maxWaitingTokens,
+      max_batch_prefill_tokens: rt.config.maxBatchPrefillTokens,
+      max_active_adapters: rt.config.maxActiveAdapters,
+      adapter_cycle_time_s: rt.config.adapterCycleTimeS,
+      adapter_source: rt.config.adapterSource,
+      block_size: info.blockSize,
+      device_name: info.deviceName,
+      version: '0.1.0',
+      sha: null,
+      docker_label: null,
+      request_logger_url: null,
+      eager_prefill: true,
+      preloaded_adapters: [],
+      supports_generation: true,
+      supports_embeddings: false,
+      supports_classification: false,
+    });
+  });
+
+  app.get('/metrics', async (c) => {
+    rt.metrics.kvBlocksUsed.set(rt.scheduler.blocks.used);
+    return c.text(await rt.metrics.registry.metrics(), 200, { 'content-type': rt.metrics.registry.contentType });
+  });
+
+  // TGI's /tokenize: each token with its text and character span in the input.
+  app.post('/tokenize', async (c) => {
+    try {
+      const parsed = parseLoraxRequest(TokenizeRequest, await readJsonBody(c));
+      if (!parsed.success) return c.json(parsed.error, 422);
+      const ids = rt.tokenizer.encode(parsed.data.inputs, parsed.data.add_special_tokens ?? true);
+      let offset = 0;
+      return c.json(
+        ids.map((id) => {
+          const text = rt.tokenizer.decode([id], false);
+          const special = rt.tokenizer.isSpecial(id);
+          const start = offset;
+          if (!special) offset += text.length;
+          return { id, text, start, stop: special ? start : offset };
+        }),
+      );
+    } catch (err) {
+      const e = err as RequestError;
+      return c.json(loraxError(e.message, 'validation'), (e.status ?? 400) as 400);
+    }
+  });
+
+  return app;
+}

@@ -1,0 +1,208 @@
+// LoRAX REST: POST /generate, POST /generate_stream and the compat POST / (lorax-client), with
+// TGI's SSE event shapes and LoRAX's error bodies ({error, error_type}).
+import { Hono, type Context } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import {
+  CompatGenerateRequest,
+  GenerateRequest,
+  GenerateStreamRequest,
+  checkGenerateLimits,
+  loraxError,
+  loraxValidationError,
+  parseLoraxRequest,
+  type Details,
+  type GenerateParameters,
+  type GenerateResponse,
+  type StreamResponse,
+  type Token,
+} from '../../protocol/index.ts';
+import { generate, RequestError, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
+import type { Runtime } from '../runtime.ts';
+import { apiTokenOf, loraxAdapterChoice, readJsonBody } from './common.ts';
+
+const toToken = (t: TokenInfo): Token => ({
+  id: t.id,
+  text: t.text,
+  logprob: Number.isFinite(t.logprob) ? t.logprob : null,
+  special: t.special,
+  skipped: false,
+  ...(t.top ? { alternative_tokens: t.top.map((a) => ({ id: a.id, text: a.text, logprob: Number.isFinite(a.logprob) ? a.logprob : null })) } : {}),
+});
+
+function errorResponse(c: Context, err: unknown) {
+  if (err instanceof RequestError) {
+    const type = err.kind === 'overloaded' ? 'overloaded' : err.kind === 'validation' ? 'validation' : 'adapter';
+    return c.json(loraxError(err.message, type), err.status as 400);
+  }
+  return c.json(loraxError((err as Error).message ?? 'generation failed', 'generation'), 424);
+}
+
+function generationRequest(rt: Runtime, c: Context, inputs: string, p: GenerateParameters, signal: AbortSignal): GenerationRequest {
+  const issues = checkGenerateLimits(p, rt.limits);
+  if (issues.length > 0) throw new RequestError(loraxValidationError(issues).error, 422);
+  if (p.response_format && p.response_format.type !== 'text') {
+    throw new RequestError('parameters.response_format: structured output (JSON mode) is not available on this server yet', 422);
+  }
+  if (p.watermark) throw new RequestError('parameters.watermark: watermarking is not supported', 422);
+  return {
+    prompt: inputs,
+    adapter: loraxAdapterChoice(rt, p, apiTokenOf(c, p.api_token)),
+    maxNewTokens: p.max_new_tokens,
+    truncate: p.truncate,
+    sampling: {
+      doSample: p.do_sample,
+      temperature: p.temperature,
+      topK: p.top_k,
+      topP: p.top_p,
+      typicalP: p.typical_p,
+      repetitionPenalty: p.repetition_penalty,
+      seed: p.seed,
+    },
+    stop: p.stop,
+    includeStopText: true,
+    ignoreEos: p.ignore_eos_token,
+    promptLogprobs: p.decoder_input_details,
+    topLogprobs: p.return_k_alternatives ?? 0,
+    signal,
+  };
+}
+
+interface Collected {
+  text: string;
+  details: Details;
+  logprobSum: number;
+}
+
+/** Runs one generation to the end, collecting what /generate returns. */
+async function collect(rt: Runtime, req: GenerationRequest): Promise<Collected> {
+  const tokens: Token[] = [];
+  let prefill: Details['prefill'] = [];
+  let end: Extract<GenerationEvent, { type: 'end' }> | null = null;
+  let logprobSum = 0;
+  for await (const e of generate(rt, req)) {
+    if (e.type === 'prefill') prefill = e.tokens;
+    else if (e.type === 'token') {
+      tokens.push(toToken(e.token));
+      logprobSum += e.token.logprob;
+    } else if (e.type === 'end') end = e;
+  }
+  if (!end) throw new Error('generation ended without a result');
+  return {
+    text: end.generatedText,
+    logprobSum,
+    details: {
+      finish_reason: end.finishReason,
+      prompt_tokens: end.inputLength,
+      generated_tokens: end.generatedTokens,
+      skipped_tokens: 0,
+      seed: end.seed,
+      prefill,
+      tokens,
+    },
+  };
+}
+
+async function runGenerate(rt: Runtime, c: Context, inputs: string, p: GenerateParameters): Promise<GenerateResponse> {
+  const signal = c.req.raw.signal;
+  const bestOf = p.best_of ?? 1;
+  const base = generationRequest(rt, c, inputs, p, signal);
+  // best_of: independent samples (different seeds), the most likely one wins, as in TGI.
+  const runs = await Promise.all(
+    Array.from({ length: bestOf }, (_, i) => collect(rt, { ...base, sampling: { ...base.sampling, seed: bestOf > 1 ? undefined : base.sampling.seed } }).then((r) => ({ r, i }))),
+  );
+  runs.sort((a, b) => b.r.logprobSum - a.r.logprobSum || a.i - b.i);
+  const best = runs[0]!.r;
+  const fullText = p.return_full_text ? inputs + best.text : best.text;
+  if (!p.details && !p.decoder_input_details) return { generated_text: fullText };
+  const details: Details = { ...best.details };
+  if (bestOf > 1) {
+    details.best_of_sequences = runs.slice(1).map(({ r }) => ({
+      generated_text: p.return_full_text ? inputs + r.text : r.text,
+      finish_reason: r.details.finish_reason,
+      generated_tokens: r.details.generated_tokens,
+      seed: r.details.seed,
+      prefill: r.details.prefill,
+      tokens: r.details.tokens,
+    }));
+  }
+  return { generated_text: fullText, details };
+}
+
+function streamResponse(rt: Runtime, c: Context, inputs: string, p: GenerateParameters) {
+  const ac = new AbortController();
+  c.req.raw.signal.addEventListener('abort', () => ac.abort());
+  const req = generationRequest(rt, c, inputs, p, ac.signal);
+  // Validation and admission happen before the 200: pull the first event eagerly.
+  const it = generate(rt, req);
+  return it.next().then((first) =>
+    streamSSE(c, async (stream) => {
+      stream.onAbort(() => ac.abort());
+      // TGI sends the last token together with generated_text and details: hold one token back.
+      let pending: Token | null = null;
+      try {
+        let r = first;
+        while (!r.done) {
+          const e = r.value;
+          if (e.type === 'token') {
+            if (pending) await stream.writeSSE({ data: JSON.stringify({ token: pending, generated_text: null, details: null } satisfies StreamResponse) });
+            pending = toToken(e.token);
+          } else if (e.type === 'end') {
+            const last: Token = pending ?? { id: 0, text: '', logprob: null, special: false, skipped: false };
+            const msg: StreamResponse = {
+              token: { ...last, text: last.text + e.tail },
+              generated_text: p.return_full_text ? inputs + e.generatedText : e.generatedText,
+              details: p.details ? { finish_reason: e.finishReason, prompt_tokens: e.inputLength, generated_tokens: e.generatedTokens, seed: e.seed } : null,
+            };
+            await stream.writeSSE({ data: JSON.stringify(msg) });
+            pending = null;
+          }
+          if (ac.signal.aborted) break;
+          r = await it.next();
+        }
+      } catch (err) {
+        // A failure mid-stream must reach the client as an error event, never as a clean end.
+        await stream.writeSSE({ data: JSON.stringify(loraxError((err as Error).message, 'generation')) });
+      } finally {
+        await it.return(undefined);
+      }
+    }),
+  );
+}
+
+export function loraxRoutes(rt: Runtime): Hono {
+  const app = new Hono();
+
+  app.post('/generate', async (c) => {
+    try {
+      const parsed = parseLoraxRequest(GenerateRequest, await readJsonBody(c));
+      if (!parsed.success) return c.json(parsed.error, 422);
+      return c.json(await runGenerate(rt, c, parsed.data.inputs, parsed.data.parameters));
+    } catch (err) {
+      return errorResponse(c, err);
+    }
+  });
+
+  app.post('/generate_stream', async (c) => {
+    try {
+      const parsed = parseLoraxRequest(GenerateStreamRequest, await readJsonBody(c));
+      if (!parsed.success) return c.json(parsed.error, 422);
+      return await streamResponse(rt, c, parsed.data.inputs, parsed.data.parameters);
+    } catch (err) {
+      return errorResponse(c, err);
+    }
+  });
+
+  app.post('/', async (c) => {
+    try {
+      const parsed = parseLoraxRequest(CompatGenerateRequest, await readJsonBody(c));
+      if (!parsed.success) return c.json(parsed.error, 422);
+      const { inputs, parameters, stream } = parsed.data;
+      if (stream) return await streamResponse(rt, c, inputs, parameters);
+      return c.json([await runGenerate(rt, c, inputs, parameters)]);
+    } catch (err) {
+      return errorResponse(c, err);
+    }
+  });
+
+  return app;
+}

@@ -1,0 +1,334 @@
+// OpenAI-compatible routes: /v1/chat/completions, /v1/completions (both streaming or not) and
+// /v1/models. `model` names the adapter; the base model's name (or "") means no adapter.
+import { randomBytes } from 'node:crypto';
+import { Hono, type Context } from 'hono';
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
+import {
+  ChatCompletionRequest,
+  CompletionRequest,
+  OPENAI_STREAM_DONE,
+  chatMaxTokens,
+  contentToText,
+  openaiError,
+  parseOpenAIRequest,
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  type ChatCompletionTokenLogprob,
+  type Completion,
+  type CompletionChunk,
+  type CompletionLogprobs,
+  type ModelList,
+  type OpenAIFinishReason,
+} from '../../protocol/index.ts';
+import { ChatTemplateError } from '../text/tokenizer.ts';
+import { generate, prepareInput, RequestError, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
+import type { FinishReason } from '../scheduler.ts';
+import type { Runtime } from '../runtime.ts';
+import { apiTokenOf, openaiAdapterChoice, readJsonBody } from './common.ts';
+
+const finish = (r: FinishReason): OpenAIFinishReason => (r === 'length' ? 'length' : 'stop');
+const now = () => Math.floor(Date.now() / 1000);
+const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString('hex')}`;
+// OpenAI seeds are any integer; the engine's are non-negative.
+const engineSeed = (s: number | undefined) => (s === undefined ? undefined : ((s % 2 ** 48) + 2 ** 48) % 2 ** 48);
+
+function errorResponse(c: Context, err: unknown) {
+  if (err instanceof RequestError) {
+    const type = err.status === 429 ? 'rate_limit_error' : err.status === 404 ? 'not_found_error' : err.status === 403 ? 'permission_error' : 'invalid_request_error';
+    // OpenAI reports every invalid request as 400 (LoRAX's 422 is not what its SDKs expect).
+    const status = err.status === 422 ? 400 : err.status;
+    return c.json(openaiError(err.message, type), status as 400);
+  }
+  if (err instanceof ChatTemplateError) return c.json(openaiError(`chat template: ${err.message}`, 'invalid_request_error', 'messages'), 400);
+  return c.json(openaiError((err as Error).message ?? 'generation failed', 'server_error'), 500);
+}
+
+interface Common {
+  model: string;
+  temperature?: number | undefined;
+  top_p?: number | undefined;
+  top_k?: number | undefined;
+  seed?: number | undefined;
+  stop: string[];
+  repetition_penalty?: number | undefined;
+  presence_penalty?: number | undefined;
+  frequency_penalty?: number | undefined;
+  logit_bias?: Record<string, number> | undefined;
+  ignore_eos_token?: boolean | undefined;
+  adapter_source?: string | undefined;
+  api_token?: string | undefined;
+  response_format?: { type: string } | undefined;
+}
+
+function baseRequest(rt: Runtime, c: Context, r: Common, prompt: string | number[], maxNewTokens: number | undefined, topLogprobs: number, signal: AbortSignal): GenerationRequest {
+  if ((r.presence_penalty ?? 0) !== 0 || (r.frequency_penalty ?? 0) !== 0) {
+    throw new RequestError('presence_penalty and frequency_penalty are not supported (use repetition_penalty)', 400);
+  }
+  if (r.logit_bias && Object.keys(r.logit_bias).length > 0) throw new RequestError('logit_bias is not supported', 400);
+  if (r.response_format && r.response_format.type !== 'text') {
+    throw new RequestError('response_format: structured output (JSON mode) is not available on this server yet', 400);
+  }
+  // OpenAI samples at temperature 1 unless told otherwise; 0 (or top_p 0) means greedy.
+  const greedy = r.temperature === 0 || r.top_p === 0;
+  return {
+    prompt,
+    adapter: openaiAdapterChoice(rt, r.model, r.adapter_source, apiTokenOf(c, r.api_token)),
+    maxNewTokens,
+    sampling: greedy
+      ? { doSample: false, temperature: 0, repetitionPenalty: r.repetition_penalty }
+      : { doSample: true, temperature: r.temperature ?? 1, topP: r.top_p, topK: r.top_k, repetitionPenalty: r.repetition_penalty, seed: engineSeed(r.seed) },
+    stop: r.stop,
+    includeStopText: false,
+    ignoreEos: r.ignore_eos_token ?? false,
+    promptLogprobs: false,
+    topLogprobs,
+    signal,
+  };
+}
+
+/** n choices run concurrently: each is its own sequence in the batch, with its own seed. */
+function choiceRequests(base: GenerationRequest, n: number): GenerationRequest[] {
+  return Array.from({ length: n }, (_, i) => {
+    const seed = base.sampling.seed;
+    return { ...base, sampling: { ...base.sampling, seed: seed === undefined ? undefined : seed + i } };
+  });
+}
+
+type End = Extract<GenerationEvent, { type: 'end' }>;
+
+async function runToEnd(rt: Runtime, req: GenerationRequest) {
+  const tokens: TokenInfo[] = [];
+  let prefill: Extract<GenerationEvent, { type: 'prefill' }>['tokens'] = [];
+  let end: End | null = null;
+  for await (const e of generate(rt, req)) {
+    if (e.type === 'token') tokens.push(e.token);
+    else if (e.type === 'prefill') prefill = e.tokens;
+    else if (e.type === 'end') end = e;
+  }
+  if (!end) throw new Error('generation ended without a result');
+  return { tokens, prefill, end };
+}
+
+const chatLogprob = (t: TokenInfo): ChatCompletionTokenLogprob => ({
+  token: t.text,
+  logprob: t.logprob,
+  bytes: [...Buffer.from(t.text, 'utf-8')],
+  top_logprobs: (t.top ?? []).map((a) => ({ token: a.text, logprob: a.logprob, bytes: [...Buffer.from(a.text, 'utf-8')] })),
+});
+
+/**
+ * Drives several generations into one SSE stream. Starting them all first means validation and
+ * admission errors become a plain HTTP error before any 200 is sent.
+ */
+async function streamChoices(
+  c: Context,
+  reqs: GenerationRequest[],
+  rt: Runtime,
+  ac: AbortController,
+  write: (stream: SSEStreamingApi, index: number, e: GenerationEvent) => Promise<void>,
+  after: (stream: SSEStreamingApi) => Promise<void>,
+) {
+  const its = reqs.map((r) => generate(rt, r));
+  const settled = await Promise.allSettled(its.map((it) => it.next()));
+  const failed = settled.find((s) => s.status === 'rejected');
+  if (failed) {
+    ac.abort();
+    await Promise.all(its.map((it) => it.return(undefined)));
+    throw failed.reason;
+  }
+  const firsts = settled.map((s) => (s as PromiseFulfilledResult<IteratorResult<GenerationEvent>>).value);
+  return streamSSE(c, async (stream) => {
+    stream.onAbort(() => ac.abort());
+    try {
+      await Promise.all(
+        its.map(async (it, i) => {
+          let r = firsts[i]!;
+          while (!r.done && !ac.signal.aborted) {
+            await write(stream, i, r.value);
+            r = await it.next();
+          }
+        }),
+      );
+      await after(stream);
+      await stream.writeSSE({ data: OPENAI_STREAM_DONE });
+    } catch (err) {
+      await stream.writeSSE({ data: JSON.stringify(openaiError((err as Error).message, 'server_error')) });
+    } finally {
+      ac.abort();
+      await Promise.all(its.map((it) => it.return(undefined)));
+    }
+  });
+}
+
+export function openaiRoutes(rt: Runtime): Hono {
+  const app = new Hono();
+
+  app.get('/v1/models', (c) => {
+    const created = Math.floor(rt.startedAt / 1000);
+    const ids = new Set<string>([rt.modelName]);
+    for (const a of rt.store.resident()) if (typeof a.info.id === 'string') ids.add(a.info.id);
+    const body: ModelList = { object: 'list', data: [...ids].map((id) => ({ id, object: 'model', created, owned_by: 'switchboard' })) };
+    return c.json(body);
+  });
+
+  app.post('/v1/chat/completions', async (c) => {
+    try {
+      const parsed = parseOpenAIRequest(ChatCompletionRequest, await readJsonBody(c));
+      if (!parsed.success) return c.json(parsed.error, 400);
+      const r = parsed.data;
+      if (r.tools && r.tools.length > 0) throw new RequestError('tools are not supported by this server yet', 400);
+      const messages = r.messages.map((m) => ({ role: m.role, content: contentToText(m.content) }));
+      const promptIds = rt.tokenizer.encodeChat(messages, true);
+      const ac = new AbortController();
+      c.req.raw.signal.addEventListener('abort', () => ac.abort());
+      const topLogprobs = r.logprobs ? (r.top_logprobs ?? 0) : 0;
+      const base = baseRequest(rt, c, r, promptIds, chatMaxTokens(r), topLogprobs, ac.signal);
+      prepareInput(rt, base); // length errors before anything starts
+      const reqs = choiceRequests(base, r.n ?? 1);
+      const id = newId('chatcmpl');
+      const created = now();
+      if (!r.stream) {
+        const results = await Promise.all(reqs.map((q) => runToEnd(rt, q)));
+        const completionTokens = results.reduce((a, x) => a + x.end.generatedTokens, 0);
+        const body: ChatCompletion = {
+          id,
+          object: 'chat.completion',
+          created,
+          model: r.model,
+          choices: results.map((x, index) => ({
+            index,
+            message: { role: 'assistant', content: x.end.generatedText },
+            logprobs: r.logprobs ? { content: x.tokens.map(chatLogprob) } : null,
+            finish_reason: finish(x.end.finishReason),
+          })),
+          usage: { prompt_tokens: promptIds.length, completion_tokens: completionTokens, total_tokens: promptIds.length + completionTokens },
+        };
+        return c.json(body);
+      }
+      let completionTokens = 0;
+      const chunk = (choices: ChatCompletionChunk['choices'], usage?: ChatCompletionChunk['usage']): string =>
+        JSON.stringify({ id, object: 'chat.completion.chunk', created, model: r.model, choices, ...(usage !== undefined ? { usage } : {}) } satisfies ChatCompletionChunk);
+      const includeUsage = r.stream_options?.include_usage === true;
+      return await streamChoices(
+        c,
+        reqs,
+        rt,
+        ac,
+        async (stream, index, e) => {
+          if (e.type === 'start') {
+            await stream.writeSSE({ data: chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }], includeUsage ? null : undefined) });
+          } else if (e.type === 'token') {
+            if (e.text === '' && !r.logprobs) return;
+            await stream.writeSSE({
+              data: chunk([{ index, delta: { content: e.text }, logprobs: r.logprobs ? { content: [chatLogprob(e.token)] } : null, finish_reason: null }], includeUsage ? null : undefined),
+            });
+          } else if (e.type === 'end') {
+            completionTokens += e.generatedTokens;
+            await stream.writeSSE({ data: chunk([{ index, delta: e.tail ? { content: e.tail } : {}, logprobs: null, finish_reason: finish(e.finishReason) }], includeUsage ? null : undefined) });
+          }
+        },
+        async (stream) => {
+          if (includeUsage) {
+            await stream.writeSSE({ data: chunk([], { prompt_tokens: promptIds.length, completion_tokens: completionTokens, total_tokens: promptIds.length + completionTokens }) });
+          }
+        },
+      );
+    } catch (err) {
+      return errorResponse(c, err);
+    }
+  });
+
+  app.post('/v1/completions', async (c) => {
+    try {
+      const parsed = parseOpenAIRequest(CompletionRequest, await readJsonBody(c));
+      if (!parsed.success) return c.json(parsed.error, 400);
+      const r = parsed.data;
+      const prompts = typeof r.prompt === 'string' ? [r.prompt] : r.prompt;
+      const n = r.n ?? 1;
+      if (r.best_of !== undefined && r.best_of !== n) throw new RequestError('best_of other than n is not supported', 400);
+      if (r.max_tokens === 0) throw new RequestError('max_tokens 0 (prompt scoring) is not supported yet', 400);
+      const ac = new AbortController();
+      c.req.raw.signal.addEventListener('abort', () => ac.abort());
+      const k = r.logprobs ?? 0;
+      const maxTokens = r.max_tokens ?? 16; // OpenAI's default for completions
+      const reqs: GenerationRequest[] = [];
+      for (const p of prompts) {
+        const base = { ...baseRequest(rt, c, r, p, maxTokens, k, ac.signal), promptLogprobs: r.echo && r.logprobs !== undefined };
+        prepareInput(rt, base);
+        reqs.push(...choiceRequests(base, n));
+      }
+      const id = newId('cmpl');
+      const created = now();
+      if (!r.stream) {
+        const results = await Promise.all(reqs.map((q) => runToEnd(rt, q)));
+        let promptTokens = 0;
+        results.forEach((x, i) => {
+          if (i % n === 0) promptTokens += x.end.inputLength;
+        });
+        const completionTokens = results.reduce((a, x) => a + x.end.generatedTokens, 0);
+        const body: Completion = {
+          id,
+          object: 'text_completion',
+          created,
+          model: r.model,
+          choices: results.map((x, index) => {
+            const promptText = prompts[Math.floor(index / n)]!;
+            let logprobs: CompletionLogprobs | null = null;
+            if (r.logprobs !== undefined) {
+              const toks = [...(r.echo ? x.prefill.map((t) => ({ text: t.text, logprob: t.logprob, top: null as TokenInfo['top'] })) : []), ...x.tokens];
+              let offset = 0;
+              const text_offset = toks.map((t) => {
+                const o = offset;
+                offset += t.text.length;
+                return o;
+              });
+              logprobs = {
+                tokens: toks.map((t) => t.text),
+                token_logprobs: toks.map((t) => t.logprob),
+                top_logprobs: toks.map((t) => (t.top ? Object.fromEntries(t.top.map((a) => [a.text, a.logprob])) : null)),
+                text_offset,
+              };
+            }
+            return { index, text: (r.echo ? promptText : '') + x.end.generatedText, logprobs, finish_reason: finish(x.end.finishReason) };
+          }),
+          usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
+        };
+        return c.json(body);
+      }
+      let completionTokens = 0;
+      let promptTokens = 0;
+      const includeUsage = r.stream_options?.include_usage === true;
+      const chunk = (choices: CompletionChunk['choices'], usage?: CompletionChunk['usage']): string =>
+        JSON.stringify({ id, object: 'text_completion', created, model: r.model, choices, ...(usage !== undefined ? { usage } : {}) } as CompletionChunk);
+      return await streamChoices(
+        c,
+        reqs,
+        rt,
+        ac,
+        async (stream, index, e) => {
+          if (e.type === 'start') {
+            if (index % n === 0) promptTokens += e.inputIds.length;
+            if (r.echo) await stream.writeSSE({ data: chunk([{ index, text: prompts[Math.floor(index / n)]!, logprobs: null, finish_reason: null }]) });
+          } else if (e.type === 'token' && e.text !== '') {
+            const logprobs = r.logprobs !== undefined
+              ? { tokens: [e.token.text], token_logprobs: [e.token.logprob], top_logprobs: [e.token.top ? Object.fromEntries(e.token.top.map((a) => [a.text, a.logprob])) : null], text_offset: [0] }
+              : null;
+            await stream.writeSSE({ data: chunk([{ index, text: e.text, logprobs, finish_reason: null }]) });
+          } else if (e.type === 'end') {
+            completionTokens += e.generatedTokens;
+            await stream.writeSSE({ data: chunk([{ index, text: e.tail, logprobs: null, finish_reason: finish(e.finishReason) }]) });
+          }
+        },
+        async (stream) => {
+          if (includeUsage) {
+            await stream.writeSSE({ data: chunk([], { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens }) });
+          }
+        },
+      );
+    } catch (err) {
+      return errorResponse(c, err);
+    }
+  });
+
+  return app;
+}

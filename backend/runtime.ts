@@ -1,0 +1,132 @@
+// Everything one backend process holds: the engine, the model's tokenizer, the adapter tiers and
+// the scheduler, wired to the metrics. Built once at start-up, shared by every route.
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { Engine } from '../native/engine.ts';
+import { openModelDir } from '../native/model-dir.ts';
+import { AdapterStore } from './adapters/adapter-store.ts';
+import { HubSource } from './adapters/hub-source.ts';
+import { LocalSource } from './adapters/local-source.ts';
+import { AdapterResolver } from './adapters/resolve.ts';
+import type { ServeConfig } from './config.ts';
+import { Metrics } from './metrics.ts';
+import { Scheduler } from './scheduler.ts';
+import { TextTokenizer } from './text/tokenizer.ts';
+
+export interface Limits {
+  maxInputLength: number;
+  maxTotalTokens: number;
+  maxBestOf: number;
+  maxStopSequences: number;
+  maxConcurrentRequests: number;
+}
+
+export class Runtime {
+  inFlight = 0;
+  readonly startedAt = Date.now();
+
+  private constructor(
+    readonly config: ServeConfig,
+    readonly engine: Engine,
+    readonly tokenizer: TextTokenizer,
+    readonly store: AdapterStore,
+    readonly adapters: AdapterResolver,
+    readonly scheduler: Scheduler,
+    readonly metrics: Metrics,
+    readonly limits: Limits,
+    readonly modelName: string,
+  ) {}
+
+  static async start(config: ServeConfig, log: (msg: string) => void = () => {}): Promise<Runtime> {
+    const metrics = new Metrics();
+    const modelDir = path.resolve(config.modelId);
+    log(`loading tokenizer from ${modelDir}`);
+    // Limits follow LoRAX's launcher: 4096 tokens or the model's context, whichever is smaller.
+    const probe = await openModelDir(modelDir);
+    const ctx = probe.config.maxPositionEmbeddings ?? 4096;
+    const maxTotalTokens = config.maxTotalTokens ?? Math.min(ctx, 4096);
+    const maxInputLength = config.maxInputLength ?? maxTotalTokens - 1;
+    if (maxInputLength >= maxTotalTokens) throw new Error(`--max-input-length (${maxInputLength}) must be < --max-total-tokens (${maxTotalTokens})`);
+    const batchTokens = config.maxBatchTotalTokens ?? maxTotalTokens * 16;
+    const numBlocks = Math.ceil(batchTokens / config.blockSize);
+    if (numBlocks * config.blockSize < maxTotalTokens) throw new Error('--max-batch-total-tokens must hold at least one full request (--max-total-tokens)');
+    const tokenizer = await TextTokenizer.load(modelDir, probe.config.eosTokenId);
+    log(`loading weights (${(probe.weightBytes / 1e6).toFixed(1)} MB) ...`);
+    const t0 = performance.now();
+    const engine = await Engine.open(probe, {
+      numBlocks,
+      blockSize: config.blockSize,
+      maxAdapters: config.maxActiveAdapters,
+      ...(config.threads ? { threads: config.threads } : {}),
+    });
+    log(`engine ready on ${engine.info().deviceName} in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+    let scheduler: Scheduler | undefined;
+    const store = new AdapterStore(
+      engine,
+      {
+        slots: config.maxActiveAdapters,
+        cycleTimeS: config.adapterCycleTimeS,
+        maxHostAdapters: Math.max(16, config.maxActiveAdapters),
+        onChange: () => scheduler?.notify(),
+      },
+      {
+        onLoad: (key, s, tier) => {
+          metrics.adapterLoads.inc({ tier });
+          metrics.adapterLoadDuration.observe({ tier }, s);
+          metrics.activeAdapters.set(store.activeCount);
+        },
+        onLoadError: () => metrics.adapterLoadFailures.inc(),
+        onEvict: () => {
+          metrics.adapterEvictions.inc();
+          metrics.activeAdapters.set(store.activeCount);
+        },
+      },
+    );
+    const cacheDir = config.adapterCacheDir ?? path.join(homedir(), '.cache', 'switchboard', 'hub');
+    const resolver = new AdapterResolver(
+      store,
+      {
+        local: new LocalSource(config.adapterRoot ? path.resolve(config.adapterRoot) : null),
+        hub: new HubSource({ endpoint: config.hubEndpoint, cacheDir, ...(config.hubToken ? { defaultToken: config.hubToken } : {}) }),
+      },
+      engine.model,
+    );
+    scheduler = new Scheduler(
+      engine,
+      store,
+      {
+        numBlocks,
+        blockSize: config.blockSize,
+        maxBatchPrefillTokens: config.maxBatchPrefillTokens,
+        maxBatchSize: config.maxBatchSize,
+        maxTotalTokens,
+        waitingServedRatio: config.waitingServedRatio,
+        maxWaitingTokens: config.maxWaitingTokens,
+      },
+      {
+        onStep: ({ prefillTokens, seconds }) => {
+          metrics.batchStepDuration.observe({ method: prefillTokens > 0 ? 'prefill' : 'decode' }, seconds);
+          metrics.kvBlocksUsed.set(scheduler!.blocks.used);
+        },
+        onQueue: (waiting, running) => {
+          metrics.queueSize.set(waiting);
+          metrics.batchSize.set(running);
+        },
+        onPreempt: () => metrics.preemptions.inc(),
+      },
+    );
+    const limits: Limits = {
+      maxInputLength,
+      maxTotalTokens,
+      maxBestOf: config.maxBestOf,
+      maxStopSequences: config.maxStopSequences,
+      maxConcurrentRequests: config.maxConcurrentRequests,
+    };
+    return new Runtime(config, engine, tokenizer, store, resolver, scheduler, metrics, limits, path.basename(modelDir));
+  }
+
+  async close(): Promise<void> {
+    await this.scheduler.close();
+    this.engine.close();
+  }
+}

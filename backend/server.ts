@@ -1,0 +1,27 @@
+// The backend's Hono app: the route modules over one Runtime, plus the catch-all error shape
+// (OpenAI's under /v1, LoRAX's elsewhere) so nothing ever answers with a bare 500 page.
+import { Hono } from 'hono';
+import { loraxError, openaiError } from '../protocol/index.ts';
+import { infoRoutes } from './routes/info.ts';
+import { loraxRoutes } from './routes/lorax.ts';
+import { openaiRoutes } from './routes/openai.ts';
+import type { Runtime } from './runtime.ts';
+
+export function createApp(rt: Runtime): Hono {
+  const app = new Hono();
+  app.route('/', infoRoutes(rt));
+  app.route('/', loraxRoutes(rt));
+  app.route('/', openaiRoutes(rt));
+  app.notFound((c) =>
+    c.req.path.startsWith('/v1/')
+      ? c.json(openaiError(`no route ${c.req.method} ${c.req.path}`, 'not_found_error'), 404)
+      : c.json(loraxError(`no route ${c.req.method} ${c.req.path}`, 'not_found'), 404),
+  );
+  app.onError((err, c) => {
+    console.error(`unhandled error on ${c.req.method} ${c.req.path}:`, err);
+    return c.req.path.startsWith('/v1/')
+      ? c.json(openaiError('internal error', 'server_error'), 500)
+      : c.json(loraxError('internal error', 'generation'), 500);
+  });
+  return app;
+}

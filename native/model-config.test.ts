@@ -1,0 +1,244 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { modelSpecFields, parseModelConfig, projectionFeatures } from './model-config.ts';
+
+/** Llama-3.1-style config as transformers 4 saves it. */
+const llama3V4 = {
+  architectures: ['LlamaForCausalLM'],
+  model_type: 'llama',
+  vocab_size: 128256,
+  hidden_size: 4096,
+  intermediate_size: 14336,
+  num_hidden_layers: 32,
+  num_attention_heads: 32,
+  num_key_value_heads: 8,
+  hidden_act: 'silu',
+  max_position_embeddings: 131072,
+  rms_norm_eps: 1e-5,
+  rope_theta: 500000.0,
+  rope_scaling: {
+    factor: 8.0,
+    low_freq_factor: 1.0,
+    high_freq_factor: 4.0,
+    original_max_position_embeddings: 8192,
+    rope_type: 'llama3',
+  },
+  tie_word_embeddings: false,
+  torch_dtype: 'bfloat16',
+  bos_token_id: 128000,
+  eos_token_id: [128001, 128008, 128009],
+};
+
+/** The same model as transformers 5 saves it. */
+const llama3V5 = {
+  architectures: ['LlamaForCausalLM'],
+  model_type: 'llama',
+  vocab_size: 128256,
+  hidden_size: 4096,
+  intermediate_size: 14336,
+  num_hidden_layers: 32,
+  num_attention_heads: 32,
+  num_key_value_heads: 8,
+  head_dim: 128,
+  hidden_act: 'silu',
+  max_position_embeddings: 131072,
+  rms_norm_eps: 1e-5,
+  rope_parameters: {
+    rope_type: 'llama3',
+    rope_theta: 500000.0,
+    factor: 8.0,
+    low_freq_factor: 1.0,
+    high_freq_factor: 4.0,
+    original_max_position_embeddings: 8192,
+  },
+  tie_word_embeddings: false,
+  dtype: 'bfloat16',
+  bos_token_id: 128000,
+  eos_token_id: [128001, 128008, 128009],
+};
+
+const tinyQwen2 = {
+  architectures: ['Qwen2ForCausalLM'],
+  model_type: 'qwen2',
+  vocab_size: 151936,
+  hidden_size: 896,
+  intermediate_size: 4864,
+  num_hidden_layers: 6,
+  num_attention_heads: 14,
+  num_key_value_heads: 2,
+  max_position_embeddings: 32768,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000.0,
+  sliding_window: 32768,
+  use_sliding_window: false,
+  max_window_layers: 4,
+  tie_word_embeddings: true,
+  torch_dtype: 'bfloat16',
+  bos_token_id: 151643,
+  eos_token_id: 151643,
+};
+
+describe('parseModelConfig', () => {
+  test('transformers 4 and 5 forms of a Llama 3.1 config give identical results', () => {
+    const v4 = parseModelConfig(llama3V4);
+    const v5 = parseModelConfig(llama3V5);
+    assert.deepEqual(v4, v5);
+    assert.deepEqual(modelSpecFields(v4), modelSpecFields(v5));
+  });
+
+  test('reads llama3 RoPE and the rest of a Llama 3.1 config', () => {
+    const c = parseModelConfig(llama3V4);
+    assert.deepEqual(modelSpecFields(c), {
+      arch: 'llama',
+      hiddenSize: 4096,
+      intermediateSize: 14336,
+      numLayers: 32,
+      numHeads: 32,
+      numKvHeads: 8,
+      headDim: 128,
+      vocabSize: 128256,
+      rmsNormEps: 1e-5,
+      ropeTheta: 500000,
+      ropeType: 'llama3',
+      ropeFactor: 8,
+      ropeLowFreqFactor: 1,
+      ropeHighFreqFactor: 4,
+      ropeOriginalMaxPositions: 8192,
+      slidingWindow: new Array(32).fill(0),
+      attentionBias: false,
+      tieWordEmbeddings: false,
+    });
+    assert.equal(c.architecture, 'LlamaForCausalLM');
+    assert.equal(c.modelType, 'llama');
+    assert.equal(c.maxPositionEmbeddings, 131072);
+    assert.equal(c.dtype, 'bfloat16');
+    assert.equal(c.bosTokenId, 128000);
+    assert.deepEqual(c.eosTokenId, [128001, 128008, 128009]);
+  });
+
+  test('legacy rope_scaling "type" key, linear scaling, and defaults', () => {
+    const c = parseModelConfig({
+      model_type: 'llama', vocab_size: 32, hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2,
+      num_attention_heads: 4, rope_scaling: { type: 'linear', factor: 2.0 },
+    });
+    assert.equal(c.architecture, 'LlamaForCausalLM');
+    assert.equal(c.ropeType, 'linear');
+    assert.equal(c.ropeFactor, 2);
+    assert.equal(c.ropeTheta, 10000);
+    assert.equal(c.numKvHeads, 4); // Llama: defaults to num_attention_heads
+    assert.equal(c.headDim, 16);
+    assert.equal(c.rmsNormEps, 1e-6);
+    assert.equal(c.maxPositionEmbeddings, 2048);
+    assert.equal(c.tieWordEmbeddings, false);
+    assert.equal(c.dtype, null);
+    assert.equal(c.bosTokenId, 1);
+    assert.equal(c.eosTokenId, 2);
+    const plain = parseModelConfig({ ...llama3V4, rope_scaling: null });
+    assert.equal(plain.ropeType, 'default');
+    assert.equal(plain.ropeFactor, 1);
+  });
+
+  test('transformers 5 fills llama3 original_max_position_embeddings from max_position_embeddings', () => {
+    const { original_max_position_embeddings: _drop, ...rope } = llama3V5.rope_parameters;
+    const c = parseModelConfig({ ...llama3V5, rope_parameters: rope });
+    assert.equal(c.ropeOriginalMaxPositions, 131072);
+  });
+
+  test('rope_parameters keyed by layer type are accepted when they agree', () => {
+    const rope = { rope_type: 'default', rope_theta: 1e6 };
+    const c = parseModelConfig({ ...tinyQwen2, rope_theta: undefined, rope_parameters: { full_attention: rope, sliding_attention: rope } });
+    assert.equal(c.ropeTheta, 1e6);
+    assert.throws(
+      () => parseModelConfig({ ...tinyQwen2, rope_theta: undefined, rope_parameters: { full_attention: rope, sliding_attention: { ...rope, rope_theta: 1e4 } } }),
+      /rope_parameters differ between layer types/,
+    );
+  });
+
+  test('unsupported RoPE types are named', () => {
+    for (const type of ['yarn', 'dynamic', 'longrope']) {
+      assert.throws(
+        () => parseModelConfig({ ...llama3V4, rope_scaling: { rope_type: type, factor: 4.0 } }, 'cfg.json'),
+        { message: `cfg.json: unsupported rope type "${type}" (supported: default, linear, llama3)` },
+      );
+    }
+    assert.throws(() => parseModelConfig({ ...llama3V5, rope_parameters: { ...llama3V5.rope_parameters, rope_type: 'yarn' } }), /unsupported rope type "yarn"/);
+    assert.throws(() => parseModelConfig({ ...llama3V4, rope_scaling: { rope_type: 'llama3', factor: 8 } }), /llama3\) needs factor, low_freq_factor and high_freq_factor/);
+    assert.throws(() => parseModelConfig({ ...llama3V4, rope_scaling: { rope_type: 'linear', type: 'dynamic', factor: 2 } }), /must agree/);
+  });
+
+  test('unsupported architectures and inconsistent configs', () => {
+    assert.throws(
+      () => parseModelConfig({ architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: 768 }, 'config.json'),
+      { message: 'config.json: unsupported architecture "GPT2LMHeadModel" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)' },
+    );
+    assert.throws(() => parseModelConfig({ model_type: 'gemma' }), /unsupported architecture: model_type "gemma"/);
+    assert.throws(() => parseModelConfig({ ...llama3V4, model_type: 'mistral' }), /architectures\[0\] is "LlamaForCausalLM" but model_type is "mistral"/);
+    assert.throws(() => parseModelConfig({ ...llama3V4, hidden_size: undefined }), /config\.json: hidden_size: /);
+    assert.throws(() => parseModelConfig({ ...llama3V4, num_key_value_heads: 5 }), /not a multiple of num_key_value_heads 5/);
+    assert.throws(() => parseModelConfig({ ...llama3V4, hidden_act: 'gelu' }), /hidden_act "gelu" is not supported/);
+    assert.throws(() => parseModelConfig({ ...llama3V4, attention_bias: true }), /attention_bias=true is not supported for Llama/);
+    assert.throws(() => parseModelConfig({ ...llama3V4, partial_rotary_factor: 0.5 }), /partial_rotary_factor/);
+    assert.throws(() => parseModelConfig([]), /expected a JSON object/);
+  });
+
+  test('explicit head_dim wins over hidden_size / num_attention_heads', () => {
+    const c = parseModelConfig({ ...llama3V4, head_dim: 64 });
+    assert.equal(c.headDim, 64);
+    assert.deepEqual(projectionFeatures(c, 'q_proj'), { inFeatures: 4096, outFeatures: 32 * 64 });
+    assert.deepEqual(projectionFeatures(c, 'o_proj'), { inFeatures: 32 * 64, outFeatures: 4096 });
+    assert.deepEqual(projectionFeatures(c, 'k_proj'), { inFeatures: 4096, outFeatures: 8 * 64 });
+    assert.deepEqual(projectionFeatures(c, 'down_proj'), { inFeatures: 14336, outFeatures: 4096 });
+  });
+});
+
+describe('sliding window per layer', () => {
+  const mistral = {
+    architectures: ['MistralForCausalLM'], model_type: 'mistral', vocab_size: 32000, hidden_size: 4096,
+    intermediate_size: 14336, num_hidden_layers: 4, num_attention_heads: 32, num_key_value_heads: 8,
+    max_position_embeddings: 32768, rms_norm_eps: 1e-5, rope_theta: 10000.0, sliding_window: 4096,
+    tie_word_embeddings: false, torch_dtype: 'bfloat16',
+  };
+
+  test('Mistral applies sliding_window to every layer; null means none', () => {
+    const c = parseModelConfig(mistral);
+    assert.equal(c.arch, 'mistral');
+    assert.deepEqual(c.slidingWindow, [4096, 4096, 4096, 4096]);
+    assert.equal(c.attentionBias, false);
+    assert.deepEqual(parseModelConfig({ ...mistral, sliding_window: null }).slidingWindow, [0, 0, 0, 0]);
+  });
+
+  test('Mistral defaults follow MistralConfig (window 4096, 8 KV heads)', () => {
+    const c = parseModelConfig({ ...mistral, sliding_window: undefined, num_key_value_heads: undefined });
+    assert.deepEqual(c.slidingWindow, [4096, 4096, 4096, 4096]);
+    assert.equal(c.numKvHeads, 8);
+    assert.equal(parseModelConfig({ ...mistral, num_key_value_heads: null }).numKvHeads, 32);
+  });
+
+  test('Qwen2: no window unless use_sliding_window; then layers >= max_window_layers', () => {
+    const off = parseModelConfig(tinyQwen2);
+    assert.equal(off.arch, 'qwen2');
+    assert.equal(off.attentionBias, true);
+    assert.equal(off.tieWordEmbeddings, true);
+    assert.deepEqual(off.slidingWindow, [0, 0, 0, 0, 0, 0]);
+    const on = parseModelConfig({ ...tinyQwen2, use_sliding_window: true, sliding_window: 1024 });
+    assert.deepEqual(on.slidingWindow, [0, 0, 0, 0, 1024, 1024]);
+  });
+
+  test('Qwen2: layer_types decides which layers slide, still only with use_sliding_window', () => {
+    const layer_types = ['sliding_attention', 'full_attention', 'sliding_attention', 'full_attention', 'full_attention', 'full_attention'];
+    const on = parseModelConfig({ ...tinyQwen2, use_sliding_window: true, sliding_window: 512, layer_types });
+    assert.deepEqual(on.slidingWindow, [512, 0, 512, 0, 0, 0]);
+    const off = parseModelConfig({ ...tinyQwen2, use_sliding_window: false, sliding_window: 512, layer_types });
+    assert.deepEqual(off.slidingWindow, [0, 0, 0, 0, 0, 0]);
+    assert.throws(() => parseModelConfig({ ...tinyQwen2, layer_types: ['full_attention'] }), /layer_types has 1 entries but num_hidden_layers is 6/);
+    assert.throws(() => parseModelConfig({ ...tinyQwen2, layer_types: new Array(6).fill('chunked_attention') }), /unsupported layer type "chunked_attention"/);
+  });
+
+  test('Qwen2 defaults: tie_word_embeddings false, no bos/eos', () => {
+    const { tie_word_embeddings: _t, bos_token_id: _b, eos_token_id: _e, ...rest } = tinyQwen2;
+    const c = parseModelConfig(rest);
+    assert.equal(c.tieWordEmbeddings, false);
+    assert.equal(c.bosTokenId, null);
+    assert.equal(c.eosTokenId, null);
+  });
+});

@@ -1,0 +1,361 @@
+// Hugging Face config.json -> the scalar part of NativeModelSpec.
+// Defaults follow transformers' config classes for each architecture (they apply when a key is absent), and both
+// the transformers-4 layout (rope_theta + rope_scaling, torch_dtype) and the transformers-5 one (rope_parameters,
+// dtype) are read, so a checkpoint re-saved by either gives the same spec.
+
+import { z } from 'zod';
+import type { LoraModuleName, NativeModelSpec, RopeType } from './addon.d.ts';
+
+export type ModelArch = NativeModelSpec['arch'];
+
+/** NativeModelSpec without the weights: everything config.json decides. */
+export type ModelSpecFields = Omit<NativeModelSpec, 'tensors'>;
+
+export interface ModelConfig extends ModelSpecFields {
+  /** architectures[0] (or the class implied by model_type), e.g. "LlamaForCausalLM". */
+  architecture: string;
+  modelType: ModelArch;
+  maxPositionEmbeddings: number;
+  /** dtype / torch_dtype as written ("bfloat16", ...), or null when config.json does not say. */
+  dtype: string | null;
+  bosTokenId: number | null;
+  eosTokenId: number | number[] | null;
+}
+
+const ARCHITECTURES: Readonly<Record<string, ModelArch>> = {
+  LlamaForCausalLM: 'llama',
+  MistralForCausalLM: 'mistral',
+  Qwen2ForCausalLM: 'qwen2',
+};
+const CLASS_FOR_TYPE: Readonly<Record<ModelArch, string>> = {
+  llama: 'LlamaForCausalLM',
+  mistral: 'MistralForCausalLM',
+  qwen2: 'Qwen2ForCausalLM',
+};
+
+/** Per-architecture defaults of the transformers config classes, for keys a config.json leaves out. */
+interface ArchDefaults {
+  /** null: num_attention_heads. */
+  numKvHeads: number | null;
+  maxPositionEmbeddings: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  bosTokenId: number | null;
+  eosTokenId: number | null;
+  slidingWindow: number | null;
+}
+const ARCH_DEFAULTS: Readonly<Record<ModelArch, ArchDefaults>> = {
+  llama: { numKvHeads: null, maxPositionEmbeddings: 2048, rmsNormEps: 1e-6, ropeTheta: 10000, bosTokenId: 1, eosTokenId: 2, slidingWindow: null },
+  mistral: { numKvHeads: 8, maxPositionEmbeddings: 4096 * 32, rmsNormEps: 1e-6, ropeTheta: 10000, bosTokenId: 1, eosTokenId: 2, slidingWindow: 4096 },
+  qwen2: { numKvHeads: 32, maxPositionEmbeddings: 32768, rmsNormEps: 1e-6, ropeTheta: 10000, bosTokenId: null, eosTokenId: null, slidingWindow: 4096 },
+};
+
+export const SUPPORTED_ROPE_TYPES: readonly RopeType[] = ['default', 'linear', 'llama3'];
+
+const posInt = z.number().int().positive();
+
+/** One RoPE dict: transformers-4 `rope_scaling` or transformers-5 `rope_parameters` (same keys, plus rope_theta). */
+const ropeDictSchema = z.looseObject({
+  rope_type: z.string().nullish(),
+  type: z.string().nullish(),
+  rope_theta: z.number().positive().nullish(),
+  factor: z.number().positive().nullish(),
+  low_freq_factor: z.number().positive().nullish(),
+  high_freq_factor: z.number().positive().nullish(),
+  original_max_position_embeddings: posInt.nullish(),
+  partial_rotary_factor: z.number().nullish(),
+});
+type RopeDict = z.infer<typeof ropeDictSchema>;
+
+export const rawModelConfigSchema = z.looseObject({
+  architectures: z.array(z.string()).nullish(),
+  model_type: z.string().nullish(),
+  vocab_size: posInt,
+  hidden_size: posInt,
+  intermediate_size: posInt,
+  num_hidden_layers: posInt,
+  num_attention_heads: posInt,
+  num_key_value_heads: posInt.nullish(),
+  head_dim: posInt.nullish(),
+  hidden_act: z.string().nullish(),
+  max_position_embeddings: posInt.nullish(),
+  rms_norm_eps: z.number().positive().nullish(),
+  rope_theta: z.number().positive().nullish(),
+  rope_scaling: ropeDictSchema.nullish(),
+  // Validated in resolveRope: transformers 5 may key it by layer type ({full_attention: {...}, ...}).
+  rope_parameters: z.record(z.string(), z.unknown()).nullish(),
+  partial_rotary_factor: z.number().nullish(),
+  torch_dtype: z.string().nullish(),
+  dtype: z.string().nullish(),
+  tie_word_embeddings: z.boolean().nullish(),
+  attention_bias: z.boolean().nullish(),
+  mlp_bias: z.boolean().nullish(),
+  sliding_window: posInt.nullish(),
+  use_sliding_window: z.boolean().nullish(),
+  max_window_layers: z.number().int().nonnegative().nullish(),
+  layer_types: z.array(z.string()).nullish(),
+  bos_token_id: z.number().int().nullish(),
+  eos_token_id: z.union([z.number().int(), z.array(z.number().int())]).nullish(),
+});
+export type RawModelConfig = z.infer<typeof rawModelConfigSchema>;
+
+/** "hidden_size: Invalid input: expected number, received string; ..." */
+export function formatZodError(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => (issue.path.length > 0 ? `${issue.path.join('.')}: ${issue.message}` : issue.message))
+    .join('; ');
+}
+
+function resolveArch(raw: RawModelConfig, source: string): { arch: ModelArch; architecture: string } {
+  const supported = Object.keys(ARCHITECTURES).join(', ');
+  const declared = raw.architectures?.[0];
+  const fromType = raw.model_type != null ? (raw.model_type as ModelArch) : undefined;
+  if (declared !== undefined) {
+    const arch = ARCHITECTURES[declared];
+    if (arch === undefined) throw new Error(`${source}: unsupported architecture "${declared}" (supported: ${supported})`);
+    // transformers picks the config class (and so the defaults) by model_type: both must agree.
+    if (fromType !== undefined && fromType !== arch) {
+      throw new Error(`${source}: architectures[0] is "${declared}" but model_type is "${raw.model_type}"`);
+    }
+    return { arch, architecture: declared };
+  }
+  if (fromType !== undefined && fromType in CLASS_FOR_TYPE) return { arch: fromType, architecture: CLASS_FOR_TYPE[fromType] };
+  const what = raw.model_type != null ? `model_type "${raw.model_type}"` : 'no architectures or model_type';
+  throw new Error(`${source}: unsupported architecture: ${what} (supported: ${supported})`);
+}
+
+interface RopeFields {
+  ropeTheta: number;
+  ropeType: RopeType;
+  ropeFactor: number;
+  ropeLowFreqFactor: number;
+  ropeHighFreqFactor: number;
+  ropeOriginalMaxPositions: number;
+}
+
+const LAYER_TYPE_KEYS = new Set(['full_attention', 'sliding_attention']);
+
+function isNestedByLayerType(params: Record<string, unknown>): boolean {
+  const keys = Object.keys(params);
+  return keys.length > 0 && keys.every((k) => LAYER_TYPE_KEYS.has(k));
+}
+
+function resolveRopeDict(
+  dict: RopeDict,
+  topTheta: number | null | undefined,
+  defaults: ArchDefaults,
+  maxPositions: number,
+  source: string,
+  where: string,
+): RopeFields {
+  if (dict.rope_type != null && dict.type != null && dict.rope_type !== dict.type) {
+    throw new Error(`${source}: ${where} has rope_type "${dict.rope_type}" and type "${dict.type}"; they must agree`);
+  }
+  if (dict.rope_theta != null && topTheta != null && dict.rope_theta !== topTheta) {
+    throw new Error(`${source}: rope_theta ${topTheta} disagrees with ${where}.rope_theta ${dict.rope_theta}`);
+  }
+  if (dict.partial_rotary_factor != null && dict.partial_rotary_factor !== 1) {
+    throw new Error(`${source}: partial_rotary_factor ${dict.partial_rotary_factor} is not supported (only full rotary)`);
+  }
+  const ropeTheta = dict.rope_theta ?? topTheta ?? defaults.ropeTheta;
+  const type = dict.rope_type ?? dict.type ?? 'default';
+  // Neutral values for the fields a rope type does not use, so the engine never sees garbage.
+  const neutral: RopeFields = {
+    ropeTheta, ropeType: 'default', ropeFactor: 1, ropeLowFreqFactor: 1, ropeHighFreqFactor: 1,
+    ropeOriginalMaxPositions: maxPositions,
+  };
+  switch (type) {
+    case 'default':
+      return neutral;
+    case 'linear':
+      if (dict.factor == null) throw new Error(`${source}: ${where} (rope type linear) needs factor`);
+      return { ...neutral, ropeType: 'linear', ropeFactor: dict.factor };
+    case 'llama3': {
+      const { factor, low_freq_factor: low, high_freq_factor: high } = dict;
+      if (factor == null || low == null || high == null) {
+        throw new Error(`${source}: ${where} (rope type llama3) needs factor, low_freq_factor and high_freq_factor`);
+      }
+      if (high <= low) {
+        throw new Error(`${source}: ${where} (rope type llama3) needs high_freq_factor > low_freq_factor, got ${high} <= ${low}`);
+      }
+      return {
+        ropeTheta, ropeType: 'llama3', ropeFactor: factor, ropeLowFreqFactor: low, ropeHighFreqFactor: high,
+        // transformers 5 falls back to max_position_embeddings when the key is absent.
+        ropeOriginalMaxPositions: dict.original_max_position_embeddings ?? maxPositions,
+      };
+    }
+    default:
+      throw new Error(`${source}: unsupported rope type "${type}" (supported: ${SUPPORTED_ROPE_TYPES.join(', ')})`);
+  }
+}
+
+function parseRopeDict(value: unknown, source: string, where: string): RopeDict {
+  const parsed = ropeDictSchema.safeParse(value);
+  if (!parsed.success) throw new Error(`${source}: ${where}: ${formatZodError(parsed.error)}`);
+  return parsed.data;
+}
+
+function resolveRope(raw: RawModelConfig, defaults: ArchDefaults, maxPositions: number, source: string): RopeFields {
+  if (raw.partial_rotary_factor != null && raw.partial_rotary_factor !== 1) {
+    throw new Error(`${source}: partial_rotary_factor ${raw.partial_rotary_factor} is not supported (only full rotary)`);
+  }
+  const resolve = (dict: RopeDict, where: string): RopeFields =>
+    resolveRopeDict(dict, raw.rope_theta, defaults, maxPositions, source, where);
+  // transformers 5 prefers a non-empty legacy rope_scaling over rope_parameters; transformers 4 only knows rope_scaling.
+  const scaling = raw.rope_scaling != null && Object.keys(raw.rope_scaling).length > 0 ? raw.rope_scaling : null;
+  if (scaling !== null) return resolve(scaling, 'rope_scaling');
+  const params = raw.rope_parameters;
+  if (params == null) return resolve({}, 'rope_parameters');
+  if (!isNestedByLayerType(params)) return resolve(parseRopeDict(params, source, 'rope_parameters'), 'rope_parameters');
+  // The engine has one RoPE for all layers: per-layer-type dicts are fine only if they all say the same.
+  const resolved = Object.entries(params)
+    .filter(([, d]) => d !== null)
+    .map(([k, d]) => resolve(parseRopeDict(d, source, `rope_parameters.${k}`), `rope_parameters.${k}`));
+  if (resolved.length === 0) return resolve({}, 'rope_parameters');
+  const first = JSON.stringify(resolved[0]);
+  if (resolved.some((r) => JSON.stringify(r) !== first)) {
+    throw new Error(`${source}: rope_parameters differ between layer types, which is not supported`);
+  }
+  return resolved[0]!;
+}
+
+/**
+ * Per-layer attention window (0 = full), following transformers:
+ * Mistral applies sliding_window to every layer; Qwen2 only when use_sliding_window, then by layer_types if given,
+ * else to layers with index >= max_window_layers.
+ */
+function resolveSlidingWindow(raw: RawModelConfig, arch: ModelArch, defaults: ArchDefaults, source: string): number[] {
+  const n = raw.num_hidden_layers;
+  const window = raw.sliding_window === undefined ? defaults.slidingWindow : raw.sliding_window;
+  if (arch === 'llama') return new Array<number>(n).fill(0);
+  if (arch === 'mistral') return new Array<number>(n).fill(window ?? 0);
+
+  const layerTypes = raw.layer_types ?? null;
+  if (layerTypes !== null) {
+    if (layerTypes.length !== n) {
+      throw new Error(`${source}: layer_types has ${layerTypes.length} entries but num_hidden_layers is ${n}`);
+    }
+    const bad = layerTypes.find((t) => !LAYER_TYPE_KEYS.has(t));
+    if (bad !== undefined) {
+      throw new Error(`${source}: unsupported layer type "${bad}" (supported: full_attention, sliding_attention)`);
+    }
+  }
+  // Qwen2Config drops sliding_window unless use_sliding_window is set, whatever layer_types says.
+  const effective = raw.use_sliding_window === true ? window : null;
+  if (effective == null) return new Array<number>(n).fill(0);
+  if (layerTypes !== null) return layerTypes.map((t) => (t === 'sliding_attention' ? effective : 0));
+  const maxWindowLayers = raw.max_window_layers ?? 28;
+  return Array.from({ length: n }, (_, i) => (i >= maxWindowLayers ? effective : 0));
+}
+
+/** Validates a parsed config.json object and derives the spec fields; `source` names the file in errors. */
+export function parseModelConfig(json: unknown, source = 'config.json'): ModelConfig {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new Error(`${source}: expected a JSON object`);
+  }
+  // Check the architecture before the schema, so a GPT-2 config says "unsupported architecture", not "missing hidden_size".
+  const pre = z.looseObject({ architectures: z.array(z.string()).nullish(), model_type: z.string().nullish() }).safeParse(json);
+  if (!pre.success) throw new Error(`${source}: ${formatZodError(pre.error)}`);
+  resolveArch(pre.data as RawModelConfig, source);
+
+  const parsed = rawModelConfigSchema.safeParse(json);
+  if (!parsed.success) throw new Error(`${source}: ${formatZodError(parsed.error)}`);
+  const raw = parsed.data;
+  const { arch, architecture } = resolveArch(raw, source);
+  const defaults = ARCH_DEFAULTS[arch];
+
+  const hiddenAct = raw.hidden_act ?? 'silu';
+  if (hiddenAct !== 'silu') throw new Error(`${source}: hidden_act "${hiddenAct}" is not supported (only silu)`);
+  if (arch === 'llama' && raw.attention_bias === true) {
+    // Llama's attention_bias also adds an o_proj bias, which the engine has no slot for.
+    throw new Error(`${source}: attention_bias=true is not supported for Llama`);
+  }
+  if (arch === 'llama' && raw.mlp_bias === true) throw new Error(`${source}: mlp_bias=true is not supported`);
+
+  const numHeads = raw.num_attention_heads;
+  const numKvHeads =
+    raw.num_key_value_heads === undefined
+      ? (defaults.numKvHeads ?? numHeads)
+      : (raw.num_key_value_heads ?? numHeads);
+  if (numHeads % numKvHeads !== 0) {
+    throw new Error(`${source}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
+  }
+  let headDim = raw.head_dim ?? null;
+  if (headDim === null) {
+    if (raw.hidden_size % numHeads !== 0) {
+      throw new Error(`${source}: hidden_size ${raw.hidden_size} is not a multiple of num_attention_heads ${numHeads} and head_dim is not given`);
+    }
+    headDim = raw.hidden_size / numHeads;
+  }
+  if (headDim % 2 !== 0) throw new Error(`${source}: head_dim ${headDim} is odd; RoPE needs an even head_dim`);
+
+  const maxPositionEmbeddings = raw.max_position_embeddings ?? defaults.maxPositionEmbeddings;
+  const rope = resolveRope(raw, defaults, maxPositionEmbeddings, source);
+
+  return {
+    arch,
+    hiddenSize: raw.hidden_size,
+    intermediateSize: raw.intermediate_size,
+    numLayers: raw.num_hidden_layers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    vocabSize: raw.vocab_size,
+    rmsNormEps: raw.rms_norm_eps ?? defaults.rmsNormEps,
+    ...rope,
+    slidingWindow: resolveSlidingWindow(raw, arch, defaults, source),
+    attentionBias: arch === 'qwen2',
+    tieWordEmbeddings: raw.tie_word_embeddings ?? false,
+    architecture,
+    modelType: arch,
+    maxPositionEmbeddings,
+    dtype: raw.dtype ?? raw.torch_dtype ?? null,
+    bosTokenId: raw.bos_token_id === undefined ? defaults.bosTokenId : raw.bos_token_id,
+    eosTokenId: raw.eos_token_id === undefined ? defaults.eosTokenId : raw.eos_token_id,
+  };
+}
+
+/** The NativeModelSpec fields of a ModelConfig, without the server-side extras. */
+export function modelSpecFields(config: ModelConfig): ModelSpecFields {
+  const {
+    arch, hiddenSize, intermediateSize, numLayers, numHeads, numKvHeads, headDim, vocabSize, rmsNormEps,
+    ropeTheta, ropeType, ropeFactor, ropeLowFreqFactor, ropeHighFreqFactor, ropeOriginalMaxPositions,
+    slidingWindow, attentionBias, tieWordEmbeddings,
+  } = config;
+  return {
+    arch, hiddenSize, intermediateSize, numLayers, numHeads, numKvHeads, headDim, vocabSize, rmsNormEps,
+    ropeTheta, ropeType, ropeFactor, ropeLowFreqFactor, ropeHighFreqFactor, ropeOriginalMaxPositions,
+    slidingWindow: [...slidingWindow], attentionBias, tieWordEmbeddings,
+  };
+}
+
+export interface ProjectionFeatures {
+  inFeatures: number;
+  outFeatures: number;
+}
+
+/** in/out features of a decoder layer's linear projection: the shape contract for weights and LoRA factors. */
+export function projectionFeatures(spec: ModelSpecFields, module: LoraModuleName): ProjectionFeatures {
+  const q = spec.numHeads * spec.headDim;
+  const kv = spec.numKvHeads * spec.headDim;
+  const h = spec.hiddenSize;
+  const inter = spec.intermediateSize;
+  switch (module) {
+    case 'q_proj': return { inFeatures: h, outFeatures: q };
+    case 'k_proj':
+    case 'v_proj': return { inFeatures: h, outFeatures: kv };
+    case 'o_proj': return { inFeatures: q, outFeatures: h };
+    case 'gate_proj':
+    case 'up_proj': return { inFeatures: h, outFeatures: inter };
+    case 'down_proj': return { inFeatures: inter, outFeatures: h };
+  }
+}
+
+export const LORA_MODULES: readonly LoraModuleName[] = [
+  'q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj',
+];
+
+/** The HF submodule (self_attn / mlp) each projection lives under. */
+export function moduleParent(module: LoraModuleName): 'self_attn' | 'mlp' {
+  return module === 'gate_proj' || module === 'up_proj' || module === 'down_proj' ? 'mlp' : 'self_attn';
+}

@@ -1,0 +1,176 @@
+// A Hugging Face model directory -> NativeModelSpec: config.json plus the exact weights the engine reads,
+// each located (file, offset, nbytes) and checked against the shape config.json implies.
+
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import type { NativeModelSpec, NativeTensorRef } from './addon.d.ts';
+import {
+  formatZodError, LORA_MODULES, moduleParent, modelSpecFields, parseModelConfig, projectionFeatures,
+  type ModelConfig, type ModelSpecFields,
+} from './model-config.ts';
+import { formatShape, readSafetensorsHeader, requireWeightDtype, type SafetensorsHeader } from './safetensors.ts';
+
+export interface ModelDir {
+  /** Absolute path of the directory. */
+  dir: string;
+  spec: NativeModelSpec;
+  config: ModelConfig;
+  /** Sum of the bytes of the tensors in spec.tensors, as stored on disk. */
+  weightBytes: number;
+}
+
+export interface ExpectedTensor {
+  name: string;
+  shape: number[];
+}
+
+export const INDEX_FILE = 'model.safetensors.index.json';
+export const SINGLE_FILE = 'model.safetensors';
+
+/** Reads and parses a JSON file, with errors that name it and say whether it is missing or malformed. */
+export async function readJsonFile(file: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf-8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(code === 'ENOENT' ? `${file}: not found` : `${file}: cannot read: ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new Error(`${file}: invalid JSON: ${(err as Error).message}`);
+  }
+}
+
+/** Every tensor the engine loads, by HF name, with the shape config.json implies (lm_head only when untied). */
+export function expectedModelTensors(spec: ModelSpecFields): ExpectedTensor[] {
+  const h = spec.hiddenSize;
+  const out: ExpectedTensor[] = [{ name: 'model.embed_tokens.weight', shape: [spec.vocabSize, h] }];
+  for (let i = 0; i < spec.numLayers; i++) {
+    const p = `model.layers.${i}`;
+    out.push({ name: `${p}.input_layernorm.weight`, shape: [h] });
+    out.push({ name: `${p}.post_attention_layernorm.weight`, shape: [h] });
+    for (const module of LORA_MODULES) {
+      const { inFeatures, outFeatures } = projectionFeatures(spec, module);
+      const name = `${p}.${moduleParent(module)}.${module}`;
+      out.push({ name: `${name}.weight`, shape: [outFeatures, inFeatures] });
+      if (spec.attentionBias && (module === 'q_proj' || module === 'k_proj' || module === 'v_proj')) {
+        out.push({ name: `${name}.bias`, shape: [outFeatures] });
+      }
+    }
+  }
+  out.push({ name: 'model.norm.weight', shape: [h] });
+  // A tied head reuses embed_tokens; a stray lm_head.weight in the checkpoint is then ignored, as transformers does.
+  if (!spec.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [spec.vocabSize, h] });
+  return out;
+}
+
+const indexSchema = z.looseObject({
+  weight_map: z.record(z.string(), z.string()),
+});
+
+/** Resolves a file named by the checkpoint, refusing names that escape the directory (the engine will open it). */
+function fileInside(dir: string, name: string, source: string): string {
+  const resolved = path.resolve(dir, name);
+  const rel = path.relative(dir, resolved);
+  if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) {
+    throw new Error(`${source}: weight file "${name}" is outside the model directory`);
+  }
+  return resolved;
+}
+
+/** Where each tensor name should be looked up: a name -> absolute file map, plus how it was decided (for errors). */
+interface WeightLocator {
+  /** The file holding `name`, or undefined when no file has it. */
+  fileFor(name: string): string | undefined;
+  describe: string;
+  headers: Map<string, SafetensorsHeader>;
+}
+
+async function readHeaders(files: Iterable<string>): Promise<Map<string, SafetensorsHeader>> {
+  const unique = [...new Set(files)];
+  const headers = await Promise.all(unique.map((f) => readSafetensorsHeader(f)));
+  return new Map(unique.map((f, i) => [f, headers[i]!]));
+}
+
+async function locateFromIndex(dir: string, needed: readonly string[]): Promise<WeightLocator> {
+  const indexPath = path.join(dir, INDEX_FILE);
+  const parsed = indexSchema.safeParse(await readJsonFile(indexPath));
+  if (!parsed.success) throw new Error(`${indexPath}: ${formatZodError(parsed.error)}`);
+  const map = parsed.data.weight_map;
+  const files = needed.flatMap((n) => (map[n] !== undefined ? [fileInside(dir, map[n], indexPath)] : []));
+  const headers = await readHeaders(files);
+  return {
+    fileFor: (name) => (map[name] !== undefined ? fileInside(dir, map[name], indexPath) : undefined),
+    describe: `per ${INDEX_FILE}`,
+    headers,
+  };
+}
+
+async function locateInFiles(dir: string, files: string[], describe: string): Promise<WeightLocator> {
+  const headers = await readHeaders(files);
+  const owner = new Map<string, string>();
+  const duplicates = new Map<string, string[]>();
+  for (const [file, header] of headers) {
+    for (const name of header.tensors.keys()) {
+      const prev = owner.get(name);
+      if (prev === undefined) owner.set(name, file);
+      else duplicates.set(name, [...(duplicates.get(name) ?? [prev]), file]);
+    }
+  }
+  return {
+    fileFor: (name) => {
+      const dup = duplicates.get(name);
+      if (dup !== undefined) {
+        throw new Error(`${dir}: tensor ${name} appears in several files (${dup.map((f) => path.basename(f)).join(', ')}); add a ${INDEX_FILE}`);
+      }
+      return owner.get(name);
+    },
+    describe,
+    headers,
+  };
+}
+
+async function locateWeights(dir: string, needed: readonly string[]): Promise<WeightLocator> {
+  const entries = await readdir(dir);
+  if (entries.includes(INDEX_FILE)) return locateFromIndex(dir, needed);
+  if (entries.includes(SINGLE_FILE)) return locateInFiles(dir, [path.join(dir, SINGLE_FILE)], `in ${SINGLE_FILE}`);
+  const shards = entries.filter((e) => e.endsWith('.safetensors')).sort();
+  if (shards.length > 0) return locateInFiles(dir, shards.map((s) => path.join(dir, s)), `in ${shards.join(', ')}`);
+  const pickles = entries.filter((e) => e.endsWith('.bin') || e.endsWith('.pt') || e.endsWith('.pth'));
+  const hint = pickles.length > 0 ? `; found ${pickles.join(', ')} (pickle weights are not supported: convert to safetensors)` : '';
+  throw new Error(`${dir}: no weights found (expected ${INDEX_FILE}, ${SINGLE_FILE} or *.safetensors)${hint}`);
+}
+
+function tensorRef(dir: string, expected: ExpectedTensor, locator: WeightLocator): NativeTensorRef {
+  const file = locator.fileFor(expected.name);
+  const header = file !== undefined ? locator.headers.get(file) : undefined;
+  const entry = header?.tensors.get(expected.name);
+  if (file === undefined || entry === undefined) {
+    const where = file !== undefined ? `in ${path.basename(file)} ${locator.describe}` : locator.describe;
+    throw new Error(`${dir}: missing tensor ${expected.name} (expected shape ${formatShape(expected.shape)}; looked ${where})`);
+  }
+  const dtype = requireWeightDtype(entry, file);
+  const sameShape = entry.shape.length === expected.shape.length && entry.shape.every((d, i) => d === expected.shape[i]);
+  if (!sameShape) {
+    throw new Error(
+      `${file}: tensor ${expected.name} has shape ${formatShape(entry.shape)} but config.json implies ${formatShape(expected.shape)}`,
+    );
+  }
+  return { name: expected.name, dtype, shape: [...entry.shape], file, offset: entry.offset, nbytes: entry.nbytes };
+}
+
+/** Opens a model directory: validates config.json and locates and checks every weight the engine needs. */
+export async function openModelDir(dirArg: string): Promise<ModelDir> {
+  const dir = path.resolve(dirArg);
+  const configPath = path.join(dir, 'config.json');
+  const config = parseModelConfig(await readJsonFile(configPath), configPath);
+  const fields = modelSpecFields(config);
+  const expected = expectedModelTensors(fields);
+  const locator = await locateWeights(dir, expected.map((t) => t.name));
+  const tensors = expected.map((t) => tensorRef(dir, t, locator));
+  const weightBytes = tensors.reduce((n, t) => n + (t.nbytes ?? 0), 0);
+  return { dir, spec: { ...fields, tensors }, config, weightBytes };
+}

@@ -1,0 +1,377 @@
+// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) -> NativeAdapterSpec,
+// checked against the base model it will be applied to.
+//
+// Which modules get LoRA, and with what rank and alpha, follows PEFT's own rules (peft/tuners/tuners_utils.py
+// check_target_module_exists, peft/utils/other.py get_pattern_key), applied to the module name PEFT uses inside
+// the base model, e.g. "model.layers.3.self_attn.q_proj". A module present in the file that PEFT would not
+// target is dropped, as PEFT drops it (it creates no LoRA layer there, so the weights are unexpected keys).
+
+import { access } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import type { LoraModuleName, NativeAdapterSpec, NativeLoraModule, NativeTensorRef } from './addon.d.ts';
+import { formatZodError, LORA_MODULES, moduleParent, projectionFeatures } from './model-config.ts';
+import { readJsonFile, type ModelDir } from './model-dir.ts';
+import { formatShape, readSafetensorsHeader, requireWeightDtype, type SafetensorsEntry } from './safetensors.ts';
+
+export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
+export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
+
+const nonNegInt = z.number().int().nonnegative();
+const stringOrList = z.union([z.string(), z.array(z.string())]);
+
+export const adapterConfigSchema = z.looseObject({
+  peft_type: z.string(),
+  // Defaults are LoraConfig's.
+  r: z.number().int().positive().default(8),
+  lora_alpha: z.number().default(8),
+  use_rslora: z.boolean().nullish(),
+  rank_pattern: z.record(z.string(), z.number().int().positive()).nullish(),
+  alpha_pattern: z.record(z.string(), z.number()).nullish(),
+  target_modules: stringOrList.nullish(),
+  exclude_modules: stringOrList.nullish(),
+  fan_in_fan_out: z.boolean().nullish(),
+  bias: z.string().nullish(),
+  use_dora: z.boolean().nullish(),
+  lora_bias: z.boolean().nullish(),
+  modules_to_save: z.array(z.string()).nullish(),
+  layers_to_transform: z.union([nonNegInt, z.array(nonNegInt)]).nullish(),
+  layers_pattern: stringOrList.nullish(),
+  base_model_name_or_path: z.string().nullish(),
+  task_type: z.string().nullish(),
+  init_lora_weights: z.union([z.boolean(), z.string()]).nullish(),
+});
+export type RawAdapterConfig = z.infer<typeof adapterConfigSchema>;
+
+/** The adapter_config.json fields that decide which modules get LoRA and how strongly. */
+export interface LoraTargeting {
+  r: number;
+  loraAlpha: number;
+  useRslora: boolean;
+  rankPattern: Record<string, number>;
+  alphaPattern: Record<string, number>;
+  /** A list of names/suffixes, or a regex string (full match); "all-linear" is expanded to every projection. */
+  targetModules: string[] | string;
+  excludeModules: string[] | string | null;
+  layersToTransform: number[] | null;
+  layersPattern: string[] | null;
+}
+
+export interface PeftAdapterInfo extends LoraTargeting {
+  dir: string;
+  baseModelNameOrPath: string | null;
+  taskType: string | null;
+  fanInFanOut: boolean;
+  /** The adapter name found inside tensor names (".lora_A.<name>.weight"), if any. */
+  adapterName: string | null;
+  /** Modules with weights in the file that the config does not target; PEFT ignores them too. */
+  ignoredModules: string[];
+  warnings: string[];
+  weightBytes: number;
+}
+
+export interface PeftAdapter {
+  spec: NativeAdapterSpec;
+  config: PeftAdapterInfo;
+}
+
+/** Config options that change the adapter's forward pass in ways the engine does not implement. */
+const UNSUPPORTED_OPTIONS: ReadonlyArray<readonly [key: string, what: string]> = [
+  ['trainable_token_indices', 'trainable token embeddings'],
+  ['layer_replication', 'layer replication'],
+  ['target_parameters', 'LoRA on parameters (target_parameters)'],
+  ['alora_invocation_tokens', 'activated LoRA (aLoRA)'],
+  ['use_qalora', 'QALoRA'],
+  ['use_bdlora', 'block-diagonal LoRA'],
+  ['velora_config', 'VeLoRA'],
+  ['monteclora_config', 'MonteCLoRA'],
+  ['arrow_config', 'Arrow routing'],
+  ['kasa_config', 'KaSA'],
+];
+
+/** init_lora_weights values that change the base weights at training time (unless converted before saving). */
+const BASE_MODIFYING_INITS = ['pissa', 'olora', 'corda', 'loftq'];
+
+function isSet(value: unknown): boolean {
+  if (value === undefined || value === null || value === false) return false;
+  if (Array.isArray(value)) return value.length > 0;
+  if (typeof value === 'object') return Object.keys(value).length > 0;
+  return true;
+}
+
+/** Validates adapter_config.json and rejects every option Switchboard cannot serve faithfully. */
+export function parseAdapterConfig(json: unknown, source = ADAPTER_CONFIG_FILE): RawAdapterConfig {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${source}: expected a JSON object`);
+  const peftType = (json as Record<string, unknown>).peft_type;
+  if (peftType !== 'LORA') {
+    throw new Error(`${source}: peft_type ${JSON.stringify(peftType ?? null)} is not supported (only LORA adapters are served)`);
+  }
+  const parsed = adapterConfigSchema.safeParse(json);
+  if (!parsed.success) throw new Error(`${source}: ${formatZodError(parsed.error)}`);
+  const cfg = parsed.data;
+  const bias = cfg.bias ?? 'none';
+  if (bias !== 'none') throw new Error(`${source}: adapter trains biases (bias=${bias}), which Switchboard does not serve`);
+  if (cfg.use_dora === true) throw new Error(`${source}: DoRA adapters (use_dora=true) are not supported`);
+  if (cfg.lora_bias === true) throw new Error(`${source}: adapter has lora_B biases (lora_bias=true), which Switchboard does not serve`);
+  if (isSet(cfg.modules_to_save)) {
+    throw new Error(
+      `${source}: adapter fully trains modules_to_save (${(cfg.modules_to_save ?? []).join(', ')}), which Switchboard does not serve`,
+    );
+  }
+  for (const [key, what] of UNSUPPORTED_OPTIONS) {
+    if (isSet((cfg as Record<string, unknown>)[key])) throw new Error(`${source}: ${what} (${key}) is not supported`);
+  }
+  return cfg;
+}
+
+/** The targeting rules of a parsed config; a missing target_modules means PEFT's default for llama/mistral/qwen2. */
+export function loraTargeting(cfg: RawAdapterConfig): LoraTargeting {
+  let targetModules: string[] | string = cfg.target_modules ?? ['q_proj', 'v_proj'];
+  if (typeof targetModules === 'string' && targetModules.toLowerCase() === 'all-linear') {
+    // Every nn.Linear except the output head; in these architectures that is exactly the seven projections.
+    targetModules = [...LORA_MODULES];
+  }
+  const ltt = cfg.layers_to_transform;
+  const lp = cfg.layers_pattern;
+  return {
+    r: cfg.r,
+    loraAlpha: cfg.lora_alpha,
+    useRslora: cfg.use_rslora ?? false,
+    rankPattern: { ...(cfg.rank_pattern ?? {}) },
+    alphaPattern: { ...(cfg.alpha_pattern ?? {}) },
+    targetModules,
+    excludeModules: cfg.exclude_modules ?? null,
+    layersToTransform: ltt == null ? null : typeof ltt === 'number' ? [ltt] : [...ltt],
+    layersPattern: lp == null ? null : typeof lp === 'string' ? [lp] : [...lp],
+  };
+}
+
+/** Compiles a Python `re` pattern as a JS RegExp (the syntax both share; named groups translated). */
+export function pythonRegex(pattern: string, wrap: (p: string) => string, what: string): RegExp {
+  const js = pattern.replace(/\(\?P</g, '(?<').replace(/\(\?P=(\w+)\)/g, '\\k<$1>');
+  try {
+    return new RegExp(wrap(js));
+  } catch (err) {
+    throw new Error(`${what} ${JSON.stringify(pattern)} is not a usable regular expression: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * PEFT's get_pattern_key: the first key (in the dict's order) such that re.match(rf"(.*\.)?({key})$", moduleKey)
+ * matches, i.e. the key matches a '.'-aligned suffix of the module name, or all of it.
+ * Returns undefined when no key matches (PEFT then looks the module name up verbatim, which we also do).
+ */
+export function findPatternKey(patternKeys: Iterable<string>, moduleKey: string, what = 'pattern key'): string | undefined {
+  for (const key of patternKeys) {
+    if (pythonRegex(key, (k) => `^(.*\\.)?(${k})$`, what).test(moduleKey)) return key;
+  }
+  return undefined;
+}
+
+function patternValue(pattern: Record<string, number>, moduleKey: string, fallback: number, what: string): number {
+  const key = findPatternKey(Object.keys(pattern), moduleKey, what) ?? moduleKey;
+  return pattern[key] ?? fallback;
+}
+
+export interface ModuleScaling {
+  rank: number;
+  alpha: number;
+  scale: number;
+}
+
+/** r and lora_alpha after rank_pattern / alpha_pattern, and the resulting scale (alpha/r, or alpha/sqrt(r) with rslora). */
+export function moduleScaling(t: LoraTargeting, moduleKey: string): ModuleScaling {
+  const rank = patternValue(t.rankPattern, moduleKey, t.r, 'rank_pattern key');
+  const alpha = patternValue(t.alphaPattern, moduleKey, t.loraAlpha, 'alpha_pattern key');
+  return { rank, alpha, scale: t.useRslora ? alpha / Math.sqrt(rank) : alpha / rank };
+}
+
+/** PEFT's check_target_module_exists for a module name such as "model.layers.3.self_attn.q_proj". */
+export function isTargetedModule(t: LoraTargeting, moduleKey: string): boolean {
+  const ex = t.excludeModules;
+  if (ex !== null) {
+    if (typeof ex === 'string') {
+      if (pythonRegex(ex, (p) => `^(?:${p})$`, 'exclude_modules').test(moduleKey)) return false;
+    } else if (ex.some((e) => moduleKey === e || moduleKey.endsWith(`.${e}`))) {
+      return false;
+    }
+  }
+  if (typeof t.targetModules === 'string') {
+    // A regex string is a full match, and layers_to_transform does not apply to it.
+    return pythonRegex(t.targetModules, (p) => `^(?:${p})$`, 'target_modules').test(moduleKey);
+  }
+  const targets = t.targetModules;
+  if (targets.includes(moduleKey)) return true;
+  if (!targets.some((k) => moduleKey.endsWith(`.${k}`))) return false;
+  if (t.layersToTransform === null || t.layersToTransform.length === 0) return true;
+  // The layer index is the first numbered path segment (after the named ModuleList when layers_pattern is set).
+  let m: RegExpExecArray | null = null;
+  if (t.layersPattern === null || t.layersPattern.length === 0) {
+    m = /^.*?\.[^.]*\.(\d+)\./.exec(moduleKey);
+  } else {
+    for (const p of t.layersPattern) {
+      m = pythonRegex(p, (q) => `^.*?\\.${q}\\.(\\d+)\\.`, 'layers_pattern').exec(moduleKey);
+      if (m !== null) break;
+    }
+  }
+  return m !== null && t.layersToTransform.includes(Number(m[1]));
+}
+
+interface ParsedName {
+  /** PEFT's name of the module inside the base model, e.g. "model.layers.0.self_attn.q_proj". */
+  moduleKey: string;
+  half: 'lora_A' | 'lora_B';
+  adapterName: string | null;
+}
+
+const LORA_WEIGHT = /^(?:base_model\.model\.)?(.+?)\.(lora_A|lora_B)(?:\.([^.]+))?\.weight$/;
+const DECODER_MODULE = /^model\.layers\.(\d+)\.([a-z_]+)\.([a-z_]+)$/;
+
+function parseTensorName(file: string, name: string): ParsedName {
+  const m = LORA_WEIGHT.exec(name);
+  if (m !== null) return { moduleKey: m[1]!, half: m[2] as 'lora_A' | 'lora_B', adapterName: m[3] ?? null };
+  if (name.includes('lora_magnitude_vector')) throw new Error(`${file}: tensor ${name} is a DoRA magnitude; DoRA is not supported`);
+  if (/\.lora_B(\.[^.]+)?\.bias$/.test(name)) throw new Error(`${file}: tensor ${name} is a lora_B bias, which Switchboard does not serve`);
+  if (name.includes('lora_embedding_')) {
+    throw new Error(`${file}: tensor ${name}: LoRA on embeddings (embed_tokens) is not supported`);
+  }
+  throw new Error(`${file}: unexpected tensor ${name} (an adapter for Switchboard holds only lora_A/lora_B weights)`);
+}
+
+interface DecoderModule {
+  layer: number;
+  module: LoraModuleName;
+  /** "layers.0.self_attn.q_proj", for messages. */
+  label: string;
+}
+
+function parseModuleKey(file: string, moduleKey: string, numLayers: number): DecoderModule {
+  const supported = `supported: ${LORA_MODULES.join(', ')}`;
+  const m = DECODER_MODULE.exec(moduleKey);
+  const module = m?.[3] as LoraModuleName | undefined;
+  if (m === null || module === undefined || !LORA_MODULES.includes(module) || moduleParent(module) !== m[2]) {
+    const leaf = moduleKey.split('.').at(-1);
+    throw new Error(`${file}: adapter has LoRA weights for ${moduleKey} (${leaf}), which Switchboard does not serve (${supported})`);
+  }
+  const layer = Number(m[1]);
+  const label = moduleKey.replace(/^model\./, '');
+  if (layer >= numLayers) {
+    throw new Error(`${file}: adapter ${label}: the base model has only ${numLayers} layers (is this adapter for another model?)`);
+  }
+  return { layer, module, label };
+}
+
+function toRef(entry: SafetensorsEntry, file: string): NativeTensorRef {
+  const dtype = requireWeightDtype(entry, file);
+  return { name: entry.name, dtype, shape: [...entry.shape], file, offset: entry.offset, nbytes: entry.nbytes };
+}
+
+function checkPair(
+  file: string, mod: DecoderModule, a: SafetensorsEntry, b: SafetensorsEntry, model: ModelDir, expectedRank: number,
+): number {
+  const { inFeatures, outFeatures } = projectionFeatures(model.spec, mod.module);
+  const where = `${file}: adapter ${mod.label}`;
+  const hint = '(is this adapter for another model?)';
+  if (a.shape.length !== 2) throw new Error(`${where}: lora_A is ${formatShape(a.shape)}, expected [r, ${inFeatures}]`);
+  if (b.shape.length !== 2) throw new Error(`${where}: lora_B is ${formatShape(b.shape)}, expected [${outFeatures}, r]`);
+  const [rank, aIn] = a.shape as [number, number];
+  const [bOut, bRank] = b.shape as [number, number];
+  if (aIn !== inFeatures) {
+    throw new Error(`${where}: lora_A is ${formatShape(a.shape)} but the base model's ${mod.module} takes ${inFeatures} inputs ${hint}`);
+  }
+  if (bOut !== outFeatures) {
+    throw new Error(`${where}: lora_B is ${formatShape(b.shape)} but the base model's ${mod.module} gives ${outFeatures} outputs ${hint}`);
+  }
+  if (bRank !== rank) {
+    throw new Error(`${where}: lora_A is ${formatShape(a.shape)} but lora_B is ${formatShape(b.shape)}: ranks differ`);
+  }
+  if (rank === 0) throw new Error(`${where}: rank 0`);
+  if (rank !== expectedRank) {
+    throw new Error(`${where}: weights have rank ${rank} but ${ADAPTER_CONFIG_FILE} gives r=${expectedRank} for this module (r / rank_pattern)`);
+  }
+  return rank;
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await access(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Opens a PEFT LoRA adapter directory and checks it against the base model it will run on. */
+export async function openPeftAdapter(dirArg: string, model: ModelDir): Promise<PeftAdapter> {
+  const dir = path.resolve(dirArg);
+  const configPath = path.join(dir, ADAPTER_CONFIG_FILE);
+  const raw = parseAdapterConfig(await readJsonFile(configPath), configPath);
+  const targeting = loraTargeting(raw);
+
+  const file = path.join(dir, ADAPTER_WEIGHTS_FILE);
+  if (!(await exists(file))) {
+    if (await exists(path.join(dir, 'adapter_model.bin'))) {
+      throw new Error(`${path.join(dir, 'adapter_model.bin')}: adapter_model.bin (pickle) is not supported; convert to safetensors`);
+    }
+    throw new Error(`${file}: not found`);
+  }
+  const header = await readSafetensorsHeader(file);
+
+  // Group the file's tensors into A/B pairs per module, validating names and structure for every one of them.
+  const pairs = new Map<string, { mod: DecoderModule; a?: SafetensorsEntry; b?: SafetensorsEntry }>();
+  const adapterNames = new Set<string>();
+  for (const entry of header.tensors.values()) {
+    const parsed = parseTensorName(file, entry.name);
+    if (parsed.adapterName !== null) adapterNames.add(parsed.adapterName);
+    const pair = pairs.get(parsed.moduleKey) ?? { mod: parseModuleKey(file, parsed.moduleKey, model.spec.numLayers) };
+    const half = parsed.half === 'lora_A' ? 'a' : 'b';
+    if (pair[half] !== undefined) throw new Error(`${file}: adapter ${pair.mod.label}: ${parsed.half} appears twice`);
+    pair[half] = entry;
+    pairs.set(parsed.moduleKey, pair);
+  }
+  if (adapterNames.size > 1) {
+    throw new Error(`${file}: tensors belong to several adapters (${[...adapterNames].join(', ')}); save one adapter per directory`);
+  }
+
+  const modules: NativeLoraModule[] = [];
+  const ignoredModules: string[] = [];
+  for (const [moduleKey, { mod, a, b }] of pairs) {
+    if (a === undefined || b === undefined) {
+      const [has, lacks] = a === undefined ? ['lora_B', 'lora_A'] : ['lora_A', 'lora_B'];
+      throw new Error(`${file}: adapter ${mod.label}: ${has} is present but ${lacks} is missing`);
+    }
+    if (!isTargetedModule(targeting, moduleKey)) {
+      ignoredModules.push(moduleKey);
+      continue;
+    }
+    const { rank: expectedRank, scale } = moduleScaling(targeting, moduleKey);
+    const rank = checkPair(file, mod, a, b, model, expectedRank);
+    modules.push({ layer: mod.layer, module: mod.module, rank, scale, a: toRef(a, file), b: toRef(b, file) });
+  }
+  modules.sort((x, y) => x.layer - y.layer || LORA_MODULES.indexOf(x.module) - LORA_MODULES.indexOf(y.module));
+
+  const warnings: string[] = [];
+  if (ignoredModules.length > 0) {
+    warnings.push(`${ignoredModules.length} module(s) in ${ADAPTER_WEIGHTS_FILE} are not targeted by ${ADAPTER_CONFIG_FILE} and are ignored, as PEFT ignores them: ${ignoredModules.join(', ')}`);
+  }
+  if (modules.length === 0) warnings.push('adapter applies to no module: it leaves the base model unchanged');
+  const init = raw.init_lora_weights;
+  if (typeof init === 'string' && BASE_MODIFYING_INITS.some((p) => init.toLowerCase().startsWith(p))) {
+    warnings.push(`init_lora_weights=${init} changes the base weights during training; the adapter is only correct on that modified base model`);
+  }
+
+  return {
+    spec: { modules },
+    config: {
+      ...targeting,
+      dir,
+      baseModelNameOrPath: raw.base_model_name_or_path ?? null,
+      taskType: raw.task_type ?? null,
+      fanInFanOut: raw.fan_in_fan_out ?? false,
+      adapterName: adapterNames.size === 1 ? [...adapterNames][0]! : null,
+      ignoredModules,
+      warnings,
+      weightBytes: modules.reduce((n, m) => n + (m.a.nbytes ?? 0) + (m.b.nbytes ?? 0), 0),
+    },
+  };
+}

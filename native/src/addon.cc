@@ -1,0 +1,365 @@
+// N-API surface (see ../addon.d.ts). JS objects are converted to plain C++ structs on the JS
+// thread; the engine's work (weight loading, adapter loading, steps) runs on libuv's worker
+// threads and settles a Promise, so JS never blocks on the engine.
+#include <napi.h>
+
+#include <memory>
+
+#include "engine.h"
+
+namespace {
+
+using namespace sb;
+
+[[noreturn]] void typeError(Napi::Env env, const std::string& msg) {
+  throw Napi::TypeError::New(env, msg);
+}
+
+Napi::Value field(const Napi::Object& o, const char* key) { return o.Get(key); }
+
+double getNumber(const Napi::Object& o, const char* key, const std::string& at) {
+  Napi::Value v = field(o, key);
+  if (!v.IsNumber()) typeError(o.Env(), at + key + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+int getInt(const Napi::Object& o, const char* key, const std::string& at) {
+  double d = getNumber(o, key, at);
+  if (d != static_cast<double>(static_cast<int64_t>(d)) || d < -2147483648.0 || d > 2147483647.0)
+    typeError(o.Env(), at + key + " must be an integer");
+  return static_cast<int>(d);
+}
+
+bool getBool(const Napi::Object& o, const char* key, const std::string& at) {
+  Napi::Value v = field(o, key);
+  if (!v.IsBoolean()) typeError(o.Env(), at + key + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::string getString(const Napi::Object& o, const char* key, const std::string& at) {
+  Napi::Value v = field(o, key);
+  if (!v.IsString()) typeError(o.Env(), at + key + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+Napi::Object getObject(const Napi::Object& o, const char* key, const std::string& at) {
+  Napi::Value v = field(o, key);
+  if (!v.IsObject()) typeError(o.Env(), at + key + " must be an object");
+  return v.As<Napi::Object>();
+}
+
+template <typename T, napi_typedarray_type Kind>
+std::vector<T> getTyped(const Napi::Object& o, const char* key, const std::string& at, const char* kindName) {
+  Napi::Value v = field(o, key);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != Kind)
+    typeError(o.Env(), at + key + " must be a " + kindName);
+  auto arr = v.As<Napi::TypedArrayOf<T>>();
+  return std::vector<T>(arr.Data(), arr.Data() + arr.ElementLength());
+}
+
+DType parseDType(Napi::Env env, const std::string& s) {
+  if (s == "F32") return DType::F32;
+  if (s == "F16") return DType::F16;
+  if (s == "BF16") return DType::BF16;
+  typeError(env, "unsupported dtype " + s);
+}
+
+TensorRef parseTensor(const Napi::Object& o, const std::string& at) {
+  TensorRef t;
+  t.name = getString(o, "name", at);
+  t.dtype = parseDType(o.Env(), getString(o, "dtype", at));
+  Napi::Value shape = field(o, "shape");
+  if (!shape.IsArray()) typeError(o.Env(), at + "shape must be an array");
+  auto arr = shape.As<Napi::Array>();
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value d = arr.Get(i);
+    if (!d.IsNumber() || d.As<Napi::Number>().Int64Value() < 0) typeError(o.Env(), at + "shape must hold sizes");
+    t.shape.push_back(d.As<Napi::Number>().Int64Value());
+  }
+  Napi::Value data = field(o, "data");
+  if (!data.IsUndefined() && !data.IsNull()) {
+    t.inlineData = getTyped<float, napi_float32_array>(o, "data", at, "Float32Array");
+    t.hasInline = true;
+  } else {
+    t.file = getString(o, "file", at);
+    t.offset = static_cast<int64_t>(getNumber(o, "offset", at));
+    t.nbytes = static_cast<int64_t>(getNumber(o, "nbytes", at));
+  }
+  return t;
+}
+
+ModelConfig parseConfig(const Napi::Object& o) {
+  const std::string at = "spec.";
+  ModelConfig c;
+  c.arch = getString(o, "arch", at);
+  c.hidden = getInt(o, "hiddenSize", at);
+  c.intermediate = getInt(o, "intermediateSize", at);
+  c.layers = getInt(o, "numLayers", at);
+  c.heads = getInt(o, "numHeads", at);
+  c.kvHeads = getInt(o, "numKvHeads", at);
+  c.headDim = getInt(o, "headDim", at);
+  c.vocab = getInt(o, "vocabSize", at);
+  c.rmsNormEps = static_cast<float>(getNumber(o, "rmsNormEps", at));
+  c.ropeTheta = getNumber(o, "ropeTheta", at);
+  const std::string rt = getString(o, "ropeType", at);
+  if (rt == "default") c.ropeType = RopeType::Default;
+  else if (rt == "linear") c.ropeType = RopeType::Linear;
+  else if (rt == "llama3") c.ropeType = RopeType::Llama3;
+  else typeError(o.Env(), "unsupported rope type " + rt);
+  c.ropeFactor = getNumber(o, "ropeFactor", at);
+  c.ropeLowFreqFactor = getNumber(o, "ropeLowFreqFactor", at);
+  c.ropeHighFreqFactor = getNumber(o, "ropeHighFreqFactor", at);
+  c.ropeOriginalMaxPositions = getInt(o, "ropeOriginalMaxPositions", at);
+  Napi::Value sw = field(o, "slidingWindow");
+  if (!sw.IsArray()) typeError(o.Env(), "spec.slidingWindow must be an array");
+  auto swa = sw.As<Napi::Array>();
+  for (uint32_t i = 0; i < swa.Length(); i++) c.slidingWindow.push_back(swa.Get(i).As<Napi::Number>().Int32Value());
+  c.attentionBias = getBool(o, "attentionBias", at);
+  c.tieWordEmbeddings = getBool(o, "tieWordEmbeddings", at);
+  if (c.hidden <= 0 || c.intermediate <= 0 || c.layers <= 0 || c.heads <= 0 || c.kvHeads <= 0 ||
+      c.headDim <= 0 || c.vocab <= 0)
+    typeError(o.Env(), "model dimensions must be positive");
+  if (static_cast<int>(c.slidingWindow.size()) != c.layers)
+    typeError(o.Env(), "spec.slidingWindow must have one entry per layer");
+  return c;
+}
+
+SeqInput parseSeq(const Napi::Object& o, const std::string& at) {
+  SeqInput s;
+  s.tokens = getTyped<int32_t, napi_int32_array>(o, "tokens", at, "Int32Array");
+  s.position = getInt(o, "position", at);
+  s.blockTable = getTyped<int32_t, napi_int32_array>(o, "blockTable", at, "Int32Array");
+  s.adapterSlot = getInt(o, "adapterSlot", at);
+  s.promptLogprobs = getBool(o, "promptLogprobs", at);
+  s.nextToken = getInt(o, "nextToken", at);
+  s.sample = getBool(o, "sample", at);
+  s.topLogprobs = getInt(o, "topLogprobs", at);
+  Napi::Object p = getObject(o, "sampling", at);
+  const std::string pat = at + "sampling.";
+  s.sampling.temperature = static_cast<float>(getNumber(p, "temperature", pat));
+  s.sampling.topK = getInt(p, "topK", pat);
+  s.sampling.topP = static_cast<float>(getNumber(p, "topP", pat));
+  s.sampling.typicalP = static_cast<float>(getNumber(p, "typicalP", pat));
+  s.sampling.repetitionPenalty = static_cast<float>(getNumber(p, "repetitionPenalty", pat));
+  const double seed = getNumber(p, "seed", pat);
+  if (!(seed >= 0) || seed > 9007199254740991.0) typeError(o.Env(), pat + "seed must be a non-negative safe integer");
+  s.sampling.seed = static_cast<uint64_t>(seed);
+  s.penaltyTokens = getTyped<int32_t, napi_int32_array>(o, "penaltyTokens", at, "Int32Array");
+  s.mask = getTyped<uint32_t, napi_uint32_array>(o, "mask", at, "Uint32Array");
+  return s;
+}
+
+template <typename T, typename A>
+A copyTyped(Napi::Env env, const std::vector<T>& v) {
+  A arr = A::New(env, v.size());
+  std::copy(v.begin(), v.end(), arr.Data());
+  return arr;
+}
+
+Napi::Value topToJs(Napi::Env env, const TopLogprobs& t) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("ids", copyTyped<int32_t, Napi::Int32Array>(env, t.ids));
+  o.Set("logprobs", copyTyped<float, Napi::Float32Array>(env, t.logprobs));
+  return o;
+}
+
+// Runs fn() on a worker thread and settles a Promise with convert(result) or the error.
+template <typename R>
+class Task : public Napi::AsyncWorker {
+ public:
+  using Fn = std::function<R()>;
+  using Convert = std::function<Napi::Value(Napi::Env, R&)>;
+  Task(Napi::Env env, Fn fn, Convert convert)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), fn_(std::move(fn)),
+        convert_(std::move(convert)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      result_ = fn_();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    } catch (...) {
+      SetError("unknown engine error");
+    }
+  }
+  void OnOK() override {
+    Napi::HandleScope scope(Env());
+    deferred_.Resolve(convert_(Env(), result_));
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Fn fn_;
+  Convert convert_;
+  R result_{};
+};
+
+class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeEngine",
+                       {InstanceMethod("load", &EngineWrap::Load), InstanceMethod("info", &EngineWrap::Info),
+                        InstanceMethod("loadAdapter", &EngineWrap::LoadAdapter),
+                        InstanceMethod("unloadAdapter", &EngineWrap::UnloadAdapter),
+                        InstanceMethod("step", &EngineWrap::Step), InstanceMethod("close", &EngineWrap::Close)});
+  }
+
+  explicit EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject())
+      typeError(env, "new NativeEngine(spec, options)");
+    Napi::Object spec = info[0].As<Napi::Object>();
+    ModelConfig config = parseConfig(spec);
+    Napi::Value tv = spec.Get("tensors");
+    if (!tv.IsArray()) typeError(env, "spec.tensors must be an array");
+    auto ta = tv.As<Napi::Array>();
+    std::vector<TensorRef> tensors;
+    for (uint32_t i = 0; i < ta.Length(); i++)
+      tensors.push_back(parseTensor(ta.Get(i).As<Napi::Object>(), "spec.tensors[" + std::to_string(i) + "]."));
+    Napi::Object opts = info[1].As<Napi::Object>();
+    EngineOptions o;
+    o.numBlocks = getInt(opts, "numBlocks", "options.");
+    o.blockSize = getInt(opts, "blockSize", "options.");
+    o.maxAdapters = getInt(opts, "maxAdapters", "options.");
+    if (!opts.Get("threads").IsUndefined()) o.threads = getInt(opts, "threads", "options.");
+    try {
+      engine_ = std::shared_ptr<Engine>(makeCpuEngine(std::move(config), std::move(tensors), o));
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+  }
+
+ private:
+  std::shared_ptr<Engine> live(Napi::Env env) {
+    if (!engine_) throw Napi::Error::New(env, "engine is closed");
+    return engine_;
+  }
+
+  Napi::Value Load(const Napi::CallbackInfo& info) {
+    auto e = live(info.Env());
+    auto* t = new Task<bool>(info.Env(), [e] { e->load(); return true; },
+                             [](Napi::Env env, bool&) { return env.Undefined(); });
+    auto p = t->Promise();
+    t->Queue();
+    return p;
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    EngineInfo i = live(info.Env())->info();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("device", i.device);
+    o.Set("deviceName", i.deviceName);
+    o.Set("numBlocks", i.numBlocks);
+    o.Set("blockSize", i.blockSize);
+    o.Set("maxAdapters", i.maxAdapters);
+    o.Set("weightBytes", static_cast<double>(i.weightBytes));
+    return o;
+  }
+
+  Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto e = live(env);
+    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsObject()) typeError(env, "loadAdapter(slot, spec)");
+    const int slot = info[0].As<Napi::Number>().Int32Value();
+    Napi::Value mv = info[1].As<Napi::Object>().Get("modules");
+    if (!mv.IsArray()) typeError(env, "spec.modules must be an array");
+    auto ma = mv.As<Napi::Array>();
+    std::vector<LoraModuleSpec> modules;
+    for (uint32_t i = 0; i < ma.Length(); i++) {
+      const std::string at = "modules[" + std::to_string(i) + "].";
+      Napi::Value mvi = ma.Get(i);
+      if (!mvi.IsObject()) typeError(env, at + " must be an object");
+      Napi::Object m = mvi.As<Napi::Object>();
+      LoraModuleSpec s;
+      s.layer = getInt(m, "layer", at);
+      s.proj = projFromName(getString(m, "module", at));
+      if (s.proj < 0) typeError(env, at + "module is not one of q/k/v/o/gate/up/down_proj");
+      s.rank = getInt(m, "rank", at);
+      s.scale = static_cast<float>(getNumber(m, "scale", at));
+      s.a = parseTensor(getObject(m, "a", at), at + "a.");
+      s.b = parseTensor(getObject(m, "b", at), at + "b.");
+      modules.push_back(std::move(s));
+    }
+    auto* t = new Task<bool>(env, [e, slot, modules = std::move(modules)] { e->loadAdapter(slot, modules); return true; },
+                             [](Napi::Env env, bool&) { return env.Undefined(); });
+    auto p = t->Promise();
+    t->Queue();
+    return p;
+  }
+
+  Napi::Value UnloadAdapter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsNumber()) typeError(env, "unloadAdapter(slot)");
+    try {
+      live(env)->unloadAdapter(info[0].As<Napi::Number>().Int32Value());
+    } catch (const EngineError& err) {
+      throw Napi::Error::New(env, err.what());
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value Step(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto e = live(env);
+    if (info.Length() < 1 || !info[0].IsArray()) typeError(env, "step(batch: array)");
+    auto arr = info[0].As<Napi::Array>();
+    std::vector<SeqInput> batch;
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value v = arr.Get(i);
+      if (!v.IsObject()) typeError(env, "batch[" + std::to_string(i) + "] must be an object");
+      batch.push_back(parseSeq(v.As<Napi::Object>(), "batch[" + std::to_string(i) + "]."));
+    }
+    auto* t = new Task<std::vector<SeqOutput>>(
+        env, [e, batch = std::move(batch)] { return e->step(batch); },
+        [](Napi::Env env, std::vector<SeqOutput>& outs) -> Napi::Value {
+          Napi::Array res = Napi::Array::New(env, outs.size());
+          for (size_t i = 0; i < outs.size(); i++) {
+            const SeqOutput& so = outs[i];
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("token", so.token);
+            o.Set("logprob", so.logprob);
+            o.Set("top", so.hasTop ? topToJs(env, so.top) : env.Null());
+            if (so.hasPromptLogprobs) {
+              o.Set("promptLogprobs", copyTyped<float, Napi::Float32Array>(env, so.promptLogprobs));
+              if (so.promptTop.empty()) {
+                o.Set("promptTop", env.Null());
+              } else {
+                Napi::Array pt = Napi::Array::New(env, so.promptTop.size());
+                for (size_t j = 0; j < so.promptTop.size(); j++) pt.Set(j, topToJs(env, so.promptTop[j]));
+                o.Set("promptTop", pt);
+              }
+            } else {
+              o.Set("promptLogprobs", env.Null());
+              o.Set("promptTop", env.Null());
+            }
+            res.Set(i, o);
+          }
+          return res;
+        });
+    auto p = t->Promise();
+    t->Queue();
+    return p;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    // Work already queued keeps its own reference and finishes; the memory goes with the last one.
+    engine_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<Engine> engine_;
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeEngine", EngineWrap::Init(env));
+  exports.Set("cudaAvailable", Napi::Boolean::New(env, false));
+  exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                return Napi::Number::New(info.Env(), 0);
+              }));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(switchboard_native, Init)

@@ -1,0 +1,396 @@
+// The CPU engine: fp32 reference implementation of the whole step. It is what CI and laptops
+// run, and the yardstick the CUDA engine is compared with. Every output row is computed by the
+// same loops whatever else is in the batch, so heterogeneous batching never changes a number.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <thread>
+
+#include "engine.h"
+#include "sampler.h"
+#include "tensor-io.h"
+#include "thread-pool.h"
+#include "rope.h"
+
+namespace sb {
+namespace {
+
+typedef float v8f __attribute__((vector_size(32)));
+
+// Fixed-order dot product: 8 lanes, then a fixed lane reduction, then the tail.
+inline float dot(const float* a, const float* b, int n) {
+  v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    v8f va, vb;
+    std::memcpy(&va, a + i, sizeof va);
+    std::memcpy(&vb, b + i, sizeof vb);
+    acc += va * vb;
+  }
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+struct LayerWeights {
+  std::vector<float> inNorm, postNorm;
+  std::array<std::vector<float>, kNumProj> w;  // [out][in], Hugging Face layout
+  std::vector<float> bq, bk, bv;
+};
+
+struct LoraWeights {
+  int rank = 0;
+  float scale = 0;
+  std::vector<float> a, b;  // a: [rank][in], b: [out][rank]
+};
+
+struct Adapter {
+  std::vector<std::array<LoraWeights, kNumProj>> layers;
+};
+
+class CpuEngine final : public Engine {
+ public:
+  CpuEngine(ModelConfig c, std::vector<TensorRef> tensors, EngineOptions o)
+      : c_(std::move(c)), refs_(std::move(tensors)), o_(o),
+        pool_(o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency())) {
+    if (o_.numBlocks <= 0 || o_.blockSize <= 0) throw EngineError("numBlocks and blockSize must be > 0");
+    if (o_.maxAdapters < 0) throw EngineError("maxAdapters must be >= 0");
+    if (c_.heads % c_.kvHeads != 0) throw EngineError("num_attention_heads must be a multiple of num_key_value_heads");
+    if (c_.headDim % 2 != 0) throw EngineError("head_dim must be even");
+    if (static_cast<int>(c_.slidingWindow.size()) != c_.layers) c_.slidingWindow.assign(c_.layers, 0);
+    slots_.resize(o_.maxAdapters);
+    invFreq_ = ropeInvFreq(c_);
+  }
+
+  void load() override {
+    auto find = [&](const std::string& name, std::vector<int64_t> shape, bool required = true) {
+      for (auto& r : refs_) {
+        if (r.name != name) continue;
+        if (r.shape != shape) throw EngineError("tensor " + name + " has an unexpected shape");
+        auto v = readTensorF32(r);
+        weightBytes_ += static_cast<int64_t>(v.size()) * 4;
+        return v;
+      }
+      if (required) throw EngineError("missing tensor " + name);
+      return std::vector<float>();
+    };
+    const int64_t H = c_.hidden, I = c_.intermediate, Q = int64_t(c_.heads) * c_.headDim,
+                  KV = int64_t(c_.kvHeads) * c_.headDim, V = c_.vocab;
+    embed_ = find("model.embed_tokens.weight", {V, H});
+    norm_ = find("model.norm.weight", {H});
+    if (!c_.tieWordEmbeddings) lmHead_ = find("lm_head.weight", {V, H});
+    layers_.resize(c_.layers);
+    for (int l = 0; l < c_.layers; l++) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      LayerWeights& L = layers_[l];
+      L.inNorm = find(p + "input_layernorm.weight", {H});
+      L.postNorm = find(p + "post_attention_layernorm.weight", {H});
+      L.w[kQ] = find(p + "self_attn.q_proj.weight", {Q, H});
+      L.w[kK] = find(p + "self_attn.k_proj.weight", {KV, H});
+      L.w[kV] = find(p + "self_attn.v_proj.weight", {KV, H});
+      L.w[kO] = find(p + "self_attn.o_proj.weight", {H, Q});
+      L.w[kGate] = find(p + "mlp.gate_proj.weight", {I, H});
+      L.w[kUp] = find(p + "mlp.up_proj.weight", {I, H});
+      L.w[kDown] = find(p + "mlp.down_proj.weight", {H, I});
+      if (c_.attentionBias) {
+        L.bq = find(p + "self_attn.q_proj.bias", {Q});
+        L.bk = find(p + "self_attn.k_proj.bias", {KV});
+        L.bv = find(p + "self_attn.v_proj.bias", {KV});
+      }
+    }
+    refs_.clear();
+    const size_t perLayer = size_t(o_.numBlocks) * o_.blockSize * KV;
+    kcache_.assign(size_t(c_.layers) * perLayer, 0.0f);
+    vcache_.assign(size_t(c_.layers) * perLayer, 0.0f);
+    loaded_ = true;
+  }
+
+  EngineInfo info() const override {
+    EngineInfo i;
+    i.device = "cpu";
+    i.deviceName = "cpu (" + std::to_string(pool_.size()) + " threads)";
+    i.numBlocks = o_.numBlocks;
+    i.blockSize = o_.blockSize;
+    i.maxAdapters = o_.maxAdapters;
+    i.weightBytes = weightBytes_;
+    return i;
+  }
+
+  void projDims(int proj, int& in, int& out) const {
+    const int H = c_.hidden, I = c_.intermediate, Q = c_.heads * c_.headDim, KV = c_.kvHeads * c_.headDim;
+    switch (proj) {
+      case kQ: in = H; out = Q; break;
+      case kK: case kV: in = H; out = KV; break;
+      case kO: in = Q; out = H; break;
+      case kGate: case kUp: in = H; out = I; break;
+      default: in = I; out = H; break;
+    }
+  }
+
+  void loadAdapter(int slot, const std::vector<LoraModuleSpec>& modules) override {
+    if (slot < 0 || slot >= o_.maxAdapters) throw EngineError("adapter slot " + std::to_string(slot) + " out of range");
+    // Read outside the lock: steps keep running while the files load.
+    auto ad = std::make_shared<Adapter>();
+    ad->layers.resize(c_.layers);
+    for (const auto& m : modules) {
+      if (m.layer < 0 || m.layer >= c_.layers) throw EngineError("adapter module for layer " + std::to_string(m.layer) + ", the model has " + std::to_string(c_.layers));
+      if (m.proj < 0 || m.proj >= kNumProj) throw EngineError("adapter module with an unknown projection");
+      int in, out;
+      projDims(m.proj, in, out);
+      const std::string where = "layers." + std::to_string(m.layer) + "." + projName(m.proj);
+      if (m.rank <= 0) throw EngineError(where + ": rank must be > 0");
+      if (m.a.shape != std::vector<int64_t>{m.rank, in} || m.b.shape != std::vector<int64_t>{out, m.rank})
+        throw EngineError(where + ": lora_A/lora_B shapes do not fit the base model");
+      LoraWeights& w = ad->layers[m.layer][m.proj];
+      if (w.rank) throw EngineError(where + ": given twice");
+      w.rank = m.rank;
+      w.scale = m.scale;
+      w.a = readTensorF32(m.a);
+      w.b = readTensorF32(m.b);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    slots_[slot] = std::move(ad);
+  }
+
+  void unloadAdapter(int slot) override {
+    if (slot < 0 || slot >= o_.maxAdapters) throw EngineError("adapter slot " + std::to_string(slot) + " out of range");
+    std::lock_guard<std::mutex> lock(mu_);
+    slots_[slot].reset();
+  }
+
+  std::vector<SeqOutput> step(const std::vector<SeqInput>& batch) override;
+
+ private:
+  // y[t][o] = x[t] . W[o] (+ bias[o]) for t < T, split over output rows.
+  void linear(const float* x, int T, int in, const std::vector<float>& W, int out, float* y,
+              const std::vector<float>* bias = nullptr) {
+    const float* w = W.data();
+    const float* b = bias && !bias->empty() ? bias->data() : nullptr;
+    pool_.parallelFor(out, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; o++) {
+        const float* wr = w + o * in;
+        for (int t = 0; t < T; t++) {
+          float v = dot(x + int64_t(t) * in, wr, in);
+          y[int64_t(t) * out + o] = b ? v + b[o] : v;
+        }
+      }
+    });
+  }
+
+  // Adds scale * B(A x) for every sequence whose adapter targets (layer, proj): rows of
+  // other sequences are untouched, so adapters never leak across a batch.
+  void applyLora(const std::vector<const Adapter*>& seqAdapter, const std::vector<int>& rowStart,
+                 int layer, int proj, const float* x, float* y) {
+    int in, out;
+    projDims(proj, in, out);
+    std::vector<float> tmp;
+    for (size_t s = 0; s < seqAdapter.size(); s++) {
+      const Adapter* ad = seqAdapter[s];
+      if (!ad) continue;
+      const LoraWeights& w = ad->layers[layer][proj];
+      if (!w.rank) continue;
+      const int r0 = rowStart[s], n = rowStart[s + 1] - rowStart[s];
+      tmp.assign(size_t(n) * w.rank, 0.0f);
+      for (int t = 0; t < n; t++)
+        for (int k = 0; k < w.rank; k++)
+          tmp[size_t(t) * w.rank + k] = dot(x + int64_t(r0 + t) * in, w.a.data() + int64_t(k) * in, in);
+      pool_.parallelFor(out, [&](int64_t o0, int64_t o1) {
+        for (int t = 0; t < n; t++)
+          for (int64_t o = o0; o < o1; o++)
+            y[int64_t(r0 + t) * out + o] += dot(tmp.data() + size_t(t) * w.rank, w.b.data() + o * w.rank, w.rank) * w.scale;
+      });
+    }
+  }
+
+  void rmsNorm(const float* x, int T, const std::vector<float>& w, float* y) const {
+    const int H = c_.hidden;
+    for (int t = 0; t < T; t++) {
+      const float* xr = x + int64_t(t) * H;
+      float* yr = y + int64_t(t) * H;
+      const float ms = dot(xr, xr, H) / H;
+      const float inv = 1.0f / std::sqrt(ms + c_.rmsNormEps);
+      for (int i = 0; i < H; i++) yr[i] = w[i] * (xr[i] * inv);
+    }
+  }
+
+  ModelConfig c_;
+  std::vector<TensorRef> refs_;
+  EngineOptions o_;
+  ThreadPool pool_;
+  std::vector<float> invFreq_;
+  std::vector<float> embed_, norm_, lmHead_;
+  std::vector<LayerWeights> layers_;
+  std::vector<float> kcache_, vcache_;
+  std::vector<std::shared_ptr<Adapter>> slots_;
+  std::mutex mu_;       // guards slots_
+  std::mutex stepMu_;   // one step at a time
+  int64_t weightBytes_ = 0;
+  bool loaded_ = false;
+};
+
+std::vector<SeqOutput> CpuEngine::step(const std::vector<SeqInput>& batch) {
+  std::lock_guard<std::mutex> stepLock(stepMu_);
+  if (!loaded_) throw EngineError("engine is not loaded");
+  std::vector<std::shared_ptr<Adapter>> held;  // keeps adapters alive for the whole step
+  std::vector<const Adapter*> seqAdapter(batch.size(), nullptr);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<bool> loaded(slots_.size());
+    for (size_t i = 0; i < slots_.size(); i++) loaded[i] = slots_[i] != nullptr;
+    validateBatch(batch, c_, o_, loaded);
+    for (size_t s = 0; s < batch.size(); s++) {
+      if (batch[s].adapterSlot < 0) continue;
+      held.push_back(slots_[batch[s].adapterSlot]);
+      seqAdapter[s] = held.back().get();
+    }
+  }
+  const int H = c_.hidden, I = c_.intermediate, D = c_.headDim, NH = c_.heads, NKV = c_.kvHeads;
+  const int Q = NH * D, KV = NKV * D, V = c_.vocab, BS = o_.blockSize;
+  std::vector<int> rowStart(batch.size() + 1, 0);
+  for (size_t s = 0; s < batch.size(); s++) rowStart[s + 1] = rowStart[s] + int(batch[s].tokens.size());
+  const int T = rowStart.back();
+  std::vector<int> rowSeq(T), rowPos(T);
+  std::vector<float> x(size_t(T) * H);
+  for (size_t s = 0; s < batch.size(); s++)
+    for (int j = 0; j < int(batch[s].tokens.size()); j++) {
+      const int r = rowStart[s] + j;
+      rowSeq[r] = int(s);
+      rowPos[r] = batch[s].position + j;
+      std::memcpy(&x[size_t(r) * H], &embed_[size_t(batch[s].tokens[j]) * H], sizeof(float) * H);
+    }
+  std::vector<float> h(size_t(T) * H), q(size_t(T) * Q), k(size_t(T) * KV), v(size_t(T) * KV),
+      att(size_t(T) * Q), tmpH(size_t(T) * H), g(size_t(T) * I), u(size_t(T) * I);
+  const size_t perLayer = size_t(o_.numBlocks) * BS * KV;
+  const float scale = 1.0f / std::sqrt(float(D));
+
+  for (int l = 0; l < c_.layers; l++) {
+    const LayerWeights& L = layers_[l];
+    rmsNorm(x.data(), T, L.inNorm, h.data());
+    linear(h.data(), T, H, L.w[kQ], Q, q.data(), &L.bq);
+    linear(h.data(), T, H, L.w[kK], KV, k.data(), &L.bk);
+    linear(h.data(), T, H, L.w[kV], KV, v.data(), &L.bv);
+    applyLora(seqAdapter, rowStart, l, kQ, h.data(), q.data());
+    applyLora(seqAdapter, rowStart, l, kK, h.data(), k.data());
+    applyLora(seqAdapter, rowStart, l, kV, h.data(), v.data());
+    for (int r = 0; r < T; r++) {
+      for (int hd = 0; hd < NH; hd++) applyRope(&q[size_t(r) * Q + hd * D], D, rowPos[r], invFreq_);
+      for (int hd = 0; hd < NKV; hd++) applyRope(&k[size_t(r) * KV + hd * D], D, rowPos[r], invFreq_);
+    }
+    float* kc = &kcache_[l * perLayer];
+    float* vc = &vcache_[l * perLayer];
+    auto slotOf = [&](const SeqInput& s, int pos) {
+      return (size_t(s.blockTable[pos / BS]) * BS + pos % BS) * KV;
+    };
+    for (int r = 0; r < T; r++) {
+      const size_t at = slotOf(batch[rowSeq[r]], rowPos[r]);
+      std::memcpy(kc + at, &k[size_t(r) * KV], sizeof(float) * KV);
+      std::memcpy(vc + at, &v[size_t(r) * KV], sizeof(float) * KV);
+    }
+    const int window = c_.slidingWindow[l];
+    pool_.parallelFor(int64_t(T) * NH, [&](int64_t i0, int64_t i1) {
+      std::vector<float> sc;
+      for (int64_t i = i0; i < i1; i++) {
+        const int r = int(i / NH), hd = int(i % NH), kvh = hd / (NH / NKV);
+        const SeqInput& s = batch[rowSeq[r]];
+        const int p = rowPos[r];
+        const int lo = window > 0 ? std::max(0, p - window + 1) : 0;
+        const float* qr = &q[size_t(r) * Q + hd * D];
+        sc.resize(p - lo + 1);
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int j = lo; j <= p; j++) {
+          sc[j - lo] = dot(qr, kc + slotOf(s, j) + kvh * D, D) * scale;
+          mx = std::max(mx, sc[j - lo]);
+        }
+        float sum = 0;
+        for (auto& e : sc) sum += (e = std::exp(e - mx));
+        float* out = &att[size_t(r) * Q + hd * D];
+        std::fill(out, out + D, 0.0f);
+        for (int j = lo; j <= p; j++) {
+          const float w = sc[j - lo] / sum;
+          const float* vr = vc + slotOf(s, j) + kvh * D;
+          for (int d = 0; d < D; d++) out[d] += w * vr[d];
+        }
+      }
+    });
+    linear(att.data(), T, Q, L.w[kO], H, tmpH.data());
+    applyLora(seqAdapter, rowStart, l, kO, att.data(), tmpH.data());
+    for (size_t i = 0; i < x.size(); i++) x[i] += tmpH[i];
+
+    rmsNorm(x.data(), T, L.postNorm, h.data());
+    linear(h.data(), T, H, L.w[kGate], I, g.data());
+    linear(h.data(), T, H, L.w[kUp], I, u.data());
+    applyLora(seqAdapter, rowStart, l, kGate, h.data(), g.data());
+    applyLora(seqAdapter, rowStart, l, kUp, h.data(), u.data());
+    for (size_t i = 0; i < g.size(); i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    linear(g.data(), T, I, L.w[kDown], H, tmpH.data());
+    applyLora(seqAdapter, rowStart, l, kDown, g.data(), tmpH.data());
+    for (size_t i = 0; i < x.size(); i++) x[i] += tmpH[i];
+  }
+
+  // Logits only for rows someone asked about: every row for prompt logprobs, else the last.
+  std::vector<int> logitRows;
+  for (size_t s = 0; s < batch.size(); s++) {
+    const SeqInput& in = batch[s];
+    if (in.promptLogprobs) {
+      for (int r = rowStart[s]; r < rowStart[s + 1] - 1; r++) logitRows.push_back(r);
+    }
+    if (in.sample || in.nextToken >= 0) logitRows.push_back(rowStart[s + 1] - 1);
+  }
+  std::vector<float> xr(logitRows.size() * size_t(H)), xn(logitRows.size() * size_t(H));
+  for (size_t i = 0; i < logitRows.size(); i++)
+    std::memcpy(&xr[i * H], &x[size_t(logitRows[i]) * H], sizeof(float) * H);
+  rmsNorm(xr.data(), int(logitRows.size()), norm_, xn.data());
+  std::vector<float> logits(logitRows.size() * size_t(V));
+  linear(xn.data(), int(logitRows.size()), H, c_.tieWordEmbeddings ? embed_ : lmHead_, V, logits.data());
+  auto rowLogits = [&](int r) -> float* {
+    const size_t i = std::lower_bound(logitRows.begin(), logitRows.end(), r) - logitRows.begin();
+    return &logits[i * V];
+  };
+
+  std::vector<SeqOutput> outs(batch.size());
+  std::vector<float> lp;
+  for (size_t s = 0; s < batch.size(); s++) {
+    const SeqInput& in = batch[s];
+    SeqOutput& out = outs[s];
+    const int n = int(in.tokens.size()), last = rowStart[s + 1] - 1;
+    if (in.promptLogprobs) {
+      out.hasPromptLogprobs = true;
+      for (int j = 0; j + 1 < n || (j + 1 == n && in.nextToken >= 0); j++) {
+        const int target = j + 1 < n ? in.tokens[j + 1] : in.nextToken;
+        logSoftmax(rowLogits(rowStart[s] + j), V, lp);
+        out.promptLogprobs.push_back(lp[target]);
+        if (in.topLogprobs > 0) out.promptTop.push_back(topK(lp, in.topLogprobs));
+      }
+    } else if (in.nextToken >= 0) {
+      out.hasPromptLogprobs = true;
+      logSoftmax(rowLogits(last), V, lp);
+      out.promptLogprobs.push_back(lp[in.nextToken]);
+      if (in.topLogprobs > 0) out.promptTop.push_back(topK(lp, in.topLogprobs));
+    }
+    if (in.sample) {
+      float* row = rowLogits(last);
+      logSoftmax(row, V, lp);
+      std::vector<float> work(row, row + V);
+      out.token = sampleToken(work.data(), V, in.sampling, in.mask, in.penaltyTokens,
+                              uint64_t(in.position) + uint64_t(n));
+      out.logprob = lp[out.token];
+      if (in.topLogprobs > 0) {
+        out.hasTop = true;
+        out.top = topK(lp, in.topLogprobs);
+      }
+    }
+  }
+  return outs;
+}
+
+}  // namespace
+
+std::unique_ptr<Engine> makeCpuEngine(ModelConfig config, std::vector<TensorRef> tensors,
+                                      EngineOptions options) {
+  return std::make_unique<CpuEngine>(std::move(config), std::move(tensors), options);
+}
+
+}  // namespace sb

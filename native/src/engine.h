@@ -1,0 +1,139 @@
+// The engine's C++ interface: tensors, slots and KV blocks in, tokens and logprobs out.
+// Nothing here knows about HTTP, tenants or text. The N-API layer (addon.cc) converts JS
+// objects into these structs on the JS thread; everything else runs on a worker thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace sb {
+
+enum class DType { F32, F16, BF16 };
+
+struct TensorRef {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  std::string file;     // empty when inlineData is used
+  int64_t offset = 0;
+  int64_t nbytes = 0;
+  std::vector<float> inlineData;
+  bool hasInline = false;
+
+  int64_t numel() const {
+    int64_t n = 1;
+    for (auto d : shape) n *= d;
+    return n;
+  }
+};
+
+enum class RopeType { Default, Linear, Llama3 };
+
+struct ModelConfig {
+  std::string arch;
+  int hidden = 0, intermediate = 0, layers = 0, heads = 0, kvHeads = 0, headDim = 0, vocab = 0;
+  float rmsNormEps = 1e-6f;
+  double ropeTheta = 10000.0;
+  RopeType ropeType = RopeType::Default;
+  double ropeFactor = 1.0, ropeLowFreqFactor = 1.0, ropeHighFreqFactor = 4.0;
+  int ropeOriginalMaxPositions = 8192;
+  std::vector<int> slidingWindow;  // per layer, 0 = full attention
+  bool attentionBias = false;
+  bool tieWordEmbeddings = false;
+};
+
+struct EngineOptions {
+  int numBlocks = 0;
+  int blockSize = 16;
+  int maxAdapters = 8;
+  int threads = 0;
+};
+
+// The seven projections a LoRA adapter may target, in a fixed order used for indexing.
+enum Proj { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumProj };
+const char* projName(int p);
+int projFromName(const std::string& name);  // -1 when unknown
+
+struct LoraModuleSpec {
+  int layer = 0;
+  int proj = 0;
+  int rank = 0;
+  float scale = 1.0f;
+  TensorRef a;  // [rank, in]
+  TensorRef b;  // [out, rank]
+};
+
+struct SamplingParams {
+  float temperature = 0.0f;
+  int topK = 0;
+  float topP = 1.0f;
+  float typicalP = 1.0f;
+  float repetitionPenalty = 1.0f;
+  uint64_t seed = 0;
+};
+
+struct SeqInput {
+  std::vector<int32_t> tokens;
+  int position = 0;
+  std::vector<int32_t> blockTable;
+  int adapterSlot = -1;
+  bool promptLogprobs = false;
+  int nextToken = -1;
+  bool sample = false;
+  int topLogprobs = 0;
+  SamplingParams sampling;
+  std::vector<int32_t> penaltyTokens;
+  std::vector<uint32_t> mask;  // empty = unconstrained
+};
+
+struct TopLogprobs {
+  std::vector<int32_t> ids;
+  std::vector<float> logprobs;
+};
+
+struct SeqOutput {
+  int token = -1;
+  float logprob = 0.0f;
+  bool hasTop = false;
+  TopLogprobs top;
+  bool hasPromptLogprobs = false;
+  std::vector<float> promptLogprobs;
+  std::vector<TopLogprobs> promptTop;
+};
+
+struct EngineInfo {
+  std::string device;
+  std::string deviceName;
+  int numBlocks = 0, blockSize = 0, maxAdapters = 0;
+  int64_t weightBytes = 0;
+};
+
+// Errors the caller caused (bad batch, bad slot): reported as JS errors, never a crash.
+struct EngineError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  // Reads and converts every weight; slow, runs off the JS thread.
+  virtual void load() = 0;
+  virtual EngineInfo info() const = 0;
+  // Reads the adapter's tensors and then swaps them into `slot`; a running step is not blocked
+  // by the read, only by the final swap.
+  virtual void loadAdapter(int slot, const std::vector<LoraModuleSpec>& modules) = 0;
+  virtual void unloadAdapter(int slot) = 0;
+  virtual std::vector<SeqOutput> step(const std::vector<SeqInput>& batch) = 0;
+};
+
+std::unique_ptr<Engine> makeCpuEngine(ModelConfig config, std::vector<TensorRef> tensors,
+                                      EngineOptions options);
+
+// Validation shared by every engine: the batch must fit the model, the cache and the slots.
+void validateBatch(const std::vector<SeqInput>& batch, const ModelConfig& config,
+                   const EngineOptions& options, const std::vector<bool>& slotLoaded);
+
+}  // namespace sb

@@ -1,0 +1,15 @@
+// The public API of Switchboard, as data: zod schemas and the types inferred
+// from them. Imported by the gateway, the backend and the client; imports
+// none of them (and nothing HTTP).
+//
+// Flat exports have distinct names across the two APIs (LoRAX keeps its own
+// names — GenerateRequest, ErrorResponse, FinishReason, ResponseFormat —
+// and the OpenAI side is prefixed where they would clash). The namespaces
+// `lorax` and `openai` are there for call sites that prefer qualification.
+export * from './common.ts';
+export * from './lorax.ts';
+export * from './openai.ts';
+export * from './errors.ts';
+
+export * as lorax from './lorax.ts';
+export * as openai from './openai.ts';

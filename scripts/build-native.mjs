@@ -1,0 +1,25 @@
+#!/usr/bin/env node
+// Builds the native addon with cmake-js (run by `npm install` / `npm ci`). A failed build fails
+// the install loudly: nothing runs without the engine. SWITCHBOARD_CPU_ONLY=1 skips CUDA.
+import { spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
+const args = [cmakeJs, 'compile', '--directory', join(root, 'native'), '--out', join(root, 'native', 'build')];
+if (process.env.SWITCHBOARD_CPU_ONLY && process.env.SWITCHBOARD_CPU_ONLY !== '0') args.push('--CDSWITCHBOARD_CUDA=OFF');
+// Build against the headers of the Node that runs us when they are installed beside it, so no
+// header download is needed (there may be no internet at install time).
+const env = { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: String(availableParallelism()) };
+const nodePrefix = dirname(dirname(process.execPath));
+if (!env.npm_config_nodedir && existsSync(join(nodePrefix, 'include', 'node', 'node_api.h'))) {
+  env.npm_config_nodedir = nodePrefix;
+}
+const res = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit', env });
+if (res.status !== 0) {
+  console.error('switchboard: building the native engine failed (see above). Needs cmake >= 3.18 and a C++17 compiler.');
+  process.exit(res.status ?? 1);
+}
