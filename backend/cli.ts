@@ -3,6 +3,7 @@
 import { serve } from '@hono/node-server';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { serviceKeyFrom } from './auth.ts';
 import { ConfigError, parseServeConfig, serveHelp, type ServeConfig } from './config.ts';
 import { Runtime } from './runtime.ts';
 import { createApp } from './server.ts';
@@ -16,8 +17,9 @@ function log(msg: string): void {
 }
 
 export async function startServer(config: ServeConfig) {
+  const key = config.serviceKey ? await serviceKeyFrom(config.serviceKey) : null;
   const rt = await Runtime.start(config, log);
-  const app = createApp(rt);
+  const app = createApp(rt, key);
   const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.hostname }, () => resolve(s));
   });

@@ -83,7 +83,7 @@ export function resolveSampling(s: SamplingRequest): { sampling: Sampling; seed:
     (s.topP !== undefined && s.topP < 1) ||
     (s.typicalP !== undefined && s.typicalP < 1);
   const sample = warped && s.temperature !== 0;
-  const seed = sample ? (s.seed ?? randomInt(0, 2 ** 48)) : null;
+  const seed = sample ? (s.seed ?? randomInt(0, 2 ** 48 - 1)) : null;
   return {
     sampling: {
       temperature: sample ? (s.temperature ?? 1) : 0,

@@ -1,15 +1,21 @@
 // The backend's Hono app: the route modules over one Runtime, plus the catch-all error shape
 // (OpenAI's under /v1, LoRAX's elsewhere) so nothing ever answers with a bare 500 page.
+import type { KeyObject } from 'node:crypto';
 import { Hono } from 'hono';
 import { loraxError, openaiError } from '../protocol/index.ts';
+import { serviceAuth, type AuthEnv } from './auth.ts';
+import { adapterRoutes } from './routes/adapters.ts';
 import { infoRoutes } from './routes/info.ts';
 import { loraxRoutes } from './routes/lorax.ts';
 import { openaiRoutes } from './routes/openai.ts';
 import type { Runtime } from './runtime.ts';
 
-export function createApp(rt: Runtime): Hono {
-  const app = new Hono();
+/** `serviceKey`: verify gateway tokens (null: no gateway, a single trusted tenant). */
+export function createApp(rt: Runtime, serviceKey: KeyObject | CryptoKey | null = null): Hono<AuthEnv> {
+  const app = new Hono<AuthEnv>();
+  app.use('*', serviceAuth(serviceKey));
   app.route('/', infoRoutes(rt));
+  app.route('/', adapterRoutes(rt));
   app.route('/', loraxRoutes(rt));
   app.route('/', openaiRoutes(rt));
   app.notFound((c) =>

@@ -447,10 +447,23 @@ describe('mergeAdapters', () => {
     await assert.rejects(mergeAdapters([a1, a2], [1, 1], 'dare_linear', 0, 'total'), is(400, /density must be > 0 for dare_linear/));
     await assert.rejects(mergeAdapters([a1, a2], [1, 1], 'svd' as never, 0, 'total'), is(400, /unknown merge strategy "svd"/));
     await assert.rejects(mergeAdapters([a1, a2], [1, 1], 'ties', 0.5, 'mean' as never), is(400, /majority_sign_method/));
-    // Module-level ranks (rank_pattern) must agree too.
-    const rp = await adapter('rp', { r: 4, alpha: 4, targets: ['q_proj'], seed: 41 }, { rank_pattern: { k_proj: 4 } });
-    const spec: NativeAdapterSpec = { modules: rp.spec.modules.map((m) => ({ ...m, rank: 2, a: { ...m.a, shape: [2, m.a.shape[1]!] } })) };
-    await assert.rejects(mergeAdapters([{ spec, name: 'odd' }, { spec: a2.spec }], [1, 1], 'linear', 0, 'total'), is(422, /equal rank/));
+    // Equal config-level r (PEFT's check) but a module of another rank (rank_pattern): torch.stack would fail.
+    const q = find(a1.spec, '0.q_proj')!;
+    const [qa, qb] = [await readTensorF32(q.a), await readTensorF32(q.b)];
+    const inF = q.a.shape[1]!, outF = q.b.shape[0]!;
+    const low: NativeLoraModule = {
+      ...q,
+      rank: 2,
+      a: { name: 'a', dtype: 'F32', shape: [2, inF], data: qa.slice(0, 2 * inF) },
+      b: { name: 'b', dtype: 'F32', shape: [outF, 2], data: Float32Array.from({ length: outF * 2 }, (_, j) => qb[Math.floor(j / 2) * 4 + (j % 2)]!) },
+    };
+    const patterned: MergeSource = { spec: { modules: [low] }, config: { ...a1.config, rankPattern: { q_proj: 2 } }, name: 'patterned' };
+    await assert.rejects(
+      mergeAdapters([patterned, a2], [1, 1], 'ties', 0.5, 'total'),
+      is(422, /merging layers\.0\.self_attn\.q_proj: merging needs equal ranks for this strategy, got r=2 \(patterned\), r=4 \(adapters\[1\]\); use "cat"/),
+    );
+    const cat = await mergeAdapters([patterned, a2], [1, 1], 'cat', 0, 'total');
+    assert.equal(find(cat, '0.q_proj')!.rank, 6);
   });
 
   test('the merged spec is self-contained (inline data) and mergeable again', async () => {

@@ -102,7 +102,7 @@ const f32 = Math.fround;
 export function factorWeights(weight: number, scaling: number): [a: number, b: number] {
   const ws = weight * scaling;
   const root = Math.sqrt(Math.abs(ws));
-  return [f32(ws >= 0 ? root : -root), f32(ws >= 0 ? root : -root)];
+  return [f32(ws >= 0 ? root : -root), f32(root)];
 }
 
 /**

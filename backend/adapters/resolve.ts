@@ -1,6 +1,8 @@
 // From what a request names (adapter_id + adapter_source + api_token, or merged_adapters) to a
 // key in the adapter store, loading whatever is not prepared yet. Keys encode everything that
 // makes two adapters different, and nothing else, so equal requests share one slot.
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
 import type { ModelDir } from '../../native/model-dir.ts';
 import { openPeftAdapter } from '../../native/peft-adapter.ts';
 import type { AdapterStore } from './adapter-store.ts';
@@ -31,7 +33,7 @@ export class AdapterResolver {
     if (choice.kind === 'base') return null;
     if (choice.kind === 'single') {
       const dir = await this.fetch(choice.ref, signal);
-      const key = `${choice.ref.source}:${dir}`;
+      const key = `${choice.ref.source}:${dir}@${await version(dir)}`;
       await this.store.prepare(key, async () => {
         const adapter = await this.validated(dir, choice.ref.id);
         return { spec: adapter.spec, info: { id: choice.ref.id, source: choice.ref.source, rank: adapter.config.r } };
@@ -39,7 +41,8 @@ export class AdapterResolver {
       return key;
     }
     const dirs = await Promise.all(choice.refs.map((r) => this.fetch(r, signal)));
-    const key = `merge:${JSON.stringify([dirs, choice.weights, choice.strategy, choice.density, choice.majoritySignMethod])}`;
+    const versions = await Promise.all(dirs.map(version));
+    const key = `merge:${JSON.stringify([dirs, versions, choice.weights, choice.strategy, choice.density, choice.majoritySignMethod])}`;
     await this.store.prepare(key, async () => {
       const parts = await Promise.all(dirs.map((d, i) => this.validated(d, choice.refs[i]!.id)));
       const spec = await mergeAdapters(parts, choice.weights, choice.strategy, choice.density, choice.majoritySignMethod);
@@ -67,4 +70,14 @@ export class AdapterResolver {
       throw new AdapterError(`adapter "${id}": ${(err as Error).message.replaceAll(dir, id)}`, 422);
     }
   }
+}
+
+/** Changes whenever the adapter's files are replaced, so a re-uploaded adapter gets a fresh key. */
+async function version(dir: string): Promise<string> {
+  const parts = await Promise.all(
+    ['adapter_config.json', 'adapter_model.safetensors'].map((f) =>
+      stat(path.join(dir, f)).then((s) => `${s.size}.${s.mtimeMs}`, () => 'missing'),
+    ),
+  );
+  return parts.join('/');
 }

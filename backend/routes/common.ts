@@ -6,11 +6,14 @@ import type { AdapterChoice } from '../adapters/resolve.ts';
 import type { AdapterSourceName } from '../adapters/source.ts';
 import { RequestError } from '../generate.ts';
 import type { Runtime } from '../runtime.ts';
+import { mayUseAdapter, type AuthEnv } from '../auth.ts';
+
+export type Ctx = Context<AuthEnv>;
 
 export const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
 /** Parses the JSON body; 413 past the limit, 400 for bad JSON. */
-export async function readJsonBody(c: Context): Promise<unknown> {
+export async function readJsonBody(c: Context<AuthEnv>): Promise<unknown> {
   const len = Number(c.req.header('content-length') ?? '0');
   if (len > MAX_BODY_BYTES) throw new RequestError(`request body is larger than ${MAX_BODY_BYTES} bytes`, 413);
   const buf = await c.req.arrayBuffer();
@@ -24,9 +27,13 @@ export async function readJsonBody(c: Context): Promise<unknown> {
   }
 }
 
-/** The api_token of a request: the body's, else (LoRAX) the bearer token of the request. */
-export function apiTokenOf(c: Context, bodyToken: string | undefined): string | undefined {
+/**
+ * The api_token of a request: the body's, else (LoRAX) the bearer token of the request, unless
+ * a gateway signed the request (then Authorization holds the service token, not a hub token).
+ */
+export function apiTokenOf(c: Ctx, bodyToken: string | undefined): string | undefined {
   if (bodyToken) return bodyToken;
+  if (c.get('caller')?.viaGateway) return undefined;
   const auth = c.req.header('authorization');
   const m = auth && /^Bearer\s+(.+)$/i.exec(auth);
   return m ? m[1] : undefined;
@@ -43,11 +50,19 @@ export function isBaseModelName(rt: Runtime, name: string | undefined): boolean 
   return !name || name === BASE_MODEL_ADAPTER_ID || name === rt.modelName || name === rt.config.modelId;
 }
 
-export function loraxAdapterChoice(rt: Runtime, p: GenerateParameters, apiToken: string | undefined): AdapterChoice {
+/** Another tenant's adapter answers exactly like one that does not exist. */
+function checkTenant(c: Ctx, id: string, source: AdapterSourceName): void {
+  const caller = c.get('caller');
+  if (source === 'local' && caller && !mayUseAdapter(caller, id)) throw new RequestError(`adapter "${id}" not found`, 404, 'adapter');
+}
+
+export function loraxAdapterChoice(rt: Runtime, c: Ctx, p: GenerateParameters): AdapterChoice {
+  const apiToken = apiTokenOf(c, p.api_token);
   const token = apiToken ? { apiToken } : {};
   if (p.merged_adapters) {
     const m = p.merged_adapters;
     const source = servedSource(p.adapter_source, rt);
+    for (const id of m.ids) checkTenant(c, id, source);
     return {
       kind: 'merged',
       refs: m.ids.map((id) => ({ id, source, ...token })),
@@ -58,10 +73,15 @@ export function loraxAdapterChoice(rt: Runtime, p: GenerateParameters, apiToken:
     };
   }
   if (isBaseModelName(rt, p.adapter_id)) return { kind: 'base' };
-  return { kind: 'single', ref: { id: p.adapter_id!, source: servedSource(p.adapter_source, rt), ...token } };
+  const source = servedSource(p.adapter_source, rt);
+  checkTenant(c, p.adapter_id!, source);
+  return { kind: 'single', ref: { id: p.adapter_id!, source, ...token } };
 }
 
-export function openaiAdapterChoice(rt: Runtime, model: string, source: string | undefined, apiToken: string | undefined): AdapterChoice {
+export function openaiAdapterChoice(rt: Runtime, c: Ctx, model: string, sourceName: string | undefined, bodyToken: string | undefined): AdapterChoice {
   if (isBaseModelName(rt, model)) return { kind: 'base' };
-  return { kind: 'single', ref: { id: model, source: servedSource(source, rt), ...(apiToken ? { apiToken } : {}) } };
+  const source = servedSource(sourceName, rt);
+  checkTenant(c, model, source);
+  const apiToken = apiTokenOf(c, bodyToken);
+  return { kind: 'single', ref: { id: model, source, ...(apiToken ? { apiToken } : {}) } };
 }

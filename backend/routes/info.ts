@@ -4,12 +4,13 @@ import { z } from 'zod';
 import { loraxError, parseLoraxRequest } from '../../protocol/index.ts';
 import { RequestError } from '../generate.ts';
 import type { Runtime } from '../runtime.ts';
+import type { AuthEnv } from '../auth.ts';
 import { readJsonBody } from './common.ts';
 
 const TokenizeRequest = z.object({ inputs: z.string(), add_special_tokens: z.boolean().optional() });
 
-export function infoRoutes(rt: Runtime): Hono {
-  const app = new Hono();
+export function infoRoutes(rt: Runtime): Hono<AuthEnv> {
+  const app = new Hono<AuthEnv>();
 
   // Healthy once the engine is up; a step that fails is reported per request, not here.
   app.get('/health', (c) => c.json({ status: 'ok' }));

@@ -1,6 +1,7 @@
 // LoRAX REST: POST /generate, POST /generate_stream and the compat POST / (lorax-client), with
 // TGI's SSE event shapes and LoRAX's error bodies ({error, error_type}).
-import { Hono, type Context } from 'hono';
+import { Hono } from 'hono';
+import type { AuthEnv } from '../auth.ts';
 import { streamSSE } from 'hono/streaming';
 import {
   CompatGenerateRequest,
@@ -18,7 +19,7 @@ import {
 } from '../../protocol/index.ts';
 import { generate, RequestError, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
 import type { Runtime } from '../runtime.ts';
-import { apiTokenOf, loraxAdapterChoice, readJsonBody } from './common.ts';
+import { loraxAdapterChoice, readJsonBody, type Ctx } from './common.ts';
 
 const toToken = (t: TokenInfo): Token => ({
   id: t.id,
@@ -29,7 +30,7 @@ const toToken = (t: TokenInfo): Token => ({
   ...(t.top ? { alternative_tokens: t.top.map((a) => ({ id: a.id, text: a.text, logprob: Number.isFinite(a.logprob) ? a.logprob : null })) } : {}),
 });
 
-function errorResponse(c: Context, err: unknown) {
+function errorResponse(c: Ctx, err: unknown) {
   if (err instanceof RequestError) {
     const type = err.kind === 'overloaded' ? 'overloaded' : err.kind === 'validation' ? 'validation' : 'adapter';
     return c.json(loraxError(err.message, type), err.status as 400);
@@ -37,7 +38,7 @@ function errorResponse(c: Context, err: unknown) {
   return c.json(loraxError((err as Error).message ?? 'generation failed', 'generation'), 424);
 }
 
-function generationRequest(rt: Runtime, c: Context, inputs: string, p: GenerateParameters, signal: AbortSignal): GenerationRequest {
+function generationRequest(rt: Runtime, c: Ctx, inputs: string, p: GenerateParameters, signal: AbortSignal): GenerationRequest {
   const issues = checkGenerateLimits(p, rt.limits);
   if (issues.length > 0) throw new RequestError(loraxValidationError(issues).error, 422);
   if (p.response_format && p.response_format.type !== 'text') {
@@ -46,7 +47,7 @@ function generationRequest(rt: Runtime, c: Context, inputs: string, p: GenerateP
   if (p.watermark) throw new RequestError('parameters.watermark: watermarking is not supported', 422);
   return {
     prompt: inputs,
-    adapter: loraxAdapterChoice(rt, p, apiTokenOf(c, p.api_token)),
+    adapter: loraxAdapterChoice(rt, c, p),
     maxNewTokens: p.max_new_tokens,
     truncate: p.truncate,
     sampling: {
@@ -102,7 +103,7 @@ async function collect(rt: Runtime, req: GenerationRequest): Promise<Collected> 
   };
 }
 
-async function runGenerate(rt: Runtime, c: Context, inputs: string, p: GenerateParameters): Promise<GenerateResponse> {
+async function runGenerate(rt: Runtime, c: Ctx, inputs: string, p: GenerateParameters): Promise<GenerateResponse> {
   const signal = c.req.raw.signal;
   const bestOf = p.best_of ?? 1;
   const base = generationRequest(rt, c, inputs, p, signal);
@@ -128,7 +129,7 @@ async function runGenerate(rt: Runtime, c: Context, inputs: string, p: GenerateP
   return { generated_text: fullText, details };
 }
 
-function streamResponse(rt: Runtime, c: Context, inputs: string, p: GenerateParameters) {
+function streamResponse(rt: Runtime, c: Ctx, inputs: string, p: GenerateParameters) {
   const ac = new AbortController();
   c.req.raw.signal.addEventListener('abort', () => ac.abort());
   const req = generationRequest(rt, c, inputs, p, ac.signal);
@@ -169,8 +170,8 @@ function streamResponse(rt: Runtime, c: Context, inputs: string, p: GeneratePara
   );
 }
 
-export function loraxRoutes(rt: Runtime): Hono {
-  const app = new Hono();
+export function loraxRoutes(rt: Runtime): Hono<AuthEnv> {
+  const app = new Hono<AuthEnv>();
 
   app.post('/generate', async (c) => {
     try {

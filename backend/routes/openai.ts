@@ -1,7 +1,8 @@
 // OpenAI-compatible routes: /v1/chat/completions, /v1/completions (both streaming or not) and
 // /v1/models. `model` names the adapter; the base model's name (or "") means no adapter.
 import { randomBytes } from 'node:crypto';
-import { Hono, type Context } from 'hono';
+import { Hono } from 'hono';
+import type { AuthEnv } from '../auth.ts';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import {
   ChatCompletionRequest,
@@ -24,7 +25,7 @@ import { ChatTemplateError } from '../text/tokenizer.ts';
 import { generate, prepareInput, RequestError, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
 import type { FinishReason } from '../scheduler.ts';
 import type { Runtime } from '../runtime.ts';
-import { apiTokenOf, openaiAdapterChoice, readJsonBody } from './common.ts';
+import { openaiAdapterChoice, readJsonBody, type Ctx } from './common.ts';
 
 const finish = (r: FinishReason): OpenAIFinishReason => (r === 'length' ? 'length' : 'stop');
 const now = () => Math.floor(Date.now() / 1000);
@@ -32,7 +33,7 @@ const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString('hex')}`
 // OpenAI seeds are any integer; the engine's are non-negative.
 const engineSeed = (s: number | undefined) => (s === undefined ? undefined : ((s % 2 ** 48) + 2 ** 48) % 2 ** 48);
 
-function errorResponse(c: Context, err: unknown) {
+function errorResponse(c: Ctx, err: unknown) {
   if (err instanceof RequestError) {
     const type = err.status === 429 ? 'rate_limit_error' : err.status === 404 ? 'not_found_error' : err.status === 403 ? 'permission_error' : 'invalid_request_error';
     // OpenAI reports every invalid request as 400 (LoRAX's 422 is not what its SDKs expect).
@@ -60,7 +61,7 @@ interface Common {
   response_format?: { type: string } | undefined;
 }
 
-function baseRequest(rt: Runtime, c: Context, r: Common, prompt: string | number[], maxNewTokens: number | undefined, topLogprobs: number, signal: AbortSignal): GenerationRequest {
+function baseRequest(rt: Runtime, c: Ctx, r: Common, prompt: string | number[], maxNewTokens: number | undefined, topLogprobs: number, signal: AbortSignal): GenerationRequest {
   if ((r.presence_penalty ?? 0) !== 0 || (r.frequency_penalty ?? 0) !== 0) {
     throw new RequestError('presence_penalty and frequency_penalty are not supported (use repetition_penalty)', 400);
   }
@@ -72,7 +73,7 @@ function baseRequest(rt: Runtime, c: Context, r: Common, prompt: string | number
   const greedy = r.temperature === 0 || r.top_p === 0;
   return {
     prompt,
-    adapter: openaiAdapterChoice(rt, r.model, r.adapter_source, apiTokenOf(c, r.api_token)),
+    adapter: openaiAdapterChoice(rt, c, r.model, r.adapter_source, r.api_token),
     maxNewTokens,
     sampling: greedy
       ? { doSample: false, temperature: 0, repetitionPenalty: r.repetition_penalty }
@@ -121,7 +122,7 @@ const chatLogprob = (t: TokenInfo): ChatCompletionTokenLogprob => ({
  * admission errors become a plain HTTP error before any 200 is sent.
  */
 async function streamChoices(
-  c: Context,
+  c: Ctx,
   reqs: GenerationRequest[],
   rt: Runtime,
   ac: AbortController,
@@ -160,8 +161,8 @@ async function streamChoices(
   });
 }
 
-export function openaiRoutes(rt: Runtime): Hono {
-  const app = new Hono();
+export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
+  const app = new Hono<AuthEnv>();
 
   app.get('/v1/models', (c) => {
     const created = Math.floor(rt.startedAt / 1000);

@@ -88,6 +88,7 @@ export class TextTokenizer {
   }
 
   decode(ids: readonly number[], skipSpecialTokens = true): string {
+    if (ids.length === 0) return '';
     return this.tok.decode([...ids], { skip_special_tokens: skipSpecialTokens });
   }
 
@@ -102,14 +103,12 @@ export class TextTokenizer {
   /** Renders a conversation as transformers' apply_chat_template(tokenize=False) does. */
   applyChatTemplate(messages: ChatTurn[], addGenerationPrompt = true): string {
     if (!this.template) throw new Error('this model has no chat template (tokenizer_config.json chat_template)');
-    return this.template.render({
-      ...this.templateVars,
-      messages,
-      add_generation_prompt: addGenerationPrompt,
-      raise_exception: (msg: string) => {
-        throw new ChatTemplateError(msg);
-      },
-    });
+    try {
+      return this.template.render({ ...this.templateVars, messages, add_generation_prompt: addGenerationPrompt });
+    } catch (err) {
+      // raise_exception() (roles must alternate, ...) or a template that cannot handle this input.
+      throw new ChatTemplateError((err as Error).message);
+    }
   }
 
   /**

@@ -1,0 +1,76 @@
+// Service tokens from the gateway (docs/gateway-backend-contract.md). With --service-key set,
+// every request but /health must carry a JWT the gateway signed; its `tenant` claim decides which
+// tenant adapters the request may use. Without a key the backend serves a single trusted tenant.
+import type { MiddlewareHandler } from 'hono';
+import { createSecretKey, type KeyObject } from 'node:crypto';
+import { importSPKI, jwtVerify, type JWTPayload } from 'jose';
+import { loraxError, openaiError } from '../protocol/index.ts';
+
+export const SERVICE_ISSUER = 'switchboard-gateway';
+export const SERVICE_AUDIENCE = 'switchboard-backend';
+const TENANT = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+export interface Caller {
+  /** null when the backend runs without a service key (single trusted tenant). */
+  tenant: string | null;
+  scopes: Set<string>;
+  /** Whether a gateway vouched for the caller (then api_token never comes from Authorization). */
+  viaGateway: boolean;
+}
+
+export type AuthEnv = { Variables: { caller: Caller } };
+
+/** The verification key: PEM public key (asymmetric) or a shared HS256 secret. */
+export async function serviceKeyFrom(text: string): Promise<KeyObject | CryptoKey> {
+  if (text.includes('-----BEGIN PUBLIC KEY-----')) {
+    for (const alg of ['EdDSA', 'ES256', 'RS256']) {
+      try {
+        return await importSPKI(text, alg);
+      } catch {
+        // try the next algorithm family
+      }
+    }
+    throw new Error('--service-key: a PEM public key, but not Ed25519, P-256 or RSA');
+  }
+  if (Buffer.byteLength(text) < 32) throw new Error('--service-key: a shared secret must be at least 32 bytes');
+  return createSecretKey(Buffer.from(text, 'utf-8'));
+}
+
+export function serviceAuth(key: KeyObject | CryptoKey | null): MiddlewareHandler<AuthEnv> {
+  return async (c, next) => {
+    if (!key) {
+      c.set('caller', { tenant: null, scopes: new Set(), viaGateway: false });
+      return next();
+    }
+    if (c.req.path === '/health') return next();
+    const refuse = (why: string) =>
+      c.req.path.startsWith('/v1/')
+        ? c.json(openaiError(`unauthorized: ${why}`, 'authentication_error'), 401)
+        : c.json(loraxError(`unauthorized: ${why}`, 'unauthorized'), 401);
+    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
+    if (!m) return refuse('a gateway service token is required');
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(m[1]!, key, { issuer: SERVICE_ISSUER, audience: SERVICE_AUDIENCE, requiredClaims: ['exp'] }));
+    } catch (err) {
+      return refuse(`invalid service token (${(err as Error).message})`);
+    }
+    const tenant = payload.tenant;
+    if (typeof tenant !== 'string' || !TENANT.test(tenant)) return refuse('service token names no valid tenant');
+    const scopes = new Set(typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : []);
+    c.set('caller', { tenant, scopes, viaGateway: true });
+    return next();
+  };
+}
+
+/** `tenants/<t>/<name>` adapter ids belong to tenant t. */
+export function tenantOfAdapter(id: string): string | null {
+  const m = /^tenants\/([^/]+)\//.exec(id);
+  return m ? m[1]! : null;
+}
+
+/** Whether the caller may use an adapter id; callers without a tenant (no gateway) may use all. */
+export function mayUseAdapter(caller: Caller, id: string): boolean {
+  const owner = tenantOfAdapter(id);
+  return owner === null || caller.tenant === null || owner === caller.tenant;
+}
