@@ -44,7 +44,7 @@ export class AdapterResolver {
     const versions = await Promise.all(dirs.map(version));
     const key = `merge:${JSON.stringify([dirs, versions, choice.weights, choice.strategy, choice.density, choice.majoritySignMethod])}`;
     await this.store.prepare(key, async () => {
-      const parts = await Promise.all(dirs.map((d, i) => this.validated(d, choice.refs[i]!.id)));
+      const parts = await Promise.all(dirs.map(async (d, i) => ({ ...(await this.validated(d, choice.refs[i]!.id)), name: choice.refs[i]!.id })));
       const spec = await mergeAdapters(parts, choice.weights, choice.strategy, choice.density, choice.majoritySignMethod);
       return { spec, info: { id: choice.refs.map((r) => r.id).join('+'), merge: choice.strategy } };
     });
