@@ -4,6 +4,7 @@
 import type { MiddlewareHandler } from 'hono';
 import { createSecretKey, type KeyObject } from 'node:crypto';
 import { importSPKI, jwtVerify, type JWTPayload } from 'jose';
+import type { Context as TraceContext } from '@opentelemetry/api';
 import { loraxError, openaiError } from '../protocol/index.ts';
 
 export const SERVICE_ISSUER = 'switchboard-gateway';
@@ -18,7 +19,8 @@ export interface Caller {
   viaGateway: boolean;
 }
 
-export type AuthEnv = { Variables: { caller: Caller } };
+/** Per-request values every backend route may read: who is calling, and the trace to join. */
+export type AuthEnv = { Variables: { caller: Caller; traceContext?: TraceContext } };
 
 /** The verification key: PEM public key (asymmetric) or a shared HS256 secret. */
 export async function serviceKeyFrom(text: string): Promise<KeyObject | CryptoKey> {

@@ -9,6 +9,8 @@ import type { AdapterChoice } from './adapters/resolve.ts';
 import type { Runtime } from './runtime.ts';
 import type { FinishReason, GenerateParams, SeqEvent } from './scheduler.ts';
 import { StopMatcher } from './text/stop-sequences.ts';
+import { childSpan, endSpan, trace } from './tracing.ts';
+import { ROOT_CONTEXT as ROOT, type Context as TraceContext, type Span } from '@opentelemetry/api';
 import { IncrementalDecoder } from './text/tokenizer.ts';
 
 /** A client-side problem found before generation starts; routes map it to their error shape. */
@@ -49,6 +51,8 @@ export interface GenerationRequest {
   topLogprobs: number;
   mask?: GenerateParams['mask'];
   signal: AbortSignal;
+  /** Parent for the generation's spans (the HTTP request's span). */
+  traceContext?: TraceContext | undefined;
 }
 
 export interface TokenInfo {
@@ -164,16 +168,24 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
   };
   req.signal.addEventListener('abort', onAbort);
   let ok = false;
+  const genSpan = childSpan('switchboard.generate', req.traceContext, { 'switchboard.input_tokens': ids.length, 'switchboard.max_new_tokens': maxNew });
+  const genCtx = trace.setSpan(req.traceContext ?? ROOT, genSpan);
+  let phase: Span | null = null;
+  let failure: unknown = null;
   try {
+    const loadSpan = req.adapter.kind === 'base' ? null : childSpan('switchboard.adapter_load', genCtx, { 'switchboard.adapter': req.adapter.kind === 'single' ? req.adapter.ref.id : 'merged' });
     try {
       key = await rt.adapters.acquire(req.adapter, req.signal);
+      endSpan(loadSpan);
     } catch (err) {
+      endSpan(loadSpan, err);
       const e = err as Error & { status?: number };
       if (e.name === 'AdapterError') throw new RequestError(e.message, e.status ?? 400, 'adapter');
       throw err;
     }
     if (req.signal.aborted) return;
     yield { type: 'start', inputIds: ids };
+    phase = childSpan('switchboard.queue', genCtx);
     handle = rt.scheduler.submit(
       {
         promptIds: ids,
@@ -205,6 +217,11 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
       }
       const e = queue.shift()!;
       if (e.type === 'error') throw e.error;
+      if (e.type === 'scheduled') {
+        endSpan(phase);
+        phase = childSpan('switchboard.prefill', genCtx);
+        continue;
+      }
       if (e.type === 'prefill') {
         const tokens = ids.map((id, i) => ({ id, text: rt.tokenizer.decode([id], false), logprob: i === 0 ? null : (e.logprobs[i - 1] ?? null) }));
         yield { type: 'prefill', tokens };
@@ -213,6 +230,8 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
       if (e.type === 'token') {
         generated++;
         if (generated === 1) {
+          endSpan(phase);
+          phase = childSpan('switchboard.decode', genCtx);
           firstTokenAt = performance.now();
           rt.metrics.timeToFirstToken.observe((firstTokenAt - t0) / 1000);
         }
@@ -235,10 +254,17 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
       rt.metrics.requestDuration.observe((performance.now() - t0) / 1000);
       if (generated > 1) rt.metrics.timePerToken.observe((performance.now() - firstTokenAt) / 1000 / (generated - 1));
       ok = true;
+      genSpan.setAttributes({ 'switchboard.generated_tokens': generated, 'switchboard.finish_reason': e.reason });
       yield { type: 'end', finishReason: e.reason, tail, generatedText: stops.output, generatedTokens: generated, inputLength: ids.length, seed };
       return;
     }
+  } catch (err) {
+    failure = err;
+    throw err;
   } finally {
+    endSpan(phase, failure);
+    if (!ok && !failure && req.signal.aborted) genSpan.setAttribute('switchboard.cancelled', true);
+    endSpan(genSpan, failure);
     req.signal.removeEventListener('abort', onAbort);
     if (!ok) {
       handle?.cancel();

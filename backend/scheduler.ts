@@ -10,6 +10,7 @@ import { BlockManager } from './block-manager.ts';
 export type FinishReason = 'length' | 'eos_token' | 'stop_sequence';
 
 export type SeqEvent =
+  | { type: 'scheduled' }
   | { type: 'prefill'; logprobs: Float32Array; top: NativeTopLogprobs[] | null }
   | { type: 'token'; id: number; logprob: number; top: NativeTopLogprobs | null }
   | { type: 'finish'; reason: FinishReason }
@@ -231,6 +232,7 @@ export class Scheduler {
       }
       this.running.push(s);
       admitted = true;
+      s.emit({ type: 'scheduled' });
     }
     this.waiting = still;
     if (admitted) this.stepsSinceAdmit = 0;

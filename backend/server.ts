@@ -5,6 +5,7 @@ import { Hono } from 'hono';
 import { loraxError, openaiError } from '../protocol/index.ts';
 import { serviceAuth, type AuthEnv } from './auth.ts';
 import { adapterRoutes } from './routes/adapters.ts';
+import { httpTracing } from './tracing.ts';
 import { infoRoutes } from './routes/info.ts';
 import { loraxRoutes } from './routes/lorax.ts';
 import { openaiRoutes } from './routes/openai.ts';
@@ -13,6 +14,7 @@ import type { Runtime } from './runtime.ts';
 /** `serviceKey`: verify gateway tokens (null: no gateway, a single trusted tenant). */
 export function createApp(rt: Runtime, serviceKey: KeyObject | CryptoKey | null = null): Hono<AuthEnv> {
   const app = new Hono<AuthEnv>();
+  app.use('*', httpTracing());
   app.use('*', serviceAuth(serviceKey));
   app.route('/', infoRoutes(rt));
   app.route('/', adapterRoutes(rt));

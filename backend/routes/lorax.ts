@@ -65,6 +65,7 @@ function generationRequest(rt: Runtime, c: Ctx, inputs: string, p: GenerateParam
     promptLogprobs: p.decoder_input_details,
     topLogprobs: p.return_k_alternatives ?? 0,
     signal,
+    traceContext: c.get('traceContext'),
   };
 }
 

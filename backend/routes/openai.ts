@@ -84,6 +84,7 @@ function baseRequest(rt: Runtime, c: Ctx, r: Common, prompt: string | number[], 
     promptLogprobs: false,
     topLogprobs,
     signal,
+    traceContext: c.get('traceContext'),
   };
 }
 
