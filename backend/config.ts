@@ -39,6 +39,8 @@ const OPTIONS = {
   hubEndpoint: { flag: 'hub-endpoint', env: 'HF_ENDPOINT', schema: z.string().url().default('https://huggingface.co'), help: 'Hugging Face Hub (or compatible) endpoint' },
   hubToken: { flag: 'hub-token', env: 'HF_TOKEN', schema: z.string().optional(), help: 'Default hub token for adapters' },
   blockSize: { flag: 'block-size', env: 'BLOCK_SIZE', schema: int(1).default(16), help: 'Tokens per KV cache block' },
+  device: { flag: 'device', env: 'SWITCHBOARD_DEVICE', schema: z.enum(['auto', 'cpu', 'cuda']).default('auto'), help: 'Engine: cuda where a GPU works (auto), or force cpu / cuda' },
+  dtype: { flag: 'dtype', env: 'DTYPE', schema: z.enum(['auto', 'float32', 'float16', 'bfloat16']).default('auto'), help: 'CUDA engine element type (auto: the checkpoint\'s 16-bit type)' },
   threads: { flag: 'threads', env: 'SWITCHBOARD_THREADS', schema: int(1).optional(), help: 'CPU engine threads (default: all cores)' },
   serviceKey: { flag: 'service-key', env: 'SWITCHBOARD_SERVICE_KEY', schema: z.string().optional(), help: 'Verify gateway service tokens (HS256 secret or PEM public key); unsigned requests are refused' },
   json: { flag: 'json-logs', env: 'JSON_LOGS', schema: bool().default(false), help: 'Log JSON lines instead of text', boolean: true },

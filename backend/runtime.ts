@@ -57,6 +57,9 @@ export class Runtime {
       numBlocks,
       blockSize: config.blockSize,
       maxAdapters: config.maxActiveAdapters,
+      device: config.device,
+      dtype: config.dtype,
+      log,
       ...(config.threads ? { threads: config.threads } : {}),
     });
     log(`engine ready on ${engine.info().deviceName} in ${((performance.now() - t0) / 1000).toFixed(2)} s`);

@@ -22,8 +22,10 @@ interface Addon {
 }
 
 let addon: Addon | undefined;
+let cudaAddon: Addon | null | undefined;
+let cudaUnavailable = '';
 
-/** Loads the compiled addon once; a missing build is a clear error, not a stack of require frames. */
+/** Loads the compiled CPU addon once; a missing build is a clear error, not a stack of require frames. */
 export function loadAddon(): Addon {
   if (addon) return addon;
   const require = createRequire(import.meta.url);
@@ -37,6 +39,29 @@ export function loadAddon(): Addon {
   return addon;
 }
 
+/** The CUDA addon, or null (with the reason in cudaUnavailableReason()) where it cannot run. */
+export function loadCudaAddon(): Addon | null {
+  if (cudaAddon !== undefined) return cudaAddon;
+  const require = createRequire(import.meta.url);
+  try {
+    const a = require('./build/Release/switchboard_cuda.node') as Addon;
+    const n = a.cudaDeviceCount();
+    if (n > 0) return (cudaAddon = a);
+    cudaUnavailable = 'no CUDA device (or no driver)';
+  } catch (err) {
+    cudaUnavailable = `the CUDA engine is not available (${(err as Error).message.split('\n')[0]})`;
+  }
+  return (cudaAddon = null);
+}
+
+export function cudaUnavailableReason(): string {
+  loadCudaAddon();
+  return cudaUnavailable;
+}
+
+export type Device = 'auto' | 'cpu' | 'cuda';
+export type ComputeDtype = 'auto' | 'float32' | 'float16' | 'bfloat16';
+
 export interface EngineOptions {
   /** KV cache size in blocks of `blockSize` tokens. */
   numBlocks?: number;
@@ -45,6 +70,12 @@ export interface EngineOptions {
   maxAdapters?: number;
   /** CPU engine worker threads (default: all cores). */
   threads?: number;
+  /** auto: the CUDA engine where a GPU works, else the CPU engine (SWITCHBOARD_DEVICE overrides). */
+  device?: Device;
+  /** CUDA engine element type; auto: the checkpoint's 16-bit type (bfloat16 for fp32 checkpoints). */
+  dtype?: ComputeDtype;
+  /** Where fallbacks are reported (default: console.warn). */
+  log?: (msg: string) => void;
 }
 
 /** One sequence's work in a step; omitted fields take the values of a plain greedy decode. */
@@ -73,13 +104,33 @@ export class Engine {
   private constructor(
     readonly model: ModelDir,
     private readonly native: NativeEngine,
-    readonly options: Required<Omit<EngineOptions, 'threads'>>,
+    readonly options: { numBlocks: number; blockSize: number; maxAdapters: number },
   ) {}
 
   /** Opens a model directory (or one already validated by openModelDir) and loads its weights. */
   static async open(modelDir: string | ModelDir, options: EngineOptions = {}): Promise<Engine> {
     const model = typeof modelDir === 'string' ? await openModelDir(modelDir) : modelDir;
     const opts = { numBlocks: options.numBlocks ?? 256, blockSize: options.blockSize ?? 16, maxAdapters: options.maxAdapters ?? 8 };
+    const log = options.log ?? ((m: string) => console.warn(`[switchboard] ${m}`));
+    const device = (process.env.SWITCHBOARD_DEVICE as Device | undefined) || options.device || 'auto';
+    if (!['auto', 'cpu', 'cuda'].includes(device)) throw new Error(`device must be auto, cpu or cuda, got "${device}"`);
+    if (device !== 'cpu') {
+      const cuda = loadCudaAddon();
+      if (cuda) {
+        const dtype = resolveDtype(options.dtype ?? 'auto', model.config.dtype);
+        try {
+          const native = new cuda.NativeEngine(model.spec, { ...opts, dtype });
+          await native.load();
+          return new Engine(model, native, opts);
+        } catch (err) {
+          // A CUDA build that cannot start (driver, architecture, memory) must not take the server down.
+          if (device === 'cuda') throw err;
+          log(`CUDA engine failed to start (${(err as Error).message}); falling back to the CPU engine`);
+        }
+      } else if (device === 'cuda') {
+        throw new Error(cudaUnavailableReason());
+      }
+    }
     const { NativeEngine } = loadAddon();
     const native = new NativeEngine(model.spec, { ...opts, ...(options.threads ? { threads: options.threads } : {}) });
     await native.load();
@@ -126,4 +177,10 @@ export class Engine {
   close(): void {
     this.native.close();
   }
+}
+
+/** The CUDA engine's element type for a checkpoint stored as `stored`. */
+export function resolveDtype(requested: ComputeDtype, stored: string | null): 'float32' | 'float16' | 'bfloat16' {
+  if (requested !== 'auto') return requested;
+  return stored === 'float16' ? 'float16' : 'bfloat16';
 }

@@ -11,6 +11,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
 const args = [cmakeJs, 'compile', '--directory', join(root, 'native'), '--out', join(root, 'native', 'build')];
 if (process.env.SWITCHBOARD_CPU_ONLY && process.env.SWITCHBOARD_CPU_ONLY !== '0') args.push('--CDSWITCHBOARD_CUDA=OFF');
+// e.g. "90" on an H100 build box, "80;90" (the default) for images that serve A100s and H100s.
+if (process.env.SWITCHBOARD_CUDA_ARCHS) args.push(`--CDCMAKE_CUDA_ARCHITECTURES=${process.env.SWITCHBOARD_CUDA_ARCHS}`);
 // Build against the headers of the Node that runs us when they are installed beside it, so no
 // header download is needed (there may be no internet at install time).
 const env = { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: String(availableParallelism()) };

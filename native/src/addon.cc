@@ -77,7 +77,13 @@ TensorRef parseTensor(const Napi::Object& o, const std::string& at) {
     t.shape.push_back(d.As<Napi::Number>().Int64Value());
   }
   Napi::Value data = field(o, "data");
-  if (!data.IsUndefined() && !data.IsNull()) {
+  Napi::Value random = field(o, "random");
+  if (random.IsObject()) {
+    Napi::Object r = random.As<Napi::Object>();
+    t.random = true;
+    t.randomSeed = static_cast<uint64_t>(getNumber(r, "seed", at + "random."));
+    t.randomStd = static_cast<float>(getNumber(r, "std", at + "random."));
+  } else if (!data.IsUndefined() && !data.IsNull()) {
     t.inlineData = getTyped<float, napi_float32_array>(o, "data", at, "Float32Array");
     t.hasInline = true;
   } else {
@@ -224,7 +230,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     o.maxAdapters = getInt(opts, "maxAdapters", "options.");
     if (!opts.Get("threads").IsUndefined()) o.threads = getInt(opts, "threads", "options.");
     try {
+#ifdef SB_CUDA_ADDON
+      const std::string dtype = opts.Get("dtype").IsString() ? opts.Get("dtype").As<Napi::String>().Utf8Value() : "bfloat16";
+      engine_ = std::shared_ptr<Engine>(makeCudaEngine(std::move(config), std::move(tensors), o, dtype));
+#else
       engine_ = std::shared_ptr<Engine>(makeCpuEngine(std::move(config), std::move(tensors), o));
+#endif
     } catch (const std::exception& e) {
       throw Napi::Error::New(env, e.what());
     }
@@ -353,10 +364,17 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeEngine", EngineWrap::Init(env));
+#ifdef SB_CUDA_ADDON
+  exports.Set("cudaAvailable", Napi::Boolean::New(env, true));
+  exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                return Napi::Number::New(info.Env(), cudaDevices());
+              }));
+#else
   exports.Set("cudaAvailable", Napi::Boolean::New(env, false));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 return Napi::Number::New(info.Env(), 0);
               }));
+#endif
   return exports;
 }
 

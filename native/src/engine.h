@@ -22,6 +22,11 @@ struct TensorRef {
   int64_t nbytes = 0;
   std::vector<float> inlineData;
   bool hasInline = false;
+  // Synthetic weights (benchmarks of shapes no checkpoint can be downloaded for): normal(0, std)
+  // from a counter-based hash of (seed, index), the same on every engine.
+  bool random = false;
+  uint64_t randomSeed = 0;
+  float randomStd = 0.0f;
 
   int64_t numel() const {
     int64_t n = 1;
@@ -131,6 +136,11 @@ class Engine {
 
 std::unique_ptr<Engine> makeCpuEngine(ModelConfig config, std::vector<TensorRef> tensors,
                                       EngineOptions options);
+
+// Only in the CUDA addon (switchboard_cuda.node). dtype: float32 | float16 | bfloat16.
+std::unique_ptr<Engine> makeCudaEngine(ModelConfig config, std::vector<TensorRef> tensors, EngineOptions options,
+                                       const std::string& dtype);
+int cudaDevices();
 
 // Validation shared by every engine: the batch must fit the model, the cache and the slots.
 void validateBatch(const std::vector<SeqInput>& batch, const ModelConfig& config,

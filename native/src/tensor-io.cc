@@ -47,6 +47,11 @@ void readExact(int fd, char* dst, int64_t n, int64_t offset, const TensorRef& t)
 
 std::vector<float> readTensorF32(const TensorRef& t) {
   const int64_t n = t.numel();
+  if (t.random) {
+    std::vector<float> out(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; i++) out[i] = randomWeight(t.randomSeed, static_cast<uint64_t>(i), t.randomStd);
+    return out;
+  }
   if (t.hasInline) {
     if (static_cast<int64_t>(t.inlineData.size()) != n) {
       throw EngineError("tensor " + t.name + ": inline data has " +

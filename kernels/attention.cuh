@@ -1,0 +1,111 @@
+// Paged attention over the KV cache, one kernel for prefill chunks and decode: every query row
+// attends to its own sequence's cached positions within its causal (and sliding) window. A block
+// serves one (row, kv head) and all the query heads that share that kv head (GQA), so each key
+// and value is read once per row. Four warps split the keys; each keeps an online softmax; the
+// block merges them at the end.
+#pragma once
+
+#include "common.cuh"
+
+namespace sb::kern {
+
+constexpr int ATT_WARPS = 4;
+constexpr int ATT_MAX_GROUP = 8;
+
+template <typename T>
+__global__ void writeKvKernel(const T* __restrict__ k, const T* __restrict__ v, int ld, const int32_t* __restrict__ slots,
+                              int kvDim, T* __restrict__ kCache, T* __restrict__ vCache) {
+  const int64_t row = blockIdx.x;
+  const int64_t dst = static_cast<int64_t>(slots[row]) * kvDim;
+  for (int i = threadIdx.x; i < kvDim; i += blockDim.x) {
+    kCache[dst + i] = k[row * ld + i];
+    vCache[dst + i] = v[row * ld + i];
+  }
+}
+
+// D: head dim; EPL elements per lane (D / 32, or 1 with D < 32 lanes active).
+template <typename T, int D>
+__global__ void __launch_bounds__(ATT_WARPS * 32) pagedAttentionKernel(
+    const T* __restrict__ q, int ldq, const T* __restrict__ kCache, const T* __restrict__ vCache,
+    const int32_t* __restrict__ blockTables, int maxBlocks, const int32_t* __restrict__ rowSeq,
+    const int32_t* __restrict__ rowPos, int heads, int kvHeads, int blockSize, int window, float scale,
+    T* __restrict__ out) {
+  constexpr int EPL = D >= 32 ? D / 32 : 1;
+  constexpr int ACTIVE = D >= 32 ? 32 : D;
+  const int row = blockIdx.x, kvh = blockIdx.y;
+  const int group = heads / kvHeads;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const bool active = lane < ACTIVE;
+  const int pos = rowPos[row];
+  const int lo = window > 0 ? max(0, pos - window + 1) : 0;
+  const int32_t* table = blockTables + static_cast<int64_t>(rowSeq[row]) * maxBlocks;
+  const int kvDim = kvHeads * D;
+
+  float qv[ATT_MAX_GROUP][EPL], acc[ATT_MAX_GROUP][EPL], m[ATT_MAX_GROUP], l[ATT_MAX_GROUP];
+#pragma unroll
+  for (int g = 0; g < ATT_MAX_GROUP; g++) {
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < EPL; e++) {
+      acc[g][e] = 0.0f;
+      qv[g][e] = (g < group && active) ? toF(q[static_cast<int64_t>(row) * ldq + (kvh * group + g) * D + lane * EPL + e]) * scale : 0.0f;
+    }
+  }
+  for (int j = lo + warp; j <= pos; j += ATT_WARPS) {
+    const int64_t slot = static_cast<int64_t>(table[j / blockSize]) * blockSize + j % blockSize;
+    const T* kp = kCache + slot * kvDim + kvh * D + lane * EPL;
+    const T* vp = vCache + slot * kvDim + kvh * D + lane * EPL;
+    float kv[EPL], vv[EPL];
+#pragma unroll
+    for (int e = 0; e < EPL; e++) {
+      kv[e] = active ? toF(kp[e]) : 0.0f;
+      vv[e] = active ? toF(vp[e]) : 0.0f;
+    }
+#pragma unroll
+    for (int g = 0; g < ATT_MAX_GROUP; g++) {
+      if (g >= group) break;
+      float s = 0.0f;
+#pragma unroll
+      for (int e = 0; e < EPL; e++) s += qv[g][e] * kv[e];
+      s = warpSum(s);
+      const float mNew = fmaxf(m[g], s);
+      const float corr = __expf(m[g] - mNew), p = __expf(s - mNew);
+      l[g] = l[g] * corr + p;
+#pragma unroll
+      for (int e = 0; e < EPL; e++) acc[g][e] = acc[g][e] * corr + p * vv[e];
+      m[g] = mNew;
+    }
+  }
+  // Merge the warps' partial softmaxes.
+  __shared__ float sm[ATT_WARPS][ATT_MAX_GROUP], sl[ATT_WARPS][ATT_MAX_GROUP];
+  __shared__ float sacc[ATT_WARPS][ATT_MAX_GROUP][D >= 32 ? D : 32];
+  if (lane == 0) {
+#pragma unroll
+    for (int g = 0; g < ATT_MAX_GROUP; g++) {
+      sm[warp][g] = m[g];
+      sl[warp][g] = l[g];
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < ATT_MAX_GROUP; g++)
+#pragma unroll
+    for (int e = 0; e < EPL; e++)
+      if (active) sacc[warp][g][lane * EPL + e] = acc[g][e];
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < group * D; idx += blockDim.x) {
+    const int g = idx / D, d = idx % D;
+    float mm = -INFINITY;
+    for (int w = 0; w < ATT_WARPS; w++) mm = fmaxf(mm, sm[w][g]);
+    float ll = 0.0f, a = 0.0f;
+    for (int w = 0; w < ATT_WARPS; w++) {
+      if (sm[w][g] == -INFINITY) continue;
+      const float c = __expf(sm[w][g] - mm);
+      ll += sl[w][g] * c;
+      a += sacc[w][g][d] * c;
+    }
+    out[(static_cast<int64_t>(row) * heads + kvh * group + g) * D + d] = fromF<T>(a / ll);
+  }
+}
+
+}  // namespace sb::kern

@@ -1,0 +1,66 @@
+// Small element-wise kernels: embedding gather, SiLU(gate)*up, bias add, dtype conversion.
+#pragma once
+
+#include "common.cuh"
+
+namespace sb::kern {
+
+template <typename T>
+__global__ void embeddingKernel(const T* __restrict__ table, const int32_t* __restrict__ tokens, int hidden,
+                                T* __restrict__ out) {
+  const int64_t row = blockIdx.x;
+  const T* src = table + static_cast<int64_t>(tokens[row]) * hidden;
+  for (int i = threadIdx.x; i < hidden; i += blockDim.x) out[row * hidden + i] = src[i];
+}
+
+template <typename T>
+__global__ void siluMulKernel(const T* __restrict__ gate, const T* __restrict__ up, int ld, int inter,
+                              T* __restrict__ out) {
+  const int64_t row = blockIdx.y;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < inter; i += gridDim.x * blockDim.x) {
+    const float g = toF(gate[row * ld + i]);
+    const float act = roundT<T>(g / (1.0f + __expf(-g)));
+    out[row * inter + i] = fromF<T>(act * toF(up[row * ld + i]));
+  }
+}
+
+template <typename T>
+__global__ void addBiasKernel(T* __restrict__ y, const T* __restrict__ bias, int cols) {
+  const int64_t row = blockIdx.y;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < cols; i += gridDim.x * blockDim.x)
+    y[row * cols + i] = fromF<T>(toF(y[row * cols + i]) + toF(bias[i]));
+}
+
+template <typename T>
+__global__ void convertF32Kernel(const float* __restrict__ src, T* __restrict__ dst, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[i] = fromF<T>(src[i]);
+}
+
+template <typename T>
+__global__ void convert16Kernel(const uint16_t* __restrict__ src, bool srcIsBf16, T* __restrict__ dst, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint16_t b = src[i];
+    const float f = srcIsBf16 ? __bfloat162float(__ushort_as_bfloat16(b)) : __half2float(__ushort_as_half(b));
+    dst[i] = fromF<T>(f);
+  }
+}
+
+__device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+template <typename T>
+__global__ void randomFillKernel(T* __restrict__ dst, int64_t n, uint64_t seed, float std) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint64_t h = splitmix64(seed * 0x632be59bd9b4e019ULL ^ static_cast<uint64_t>(i));
+    const float u1 = (static_cast<float>(h >> 40) + 0.5f) * (1.0f / 16777216.0f);
+    const float u2 = static_cast<float>((h >> 16) & 0xffffff) * (1.0f / 16777216.0f);
+    dst[i] = fromF<T>(std * sqrtf(-2.0f * logf(u1)) * cosf(6.2831853f * u2));
+  }
+}
+
+}  // namespace sb::kern

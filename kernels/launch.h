@@ -1,0 +1,74 @@
+// Host-side entry points of the CUDA kernels: plain C++ (no CUDA syntax), so the engine, built
+// by the host compiler, can call them. Every pointer is a device pointer; element types are
+// chosen at run time by `Elem` and dispatched to template instances inside the .cu files.
+// Each launcher returns the cudaError_t of its launch (0 = success) as an int.
+#pragma once
+
+#include <cstdint>
+
+namespace sb::kern {
+
+enum class Elem : int { F32 = 0, F16 = 1, BF16 = 2 };
+
+typedef struct CUstream_st* Stream;
+
+// out[r] = table[tokens[r]]  (rows of `hidden`)
+int embedding(Elem t, const void* table, const int32_t* tokens, int rows, int hidden, void* out, Stream s);
+
+// If residual != null: residual += x (in place), then out = rmsnorm(residual) * w.
+// Else out = rmsnorm(x) * w. Sums of squares in fp32, as transformers does.
+int rmsnorm(Elem t, const void* x, void* residual, const void* w, int rows, int hidden, float eps, void* out, Stream s);
+
+// Rotates q (rows of `ldq` elements, heads x dim at the start) and k (rows of `ldk`, kvHeads x dim)
+// in place (rotate-half layout), angle = positions[r] * invFreq[i] in fp32.
+int rope(Elem t, void* q, int ldq, void* k, int ldk, const int32_t* positions, const float* invFreq, int rows, int heads,
+         int kvHeads, int dim, Stream s);
+
+// out[r, i] = silu(gate[r, i]) * up[r, i]; gate/up rows have stride `ld` (e.g. a fused [gate|up] buffer).
+int siluMul(Elem t, const void* gate, const void* up, int ld, int rows, int inter, void* out, Stream s);
+
+// y += bias (broadcast over rows), y [rows, cols].
+int addBias(Elem t, void* y, const void* bias, int rows, int cols, Stream s);
+
+// LoRA over segments of rows that share an adapter (SGMV). A segment i covers rows
+// [segStart[i], segStart[i+1]) and uses adapter slot segSlot[i] (-1: none). The slot table holds,
+// for (slot, layer, proj), pointers to A [rank, in] and B [out, rank], the rank and the scale.
+struct LoraSlotEntry {
+  const void* a;
+  const void* b;
+  int rank;  // 0 = module absent
+  float scale;
+};
+// tmp [rows, maxRank] fp32 = x A^T for each segment's adapter.
+int sgmvShrink(Elem t, const void* x, int in, float* tmp, int maxRank, const LoraSlotEntry* table, int tableStride,
+               int entryOffset, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows, Stream s);
+// y [rows, out] (row stride ldy) += scale * tmp B^T.
+int sgmvExpand(Elem t, const float* tmp, int maxRank, void* y, int ldy, int out, const LoraSlotEntry* table, int tableStride,
+               int entryOffset, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows, Stream s);
+
+// Writes each row's k and v (kvDim elements at the start of rows of stride `ld`) into the paged
+// caches at slot index slots[r] (block * blockSize + offset); caches are [numBlocks * blockSize, kvDim].
+int writeKv(Elem t, const void* k, const void* v, int ld, const int32_t* slots, int rows, int kvDim, void* kCache,
+            void* vCache, Stream s);
+
+// Attention for every query row over the paged cache: row r (of sequence rowSeq[r], at position
+// rowPos[r]) attends to positions [max(0, pos - window + 1), pos] (window 0 = all) through
+// blockTables[rowSeq[r] * maxBlocks + ...]. q rows have stride ldq; out is [rows, heads, dim].
+// GQA: kvHeads divides heads.
+int pagedAttention(Elem t, const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables,
+                   int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, int rows, int heads, int kvHeads,
+                   int dim, int blockSize, int window, float scale, void* out, Stream s);
+
+// Per row of fp32 logits [rows, vocab]: the argmax, its log-probability, and log-sum-exp.
+int argmaxLogprob(const float* logits, int rows, int vocab, int32_t* ids, float* logprob, float* lse, Stream s);
+
+// Converts fp32 host-staged data already on the device into element type t (weights upload).
+int convertF32(Elem t, const float* src, void* dst, int64_t n, Stream s);
+
+// Converts 16-bit source bits (fp16 or bf16, given by srcIsBf16) into element type t.
+int convert16(Elem t, const uint16_t* src, bool srcIsBf16, void* dst, int64_t n, Stream s);
+
+// dst[i] = std * N(0, 1) from a hash of (seed, i): the same numbers as the CPU engine's randomWeight.
+int randomFill(Elem t, void* dst, int64_t n, uint64_t seed, float std, Stream s);
+
+}  // namespace sb::kern

@@ -1,0 +1,84 @@
+// LoRA for a heterogeneous batch (SGMV, after Punica): rows are grouped in segments that share
+// an adapter; shrink computes tmp = x A^T, expand adds scale * tmp B^T. A block works on up to
+// SGMV_ROWS rows of one segment so each adapter weight it reads serves all of them (decode:
+// one row per sequence; prefill: many). Ranks of different segments may differ (8..128+).
+#pragma once
+
+#include "common.cuh"
+
+namespace sb::kern {
+
+constexpr int SGMV_ROWS = 8;
+
+// grid (numSegs, ceil(maxSegRows / SGMV_ROWS)), block 256.
+template <typename T>
+__global__ void sgmvShrinkKernel(const T* __restrict__ x, int in, float* __restrict__ tmp, int maxRank,
+                                 const LoraSlotEntry* __restrict__ table, int tableStride, int entryOffset,
+                                 const int32_t* __restrict__ segStart, const int32_t* __restrict__ segSlot) {
+  const int seg = blockIdx.x;
+  const int slot = segSlot[seg];
+  if (slot < 0) return;
+  const LoraSlotEntry e = table[slot * tableStride + entryOffset];
+  if (e.rank == 0) return;
+  const int r0 = segStart[seg] + blockIdx.y * SGMV_ROWS;
+  const int r1 = min(r0 + SGMV_ROWS, segStart[seg + 1]);
+  if (r0 >= r1) return;
+  const int n = r1 - r0;
+  const T* A = static_cast<const T*>(e.a);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int j = warp; j < e.rank; j += warps) {
+    float acc[SGMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < SGMV_ROWS; r++) acc[r] = 0.0f;
+    const T* a = A + static_cast<int64_t>(j) * in;
+    for (int i = lane; i < in; i += 32) {
+      const float av = toF(a[i]);
+#pragma unroll
+      for (int r = 0; r < SGMV_ROWS; r++)
+        if (r < n) acc[r] += av * toF(x[static_cast<int64_t>(r0 + r) * in + i]);
+    }
+#pragma unroll
+    for (int r = 0; r < SGMV_ROWS; r++) {
+      if (r >= n) break;
+      const float s = warpSum(acc[r]);
+      if (lane == 0) tmp[static_cast<int64_t>(r0 + r) * maxRank + j] = roundT<T>(s);  // lora_A output is T
+    }
+  }
+}
+
+// grid (numSegs, ceil(maxSegRows / SGMV_ROWS), ceil(out / 256)), block 256.
+template <typename T>
+__global__ void sgmvExpandKernel(const float* __restrict__ tmp, int maxRank, T* __restrict__ y, int ldy, int out,
+                                 const LoraSlotEntry* __restrict__ table, int tableStride, int entryOffset,
+                                 const int32_t* __restrict__ segStart, const int32_t* __restrict__ segSlot) {
+  extern __shared__ float t[];  // [SGMV_ROWS][rank]
+  const int seg = blockIdx.x;
+  const int slot = segSlot[seg];
+  if (slot < 0) return;
+  const LoraSlotEntry e = table[slot * tableStride + entryOffset];
+  if (e.rank == 0) return;
+  const int r0 = segStart[seg] + blockIdx.y * SGMV_ROWS;
+  const int r1 = min(r0 + SGMV_ROWS, segStart[seg + 1]);
+  if (r0 >= r1) return;
+  const int n = r1 - r0, rank = e.rank;
+  for (int i = threadIdx.x; i < n * rank; i += blockDim.x) t[i] = tmp[static_cast<int64_t>(r0 + i / rank) * maxRank + i % rank];
+  __syncthreads();
+  const int o = blockIdx.z * blockDim.x + threadIdx.x;
+  if (o >= out) return;
+  const T* b = static_cast<const T*>(e.b) + static_cast<int64_t>(o) * rank;
+  float acc[SGMV_ROWS];
+#pragma unroll
+  for (int r = 0; r < SGMV_ROWS; r++) acc[r] = 0.0f;
+  for (int j = 0; j < rank; j++) {
+    const float bv = toF(b[j]);
+#pragma unroll
+    for (int r = 0; r < SGMV_ROWS; r++) acc[r] += bv * t[min(r, n - 1) * rank + j];
+  }
+  for (int r = 0; r < n; r++) {
+    T* yo = y + static_cast<int64_t>(r0 + r) * ldy + o;
+    // PEFT: result + lora_B(lora_A(x)) * scaling, each op rounded to T.
+    *yo = fromF<T>(toF(*yo) + roundT<T>(roundT<T>(acc[r]) * e.scale));
+  }
+}
+
+}  // namespace sb::kern

@@ -1,0 +1,21 @@
+// C entry points over launch.h for the kernel tests (kernels_test.py loads this with ctypes and
+// compares every kernel family with PyTorch on random data). Not part of the engine build.
+#include "../launch.h"
+
+using namespace sb::kern;
+#define S(x) reinterpret_cast<Stream>(x)
+#define E(t) static_cast<Elem>(t)
+
+extern "C" {
+int sb_embedding(int t, const void* table, const int32_t* tokens, int rows, int hidden, void* out) { return embedding(E(t), table, tokens, rows, hidden, out, nullptr); }
+int sb_rmsnorm(int t, const void* x, void* res, const void* w, int rows, int hidden, float eps, void* out) { return rmsnorm(E(t), x, res, w, rows, hidden, eps, out, nullptr); }
+int sb_rope(int t, void* q, int ldq, void* k, int ldk, const int32_t* pos, const float* inv, int rows, int heads, int kvHeads, int dim) { return rope(E(t), q, ldq, k, ldk, pos, inv, rows, heads, kvHeads, dim, nullptr); }
+int sb_silu_mul(int t, const void* g, const void* u, int ld, int rows, int inter, void* out) { return siluMul(E(t), g, u, ld, rows, inter, out, nullptr); }
+int sb_add_bias(int t, void* y, const void* b, int rows, int cols) { return addBias(E(t), y, b, rows, cols, nullptr); }
+int sb_sgmv_shrink(int t, const void* x, int in, float* tmp, int maxRank, const LoraSlotEntry* table, int stride, int off, const int32_t* segStart, const int32_t* segSlot, int nseg, int maxSegRows) { return sgmvShrink(E(t), x, in, tmp, maxRank, table, stride, off, segStart, segSlot, nseg, maxSegRows, nullptr); }
+int sb_sgmv_expand(int t, const float* tmp, int maxRank, void* y, int ldy, int out, const LoraSlotEntry* table, int stride, int off, const int32_t* segStart, const int32_t* segSlot, int nseg, int maxSegRows) { return sgmvExpand(E(t), tmp, maxRank, y, ldy, out, table, stride, off, segStart, segSlot, nseg, maxSegRows, nullptr); }
+int sb_write_kv(int t, const void* k, const void* v, int ld, const int32_t* slots, int rows, int kvDim, void* kc, void* vc) { return writeKv(E(t), k, v, ld, slots, rows, kvDim, kc, vc, nullptr); }
+int sb_paged_attention(int t, const void* q, int ldq, const void* kc, const void* vc, const int32_t* tables, int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, int rows, int heads, int kvHeads, int dim, int bs, int window, float scale, void* out) { return pagedAttention(E(t), q, ldq, kc, vc, tables, maxBlocks, rowSeq, rowPos, rows, heads, kvHeads, dim, bs, window, scale, out, nullptr); }
+int sb_argmax_logprob(const float* logits, int rows, int vocab, int32_t* ids, float* lp, float* lse) { return argmaxLogprob(logits, rows, vocab, ids, lp, lse, nullptr); }
+int sb_random_fill(int t, void* dst, int64_t n, uint64_t seed, float std) { return randomFill(E(t), dst, n, seed, std, nullptr); }
+}

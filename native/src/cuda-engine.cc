@@ -1,0 +1,515 @@
+// The CUDA engine: the same step as the CPU engine (cpu-engine.cc), on the GPU. Weights and
+// activations in the model's 16-bit type (or fp32 on request, for exactness tests), base GEMMs
+// through cuBLAS, the rest through the kernels in ../../kernels (launch.h). Adapter weights are
+// uploaded on their own stream, so a load never stalls running steps; greedy decoding stays on the
+// device, and only rows that need sampling, masks, penalties or alternatives visit the host.
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+
+#include "../../kernels/launch.h"
+#include "engine.h"
+#include "rope.h"
+#include "sampler.h"
+#include "tensor-io.h"
+
+namespace sb {
+namespace {
+
+using kern::Elem;
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw EngineError(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
+}
+void checkK(int e, const char* what) { check(static_cast<cudaError_t>(e), what); }
+void checkB(cublasStatus_t e, const char* what) {
+  if (e != CUBLAS_STATUS_SUCCESS) throw EngineError(std::string("cuBLAS error in ") + what + ": " + std::to_string(static_cast<int>(e)));
+}
+
+size_t elemSize(Elem t) { return t == Elem::F32 ? 4 : 2; }
+cudaDataType cudaType(Elem t) { return t == Elem::F32 ? CUDA_R_32F : t == Elem::F16 ? CUDA_R_16F : CUDA_R_16BF; }
+
+// A device allocation that frees itself.
+struct DevBuf {
+  void* p = nullptr;
+  size_t bytes = 0;
+  DevBuf() = default;
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  DevBuf(DevBuf&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; o.bytes = 0; }
+  DevBuf& operator=(DevBuf&& o) noexcept {
+    std::swap(p, o.p);
+    std::swap(bytes, o.bytes);
+    return *this;
+  }
+  ~DevBuf() {
+    if (p) cudaFree(p);
+  }
+  void reserve(size_t n, const char* what) {
+    if (n <= bytes) return;
+    if (p) cudaFree(p);
+    p = nullptr;
+    bytes = 0;
+    check(cudaMalloc(&p, n), what);
+    bytes = n;
+  }
+  template <typename T> T* as() const { return static_cast<T*>(p); }
+};
+
+struct PinnedBuf {
+  void* p = nullptr;
+  size_t bytes = 0;
+  ~PinnedBuf() {
+    if (p) cudaFreeHost(p);
+  }
+  void reserve(size_t n) {
+    if (n <= bytes) return;
+    if (p) cudaFreeHost(p);
+    p = nullptr;
+    check(cudaMallocHost(&p, n), "cudaMallocHost");
+    bytes = n;
+  }
+};
+
+struct Layer {
+  DevBuf inNorm, postNorm, wqkv, bqkv, wo, wgu, wd;
+};
+
+struct AdapterBufs {
+  std::vector<DevBuf> bufs;
+  int maxRank = 0;
+};
+
+class CudaEngine final : public Engine {
+ public:
+  CudaEngine(ModelConfig c, std::vector<TensorRef> tensors, EngineOptions o, Elem elem)
+      : c_(std::move(c)), refs_(std::move(tensors)), o_(o), t_(elem) {
+    if (o_.numBlocks <= 0 || o_.blockSize <= 0) throw EngineError("numBlocks and blockSize must be > 0");
+    if (c_.heads % c_.kvHeads != 0) throw EngineError("num_attention_heads must be a multiple of num_key_value_heads");
+    if (static_cast<int>(c_.slidingWindow.size()) != c_.layers) c_.slidingWindow.assign(c_.layers, 0);
+    int count = 0;
+    check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+    if (count == 0) throw EngineError("no CUDA device");
+    check(cudaSetDevice(0), "cudaSetDevice");
+    cudaDeviceProp prop{};
+    check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+    deviceName_ = prop.name;
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check(cudaStreamCreateWithFlags(&copyStream_, cudaStreamNonBlocking), "cudaStreamCreate(copy)");
+    checkB(cublasCreate(&blas_), "cublasCreate");
+    checkB(cublasSetStream(blas_, stream_), "cublasSetStream");
+    // Exact fp32 when asked for fp32: no TF32 shortcuts.
+    checkB(cublasSetMathMode(blas_, t_ == Elem::F32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    hostTable_.assign(static_cast<size_t>(std::max(1, o_.maxAdapters)) * c_.layers * kNumProj, kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
+    slots_.resize(o_.maxAdapters);
+  }
+
+  ~CudaEngine() override {
+    if (stream_) cudaStreamSynchronize(stream_);
+    if (blas_) cublasDestroy(blas_);
+    if (stream_) cudaStreamDestroy(stream_);
+    if (copyStream_) cudaStreamDestroy(copyStream_);
+  }
+
+  void load() override {
+    std::lock_guard<std::mutex> lock(stepMu_);
+    const int64_t H = c_.hidden, I = c_.intermediate, Q = int64_t(c_.heads) * c_.headDim, KV = int64_t(c_.kvHeads) * c_.headDim, V = c_.vocab;
+    auto ref = [&](const std::string& name, std::vector<int64_t> shape) -> const TensorRef& {
+      for (auto& r : refs_)
+        if (r.name == name) {
+          if (r.shape != shape) throw EngineError("tensor " + name + " has an unexpected shape");
+          return r;
+        }
+      throw EngineError("missing tensor " + name);
+    };
+    upload(embed_, {&ref("model.embed_tokens.weight", {V, H})});
+    upload(norm_, {&ref("model.norm.weight", {H})});
+    if (!c_.tieWordEmbeddings) upload(lmHead_, {&ref("lm_head.weight", {V, H})});
+    layers_.resize(c_.layers);
+    for (int l = 0; l < c_.layers; l++) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      Layer& L = layers_[l];
+      upload(L.inNorm, {&ref(p + "input_layernorm.weight", {H})});
+      upload(L.postNorm, {&ref(p + "post_attention_layernorm.weight", {H})});
+      // q, k and v as one [Q + 2 KV, H] matrix, gate and up as one [2 I, H]: one GEMM each.
+      upload(L.wqkv, {&ref(p + "self_attn.q_proj.weight", {Q, H}), &ref(p + "self_attn.k_proj.weight", {KV, H}), &ref(p + "self_attn.v_proj.weight", {KV, H})});
+      if (c_.attentionBias)
+        upload(L.bqkv, {&ref(p + "self_attn.q_proj.bias", {Q}), &ref(p + "self_attn.k_proj.bias", {KV}), &ref(p + "self_attn.v_proj.bias", {KV})});
+      upload(L.wo, {&ref(p + "self_attn.o_proj.weight", {H, Q})});
+      upload(L.wgu, {&ref(p + "mlp.gate_proj.weight", {I, H}), &ref(p + "mlp.up_proj.weight", {I, H})});
+      upload(L.wd, {&ref(p + "mlp.down_proj.weight", {H, I})});
+    }
+    refs_.clear();
+    const auto inv = ropeInvFreq(c_);
+    invFreq_.reserve(inv.size() * 4, "invFreq");
+    check(cudaMemcpy(invFreq_.p, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice), "invFreq upload");
+    const size_t perLayer = size_t(o_.numBlocks) * o_.blockSize * KV * elemSize(t_);
+    kcache_.reserve(perLayer * c_.layers, "KV cache (K)");
+    vcache_.reserve(perLayer * c_.layers, "KV cache (V)");
+    table_.reserve(hostTable_.size() * sizeof(kern::LoraSlotEntry), "adapter table");
+    check(cudaMemcpy(table_.p, hostTable_.data(), hostTable_.size() * sizeof(kern::LoraSlotEntry), cudaMemcpyHostToDevice), "adapter table");
+    check(cudaDeviceSynchronize(), "load");
+    loaded_ = true;
+  }
+
+  EngineInfo info() const override {
+    EngineInfo i;
+    i.device = "cuda";
+    i.deviceName = deviceName_ + (t_ == Elem::F32 ? " (fp32)" : t_ == Elem::F16 ? " (fp16)" : " (bf16)");
+    i.numBlocks = o_.numBlocks;
+    i.blockSize = o_.blockSize;
+    i.maxAdapters = o_.maxAdapters;
+    i.weightBytes = weightBytes_;
+    return i;
+  }
+
+  void loadAdapter(int slot, const std::vector<LoraModuleSpec>& modules) override {
+    if (slot < 0 || slot >= o_.maxAdapters) throw EngineError("adapter slot " + std::to_string(slot) + " out of range");
+    auto bufs = std::make_unique<AdapterBufs>();
+    std::vector<kern::LoraSlotEntry> entries(size_t(c_.layers) * kNumProj, kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
+    {
+      // Reads and uploads on the copy stream, outside the step lock: steps keep running.
+      std::lock_guard<std::mutex> lock(copyMu_);
+      for (const auto& m : modules) {
+        if (m.layer < 0 || m.layer >= c_.layers || m.proj < 0 || m.proj >= kNumProj) throw EngineError("adapter module out of range");
+        int in, out;
+        projDims(m.proj, in, out);
+        if (m.rank <= 0 || m.a.shape != std::vector<int64_t>{m.rank, in} || m.b.shape != std::vector<int64_t>{out, m.rank})
+          throw EngineError("layers." + std::to_string(m.layer) + "." + projName(m.proj) + ": lora_A/lora_B shapes do not fit the base model");
+        auto& e = entries[size_t(m.layer) * kNumProj + m.proj];
+        if (e.rank) throw EngineError("adapter module given twice");
+        bufs->bufs.emplace_back();
+        uploadOn(copyStream_, bufs->bufs.back(), {&m.a}, copyStage_);
+        const void* a = bufs->bufs.back().p;
+        bufs->bufs.emplace_back();
+        uploadOn(copyStream_, bufs->bufs.back(), {&m.b}, copyStage_);
+        e = kern::LoraSlotEntry{a, bufs->bufs.back().p, m.rank, m.scale};
+        bufs->maxRank = std::max(bufs->maxRank, m.rank);
+      }
+      check(cudaStreamSynchronize(copyStream_), "adapter upload");
+    }
+    std::lock_guard<std::mutex> lock(slotMu_);
+    const size_t off = size_t(slot) * c_.layers * kNumProj;
+    std::copy(entries.begin(), entries.end(), hostTable_.begin() + off);
+    // Stream-ordered: the table changes between steps, never under one.
+    check(cudaMemcpyAsync(table_.as<kern::LoraSlotEntry>() + off, hostTable_.data() + off, entries.size() * sizeof(kern::LoraSlotEntry), cudaMemcpyHostToDevice, stream_), "adapter table");
+    if (slots_[slot]) graveyard_.push_back(std::move(slots_[slot]));
+    slots_[slot] = std::move(bufs);
+    tableDirty_ = true;
+  }
+
+  void unloadAdapter(int slot) override {
+    if (slot < 0 || slot >= o_.maxAdapters) throw EngineError("adapter slot " + std::to_string(slot) + " out of range");
+    std::lock_guard<std::mutex> lock(slotMu_);
+    const size_t off = size_t(slot) * c_.layers * kNumProj;
+    std::fill(hostTable_.begin() + off, hostTable_.begin() + off + size_t(c_.layers) * kNumProj, kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
+    check(cudaMemcpyAsync(table_.as<kern::LoraSlotEntry>() + off, hostTable_.data() + off, size_t(c_.layers) * kNumProj * sizeof(kern::LoraSlotEntry), cudaMemcpyHostToDevice, stream_), "adapter table");
+    // Freed after the next step boundary, when no kernel can still read them.
+    if (slots_[slot]) graveyard_.push_back(std::move(slots_[slot]));
+  }
+
+  std::vector<SeqOutput> step(const std::vector<SeqInput>& batch) override;
+
+ private:
+  void projDims(int proj, int& in, int& out) const {
+    const int H = c_.hidden, I = c_.intermediate, Q = c_.heads * c_.headDim, KV = c_.kvHeads * c_.headDim;
+    switch (proj) {
+      case kQ: in = H; out = Q; break;
+      case kK: case kV: in = H; out = KV; break;
+      case kO: in = Q; out = H; break;
+      case kGate: case kUp: in = H; out = I; break;
+      default: in = I; out = H; break;
+    }
+  }
+
+  void upload(DevBuf& dst, std::vector<const TensorRef*> parts) {
+    weightBytes_ += uploadOn(stream_, dst, parts, stage_);
+    check(cudaStreamSynchronize(stream_), "weight upload");
+  }
+
+  // Concatenates `parts` (row-major, same trailing dims) into dst, converted to the compute type;
+  // returns the device bytes written.
+  int64_t uploadOn(cudaStream_t s, DevBuf& dst, const std::vector<const TensorRef*>& parts, DevBuf& stage) {
+    int64_t total = 0;
+    for (auto* p : parts) total += p->numel();
+    dst.reserve(size_t(total) * elemSize(t_), "weights");
+    int64_t at = 0;
+    for (auto* p : parts) {
+      const int64_t n = p->numel();
+      char* out = static_cast<char*>(dst.p) + at * elemSize(t_);
+      if (p->random) {
+        checkK(kern::randomFill(t_, out, n, p->randomSeed, p->randomStd, reinterpret_cast<kern::Stream>(s)), "randomFill");
+      } else if (!p->hasInline && (p->dtype == DType::F16 || p->dtype == DType::BF16)) {
+        std::vector<uint16_t> raw(static_cast<size_t>(n));
+        readRaw(*p, raw.data());
+        stage.reserve(size_t(n) * 2, "staging");
+        check(cudaMemcpyAsync(stage.p, raw.data(), size_t(n) * 2, cudaMemcpyHostToDevice, s), "upload");
+        checkK(kern::convert16(t_, stage.as<uint16_t>(), p->dtype == DType::BF16, out, n, reinterpret_cast<kern::Stream>(s)), "convert16");
+      } else {
+        auto f = readTensorF32(*p);
+        stage.reserve(size_t(n) * 4, "staging");
+        check(cudaMemcpyAsync(stage.p, f.data(), size_t(n) * 4, cudaMemcpyHostToDevice, s), "upload");
+        checkK(kern::convertF32(t_, stage.as<float>(), out, n, reinterpret_cast<kern::Stream>(s)), "convertF32");
+      }
+      // The host vectors die at the end of this iteration: finish the copy first.
+      check(cudaStreamSynchronize(s), "upload");
+      at += n;
+    }
+    return total * int64_t(elemSize(t_));
+  }
+
+  static void readRaw(const TensorRef& t, uint16_t* out) {
+    FILE* f = std::fopen(t.file.c_str(), "rb");
+    if (!f) throw EngineError("opening " + t.file);
+    const bool ok = std::fseek(f, long(t.offset), SEEK_SET) == 0 && std::fread(out, 1, size_t(t.nbytes), f) == size_t(t.nbytes);
+    std::fclose(f);
+    if (!ok) throw EngineError("reading tensor " + t.name + " from " + t.file + ": file is shorter than its header says (truncated?)");
+  }
+
+  // y[rows, out] = x[rows, in] W^T (W [out, in] row-major), y in yType.
+  void gemm(const void* x, int rows, int in, const DevBuf& w, int out, void* y, cudaDataType yType) {
+    const float alpha = 1.0f, beta = 0.0f;
+    const cudaDataType ct = cudaType(t_);
+    checkB(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w.p, ct, in, x, ct, in, &beta, y, yType, out,
+                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+           "cublasGemmEx");
+  }
+
+  void lora(int layer, int proj, const void* x, int in, void* y, int ldy, int nseg, int maxSegRows) {
+    if (!anyAdapter_) return;
+    int pin, out;
+    projDims(proj, pin, out);
+    const int stride = c_.layers * kNumProj, offset = layer * kNumProj + proj;
+    auto st = reinterpret_cast<kern::Stream>(stream_);
+    checkK(kern::sgmvShrink(t_, x, in, loraTmp_.as<float>(), maxRank_, table_.as<kern::LoraSlotEntry>(), stride, offset,
+                            dSegStart_, dSegSlot_, nseg, maxSegRows, st), "sgmvShrink");
+    checkK(kern::sgmvExpand(t_, loraTmp_.as<float>(), maxRank_, y, ldy, out, table_.as<kern::LoraSlotEntry>(), stride, offset,
+                            dSegStart_, dSegSlot_, nseg, maxSegRows, st), "sgmvExpand");
+  }
+
+  ModelConfig c_;
+  std::vector<TensorRef> refs_;
+  EngineOptions o_;
+  Elem t_;
+  std::string deviceName_;
+  cudaStream_t stream_ = nullptr, copyStream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  DevBuf embed_, norm_, lmHead_, invFreq_, kcache_, vcache_, table_, stage_, copyStage_;
+  std::vector<Layer> layers_;
+  std::vector<kern::LoraSlotEntry> hostTable_;
+  std::vector<std::unique_ptr<AdapterBufs>> slots_;
+  std::vector<std::unique_ptr<AdapterBufs>> graveyard_;
+  bool tableDirty_ = false;
+  // Per-step workspaces, grown on demand.
+  DevBuf meta_, x_, res_, h_, qkv_, att_, o_buf_, gu_, act_, logitsIn_, logits_, loraTmp_, outIds_, outLp_, outLse_;
+  PinnedBuf hostMeta_;
+  int32_t *dTokens_ = nullptr, *dPos_ = nullptr, *dRowSeq_ = nullptr, *dSlots_ = nullptr, *dTables_ = nullptr,
+          *dSegStart_ = nullptr, *dSegSlot_ = nullptr, *dLogitRows_ = nullptr;
+  int maxRank_ = 0;
+  bool anyAdapter_ = false;
+  std::mutex stepMu_, slotMu_, copyMu_;
+  int64_t weightBytes_ = 0;
+  bool loaded_ = false;
+};
+
+std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
+  std::lock_guard<std::mutex> stepLock(stepMu_);
+  if (!loaded_) throw EngineError("engine is not loaded");
+  {
+    std::lock_guard<std::mutex> lock(slotMu_);
+    std::vector<bool> loadedSlots(slots_.size());
+    maxRank_ = 0;
+    for (size_t i = 0; i < slots_.size(); i++) {
+      loadedSlots[i] = slots_[i] != nullptr;
+      if (slots_[i]) maxRank_ = std::max(maxRank_, slots_[i]->maxRank);
+    }
+    validateBatch(batch, c_, o_, loadedSlots);
+  }
+  if (batch.empty()) return {};
+  const int H = c_.hidden, I = c_.intermediate, D = c_.headDim, NH = c_.heads, NKV = c_.kvHeads;
+  const int Q = NH * D, KV = NKV * D, QKV = Q + 2 * KV, V = c_.vocab, BS = o_.blockSize;
+  const int nseq = int(batch.size());
+  int T = 0, maxBlocks = 1, maxSegRows = 1;
+  anyAdapter_ = false;
+  for (const auto& s : batch) {
+    T += int(s.tokens.size());
+    maxBlocks = std::max(maxBlocks, int(s.blockTable.size()));
+    maxSegRows = std::max(maxSegRows, int(s.tokens.size()));
+    anyAdapter_ = anyAdapter_ || s.adapterSlot >= 0;
+  }
+  anyAdapter_ = anyAdapter_ && maxRank_ > 0;
+  // Rows whose logits someone needs: all prompt rows with prompt logprobs, else the last.
+  std::vector<int> rowStart(nseq + 1, 0), logitRows;
+  for (int s = 0; s < nseq; s++) rowStart[s + 1] = rowStart[s] + int(batch[s].tokens.size());
+  for (int s = 0; s < nseq; s++) {
+    const auto& in = batch[s];
+    if (in.promptLogprobs)
+      for (int r = rowStart[s]; r < rowStart[s + 1] - 1; r++) logitRows.push_back(r);
+    if (in.sample || in.nextToken >= 0) logitRows.push_back(rowStart[s + 1] - 1);
+  }
+  const int NL = int(logitRows.size());
+
+  // One host buffer, one upload: tokens, positions, row->sequence, cache slots, block tables,
+  // segments (one per sequence) and logit rows.
+  const size_t nInts = size_t(T) * 4 + size_t(nseq) * maxBlocks + (nseq + 1) + nseq + std::max(NL, 1);
+  hostMeta_.reserve(nInts * 4);
+  int32_t* hm = static_cast<int32_t*>(hostMeta_.p);
+  int32_t *hTok = hm, *hPos = hTok + T, *hRowSeq = hPos + T, *hSlots = hRowSeq + T, *hTables = hSlots + T,
+          *hSegStart = hTables + size_t(nseq) * maxBlocks, *hSegSlot = hSegStart + nseq + 1, *hLogitRows = hSegSlot + nseq;
+  for (int s = 0; s < nseq; s++) {
+    const auto& in = batch[s];
+    for (int j = 0; j < int(in.tokens.size()); j++) {
+      const int r = rowStart[s] + j, pos = in.position + j;
+      hTok[r] = in.tokens[j];
+      hPos[r] = pos;
+      hRowSeq[r] = s;
+      hSlots[r] = in.blockTable[pos / BS] * BS + pos % BS;
+    }
+    for (int b = 0; b < maxBlocks; b++) hTables[size_t(s) * maxBlocks + b] = b < int(in.blockTable.size()) ? in.blockTable[b] : 0;
+    hSegStart[s] = rowStart[s];
+    hSegSlot[s] = in.adapterSlot;
+  }
+  hSegStart[nseq] = T;
+  for (int i = 0; i < NL; i++) hLogitRows[i] = logitRows[i];
+  meta_.reserve(nInts * 4, "step metadata");
+  check(cudaMemcpyAsync(meta_.p, hm, nInts * 4, cudaMemcpyHostToDevice, stream_), "metadata upload");
+  int32_t* dm = meta_.as<int32_t>();
+  dTokens_ = dm;
+  dPos_ = dm + (hPos - hm);
+  dRowSeq_ = dm + (hRowSeq - hm);
+  dSlots_ = dm + (hSlots - hm);
+  dTables_ = dm + (hTables - hm);
+  dSegStart_ = dm + (hSegStart - hm);
+  dSegSlot_ = dm + (hSegSlot - hm);
+  dLogitRows_ = dm + (hLogitRows - hm);
+
+  const size_t es = elemSize(t_);
+  x_.reserve(size_t(T) * H * es, "x");
+  res_.reserve(size_t(T) * H * es, "residual");
+  h_.reserve(size_t(T) * H * es, "h");
+  qkv_.reserve(size_t(T) * QKV * es, "qkv");
+  att_.reserve(size_t(T) * Q * es, "attention");
+  o_buf_.reserve(size_t(T) * H * es, "o");
+  gu_.reserve(size_t(T) * 2 * I * es, "gate/up");
+  act_.reserve(size_t(T) * I * es, "act");
+  if (anyAdapter_) loraTmp_.reserve(size_t(T) * maxRank_ * 4, "lora tmp");
+  auto st = reinterpret_cast<kern::Stream>(stream_);
+  const size_t perLayer = size_t(o_.numBlocks) * BS * KV * es;
+  const float scale = 1.0f / std::sqrt(float(D));
+  char* qkv = qkv_.as<char>();
+
+  checkK(kern::embedding(t_, embed_.p, dTokens_, T, H, res_.p, st), "embedding");
+  for (int l = 0; l < c_.layers; l++) {
+    const Layer& L = layers_[l];
+    // Layer 0 normalises the embeddings; later layers first add the previous MLP output.
+    if (l == 0) checkK(kern::rmsnorm(t_, res_.p, nullptr, L.inNorm.p, T, H, c_.rmsNormEps, h_.p, st), "rmsnorm");
+    else checkK(kern::rmsnorm(t_, x_.p, res_.p, L.inNorm.p, T, H, c_.rmsNormEps, h_.p, st), "rmsnorm");
+    gemm(h_.p, T, H, L.wqkv, QKV, qkv_.p, cudaType(t_));
+    if (c_.attentionBias) checkK(kern::addBias(t_, qkv_.p, L.bqkv.p, T, QKV, st), "bias");
+    lora(l, kQ, h_.p, H, qkv, QKV, nseq, maxSegRows);
+    lora(l, kK, h_.p, H, qkv + size_t(Q) * es, QKV, nseq, maxSegRows);
+    lora(l, kV, h_.p, H, qkv + size_t(Q + KV) * es, QKV, nseq, maxSegRows);
+    checkK(kern::rope(t_, qkv, QKV, qkv + size_t(Q) * es, QKV, dPos_, invFreq_.as<float>(), T, NH, NKV, D, st), "rope");
+    char* kc = kcache_.as<char>() + l * perLayer;
+    char* vc = vcache_.as<char>() + l * perLayer;
+    checkK(kern::writeKv(t_, qkv + size_t(Q) * es, qkv + size_t(Q + KV) * es, QKV, dSlots_, T, KV, kc, vc, st), "writeKv");
+    checkK(kern::pagedAttention(t_, qkv, QKV, kc, vc, dTables_, maxBlocks, dRowSeq_, dPos_, T, NH, NKV, D, BS, c_.slidingWindow[l], scale, att_.p, st), "attention");
+    gemm(att_.p, T, Q, L.wo, H, o_buf_.p, cudaType(t_));
+    lora(l, kO, att_.p, Q, o_buf_.p, H, nseq, maxSegRows);
+    checkK(kern::rmsnorm(t_, o_buf_.p, res_.p, L.postNorm.p, T, H, c_.rmsNormEps, h_.p, st), "rmsnorm");
+    gemm(h_.p, T, H, L.wgu, 2 * I, gu_.p, cudaType(t_));
+    lora(l, kGate, h_.p, H, gu_.p, 2 * I, nseq, maxSegRows);
+    lora(l, kUp, h_.p, H, gu_.as<char>() + size_t(I) * es, 2 * I, nseq, maxSegRows);
+    checkK(kern::siluMul(t_, gu_.p, gu_.as<char>() + size_t(I) * es, 2 * I, T, I, act_.p, st), "siluMul");
+    gemm(act_.p, T, I, L.wd, H, x_.p, cudaType(t_));
+    lora(l, kDown, act_.p, I, x_.p, H, nseq, maxSegRows);
+  }
+
+  std::vector<SeqOutput> outs(nseq);
+  if (NL > 0) {
+    checkK(kern::rmsnorm(t_, x_.p, res_.p, norm_.p, T, H, c_.rmsNormEps, h_.p, st), "final rmsnorm");
+    logitsIn_.reserve(size_t(NL) * H * es, "logit rows");
+    checkK(kern::embedding(t_, h_.p, dLogitRows_, NL, H, logitsIn_.p, st), "gather rows");
+    logits_.reserve(size_t(NL) * V * 4, "logits");
+    gemm(logitsIn_.p, NL, H, c_.tieWordEmbeddings ? embed_ : lmHead_, V, logits_.p, CUDA_R_32F);
+    outIds_.reserve(size_t(NL) * 4, "ids");
+    outLp_.reserve(size_t(NL) * 4, "logprobs");
+    outLse_.reserve(size_t(NL) * 4, "lse");
+    checkK(kern::argmaxLogprob(logits_.as<float>(), NL, V, outIds_.as<int32_t>(), outLp_.as<float>(), outLse_.as<float>(), st), "argmax");
+    std::vector<int32_t> ids(NL);
+    std::vector<float> lp(NL);
+    check(cudaMemcpyAsync(ids.data(), outIds_.p, size_t(NL) * 4, cudaMemcpyDeviceToHost, stream_), "ids");
+    check(cudaMemcpyAsync(lp.data(), outLp_.p, size_t(NL) * 4, cudaMemcpyDeviceToHost, stream_), "logprobs");
+    check(cudaStreamSynchronize(stream_), "step");
+    auto indexOf = [&](int r) { return int(std::lower_bound(logitRows.begin(), logitRows.end(), r) - logitRows.begin()); };
+    std::vector<float> row(V), lsm;
+    auto fetchRow = [&](int i) {
+      check(cudaMemcpy(row.data(), logits_.as<float>() + size_t(i) * V, size_t(V) * 4, cudaMemcpyDeviceToHost), "logits row");
+      logSoftmax(row.data(), V, lsm);
+    };
+    for (int s = 0; s < nseq; s++) {
+      const auto& in = batch[s];
+      SeqOutput& out = outs[s];
+      const int n = int(in.tokens.size()), last = rowStart[s + 1] - 1;
+      if (in.promptLogprobs || in.nextToken >= 0) {
+        out.hasPromptLogprobs = true;
+        const int first = in.promptLogprobs ? 0 : n - 1;
+        for (int j = first; j + 1 < n || (j + 1 == n && in.nextToken >= 0); j++) {
+          const int target = j + 1 < n ? in.tokens[j + 1] : in.nextToken;
+          fetchRow(indexOf(rowStart[s] + j));
+          out.promptLogprobs.push_back(lsm[target]);
+          if (in.topLogprobs > 0) out.promptTop.push_back(topK(lsm, in.topLogprobs));
+        }
+      }
+      if (!in.sample) continue;
+      const int li = indexOf(last);
+      const SamplingParams& p = in.sampling;
+      const bool plainGreedy = p.temperature <= 0 && in.mask.empty() && (p.repetitionPenalty == 1.0f || in.penaltyTokens.empty());
+      if (plainGreedy && in.topLogprobs == 0) {
+        out.token = ids[li];
+        out.logprob = lp[li];
+        continue;
+      }
+      fetchRow(li);
+      std::vector<float> work(row);
+      out.token = plainGreedy ? ids[li] : sampleToken(work.data(), V, p, in.mask, in.penaltyTokens, uint64_t(in.position) + uint64_t(n));
+      out.logprob = lsm[out.token];
+      if (in.topLogprobs > 0) {
+        out.hasTop = true;
+        out.top = topK(lsm, in.topLogprobs);
+      }
+    }
+  } else {
+    check(cudaStreamSynchronize(stream_), "step");
+  }
+  {
+    // The stream is idle: adapters unloaded before this step can go.
+    std::lock_guard<std::mutex> lock(slotMu_);
+    graveyard_.clear();
+  }
+  return outs;
+}
+
+}  // namespace
+
+std::unique_ptr<Engine> makeCudaEngine(ModelConfig config, std::vector<TensorRef> tensors, EngineOptions options,
+                                       const std::string& dtype) {
+  Elem t;
+  if (dtype == "float32") t = Elem::F32;
+  else if (dtype == "float16") t = Elem::F16;
+  else if (dtype == "bfloat16") t = Elem::BF16;
+  else throw EngineError("dtype must be float32, float16 or bfloat16, got " + dtype);
+  return std::make_unique<CudaEngine>(std::move(config), std::move(tensors), options, t);
+}
+
+int cudaDevices() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
+}  // namespace sb

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# On the GPU machine (no Node.js there): unpack the carried Node and production node_modules,
+# build both addons for the local GPU, then run the kernel tests (against PyTorch) and the CUDA
+# engine tests (against the transformers + PEFT fixtures). Logs land in $OUT.
+# Here, first:  ../shared/device/pack-node.sh .devnode  and  scripts/pack-node-modules.sh
+# then run it with carry [".devnode", ".devcarry"].
+set -euo pipefail
+OUT=${OUT:-/tmp/sb-out}
+mkdir -p "$OUT"
+if ! command -v node >/dev/null; then
+  tar -xJf .devnode/node.tar.xz -C /opt
+  export PATH=/opt/node/bin:$PATH npm_config_nodedir=/opt/node
+fi
+[ -d node_modules ] || tar -xJf .devcarry/nm.tar.xz
+export SWITCHBOARD_CUDA_ARCHS=${SWITCHBOARD_CUDA_ARCHS:-90}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+node scripts/build-native.mjs > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+ls native/build/Release/*.node
+status=0
+python3 kernels/test/kernels_test.py --arch "$SWITCHBOARD_CUDA_ARCHS" --bench-out "$OUT/lora-bench.json" 2>&1 | tee "$OUT/kernels.log" || status=1
+node --import tsx --test --test-reporter=spec test/gpu/cuda-engine.test.ts 2>&1 | tee "$OUT/cuda-engine.log" || status=1
+exit $status
