@@ -65,7 +65,7 @@ int sgmvShrink(Elem t, const void* x, int in, float* tmp, int maxRank, const Lor
   if (numSegs == 0) return 0;
   return dispatch(t, [&](auto tag) {
     using T = decltype(tag);
-    dim3 grid(numSegs, (maxSegRows + SGMV_ROWS - 1) / SGMV_ROWS);
+    dim3 grid(numSegs, (maxSegRows + SGMV_ROWS - 1) / SGMV_ROWS, (maxRank + 7) / 8);
     sgmvShrinkKernel<T><<<grid, 256, 0, s>>>(static_cast<const T*>(x), in, tmp, maxRank, table, tableStride, entryOffset, segStart, segSlot);
     return launched();
   });

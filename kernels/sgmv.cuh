@@ -10,7 +10,9 @@ namespace sb::kern {
 
 constexpr int SGMV_ROWS = 8;
 
-// grid (numSegs, ceil(maxSegRows / SGMV_ROWS)), block 256.
+// grid (numSegs, ceil(maxSegRows / SGMV_ROWS), ceil(maxRank / 8)), block 256: one warp per rank
+// row j of A, so a decode batch of distinct adapters still spreads over many SMs. Loads are 16
+// bytes wide when `in` allows it.
 template <typename T>
 __global__ void sgmvShrinkKernel(const T* __restrict__ x, int in, float* __restrict__ tmp, int maxRank,
                                  const LoraSlotEntry* __restrict__ table, int tableStride, int entryOffset,
@@ -19,30 +21,44 @@ __global__ void sgmvShrinkKernel(const T* __restrict__ x, int in, float* __restr
   const int slot = segSlot[seg];
   if (slot < 0) return;
   const LoraSlotEntry e = table[slot * tableStride + entryOffset];
-  if (e.rank == 0) return;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int j = blockIdx.z * (blockDim.x >> 5) + warp;
+  if (e.rank == 0 || j >= e.rank) return;
   const int r0 = segStart[seg] + blockIdx.y * SGMV_ROWS;
   const int r1 = min(r0 + SGMV_ROWS, segStart[seg + 1]);
   if (r0 >= r1) return;
   const int n = r1 - r0;
-  const T* A = static_cast<const T*>(e.a);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  for (int j = warp; j < e.rank; j += warps) {
-    float acc[SGMV_ROWS];
+  const T* a = static_cast<const T*>(e.a) + static_cast<int64_t>(j) * in;
+  float acc[SGMV_ROWS];
 #pragma unroll
-    for (int r = 0; r < SGMV_ROWS; r++) acc[r] = 0.0f;
-    const T* a = A + static_cast<int64_t>(j) * in;
+  for (int r = 0; r < SGMV_ROWS; r++) acc[r] = 0.0f;
+  constexpr int V = 16 / sizeof(T);
+  if (in % V == 0) {
+    for (int i = lane * V; i < in; i += 32 * V) {
+      const uint4 av4 = *reinterpret_cast<const uint4*>(a + i);
+      const T* av = reinterpret_cast<const T*>(&av4);
+#pragma unroll
+      for (int r = 0; r < SGMV_ROWS; r++) {
+        if (r >= n) break;
+        const uint4 xv4 = *reinterpret_cast<const uint4*>(x + static_cast<int64_t>(r0 + r) * in + i);
+        const T* xv = reinterpret_cast<const T*>(&xv4);
+#pragma unroll
+        for (int k = 0; k < V; k++) acc[r] += toF(av[k]) * toF(xv[k]);
+      }
+    }
+  } else {
     for (int i = lane; i < in; i += 32) {
       const float av = toF(a[i]);
 #pragma unroll
       for (int r = 0; r < SGMV_ROWS; r++)
         if (r < n) acc[r] += av * toF(x[static_cast<int64_t>(r0 + r) * in + i]);
     }
+  }
 #pragma unroll
-    for (int r = 0; r < SGMV_ROWS; r++) {
-      if (r >= n) break;
-      const float s = warpSum(acc[r]);
-      if (lane == 0) tmp[static_cast<int64_t>(r0 + r) * maxRank + j] = roundT<T>(s);  // lora_A output is T
-    }
+  for (int r = 0; r < SGMV_ROWS; r++) {
+    if (r >= n) break;
+    const float s = warpSum(acc[r]);
+    if (lane == 0) tmp[static_cast<int64_t>(r0 + r) * maxRank + j] = roundT<T>(s);  // lora_A output is T
   }
 }
 

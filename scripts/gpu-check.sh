@@ -3,7 +3,7 @@
 # build both addons for the local GPU, then run the kernel tests (against PyTorch) and the CUDA
 # engine tests (against the transformers + PEFT fixtures). Logs land in $OUT.
 # Here, first:  ../shared/device/pack-node.sh .devnode  and  scripts/pack-node-modules.sh
-# then run it with carry [".devnode", ".devcarry"].
+# then run it with carry [".devnode", ".devcarry"]; --bench adds the benchmark (bench/gpu/).
 set -euo pipefail
 OUT=${OUT:-/tmp/sb-out}
 mkdir -p "$OUT"
@@ -19,4 +19,10 @@ ls native/build/Release/*.node
 status=0
 python3 kernels/test/kernels_test.py --arch "$SWITCHBOARD_CUDA_ARCHS" --bench-out "$OUT/lora-bench.json" 2>&1 | tee "$OUT/kernels.log" || status=1
 node --import tsx --test --test-reporter=spec test/gpu/cuda-engine.test.ts 2>&1 | tee "$OUT/cuda-engine.log" || status=1
+if [ "${1:-}" = "--bench" ]; then
+  # Ceilings and the PyTorch peer first (they free their memory), then ours, then the plot.
+  python3 bench/gpu/peer.py --out "$OUT/ceilings.json" 2>&1 | tee "$OUT/peer.log" || status=1
+  node --import tsx bench/gpu/bench.ts --ceilings "$OUT/ceilings.json" --out "$OUT" 2>&1 | tee "$OUT/bench.log" || status=1
+  python3 bench/gpu/plot.py "$OUT/results.json" "$OUT/decode.png" || status=1
+fi
 exit $status

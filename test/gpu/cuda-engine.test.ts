@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Engine, cudaUnavailableReason, loadCudaAddon } from '../../native/engine.ts';
-import { BLOCK_SIZE, FIXTURES, blocksPerCase, loadAdapters, loadReference, maxAbsDiff, runCases } from '../helpers/hf-reference.ts';
+import { BLOCK_SIZE, FIXTURES, blocksPerCase, loadAdapters, loadReference, maxAbsDiff, runCases, type Result } from '../helpers/hf-reference.ts';
 
 const cuda = loadCudaAddon();
 const skip = cuda ? false : `no CUDA engine here: ${cudaUnavailableReason()}`;
@@ -31,7 +31,7 @@ for (const dtype of ['float32', 'auto'] as const) {
           const slots = await loadAdapters(engine, model, ref);
           let worst = 0;
           let greedyExact = 0;
-          const alone = [];
+          const alone: Result[] = [];
           for (const c of ref.cases) {
             const [r] = await runCases(engine, ref, slots, [c]);
             alone.push(r!);
