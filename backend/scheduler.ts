@@ -274,7 +274,9 @@ export class Scheduler {
     const members: { s: Sequence; chunk: number; sample: boolean }[] = [];
     let prefillTokens = 0;
     let decodeTokens = 0;
-    for (const s of this.running) {
+    // Sequences of one adapter side by side: the engine then reads that adapter once for all of them.
+    const ordered = [...this.running].sort((a, b) => (a.params.adapter ?? '').localeCompare(b.params.adapter ?? ''));
+    for (const s of ordered) {
       const remaining = s.tokens.length - s.computed;
       const isDecode = remaining === 1 && s.generated > 0;
       let chunk = remaining;

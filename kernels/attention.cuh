@@ -29,7 +29,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) pagedAttentionKernel(
     const T* __restrict__ q, int ldq, const T* __restrict__ kCache, const T* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, int maxBlocks, const int32_t* __restrict__ rowSeq,
     const int32_t* __restrict__ rowPos, int heads, int kvHeads, int blockSize, int window, float scale,
-    T* __restrict__ out) {
+    T* __restrict__ out, int keysPerSplit, float* __restrict__ partial) {
   constexpr int EPL = D >= 32 ? D / 32 : 1;
   constexpr int ACTIVE = D >= 32 ? 32 : D;
   const int row = blockIdx.x, kvh = blockIdx.y;
@@ -37,7 +37,10 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) pagedAttentionKernel(
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const bool active = lane < ACTIVE;
   const int pos = rowPos[row];
-  const int lo = window > 0 ? max(0, pos - window + 1) : 0;
+  const int lo0 = window > 0 ? max(0, pos - window + 1) : 0;
+  // Split-K (flash-decoding): with few rows, several blocks share one row's keys.
+  const int lo = partial ? lo0 + blockIdx.z * keysPerSplit : lo0;
+  const int hi = partial ? min(pos, lo + keysPerSplit - 1) : pos;
   const int32_t* table = blockTables + static_cast<int64_t>(rowSeq[row]) * maxBlocks;
   const int kvDim = kvHeads * D;
 
@@ -52,7 +55,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) pagedAttentionKernel(
       qv[g][e] = (g < group && active) ? toF(q[static_cast<int64_t>(row) * ldq + (kvh * group + g) * D + lane * EPL + e]) * scale : 0.0f;
     }
   }
-  for (int j = lo + warp; j <= pos; j += ATT_WARPS) {
+  for (int j = lo + warp; j <= hi; j += ATT_WARPS) {
     const int64_t slot = static_cast<int64_t>(table[j / blockSize]) * blockSize + j % blockSize;
     const T* kp = kCache + slot * kvDim + kvh * D + lane * EPL;
     const T* vp = vCache + slot * kvDim + kvh * D + lane * EPL;
@@ -93,6 +96,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) pagedAttentionKernel(
     for (int e = 0; e < EPL; e++)
       if (active) sacc[warp][g][lane * EPL + e] = acc[g][e];
   __syncthreads();
+  const int splits = gridDim.z;
   for (int idx = threadIdx.x; idx < group * D; idx += blockDim.x) {
     const int g = idx / D, d = idx % D;
     float mm = -INFINITY;
@@ -104,7 +108,38 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) pagedAttentionKernel(
       ll += sl[w][g] * c;
       a += sacc[w][g][d] * c;
     }
-    out[(static_cast<int64_t>(row) * heads + kvh * group + g) * D + d] = fromF<T>(a / ll);
+    const int64_t head = static_cast<int64_t>(row) * heads + kvh * group + g;
+    if (partial) {
+      // Unnormalised partial: [m, l, acc[D]] per (row, head, split), merged by attentionCombineKernel.
+      float* slot = partial + (head * splits + blockIdx.z) * (D + 2);
+      if (d == 0) {
+        slot[0] = mm;
+        slot[1] = ll;
+      }
+      slot[2 + d] = a;
+    } else {
+      out[head * D + d] = fromF<T>(a / ll);
+    }
+  }
+}
+
+// grid (rows * heads), block D: merges the splits of each (row, head).
+template <typename T>
+__global__ void attentionCombineKernel(const float* __restrict__ partial, int splits, int D, T* __restrict__ out) {
+  const int64_t head = blockIdx.x;
+  const float* p = partial + head * splits * (D + 2);
+  float mm = -INFINITY;
+  for (int s = 0; s < splits; s++) mm = fmaxf(mm, p[s * (D + 2)]);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float ll = 0.0f, a = 0.0f;
+    for (int s = 0; s < splits; s++) {
+      const float m = p[s * (D + 2)];
+      if (m == -INFINITY) continue;
+      const float c = __expf(m - mm);
+      ll += p[s * (D + 2) + 1] * c;
+      a += p[s * (D + 2) + 2 + d] * c;
+    }
+    out[head * D + d] = fromF<T>(a / ll);
   }
 }
 

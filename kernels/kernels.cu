@@ -7,9 +7,23 @@
 #include "sampling.cuh"
 #include "sgmv.cuh"
 
+#include <algorithm>
+
 namespace sb::kern {
 
 static int threadsFor(int n) { return n >= 1024 ? 1024 : n >= 256 ? 256 : n >= 128 ? 128 : 64; }
+
+static int smCount() {
+  static int n = 0;
+  if (n == 0) {
+    int dev = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+    if (n <= 0) n = 100;
+  }
+  return n;
+}
+
 
 int embedding(Elem t, const void* table, const int32_t* tokens, int rows, int hidden, void* out, Stream s) {
   if (rows == 0) return 0;
@@ -61,12 +75,19 @@ int addBias(Elem t, void* y, const void* bias, int rows, int cols, Stream s) {
 }
 
 int sgmvShrink(Elem t, const void* x, int in, float* tmp, int maxRank, const LoraSlotEntry* table, int tableStride,
-               int entryOffset, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows, Stream s) {
+               int entryOffset, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows, int rows,
+               Stream s) {
   if (numSegs == 0) return 0;
+  // tmp collects partial sums: clear it first.
+  if (cudaMemsetAsync(tmp, 0, sizeof(float) * static_cast<size_t>(maxRank) * rows, s) != cudaSuccess) return launched();
+  const int rowTiles = (maxSegRows + SGMV_ROWS - 1) / SGMV_ROWS, rankGroups = (maxRank + 7) / 8;
+  const int blocks = numSegs * rowTiles * rankGroups;
+  const int maxSplits = std::max(1, in / 512);
+  const int inSplits = std::min(maxSplits, std::max(1, (2 * smCount() + blocks - 1) / blocks));
   return dispatch(t, [&](auto tag) {
     using T = decltype(tag);
-    dim3 grid(numSegs, (maxSegRows + SGMV_ROWS - 1) / SGMV_ROWS, (maxRank + 7) / 8);
-    sgmvShrinkKernel<T><<<grid, 256, 0, s>>>(static_cast<const T*>(x), in, tmp, maxRank, table, tableStride, entryOffset, segStart, segSlot);
+    dim3 grid(numSegs, rowTiles, rankGroups * inSplits);
+    sgmvShrinkKernel<T><<<grid, 256, 0, s>>>(static_cast<const T*>(x), in, tmp, maxRank, table, tableStride, entryOffset, segStart, segSlot, inSplits);
     return launched();
   });
 }
@@ -94,27 +115,43 @@ int writeKv(Elem t, const void* k, const void* v, int ld, const int32_t* slots, 
   });
 }
 
+// Enough blocks to fill the GPU twice over, each with at least 64 keys.
+static int attentionSplits(int rows, int kvHeads, int maxKeys) {
+  const int blocks = rows * kvHeads;
+  if (blocks >= 2 * smCount() || maxKeys <= 128) return 1;
+  return std::max(1, std::min((2 * smCount() + blocks - 1) / blocks, (maxKeys + 63) / 64));
+}
+
+int64_t attentionWorkspaceFloats(int rows, int heads, int kvHeads, int dim, int maxKeys) {
+  const int splits = attentionSplits(rows, kvHeads, maxKeys);
+  return splits == 1 ? 0 : static_cast<int64_t>(rows) * heads * splits * (dim + 2);
+}
+
 template <typename T, int D>
 static int attentionFor(const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables, int maxBlocks,
                         const int32_t* rowSeq, const int32_t* rowPos, int rows, int heads, int kvHeads, int blockSize,
-                        int window, float scale, void* out, Stream s) {
-  dim3 grid(rows, kvHeads);
+                        int window, float scale, void* out, int maxKeys, float* ws, int64_t wsFloats, Stream s) {
+  int splits = attentionSplits(rows, kvHeads, maxKeys);
+  if (splits > 1 && (!ws || wsFloats < static_cast<int64_t>(rows) * heads * splits * (D + 2))) splits = 1;
+  const int keysPerSplit = (maxKeys + splits - 1) / splits;
+  dim3 grid(rows, kvHeads, splits);
   pagedAttentionKernel<T, D><<<grid, ATT_WARPS * 32, 0, s>>>(
       static_cast<const T*>(q), ldq, static_cast<const T*>(kCache), static_cast<const T*>(vCache), blockTables, maxBlocks,
-      rowSeq, rowPos, heads, kvHeads, blockSize, window, scale, static_cast<T*>(out));
+      rowSeq, rowPos, heads, kvHeads, blockSize, window, scale, static_cast<T*>(out), keysPerSplit, splits > 1 ? ws : nullptr);
+  if (splits > 1) attentionCombineKernel<T><<<rows * heads, D, 0, s>>>(ws, splits, D, static_cast<T*>(out));
   return launched();
 }
 
 int pagedAttention(Elem t, const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables, int maxBlocks,
                    const int32_t* rowSeq, const int32_t* rowPos, int rows, int heads, int kvHeads, int dim, int blockSize,
-                   int window, float scale, void* out, Stream s) {
+                   int window, float scale, void* out, int maxKeys, float* workspace, int64_t workspaceFloats, Stream s) {
   if (rows == 0) return 0;
   if (heads % kvHeads != 0 || heads / kvHeads > ATT_MAX_GROUP) return static_cast<int>(cudaErrorInvalidValue);
   return dispatch(t, [&](auto tag) {
     using T = decltype(tag);
     switch (dim) {
 #define SB_ATT(D) \
-  case D: return attentionFor<T, D>(q, ldq, kCache, vCache, blockTables, maxBlocks, rowSeq, rowPos, rows, heads, kvHeads, blockSize, window, scale, out, s);
+  case D: return attentionFor<T, D>(q, ldq, kCache, vCache, blockTables, maxBlocks, rowSeq, rowPos, rows, heads, kvHeads, blockSize, window, scale, out, maxKeys, workspace, workspaceFloats, s);
       SB_ATT(16) SB_ATT(32) SB_ATT(64) SB_ATT(96) SB_ATT(128) SB_ATT(256)
 #undef SB_ATT
       default: return static_cast<int>(cudaErrorInvalidValue);

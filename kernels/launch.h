@@ -39,9 +39,10 @@ struct LoraSlotEntry {
   int rank;  // 0 = module absent
   float scale;
 };
-// tmp [rows, maxRank] fp32 = x A^T for each segment's adapter.
+// tmp [rows, maxRank] fp32 = x A^T for each segment's adapter (rows = segStart[numSegs]).
 int sgmvShrink(Elem t, const void* x, int in, float* tmp, int maxRank, const LoraSlotEntry* table, int tableStride,
-               int entryOffset, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows, Stream s);
+               int entryOffset, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows, int rows,
+               Stream s);
 // y [rows, out] (row stride ldy) += scale * tmp B^T.
 int sgmvExpand(Elem t, const float* tmp, int maxRank, void* y, int ldy, int out, const LoraSlotEntry* table, int tableStride,
                int entryOffset, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows, Stream s);
@@ -55,9 +56,14 @@ int writeKv(Elem t, const void* k, const void* v, int ld, const int32_t* slots, 
 // rowPos[r]) attends to positions [max(0, pos - window + 1), pos] (window 0 = all) through
 // blockTables[rowSeq[r] * maxBlocks + ...]. q rows have stride ldq; out is [rows, heads, dim].
 // GQA: kvHeads divides heads.
+// With few rows, keys are split over several blocks (flash-decoding): pass the longest key range
+// any row attends to (maxKeys) and an fp32 workspace; attentionWorkspaceFloats() says how much is
+// used (0 disables splitting).
 int pagedAttention(Elem t, const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables,
                    int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, int rows, int heads, int kvHeads,
-                   int dim, int blockSize, int window, float scale, void* out, Stream s);
+                   int dim, int blockSize, int window, float scale, void* out, int maxKeys, float* workspace,
+                   int64_t workspaceFloats, Stream s);
+int64_t attentionWorkspaceFloats(int rows, int heads, int kvHeads, int dim, int maxKeys);
 
 // Per row of fp32 logits [rows, vocab]: the argmax, its log-probability, and log-sum-exp.
 int argmaxLogprob(const float* logits, int rows, int vocab, int32_t* ids, float* logprob, float* lse, Stream s);

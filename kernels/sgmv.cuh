@@ -10,19 +10,21 @@ namespace sb::kern {
 
 constexpr int SGMV_ROWS = 8;
 
-// grid (numSegs, ceil(maxSegRows / SGMV_ROWS), ceil(maxRank / 8)), block 256: one warp per rank
-// row j of A, so a decode batch of distinct adapters still spreads over many SMs. Loads are 16
-// bytes wide when `in` allows it.
+// grid (numSegs, ceil(maxSegRows / SGMV_ROWS), ceil(maxRank / 8) * inSplits), block 256: one warp
+// per rank row j of A and per slice of `in`, so few large segments (one adapter for the whole
+// batch) still spread over many SMs. Partial sums are added atomically into tmp, which must be
+// zero; expand rounds the finished sums. Loads are 16 bytes wide when `in` allows it.
 template <typename T>
 __global__ void sgmvShrinkKernel(const T* __restrict__ x, int in, float* __restrict__ tmp, int maxRank,
                                  const LoraSlotEntry* __restrict__ table, int tableStride, int entryOffset,
-                                 const int32_t* __restrict__ segStart, const int32_t* __restrict__ segSlot) {
+                                 const int32_t* __restrict__ segStart, const int32_t* __restrict__ segSlot, int inSplits) {
   const int seg = blockIdx.x;
   const int slot = segSlot[seg];
   if (slot < 0) return;
   const LoraSlotEntry e = table[slot * tableStride + entryOffset];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int j = blockIdx.z * (blockDim.x >> 5) + warp;
+  const int j = (blockIdx.z / inSplits) * (blockDim.x >> 5) + warp;
+  const int part = blockIdx.z % inSplits;
   if (e.rank == 0 || j >= e.rank) return;
   const int r0 = segStart[seg] + blockIdx.y * SGMV_ROWS;
   const int r1 = min(r0 + SGMV_ROWS, segStart[seg + 1]);
@@ -33,8 +35,12 @@ __global__ void sgmvShrinkKernel(const T* __restrict__ x, int in, float* __restr
 #pragma unroll
   for (int r = 0; r < SGMV_ROWS; r++) acc[r] = 0.0f;
   constexpr int V = 16 / sizeof(T);
+  // This block's slice of `in`, in whole 32 x V chunks.
+  const int chunks = (in + 32 * V - 1) / (32 * V);
+  const int c0 = part * chunks / inSplits, c1 = (part + 1) * chunks / inSplits;
+  const int iBegin = c0 * 32 * V, iEnd = min(in, c1 * 32 * V);
   if (in % V == 0) {
-    for (int i = lane * V; i < in; i += 32 * V) {
+    for (int i = iBegin + lane * V; i < iEnd; i += 32 * V) {
       const uint4 av4 = *reinterpret_cast<const uint4*>(a + i);
       const T* av = reinterpret_cast<const T*>(&av4);
 #pragma unroll
@@ -47,7 +53,7 @@ __global__ void sgmvShrinkKernel(const T* __restrict__ x, int in, float* __restr
       }
     }
   } else {
-    for (int i = lane; i < in; i += 32) {
+    for (int i = iBegin + lane; i < iEnd; i += 32) {
       const float av = toF(a[i]);
 #pragma unroll
       for (int r = 0; r < SGMV_ROWS; r++)
@@ -58,7 +64,7 @@ __global__ void sgmvShrinkKernel(const T* __restrict__ x, int in, float* __restr
   for (int r = 0; r < SGMV_ROWS; r++) {
     if (r >= n) break;
     const float s = warpSum(acc[r]);
-    if (lane == 0) tmp[static_cast<int64_t>(r0 + r) * maxRank + j] = roundT<T>(s);  // lora_A output is T
+    if (lane == 0) atomicAdd(tmp + static_cast<int64_t>(r0 + r) * maxRank + j, s);
   }
 }
 
@@ -77,7 +83,8 @@ __global__ void sgmvExpandKernel(const float* __restrict__ tmp, int maxRank, T* 
   const int r1 = min(r0 + SGMV_ROWS, segStart[seg + 1]);
   if (r0 >= r1) return;
   const int n = r1 - r0, rank = e.rank;
-  for (int i = threadIdx.x; i < n * rank; i += blockDim.x) t[i] = tmp[static_cast<int64_t>(r0 + i / rank) * maxRank + i % rank];
+  // lora_A's output is a tensor of T in PEFT: round the finished sums once.
+  for (int i = threadIdx.x; i < n * rank; i += blockDim.x) t[i] = roundT<T>(tmp[static_cast<int64_t>(r0 + i / rank) * maxRank + i % rank]);
   __syncthreads();
   const int o = blockIdx.z * blockDim.x + threadIdx.x;
   if (o >= out) return;

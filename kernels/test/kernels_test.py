@@ -131,8 +131,8 @@ def test_sgmv(lib, t):
     din, dout = 4096, 1024
     ranks = [8, 16, 64, 128]
     A, B, scales, table = lora_setup(t, 4, ranks, din, dout)
-    seg_rows = [3, 1, 17, 5, 1, 9]
-    seg_slot = [0, -1, 2, 3, 1, 2]
+    seg_rows = [3, 1, 17, 5, 1, 9, 64]
+    seg_slot = [0, -1, 2, 3, 1, 2, 1]
     start = [0]
     for n in seg_rows:
         start.append(start[-1] + n)
@@ -143,7 +143,7 @@ def test_sgmv(lib, t):
     tmp = torch.full((rows, max_rank), float("nan"), device="cuda")
     ss = torch.tensor(start, dtype=torch.int32, device="cuda")
     sl = torch.tensor(seg_slot, dtype=torch.int32, device="cuda")
-    run(lib, "sb_sgmv_shrink", t, p(x), din, p(tmp), max_rank, p(table), 1, 0, p(ss), p(sl), len(seg_rows), max(seg_rows))
+    run(lib, "sb_sgmv_shrink", t, p(x), din, p(tmp), max_rank, p(table), 1, 0, p(ss), p(sl), len(seg_rows), max(seg_rows), rows)
     run(lib, "sb_sgmv_expand", t, p(tmp), max_rank, p(y), dout, dout, p(table), 1, 0, p(ss), p(sl), len(seg_rows), max(seg_rows))
     ref = y0.clone()
     for i, n in enumerate(seg_rows):
@@ -173,16 +173,20 @@ def torch_attention(q, kc, vc, tables, row_seq, row_pos, heads, kvh, dim, bs, wi
 
 
 def test_attention(lib, t):
-    for heads, kvh, dim, window in [(32, 8, 128, 0), (4, 2, 16, 5), (28, 4, 128, 0), (8, 8, 64, 7)]:
-        bs, nblocks = 16, 64
-        seqs = [(0, 40), (33, 1), (0, 3), (70, 1), (12, 9)]  # (start position of this chunk, rows)
+    lib.sb_attention_workspace.restype = ctypes.c_int64
+    prefill = [(0, 40), (33, 1), (0, 3), (70, 1), (12, 9)]  # (start position of this chunk, rows)
+    decode = [(900, 1), (1000, 1)]  # few rows, long contexts: split-K
+    for heads, kvh, dim, window, seqs in [(32, 8, 128, 0, prefill), (4, 2, 16, 5, prefill), (28, 4, 128, 0, prefill), (8, 8, 64, 7, prefill),
+                                         (32, 8, 128, 0, decode), (28, 4, 128, 0, decode), (4, 2, 16, 300, decode)]:
+        bs = 16
+        nblocks = 160
         row_seq, row_pos = [], []
         for s, (p0, n) in enumerate(seqs):
             for j in range(n):
                 row_seq.append(s)
                 row_pos.append(p0 + j)
         rows = len(row_seq)
-        max_blocks = 6
+        max_blocks = max(p0 + n for p0, n in seqs) // bs + 1
         perm = torch.randperm(nblocks, device="cuda")[: len(seqs) * max_blocks].view(len(seqs), max_blocks).int().contiguous()
         kvdim = kvh * dim
         kc = torch.randn(nblocks * bs, kvdim, device="cuda").to(DT[t])
@@ -200,9 +204,12 @@ def test_attention(lib, t):
             failures.append("write_kv")
         out = poison((rows, heads * dim), DT[t])
         scale = 1 / math.sqrt(dim)
-        run(lib, "sb_paged_attention", t, p(q), heads * dim, p(kc), p(vc), p(perm), max_blocks, p(rs), p(rp), rows, heads, kvh, dim, bs, window, ctypes.c_float(scale), p(out))
+        max_keys = max(row_pos) + 1
+        ws_floats = lib.sb_attention_workspace(rows, heads, kvh, dim, max_keys)
+        ws = torch.full((max(ws_floats, 1),), float("nan"), device="cuda")
+        run(lib, "sb_paged_attention", t, p(q), heads * dim, p(kc), p(vc), p(perm), max_blocks, p(rs), p(rp), rows, heads, kvh, dim, bs, window, ctypes.c_float(scale), p(out), max_keys, p(ws), ctypes.c_int64(ws_floats))
         ref = torch_attention(q.view(rows, heads, dim), kc, vc, perm, row_seq, row_pos, heads, kvh, dim, bs, window, scale)
-        check(f"paged attention h{heads}/kv{kvh} d{dim} window {window}", t, out.view(rows, heads, dim), ref)
+        check(f"paged attention h{heads}/kv{kvh} d{dim} window {window}{' split-K' if ws_floats else ''}", t, out.view(rows, heads, dim), ref)
 
 
 def test_argmax(lib):
@@ -233,7 +240,7 @@ def bench_lora(lib, arch):
     ss = torch.arange(n + 1, dtype=torch.int32, device="cuda")
     sl = torch.arange(n, dtype=torch.int32, device="cuda")
     def ours():
-        lib.sb_sgmv_shrink(t, p(x), din, p(tmp), r, p(table), 1, 0, p(ss), p(sl), n, 1)
+        lib.sb_sgmv_shrink(t, p(x), din, p(tmp), r, p(table), 1, 0, p(ss), p(sl), n, 1, n)
         lib.sb_sgmv_expand(t, p(tmp), r, p(y), dout, dout, p(table), 1, 0, p(ss), p(sl), n, 1)
     Ast, Bst = torch.stack(A), torch.stack(B)  # [n, r, din], [n, dout, r]
     idx = torch.arange(n, device="cuda")

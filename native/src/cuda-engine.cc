@@ -287,7 +287,7 @@ class CudaEngine final : public Engine {
     const int stride = c_.layers * kNumProj, offset = layer * kNumProj + proj;
     auto st = reinterpret_cast<kern::Stream>(stream_);
     checkK(kern::sgmvShrink(t_, x, in, loraTmp_.as<float>(), maxRank_, table_.as<kern::LoraSlotEntry>(), stride, offset,
-                            dSegStart_, dSegSlot_, nseg, maxSegRows, st), "sgmvShrink");
+                            dSegStart_, dSegSlot_, nseg, maxSegRows, rows_, st), "sgmvShrink");
     checkK(kern::sgmvExpand(t_, loraTmp_.as<float>(), maxRank_, y, ldy, out, table_.as<kern::LoraSlotEntry>(), stride, offset,
                             dSegStart_, dSegSlot_, nseg, maxSegRows, st), "sgmvExpand");
   }
@@ -306,11 +306,12 @@ class CudaEngine final : public Engine {
   std::vector<std::unique_ptr<AdapterBufs>> graveyard_;
   bool tableDirty_ = false;
   // Per-step workspaces, grown on demand.
-  DevBuf meta_, x_, res_, h_, qkv_, att_, o_buf_, gu_, act_, logitsIn_, logits_, loraTmp_, outIds_, outLp_, outLse_;
+  DevBuf meta_, x_, res_, h_, qkv_, att_, attWs_, o_buf_, gu_, act_, logitsIn_, logits_, loraTmp_, outIds_, outLp_, outLse_;
   PinnedBuf hostMeta_;
   int32_t *dTokens_ = nullptr, *dPos_ = nullptr, *dRowSeq_ = nullptr, *dSlots_ = nullptr, *dTables_ = nullptr,
           *dSegStart_ = nullptr, *dSegSlot_ = nullptr, *dLogitRows_ = nullptr;
   int maxRank_ = 0;
+  int rows_ = 0;  // rows of the step in flight
   bool anyAdapter_ = false;
   std::mutex stepMu_, slotMu_, copyMu_;
   int64_t weightBytes_ = 0;
@@ -334,12 +335,12 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
   const int H = c_.hidden, I = c_.intermediate, D = c_.headDim, NH = c_.heads, NKV = c_.kvHeads;
   const int Q = NH * D, KV = NKV * D, QKV = Q + 2 * KV, V = c_.vocab, BS = o_.blockSize;
   const int nseq = int(batch.size());
-  int T = 0, maxBlocks = 1, maxSegRows = 1;
+  int T = 0, maxBlocks = 1, maxSegRows = 1, maxKeys = 1;
   anyAdapter_ = false;
   for (const auto& s : batch) {
     T += int(s.tokens.size());
     maxBlocks = std::max(maxBlocks, int(s.blockTable.size()));
-    maxSegRows = std::max(maxSegRows, int(s.tokens.size()));
+    maxKeys = std::max(maxKeys, s.position + int(s.tokens.size()));
     anyAdapter_ = anyAdapter_ || s.adapterSlot >= 0;
   }
   anyAdapter_ = anyAdapter_ && maxRank_ > 0;
@@ -353,6 +354,7 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
     if (in.sample || in.nextToken >= 0) logitRows.push_back(rowStart[s + 1] - 1);
   }
   const int NL = int(logitRows.size());
+  rows_ = T;
 
   // One host buffer, one upload: tokens, positions, row->sequence, cache slots, block tables,
   // segments (one per sequence) and logit rows.
@@ -371,10 +373,19 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
       hSlots[r] = in.blockTable[pos / BS] * BS + pos % BS;
     }
     for (int b = 0; b < maxBlocks; b++) hTables[size_t(s) * maxBlocks + b] = b < int(in.blockTable.size()) ? in.blockTable[b] : 0;
-    hSegStart[s] = rowStart[s];
-    hSegSlot[s] = in.adapterSlot;
   }
-  hSegStart[nseq] = T;
+  // LoRA segments: neighbouring sequences with the same adapter share one, so its weights are read
+  // once per SGMV_ROWS rows rather than once per sequence (the scheduler orders batches by adapter).
+  int nseg = 0;
+  maxSegRows = 1;
+  for (int s = 0; s < nseq; s++) {
+    if (nseg > 0 && hSegSlot[nseg - 1] == batch[s].adapterSlot) continue;
+    hSegStart[nseg] = rowStart[s];
+    hSegSlot[nseg] = batch[s].adapterSlot;
+    nseg++;
+  }
+  hSegStart[nseg] = T;
+  for (int g = 0; g < nseg; g++) maxSegRows = std::max(maxSegRows, hSegStart[g + 1] - hSegStart[g]);
   for (int i = 0; i < NL; i++) hLogitRows[i] = logitRows[i];
   meta_.reserve(nInts * 4, "step metadata");
   check(cudaMemcpyAsync(meta_.p, hm, nInts * 4, cudaMemcpyHostToDevice, stream_), "metadata upload");
@@ -398,6 +409,8 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
   gu_.reserve(size_t(T) * 2 * I * es, "gate/up");
   act_.reserve(size_t(T) * I * es, "act");
   if (anyAdapter_) loraTmp_.reserve(size_t(T) * maxRank_ * 4, "lora tmp");
+  const int64_t wsFloats = kern::attentionWorkspaceFloats(T, NH, NKV, D, maxKeys);
+  if (wsFloats > 0) attWs_.reserve(size_t(wsFloats) * 4, "attention workspace");
   auto st = reinterpret_cast<kern::Stream>(stream_);
   const size_t perLayer = size_t(o_.numBlocks) * BS * KV * es;
   const float scale = 1.0f / std::sqrt(float(D));
@@ -411,23 +424,24 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
     else checkK(kern::rmsnorm(t_, x_.p, res_.p, L.inNorm.p, T, H, c_.rmsNormEps, h_.p, st), "rmsnorm");
     gemm(h_.p, T, H, L.wqkv, QKV, qkv_.p, cudaType(t_));
     if (c_.attentionBias) checkK(kern::addBias(t_, qkv_.p, L.bqkv.p, T, QKV, st), "bias");
-    lora(l, kQ, h_.p, H, qkv, QKV, nseq, maxSegRows);
-    lora(l, kK, h_.p, H, qkv + size_t(Q) * es, QKV, nseq, maxSegRows);
-    lora(l, kV, h_.p, H, qkv + size_t(Q + KV) * es, QKV, nseq, maxSegRows);
+    lora(l, kQ, h_.p, H, qkv, QKV, nseg, maxSegRows);
+    lora(l, kK, h_.p, H, qkv + size_t(Q) * es, QKV, nseg, maxSegRows);
+    lora(l, kV, h_.p, H, qkv + size_t(Q + KV) * es, QKV, nseg, maxSegRows);
     checkK(kern::rope(t_, qkv, QKV, qkv + size_t(Q) * es, QKV, dPos_, invFreq_.as<float>(), T, NH, NKV, D, st), "rope");
     char* kc = kcache_.as<char>() + l * perLayer;
     char* vc = vcache_.as<char>() + l * perLayer;
     checkK(kern::writeKv(t_, qkv + size_t(Q) * es, qkv + size_t(Q + KV) * es, QKV, dSlots_, T, KV, kc, vc, st), "writeKv");
-    checkK(kern::pagedAttention(t_, qkv, QKV, kc, vc, dTables_, maxBlocks, dRowSeq_, dPos_, T, NH, NKV, D, BS, c_.slidingWindow[l], scale, att_.p, st), "attention");
+    checkK(kern::pagedAttention(t_, qkv, QKV, kc, vc, dTables_, maxBlocks, dRowSeq_, dPos_, T, NH, NKV, D, BS, c_.slidingWindow[l], scale, att_.p,
+                                maxKeys, attWs_.as<float>(), wsFloats, st), "attention");
     gemm(att_.p, T, Q, L.wo, H, o_buf_.p, cudaType(t_));
-    lora(l, kO, att_.p, Q, o_buf_.p, H, nseq, maxSegRows);
+    lora(l, kO, att_.p, Q, o_buf_.p, H, nseg, maxSegRows);
     checkK(kern::rmsnorm(t_, o_buf_.p, res_.p, L.postNorm.p, T, H, c_.rmsNormEps, h_.p, st), "rmsnorm");
     gemm(h_.p, T, H, L.wgu, 2 * I, gu_.p, cudaType(t_));
-    lora(l, kGate, h_.p, H, gu_.p, 2 * I, nseq, maxSegRows);
-    lora(l, kUp, h_.p, H, gu_.as<char>() + size_t(I) * es, 2 * I, nseq, maxSegRows);
+    lora(l, kGate, h_.p, H, gu_.p, 2 * I, nseg, maxSegRows);
+    lora(l, kUp, h_.p, H, gu_.as<char>() + size_t(I) * es, 2 * I, nseg, maxSegRows);
     checkK(kern::siluMul(t_, gu_.p, gu_.as<char>() + size_t(I) * es, 2 * I, T, I, act_.p, st), "siluMul");
     gemm(act_.p, T, I, L.wd, H, x_.p, cudaType(t_));
-    lora(l, kDown, act_.p, I, x_.p, H, nseq, maxSegRows);
+    lora(l, kDown, act_.p, I, x_.p, H, nseg, maxSegRows);
   }
 
   std::vector<SeqOutput> outs(nseq);
