@@ -74,11 +74,15 @@ export class Runtime {
       },
       {
         onLoad: (key, s, tier) => {
+          log(`adapter ${key.replace(/@[^@]*$/, '')} ${tier === 'host' ? 'fetched and validated' : 'loaded into an engine slot'} in ${(s * 1000).toFixed(0)} ms`);
           metrics.adapterLoads.inc({ tier });
           metrics.adapterLoadDuration.observe({ tier }, s);
           metrics.activeAdapters.set(store.activeCount);
         },
-        onLoadError: () => metrics.adapterLoadFailures.inc(),
+        onLoadError: (key, err) => {
+          log(`adapter ${key.replace(/@[^@]*$/, '')} failed to load: ${err.message}`);
+          metrics.adapterLoadFailures.inc();
+        },
         onEvict: () => {
           metrics.adapterEvictions.inc();
           metrics.activeAdapters.set(store.activeCount);
