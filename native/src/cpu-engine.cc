@@ -119,16 +119,6 @@ class CpuEngine final : public Engine {
     return i;
   }
 
-  void projDims(int proj, int& in, int& out) const {
-    const int H = c_.hidden, I = c_.intermediate, Q = c_.heads * c_.headDim, KV = c_.kvHeads * c_.headDim;
-    switch (proj) {
-      case kQ: in = H; out = Q; break;
-      case kK: case kV: in = H; out = KV; break;
-      case kO: in = Q; out = H; break;
-      case kGate: case kUp: in = H; out = I; break;
-      default: in = I; out = H; break;
-    }
-  }
 
   void loadAdapter(int slot, const std::vector<LoraModuleSpec>& modules) override {
     if (slot < 0 || slot >= o_.maxAdapters) throw EngineError("adapter slot " + std::to_string(slot) + " out of range");
@@ -139,7 +129,7 @@ class CpuEngine final : public Engine {
       if (m.layer < 0 || m.layer >= c_.layers) throw EngineError("adapter module for layer " + std::to_string(m.layer) + ", the model has " + std::to_string(c_.layers));
       if (m.proj < 0 || m.proj >= kNumProj) throw EngineError("adapter module with an unknown projection");
       int in, out;
-      projDims(m.proj, in, out);
+      projDims(c_, m.proj, in, out);
       const std::string where = "layers." + std::to_string(m.layer) + "." + projName(m.proj);
       if (m.rank <= 0) throw EngineError(where + ": rank must be > 0");
       if (m.a.shape != std::vector<int64_t>{m.rank, in} || m.b.shape != std::vector<int64_t>{out, m.rank})
@@ -185,7 +175,7 @@ class CpuEngine final : public Engine {
   void applyLora(const std::vector<const Adapter*>& seqAdapter, const std::vector<int>& rowStart,
                  int layer, int proj, const float* x, float* y) {
     int in, out;
-    projDims(proj, in, out);
+    projDims(c_, proj, in, out);
     std::vector<float> tmp;
     for (size_t s = 0; s < seqAdapter.size(); s++) {
       const Adapter* ad = seqAdapter[s];

@@ -178,7 +178,7 @@ class CudaEngine final : public Engine {
       for (const auto& m : modules) {
         if (m.layer < 0 || m.layer >= c_.layers || m.proj < 0 || m.proj >= kNumProj) throw EngineError("adapter module out of range");
         int in, out;
-        projDims(m.proj, in, out);
+        projDims(c_, m.proj, in, out);
         if (m.rank <= 0 || m.a.shape != std::vector<int64_t>{m.rank, in} || m.b.shape != std::vector<int64_t>{out, m.rank})
           throw EngineError("layers." + std::to_string(m.layer) + "." + projName(m.proj) + ": lora_A/lora_B shapes do not fit the base model");
         auto& e = entries[size_t(m.layer) * kNumProj + m.proj];
@@ -216,16 +216,6 @@ class CudaEngine final : public Engine {
   std::vector<SeqOutput> step(const std::vector<SeqInput>& batch) override;
 
  private:
-  void projDims(int proj, int& in, int& out) const {
-    const int H = c_.hidden, I = c_.intermediate, Q = c_.heads * c_.headDim, KV = c_.kvHeads * c_.headDim;
-    switch (proj) {
-      case kQ: in = H; out = Q; break;
-      case kK: case kV: in = H; out = KV; break;
-      case kO: in = Q; out = H; break;
-      case kGate: case kUp: in = H; out = I; break;
-      default: in = I; out = H; break;
-    }
-  }
 
   void upload(DevBuf& dst, std::vector<const TensorRef*> parts) {
     weightBytes_ += uploadOn(stream_, dst, parts, stage_);
@@ -283,7 +273,7 @@ class CudaEngine final : public Engine {
   void lora(int layer, int proj, const void* x, int in, void* y, int ldy, int nseg, int maxSegRows) {
     if (!anyAdapter_) return;
     int pin, out;
-    projDims(proj, pin, out);
+    projDims(c_, proj, pin, out);
     const int stride = c_.layers * kNumProj, offset = layer * kNumProj + proj;
     auto st = reinterpret_cast<kern::Stream>(stream_);
     checkK(kern::sgmvShrink(t_, x, in, loraTmp_.as<float>(), maxRank_, table_.as<kern::LoraSlotEntry>(), stride, offset,

@@ -62,6 +62,18 @@ enum Proj { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumProj };
 const char* projName(int p);
 int projFromName(const std::string& name);  // -1 when unknown
 
+// Input and output features of projection `proj` in `c` (what its LoRA A and B must fit).
+inline void projDims(const ModelConfig& c, int proj, int& in, int& out) {
+  const int H = c.hidden, I = c.intermediate, Q = c.heads * c.headDim, KV = c.kvHeads * c.headDim;
+  switch (proj) {
+    case kQ: in = H; out = Q; break;
+    case kK: case kV: in = H; out = KV; break;
+    case kO: in = Q; out = H; break;
+    case kGate: case kUp: in = H; out = I; break;
+    default: in = I; out = H; break;
+  }
+}
+
 struct LoraModuleSpec {
   int layer = 0;
   int proj = 0;
