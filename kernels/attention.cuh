@@ -23,7 +23,11 @@ __global__ void writeKvKernel(const T* __restrict__ k, const T* __restrict__ v, 
   }
 }
 
-// D: head dim; EPL elements per lane (D / 32, or 1 with D < 32 lanes active).
+// D: head dim. Each warp takes tiles of 32 keys, one key per lane: a lane computes the full dot
+// products of its key with the group's queries (read from shared memory), so a tile costs two
+// warp reductions per head for the online softmax instead of one reduction per key. Then lanes
+// switch to owning head-dim slices (EPL = D / 32 each, or 1 with D < 32) for P.V, reading the
+// tile's probabilities from shared memory and each value row coalesced.
 template <typename T, int D>
 __global__ void __launch_bounds__(ATT_WARPS * 32) pagedAttentionKernel(
     const T* __restrict__ q, int ldq, const T* __restrict__ kCache, const T* __restrict__ vCache,
@@ -32,6 +36,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) pagedAttentionKernel(
     T* __restrict__ out, int keysPerSplit, float* __restrict__ partial) {
   constexpr int EPL = D >= 32 ? D / 32 : 1;
   constexpr int ACTIVE = D >= 32 ? 32 : D;
+  constexpr int VEC = 16 / sizeof(T);  // elements per 16-byte load
   const int row = blockIdx.x, kvh = blockIdx.y;
   const int group = heads / kvHeads;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -44,41 +49,75 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) pagedAttentionKernel(
   const int32_t* table = blockTables + static_cast<int64_t>(rowSeq[row]) * maxBlocks;
   const int kvDim = kvHeads * D;
 
-  float qv[ATT_MAX_GROUP][EPL], acc[ATT_MAX_GROUP][EPL], m[ATT_MAX_GROUP], l[ATT_MAX_GROUP];
+  __shared__ float sq[ATT_MAX_GROUP][D];
+  __shared__ float sp[ATT_WARPS][ATT_MAX_GROUP][32];
+  for (int i = threadIdx.x; i < group * D; i += blockDim.x)
+    sq[i / D][i % D] = toF(q[static_cast<int64_t>(row) * ldq + (kvh * group + i / D) * D + i % D]) * scale;
+  __syncthreads();
+
+  float acc[ATT_MAX_GROUP][EPL], m[ATT_MAX_GROUP], l[ATT_MAX_GROUP];
 #pragma unroll
   for (int g = 0; g < ATT_MAX_GROUP; g++) {
     m[g] = -INFINITY;
     l[g] = 0.0f;
 #pragma unroll
-    for (int e = 0; e < EPL; e++) {
-      acc[g][e] = 0.0f;
-      qv[g][e] = (g < group && active) ? toF(q[static_cast<int64_t>(row) * ldq + (kvh * group + g) * D + lane * EPL + e]) * scale : 0.0f;
-    }
+    for (int e = 0; e < EPL; e++) acc[g][e] = 0.0f;
   }
-  for (int j = lo + warp; j <= hi; j += ATT_WARPS) {
-    const int64_t slot = static_cast<int64_t>(table[j / blockSize]) * blockSize + j % blockSize;
-    const T* kp = kCache + slot * kvDim + kvh * D + lane * EPL;
-    const T* vp = vCache + slot * kvDim + kvh * D + lane * EPL;
-    float kv[EPL], vv[EPL];
+  for (int base = lo + warp * 32; base <= hi; base += ATT_WARPS * 32) {
+    const int j = base + lane;
+    const bool valid = j <= hi;
+    // Scores of this lane's key against every query head of the group.
+    float sc[ATT_MAX_GROUP];
 #pragma unroll
-    for (int e = 0; e < EPL; e++) {
-      kv[e] = active ? toF(kp[e]) : 0.0f;
-      vv[e] = active ? toF(vp[e]) : 0.0f;
+    for (int g = 0; g < ATT_MAX_GROUP; g++) sc[g] = 0.0f;
+    if (valid) {
+      const int64_t slot = static_cast<int64_t>(table[j / blockSize]) * blockSize + j % blockSize;
+      const T* kp = kCache + slot * kvDim + kvh * D;
+#pragma unroll
+      for (int d0 = 0; d0 < D; d0 += VEC) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(kp + d0);
+        const T* kv = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+        for (int e = 0; e < VEC; e++) {
+          const float kf = toF(kv[e]);
+#pragma unroll
+          for (int g = 0; g < ATT_MAX_GROUP; g++)
+            if (g < group) sc[g] += sq[g][d0 + e] * kf;
+        }
+      }
     }
+    // Online softmax over the tile, per head.
 #pragma unroll
     for (int g = 0; g < ATT_MAX_GROUP; g++) {
       if (g >= group) break;
-      float s = 0.0f;
-#pragma unroll
-      for (int e = 0; e < EPL; e++) s += qv[g][e] * kv[e];
-      s = warpSum(s);
-      const float mNew = fmaxf(m[g], s);
-      const float corr = __expf(m[g] - mNew), p = __expf(s - mNew);
-      l[g] = l[g] * corr + p;
-#pragma unroll
-      for (int e = 0; e < EPL; e++) acc[g][e] = acc[g][e] * corr + p * vv[e];
+      const float s = valid ? sc[g] : -INFINITY;
+      const float mNew = fmaxf(m[g], warpMax(s));
+      const float p = valid ? __expf(s - mNew) : 0.0f;
+      const float corr = __expf(m[g] - mNew);
+      l[g] = l[g] * corr + warpSum(p);
       m[g] = mNew;
+#pragma unroll
+      for (int e = 0; e < EPL; e++) acc[g][e] *= corr;
+      sp[warp][g][lane] = p;
     }
+    __syncwarp();
+    const int n = min(32, hi - base + 1);
+    for (int t = 0; t < n; t++) {
+      const int jj = base + t;
+      const int64_t slot = static_cast<int64_t>(table[jj / blockSize]) * blockSize + jj % blockSize;
+      const T* vp = vCache + slot * kvDim + kvh * D + lane * EPL;
+      float vv[EPL];
+#pragma unroll
+      for (int e = 0; e < EPL; e++) vv[e] = active ? toF(vp[e]) : 0.0f;
+#pragma unroll
+      for (int g = 0; g < ATT_MAX_GROUP; g++) {
+        if (g >= group) break;
+        const float p = sp[warp][g][t];
+#pragma unroll
+        for (int e = 0; e < EPL; e++) acc[g][e] += p * vv[e];
+      }
+    }
+    __syncwarp();
   }
   // Merge the warps' partial softmaxes.
   __shared__ float sm[ATT_WARPS][ATT_MAX_GROUP], sl[ATT_WARPS][ATT_MAX_GROUP];
