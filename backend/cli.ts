@@ -39,7 +39,9 @@ export async function startServer(config: ServeConfig) {
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
-    process.stdout.write(`switchboard <command>\n\nCommands:\n  serve     run the inference server (see switchboard serve --help)\n  start     serve the bundled demo model on the CPU engine\n`);
+    process.stdout.write(
+      `switchboard <command>\n\nCommands:\n  serve     run the inference server (see switchboard serve --help)\n  gateway   run the edge gateway (see switchboard gateway --help)\n  start     serve the bundled demo model (backend only; npm start adds the gateway)\n`,
+    );
     return;
   }
   if (cmd !== 'serve' && cmd !== 'start') throw new ConfigError(`unknown command "${cmd}" (try: switchboard serve --help)`);

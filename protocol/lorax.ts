@@ -295,6 +295,13 @@ export const CompatGenerateRequest = z
 export type CompatGenerateRequest = z.infer<typeof CompatGenerateRequest>;
 export type CompatGenerateRequestInput = z.input<typeof CompatGenerateRequest>;
 
+/** `POST /tokenize` body (TGI): the text, and whether to add the tokenizer's special tokens. */
+export const TokenizeRequest = z.object({
+  inputs: z.string(),
+  add_special_tokens: optional(z.boolean()),
+});
+export type TokenizeRequest = z.infer<typeof TokenizeRequest>;
+
 // ---------------------------------------------------------------------------
 // Server-configured limits
 // ---------------------------------------------------------------------------

@@ -1,13 +1,10 @@
 // Operational routes: /health, /info, /metrics (Prometheus text) and /tokenize.
 import { Hono } from 'hono';
-import { z } from 'zod';
-import { loraxError, parseLoraxRequest } from '../../protocol/index.ts';
+import { TokenizeRequest, loraxError, parseLoraxRequest } from '../../protocol/index.ts';
 import { RequestError } from '../generate.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AuthEnv } from '../auth.ts';
 import { readJsonBody } from './common.ts';
-
-const TokenizeRequest = z.object({ inputs: z.string(), add_special_tokens: z.boolean().optional() });
 
 export function infoRoutes(rt: Runtime): Hono<AuthEnv> {
   const app = new Hono<AuthEnv>();

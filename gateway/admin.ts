@@ -1,0 +1,202 @@
+// Admin API (Authorization: Bearer <admin token>), OpenAI-shaped errors:
+//   POST   /admin/keys                      issue a key {tenant, name?, scopes?, limits?, expires_at?} (the key is shown once)
+//   GET    /admin/keys[?tenant=]            list keys (never the secret)
+//   GET    /admin/keys/:id
+//   DELETE /admin/keys/:id                  revoke
+//   GET    /admin/tenants                   list tenants
+//   GET    /admin/tenants/:tenant           a tenant and its limits
+//   PUT    /admin/tenants/:tenant           {limits}
+//   GET    /admin/tenants/:tenant/usage[?days=30]
+//   GET|POST /admin/tenants/:tenant/adapters, GET|DELETE .../adapters/:name, PUT .../adapters/:name/:file
+//   GET    /admin/shared-adapters, PUT|DELETE /admin/shared-adapters/:name   (public adapters every tenant may use)
+// And the tenant's own adapter API (API key or JWT with adapters:read / adapters:write):
+//   GET /v1/adapters, POST /v1/adapters {name, repo, token?}, GET|DELETE /v1/adapters/:name,
+//   PUT /v1/adapters/:name/:file (raw body: adapter_config.json or adapter_model.safetensors)
+import { Hono, type Context } from 'hono';
+import { z } from 'zod';
+import { parseOpenAIRequest } from '../protocol/index.ts';
+import type { AdapterResolver } from './adapters.ts';
+import { issueKey, SCOPES } from './auth/api-keys.ts';
+import { readBytes, readJsonObject } from './body.ts';
+import { GatewayError, ShapedError } from './errors.ts';
+import type { AdapterManager } from './tenant-adapters.ts';
+import type { ApiKeyRecord, GatewayStore, Limits, SharedAdapterRecord } from './store/types.ts';
+import { SHARED_ADAPTER_NAME, SecretBox, secretEquals, TENANT_ID, utcDay } from './util.ts';
+
+const limit = () => z.int().min(1).nullable().optional();
+export const LimitsInput = z.strictObject({ rpm: limit(), tpm: limit(), concurrent_streams: limit() });
+
+const Tenant = z.string().regex(TENANT_ID, { error: 'must be 1-63 lowercase letters, digits or "-", starting with a letter or digit' });
+
+const IssueKeyInput = z.strictObject({
+  tenant: Tenant,
+  name: z.string().max(200).nullable().optional(),
+  scopes: z.array(z.enum(SCOPES)).nullable().optional(),
+  limits: LimitsInput.nullable().optional(),
+  expires_at: z.iso.datetime({ offset: true }).nullable().optional(),
+});
+
+const TenantInput = z.strictObject({ limits: LimitsInput.nullable() });
+
+const HubAdapterInput = z.strictObject({
+  name: z.string(),
+  repo: z.string(),
+  token: z.string().min(1).nullable().optional(),
+});
+
+const SharedAdapterInput = z.strictObject({
+  source: z.enum(['hub', 'local']),
+  adapter_id: z.string().min(1).max(512),
+  api_token: z.string().min(1).nullable().optional(),
+});
+
+export function parseInput<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
+  const r = parseOpenAIRequest(schema, body);
+  if (!r.success) throw new ShapedError(r.status, r.error);
+  return r.data;
+}
+
+function keyView(r: ApiKeyRecord) {
+  return { object: 'api_key', ...r };
+}
+
+export interface AdminDeps {
+  store: GatewayStore;
+  adminToken: string | null;
+  adapters: AdapterManager;
+  resolver: AdapterResolver;
+  box: SecretBox;
+  maxBodyBytes: number;
+  maxAdapterBytes: number;
+  /** Forget cached tenant records (limits changed). */
+  invalidateTenant: (tenant: string) => void;
+}
+
+function tenantParam(c: Context): string {
+  const t = c.req.param('tenant') ?? '';
+  if (!TENANT_ID.test(t)) throw new GatewayError(400, `tenant "${t}" must be 1-63 lowercase letters, digits or "-"`, { param: 'tenant' });
+  return t;
+}
+
+async function ensureTenant(store: GatewayStore, id: string): Promise<void> {
+  if (!(await store.getTenant(id))) await store.putTenant({ id, limits: null, created_at: new Date().toISOString() });
+}
+
+export function adminRoutes(deps: AdminDeps): Hono {
+  const app = new Hono();
+
+  app.use('*', async (c, next) => {
+    if (!deps.adminToken) throw new GatewayError(404, 'the admin API is disabled (no admin token configured)');
+    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
+    if (!m || !(await secretEquals(m[1]!, deps.adminToken))) {
+      throw new GatewayError(401, 'admin token required', { code: 'invalid_admin_token', headers: { 'www-authenticate': 'Bearer' } });
+    }
+    await next();
+  });
+
+  // --- keys ---
+  app.post('/keys', async (c) => {
+    const input = parseInput(IssueKeyInput, await readJsonObject(c.req.raw, deps.maxBodyBytes));
+    await ensureTenant(deps.store, input.tenant);
+    const { key, record } = await issueKey(deps.store, {
+      tenant: input.tenant,
+      name: input.name ?? null,
+      scopes: input.scopes ?? null,
+      limits: (input.limits as Limits | null | undefined) ?? null,
+      expiresAt: input.expires_at ?? null,
+    });
+    return c.json({ ...keyView(record), key }, 201);
+  });
+  app.get('/keys', async (c) => {
+    const tenant = c.req.query('tenant');
+    return c.json({ object: 'list', data: (await deps.store.listKeys(tenant || undefined)).map(keyView) });
+  });
+  app.get('/keys/:id', async (c) => {
+    const r = await deps.store.getKey(c.req.param('id'));
+    if (!r) throw new GatewayError(404, `key "${c.req.param('id')}" not found`);
+    return c.json(keyView(r));
+  });
+  app.delete('/keys/:id', async (c) => {
+    const r = await deps.store.revokeKey(c.req.param('id'), new Date().toISOString());
+    if (!r) throw new GatewayError(404, `key "${c.req.param('id')}" not found`);
+    return c.json(keyView(r));
+  });
+
+  // --- tenants ---
+  app.get('/tenants', async (c) => c.json({ object: 'list', data: await deps.store.listTenants() }));
+  app.get('/tenants/:tenant', async (c) => {
+    const t = tenantParam(c);
+    const r = await deps.store.getTenant(t);
+    if (!r) throw new GatewayError(404, `tenant "${t}" not found`);
+    return c.json(r);
+  });
+  app.put('/tenants/:tenant', async (c) => {
+    const t = tenantParam(c);
+    const input = parseInput(TenantInput, await readJsonObject(c.req.raw, deps.maxBodyBytes));
+    const prev = await deps.store.getTenant(t);
+    const rec = { id: t, limits: (input.limits as Limits | null) ?? null, created_at: prev?.created_at ?? new Date().toISOString() };
+    await deps.store.putTenant(rec);
+    deps.invalidateTenant(t);
+    return c.json(rec);
+  });
+  app.get('/tenants/:tenant/usage', async (c) => {
+    const t = tenantParam(c);
+    const n = Math.min(400, Math.max(1, Number(c.req.query('days') ?? '30') || 30));
+    const today = Date.now();
+    const days = Array.from({ length: n }, (_, i) => utcDay(today - i * 86_400_000));
+    return c.json(await deps.store.getUsage(t, days));
+  });
+
+  // --- a tenant's adapters, on its behalf ---
+  app.get('/tenants/:tenant/adapters', async (c) => c.json({ object: 'list', data: await deps.adapters.list(tenantParam(c)) }));
+  app.post('/tenants/:tenant/adapters', async (c) => {
+    const t = tenantParam(c);
+    const input = parseInput(HubAdapterInput, await readJsonObject(c.req.raw, deps.maxBodyBytes));
+    await ensureTenant(deps.store, t);
+    return c.json(await deps.adapters.registerHub(t, input), 201);
+  });
+  app.get('/tenants/:tenant/adapters/:name', async (c) => c.json(await deps.adapters.get(tenantParam(c), c.req.param('name'))));
+  app.delete('/tenants/:tenant/adapters/:name', async (c) => c.json(await deps.adapters.remove(tenantParam(c), c.req.param('name'))));
+  app.put('/tenants/:tenant/adapters/:name/:file', async (c) => {
+    const t = tenantParam(c);
+    const body = await readBytes(c.req.raw, deps.maxAdapterBytes, 'adapter file');
+    await ensureTenant(deps.store, t);
+    return c.json(await deps.adapters.uploadFile(t, c.req.param('name'), c.req.param('file'), body));
+  });
+
+  // --- shared public adapters ---
+  const sharedView = (r: SharedAdapterRecord) => ({ name: r.name, source: r.source, adapter_id: r.adapter_id, has_token: r.token_sealed !== null, created_at: r.created_at });
+  app.get('/shared-adapters', async (c) => c.json({ object: 'list', data: (await deps.store.listShared()).map(sharedView) }));
+  app.put('/shared-adapters/:name{.+}', async (c) => {
+    const name = c.req.param('name');
+    if (!SHARED_ADAPTER_NAME.test(name)) throw new GatewayError(400, `shared adapter name "${name}" must be letters, digits, ".", "_", "-" (optionally "owner/name")`, { param: 'name' });
+    const input = parseInput(SharedAdapterInput, await readJsonObject(c.req.raw, deps.maxBodyBytes));
+    if (input.source === 'local' && (input.adapter_id.startsWith('tenants/') || input.adapter_id.includes('..') || input.adapter_id.startsWith('/'))) {
+      throw new GatewayError(400, 'a shared local adapter must be a path inside the backend adapter root, outside tenants/', { param: 'adapter_id' });
+    }
+    const prev = await deps.store.getShared(name);
+    const rec: SharedAdapterRecord = {
+      name,
+      source: input.source,
+      adapter_id: input.adapter_id,
+      token_sealed: input.api_token ? await deps.box.seal(input.api_token) : null,
+      created_at: prev?.created_at ?? new Date().toISOString(),
+    };
+    await deps.store.putShared(rec);
+    deps.resolver.invalidateShared(name);
+    return c.json(sharedView(rec), prev ? 200 : 201);
+  });
+  app.delete('/shared-adapters/:name{.+}', async (c) => {
+    const name = c.req.param('name');
+    if (!(await deps.store.deleteShared(name))) throw new GatewayError(404, `shared adapter "${name}" not found`);
+    deps.resolver.invalidateShared(name);
+    return c.json({ name, deleted: true });
+  });
+
+  app.notFound(() => {
+    throw new GatewayError(404, 'no such admin route');
+  });
+  return app;
+}
+
+export { HubAdapterInput };

@@ -1,0 +1,183 @@
+// The gateway's own forwarding behaviour, over real HTTP, against stand-in upstreams that fail on
+// purpose: a backend dying mid-stream becomes an error event (never a clean end), retries happen
+// only before the first byte, a client that leaves cancels the upstream request, and a slow
+// client slows the upstream down (backpressure) instead of being buffered for.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { ADMIN_TOKEN, issueKey, post, sseData, startTestGateway } from '../test/gateway/helpers/stack.ts';
+import { startStandIn, type StandIn } from '../test/gateway/helpers/standin.ts';
+import type { RunningGateway } from './node.ts';
+import { SseFramer } from './forward.ts';
+import { MemoryStore } from './store/memory-store.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until(cond: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await sleep(10);
+  }
+}
+
+describe('SSE framing', () => {
+  it('re-frames events split across chunks, with LF or CRLF, and drops what the inspector drops', () => {
+    const seen: string[] = [];
+    const f = new SseFramer({ event: (d) => (seen.push(d), d === 'drop' ? null : d === 'x' ? 'X' : d), end: () => null });
+    const enc = new TextEncoder();
+    let out = f.push(enc.encode('data: a\n\nda'));
+    out += f.push(enc.encode('ta: drop\r\n\r\ndata: x\n\n: comment\n\ndata: {"é'));
+    out += f.push(enc.encode('":1}\n\n'));
+    out += f.flush();
+    assert.deepEqual(seen, ['a', 'drop', 'x', '{"é":1}']);
+    assert.equal(out, 'data: a\n\ndata: X\n\n: comment\n\ndata: {"é":1}\n\n');
+  });
+});
+
+describe('forwarding (stand-in upstreams)', () => {
+  let good: StandIn;
+  let gw: RunningGateway;
+  let key: string;
+  let store: MemoryStore;
+  before(async () => {
+    good = await startStandIn();
+    store = new MemoryStore();
+    gw = await startTestGateway({ backends: [good.url], store, options: { exposeBackend: true } });
+    key = await issueKey(gw, 'acme');
+  });
+  after(async () => {
+    await gw.close();
+    await good.close();
+  });
+
+  it('LoRAX: a backend dying mid-stream reaches the client as an error event', async () => {
+    const res = await post(`${gw.url}/generate_stream`, { inputs: 'die-mid' }, key);
+    assert.equal(res.status, 200);
+    const events = sseData(await res.text());
+    assert.equal(events.length, 3);
+    const last = JSON.parse(events[2]!);
+    assert.equal(last.error_type, 'incomplete_generation');
+    assert.match(last.error, /mid-stream/);
+  });
+
+  it('LoRAX: a stream that ends without its final event is not a clean end either', async () => {
+    const res = await post(`${gw.url}/`, { inputs: 'end-early', stream: true }, key);
+    const events = sseData(await res.text());
+    assert.equal(JSON.parse(events.at(-1)!).error_type, 'incomplete_generation');
+  });
+
+  it('OpenAI: mid-stream failure is a {"error": {...}} event and no [DONE]', async () => {
+    const res = await post(`${gw.url}/v1/chat/completions`, { model: '', messages: [{ role: 'user', content: 'die-mid' }], stream: true }, key);
+    const events = sseData(await res.text());
+    assert.ok(!events.includes('[DONE]'));
+    const last = JSON.parse(events.at(-1)!);
+    assert.equal(last.error.type, 'server_error');
+    assert.equal(last.error.code, 'stream_interrupted');
+  });
+
+  it('a normal stream passes through; what the gateway added for counting is trimmed', async () => {
+    const res = await post(`${gw.url}/generate_stream`, { inputs: 'ok' }, key);
+    const events = sseData(await res.text()).map((e) => JSON.parse(e));
+    assert.equal(events.length, 3);
+    assert.equal(events[2].details, null, 'details were not requested');
+    assert.equal(good.lastBody.get('/generate_stream').parameters.details, true, 'but asked for upstream');
+    const chat = await post(`${gw.url}/v1/chat/completions`, { model: '', messages: [{ role: 'user', content: 'ok' }], stream: true }, key);
+    const ev = sseData(await chat.text());
+    assert.deepEqual(ev.at(-1), '[DONE]');
+    assert.ok(ev.every((e) => !e.includes('"usage"')), 'no usage chunk or usage:null fields when the client did not ask');
+    assert.equal(good.lastBody.get('/v1/chat/completions').stream_options.include_usage, true);
+  });
+
+  it('a client that disconnects cancels the upstream request', async () => {
+    const ac = new AbortController();
+    const res = await post(`${gw.url}/generate_stream`, { inputs: 'slow-forever' }, key, {}, ac.signal);
+    const reader = res.body!.getReader();
+    await reader.read();
+    const t0 = Date.now();
+    ac.abort();
+    await until(() => good.closed.has('slow-forever'));
+    assert.ok(good.closed.get('slow-forever')!.at - t0 < 1000);
+    // The abandoned stream is settled with what was seen: usage recorded, no reservation left.
+    await until(() => true);
+    await sleep(50);
+    const usage = await store.getUsage('acme', []);
+    assert.ok(usage.total.completion_tokens >= 1);
+  });
+
+  it('a slow client slows the upstream down (backpressure, no unbounded buffering)', async () => {
+    const ac = new AbortController();
+    const res = await post(`${gw.url}/generate_stream`, { inputs: 'flood' }, key, {}, ac.signal);
+    const reader = res.body!.getReader();
+    await reader.read();
+    await sleep(700); // the client reads nothing for a while
+    ac.abort();
+    await until(() => good.closed.has('flood'));
+    const c = good.closed.get('flood')!;
+    assert.equal(c.blocked, true, 'the upstream had to wait for the client');
+    assert.ok(c.bytes < 48 * 1024 * 1024, `upstream wrote ${(c.bytes / 1e6).toFixed(1)} MB for a client that read one chunk`);
+  });
+});
+
+describe('retries (stand-in upstreams)', () => {
+  let dead: StandIn;
+  let good: StandIn;
+  let gw: RunningGateway;
+  let key: string;
+  before(async () => {
+    dead = await startStandIn({ dieBeforeFirstByte: true });
+    good = await startStandIn();
+    // Health checks far apart: the dead replica still looks healthy, so requests do reach it first.
+    gw = await startTestGateway({ backends: [dead.url, good.url], healthIntervalMs: 60_000, options: { exposeBackend: true } });
+    key = await issueKey(gw, 'acme');
+  });
+  after(async () => {
+    await gw.close();
+    await Promise.all([dead.close(), good.close()]);
+  });
+
+  it('a replica that fails before the first byte is replaced by another one', async () => {
+    for (let i = 0; i < 4; i++) {
+      gw.router.backends[0]!.healthy = true; // as if the failure had not been noticed yet
+      const res = await post(`${gw.url}/generate_stream`, { inputs: 'ok', parameters: { max_new_tokens: 3 } }, key);
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('x-switchboard-backend'), '1');
+      const events = sseData(await res.text());
+      assert.ok(JSON.parse(events.at(-1)!).generated_text);
+      const plain = await post(`${gw.url}/generate`, { inputs: 'ok' }, key);
+      assert.equal(plain.status, 200);
+    }
+    assert.ok((dead.hits.get('/generate_stream') ?? 0) + (dead.hits.get('/generate') ?? 0) >= 1, 'the dead replica was tried');
+    assert.equal(gw.router.backends[0]!.healthy, false);
+  });
+
+  it('after the first byte there is no retry: the failure is the client\'s error event', async () => {
+    gw.router.backends[0]!.healthy = false;
+    const before = good.hits.get('/generate_stream') ?? 0;
+    const res = await post(`${gw.url}/generate_stream`, { inputs: 'die-mid' }, key);
+    const events = sseData(await res.text());
+    assert.equal(JSON.parse(events.at(-1)!).error_type, 'incomplete_generation');
+    assert.equal((good.hits.get('/generate_stream') ?? 0) - before, 1, 'sent exactly once');
+  });
+
+  it('no replica reachable: 502 in the API\'s shape', async () => {
+    const gw2 = await startTestGateway({ backends: [dead.url], healthIntervalMs: 60_000 });
+    try {
+      const k = await issueKey(gw2, 'acme');
+      gw2.router.backends[0]!.healthy = true;
+      // /info first fails too: the gateway cannot even learn the model.
+      const res = await post(`${gw2.url}/v1/chat/completions`, { model: '', messages: [{ role: 'user', content: 'x' }] }, k);
+      assert.equal(res.status, 502);
+      const body = (await res.json()) as { error: { type: string } };
+      assert.equal(body.error.type, 'server_error');
+      const lorax = await post(`${gw2.url}/generate`, { inputs: 'x' }, k);
+      assert.equal(lorax.status, 502);
+      assert.ok(typeof ((await lorax.json()) as { error: string }).error === 'string');
+    } finally {
+      await gw2.close();
+    }
+  });
+
+  it('admin token is required for the admin API', async () => {
+    const res = await fetch(`${gw.url}/admin/keys`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}x` } });
+    assert.equal(res.status, 401);
+  });
+});

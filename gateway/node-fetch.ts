@@ -1,0 +1,81 @@
+// Node only: the `fetch` the gateway uses for its backends on Node, over node:http with a
+// keep-alive agent. Same contract as the subset of fetch the gateway uses (string/bytes bodies,
+// AbortSignal, a streaming Response body with backpressure, errors when the connection breaks
+// mid-body), at a fraction of undici-fetch's per-request cost: the request goes out in one write
+// instead of a body stream, and no Request object is built. Workers keep the platform fetch.
+import { Agent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { Readable } from 'node:stream';
+
+function headerObject(h: HeadersInit | undefined): Record<string, string> {
+  if (!h) return {};
+  if (h instanceof Headers) return Object.fromEntries(h.entries());
+  if (Array.isArray(h)) return Object.fromEntries(h);
+  return { ...(h as Record<string, string>) };
+}
+
+function responseHeaders(h: IncomingHttpHeaders): Headers {
+  const out = new Headers();
+  for (const [k, v] of Object.entries(h)) {
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const x of v) out.append(k, x);
+    else out.set(k, v);
+  }
+  return out;
+}
+
+function abortError(signal: AbortSignal): Error {
+  const r = signal.reason as unknown;
+  return r instanceof Error ? r : new DOMException('This operation was aborted', 'AbortError');
+}
+
+export function createNodeFetch(opts: { maxSockets?: number } = {}): typeof fetch {
+  const agentOpts = { keepAlive: true, maxSockets: opts.maxSockets ?? 512, keepAliveMsecs: 10_000 };
+  const http = new Agent(agentOpts);
+  const https = new HttpsAgent(agentOpts);
+  const f = (input: string | URL | Request, init: RequestInit = {}): Promise<Response> =>
+    new Promise<Response>((resolve, reject) => {
+      const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url);
+      const method = (init.method ?? 'GET').toUpperCase();
+      const headers = headerObject(init.headers);
+      let body: Uint8Array | string | undefined;
+      if (init.body !== undefined && init.body !== null) {
+        if (typeof init.body === 'string' || init.body instanceof Uint8Array) body = init.body;
+        else throw new TypeError('node fetch: only string and Uint8Array bodies are supported');
+        headers['content-length'] = String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength);
+      }
+      const signal = init.signal ?? undefined;
+      if (signal?.aborted) return reject(abortError(signal));
+      const https_ = url.protocol === 'https:';
+      let res: IncomingMessage | null = null;
+      // eslint-disable-next-line prefer-const
+      let req: ReturnType<typeof httpRequest>;
+      const onAbort = () => {
+        const err = abortError(signal!);
+        if (res) res.destroy(err);
+        req.destroy(err);
+      };
+      req = (https_ ? httpsRequest : httpRequest)(
+        { agent: https_ ? https : http, method, hostname: url.hostname, port: url.port || (https_ ? 443 : 80), path: `${url.pathname}${url.search}`, headers },
+        (r) => {
+          res = r;
+          const status = r.statusCode ?? 502;
+          const empty = method === 'HEAD' || status === 204 || status === 304;
+          // A body cut short by the peer must be an error, never a clean end.
+          r.on('aborted', () => r.destroy(new Error('the connection closed before the response was complete')));
+          r.on('close', () => signal?.removeEventListener('abort', onAbort));
+          const stream = empty ? null : (Readable.toWeb(r) as unknown as ReadableStream<Uint8Array>);
+          if (empty) r.resume();
+          resolve(new Response(stream, { status, statusText: r.statusMessage ?? '', headers: responseHeaders(r.headers) }));
+        },
+      );
+      signal?.addEventListener('abort', onAbort, { once: true });
+      req.on('error', (err) => {
+        if (res) return;
+        signal?.removeEventListener('abort', onAbort);
+        reject(signal?.aborted ? abortError(signal) : err);
+      });
+      req.end(body);
+    });
+  return f as typeof fetch;
+}

@@ -1,0 +1,279 @@
+// The gateway on Node: `startGateway(options)` for code and tests, `gatewayMain(argv)` for the
+// CLI (`switchboard gateway --backend <url>[,<url>...] [--port 8000] [--redis-url ...]`).
+// Redis (ioredis) when --redis-url is given, else the in-process store (one instance only).
+import { serve } from '@hono/node-server';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createGateway, type GatewayOptions } from './app.ts';
+import { JwtVerifier, type JwtConfig } from './auth/jwt.ts';
+import { createNodeFetch } from './node-fetch.ts';
+import { Router } from './routing.ts';
+import { ServiceTokenSigner } from './service-token.ts';
+import { IoRedisClient } from './store/ioredis-client.ts';
+import { MemoryStore } from './store/memory-store.ts';
+import { RedisStore } from './store/redis-store.ts';
+import type { GatewayStore, Limits } from './store/types.ts';
+import { SecretBox } from './util.ts';
+
+export interface StartGatewayOptions {
+  backends: string[];
+  /** Shared secret (>= 32 bytes) or PEM PKCS#8 private key; the backend gets the secret / public key. */
+  serviceKey: string;
+  port?: number;
+  hostname?: string;
+  redisUrl?: string | null;
+  /** Use this store instead of building one (tests). */
+  store?: GatewayStore;
+  adminToken?: string | null;
+  jwt?: JwtConfig | null;
+  /** Seals tenants' hub tokens at rest (default: derived from the service key). */
+  secret?: string;
+  healthIntervalMs?: number;
+  loadFactor?: number;
+  /** In-flight requests per replica below which it never counts as overloaded. */
+  minLoad?: number;
+  options?: Partial<GatewayOptions>;
+  log?: (msg: string) => void;
+}
+
+export interface RunningGateway {
+  url: string;
+  port: number;
+  store: GatewayStore;
+  router: Router;
+  close(): Promise<void>;
+}
+
+export async function startGateway(o: StartGatewayOptions): Promise<RunningGateway> {
+  const log = o.log ?? ((msg: string) => process.stderr.write(`[gateway] ${msg}\n`));
+  const signer = await ServiceTokenSigner.create(o.serviceKey);
+  const jwt = o.jwt ? await JwtVerifier.create(o.jwt) : null;
+  let store = o.store;
+  if (!store) {
+    if (o.redisUrl) {
+      const client = new IoRedisClient(o.redisUrl, { log });
+      if (!(await client.connect())) log(`redis at ${o.redisUrl} is not reachable yet: answering 503 until it is (fail closed)`);
+      store = new RedisStore(client, { log });
+    } else {
+      store = new MemoryStore();
+    }
+  }
+  const f = createNodeFetch();
+  const router = new Router(o.backends, { healthIntervalMs: o.healthIntervalMs ?? 2000, loadFactor: o.loadFactor ?? 1.25, minLoad: o.minLoad ?? 16, log, fetch: f });
+  await router.checkAll();
+  router.start();
+  const app = createGateway({
+    store,
+    router,
+    signer,
+    secretBox: await SecretBox.fromSecret(o.secret ?? o.serviceKey),
+    adminToken: o.adminToken ?? null,
+    jwt,
+    options: o.options ?? {},
+    log,
+    fetch: f,
+    runtime: 'node',
+  });
+  const hostname = o.hostname ?? '127.0.0.1';
+  const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: o.port ?? 8000, hostname }, () => resolve(s));
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : (o.port ?? 8000);
+  const ownStore = !o.store;
+  return {
+    url: `http://${hostname.includes(':') ? `[${hostname}]` : hostname}:${port}`,
+    port,
+    store,
+    router,
+    async close() {
+      router.stop();
+      await new Promise<void>((r) => {
+        server.close(() => r());
+        (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+      });
+      if (ownStore) await store!.close();
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI
+// ---------------------------------------------------------------------------------------------
+
+export class GatewayConfigError extends Error {}
+
+interface Flag {
+  env: string;
+  help: string;
+  boolean?: true;
+}
+
+const FLAGS: Record<string, Flag> = {
+  backend: { env: 'SWITCHBOARD_BACKENDS', help: 'Backend URL(s), comma separated or repeated (required)' },
+  port: { env: 'PORT', help: 'HTTP port [default: 8000]' },
+  hostname: { env: 'HOSTNAME', help: 'Address to listen on [default: 127.0.0.1; 0.0.0.0 for every interface]' },
+  'redis-url': { env: 'REDIS_URL', help: 'Redis for keys, limits and usage shared by every gateway instance (default: in-process, one instance)' },
+  'service-key': { env: 'SWITCHBOARD_SERVICE_KEY', help: 'Signs service tokens: shared secret (>= 32 bytes) or PEM private key (file path or text) (required)' },
+  'admin-token': { env: 'SWITCHBOARD_ADMIN_TOKEN', help: 'Bearer token of the admin API (absent: admin API disabled)' },
+  'jwt-issuer': { env: 'SWITCHBOARD_JWT_ISSUER', help: 'Accept tenant JWTs from this issuer' },
+  'jwt-audience': { env: 'SWITCHBOARD_JWT_AUDIENCE', help: 'Required JWT audience' },
+  'jwt-jwks-url': { env: 'SWITCHBOARD_JWT_JWKS_URL', help: 'JWKS URL of the issuer' },
+  'jwt-public-key': { env: 'SWITCHBOARD_JWT_PUBLIC_KEY', help: 'PEM or JWK public key (file path or text)' },
+  'jwt-secret': { env: 'SWITCHBOARD_JWT_SECRET', help: 'HS256 secret of tenant JWTs' },
+  'jwt-tenant-claim': { env: 'SWITCHBOARD_JWT_TENANT_CLAIM', help: 'Claim naming the tenant [default: tenant]' },
+  'default-rpm': { env: 'SWITCHBOARD_DEFAULT_RPM', help: 'Requests per minute of a tenant without its own limits' },
+  'default-tpm': { env: 'SWITCHBOARD_DEFAULT_TPM', help: 'Tokens per minute of a tenant without its own limits' },
+  'default-concurrent-streams': { env: 'SWITCHBOARD_DEFAULT_CONCURRENT_STREAMS', help: 'Concurrent streams of a tenant without its own limits' },
+  'max-body-bytes': { env: 'SWITCHBOARD_MAX_BODY_BYTES', help: 'Largest JSON request body [default: 1048576]' },
+  'health-interval-ms': { env: 'SWITCHBOARD_HEALTH_INTERVAL_MS', help: 'Backend health check period [default: 2000]' },
+  'load-factor': { env: 'SWITCHBOARD_LOAD_FACTOR', help: 'Bounded-load factor of adapter affinity [default: 1.25]' },
+  'min-load': { env: 'SWITCHBOARD_MIN_LOAD', help: 'In-flight requests per replica before it can count as overloaded [default: 16]' },
+  help: { env: '', help: 'This help', boolean: true },
+};
+
+export function gatewayHelp(): string {
+  const rows = Object.entries(FLAGS).map(([k, f]) => `  --${k.padEnd(28)} ${f.help}${f.env ? `\n  ${''.padEnd(30)} env: ${f.env}` : ''}`);
+  return `Usage: switchboard gateway --backend <url>[,<url>...] --service-key <key> [options]\n\nOptions:\n${rows.join('\n')}\n`;
+}
+
+function fileOrText(v: string): string {
+  if (v.includes('-----BEGIN') || v.trim().startsWith('{')) return v;
+  try {
+    return readFileSync(v, 'utf-8');
+  } catch {
+    return v;
+  }
+}
+
+function loadFactor(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 1) throw new GatewayConfigError(`--load-factor: "${v}" must be a number >= 1`);
+  return n;
+}
+
+export function parseGatewayArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): StartGatewayOptions & { help: boolean } {
+  const raw: Record<string, string[]> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith('--')) throw new GatewayConfigError(`unexpected argument "${arg}"`);
+    const eq = arg.indexOf('=');
+    const name = arg.slice(2, eq < 0 ? undefined : eq);
+    const flag = FLAGS[name];
+    if (!flag) throw new GatewayConfigError(`unknown option --${name} (see --help)`);
+    let value: string;
+    if (eq >= 0) value = arg.slice(eq + 1);
+    else if (flag.boolean) value = 'true';
+    else {
+      const next = argv[++i];
+      if (next === undefined) throw new GatewayConfigError(`--${name} needs a value`);
+      value = next;
+    }
+    (raw[name] ??= []).push(value);
+  }
+  const get = (name: string): string | undefined => raw[name]?.at(-1) ?? (FLAGS[name]!.env && env[FLAGS[name]!.env] ? env[FLAGS[name]!.env] : undefined);
+  const num = (name: string): number | undefined => {
+    const v = get(name);
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new GatewayConfigError(`--${name}: "${v}" is not a non-negative integer`);
+    return n;
+  };
+  const help = raw.help !== undefined;
+  const backends = (raw.backend ?? (get('backend') ? [get('backend')!] : []))
+    .flatMap((v) => v.split(','))
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (!help && backends.length === 0) throw new GatewayConfigError('--backend (or SWITCHBOARD_BACKENDS) is required');
+  for (const b of backends) {
+    try {
+      new URL(b);
+    } catch {
+      throw new GatewayConfigError(`--backend: "${b}" is not a URL`);
+    }
+  }
+  const serviceKey = get('service-key');
+  if (!help && !serviceKey) throw new GatewayConfigError('--service-key (or SWITCHBOARD_SERVICE_KEY) is required: the backend trusts only signed requests');
+  let jwt: JwtConfig | null = null;
+  const issuer = get('jwt-issuer');
+  if (issuer) {
+    const audience = get('jwt-audience');
+    if (!audience) throw new GatewayConfigError('--jwt-audience is required with --jwt-issuer');
+    const jwksUrl = get('jwt-jwks-url');
+    const publicKey = get('jwt-public-key');
+    const secret = get('jwt-secret');
+    jwt = {
+      issuer,
+      audience,
+      ...(jwksUrl ? { jwksUrl } : {}),
+      ...(publicKey ? { publicKey: fileOrText(publicKey) } : {}),
+      ...(secret ? { secret } : {}),
+      ...(get('jwt-tenant-claim') ? { tenantClaim: get('jwt-tenant-claim')! } : {}),
+    };
+  }
+  const defaults: Limits = {};
+  if (num('default-rpm')) defaults.rpm = num('default-rpm')!;
+  if (num('default-tpm')) defaults.tpm = num('default-tpm')!;
+  if (num('default-concurrent-streams')) defaults.concurrent_streams = num('default-concurrent-streams')!;
+  const options: Partial<GatewayOptions> = {};
+  if (Object.keys(defaults).length) options.defaultTenantLimits = defaults;
+  if (num('max-body-bytes')) options.maxBodyBytes = num('max-body-bytes')!;
+  return {
+    help,
+    backends,
+    serviceKey: serviceKey ? fileOrText(serviceKey) : '',
+    port: num('port') ?? 8000,
+    hostname: get('hostname') ?? '127.0.0.1',
+    redisUrl: get('redis-url') ?? null,
+    adminToken: get('admin-token') ?? null,
+    jwt,
+    ...(num('health-interval-ms') ? { healthIntervalMs: num('health-interval-ms')! } : {}),
+    ...(get('load-factor') ? { loadFactor: loadFactor(get('load-factor')!) } : {}),
+    ...(num('min-load') !== undefined ? { minLoad: num('min-load')! } : {}),
+    options,
+  };
+}
+
+/** `switchboard gateway ...`: runs until SIGINT/SIGTERM. `argv` excludes the word "gateway". */
+export async function gatewayMain(argv: readonly string[]): Promise<void> {
+  let parsed: ReturnType<typeof parseGatewayArgs>;
+  try {
+    parsed = parseGatewayArgs(argv);
+  } catch (err) {
+    if (err instanceof GatewayConfigError) {
+      process.stderr.write(`switchboard gateway: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+  if (parsed.help) {
+    process.stdout.write(gatewayHelp());
+    return;
+  }
+  const gw = await startGateway(parsed);
+  process.stderr.write(
+    `[gateway] listening on ${gw.url} -> ${parsed.backends.join(', ')} (store: ${gw.store.kind}${parsed.adminToken ? ', admin API on' : ''}${parsed.jwt ? ', tenant JWTs on' : ''})\n`,
+  );
+  let closing = false;
+  const stop = async (sig: string) => {
+    if (closing) process.exit(1);
+    closing = true;
+    process.stderr.write(`[gateway] ${sig}: shutting down\n`);
+    await gw.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+}
+
+// `node --import tsx gateway/node.ts --backend ...` works too (bin/switchboard.mjs gateway calls gatewayMain).
+const entry = process.argv[1] ? path.resolve(process.argv[1]) : '';
+if (entry === fileURLToPath(import.meta.url)) {
+  const args = process.argv.slice(2);
+  gatewayMain(args[0] === 'gateway' ? args.slice(1) : args).catch((err: Error) => {
+    process.stderr.write(`switchboard gateway: ${err.message}\n`);
+    process.exit(1);
+  });
+}
