@@ -50,6 +50,8 @@ export interface GenerationRequest {
   promptLogprobs: boolean;
   topLogprobs: number;
   mask?: GenerateParams['mask'];
+  /** Structured output: makes each generated sequence its own mask function (used when `mask` is absent). */
+  constraint?: { newMask(): NonNullable<GenerateParams['mask']> } | undefined;
   signal: AbortSignal;
   /** Parent for the generation's spans (the HTTP request's span). */
   traceContext?: TraceContext | undefined;
@@ -196,7 +198,7 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
         ignoreEos: req.ignoreEos,
         promptLogprobs: req.promptLogprobs,
         topLogprobs: req.topLogprobs,
-        ...(req.mask ? { mask: req.mask } : {}),
+        ...(req.mask || req.constraint ? { mask: req.mask ?? req.constraint!.newMask() } : {}),
       },
       (e) => {
         queue.push(e);

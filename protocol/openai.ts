@@ -284,6 +284,8 @@ export const CompletionRequest = z
     logprobs: optional(z.int().min(0).max(5)),
     /** Candidates generated server-side, best n returned; >= n. */
     best_of: optional(z.int().min(1).max(20)),
+    /** Not in OpenAI's legacy endpoint, but LoRAX and vLLM take it there too: JSON mode for completions. */
+    response_format: optional(OpenAIResponseFormat),
     /** Insertion (fill-in-the-middle) is not supported; only absent/null/"" pass. */
     suffix: optional(z.string().max(0, { error: 'is not supported (insertion/fill-in-the-middle is not available)' })),
   })

@@ -19,6 +19,7 @@ import {
 } from '../../protocol/index.ts';
 import { generate, RequestError, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
 import type { Runtime } from '../runtime.ts';
+import { loraxConstraint } from '../structured/index.ts';
 import { loraxAdapterChoice, readJsonBody, type Ctx } from './common.ts';
 
 const toToken = (t: TokenInfo): Token => ({
@@ -41,9 +42,7 @@ function errorResponse(c: Ctx, err: unknown) {
 function generationRequest(rt: Runtime, c: Ctx, inputs: string, p: GenerateParameters, signal: AbortSignal): GenerationRequest {
   const issues = checkGenerateLimits(p, rt.limits);
   if (issues.length > 0) throw new RequestError(loraxValidationError(issues).error, 422);
-  if (p.response_format && p.response_format.type !== 'text') {
-    throw new RequestError('parameters.response_format: structured output (JSON mode) is not available on this server yet', 422);
-  }
+  const constraint = loraxConstraint(rt, p.response_format); // 422 naming unsupported schema features
   if (p.watermark) throw new RequestError('parameters.watermark: watermarking is not supported', 422);
   return {
     prompt: inputs,
@@ -64,6 +63,7 @@ function generationRequest(rt: Runtime, c: Ctx, inputs: string, p: GenerateParam
     ignoreEos: p.ignore_eos_token,
     promptLogprobs: p.decoder_input_details,
     topLogprobs: p.return_k_alternatives ?? 0,
+    constraint,
     signal,
     traceContext: c.get('traceContext'),
   };

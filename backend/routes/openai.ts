@@ -2,7 +2,7 @@
 // /v1/models. `model` names the adapter; the base model's name (or "") means no adapter.
 import { randomBytes } from 'node:crypto';
 import { Hono } from 'hono';
-import type { AuthEnv } from '../auth.ts';
+import { mayUseAdapter, type AuthEnv } from '../auth.ts';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import {
   ChatCompletionRequest,
@@ -20,11 +20,13 @@ import {
   type CompletionLogprobs,
   type ModelList,
   type OpenAIFinishReason,
+  type OpenAIResponseFormat,
 } from '../../protocol/index.ts';
 import { ChatTemplateError } from '../text/tokenizer.ts';
 import { generate, prepareInput, RequestError, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
 import type { FinishReason } from '../scheduler.ts';
 import type { Runtime } from '../runtime.ts';
+import { openaiConstraint } from '../structured/index.ts';
 import { openaiAdapterChoice, readJsonBody, type Ctx } from './common.ts';
 
 const finish = (r: FinishReason): OpenAIFinishReason => (r === 'length' ? 'length' : 'stop');
@@ -58,7 +60,7 @@ interface Common {
   ignore_eos_token?: boolean | undefined;
   adapter_source?: string | undefined;
   api_token?: string | undefined;
-  response_format?: { type: string } | undefined;
+  response_format?: OpenAIResponseFormat | undefined;
 }
 
 function baseRequest(rt: Runtime, c: Ctx, r: Common, prompt: string | number[], maxNewTokens: number | undefined, topLogprobs: number, signal: AbortSignal): GenerationRequest {
@@ -66,9 +68,7 @@ function baseRequest(rt: Runtime, c: Ctx, r: Common, prompt: string | number[], 
     throw new RequestError('presence_penalty and frequency_penalty are not supported (use repetition_penalty)', 400);
   }
   if (r.logit_bias && Object.keys(r.logit_bias).length > 0) throw new RequestError('logit_bias is not supported', 400);
-  if (r.response_format && r.response_format.type !== 'text') {
-    throw new RequestError('response_format: structured output (JSON mode) is not available on this server yet', 400);
-  }
+  const constraint = openaiConstraint(rt, r.response_format); // 400 naming unsupported schema features
   // OpenAI samples at temperature 1 unless told otherwise; 0 (or top_p 0) means greedy.
   const greedy = r.temperature === 0 || r.top_p === 0;
   return {
@@ -83,6 +83,7 @@ function baseRequest(rt: Runtime, c: Ctx, r: Common, prompt: string | number[], 
     ignoreEos: r.ignore_eos_token ?? false,
     promptLogprobs: false,
     topLogprobs,
+    constraint,
     signal,
     traceContext: c.get('traceContext'),
   };
@@ -128,7 +129,8 @@ async function streamChoices(
   rt: Runtime,
   ac: AbortController,
   write: (stream: SSEStreamingApi, index: number, e: GenerationEvent) => Promise<void>,
-  after: (stream: SSEStreamingApi) => Promise<void>,
+  /** The usage chunk sent after every choice ended (stream_options.include_usage), or null. */
+  usageChunk: (() => string) | null,
 ) {
   const its = reqs.map((r) => generate(rt, r));
   const settled = await Promise.allSettled(its.map((it) => it.next()));
@@ -151,7 +153,7 @@ async function streamChoices(
           }
         }),
       );
-      await after(stream);
+      if (usageChunk) await stream.writeSSE({ data: usageChunk() });
       await stream.writeSSE({ data: OPENAI_STREAM_DONE });
     } catch (err) {
       await stream.writeSSE({ data: JSON.stringify(openaiError((err as Error).message, 'server_error')) });
@@ -168,7 +170,9 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
   app.get('/v1/models', (c) => {
     const created = Math.floor(rt.startedAt / 1000);
     const ids = new Set<string>([rt.modelName]);
-    for (const a of rt.store.resident()) if (typeof a.info.id === 'string') ids.add(a.info.id);
+    // A caller sees only adapters it may use: never another tenant's.
+    const caller = c.get('caller');
+    for (const a of rt.store.resident()) if (typeof a.info.id === 'string' && mayUseAdapter(caller, a.info.id)) ids.add(a.info.id);
     const body: ModelList = { object: 'list', data: [...ids].map((id) => ({ id, object: 'model', created, owned_by: 'switchboard' })) };
     return c.json(body);
   });
@@ -229,11 +233,7 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
             await stream.writeSSE({ data: chunk([{ index, delta: e.tail ? { content: e.tail } : {}, logprobs: null, finish_reason: finish(e.finishReason) }], includeUsage ? null : undefined) });
           }
         },
-        async (stream) => {
-          if (includeUsage) {
-            await stream.writeSSE({ data: chunk([], { prompt_tokens: promptIds.length, completion_tokens: completionTokens, total_tokens: promptIds.length + completionTokens }) });
-          }
-        },
+        includeUsage ? () => chunk([], { prompt_tokens: promptIds.length, completion_tokens: completionTokens, total_tokens: promptIds.length + completionTokens }) : null,
       );
     } catch (err) {
       return errorResponse(c, err);
@@ -321,11 +321,7 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
             await stream.writeSSE({ data: chunk([{ index, text: e.tail, logprobs: null, finish_reason: finish(e.finishReason) }]) });
           }
         },
-        async (stream) => {
-          if (includeUsage) {
-            await stream.writeSSE({ data: chunk([], { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens }) });
-          }
-        },
+        includeUsage ? () => chunk([], { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens }) : null,
       );
     } catch (err) {
       return errorResponse(c, err);

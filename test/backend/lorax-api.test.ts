@@ -155,7 +155,7 @@ describe('LoRAX REST API', () => {
       [{ inputs: 'x', parameters: { adapter_id: adapterDir('wrong-shapes') } }, 422, /another model/],
       [{ inputs: 'x', parameters: { adapter_id: 'x', adapter_source: 's3' } }, 422, /not supported/],
       [{ inputs: 'x'.repeat(3000), parameters: {} }, 422, /must have less than/],
-      [{ inputs: 'x', parameters: { response_format: { type: 'json_object' } } }, 422, /structured output/],
+      [{ inputs: 'x', parameters: { response_format: { type: 'json_object', schema: { type: 'string', pattern: 'a+' } } } }, 422, /"pattern"/],
     ];
     for (const [body, status, msg] of cases) {
       const res = await postJson(`${srv.url}/generate`, body);

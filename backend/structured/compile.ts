@@ -1,0 +1,707 @@
+// Normalized schema graph (schema.ts) → byte NFA (automaton.ts) of the JSON texts we let the
+// model write. The language is always a subset of what validates, chosen so that generation
+// ends: whitespace is bounded, numbers have at most 15 integer digits, properties come in the
+// schema's order, recursion and free-form nesting are bounded in depth, strings end by maxLength.
+//
+// What is generated for each node:
+// - object with `properties`: those properties in declaration order, required ones always,
+//   optional ones may be skipped; no other keys (additionalProperties is allowed, not used).
+//   Required names missing from `properties` use the additionalProperties schema.
+//   minProperties/maxProperties: satisfied by making the first optional properties required /
+//   dropping the last optional ones.
+// - object without `properties`: any keys (JSON strings), values per additionalProperties,
+//   count within minProperties..maxProperties.
+// - array: prefixItems (or array-form items) then items, count within minItems..maxItems.
+// - string: any JSON string (all escapes but surrogate \u escapes, valid UTF-8 only), length in
+//   code points within minLength..maxLength; formats date, time, date-time, uuid in one fixed
+//   shape each (e.g. date-time "2024-01-31T12:00:00Z"; days 01-28 only, always valid).
+// - integer: -?(0|[1-9][0-9]{0,14}) within minimum/maximum (exact digit automaton).
+// - number: with bounds (integer-valued only): integers in range or I.F with a non-zero last
+//   fraction digit inside the range; no exponent. Without bounds: the JSON number grammar with
+//   <= 15 integer digits, <= 15 fraction digits, <= 2 exponent digits.
+// - enum/const: the compact JSON text of each value that also satisfies the sibling keywords.
+// - {} / true: any JSON value, containers nested at most `anyDepth` deep.
+// - $ref: followed; a recursive $ref at most `recursionDepth` times along a path (beyond, that
+//   branch is impossible: optional properties are dropped, arrays end, anyOf uses other branches).
+import { AutomatonLimitError, NfaBuilder, type Nfa } from './automaton.ts';
+import { accepts, checkOneOf, deref, FORMAT_LENGTH, parseSchema, SchemaError, type ArrC, type Node, type NumC, type ObjC, type StringC, type StringFormat, type TypedNode } from './schema.ts';
+
+export interface CompileOptions {
+  /**
+   * Whitespace allowed between JSON tokens (and before the value): none, one space, or a newline
+   * followed by at most this many spaces/tabs (pretty-printing indentation). 0: none or one space.
+   */
+  maxWhitespace: number;
+  /** Nesting depth of containers inside unconstrained values ({} / true / json_object). */
+  anyDepth: number;
+  /** How many times a recursive $ref may be followed along one path. */
+  recursionDepth: number;
+  /** NFA state budget; bigger schemas are refused. */
+  maxStates: number;
+  /** Longest token in bytes: masks are shared between states equal up to this many bytes. */
+  horizon: number;
+}
+
+export const DEFAULT_COMPILE_OPTIONS: CompileOptions = {
+  maxWhitespace: 12,
+  anyDepth: 4,
+  recursionDepth: 4,
+  maxStates: 500_000,
+  horizon: 64,
+};
+
+const MAX_INT = 999_999_999_999_999; // 15 digits: always a safe integer
+
+interface Ctx {
+  rec: number;
+  any: number;
+}
+
+/** Compiles a JSON Schema to the NFA of the texts to generate; throws SchemaError. */
+export function compileSchema(schema: unknown, options: Partial<CompileOptions> = {}): Nfa {
+  const opts = { ...DEFAULT_COMPILE_OPTIONS, ...options };
+  const root = parseSchema(schema);
+  const oneOf = checkOneOf(root);
+  if (oneOf.length) throw new SchemaError(oneOf);
+  const em = new Emitter(opts);
+  try {
+    const start = em.b.newState();
+    const v = em.ws(start);
+    const end = em.value(root, v, { rec: opts.recursionDepth, any: opts.anyDepth });
+    if (end === null) throw new SchemaError(['the schema cannot be satisfied by any JSON value (within the supported recursion depth)']);
+    return em.b.build(start, end);
+  } catch (err) {
+    if (err instanceof AutomatonLimitError) throw new SchemaError([`the schema is too large to compile (${err.message})`]);
+    throw err;
+  }
+}
+
+type Branch = (from: number) => number | null;
+
+class Emitter {
+  readonly b: NfaBuilder;
+
+  constructor(private readonly o: CompileOptions) {
+    this.b = new NfaBuilder(o.maxStates);
+  }
+
+  /**
+   * Distance to a chain limit as far as masks can tell: a token (at most `horizon` bytes) crosses
+   * at most horizon / unit + 1 repetitions of `unit` bytes or more each.
+   */
+  private clamp(x: number, unit = 1): number {
+    return Math.min(Math.max(x, 0), Math.floor(this.o.horizon / Math.max(unit, 1)) + 2);
+  }
+
+  /** A lower bound on the bytes of any text generated for `n` (for clamp units). */
+  private minBytes(n: Node, depth = 0): number {
+    if (depth > 8) return 1;
+    switch (n.k) {
+      case 'any':
+      case 'never':
+        return 1;
+      case 'ref':
+        return n.target ? this.minBytes(n.target, depth + 1) : 1;
+      case 'anyOf':
+      case 'oneOf':
+        return Math.min(...n.options.map((o) => this.minBytes(o, depth + 1)));
+      case 'typed': {
+        if (n.enum !== null) return Math.max(1, Math.min(...n.enum.map((v) => Buffer.byteLength(JSON.stringify(v) ?? ''))));
+        const types = n.types ?? (n.has.size ? n.has : null);
+        if (types === null) return 1;
+        let m = Infinity;
+        for (const t of types) {
+          if (t === 'number' || t === 'integer') m = Math.min(m, 1);
+          else if (t === 'boolean' || t === 'null') m = Math.min(m, 4);
+          else if (t === 'string') m = Math.min(m, 2 + (n.str.format ? FORMAT_LENGTH[n.str.format] : n.str.minLength));
+          else if (t === 'array') m = Math.min(m, 2 + 2 * n.arr.minItems);
+          else if (t === 'object') {
+            // Braces, and each required property's key, colon and value (commas between).
+            let o = 2;
+            const props = new Map(n.obj.props);
+            for (const r of n.obj.required) o += Buffer.byteLength(JSON.stringify(r)) + 1 + this.minBytes(props.get(r) ?? n.obj.additional, depth + 1) + 1;
+            m = Math.min(m, Math.max(2, o - 1));
+          }
+        }
+        return m === Infinity ? 1 : m;
+      }
+    }
+  }
+
+  /** Whitespace between tokens: nothing, one space, or a newline and up to maxWhitespace spaces/tabs (indentation). */
+  ws(from: number): number {
+    const b = this.b;
+    const end = b.newState();
+    b.eps(from, end);
+    b.byte(from, 0x20, end);
+    if (this.o.maxWhitespace <= 0) return end;
+    let cur = b.newState();
+    b.byte(from, 0x0a, cur);
+    b.eps(cur, end);
+    for (let i = 0; i < this.o.maxWhitespace; i++) {
+      const nx = b.newState();
+      b.byte(cur, 0x20, nx);
+      b.byte(cur, 0x09, nx);
+      b.eps(nx, end);
+      cur = nx;
+    }
+    return end;
+  }
+
+  private union(branches: Branch[], from: number): number | null {
+    const b = this.b;
+    const ends: number[] = [];
+    for (const br of branches) {
+      const s = b.newState();
+      const e = br(s);
+      if (e === null) continue;
+      b.eps(from, s);
+      ends.push(e);
+    }
+    if (ends.length === 0) return null;
+    if (ends.length === 1) return ends[0]!;
+    const end = b.newState();
+    for (const e of ends) b.eps(e, end);
+    return end;
+  }
+
+  value(n: Node, from: number, ctx: Ctx): number | null {
+    switch (n.k) {
+      case 'any':
+        return this.any(from, ctx);
+      case 'never':
+        return null;
+      case 'ref': {
+        if (!n.target) return null;
+        if (n.recursive) {
+          if (ctx.rec <= 0) return null;
+          ctx = { ...ctx, rec: ctx.rec - 1 };
+        }
+        return this.value(n.target, from, ctx);
+      }
+      case 'anyOf':
+      case 'oneOf':
+        return this.union(
+          n.options.map((o) => (s: number) => this.value(o, s, ctx)),
+          from,
+        );
+      case 'typed':
+        return this.typed(n, from, ctx);
+    }
+  }
+
+  private typed(n: TypedNode, from: number, ctx: Ctx): number | null {
+    if (n.enum !== null) {
+      const texts = new Set<string>();
+      for (const v of n.enum) if (accepts(n, v, true)) texts.add(JSON.stringify(v));
+      return this.union(
+        [...texts].map((t) => (s: number) => this.b.literal(s, t)),
+        from,
+      );
+    }
+    const types = n.types ?? (n.has.size ? n.has : null);
+    const want = (t: 'object' | 'array' | 'string' | 'number' | 'integer' | 'boolean' | 'null') => types === null || types.has(t);
+    const branches: Branch[] = [];
+    if (want('string')) branches.push((s) => this.string(n.str, s));
+    if (want('number')) branches.push((s) => this.number(n.num, s));
+    else if (want('integer')) branches.push((s) => this.integer(n.num, s));
+    if (want('boolean')) {
+      branches.push((s) => this.b.literal(s, 'true'));
+      branches.push((s) => this.b.literal(s, 'false'));
+    }
+    if (want('null')) branches.push((s) => this.b.literal(s, 'null'));
+    if (want('object')) branches.push((s) => this.object(n.obj, s, ctx));
+    if (want('array')) branches.push((s) => this.array(n.arr, s, ctx));
+    return this.union(branches, from);
+  }
+
+  private any(from: number, ctx: Ctx): number | null {
+    const d = ctx.any;
+    const inner: Ctx = { ...ctx, any: d - 1 };
+    const ANY: Node = { k: 'any', id: -1 };
+    const branches: Branch[] = [
+      (s) => this.string({ minLength: 0, maxLength: Infinity, format: null }, s),
+      (s) => this.number({ min: null, max: null, exclMin: false, exclMax: false }, s),
+      (s) => this.b.literal(s, 'true'),
+      (s) => this.b.literal(s, 'false'),
+      (s) => this.b.literal(s, 'null'),
+    ];
+    if (d > 0) {
+      branches.push((s) => this.object({ props: [], required: [], additional: ANY, minProperties: 0, maxProperties: Infinity }, s, inner));
+      branches.push((s) => this.array({ prefix: [], items: ANY, minItems: 0, maxItems: Infinity }, s, inner));
+    } else {
+      branches.push((s) => this.b.literal(this.ws(this.b.literal(s, '{')), '}'));
+      branches.push((s) => this.b.literal(this.ws(this.b.literal(s, '[')), ']'));
+    }
+    return this.union(branches, from);
+  }
+
+  // --- strings -------------------------------------------------------------------------------
+
+  /** One JSON string character (code point) from `from` to `to`. */
+  private char(from: number, to: number): void {
+    const b = this.b;
+    b.edge(from, 0x20, 0x21, to);
+    b.edge(from, 0x23, 0x5b, to);
+    b.edge(from, 0x5d, 0x7f, to);
+    // Escapes.
+    const e = b.newState();
+    b.byte(from, 0x5c, e);
+    for (const c of '"\\/bfnrt') b.byte(e, c, to);
+    const u1 = b.newState();
+    b.byte(e, 'u', u1);
+    const u2 = b.newState();
+    const u3 = b.newState();
+    const u4 = b.newState();
+    // \uXXXX without surrogates (D800-DFFF): each escape is then exactly one code point.
+    b.edge(u1, 0x30, 0x39, u2);
+    b.edge(u1, 0x61, 0x63, u2);
+    b.edge(u1, 0x41, 0x43, u2);
+    b.edge(u1, 0x65, 0x66, u2);
+    b.edge(u1, 0x45, 0x46, u2);
+    const ud = b.newState();
+    b.byte(u1, 'd', ud);
+    b.byte(u1, 'D', ud);
+    b.edge(ud, 0x30, 0x37, u3);
+    this.hex(u2, u3);
+    this.hex(u3, u4);
+    this.hex(u4, to);
+    // UTF-8 multi-byte sequences (well-formed only: no overlongs, no surrogates, <= U+10FFFF).
+    const c1 = b.newState(); // one continuation byte left
+    b.edge(c1, 0x80, 0xbf, to);
+    const c2 = b.newState(); // two left
+    b.edge(c2, 0x80, 0xbf, c1);
+    b.edge(from, 0xc2, 0xdf, c1);
+    const e0 = b.newState();
+    b.byte(from, 0xe0, e0);
+    b.edge(e0, 0xa0, 0xbf, c1);
+    b.edge(from, 0xe1, 0xec, c2);
+    b.edge(from, 0xee, 0xef, c2);
+    const ed = b.newState();
+    b.byte(from, 0xed, ed);
+    b.edge(ed, 0x80, 0x9f, c1);
+    const f0 = b.newState();
+    b.byte(from, 0xf0, f0);
+    b.edge(f0, 0x90, 0xbf, c2);
+    const f1 = b.newState();
+    b.edge(from, 0xf1, 0xf3, f1);
+    b.edge(f1, 0x80, 0xbf, c2);
+    const f4 = b.newState();
+    b.byte(from, 0xf4, f4);
+    b.edge(f4, 0x80, 0x8f, c2);
+  }
+
+  private hex(from: number, to: number): void {
+    this.b.edge(from, 0x30, 0x39, to);
+    this.b.edge(from, 0x41, 0x46, to);
+    this.b.edge(from, 0x61, 0x66, to);
+  }
+
+  private string(c: StringC, from: number): number | null {
+    const b = this.b;
+    if (c.format) {
+      const len = FORMAT_LENGTH[c.format];
+      if (len < c.minLength || len > c.maxLength) return null;
+      return b.literal(this.format(c.format, b.literal(from, '"')), '"');
+    }
+    if (c.minLength > c.maxLength) return null;
+    let cur = b.literal(from, '"');
+    const chain = b.chain();
+    const key = (i: number) => `${this.clamp(c.minLength - i)}:${this.clamp(c.maxLength - i)}`;
+    const closers: number[] = [];
+    for (let i = 0; i < c.minLength; i++) {
+      b.enter(chain, key(i));
+      const nx = b.newState();
+      this.char(cur, nx);
+      b.leave();
+      cur = nx;
+    }
+    if (c.maxLength === Infinity) {
+      closers.push(cur);
+      b.enter(chain, key(c.minLength));
+      this.char(cur, cur);
+      b.leave();
+    } else {
+      for (let i = c.minLength; i < c.maxLength; i++) {
+        closers.push(cur);
+        b.enter(chain, key(i));
+        const nx = b.newState();
+        this.char(cur, nx);
+        b.leave();
+        cur = nx;
+      }
+      closers.push(cur);
+    }
+    const end = b.newState();
+    for (const s of closers) b.byte(s, '"', end);
+    return end;
+  }
+
+  /** A run of character classes, e.g. ['09', '09', '-'] (pairs are ranges, single chars literal). */
+  private classes(from: number, spec: string[]): number {
+    let cur = from;
+    for (const cls of spec) {
+      const nx = this.b.newState();
+      for (let i = 0; i < cls.length; i += 2) {
+        const lo = cls.charCodeAt(i);
+        const hi = i + 1 < cls.length ? cls.charCodeAt(i + 1) : lo;
+        this.b.edge(cur, lo, hi, nx);
+      }
+      cur = nx;
+    }
+    return cur;
+  }
+
+  private alt(from: number, options: string[][]): number {
+    const end = this.b.newState();
+    for (const o of options) this.b.eps(this.classes(from, o), end);
+    return end;
+  }
+
+  private format(f: StringFormat, from: number): number {
+    const date = (s: number) => {
+      let x = this.classes(s, ['09', '09', '09', '09', '--']);
+      x = this.alt(x, [['00', '19'], ['11', '02']]);
+      x = this.classes(x, ['--']);
+      return this.alt(x, [['00', '19'], ['11', '09'], ['22', '08']]);
+    };
+    const time = (s: number) => {
+      let x = this.alt(s, [['01', '09'], ['22', '03']]);
+      x = this.classes(x, ['::', '05', '09', '::', '05', '09', 'ZZ']);
+      return x;
+    };
+    const hex = '09afAF';
+    switch (f) {
+      case 'date':
+        return date(from);
+      case 'time':
+        return time(from);
+      case 'date-time':
+        return time(this.classes(date(from), ['TT']));
+      case 'uuid': {
+        const group = (n: number) => Array.from({ length: n }, () => hex);
+        return this.classes(from, [...group(8), '--', ...group(4), '--', ...group(4), '--', ...group(4), '--', ...group(12)]);
+      }
+    }
+  }
+
+  // --- numbers -------------------------------------------------------------------------------
+
+  /** [1-9][0-9]{0,14} | 0 from `from` into `end`. */
+  private digits(from: number, end: number): void {
+    const b = this.b;
+    b.byte(from, '0', end);
+    let cur = b.newState();
+    b.edge(from, 0x31, 0x39, cur);
+    b.eps(cur, end);
+    for (let k = 0; k < 14; k++) {
+      const nx = b.newState();
+      b.edge(cur, 0x30, 0x39, nx);
+      b.eps(nx, end);
+      cur = nx;
+    }
+  }
+
+  /** Non-negative integers in [a, b] written without leading zeros, from `from` into `end`. */
+  private nonnegRange(from: number, a: number, bMax: number, end: number): void {
+    if (a > bMax) return;
+    const la = String(a).length;
+    const lb = String(bMax).length;
+    for (let L = la; L <= lb; L++) {
+      const x = Math.max(a, L === 1 ? 0 : 10 ** (L - 1));
+      const y = Math.min(bMax, 10 ** L - 1);
+      if (x > y) continue;
+      const xs = String(x);
+      const ys = String(y);
+      // Digit DP over (position, tight to x, tight to y).
+      let layer = new Map<string, number>([['1,1', from]]);
+      for (let pos = 0; pos < L; pos++) {
+        const next = new Map<string, number>();
+        const last = pos === L - 1;
+        for (const [k, s] of layer) {
+          const tl = k[0] === '1';
+          const th = k[2] === '1';
+          const lo = tl ? xs.charCodeAt(pos) - 48 : 0;
+          const hi = th ? ys.charCodeAt(pos) - 48 : 9;
+          for (let d = lo; d <= hi; d++) {
+            const nk = `${tl && d === lo ? 1 : 0},${th && d === hi ? 1 : 0}`;
+            let t: number;
+            if (last) t = end;
+            else {
+              let u = next.get(nk);
+              if (u === undefined) {
+                u = this.b.newState();
+                next.set(nk, u);
+              }
+              t = u;
+            }
+            this.b.edge(s, 48 + d, 48 + d, t);
+          }
+        }
+        layer = next;
+      }
+    }
+  }
+
+  /** Integers in [lo, hi] (already clamped to 15 digits). */
+  private intRange(from: number, lo: number, hi: number): number | null {
+    if (lo > hi) return null;
+    const b = this.b;
+    const end = b.newState();
+    if (hi >= 0) this.nonnegRange(from, Math.max(lo, 0), hi, end);
+    if (lo < 0) {
+      const neg = b.newState();
+      b.byte(from, '-', neg);
+      this.nonnegRange(neg, Math.max(hi < 0 ? -hi : 1, 1), -lo, end);
+    }
+    return end;
+  }
+
+  private intBounds(n: NumC): [number, number] {
+    let lo = n.min === null ? -MAX_INT : n.exclMin ? Math.floor(n.min) + 1 : Math.ceil(n.min);
+    let hi = n.max === null ? MAX_INT : n.exclMax ? Math.ceil(n.max) - 1 : Math.floor(n.max);
+    lo = Math.max(lo, -MAX_INT);
+    hi = Math.min(hi, MAX_INT);
+    return [lo, hi];
+  }
+
+  private integer(n: NumC, from: number): number | null {
+    const [lo, hi] = this.intBounds(n);
+    if (lo === -MAX_INT && hi === MAX_INT) {
+      const b = this.b;
+      const p = b.newState();
+      b.eps(from, p);
+      b.byte(from, '-', p);
+      const end = b.newState();
+      this.digits(p, end);
+      return end;
+    }
+    return this.intRange(from, lo, hi);
+  }
+
+  /** \.[0-9]{0,14}[1-9]: a fraction that is not zero. */
+  private nonzeroFraction(from: number, end: number): void {
+    const b = this.b;
+    let cur = b.newState();
+    b.byte(from, '.', cur);
+    for (let k = 0; k < 15; k++) {
+      b.edge(cur, 0x31, 0x39, end);
+      if (k === 14) break;
+      const nx = b.newState();
+      b.edge(cur, 0x30, 0x39, nx);
+      cur = nx;
+    }
+  }
+
+  private number(n: NumC, from: number): number | null {
+    const b = this.b;
+    if (n.min === null && n.max === null) {
+      const p = b.newState();
+      b.eps(from, p);
+      b.byte(from, '-', p);
+      const int = b.newState();
+      this.digits(p, int);
+      const end = b.newState();
+      // Optional fraction.
+      const afterFrac = b.newState();
+      b.eps(int, afterFrac);
+      let cur = b.newState();
+      b.byte(int, '.', cur);
+      for (let k = 0; k < 15; k++) {
+        const nx = b.newState();
+        b.edge(cur, 0x30, 0x39, nx);
+        b.eps(nx, afterFrac);
+        cur = nx;
+      }
+      // Optional exponent.
+      b.eps(afterFrac, end);
+      const e = b.newState();
+      b.edge(afterFrac, 0x45, 0x45, e);
+      b.edge(afterFrac, 0x65, 0x65, e);
+      const sign = b.newState();
+      b.eps(e, sign);
+      b.byte(e, '+', sign);
+      b.byte(e, '-', sign);
+      const d1 = b.newState();
+      b.edge(sign, 0x30, 0x39, d1);
+      b.eps(d1, end);
+      b.edge(d1, 0x30, 0x39, end);
+      return end;
+    }
+    // Bounded (integer-valued bounds, checked by the parser): integers in range, or I.F with F != 0.
+    const ends: number[] = [];
+    const [loI, hiI] = this.intBounds(n);
+    const ints = this.intRange(from, loI, hiI);
+    if (ints !== null) ends.push(ints);
+    const lo = n.min; // integer or null
+    const hi = n.max;
+    // Non-negative I.F (F > 0): x in (I, I+1), needs I >= lo and I + 1 <= hi.
+    const pa = Math.max(lo ?? 0, 0);
+    const pb = Math.min(hi === null ? MAX_INT : hi - 1, MAX_INT);
+    if (pa <= pb) {
+      const i = b.newState();
+      this.nonnegRange(from, pa, pb, i);
+      const end = b.newState();
+      this.nonzeroFraction(i, end);
+      ends.push(end);
+    }
+    // Negative -I.F (F > 0): x in (-(I+1), -I), needs -(I+1) >= lo and -I <= hi.
+    const na = Math.max(hi === null ? 0 : -hi, 0);
+    const nb = Math.min(lo === null ? MAX_INT : -lo - 1, MAX_INT);
+    if (na <= nb) {
+      const neg = b.newState();
+      b.byte(from, '-', neg);
+      const i = b.newState();
+      this.nonnegRange(neg, na, nb, i);
+      const end = b.newState();
+      this.nonzeroFraction(i, end);
+      ends.push(end);
+    }
+    if (ends.length === 0) return null;
+    const end = b.newState();
+    for (const e of ends) b.eps(e, end);
+    return end;
+  }
+
+  // --- containers ----------------------------------------------------------------------------
+
+  private object(o: ObjC, from: number, ctx: Ctx): number | null {
+    const b = this.b;
+    const members: { name: string; node: Node; required: boolean }[] = o.props.map(([name, node]) => ({ name, node, required: o.required.includes(name) }));
+    for (const r of o.required) if (!o.props.some(([name]) => name === r)) members.push({ name: r, node: o.additional, required: true });
+    if (members.length === 0) return this.map(o, from, ctx);
+    if (o.minProperties > o.maxProperties) return null;
+    // Drop impossible optional members; an impossible required one makes the object impossible.
+    const open = b.literal(from, '{');
+    const first = this.ws(open);
+    const entries: (number | null)[] = [];
+    const exits: (number | null)[] = [];
+    for (const m of members) {
+      const p = b.newState();
+      const k = this.ws(b.literal(p, JSON.stringify(m.name)));
+      const v = this.ws(b.literal(k, ':'));
+      const e = this.value(m.node, v, ctx);
+      if (e === null && m.required) return null;
+      entries.push(e === null ? null : p);
+      exits.push(e);
+    }
+    const live = members.map((m, i) => ({ ...m, i })).filter((m) => entries[m.i] !== null);
+    // minProperties / maxProperties by choosing which optional members are mandatory / absent.
+    let nReq = live.filter((m) => m.required).length;
+    if (o.maxProperties < nReq || o.minProperties > live.length) return null;
+    for (const m of live) {
+      if (nReq >= o.minProperties) break;
+      if (!m.required) {
+        m.required = true;
+        nReq++;
+      }
+    }
+    while (live.length > o.maxProperties) {
+      const idx = live.map((m) => m.required).lastIndexOf(false);
+      live.splice(idx, 1);
+    }
+    const n = live.length;
+    const end = b.newState();
+    // need[i]: a member from live[i..] must come next.
+    const need: number[] = [];
+    for (let i = 0; i <= n; i++) need.push(b.newState());
+    for (let i = 0; i < n; i++) {
+      b.eps(need[i]!, entries[live[i]!.i]!);
+      if (!live[i]!.required) b.eps(need[i]!, need[i + 1]!);
+    }
+    const restOptional = (i: number) => live.slice(i).every((m) => !m.required);
+    b.eps(first, need[0]!);
+    if (restOptional(0)) b.byte(first, '}', end);
+    for (let i = 0; i < n; i++) {
+      const a = this.ws(exits[live[i]!.i]!);
+      if (restOptional(i + 1)) b.byte(a, '}', end);
+      if (i + 1 < n) b.eps(this.ws(b.literal(a, ',')), need[i + 1]!);
+    }
+    return end;
+  }
+
+  /** An object with free keys: values per `additional`, count in [minProperties, maxProperties]. */
+  private map(o: ObjC, from: number, ctx: Ctx): number | null {
+    const b = this.b;
+    const min = o.minProperties;
+    const max = o.maxProperties;
+    if (min > max) return null;
+    const first = this.ws(b.literal(from, '{'));
+    const end = b.newState();
+    if (min === 0) b.byte(first, '}', end);
+    if (max === 0) return min === 0 ? end : null;
+    if (deref(o.additional).k === 'never') return min === 0 ? end : null;
+    const chain = b.chain();
+    const unit = 4 + this.minBytes(o.additional); // "":value,
+    let entry = first;
+    for (let k = 0; ; k++) {
+      const looping = max === Infinity && k >= min;
+      b.enter(chain, looping ? 'loop' : `${this.clamp(min - k, unit)}:${this.clamp(max - k, unit)}`);
+      // A fresh start state: `entry` may also close the object, which must not follow a comma.
+      const start = b.newState();
+      b.eps(entry, start);
+      const key = this.string({ minLength: 0, maxLength: Infinity, format: null }, start)!;
+      const v = this.ws(b.literal(this.ws(key), ':'));
+      const e = this.value(o.additional, v, ctx);
+      if (e === null) {
+        b.leave();
+        return min === 0 ? end : null;
+      }
+      const a = this.ws(e);
+      if (k + 1 >= min) b.byte(a, '}', end);
+      let next: number | null = null;
+      if (k + 1 < max) next = this.ws(b.literal(a, ','));
+      b.leave();
+      if (looping) {
+        b.eps(next!, start);
+        break;
+      }
+      if (next === null) break;
+      entry = next;
+    }
+    return end;
+  }
+
+  private array(a: ArrC, from: number, ctx: Ctx): number | null {
+    const b = this.b;
+    const min = a.minItems;
+    const max = a.maxItems;
+    if (min > max) return null;
+    const first = this.ws(b.literal(from, '['));
+    const end = b.newState();
+    if (min === 0) b.byte(first, ']', end);
+    const chain = b.chain();
+    let entry = first;
+    const restNever = deref(a.items).k === 'never';
+    const unit = restNever ? 1 : 1 + this.minBytes(a.items); // item and comma
+    for (let i = 0; i < max; i++) {
+      const isPrefix = i < a.prefix.length;
+      if (!isPrefix && restNever) {
+        if (i < min) return null;
+        break;
+      }
+      const looping = !isPrefix && max === Infinity && i >= min;
+      b.enter(chain, isPrefix ? `p${i}` : looping ? 'loop' : `r:${this.clamp(min - i, unit)}:${this.clamp(max - i, unit)}`);
+      const start = b.newState();
+      b.eps(entry, start);
+      const e = this.value(isPrefix ? a.prefix[i]! : a.items, start, ctx);
+      if (e === null) {
+        b.leave();
+        if (i < min) return null;
+        break;
+      }
+      const after = this.ws(e);
+      if (i + 1 >= min) b.byte(after, ']', end);
+      let next: number | null = null;
+      if (i + 1 < max) next = this.ws(b.literal(after, ','));
+      b.leave();
+      if (looping) {
+        b.eps(next!, start);
+        break;
+      }
+      if (next === null) break;
+      entry = next;
+    }
+    return end;
+  }
+}
