@@ -8,6 +8,7 @@ import { LazyDfa } from './automaton.ts';
 import { compileSchema, type CompileOptions } from './compile.ts';
 import { SchemaError } from './schema.ts';
 import { OPEN_SCHEMAS, TEST_SCHEMAS } from './test-schemas.ts';
+import { mulberry32 } from '../../test/helpers/prng.ts';
 
 const dfaOf = (schema: unknown, o: Partial<CompileOptions> = {}) => new LazyDfa(compileSchema(schema, { maxWhitespace: 2, ...o }));
 
@@ -31,17 +32,7 @@ function rejects(schema: unknown, ...names: (string | RegExp)[]) {
   assert.fail(`${JSON.stringify(schema)} should be refused`);
 }
 
-/** Deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 /** A random byte string of the automaton's language (null if it ran past maxLen). */
 function sample(dfa: LazyDfa, rand: () => number, maxLen = 4000): Uint8Array | null {

@@ -14,19 +14,11 @@ import { constraintOf, grammarFor } from './index.ts';
 import { OPEN_SCHEMAS, TEST_SCHEMAS } from './test-schemas.ts';
 import { loadTokenBytes } from './token-bytes.ts';
 import { Vocab } from './vocab.ts';
+import { mulberry32 } from '../../test/helpers/prng.ts';
 
 const MODELS = join(import.meta.dirname, '..', '..', 'test', 'fixtures', 'models');
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 const bitsOf = (m: Uint32Array) => {
   const out: number[] = [];

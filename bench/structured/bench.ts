@@ -16,19 +16,11 @@ import { Grammar, runPrecompute, setPrecompute } from '../../backend/structured/
 import { constraintOf } from '../../backend/structured/index.ts';
 import { OPEN_SCHEMAS, TEST_SCHEMAS } from '../../backend/structured/test-schemas.ts';
 import { Vocab } from '../../backend/structured/vocab.ts';
+import { mulberry32 } from '../../test/helpers/prng.ts';
 
 const QUICK = process.argv.includes('--quick');
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 // --- synthetic vocabularies ------------------------------------------------------------------
 

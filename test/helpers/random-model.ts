@@ -5,6 +5,7 @@ import { mkdtemp, mkdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeSafetensors } from '../../native/safetensors.ts';
+import { mulberry32 } from './prng.ts';
 
 export interface RandomModelOptions {
   arch?: 'llama' | 'qwen2' | 'mistral';
@@ -20,15 +21,9 @@ export interface RandomModelOptions {
 
 /** Deterministic normal(0, 1) stream (mulberry32 + Box-Muller). */
 export function randn(seed: number): () => number {
-  let a = seed >>> 0;
-  const uni = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(uni())) * Math.cos(2 * Math.PI * uni());
+  const uni = mulberry32(seed);
+  // 1 - u keeps the logarithm's argument in (0, 1].
+  return () => Math.sqrt(-2 * Math.log(1 - uni())) * Math.cos(2 * Math.PI * uni());
 }
 
 function tensor(rand: () => number, shape: number[], std: number, mean = 0) {
