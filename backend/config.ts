@@ -19,7 +19,7 @@ const bool = () => z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).tra
 const OPTIONS = {
   modelId: { flag: 'model-id', env: 'MODEL_ID', schema: z.string().min(1), help: 'Model directory (config.json, *.safetensors, tokenizer.json)' },
   port: { flag: 'port', env: 'PORT', schema: int(0).max(65535).default(8080), help: 'HTTP port' },
-  hostname: { flag: 'hostname', env: 'HOSTNAME', schema: z.string().default('127.0.0.1'), help: 'Address to listen on (0.0.0.0 for every interface)' },
+  hostname: { flag: 'hostname', env: 'SWITCHBOARD_HOSTNAME', schema: z.string().default('127.0.0.1'), help: 'Address to listen on (0.0.0.0 for every interface)' },
   maxConcurrentRequests: { flag: 'max-concurrent-requests', env: 'MAX_CONCURRENT_REQUESTS', schema: int(1).default(128), help: 'Requests in flight before new ones get 429' },
   maxBestOf: { flag: 'max-best-of', env: 'MAX_BEST_OF', schema: int(1).default(2), help: 'Largest best_of a request may ask for' },
   maxStopSequences: { flag: 'max-stop-sequences', env: 'MAX_STOP_SEQUENCES', schema: int(0).default(4), help: 'Stop sequences per request' },

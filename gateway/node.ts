@@ -113,7 +113,7 @@ interface Flag {
 const FLAGS: Record<string, Flag> = {
   backend: { env: 'SWITCHBOARD_BACKENDS', help: 'Backend URL(s), comma separated or repeated (required)' },
   port: { env: 'PORT', help: 'HTTP port [default: 8000]' },
-  hostname: { env: 'HOSTNAME', help: 'Address to listen on [default: 127.0.0.1; 0.0.0.0 for every interface]' },
+  hostname: { env: 'SWITCHBOARD_HOSTNAME', help: 'Address to listen on [default: 127.0.0.1; 0.0.0.0 for every interface]' },
   'redis-url': { env: 'REDIS_URL', help: 'Redis for keys, limits and usage shared by every gateway instance (default: in-process, one instance)' },
   'service-key': { env: 'SWITCHBOARD_SERVICE_KEY', help: 'Signs service tokens: shared secret (>= 32 bytes) or PEM private key (file path or text) (required)' },
   'admin-token': { env: 'SWITCHBOARD_ADMIN_TOKEN', help: 'Bearer token of the admin API (absent: admin API disabled)' },
