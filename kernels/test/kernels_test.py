@@ -266,6 +266,67 @@ def bench_lora(lib, arch):
     return {"sgmv_us": t_ours, "torch_gather_bmm_us": t_peer, "adapter_bytes": bytes_moved}
 
 
+def profile_decode_layer(lib, batch=64, ctx=1024):
+    """Times each piece of one Mistral-7B decoder layer at decode shape (bf16), ours and cuBLAS via
+    torch.matmul for the GEMMs, so the step time can be attributed. Printed, and returned."""
+    t, H, I, NH, NKV, D, bs = BF16, 4096, 14336, 32, 8, 128, 16
+    QKV = NH * D + 2 * NKV * D
+    def timeit(f, reps=50):
+        for _ in range(10):
+            f()
+        torch.cuda.synchronize()
+        ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+        ev[0].record()
+        for _ in range(reps):
+            f()
+        ev[1].record()
+        torch.cuda.synchronize()
+        return ev[0].elapsed_time(ev[1]) * 1000 / reps
+    x = torch.randn(batch, H, device="cuda").to(DT[t])
+    res = torch.randn(batch, H, device="cuda").to(DT[t])
+    w = torch.ones(H, device="cuda").to(DT[t])
+    out = torch.empty(batch, H, device="cuda").to(DT[t])
+    wqkv, wo = torch.randn(QKV, H, device="cuda").to(DT[t]), torch.randn(H, NH * D, device="cuda").to(DT[t])
+    wgu, wd = torch.randn(2 * I, H, device="cuda").to(DT[t]), torch.randn(H, I, device="cuda").to(DT[t])
+    qkv = torch.randn(batch, QKV, device="cuda").to(DT[t])
+    gu = torch.randn(batch, 2 * I, device="cuda").to(DT[t])
+    act = torch.empty(batch, I, device="cuda").to(DT[t])
+    nblocks = batch * (ctx // bs + 1)
+    kc = torch.randn(nblocks * bs, NKV * D, device="cuda").to(DT[t])
+    vc = torch.randn(nblocks * bs, NKV * D, device="cuda").to(DT[t])
+    tables = torch.arange(nblocks, dtype=torch.int32, device="cuda").view(batch, -1).contiguous()
+    rs = torch.arange(batch, dtype=torch.int32, device="cuda")
+    rp = torch.full((batch,), ctx - 1, dtype=torch.int32, device="cuda")
+    slots = (tables[:, (ctx - 1) // bs] * bs + (ctx - 1) % bs).int().contiguous()
+    inv = 1.0 / (1e6 ** (torch.arange(0, D, 2, device="cuda", dtype=torch.float32) / D))
+    att = torch.empty(batch, NH * D, device="cuda").to(DT[t])
+    ws_floats = lib.sb_attention_workspace(batch, NH, NKV, D, ctx)
+    ws = torch.empty(max(ws_floats, 1), device="cuda")
+    kptr = ctypes.c_void_p(qkv.data_ptr() + NH * D * qkv.element_size())
+    vptr = ctypes.c_void_p(qkv.data_ptr() + (NH + NKV) * D * qkv.element_size())
+    up = ctypes.c_void_p(gu.data_ptr() + I * gu.element_size())
+    parts = {
+        "rmsnorm x2": 2 * timeit(lambda: lib.sb_rmsnorm(t, p(x), p(res), p(w), batch, H, ctypes.c_float(1e-5), p(out))),
+        "gemm qkv": timeit(lambda: torch.matmul(x, wqkv.T)),
+        "rope": timeit(lambda: lib.sb_rope(t, p(qkv), QKV, kptr, QKV, p(rp), p(inv), batch, NH, NKV, D)),
+        "write kv": timeit(lambda: lib.sb_write_kv(t, kptr, vptr, QKV, p(slots), batch, NKV * D, p(kc), p(vc))),
+        "attention": timeit(lambda: lib.sb_paged_attention(t, p(qkv), QKV, p(kc), p(vc), p(tables), tables.shape[1], p(rs), p(rp), batch, NH, NKV, D, bs, 0, ctypes.c_float(D ** -0.5), p(att), ctx, p(ws), ctypes.c_int64(ws_floats))),
+        "gemm o": timeit(lambda: torch.matmul(att, wo.T)),
+        "gemm gate|up": timeit(lambda: torch.matmul(x, wgu.T)),
+        "silu*mul": timeit(lambda: lib.sb_silu_mul(t, p(gu), up, 2 * I, batch, I, p(act))),
+        "gemm down": timeit(lambda: torch.matmul(act, wd.T)),
+    }
+    total = sum(parts.values())
+    weight_bytes = (QKV * H + H * NH * D + 2 * I * H + H * I) * 2
+    kv_bytes = batch * ctx * NKV * D * 2 * 2
+    print(f"  one decoder layer at batch {batch}, {ctx}-token context (bf16), GPU time per call:")
+    for k, v in parts.items():
+        print(f"    {k:<14} {v:8.1f} us  ({100 * v / total:4.1f}%)")
+    print(f"    {'sum':<14} {total:8.1f} us; x32 layers = {total * 32 / 1000:.2f} ms; layer floor {((weight_bytes + kv_bytes) / 3e12) * 1e6:.0f} us at 3 TB/s "
+          f"(weights {weight_bytes / 1e6:.0f} MB, KV {kv_bytes / 1e6:.0f} MB)")
+    return {k: v for k, v in parts.items()}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="90")
@@ -282,6 +343,7 @@ def main():
         test_attention(lib, t)
     test_argmax(lib)
     res = bench_lora(lib, a.arch)
+    res["decode_layer_us"] = profile_decode_layer(lib)
     if a.bench_out:
         with open(a.bench_out, "w") as f:
             json.dump(res, f)
