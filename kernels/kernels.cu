@@ -75,31 +75,35 @@ int addBias(Elem t, void* y, const void* bias, int rows, int cols, Stream s) {
 }
 
 int sgmvShrink(Elem t, const void* x, int in, float* tmp, int maxRank, const LoraSlotEntry* table, int tableStride,
-               int entryOffset, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows, int rows,
-               Stream s) {
-  if (numSegs == 0) return 0;
+               const LoraProjSet& set, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows,
+               int rows, Stream s) {
+  if (numSegs == 0 || set.count < 1 || set.count > 3) return numSegs == 0 ? 0 : static_cast<int>(cudaErrorInvalidValue);
   // tmp collects partial sums: clear it first.
-  if (cudaMemsetAsync(tmp, 0, sizeof(float) * static_cast<size_t>(maxRank) * rows, s) != cudaSuccess) return launched();
+  if (cudaMemsetAsync(tmp, 0, sizeof(float) * static_cast<size_t>(set.count) * maxRank * rows, s) != cudaSuccess) return launched();
   const int rowTiles = (maxSegRows + SGMV_ROWS - 1) / SGMV_ROWS, rankGroups = (maxRank + 7) / 8;
-  const int blocks = numSegs * rowTiles * rankGroups;
+  const int blocks = numSegs * rowTiles * rankGroups * set.count;
   const int maxSplits = std::max(1, in / 512);
   const int inSplits = std::min(maxSplits, std::max(1, (2 * smCount() + blocks - 1) / blocks));
   return dispatch(t, [&](auto tag) {
     using T = decltype(tag);
-    dim3 grid(numSegs, rowTiles, rankGroups * inSplits);
-    sgmvShrinkKernel<T><<<grid, 256, 0, s>>>(static_cast<const T*>(x), in, tmp, maxRank, table, tableStride, entryOffset, segStart, segSlot, inSplits);
+    dim3 grid(numSegs, rowTiles, set.count * rankGroups * inSplits);
+    sgmvShrinkKernel<T><<<grid, 256, 0, s>>>(static_cast<const T*>(x), in, tmp, maxRank, table, tableStride, set, segStart, segSlot, inSplits, rankGroups);
     return launched();
   });
 }
 
-int sgmvExpand(Elem t, const float* tmp, int maxRank, void* y, int ldy, int out, const LoraSlotEntry* table, int tableStride,
-               int entryOffset, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows, Stream s) {
-  if (numSegs == 0) return 0;
+int sgmvExpand(Elem t, const float* tmp, int maxRank, void* y, int ldy, const LoraSlotEntry* table, int tableStride,
+               const LoraProjSet& set, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows,
+               Stream s) {
+  if (numSegs == 0 || set.count < 1 || set.count > 3) return numSegs == 0 ? 0 : static_cast<int>(cudaErrorInvalidValue);
+  int maxOut = 0;
+  for (int p = 0; p < set.count; p++) maxOut = std::max(maxOut, set.out[p]);
+  const int outBlocks = (maxOut + 255) / 256;
   return dispatch(t, [&](auto tag) {
     using T = decltype(tag);
-    dim3 grid(numSegs, (maxSegRows + SGMV_ROWS - 1) / SGMV_ROWS, (out + 255) / 256);
+    dim3 grid(numSegs, (maxSegRows + SGMV_ROWS - 1) / SGMV_ROWS, set.count * outBlocks);
     const size_t smem = sizeof(float) * SGMV_ROWS * maxRank;
-    sgmvExpandKernel<T><<<grid, 256, smem, s>>>(tmp, maxRank, static_cast<T*>(y), ldy, out, table, tableStride, entryOffset, segStart, segSlot);
+    sgmvExpandKernel<T><<<grid, 256, smem, s>>>(tmp, maxRank, static_cast<T*>(y), ldy, table, tableStride, set, segStart, segSlot, outBlocks);
     return launched();
   });
 }

@@ -39,13 +39,23 @@ struct LoraSlotEntry {
   int rank;  // 0 = module absent
   float scale;
 };
-// tmp [rows, maxRank] fp32 = x A^T for each segment's adapter (rows = segStart[numSegs]).
+// Up to three projections that read the same input (q/k/v, or gate/up) go through one launch.
+// Projection p uses table entry entryOffset[p], writes output columns [yCol[p], yCol[p] + out[p])
+// of y, and its slice of tmp is columns [p * maxRank, (p + 1) * maxRank).
+struct LoraProjSet {
+  int count;
+  int entryOffset[3];
+  int yCol[3];
+  int out[3];
+};
+// tmp [rows, count * maxRank] fp32 = x A_p^T for each segment's adapter (rows = segStart[numSegs]).
 int sgmvShrink(Elem t, const void* x, int in, float* tmp, int maxRank, const LoraSlotEntry* table, int tableStride,
-               int entryOffset, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows, int rows,
+               const LoraProjSet& set, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows,
+               int rows, Stream s);
+// y (row stride ldy) += scale_p * tmp_p B_p^T, for every projection of the set.
+int sgmvExpand(Elem t, const float* tmp, int maxRank, void* y, int ldy, const LoraSlotEntry* table, int tableStride,
+               const LoraProjSet& set, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows,
                Stream s);
-// y [rows, out] (row stride ldy) += scale * tmp B^T.
-int sgmvExpand(Elem t, const float* tmp, int maxRank, void* y, int ldy, int out, const LoraSlotEntry* table, int tableStride,
-               int entryOffset, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows, Stream s);
 
 // Writes each row's k and v (kvDim elements at the start of rows of stride `ld`) into the paged
 // caches at slot index slots[r] (block * blockSize + offset); caches are [numBlocks * blockSize, kvDim].

@@ -10,21 +10,25 @@ namespace sb::kern {
 
 constexpr int SGMV_ROWS = 8;
 
-// grid (numSegs, ceil(maxSegRows / SGMV_ROWS), ceil(maxRank / 8) * inSplits), block 256: one warp
+// grid (numSegs, ceil(maxSegRows / SGMV_ROWS), count * ceil(maxRank / 8) * inSplits), block 256: one warp
 // per rank row j of A and per slice of `in`, so few large segments (one adapter for the whole
 // batch) still spread over many SMs. Partial sums are added atomically into tmp, which must be
 // zero; expand rounds the finished sums. Loads are 16 bytes wide when `in` allows it.
 template <typename T>
 __global__ void sgmvShrinkKernel(const T* __restrict__ x, int in, float* __restrict__ tmp, int maxRank,
-                                 const LoraSlotEntry* __restrict__ table, int tableStride, int entryOffset,
-                                 const int32_t* __restrict__ segStart, const int32_t* __restrict__ segSlot, int inSplits) {
+                                 const LoraSlotEntry* __restrict__ table, int tableStride, const LoraProjSet set,
+                                 const int32_t* __restrict__ segStart, const int32_t* __restrict__ segSlot, int inSplits,
+                                 int rankGroups) {
   const int seg = blockIdx.x;
   const int slot = segSlot[seg];
   if (slot < 0) return;
-  const LoraSlotEntry e = table[slot * tableStride + entryOffset];
+  const int proj = blockIdx.z / (rankGroups * inSplits);
+  const int rest = blockIdx.z % (rankGroups * inSplits);
+  const LoraSlotEntry e = table[slot * tableStride + set.entryOffset[proj]];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int j = (blockIdx.z / inSplits) * (blockDim.x >> 5) + warp;
-  const int part = blockIdx.z % inSplits;
+  const int j = (rest / inSplits) * (blockDim.x >> 5) + warp;
+  const int part = rest % inSplits;
+  const int ldt = set.count * maxRank;
   if (e.rank == 0 || j >= e.rank) return;
   const int r0 = segStart[seg] + blockIdx.y * SGMV_ROWS;
   const int r1 = min(r0 + SGMV_ROWS, segStart[seg + 1]);
@@ -64,29 +68,33 @@ __global__ void sgmvShrinkKernel(const T* __restrict__ x, int in, float* __restr
   for (int r = 0; r < SGMV_ROWS; r++) {
     if (r >= n) break;
     const float s = warpSum(acc[r]);
-    if (lane == 0) atomicAdd(tmp + static_cast<int64_t>(r0 + r) * maxRank + j, s);
+    if (lane == 0) atomicAdd(tmp + static_cast<int64_t>(r0 + r) * ldt + proj * maxRank + j, s);
   }
 }
 
-// grid (numSegs, ceil(maxSegRows / SGMV_ROWS), ceil(out / 256)), block 256.
+// grid (numSegs, ceil(maxSegRows / SGMV_ROWS), count * ceil(max out / 256)), block 256.
 template <typename T>
-__global__ void sgmvExpandKernel(const float* __restrict__ tmp, int maxRank, T* __restrict__ y, int ldy, int out,
-                                 const LoraSlotEntry* __restrict__ table, int tableStride, int entryOffset,
-                                 const int32_t* __restrict__ segStart, const int32_t* __restrict__ segSlot) {
+__global__ void sgmvExpandKernel(const float* __restrict__ tmp, int maxRank, T* __restrict__ y, int ldy,
+                                 const LoraSlotEntry* __restrict__ table, int tableStride, const LoraProjSet set,
+                                 const int32_t* __restrict__ segStart, const int32_t* __restrict__ segSlot, int outBlocks) {
   extern __shared__ float t[];  // [SGMV_ROWS][rank]
   const int seg = blockIdx.x;
   const int slot = segSlot[seg];
   if (slot < 0) return;
-  const LoraSlotEntry e = table[slot * tableStride + entryOffset];
+  const int proj = blockIdx.z / outBlocks;
+  const int out = set.out[proj];
+  const int ldt = set.count * maxRank;
+  const LoraSlotEntry e = table[slot * tableStride + set.entryOffset[proj]];
   if (e.rank == 0) return;
   const int r0 = segStart[seg] + blockIdx.y * SGMV_ROWS;
   const int r1 = min(r0 + SGMV_ROWS, segStart[seg + 1]);
   if (r0 >= r1) return;
   const int n = r1 - r0, rank = e.rank;
   // lora_A's output is a tensor of T in PEFT: round the finished sums once.
-  for (int i = threadIdx.x; i < n * rank; i += blockDim.x) t[i] = roundT<T>(tmp[static_cast<int64_t>(r0 + i / rank) * maxRank + i % rank]);
+  for (int i = threadIdx.x; i < n * rank; i += blockDim.x)
+    t[i] = roundT<T>(tmp[static_cast<int64_t>(r0 + i / rank) * ldt + proj * maxRank + i % rank]);
   __syncthreads();
-  const int o = blockIdx.z * blockDim.x + threadIdx.x;
+  const int o = (blockIdx.z % outBlocks) * blockDim.x + threadIdx.x;
   if (o >= out) return;
   const T* b = static_cast<const T*>(e.b) + static_cast<int64_t>(o) * rank;
   float acc[SGMV_ROWS];
@@ -98,7 +106,7 @@ __global__ void sgmvExpandKernel(const float* __restrict__ tmp, int maxRank, T* 
     for (int r = 0; r < SGMV_ROWS; r++) acc[r] += bv * t[min(r, n - 1) * rank + j];
   }
   for (int r = 0; r < n; r++) {
-    T* yo = y + static_cast<int64_t>(r0 + r) * ldy + o;
+    T* yo = y + static_cast<int64_t>(r0 + r) * ldy + set.yCol[proj] + o;
     // PEFT: result + lora_B(lora_A(x)) * scaling, each op rounded to T.
     *yo = fromF<T>(toF(*yo) + roundT<T>(roundT<T>(acc[r]) * e.scale));
   }

@@ -117,43 +117,79 @@ class Entry(ctypes.Structure):
     _fields_ = [("a", ctypes.c_void_p), ("b", ctypes.c_void_p), ("rank", ctypes.c_int), ("scale", ctypes.c_float)]
 
 
+class ProjSet(ctypes.Structure):
+    _fields_ = [("count", ctypes.c_int), ("entryOffset", ctypes.c_int * 3), ("yCol", ctypes.c_int * 3), ("out", ctypes.c_int * 3)]
+
+
+def proj_set(offsets, cols, outs):
+    ps = ProjSet()
+    ps.count = len(offsets)
+    for i in range(len(offsets)):
+        ps.entryOffset[i], ps.yCol[i], ps.out[i] = offsets[i], cols[i], outs[i]
+    return ps
+
+
+def upload_table(entries):
+    host = (Entry * len(entries))(*entries)
+    dev = torch.empty(ctypes.sizeof(host), dtype=torch.uint8, device="cuda")
+    dev.copy_(torch.frombuffer(bytearray(host), dtype=torch.uint8))
+    return dev
+
+
 def lora_setup(t, nslots, ranks, din, dout):
     A = [torch.randn(r, din, device="cuda").to(DT[t]) / math.sqrt(din) for r in ranks]
     B = [torch.randn(dout, r, device="cuda").to(DT[t]) for r in ranks]
     scales = [0.5 + i * 0.25 for i in range(nslots)]
-    host = (Entry * nslots)(*[Entry(A[i].data_ptr(), B[i].data_ptr(), ranks[i], scales[i]) for i in range(nslots)])
-    dev = torch.empty(ctypes.sizeof(host), dtype=torch.uint8, device="cuda")
-    dev.copy_(torch.frombuffer(bytearray(host), dtype=torch.uint8))
-    return A, B, scales, dev
+    table = upload_table([Entry(A[i].data_ptr(), B[i].data_ptr(), ranks[i], scales[i]) for i in range(nslots)])
+    return A, B, scales, table
 
 
 def test_sgmv(lib, t):
-    din, dout = 4096, 1024
+    """Three projections sharing one input (like q/k/v) through one launch each for shrink and expand,
+    four adapters of ranks 8..128, segments of 1..64 rows, a segment without adapter, a missing module."""
+    din, outs = 4096, [1024, 256, 256]
+    cols = [0, 1024, 1280]
     ranks = [8, 16, 64, 128]
-    A, B, scales, table = lora_setup(t, 4, ranks, din, dout)
+    nproj = len(outs)
+    A = [[torch.randn(r, din, device="cuda").to(DT[t]) / math.sqrt(din) for _ in outs] for r in ranks]
+    B = [[torch.randn(o, r, device="cuda").to(DT[t]) for o in outs] for r in ranks]
+    scales = [0.5 + i * 0.25 for i in range(len(ranks))]
+    absent = {(1, 2)}  # slot 1 has no adapter on projection 2
+    entries = []
+    for sl_, r in enumerate(ranks):
+        for pj in range(nproj):
+            if (sl_, pj) in absent:
+                entries.append(Entry(None, None, 0, 0.0))
+            else:
+                entries.append(Entry(A[sl_][pj].data_ptr(), B[sl_][pj].data_ptr(), r, scales[sl_]))
+    table = upload_table(entries)
     seg_rows = [3, 1, 17, 5, 1, 9, 64]
     seg_slot = [0, -1, 2, 3, 1, 2, 1]
     start = [0]
     for n in seg_rows:
         start.append(start[-1] + n)
-    rows, max_rank = start[-1], max(ranks)
+    rows, max_rank, width = start[-1], max(ranks), sum(outs)
     x = torch.randn(rows, din, device="cuda").to(DT[t])
-    y = torch.randn(rows, dout, device="cuda").to(DT[t])
+    y = torch.randn(rows, width, device="cuda").to(DT[t])
     y0 = y.double().clone()
-    tmp = torch.full((rows, max_rank), float("nan"), device="cuda")
+    tmp = torch.full((rows, nproj * max_rank), float("nan"), device="cuda")
     ss = torch.tensor(start, dtype=torch.int32, device="cuda")
     sl = torch.tensor(seg_slot, dtype=torch.int32, device="cuda")
-    run(lib, "sb_sgmv_shrink", t, p(x), din, p(tmp), max_rank, p(table), 1, 0, p(ss), p(sl), len(seg_rows), max(seg_rows), rows)
-    run(lib, "sb_sgmv_expand", t, p(tmp), max_rank, p(y), dout, dout, p(table), 1, 0, p(ss), p(sl), len(seg_rows), max(seg_rows))
+    ps = proj_set(list(range(nproj)), cols, outs)
+    run(lib, "sb_sgmv_shrink", t, p(x), din, p(tmp), max_rank, p(table), nproj, ctypes.byref(ps), p(ss), p(sl), len(seg_rows), max(seg_rows), rows)
+    run(lib, "sb_sgmv_expand", t, p(tmp), max_rank, p(y), width, p(table), nproj, ctypes.byref(ps), p(ss), p(sl), len(seg_rows), max(seg_rows))
     ref = y0.clone()
     for i, n in enumerate(seg_rows):
-        s = seg_slot[i]
-        if s < 0:
+        s_ = seg_slot[i]
+        if s_ < 0:
             continue
         xs = x[start[i] : start[i] + n].double()
-        ref[start[i] : start[i] + n] += scales[s] * (xs @ A[s].double().T) @ B[s].double().T
+        for pj in range(nproj):
+            if (s_, pj) in absent:
+                continue
+            ref[start[i] : start[i] + n, cols[pj] : cols[pj] + outs[pj]] += scales[s_] * (xs @ A[s_][pj].double().T) @ B[s_][pj].double().T
     # Only the LoRA delta carries kernel error; compare it against the reference delta.
-    check("sgmv shrink+expand (ranks 8..128, mixed segments)", t, y.double() - y0, ref - y0)
+    check("sgmv 3 projections, ranks 8..128, mixed segments", t, y.double() - y0, ref - y0)
 
 
 def torch_attention(q, kc, vc, tables, row_seq, row_pos, heads, kvh, dim, bs, window, scale):
@@ -239,9 +275,10 @@ def bench_lora(lib, arch):
     tmp = torch.zeros(n, r, device="cuda")
     ss = torch.arange(n + 1, dtype=torch.int32, device="cuda")
     sl = torch.arange(n, dtype=torch.int32, device="cuda")
+    ps = proj_set([0], [0], [dout])
     def ours():
-        lib.sb_sgmv_shrink(t, p(x), din, p(tmp), r, p(table), 1, 0, p(ss), p(sl), n, 1, n)
-        lib.sb_sgmv_expand(t, p(tmp), r, p(y), dout, dout, p(table), 1, 0, p(ss), p(sl), n, 1)
+        lib.sb_sgmv_shrink(t, p(x), din, p(tmp), r, p(table), 1, ctypes.byref(ps), p(ss), p(sl), n, 1, n)
+        lib.sb_sgmv_expand(t, p(tmp), r, p(y), dout, p(table), 1, ctypes.byref(ps), p(ss), p(sl), n, 1)
     Ast, Bst = torch.stack(A), torch.stack(B)  # [n, r, din], [n, dout, r]
     idx = torch.arange(n, device="cuda")
     def peer():

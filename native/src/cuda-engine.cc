@@ -270,16 +270,26 @@ class CudaEngine final : public Engine {
            "cublasGemmEx");
   }
 
-  void lora(int layer, int proj, const void* x, int in, void* y, int ldy, int nseg, int maxSegRows) {
+  // LoRA for the projections of `set` (which share the input x) over every adapter segment.
+  void lora(const kern::LoraProjSet& set, const void* x, int in, void* y, int ldy, int nseg, int maxSegRows) {
     if (!anyAdapter_) return;
-    int pin, out;
-    projDims(c_, proj, pin, out);
-    const int stride = c_.layers * kNumProj, offset = layer * kNumProj + proj;
+    const int stride = c_.layers * kNumProj;
     auto st = reinterpret_cast<kern::Stream>(stream_);
-    checkK(kern::sgmvShrink(t_, x, in, loraTmp_.as<float>(), maxRank_, table_.as<kern::LoraSlotEntry>(), stride, offset,
+    checkK(kern::sgmvShrink(t_, x, in, loraTmp_.as<float>(), maxRank_, table_.as<kern::LoraSlotEntry>(), stride, set,
                             dSegStart_, dSegSlot_, nseg, maxSegRows, rows_, st), "sgmvShrink");
-    checkK(kern::sgmvExpand(t_, loraTmp_.as<float>(), maxRank_, y, ldy, out, table_.as<kern::LoraSlotEntry>(), stride, offset,
+    checkK(kern::sgmvExpand(t_, loraTmp_.as<float>(), maxRank_, y, ldy, table_.as<kern::LoraSlotEntry>(), stride, set,
                             dSegStart_, dSegSlot_, nseg, maxSegRows, st), "sgmvExpand");
+  }
+
+  static kern::LoraProjSet projSet(int layer, std::initializer_list<std::array<int, 3>> projColOut) {
+    kern::LoraProjSet s{};
+    for (const auto& p : projColOut) {
+      s.entryOffset[s.count] = layer * kNumProj + p[0];
+      s.yCol[s.count] = p[1];
+      s.out[s.count] = p[2];
+      s.count++;
+    }
+    return s;
   }
 
   ModelConfig c_;
@@ -398,7 +408,7 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
   o_buf_.reserve(size_t(T) * H * es, "o");
   gu_.reserve(size_t(T) * 2 * I * es, "gate/up");
   act_.reserve(size_t(T) * I * es, "act");
-  if (anyAdapter_) loraTmp_.reserve(size_t(T) * maxRank_ * 4, "lora tmp");
+  if (anyAdapter_) loraTmp_.reserve(size_t(T) * 3 * maxRank_ * 4, "lora tmp");
   const int64_t wsFloats = kern::attentionWorkspaceFloats(T, NH, NKV, D, maxKeys);
   if (wsFloats > 0) attWs_.reserve(size_t(wsFloats) * 4, "attention workspace");
   auto st = reinterpret_cast<kern::Stream>(stream_);
@@ -414,9 +424,7 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
     else checkK(kern::rmsnorm(t_, x_.p, res_.p, L.inNorm.p, T, H, c_.rmsNormEps, h_.p, st), "rmsnorm");
     gemm(h_.p, T, H, L.wqkv, QKV, qkv_.p, cudaType(t_));
     if (c_.attentionBias) checkK(kern::addBias(t_, qkv_.p, L.bqkv.p, T, QKV, st), "bias");
-    lora(l, kQ, h_.p, H, qkv, QKV, nseg, maxSegRows);
-    lora(l, kK, h_.p, H, qkv + size_t(Q) * es, QKV, nseg, maxSegRows);
-    lora(l, kV, h_.p, H, qkv + size_t(Q + KV) * es, QKV, nseg, maxSegRows);
+    lora(projSet(l, {{kQ, 0, Q}, {kK, Q, KV}, {kV, Q + KV, KV}}), h_.p, H, qkv, QKV, nseg, maxSegRows);
     checkK(kern::rope(t_, qkv, QKV, qkv + size_t(Q) * es, QKV, dPos_, invFreq_.as<float>(), T, NH, NKV, D, st), "rope");
     char* kc = kcache_.as<char>() + l * perLayer;
     char* vc = vcache_.as<char>() + l * perLayer;
@@ -424,14 +432,13 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
     checkK(kern::pagedAttention(t_, qkv, QKV, kc, vc, dTables_, maxBlocks, dRowSeq_, dPos_, T, NH, NKV, D, BS, c_.slidingWindow[l], scale, att_.p,
                                 maxKeys, attWs_.as<float>(), wsFloats, st), "attention");
     gemm(att_.p, T, Q, L.wo, H, o_buf_.p, cudaType(t_));
-    lora(l, kO, att_.p, Q, o_buf_.p, H, nseg, maxSegRows);
+    lora(projSet(l, {{kO, 0, H}}), att_.p, Q, o_buf_.p, H, nseg, maxSegRows);
     checkK(kern::rmsnorm(t_, o_buf_.p, res_.p, L.postNorm.p, T, H, c_.rmsNormEps, h_.p, st), "rmsnorm");
     gemm(h_.p, T, H, L.wgu, 2 * I, gu_.p, cudaType(t_));
-    lora(l, kGate, h_.p, H, gu_.p, 2 * I, nseg, maxSegRows);
-    lora(l, kUp, h_.p, H, gu_.as<char>() + size_t(I) * es, 2 * I, nseg, maxSegRows);
+    lora(projSet(l, {{kGate, 0, I}, {kUp, I, I}}), h_.p, H, gu_.p, 2 * I, nseg, maxSegRows);
     checkK(kern::siluMul(t_, gu_.p, gu_.as<char>() + size_t(I) * es, 2 * I, T, I, act_.p, st), "siluMul");
     gemm(act_.p, T, I, L.wd, H, x_.p, cudaType(t_));
-    lora(l, kDown, act_.p, I, x_.p, H, nseg, maxSegRows);
+    lora(projSet(l, {{kDown, 0, H}}), act_.p, I, x_.p, H, nseg, maxSegRows);
   }
 
   std::vector<SeqOutput> outs(nseq);
