@@ -298,13 +298,17 @@ export class RedisStore implements GatewayStore {
     }
     this.pending.push(req);
     this.log(`redis unavailable: settlement queued (${this.pending.length} waiting)`);
-    if (!this.flushTimer) {
-      this.flushTimer = setTimeout(() => {
-        this.flushTimer = null;
-        void this.flushPending();
-      }, 1000);
-      (this.flushTimer as { unref?: () => void }).unref?.();
-    }
+    this.scheduleFlush();
+  }
+
+  /** Retries the queued settlements in a second (once: a pending retry is not doubled). */
+  private scheduleFlush(): void {
+    if (this.flushTimer) return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = null;
+      void this.flushPending();
+    }, 1000);
+    (this.flushTimer as { unref?: () => void }).unref?.();
   }
 
   /** Replays queued settlements (in order) once Redis answers again. */
@@ -317,13 +321,7 @@ export class RedisStore implements GatewayStore {
             await this.runSettle(next);
           } catch (err) {
             if (err instanceof StoreUnavailableError) {
-              if (!this.flushTimer) {
-                this.flushTimer = setTimeout(() => {
-                  this.flushTimer = null;
-                  void this.flushPending();
-                }, 1000);
-                (this.flushTimer as { unref?: () => void }).unref?.();
-              }
+              this.scheduleFlush();
               return;
             }
             this.log(`dropping a settlement redis refused: ${(err as Error).message}`);
