@@ -406,8 +406,8 @@ function children(n: Node): Node[] {
   }
 }
 
-/** Marks refs that can reach themselves (recursive schemas): the compiler bounds their depth. */
-function markRecursiveRefs(root: Node): void {
+/** Every node reachable from root, each once (the graph may be cyclic through refs). */
+function reachableNodes(root: Node): Node[] {
   const all: Node[] = [];
   const seen = new Set<Node>();
   const stack = [root];
@@ -418,7 +418,12 @@ function markRecursiveRefs(root: Node): void {
     all.push(n);
     stack.push(...children(n));
   }
-  for (const r of all) {
+  return all;
+}
+
+/** Marks refs that can reach themselves (recursive schemas): the compiler bounds their depth. */
+function markRecursiveRefs(root: Node): void {
+  for (const r of reachableNodes(root)) {
     if (r.k !== 'ref' || !r.target) continue;
     const vis = new Set<Node>();
     const st = [r.target];
@@ -593,12 +598,7 @@ export function disjoint(a: Node, b: Node, depth = 0): boolean {
 /** oneOf branches we cannot prove mutually exclusive: generation could match two of them. */
 export function checkOneOf(root: Node): string[] {
   const issues: string[] = [];
-  const seen = new Set<Node>();
-  const stack = [root];
-  while (stack.length) {
-    const n = stack.pop()!;
-    if (seen.has(n)) continue;
-    seen.add(n);
+  for (const n of reachableNodes(root)) {
     if (n.k === 'oneOf') {
       for (let i = 0; i < n.options.length; i++) {
         for (let j = i + 1; j < n.options.length; j++) {
@@ -610,7 +610,6 @@ export function checkOneOf(root: Node): string[] {
         }
       }
     }
-    stack.push(...children(n));
   }
   return issues;
 }
