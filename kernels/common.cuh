@@ -46,6 +46,14 @@ __device__ __forceinline__ float blockSum(float v) {
   return warpSum(r);
 }
 
+// Counter-based hashing for random weights and sampling draws (the host sampler has the same).
+__device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
 // Calls f(T{}) for the run-time element type.
 template <typename F>
 int dispatch(Elem t, F&& f) {

@@ -46,13 +46,6 @@ __global__ void convert16Kernel(const uint16_t* __restrict__ src, bool srcIsBf16
   }
 }
 
-__device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 template <typename T>
 __global__ void randomFillKernel(T* __restrict__ dst, int64_t n, uint64_t seed, float std) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {

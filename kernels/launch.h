@@ -56,6 +56,16 @@ int sgmvShrink(Elem t, const void* x, int in, float* tmp, int maxRank, const Lor
 int sgmvExpand(Elem t, const float* tmp, int maxRank, void* y, int ldy, const LoraSlotEntry* table, int tableStride,
                const LoraProjSet& set, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows,
                Stream s);
+// The whole LoRA of a set: y += scale_p * (x A_p^T) B_p^T, the same result as sgmvShrink then
+// sgmvExpand (same arguments, same rounding). Why: at decode (few rows per segment) that pair is
+// latency-bound - two launches, a memset, atomics and a tmp round trip per set. Here, on sm_90,
+// with segments of at most 64 rows and ranks <= 128, one launch does it: a thread-block cluster
+// per (segment, rows, projection) reduces the shrink in shared memory and expands straight into
+// y; tmp is untouched. Elsewhere (prefill segments, larger ranks, pre-sm_90) it runs the pair
+// through tmp, so tmp must be sized as for sgmvShrink. Capturable (no sync, no allocation); the
+// choice depends only on the host arguments.
+int sgmv(Elem t, const void* x, int in, float* tmp, int maxRank, void* y, int ldy, const LoraSlotEntry* table, int tableStride,
+         const LoraProjSet& set, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows, int rows, Stream s);
 
 // Writes each row's k and v (kvDim elements at the start of rows of stride `ld`) into the paged
 // caches at slot index slots[r] (block * blockSize + offset); caches are [numBlocks * blockSize, kvDim].
@@ -65,18 +75,38 @@ int writeKv(Elem t, const void* k, const void* v, int ld, const int32_t* slots, 
 // Attention for every query row over the paged cache: row r (of sequence rowSeq[r], at position
 // rowPos[r]) attends to positions [max(0, pos - window + 1), pos] (window 0 = all) through
 // blockTables[rowSeq[r] * maxBlocks + ...]. q rows have stride ldq; out is [rows, heads, dim].
-// GQA: kvHeads divides heads.
-// With few rows, keys are split over several blocks (flash-decoding): pass the longest key range
-// any row attends to (maxKeys) and an fp32 workspace; attentionWorkspaceFloats() says how much is
-// used (0 disables splitting).
+// GQA: kvHeads divides heads (at most 8 query heads per kv head).
+// With few rows, keys are split over several blocks (flash-decoding): pass an upper bound on the
+// key range any row attends to (maxKeys) and an fp32 workspace; attentionWorkspaceFloats() says
+// how much is used (0 disables splitting). maxKeys only picks the number of splits (and so the
+// workspace size): each block splits its own row's range, so a launch stays valid, e.g. replayed
+// from a CUDA graph, while contexts grow, as long as the same (bucketed) maxKeys is passed.
 int pagedAttention(Elem t, const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables,
                    int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, int rows, int heads, int kvHeads,
                    int dim, int blockSize, int window, float scale, void* out, int maxKeys, float* workspace,
                    int64_t workspaceFloats, Stream s);
 int64_t attentionWorkspaceFloats(int rows, int heads, int kvHeads, int dim, int maxKeys);
 
-// Per row of fp32 logits [rows, vocab]: the argmax, its log-probability, and log-sum-exp.
-int argmaxLogprob(const float* logits, int rows, int vocab, int32_t* ids, float* logprob, float* lse, Stream s);
+// What the engine wants from one row of fp32 logits (sampling.cuh has the semantics).
+struct RowFinish {
+  uint64_t seed;
+  uint64_t position;        // draw counter: the position of the token being chosen
+  float temperature;        // <= 0: greedy
+  float topP;               // 1 = off
+  float repetitionPenalty;  // applied to the penaltyCount distinct tokens at penaltyOffset
+  int32_t topK;             // 0 = off
+  int32_t maskOffset;       // word offset of this row's allowed-token bitmask in `masks`, -1 = none
+  int32_t penaltyOffset, penaltyCount;
+  int32_t target;           // token whose log-probability is wanted (prompt logprobs), -1 = none
+  int32_t topN;             // alternatives wanted (best raw log-probabilities)
+  int32_t sample;           // 1: choose a token
+  int32_t workRow;          // row of `work` ([*, vocab] fp32) for the processed logits when sampling
+};
+// Result words per row (resultStride >= 4 + 2 * max topN): [0] chosen token, [1] its raw
+// log-probability (float bits), [2] the target's log-probability, [3] status (1 = the mask allows
+// no token), then topN (id, log-probability bits) pairs, best first, ties to the lower id.
+int finishRows(const float* logits, int rows, int vocab, const RowFinish* params, const uint32_t* masks,
+               const int32_t* penaltyTokens, float* work, int32_t* results, int resultStride, Stream s);
 
 // Converts fp32 host-staged data already on the device into element type t (weights upload).
 int convertF32(Elem t, const float* src, void* dst, int64_t n, Stream s);

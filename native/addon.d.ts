@@ -141,6 +141,8 @@ export interface NativeEngineInfo {
   blockSize: number;
   maxAdapters: number;
   weightBytes: number;
+  /** Decode steps replayed from captured CUDA graphs so far (always 0 on the CPU engine). */
+  graphSteps: number;
 }
 
 export declare class NativeEngine {

@@ -3,7 +3,8 @@
 # build both addons for the local GPU, then run the kernel tests (against PyTorch) and the CUDA
 # engine tests (against the transformers + PEFT fixtures). Logs land in $OUT.
 # Here, first:  ../shared/device/pack-node.sh .devnode  and  scripts/pack-node-modules.sh
-# then run it with carry [".devnode", ".devcarry"]; --bench adds the benchmark (bench/gpu/).
+# then run it with carry [".devnode", ".devcarry"]; --bench adds the benchmark (bench/gpu/),
+# --bench --quick skips the kernel tests and shortens the benchmark.
 set -euo pipefail
 OUT=${OUT:-/tmp/sb-out}
 mkdir -p "$OUT"
@@ -17,12 +18,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 node scripts/build-native.mjs > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 ls native/build/Release/*.node
 status=0
-python3 kernels/test/kernels_test.py --arch "$SWITCHBOARD_CUDA_ARCHS" --bench-out "$OUT/lora-bench.json" 2>&1 | tee "$OUT/kernels.log" || status=1
-node --import tsx --test --test-reporter=spec test/gpu/cuda-engine.test.ts 2>&1 | tee "$OUT/cuda-engine.log" || status=1
+# --quick: no kernel tests, and the benchmark on batches 1 and 64 with 0, 1 and 128 adapters only.
+quick=""
+[ "${2:-}" = "--quick" ] && quick=--quick
+[ -n "$quick" ] || python3 kernels/test/kernels_test.py --arch "$SWITCHBOARD_CUDA_ARCHS" --bench-out "$OUT/lora-bench.json" 2>&1 | tee "$OUT/kernels.log" || status=1
+node --import tsx --test --test-reporter=spec test/gpu/*.test.ts 2>&1 | tee "$OUT/cuda-engine.log" || status=1
 if [ "${1:-}" = "--bench" ]; then
   # Ceilings and the PyTorch peer first (they free their memory), then ours, then the plot.
   python3 bench/gpu/peer.py --out "$OUT/ceilings.json" 2>&1 | tee "$OUT/peer.log" || status=1
-  node --import tsx bench/gpu/bench.ts --ceilings "$OUT/ceilings.json" --out "$OUT" 2>&1 | tee "$OUT/bench.log" || status=1
+  node --import tsx bench/gpu/bench.ts --ceilings "$OUT/ceilings.json" --out "$OUT" $quick 2>&1 | tee "$OUT/bench.log" || status=1
   python3 bench/gpu/plot.py "$OUT/results.json" "$OUT/decode.png" || status=1
 fi
 exit $status

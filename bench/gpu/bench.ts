@@ -25,7 +25,7 @@ const CTX = 1024;
 const BS = 16;
 const RANK = 16;
 const BATCHES = args.quick ? [1, 64] : [1, 8, 32, 64, 128];
-const ADAPTER_COUNTS = args.quick ? [0, 64] : [0, 1, 8, 32, 128];
+const ADAPTER_COUNTS = args.quick ? [0, 1, 128] : [0, 1, 8, 32, 128];
 const PROMPTS = [128, 512, 2048];
 
 function syntheticModel(): ModelDir {
@@ -112,6 +112,27 @@ async function main() {
     }
   }
 
+  // The same decode steps without CUDA graphs, and with device-side sampling instead of greedy.
+  const variants: { batch: number; variant: string; ms: number; tokS: number; ratio: number }[] = [];
+  for (const B of [1, 64].filter((b) => BATCHES.includes(b))) {
+    const seqs = (sampling?: SeqInput['sampling']): SeqInput[] =>
+      Array.from({ length: B }, (_, s) => ({
+        tokens: [(s * 7919 + 13) % model.spec.vocabSize],
+        position: CTX - 1,
+        blockTable: Array.from({ length: blocksPerSeq }, (_, b) => s * blocksPerSeq + b),
+        sampling,
+      }));
+    const floorMs = ((info.weightBytes + B * CTX * kvBytesPerToken) / bw) * 1000;
+    process.env.SWITCHBOARD_CUDA_GRAPHS = '0';
+    const eager = await time(engine, seqs(), 3, args.quick ? 5 : 10);
+    delete process.env.SWITCHBOARD_CUDA_GRAPHS;
+    const sampled = await time(engine, seqs({ temperature: 1, topK: 50, topP: 0.9, seed: 7 }), 3, args.quick ? 5 : 10);
+    for (const [variant, ms] of [['no CUDA graphs', eager], ['sampled (T 1, top-k 50, top-p 0.9)', sampled]] as const) {
+      variants.push({ batch: B, variant, ms, tokS: (B / ms) * 1000, ratio: floorMs / ms });
+      console.log(`decode batch ${B} ${variant}: ${ms.toFixed(2)} ms/step (${(100 * floorMs / ms).toFixed(0)}% of floor)`);
+    }
+  }
+
   // Time to first token: one prefill step at batch 1.
   const ttft: { tokens: number; ms: number; floorMs: number; ratio: number }[] = [];
   const P = model.spec;
@@ -154,7 +175,7 @@ async function main() {
 
   const out = args.out!;
   await mkdir(out, { recursive: true });
-  const results = { device: info.deviceName, ceilings, contextTokens: CTX, rank: RANK, weightBytes: info.weightBytes, adapterBytes, decode, ttft, adapterLoadMs: loadMs, adapterLoadFloorMs: loadFloorMs };
+  const results = { device: info.deviceName, ceilings, contextTokens: CTX, rank: RANK, weightBytes: info.weightBytes, adapterBytes, decode, variants, ttft, adapterLoadMs: loadMs, adapterLoadFloorMs: loadFloorMs };
   await writeFile(join(out, 'results.json'), JSON.stringify(results, null, 2));
   const base = (b: number) => decode.find((d) => d.batch === b && d.adapters === 0)!;
   const lines = [
@@ -175,6 +196,11 @@ async function main() {
             `(ours: ${base(64)?.tokS.toFixed(0) ?? '-'} and ${decode.find((d) => d.batch === 64 && d.distinct === 64)?.tokS.toFixed(0) ?? '-'}).`,
         ]
       : []),
+    ``,
+    `No adapters, other paths (greedy with CUDA graphs is the table above):`,
+    `| batch | variant | ms/step | tok/s | % of floor | vs greedy with graphs |`,
+    `|---|---|---|---|---|---|`,
+    ...variants.map((v) => `| ${v.batch} | ${v.variant} | ${v.ms.toFixed(2)} | ${v.tokS.toFixed(0)} | ${(100 * v.ratio).toFixed(0)}% | ${(100 * (v.ms / base(v.batch).ms - 1)).toFixed(1)}% |`),
     ``,
     `## Time to first token (batch 1)`,
     `| prompt tokens | ms | floor ms (FLOPs / matmul rate) | % of floor |`,

@@ -265,6 +265,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     o.Set("blockSize", i.blockSize);
     o.Set("maxAdapters", i.maxAdapters);
     o.Set("weightBytes", static_cast<double>(i.weightBytes));
+    o.Set("graphSteps", static_cast<double>(i.graphSteps));
     return o;
   }
 

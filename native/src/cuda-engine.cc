@@ -1,15 +1,22 @@
 // The CUDA engine: the same step as the CPU engine (cpu-engine.cc), on the GPU. Weights and
 // activations in the model's 16-bit type (or fp32 on request, for exactness tests), base GEMMs
 // through cuBLAS, the rest through the kernels in ../../kernels (launch.h). Adapter weights are
-// uploaded on their own stream, so a load never stalls running steps; greedy decoding stays on the
-// device, and only rows that need sampling, masks, penalties or alternatives visit the host.
+// uploaded on their own stream, so a load never stalls running steps. Decode steps replay CUDA
+// graphs (one launch instead of hundreds). Tokens, sampling with masks and penalties, prompt
+// logprobs and alternatives are computed on the device; only typical-p sampling and more than
+// kMaxDeviceTopN alternatives fall back to the host sampler.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <array>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <tuple>
 #include <mutex>
 
 #include "../../kernels/launch.h"
@@ -34,6 +41,9 @@ void checkB(cublasStatus_t e, const char* what) {
 size_t elemSize(Elem t) { return t == Elem::F32 ? 4 : 2; }
 cudaDataType cudaType(Elem t) { return t == Elem::F32 ? CUDA_R_32F : t == Elem::F16 ? CUDA_R_16F : CUDA_R_16BF; }
 
+// Bumped whenever a device buffer moves: captured CUDA graphs hold raw pointers.
+uint64_t gAllocGeneration = 0;
+
 // A device allocation that frees itself.
 struct DevBuf {
   void* p = nullptr;
@@ -57,6 +67,7 @@ struct DevBuf {
     bytes = 0;
     check(cudaMalloc(&p, n), what);
     bytes = n;
+    gAllocGeneration++;
   }
   template <typename T> T* as() const { return static_cast<T*>(p); }
 };
@@ -105,12 +116,16 @@ class CudaEngine final : public Engine {
     checkB(cublasSetStream(blas_, stream_), "cublasSetStream");
     // Exact fp32 when asked for fp32: no TF32 shortcuts.
     checkB(cublasSetMathMode(blas_, t_ == Elem::F32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    // A workspace of our own, so cuBLAS never allocates while a decode step is being captured.
+    blasWs_.reserve(size_t(32) << 20, "cuBLAS workspace");
+    checkB(cublasSetWorkspace(blas_, blasWs_.p, blasWs_.bytes), "cublasSetWorkspace");
     hostTable_.assign(static_cast<size_t>(std::max(1, o_.maxAdapters)) * c_.layers * kNumProj, kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
     slots_.resize(o_.maxAdapters);
   }
 
   ~CudaEngine() override {
     if (stream_) cudaStreamSynchronize(stream_);
+    clearGraphs();
     if (blas_) cublasDestroy(blas_);
     if (stream_) cudaStreamDestroy(stream_);
     if (copyStream_) cudaStreamDestroy(copyStream_);
@@ -165,6 +180,7 @@ class CudaEngine final : public Engine {
     i.blockSize = o_.blockSize;
     i.maxAdapters = o_.maxAdapters;
     i.weightBytes = weightBytes_;
+    i.graphSteps = graphSteps_.load();
     return i;
   }
 
@@ -196,8 +212,8 @@ class CudaEngine final : public Engine {
     std::lock_guard<std::mutex> lock(slotMu_);
     const size_t off = size_t(slot) * c_.layers * kNumProj;
     std::copy(entries.begin(), entries.end(), hostTable_.begin() + off);
-    // Stream-ordered: the table changes between steps, never under one.
-    check(cudaMemcpyAsync(table_.as<kern::LoraSlotEntry>() + off, hostTable_.data() + off, entries.size() * sizeof(kern::LoraSlotEntry), cudaMemcpyHostToDevice, stream_), "adapter table");
+    // The next step uploads the table before it runs: it changes between steps, never under one
+    // (and nothing is enqueued on the step stream while a step may be capturing a graph).
     if (slots_[slot]) graveyard_.push_back(std::move(slots_[slot]));
     slots_[slot] = std::move(bufs);
     tableDirty_ = true;
@@ -208,7 +224,7 @@ class CudaEngine final : public Engine {
     std::lock_guard<std::mutex> lock(slotMu_);
     const size_t off = size_t(slot) * c_.layers * kNumProj;
     std::fill(hostTable_.begin() + off, hostTable_.begin() + off + size_t(c_.layers) * kNumProj, kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
-    check(cudaMemcpyAsync(table_.as<kern::LoraSlotEntry>() + off, hostTable_.data() + off, size_t(c_.layers) * kNumProj * sizeof(kern::LoraSlotEntry), cudaMemcpyHostToDevice, stream_), "adapter table");
+    tableDirty_ = true;
     // Freed after the next step boundary, when no kernel can still read them.
     if (slots_[slot]) graveyard_.push_back(std::move(slots_[slot]));
   }
@@ -275,10 +291,8 @@ class CudaEngine final : public Engine {
     if (!anyAdapter_) return;
     const int stride = c_.layers * kNumProj;
     auto st = reinterpret_cast<kern::Stream>(stream_);
-    checkK(kern::sgmvShrink(t_, x, in, loraTmp_.as<float>(), maxRank_, table_.as<kern::LoraSlotEntry>(), stride, set,
-                            dSegStart_, dSegSlot_, nseg, maxSegRows, rows_, st), "sgmvShrink");
-    checkK(kern::sgmvExpand(t_, loraTmp_.as<float>(), maxRank_, y, ldy, table_.as<kern::LoraSlotEntry>(), stride, set,
-                            dSegStart_, dSegSlot_, nseg, maxSegRows, st), "sgmvExpand");
+    checkK(kern::sgmv(t_, x, in, loraTmp_.as<float>(), maxRank_, y, ldy, table_.as<kern::LoraSlotEntry>(), stride, set,
+                      dSegStart_, dSegSlot_, nseg, maxSegRows, rows_, st), "sgmv");
   }
 
   static kern::LoraProjSet projSet(int layer, std::initializer_list<std::array<int, 3>> projColOut) {
@@ -291,6 +305,20 @@ class CudaEngine final : public Engine {
     }
     return s;
   }
+
+  // One step's host-side shape. `key` identifies a decode step's CUDA graph: (rows, sequences,
+  // logit rows, block-table width, key bucket, adapter segments, longest segment, adapter rank).
+  using GraphKey = std::tuple<int, int, int, int, int, int, int, int>;
+  struct StepShape {
+    std::vector<int> rowStart, logitRows;
+    GraphKey key;
+  };
+  static constexpr int kMaxDeviceTopN = 64;
+  StepShape prepare(const std::vector<SeqInput>& batch);
+  void forward(const StepShape& sh);
+  cudaGraphExec_t graphFor(const StepShape& sh);
+  void clearGraphs();
+  std::vector<SeqOutput> finish(const std::vector<SeqInput>& batch, const StepShape& sh);
 
   ModelConfig c_;
   std::vector<TensorRef> refs_;
@@ -306,8 +334,13 @@ class CudaEngine final : public Engine {
   std::vector<std::unique_ptr<AdapterBufs>> graveyard_;
   bool tableDirty_ = false;
   // Per-step workspaces, grown on demand.
-  DevBuf meta_, x_, res_, h_, qkv_, att_, attWs_, o_buf_, gu_, act_, logitsIn_, logits_, loraTmp_, outIds_, outLp_, outLse_;
-  PinnedBuf hostMeta_;
+  DevBuf meta_, x_, res_, h_, qkv_, att_, attWs_, o_buf_, gu_, act_, logitsIn_, logits_, loraTmp_, finishMeta_, results_, work_, blasWs_;
+  PinnedBuf hostMeta_, hostFinish_;
+  std::map<GraphKey, cudaGraphExec_t> graphs_;
+  GraphKey lastKey_{};
+  bool graphsBroken_ = false;
+  std::atomic<int64_t> graphSteps_{0};
+  uint64_t graphGeneration_ = 0;
   int32_t *dTokens_ = nullptr, *dPos_ = nullptr, *dRowSeq_ = nullptr, *dSlots_ = nullptr, *dTables_ = nullptr,
           *dSegStart_ = nullptr, *dSegSlot_ = nullptr, *dLogitRows_ = nullptr;
   int maxRank_ = 0;
@@ -330,12 +363,40 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
       if (slots_[i]) maxRank_ = std::max(maxRank_, slots_[i]->maxRank);
     }
     validateBatch(batch, c_, o_, loadedSlots);
+    if (tableDirty_) {
+      // Pageable source: the copy is staged before this returns, so later edits cannot race it.
+      check(cudaMemcpyAsync(table_.p, hostTable_.data(), hostTable_.size() * sizeof(kern::LoraSlotEntry), cudaMemcpyHostToDevice, stream_), "adapter table");
+      tableDirty_ = false;
+    }
   }
   if (batch.empty()) return {};
+  StepShape sh = prepare(batch);
+  const bool decodeOnly = std::all_of(batch.begin(), batch.end(), [](const SeqInput& s) { return s.tokens.size() == 1; });
+  // SWITCHBOARD_CUDA_GRAPHS=0 turns graphs off (read per step, so a benchmark can compare).
+  const char* g = std::getenv("SWITCHBOARD_CUDA_GRAPHS");
+  cudaGraphExec_t exec = decodeOnly && !(g && g[0] == '0') ? graphFor(sh) : nullptr;
+  if (exec) {
+    check(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
+    graphSteps_++;
+  }
+  else forward(sh);
+  std::vector<SeqOutput> outs = finish(batch, sh);
+  {
+    // The stream is idle: adapters unloaded before this step can go.
+    std::lock_guard<std::mutex> lock(slotMu_);
+    graveyard_.clear();
+  }
+  return outs;
+}
+
+// Host-side layout of a step: metadata (tokens, positions, block tables, adapter segments, logit
+// rows) uploaded in one copy, and every workspace sized, before anything is enqueued.
+CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
+  StepShape sh;
   const int H = c_.hidden, I = c_.intermediate, D = c_.headDim, NH = c_.heads, NKV = c_.kvHeads;
-  const int Q = NH * D, KV = NKV * D, QKV = Q + 2 * KV, V = c_.vocab, BS = o_.blockSize;
+  const int Q = NH * D, KV = NKV * D, QKV = Q + 2 * KV, BS = o_.blockSize;
   const int nseq = int(batch.size());
-  int T = 0, maxBlocks = 1, maxSegRows = 1, maxKeys = 1;
+  int T = 0, maxBlocks = 1, maxKeys = 1;
   anyAdapter_ = false;
   for (const auto& s : batch) {
     T += int(s.tokens.size());
@@ -344,20 +405,23 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
     anyAdapter_ = anyAdapter_ || s.adapterSlot >= 0;
   }
   anyAdapter_ = anyAdapter_ && maxRank_ > 0;
+  // Powers of two: decode steps keep one shape (and one CUDA graph) while contexts grow. Padding
+  // block-table entries point at block 0 and are never read; maxKeys only chooses attention splits.
+  auto pow2 = [](int v) { int p = 16; while (p < v) p *= 2; return p; };
+  maxBlocks = pow2(maxBlocks);
+  maxKeys = pow2(maxKeys);
   // Rows whose logits someone needs: all prompt rows with prompt logprobs, else the last.
-  std::vector<int> rowStart(nseq + 1, 0), logitRows;
-  for (int s = 0; s < nseq; s++) rowStart[s + 1] = rowStart[s] + int(batch[s].tokens.size());
+  sh.rowStart.assign(nseq + 1, 0);
+  for (int s = 0; s < nseq; s++) sh.rowStart[s + 1] = sh.rowStart[s] + int(batch[s].tokens.size());
   for (int s = 0; s < nseq; s++) {
     const auto& in = batch[s];
     if (in.promptLogprobs)
-      for (int r = rowStart[s]; r < rowStart[s + 1] - 1; r++) logitRows.push_back(r);
-    if (in.sample || in.nextToken >= 0) logitRows.push_back(rowStart[s + 1] - 1);
+      for (int r = sh.rowStart[s]; r < sh.rowStart[s + 1] - 1; r++) sh.logitRows.push_back(r);
+    if (in.sample || in.nextToken >= 0) sh.logitRows.push_back(sh.rowStart[s + 1] - 1);
   }
-  const int NL = int(logitRows.size());
+  const int NL = int(sh.logitRows.size());
   rows_ = T;
 
-  // One host buffer, one upload: tokens, positions, row->sequence, cache slots, block tables,
-  // segments (one per sequence) and logit rows.
   const size_t nInts = size_t(T) * 4 + size_t(nseq) * maxBlocks + (nseq + 1) + nseq + std::max(NL, 1);
   hostMeta_.reserve(nInts * 4);
   int32_t* hm = static_cast<int32_t*>(hostMeta_.p);
@@ -366,7 +430,7 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
   for (int s = 0; s < nseq; s++) {
     const auto& in = batch[s];
     for (int j = 0; j < int(in.tokens.size()); j++) {
-      const int r = rowStart[s] + j, pos = in.position + j;
+      const int r = sh.rowStart[s] + j, pos = in.position + j;
       hTok[r] = in.tokens[j];
       hPos[r] = pos;
       hRowSeq[r] = s;
@@ -376,30 +440,19 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
   }
   // LoRA segments: neighbouring sequences with the same adapter share one, so its weights are read
   // once per SGMV_ROWS rows rather than once per sequence (the scheduler orders batches by adapter).
-  int nseg = 0;
-  maxSegRows = 1;
+  int nseg = 0, maxSegRows = 1;
   for (int s = 0; s < nseq; s++) {
     if (nseg > 0 && hSegSlot[nseg - 1] == batch[s].adapterSlot) continue;
-    hSegStart[nseg] = rowStart[s];
+    hSegStart[nseg] = sh.rowStart[s];
     hSegSlot[nseg] = batch[s].adapterSlot;
     nseg++;
   }
   hSegStart[nseg] = T;
   for (int g = 0; g < nseg; g++) maxSegRows = std::max(maxSegRows, hSegStart[g + 1] - hSegStart[g]);
-  for (int i = 0; i < NL; i++) hLogitRows[i] = logitRows[i];
-  meta_.reserve(nInts * 4, "step metadata");
-  check(cudaMemcpyAsync(meta_.p, hm, nInts * 4, cudaMemcpyHostToDevice, stream_), "metadata upload");
-  int32_t* dm = meta_.as<int32_t>();
-  dTokens_ = dm;
-  dPos_ = dm + (hPos - hm);
-  dRowSeq_ = dm + (hRowSeq - hm);
-  dSlots_ = dm + (hSlots - hm);
-  dTables_ = dm + (hTables - hm);
-  dSegStart_ = dm + (hSegStart - hm);
-  dSegSlot_ = dm + (hSegSlot - hm);
-  dLogitRows_ = dm + (hLogitRows - hm);
+  for (int i = 0; i < NL; i++) hLogitRows[i] = sh.logitRows[i];
 
   const size_t es = elemSize(t_);
+  meta_.reserve(nInts * 4, "step metadata");
   x_.reserve(size_t(T) * H * es, "x");
   res_.reserve(size_t(T) * H * es, "residual");
   h_.reserve(size_t(T) * H * es, "h");
@@ -411,6 +464,33 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
   if (anyAdapter_) loraTmp_.reserve(size_t(T) * 3 * maxRank_ * 4, "lora tmp");
   const int64_t wsFloats = kern::attentionWorkspaceFloats(T, NH, NKV, D, maxKeys);
   if (wsFloats > 0) attWs_.reserve(size_t(wsFloats) * 4, "attention workspace");
+  if (NL > 0) {
+    logitsIn_.reserve(size_t(NL) * H * es, "logit rows");
+    logits_.reserve(size_t(NL) * c_.vocab * 4, "logits");
+  }
+  check(cudaMemcpyAsync(meta_.p, hm, nInts * 4, cudaMemcpyHostToDevice, stream_), "metadata upload");
+  int32_t* dm = meta_.as<int32_t>();
+  dTokens_ = dm;
+  dPos_ = dm + (hPos - hm);
+  dRowSeq_ = dm + (hRowSeq - hm);
+  dSlots_ = dm + (hSlots - hm);
+  dTables_ = dm + (hTables - hm);
+  dSegStart_ = dm + (hSegStart - hm);
+  dSegSlot_ = dm + (hSegSlot - hm);
+  dLogitRows_ = dm + (hLogitRows - hm);
+  sh.key = {T, nseq, NL, maxBlocks, maxKeys, nseg, maxSegRows, anyAdapter_ ? maxRank_ : 0};
+  return sh;
+}
+
+// Embedding to logits, all on the stream; enqueues only (capturable into a CUDA graph).
+void CudaEngine::forward(const StepShape& sh) {
+  const auto [T, nseq, NL, maxBlocks, maxKeys, nseg, maxSegRows, rank] = sh.key;
+  (void)nseq;
+  (void)rank;
+  const int H = c_.hidden, I = c_.intermediate, D = c_.headDim, NH = c_.heads, NKV = c_.kvHeads;
+  const int Q = NH * D, KV = NKV * D, QKV = Q + 2 * KV, V = c_.vocab, BS = o_.blockSize;
+  const size_t es = elemSize(t_);
+  const int64_t wsFloats = kern::attentionWorkspaceFloats(T, NH, NKV, D, maxKeys);
   auto st = reinterpret_cast<kern::Stream>(stream_);
   const size_t perLayer = size_t(o_.numBlocks) * BS * KV * es;
   const float scale = 1.0f / std::sqrt(float(D));
@@ -440,68 +520,196 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
     gemm(act_.p, T, I, L.wd, H, x_.p, cudaType(t_));
     lora(projSet(l, {{kDown, 0, H}}), act_.p, I, x_.p, H, nseg, maxSegRows);
   }
-
-  std::vector<SeqOutput> outs(nseq);
   if (NL > 0) {
     checkK(kern::rmsnorm(t_, x_.p, res_.p, norm_.p, T, H, c_.rmsNormEps, h_.p, st), "final rmsnorm");
-    logitsIn_.reserve(size_t(NL) * H * es, "logit rows");
     checkK(kern::embedding(t_, h_.p, dLogitRows_, NL, H, logitsIn_.p, st), "gather rows");
-    logits_.reserve(size_t(NL) * V * 4, "logits");
     gemm(logitsIn_.p, NL, H, c_.tieWordEmbeddings ? embed_ : lmHead_, V, logits_.p, CUDA_R_32F);
-    outIds_.reserve(size_t(NL) * 4, "ids");
-    outLp_.reserve(size_t(NL) * 4, "logprobs");
-    outLse_.reserve(size_t(NL) * 4, "lse");
-    checkK(kern::argmaxLogprob(logits_.as<float>(), NL, V, outIds_.as<int32_t>(), outLp_.as<float>(), outLse_.as<float>(), st), "argmax");
-    std::vector<int32_t> ids(NL);
-    std::vector<float> lp(NL);
-    check(cudaMemcpyAsync(ids.data(), outIds_.p, size_t(NL) * 4, cudaMemcpyDeviceToHost, stream_), "ids");
-    check(cudaMemcpyAsync(lp.data(), outLp_.p, size_t(NL) * 4, cudaMemcpyDeviceToHost, stream_), "logprobs");
+  }
+}
+
+// A decode step's forward pass as a CUDA graph (hundreds of launches become one), captured the
+// second time a shape is seen in a row, so batches that change every step never pay for captures.
+cudaGraphExec_t CudaEngine::graphFor(const StepShape& sh) {
+  if (graphsBroken_) return nullptr;
+  if (graphGeneration_ != gAllocGeneration) {
+    clearGraphs();  // a buffer moved: every captured pointer may be stale
+    graphGeneration_ = gAllocGeneration;
+  }
+  auto it = graphs_.find(sh.key);
+  if (it != graphs_.end()) return it->second;
+  const bool repeat = sh.key == lastKey_;
+  lastKey_ = sh.key;
+  if (!repeat) return nullptr;
+  if (graphs_.size() >= 32) clearGraphs();
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  std::string why;
+  if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+    why = "cudaStreamBeginCapture failed";
+  } else {
+    try {
+      forward(sh);
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+    if (why.empty() && end != cudaSuccess) why = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
+    if (why.empty() && cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) why = "cudaGraphInstantiate failed";
+    if (graph) cudaGraphDestroy(graph);
+  }
+  if (!why.empty()) {
+    // Never fatal: this engine runs eagerly from now on.
+    cudaGetLastError();
+    if (exec) cudaGraphExecDestroy(exec);
+    graphsBroken_ = true;
+    std::fprintf(stderr, "switchboard: CUDA graph capture failed (%s); decode steps run without graphs\n", why.c_str());
+    return nullptr;
+  }
+  graphs_.emplace(sh.key, exec);
+  return exec;
+}
+
+void CudaEngine::clearGraphs() {
+  for (auto& [k, g] : graphs_) cudaGraphExecDestroy(g);
+  graphs_.clear();
+}
+
+// Logit rows -> tokens, logprobs and alternatives on the device (sampling.cuh); only a row that
+// asks for typical-p sampling or more than kMaxDeviceTopN alternatives is finished on the host.
+std::vector<SeqOutput> CudaEngine::finish(const std::vector<SeqInput>& batch, const StepShape& sh) {
+  const int nseq = int(batch.size()), NL = int(sh.logitRows.size()), V = c_.vocab;
+  std::vector<SeqOutput> outs(nseq);
+  if (NL == 0) {
     check(cudaStreamSynchronize(stream_), "step");
-    auto indexOf = [&](int r) { return int(std::lower_bound(logitRows.begin(), logitRows.end(), r) - logitRows.begin()); };
-    std::vector<float> row(V), lsm;
-    auto fetchRow = [&](int i) {
-      check(cudaMemcpy(row.data(), logits_.as<float>() + size_t(i) * V, size_t(V) * 4, cudaMemcpyDeviceToHost), "logits row");
-      logSoftmax(row.data(), V, lsm);
-    };
-    for (int s = 0; s < nseq; s++) {
-      const auto& in = batch[s];
-      SeqOutput& out = outs[s];
-      const int n = int(in.tokens.size()), last = rowStart[s + 1] - 1;
-      if (in.promptLogprobs || in.nextToken >= 0) {
-        out.hasPromptLogprobs = true;
-        const int first = in.promptLogprobs ? 0 : n - 1;
-        for (int j = first; j + 1 < n || (j + 1 == n && in.nextToken >= 0); j++) {
-          const int target = j + 1 < n ? in.tokens[j + 1] : in.nextToken;
-          fetchRow(indexOf(rowStart[s] + j));
-          out.promptLogprobs.push_back(lsm[target]);
-          if (in.topLogprobs > 0) out.promptTop.push_back(topK(lsm, in.topLogprobs));
-        }
+    return outs;
+  }
+  auto indexOf = [&](int r) { return int(std::lower_bound(sh.logitRows.begin(), sh.logitRows.end(), r) - sh.logitRows.begin()); };
+  // Each sequence's scored rows: prompt positions (target = the next prompt token, or nextToken
+  // for the last) and the sampled last row.
+  auto scored = [&](const SeqInput& in, int& first, int& end) {
+    const int n = int(in.tokens.size());
+    first = in.promptLogprobs ? 0 : n - 1;
+    end = (in.promptLogprobs || in.nextToken >= 0) ? (in.nextToken >= 0 ? n : n - 1) : first;
+  };
+  std::vector<kern::RowFinish> rf(NL, kern::RowFinish{0, 0, 0.0f, 1.0f, 1.0f, 0, -1, 0, 0, -1, 0, 0, 0});
+  std::vector<uint32_t> masks;
+  std::vector<int32_t> pens;
+  std::vector<bool> onHost(nseq, false);
+  int maxTopN = 0, workRows = 0;
+  for (int s = 0; s < nseq; s++) {
+    const auto& in = batch[s];
+    const SamplingParams& p = in.sampling;
+    onHost[s] = in.topLogprobs > kMaxDeviceTopN || (in.sample && p.temperature > 0 && p.typicalP < 1.0f);
+    if (onHost[s]) continue;
+    const int n = int(in.tokens.size());
+    int first, end;
+    scored(in, first, end);
+    for (int j = first; j < end; j++) {
+      kern::RowFinish& r = rf[indexOf(sh.rowStart[s] + j)];
+      r.target = j + 1 < n ? in.tokens[j + 1] : in.nextToken;
+      r.topN = in.topLogprobs;
+    }
+    if (!in.sample) continue;
+    kern::RowFinish& r = rf[indexOf(sh.rowStart[s + 1] - 1)];
+    r.sample = 1;
+    r.topN = in.topLogprobs;
+    r.seed = p.seed;
+    r.position = uint64_t(in.position) + uint64_t(n);
+    r.temperature = p.temperature;
+    r.topK = p.topK;
+    r.topP = p.topP;
+    r.repetitionPenalty = p.repetitionPenalty;
+    if (!in.mask.empty()) {
+      r.maskOffset = int(masks.size());
+      masks.insert(masks.end(), in.mask.begin(), in.mask.end());
+    }
+    if (p.repetitionPenalty != 1.0f && !in.penaltyTokens.empty()) {
+      std::vector<int32_t> seen(in.penaltyTokens);
+      std::sort(seen.begin(), seen.end());
+      seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+      r.penaltyOffset = int(pens.size());
+      r.penaltyCount = int(seen.size());
+      pens.insert(pens.end(), seen.begin(), seen.end());
+    }
+    if (r.temperature > 0 || r.maskOffset >= 0 || r.penaltyCount > 0) r.workRow = workRows++;
+    maxTopN = std::max(maxTopN, in.topLogprobs);
+  }
+  for (const auto& r : rf) maxTopN = std::max(maxTopN, r.topN);
+  const int stride = 4 + 2 * maxTopN;
+  // One upload: row parameters, then masks, then penalty tokens (all 4-byte aligned).
+  const size_t paramBytes = sizeof(kern::RowFinish) * NL, maskBytes = masks.size() * 4, penBytes = pens.size() * 4;
+  hostFinish_.reserve(paramBytes + maskBytes + penBytes + size_t(NL) * stride * 4);
+  char* hf = static_cast<char*>(hostFinish_.p);
+  std::memcpy(hf, rf.data(), paramBytes);
+  if (maskBytes) std::memcpy(hf + paramBytes, masks.data(), maskBytes);
+  if (penBytes) std::memcpy(hf + paramBytes + maskBytes, pens.data(), penBytes);
+  finishMeta_.reserve(paramBytes + maskBytes + penBytes + 4, "sampling parameters");
+  results_.reserve(size_t(NL) * stride * 4, "sampling results");
+  if (workRows) work_.reserve(size_t(workRows) * V * 4, "sampling workspace");
+  check(cudaMemcpyAsync(finishMeta_.p, hf, paramBytes + maskBytes + penBytes, cudaMemcpyHostToDevice, stream_), "sampling parameters");
+  char* fm = finishMeta_.as<char>();
+  checkK(kern::finishRows(logits_.as<float>(), NL, V, reinterpret_cast<const kern::RowFinish*>(fm), reinterpret_cast<const uint32_t*>(fm + paramBytes),
+                          reinterpret_cast<const int32_t*>(fm + paramBytes + maskBytes), work_.as<float>(), results_.as<int32_t>(), stride,
+                          reinterpret_cast<kern::Stream>(stream_)),
+         "finishRows");
+  int32_t* res = reinterpret_cast<int32_t*>(hf + paramBytes + maskBytes + penBytes);
+  check(cudaMemcpyAsync(res, results_.p, size_t(NL) * stride * 4, cudaMemcpyDeviceToHost, stream_), "sampling results");
+  check(cudaStreamSynchronize(stream_), "step");
+
+  auto asFloat = [](int32_t w) { float f; std::memcpy(&f, &w, 4); return f; };
+  auto topOf = [&](const int32_t* rr, int n) {
+    TopLogprobs t;
+    for (int k = 0; k < n; k++) {
+      t.ids.push_back(rr[4 + 2 * k]);
+      t.logprobs.push_back(asFloat(rr[5 + 2 * k]));
+    }
+    return t;
+  };
+  std::vector<float> row(V), lsm;
+  auto fetchRow = [&](int i) {
+    check(cudaMemcpy(row.data(), logits_.as<float>() + size_t(i) * V, size_t(V) * 4, cudaMemcpyDeviceToHost), "logits row");
+    logSoftmax(row.data(), V, lsm);
+  };
+  for (int s = 0; s < nseq; s++) {
+    const auto& in = batch[s];
+    SeqOutput& out = outs[s];
+    const int n = int(in.tokens.size());
+    int first, end;
+    scored(in, first, end);
+    out.hasPromptLogprobs = in.promptLogprobs || in.nextToken >= 0;
+    for (int j = first; j < end; j++) {
+      const int i = indexOf(sh.rowStart[s] + j);
+      if (onHost[s]) {
+        fetchRow(i);
+        out.promptLogprobs.push_back(lsm[j + 1 < n ? in.tokens[j + 1] : in.nextToken]);
+        if (in.topLogprobs > 0) out.promptTop.push_back(topK(lsm, in.topLogprobs));
+      } else {
+        const int32_t* rr = res + size_t(i) * stride;
+        out.promptLogprobs.push_back(asFloat(rr[2]));
+        if (in.topLogprobs > 0) out.promptTop.push_back(topOf(rr, in.topLogprobs));
       }
-      if (!in.sample) continue;
-      const int li = indexOf(last);
-      const SamplingParams& p = in.sampling;
-      const bool plainGreedy = p.temperature <= 0 && in.mask.empty() && (p.repetitionPenalty == 1.0f || in.penaltyTokens.empty());
-      if (plainGreedy && in.topLogprobs == 0) {
-        out.token = ids[li];
-        out.logprob = lp[li];
-        continue;
-      }
+    }
+    if (!in.sample) continue;
+    const int li = indexOf(sh.rowStart[s + 1] - 1);
+    if (onHost[s]) {
       fetchRow(li);
       std::vector<float> work(row);
-      out.token = plainGreedy ? ids[li] : sampleToken(work.data(), V, p, in.mask, in.penaltyTokens, uint64_t(in.position) + uint64_t(n));
+      out.token = sampleToken(work.data(), V, in.sampling, in.mask, in.penaltyTokens, uint64_t(in.position) + uint64_t(n));
       out.logprob = lsm[out.token];
       if (in.topLogprobs > 0) {
         out.hasTop = true;
         out.top = topK(lsm, in.topLogprobs);
       }
+      continue;
     }
-  } else {
-    check(cudaStreamSynchronize(stream_), "step");
-  }
-  {
-    // The stream is idle: adapters unloaded before this step can go.
-    std::lock_guard<std::mutex> lock(slotMu_);
-    graveyard_.clear();
+    const int32_t* rr = res + size_t(li) * stride;
+    if (rr[3] == 1) throw EngineError("the token mask allows no token");
+    out.token = rr[0];
+    out.logprob = asFloat(rr[1]);
+    if (in.topLogprobs > 0) {
+      out.hasTop = true;
+      out.top = topOf(rr, in.topLogprobs);
+    }
   }
   return outs;
 }

@@ -126,6 +126,7 @@ struct EngineInfo {
   std::string deviceName;
   int numBlocks = 0, blockSize = 0, maxAdapters = 0;
   int64_t weightBytes = 0;
+  int64_t graphSteps = 0;  // decode steps replayed from CUDA graphs
 };
 
 // Errors the caller caused (bad batch, bad slot): reported as JS errors, never a crash.
