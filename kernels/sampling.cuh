@@ -27,11 +27,9 @@ __device__ __forceinline__ uint32_t orderKey(float v) {
 
 __device__ __forceinline__ bool before(float av, int ai, float bv, int bi) { return av > bv || (av == bv && ai < bi); }
 
-// The best (value, id) over the block in the order "higher value, then lower id"; every thread
-// gets it. Entries with id < 0 are empty.
-__device__ __forceinline__ void blockBest(float& v, int& id) {
-  __shared__ float sv[32];
-  __shared__ int si[32];
+// The best (value, id) over the warp in the order "higher value, then lower id"; every lane gets
+// it. Entries with id < 0 are empty.
+__device__ __forceinline__ void warpBest(float& v, int& id) {
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(0xffffffffu, v, o);
     const int oi = __shfl_xor_sync(0xffffffffu, id, o);
@@ -40,6 +38,13 @@ __device__ __forceinline__ void blockBest(float& v, int& id) {
       id = oi;
     }
   }
+}
+
+// The same over the block.
+__device__ __forceinline__ void blockBest(float& v, int& id) {
+  __shared__ float sv[32];
+  __shared__ int si[32];
+  warpBest(v, id);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   __syncthreads();
   if (lane == 0) {
@@ -53,14 +58,7 @@ __device__ __forceinline__ void blockBest(float& v, int& id) {
     v = sv[lane];
     id = si[lane];
   }
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, id, o);
-    if (oi >= 0 && (id < 0 || before(ov, oi, v, id))) {
-      v = ov;
-      id = oi;
-    }
-  }
+  warpBest(v, id);
 }
 
 __device__ __forceinline__ uint64_t blockSumU64(uint64_t v) {
