@@ -632,7 +632,6 @@ std::vector<SeqOutput> CudaEngine::finish(const std::vector<SeqInput>& batch, co
       pens.insert(pens.end(), seen.begin(), seen.end());
     }
     if (r.temperature > 0 || r.maskOffset >= 0 || r.penaltyCount > 0) r.workRow = workRows++;
-    maxTopN = std::max(maxTopN, in.topLogprobs);
   }
   for (const auto& r : rf) maxTopN = std::max(maxTopN, r.topN);
   const int stride = 4 + 2 * maxTopN;
