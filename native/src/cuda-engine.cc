@@ -41,9 +41,6 @@ void checkB(cublasStatus_t e, const char* what) {
 size_t elemSize(Elem t) { return t == Elem::F32 ? 4 : 2; }
 cudaDataType cudaType(Elem t) { return t == Elem::F32 ? CUDA_R_32F : t == Elem::F16 ? CUDA_R_16F : CUDA_R_16BF; }
 
-// Bumped whenever a device buffer moves: captured CUDA graphs hold raw pointers.
-uint64_t gAllocGeneration = 0;
-
 // A device allocation that frees itself.
 struct DevBuf {
   void* p = nullptr;
@@ -60,14 +57,15 @@ struct DevBuf {
   ~DevBuf() {
     if (p) cudaFree(p);
   }
-  void reserve(size_t n, const char* what) {
-    if (n <= bytes) return;
+  // Returns true when the buffer moved (captured CUDA graphs hold its old address).
+  bool reserve(size_t n, const char* what) {
+    if (n <= bytes) return false;
     if (p) cudaFree(p);
     p = nullptr;
     bytes = 0;
     check(cudaMalloc(&p, n), what);
     bytes = n;
-    gAllocGeneration++;
+    return true;
   }
   template <typename T> T* as() const { return static_cast<T*>(p); }
 };
@@ -340,7 +338,6 @@ class CudaEngine final : public Engine {
   GraphKey lastKey_{};
   bool graphsBroken_ = false;
   std::atomic<int64_t> graphSteps_{0};
-  uint64_t graphGeneration_ = 0;
   int32_t *dTokens_ = nullptr, *dPos_ = nullptr, *dRowSeq_ = nullptr, *dSlots_ = nullptr, *dTables_ = nullptr,
           *dSegStart_ = nullptr, *dSegSlot_ = nullptr, *dLogitRows_ = nullptr;
   int maxRank_ = 0;
@@ -452,22 +449,25 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   for (int i = 0; i < NL; i++) hLogitRows[i] = sh.logitRows[i];
 
   const size_t es = elemSize(t_);
-  meta_.reserve(nInts * 4, "step metadata");
-  x_.reserve(size_t(T) * H * es, "x");
-  res_.reserve(size_t(T) * H * es, "residual");
-  h_.reserve(size_t(T) * H * es, "h");
-  qkv_.reserve(size_t(T) * QKV * es, "qkv");
-  att_.reserve(size_t(T) * Q * es, "attention");
-  o_buf_.reserve(size_t(T) * H * es, "o");
-  gu_.reserve(size_t(T) * 2 * I * es, "gate/up");
-  act_.reserve(size_t(T) * I * es, "act");
-  if (anyAdapter_) loraTmp_.reserve(size_t(T) * 3 * maxRank_ * 4, "lora tmp");
+  // Every buffer a decode graph bakes in is sized here: if one moves, the captured graphs go.
+  bool moved = false;
+  moved |= meta_.reserve(nInts * 4, "step metadata");
+  moved |= x_.reserve(size_t(T) * H * es, "x");
+  moved |= res_.reserve(size_t(T) * H * es, "residual");
+  moved |= h_.reserve(size_t(T) * H * es, "h");
+  moved |= qkv_.reserve(size_t(T) * QKV * es, "qkv");
+  moved |= att_.reserve(size_t(T) * Q * es, "attention");
+  moved |= o_buf_.reserve(size_t(T) * H * es, "o");
+  moved |= gu_.reserve(size_t(T) * 2 * I * es, "gate/up");
+  moved |= act_.reserve(size_t(T) * I * es, "act");
+  if (anyAdapter_) moved |= loraTmp_.reserve(size_t(T) * 3 * maxRank_ * 4, "lora tmp");
   const int64_t wsFloats = kern::attentionWorkspaceFloats(T, NH, NKV, D, maxKeys);
-  if (wsFloats > 0) attWs_.reserve(size_t(wsFloats) * 4, "attention workspace");
+  if (wsFloats > 0) moved |= attWs_.reserve(size_t(wsFloats) * 4, "attention workspace");
   if (NL > 0) {
-    logitsIn_.reserve(size_t(NL) * H * es, "logit rows");
-    logits_.reserve(size_t(NL) * c_.vocab * 4, "logits");
+    moved |= logitsIn_.reserve(size_t(NL) * H * es, "logit rows");
+    moved |= logits_.reserve(size_t(NL) * c_.vocab * 4, "logits");
   }
+  if (moved) clearGraphs();
   check(cudaMemcpyAsync(meta_.p, hm, nInts * 4, cudaMemcpyHostToDevice, stream_), "metadata upload");
   int32_t* dm = meta_.as<int32_t>();
   dTokens_ = dm;
@@ -531,10 +531,6 @@ void CudaEngine::forward(const StepShape& sh) {
 // second time a shape is seen in a row, so batches that change every step never pay for captures.
 cudaGraphExec_t CudaEngine::graphFor(const StepShape& sh) {
   if (graphsBroken_) return nullptr;
-  if (graphGeneration_ != gAllocGeneration) {
-    clearGraphs();  // a buffer moved: every captured pointer may be stale
-    graphGeneration_ = gAllocGeneration;
-  }
   auto it = graphs_.find(sh.key);
   if (it != graphs_.end()) return it->second;
   const bool repeat = sh.key == lastKey_;
