@@ -24,6 +24,7 @@ interface Addon {
 let addon: Addon | undefined;
 let cudaAddon: Addon | null | undefined;
 let cudaUnavailable = '';
+let cudaBuilt = false;
 
 /** Loads the compiled CPU addon once; a missing build is a clear error, not a stack of require frames. */
 export function loadAddon(): Addon {
@@ -45,11 +46,16 @@ export function loadCudaAddon(): Addon | null {
   const require = createRequire(import.meta.url);
   try {
     const a = require('./build/Release/switchboard_cuda.node') as Addon;
+    cudaBuilt = true;
     const n = a.cudaDeviceCount();
     if (n > 0) return (cudaAddon = a);
     cudaUnavailable = 'no CUDA device (or no driver)';
   } catch (err) {
-    cudaUnavailable = `the CUDA engine is not available (${(err as Error).message.split('\n')[0]})`;
+    // Not built at all is a CPU-only install; any other failure (a missing CUDA library) is a
+    // CUDA build that cannot start.
+    const e = err as NodeJS.ErrnoException;
+    cudaBuilt = !(e.code === 'MODULE_NOT_FOUND' && e.message.includes('switchboard_cuda.node'));
+    cudaUnavailable = `the CUDA engine is not available (${e.message.split('\n')[0]})`;
   }
   return (cudaAddon = null);
 }
@@ -57,6 +63,12 @@ export function loadCudaAddon(): Addon | null {
 export function cudaUnavailableReason(): string {
   loadCudaAddon();
   return cudaUnavailable;
+}
+
+/** Whether a CUDA engine build is present (usable or not). */
+export function cudaAddonBuilt(): boolean {
+  loadCudaAddon();
+  return cudaBuilt;
 }
 
 export type Device = 'auto' | 'cpu' | 'cuda';
@@ -129,6 +141,8 @@ export class Engine {
         }
       } else if (device === 'cuda') {
         throw new Error(cudaUnavailableReason());
+      } else if (cudaBuilt) {
+        log(`CUDA engine built but not usable here (${cudaUnavailable}); running on the CPU engine`);
       }
     }
     const { NativeEngine } = loadAddon();
