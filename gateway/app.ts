@@ -6,6 +6,7 @@
 // quota (rpm, token budget, stream slot) -> forward to a replica by adapter affinity -> relay
 // the answer, counting tokens -> settle the quota with the real count, however the request ends.
 import { Hono, type Context } from 'hono';
+import { matchedRoutes } from 'hono/route';
 import { TokenizeRequest, loraxError, openaiError, parseLoraxRequest, type ModelList } from '../protocol/index.ts';
 import { AdapterResolver, isBaseName, replicasOf, scrubIds, type AdapterSelection, type BackendInfo } from './adapters.ts';
 import { adminRoutes, HubAdapterInput, parseInput } from './admin.ts';
@@ -72,6 +73,13 @@ export interface GatewayDeps {
   log?: (msg: string) => void;
   /** Workers: background work (settlements, health checks) is handed to waitUntil. */
   runtime?: 'node' | 'workers';
+  /** Told about every answer (the Node gateway's Prometheus metrics, gateway/metrics.ts). */
+  metrics?: RequestObserver | null;
+}
+
+export interface RequestObserver {
+  /** route: the matched route pattern, or "unmatched"; seconds: to the response head. */
+  observe(route: string, method: string, status: number, seconds: number): void;
 }
 
 export interface Principal {
@@ -429,6 +437,7 @@ export function createGateway(deps: GatewayDeps): Hono<Env> {
   const app = new Hono<Env>();
 
   app.use('*', async (c, next) => {
+    const t0 = performance.now();
     const parent = extractContext(c.req.raw.headers);
     const s = startServerSpan(`${c.req.method} ${c.req.routePath === '/*' ? c.req.path : c.req.routePath}`, parent, {
       'http.request.method': c.req.method,
@@ -443,6 +452,10 @@ export function createGateway(deps: GatewayDeps): Hono<Env> {
       s.span.setAttribute('http.response.status_code', c.res.status);
       if (c.res.status >= 500) s.span.setStatus({ code: SpanStatusCode.ERROR });
       s.span.end();
+      if (deps.metrics) {
+        const route = matchedRoutes(c).map((r) => r.path).filter((p) => p !== '/*').pop() ?? 'unmatched';
+        deps.metrics.observe(route, c.req.method, c.res.status, (performance.now() - t0) / 1000);
+      }
     }
   });
 

@@ -18,7 +18,9 @@ describe('switchboard gateway (CLI)', () => {
     assert.equal(o.redisUrl, null);
     assert.deepEqual(o.options?.defaultTenantLimits, { rpm: 60 });
     assert.equal(o.jwt?.issuer, 'https://idp');
-    const e = parseGatewayArgs([], { SWITCHBOARD_BACKENDS: 'http://x:1', SWITCHBOARD_SERVICE_KEY: KEY, REDIS_URL: 'redis://127.0.0.1:6379', SWITCHBOARD_ADMIN_TOKEN: 'adm' });
+    assert.equal(o.metricsPort, null, 'no metrics unless asked');
+    const e = parseGatewayArgs([], { SWITCHBOARD_BACKENDS: 'http://x:1', SWITCHBOARD_SERVICE_KEY: KEY, REDIS_URL: 'redis://127.0.0.1:6379', SWITCHBOARD_ADMIN_TOKEN: 'adm', SWITCHBOARD_GATEWAY_METRICS_PORT: '9100' });
+    assert.equal(e.metricsPort, 9100);
     assert.deepEqual(e.backends, ['http://x:1']);
     assert.equal(e.port, 8000);
     assert.equal(e.redisUrl, 'redis://127.0.0.1:6379');

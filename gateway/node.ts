@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createGateway, type GatewayOptions } from './app.ts';
 import { JwtVerifier, type JwtConfig } from './auth/jwt.ts';
+import { GatewayMetrics } from './metrics.ts';
 import { createNodeFetch } from './node-fetch.ts';
 import { Router } from './routing.ts';
 import { ServiceTokenSigner } from './service-token.ts';
@@ -34,12 +35,16 @@ export interface StartGatewayOptions {
   /** In-flight requests per replica below which it never counts as overloaded. */
   minLoad?: number;
   options?: Partial<GatewayOptions>;
+  /** Serves Prometheus metrics at GET /metrics on this port (same hostname); absent: no metrics. */
+  metricsPort?: number | null;
   log?: (msg: string) => void;
 }
 
 export interface RunningGateway {
   url: string;
   port: number;
+  /** The metrics endpoint, when metricsPort was given. */
+  metricsUrl: string | null;
   store: GatewayStore;
   router: Router;
   close(): Promise<void>;
@@ -60,6 +65,7 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
     }
   }
   const f = createNodeFetch();
+  const metrics = o.metricsPort != null ? new GatewayMetrics() : null;
   const router = new Router(o.backends, { healthIntervalMs: o.healthIntervalMs ?? 2000, loadFactor: o.loadFactor ?? 1.25, minLoad: o.minLoad ?? 16, log, fetch: f });
   await router.checkAll();
   router.start();
@@ -74,25 +80,39 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
     log,
     fetch: f,
     runtime: 'node',
+    metrics,
   });
   const hostname = o.hostname ?? '127.0.0.1';
-  const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
-    const s = serve({ fetch: app.fetch, port: o.port ?? 8000, hostname }, () => resolve(s));
-  });
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : (o.port ?? 8000);
+  const listen = (fetchFn: (req: Request) => Response | Promise<Response>, wanted: number) =>
+    new Promise<{ server: ReturnType<typeof serve>; port: number }>((resolve) => {
+      const s = serve({ fetch: fetchFn, port: wanted, hostname }, () => {
+        const addr = s.address();
+        resolve({ server: s, port: typeof addr === 'object' && addr ? addr.port : wanted });
+      });
+    });
+  const urlOf = (p: number) => `http://${hostname.includes(':') ? `[${hostname}]` : hostname}:${p}`;
+  const main = await listen(app.fetch, o.port ?? 8000);
+  const scrape = metrics
+    ? await listen(async (req) => {
+        if (new URL(req.url).pathname !== '/metrics' || req.method !== 'GET') return new Response('not found\n', { status: 404 });
+        return new Response(await metrics.registry.metrics(), { headers: { 'content-type': metrics.registry.contentType } });
+      }, o.metricsPort!)
+    : null;
   const ownStore = !o.store;
+  const stop = (server: ReturnType<typeof serve>) =>
+    new Promise<void>((r) => {
+      server.close(() => r());
+      (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+    });
   return {
-    url: `http://${hostname.includes(':') ? `[${hostname}]` : hostname}:${port}`,
-    port,
+    url: urlOf(main.port),
+    port: main.port,
+    metricsUrl: scrape ? `${urlOf(scrape.port)}/metrics` : null,
     store,
     router,
     async close() {
       router.stop();
-      await new Promise<void>((r) => {
-        server.close(() => r());
-        (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
-      });
+      await Promise.all([stop(main.server), ...(scrape ? [stop(scrape.server)] : [])]);
       if (ownStore) await store!.close();
     },
   };
@@ -113,6 +133,7 @@ interface Flag {
 const FLAGS: Record<string, Flag> = {
   backend: { env: 'SWITCHBOARD_BACKENDS', help: 'Backend URL(s), comma separated or repeated (required)' },
   port: { env: 'PORT', help: 'HTTP port [default: 8000]' },
+  'metrics-port': { env: 'SWITCHBOARD_GATEWAY_METRICS_PORT', help: 'Serve Prometheus metrics at /metrics on this port (default: no metrics)' },
   hostname: { env: 'SWITCHBOARD_HOSTNAME', help: 'Address to listen on [default: 127.0.0.1; 0.0.0.0 for every interface]' },
   'redis-url': { env: 'REDIS_URL', help: 'Redis for keys, limits and usage shared by every gateway instance (default: in-process, one instance)' },
   'service-key': { env: 'SWITCHBOARD_SERVICE_KEY', help: 'Signs service tokens: shared secret (>= 32 bytes) or PEM private key (file path or text) (required)' },
@@ -224,6 +245,7 @@ export function parseGatewayArgs(argv: readonly string[], env: NodeJS.ProcessEnv
     backends,
     serviceKey: serviceKey ? fileOrText(serviceKey) : '',
     port: num('port') ?? 8000,
+    metricsPort: num('metrics-port') ?? null,
     hostname: get('hostname') ?? '127.0.0.1',
     redisUrl: get('redis-url') ?? null,
     adminToken: get('admin-token') ?? null,
@@ -254,7 +276,7 @@ export async function gatewayMain(argv: readonly string[]): Promise<void> {
   }
   const gw = await startGateway(parsed);
   process.stderr.write(
-    `[gateway] listening on ${gw.url} -> ${parsed.backends.join(', ')} (store: ${gw.store.kind}${parsed.adminToken ? ', admin API on' : ''}${parsed.jwt ? ', tenant JWTs on' : ''})\n`,
+    `[gateway] listening on ${gw.url} -> ${parsed.backends.join(', ')} (store: ${gw.store.kind}${parsed.adminToken ? ', admin API on' : ''}${parsed.jwt ? ', tenant JWTs on' : ''}${gw.metricsUrl ? `, metrics at ${gw.metricsUrl}` : ''})\n`,
   );
   let closing = false;
   const stop = async (sig: string) => {
