@@ -110,16 +110,17 @@ function gatewayEnvNames(): Set<string> | null {
 /** Variables the deployment sets that no server option reads (SDK, k8s plumbing). */
 const PLUMBING_ENV = /^(OTEL_[A-Z_]+|NODE_ENV|POD_NAME|REDIS_PASSWORD)$/;
 
-/** lorax_* families in backend/metrics.ts, with the series names Prometheus stores for each. */
-function emittedMetricSeries(): Map<string, string> {
-  const src = read('backend/metrics.ts');
+/** lorax_* families in backend/metrics.ts (or switchboard_gateway_* in gateway/metrics.ts), with the series names Prometheus stores for each. */
+function emittedMetricSeries(of: 'backend' | 'gateway' = 'backend'): Map<string, string> {
+  const src = read(`${of}/metrics.ts`);
+  const prefix = of === 'backend' ? 'lorax_' : 'switchboard_gateway_';
   const series = new Map<string, string>();
-  for (const m of src.matchAll(/new (Counter|Gauge|Histogram)\(\{ name: '(lorax_[a-z0-9_]+)'/g)) {
+  for (const m of src.matchAll(new RegExp(`new (Counter|Gauge|Histogram)\\(\\{\\s*name: '(${prefix}[a-z0-9_]+)'`, 'g'))) {
     const [, type, name] = m as unknown as [string, string, string];
     series.set(name, name);
     if (type === 'Histogram') for (const s of ['_bucket', '_sum', '_count']) series.set(name + s, name);
   }
-  assert.ok(series.size > 20, 'backend/metrics.ts: no lorax_* metrics found (did the declaration style change?)');
+  assert.ok(series.size > (of === 'backend' ? 20 : 2), `${of}/metrics.ts: no ${prefix}* metrics found (did the declaration style change?)`);
   return series;
 }
 
@@ -142,7 +143,7 @@ function codeStrings(): Set<string> {
   return out;
 }
 
-const METRIC_REF = /\b((?:lorax|nodejs|process)_[a-z0-9_]+)\b/g;
+const METRIC_REF = /\b((?:lorax|nodejs|process|switchboard_gateway)_[a-z0-9_]+)\b/g;
 
 /** Metric names used by the rules, the rule tests, the dashboard and the docs. */
 function referencedMetrics(): Map<string, string> {
@@ -614,15 +615,16 @@ describe('compose stack', () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('metric and span names', () => {
-  it('every lorax_* metric used by rules, dashboard and docs is declared in backend/metrics.ts', () => {
-    const emitted = emittedMetricSeries();
-    const missing = [...referencedMetrics()].filter(([n]) => n.startsWith('lorax_') && !emitted.has(n));
+  it('every lorax_* / switchboard_gateway_* metric used by rules, dashboard and docs is declared in backend/ or gateway/metrics.ts', () => {
+    const backend = emittedMetricSeries('backend');
+    const gateway = emittedMetricSeries('gateway');
+    const missing = [...referencedMetrics()].filter(([n]) => (n.startsWith('lorax_') && !backend.has(n)) || (n.startsWith('switchboard_gateway_') && !gateway.has(n)));
     assert.deepEqual(missing, [], 'metrics used but not emitted (name, where)');
   });
 
-  it('the docs list every backend metric and every alert', () => {
+  it('the docs list every backend and gateway metric and every alert', () => {
     const doc = read('docs/deployment.md');
-    const families = new Set(emittedMetricSeries().values());
+    const families = new Set([...emittedMetricSeries('backend').values(), ...emittedMetricSeries('gateway').values()]);
     for (const f of families) assert.match(doc, new RegExp(`\`${f}(\\{[^\`]*\\})?\``), `docs/deployment.md does not document ${f}`);
     const rules = parseYamlFile('infra/helm/switchboard/files/alerts.yml');
     const alerts = new Set<string>(rules.groups.flatMap((g: any) => g.rules.map((r: any) => r.alert)));
@@ -723,7 +725,7 @@ describe('metric and span names', () => {
         if (m[2] === 'histogram') for (const s of ['_bucket', '_sum', '_count']) scraped.add(m[1]! + s);
         if (m[2] === 'summary') for (const s of ['_sum', '_count']) scraped.add(m[1]! + s);
       }
-      const missing = [...referencedMetrics()].filter(([n]) => !scraped.has(n));
+      const missing = [...referencedMetrics()].filter(([n]) => !n.startsWith('switchboard_gateway_') && !scraped.has(n));
       assert.deepEqual(missing, [], 'used by rules/dashboard/docs but not on /metrics (name, where)');
       for (const n of new Set(emittedMetricSeries().values())) assert.ok(scraped.has(n), `${n} is declared but not exported`);
     });
