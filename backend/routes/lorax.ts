@@ -39,10 +39,10 @@ function errorResponse(c: Ctx, err: unknown) {
   return c.json(loraxError((err as Error).message ?? 'generation failed', 'generation'), 424);
 }
 
-function generationRequest(rt: Runtime, c: Ctx, inputs: string, p: GenerateParameters, signal: AbortSignal): GenerationRequest {
+async function generationRequest(rt: Runtime, c: Ctx, inputs: string, p: GenerateParameters, signal: AbortSignal): Promise<GenerationRequest> {
   const issues = checkGenerateLimits(p, rt.limits);
   if (issues.length > 0) throw new RequestError(loraxValidationError(issues).error, 422);
-  const constraint = loraxConstraint(rt, p.response_format); // 422 naming unsupported schema features
+  const constraint = await loraxConstraint(rt, p.response_format); // 422 naming unsupported schema features
   if (p.watermark) throw new RequestError('parameters.watermark: watermarking is not supported', 422);
   return {
     prompt: inputs,
@@ -107,7 +107,7 @@ async function collect(rt: Runtime, req: GenerationRequest): Promise<Collected> 
 async function runGenerate(rt: Runtime, c: Ctx, inputs: string, p: GenerateParameters): Promise<GenerateResponse> {
   const signal = c.req.raw.signal;
   const bestOf = p.best_of ?? 1;
-  const base = generationRequest(rt, c, inputs, p, signal);
+  const base = await generationRequest(rt, c, inputs, p, signal);
   // best_of: independent samples (different seeds), the most likely one wins, as in TGI.
   const runs = await Promise.all(
     Array.from({ length: bestOf }, (_, i) => collect(rt, { ...base, sampling: { ...base.sampling, seed: bestOf > 1 ? undefined : base.sampling.seed } }).then((r) => ({ r, i }))),
@@ -130,10 +130,10 @@ async function runGenerate(rt: Runtime, c: Ctx, inputs: string, p: GenerateParam
   return { generated_text: fullText, details };
 }
 
-function streamResponse(rt: Runtime, c: Ctx, inputs: string, p: GenerateParameters) {
+async function streamResponse(rt: Runtime, c: Ctx, inputs: string, p: GenerateParameters) {
   const ac = new AbortController();
   c.req.raw.signal.addEventListener('abort', () => ac.abort());
-  const req = generationRequest(rt, c, inputs, p, ac.signal);
+  const req = await generationRequest(rt, c, inputs, p, ac.signal);
   // Validation and admission happen before the 200: pull the first event eagerly.
   const it = generate(rt, req);
   return it.next().then((first) =>

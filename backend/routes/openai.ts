@@ -63,12 +63,12 @@ interface Common {
   response_format?: OpenAIResponseFormat | undefined;
 }
 
-function baseRequest(rt: Runtime, c: Ctx, r: Common, prompt: string | number[], maxNewTokens: number | undefined, topLogprobs: number, signal: AbortSignal): GenerationRequest {
+async function baseRequest(rt: Runtime, c: Ctx, r: Common, prompt: string | number[], maxNewTokens: number | undefined, topLogprobs: number, signal: AbortSignal): Promise<GenerationRequest> {
   if ((r.presence_penalty ?? 0) !== 0 || (r.frequency_penalty ?? 0) !== 0) {
     throw new RequestError('presence_penalty and frequency_penalty are not supported (use repetition_penalty)', 400);
   }
   if (r.logit_bias && Object.keys(r.logit_bias).length > 0) throw new RequestError('logit_bias is not supported', 400);
-  const constraint = openaiConstraint(rt, r.response_format); // 400 naming unsupported schema features
+  const constraint = await openaiConstraint(rt, r.response_format); // 400 naming unsupported schema features
   // OpenAI samples at temperature 1 unless told otherwise; 0 (or top_p 0) means greedy.
   const greedy = r.temperature === 0 || r.top_p === 0;
   return {
@@ -188,7 +188,7 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
       const ac = new AbortController();
       c.req.raw.signal.addEventListener('abort', () => ac.abort());
       const topLogprobs = r.logprobs ? (r.top_logprobs ?? 0) : 0;
-      const base = baseRequest(rt, c, r, promptIds, chatMaxTokens(r), topLogprobs, ac.signal);
+      const base = await baseRequest(rt, c, r, promptIds, chatMaxTokens(r), topLogprobs, ac.signal);
       prepareInput(rt, base); // length errors before anything starts
       const reqs = choiceRequests(base, r.n ?? 1);
       const id = newId('chatcmpl');
@@ -255,7 +255,7 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
       const maxTokens = r.max_tokens ?? 16; // OpenAI's default for completions
       const reqs: GenerationRequest[] = [];
       for (const p of prompts) {
-        const base = { ...baseRequest(rt, c, r, p, maxTokens, k, ac.signal), promptLogprobs: r.echo && r.logprobs !== undefined };
+        const base = { ...(await baseRequest(rt, c, r, p, maxTokens, k, ac.signal)), promptLogprobs: r.echo && r.logprobs !== undefined };
         prepareInput(rt, base);
         reqs.push(...choiceRequests(base, n));
       }

@@ -8,6 +8,8 @@
 import { DEFAULT_JSON_OBJECT_SCHEMA, OpenAIResponseFormat, type ResponseFormat } from '../../protocol/index.ts';
 import { RequestError } from '../generate.ts';
 import type { Runtime } from '../runtime.ts';
+import type { Nfa } from './automaton.ts';
+import { compileSchemaAsync } from './compile-pool.ts';
 import { compileSchema, type CompileOptions } from './compile.ts';
 import { Grammar } from './grammar.ts';
 import { SchemaError } from './schema.ts';
@@ -43,21 +45,26 @@ function vocabFor(rt: Runtime): Vocab {
   return v;
 }
 
-/** Compiles (or finds in the cache) the grammar of `schema` for a vocabulary. */
-export function grammarFor(vocab: Vocab, schema: unknown, options: Partial<CompileOptions> = {}): Grammar {
+function cacheOf(vocab: Vocab): Map<string, Grammar> {
   let cache = grammars.get(vocab);
   if (!cache) {
     cache = new Map();
     grammars.set(vocab, cache);
   }
-  const key = JSON.stringify([schema, options]);
+  return cache;
+}
+
+/** A cached grammar, marked most recently used. */
+function cached(cache: Map<string, Grammar>, key: string): Grammar | undefined {
   const hit = cache.get(key);
   if (hit) {
     cache.delete(key);
     cache.set(key, hit);
-    return hit;
   }
-  const nfa = compileSchema(schema, { horizon: vocab.maxTokenBytes, ...options });
+  return hit;
+}
+
+function remember(cache: Map<string, Grammar>, key: string, vocab: Vocab, nfa: Nfa, options: Partial<CompileOptions>): Grammar {
   const g = new Grammar(nfa, vocab, (options.horizon ?? vocab.maxTokenBytes) >= vocab.maxTokenBytes);
   cache.set(key, g);
   if (cache.size > GRAMMAR_CACHE) {
@@ -66,6 +73,40 @@ export function grammarFor(vocab: Vocab, schema: unknown, options: Partial<Compi
     cache.delete(oldest);
   }
   return g;
+}
+
+/** Compiles (or finds in the cache) the grammar of `schema` for a vocabulary. */
+export function grammarFor(vocab: Vocab, schema: unknown, options: Partial<CompileOptions> = {}): Grammar {
+  const cache = cacheOf(vocab);
+  const key = JSON.stringify([schema, options]);
+  return cached(cache, key) ?? remember(cache, key, vocab, compileSchema(schema, { horizon: vocab.maxTokenBytes, ...options }), options);
+}
+
+const compiling = new WeakMap<Vocab, Map<string, Promise<Grammar>>>();
+
+/**
+ * grammarFor for requests: a cache miss on a large schema compiles on the worker thread
+ * (compile-pool.ts), and concurrent requests for one new schema share that compile.
+ */
+export function grammarForRequest(vocab: Vocab, schema: unknown, options: Partial<CompileOptions> = {}): Promise<Grammar> {
+  const cache = cacheOf(vocab);
+  const key = JSON.stringify([schema, options]);
+  const hit = cached(cache, key);
+  if (hit) return Promise.resolve(hit);
+  let inflight = compiling.get(vocab);
+  if (!inflight) {
+    inflight = new Map();
+    compiling.set(vocab, inflight);
+  }
+  let p = inflight.get(key);
+  if (!p) {
+    const jobs = inflight;
+    p = compileSchemaAsync(schema, { horizon: vocab.maxTokenBytes, ...options }, key.length)
+      .then((nfa) => remember(cache, key, vocab, nfa, options))
+      .finally(() => jobs.delete(key));
+    inflight.set(key, p);
+  }
+  return p;
 }
 
 /** A constraint over a compiled grammar (tests and the bench use it without a Runtime). */
@@ -87,8 +128,8 @@ export function constraintOf(grammar: Grammar): Constraint {
   };
 }
 
-/** Builds the constraint for `schema`, or throws a RequestError naming what is not supported. */
-export function schemaConstraint(rt: Runtime, schema: unknown, where: string, status: number): Constraint {
+/** Builds the constraint for `schema`, or rejects with a RequestError naming what is not supported. */
+export async function schemaConstraint(rt: Runtime, schema: unknown, where: string, status: number): Promise<Constraint> {
   let vocab: Vocab;
   try {
     vocab = vocabFor(rt);
@@ -97,7 +138,7 @@ export function schemaConstraint(rt: Runtime, schema: unknown, where: string, st
     throw err;
   }
   try {
-    return constraintOf(grammarFor(vocab, schema));
+    return constraintOf(await grammarForRequest(vocab, schema));
   } catch (err) {
     if (err instanceof SchemaError) {
       throw new RequestError(`${where}: ${err.issues.length > 1 ? 'unsupported or invalid JSON Schema: ' : ''}${err.issues.join('; ')}`, status);
@@ -107,13 +148,13 @@ export function schemaConstraint(rt: Runtime, schema: unknown, where: string, st
 }
 
 /** LoRAX `parameters.response_format` (422 on a schema we cannot honour). */
-export function loraxConstraint(rt: Runtime, rf: ResponseFormat | undefined): Constraint | undefined {
+export async function loraxConstraint(rt: Runtime, rf: ResponseFormat | undefined): Promise<Constraint | undefined> {
   if (!rf || rf.type === 'text') return undefined;
   return schemaConstraint(rt, rf.schema ?? DEFAULT_JSON_OBJECT_SCHEMA, 'parameters.response_format.schema', 422);
 }
 
 /** OpenAI `response_format` (400 on a schema we cannot honour). */
-export function openaiConstraint(rt: Runtime, rf: OpenAIResponseFormat | undefined): Constraint | undefined {
+export async function openaiConstraint(rt: Runtime, rf: OpenAIResponseFormat | undefined): Promise<Constraint | undefined> {
   if (!rf || rf.type === 'text') return undefined;
   if (rf.type === 'json_object') return schemaConstraint(rt, rf.schema ?? ANY_JSON_OBJECT, 'response_format.schema', 400);
   return schemaConstraint(rt, rf.json_schema.schema ?? ANY_JSON_OBJECT, 'response_format.json_schema.schema', 400);

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Validator } from '@cfworker/json-schema';
 import { postJson, readSSE, startBackend, type TestServer } from '../../test/helpers/backend.ts';
+import { INLINE_MAX_CHARS } from './compile-pool.ts';
 import { OPEN_SCHEMAS, TEST_SCHEMAS } from './test-schemas.ts';
 
 const FIXTURES = join(import.meta.dirname, '..', '..', 'test', 'fixtures');
@@ -228,6 +229,19 @@ describe('structured output e2e: requests refused up front', () => {
     assert.match(((await comp.json()) as { error: { message: string } }).error.message, /"not"/);
     const malformed = await postJson(`${srv.url}/v1/completions`, { model: '', prompt: 'x', response_format: { type: 'yaml' } });
     assert.equal(malformed.status, 400);
+  });
+
+  it('large schemas (compiled on the worker thread) are refused and honoured like small ones', async () => {
+    const props: Record<string, unknown> = {};
+    for (let i = 0; i < 60; i++) props[`field_${i}`] = { type: 'object', properties: { name: { type: 'string', maxLength: 20 }, kind: { enum: ['a', 'b', `c${i}`] } }, required: ['kind'] };
+    const big = { type: 'object', properties: props, required: ['field_0'] };
+    assert.ok(JSON.stringify(big).length > INLINE_MAX_CHARS);
+    const refused = await postJson(`${srv.url}/generate`, { inputs: 'x', parameters: { response_format: { type: 'json_object', schema: { ...big, properties: { ...props, code: { type: 'string', pattern: '^x' } } } } } });
+    assert.equal(refused.status, 422);
+    assert.match(((await refused.json()) as { error: string }).error, /"pattern".*#\/properties\/code/);
+    const ok = await postJson(`${srv.url}/generate`, { inputs: 'Hello', parameters: { max_new_tokens: 24, response_format: { type: 'json_object', schema: big } } });
+    assert.equal(ok.status, 200);
+    assert.match(((await ok.json()) as { generated_text: string }).generated_text, /^\s*\{\s*("|$)/);
   });
 
   it('response_format "text" leaves generation unconstrained', async () => {
