@@ -10,7 +10,7 @@ major=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
 cache=${CUBLAS_CACHE:-$HOME/.cache/switchboard-cublas-$major}
 if [ ! -f "$cache/include/cublas_v2.h" ] || ! ls "$cache"/lib/libcublas.so.* >/dev/null 2>&1; then
   rm -rf "$cache.tmp" && mkdir -p "$cache.tmp"
-  python3 -m pip download -q --no-deps -d "$cache.tmp" "nvidia-cublas>=$major,<$((major + 1))" >&2
+  python3 -m pip download -q --retries 1 --no-deps -d "$cache.tmp" "nvidia-cublas>=$major,<$((major + 1))" >&2
   python3 - "$cache.tmp" <<'PY'
 import glob, os, stat, sys, zipfile
 d = sys.argv[1]
