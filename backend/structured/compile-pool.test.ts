@@ -10,21 +10,9 @@ import { compileSchemaAsync, INLINE_MAX_CHARS } from './compile-pool.ts';
 import { compileSchema } from './compile.ts';
 import { grammarForRequest } from './index.ts';
 import { SchemaError } from './schema.ts';
+import { largeSchema } from './test-schemas.ts';
 import { loadTokenBytes } from './token-bytes.ts';
 import { Vocab } from './vocab.ts';
-
-/** An object of 60 nested objects: ~13 KB of JSON, tens of milliseconds to compile. */
-function bigSchema(extra: Record<string, unknown> = {}): Record<string, unknown> {
-  const props: Record<string, unknown> = {};
-  for (let i = 0; i < 60; i++) {
-    props[`field_${i}`] = {
-      type: 'object',
-      properties: { name: { type: 'string', maxLength: 40 }, kind: { enum: ['alpha', 'beta', 'gamma', `delta${i}`] }, n: { type: 'integer', minimum: 0, maximum: 1000 } },
-      required: ['name', 'kind'],
-    };
-  }
-  return { type: 'object', properties: { ...props, ...extra }, required: Object.keys(props).slice(0, 30) };
-}
 
 /** Event-loop turns (setImmediate) until `p` settles. */
 async function turnsWhile<T>(p: Promise<T>): Promise<{ turns: number; result: PromiseSettledResult<T> }> {
@@ -43,7 +31,7 @@ async function turnsWhile<T>(p: Promise<T>): Promise<{ turns: number; result: Pr
 
 describe('schema compilation off the event loop', () => {
   it('gives the inline NFA while the event loop keeps turning', async () => {
-    const schema = bigSchema();
+    const schema = largeSchema();
     assert.ok(JSON.stringify(schema).length > INLINE_MAX_CHARS);
     const { turns, result } = await turnsWhile(compileSchemaAsync(schema, { horizon: 16 }));
     assert.equal(result.status, 'fulfilled');
@@ -53,7 +41,7 @@ describe('schema compilation off the event loop', () => {
   });
 
   it('rejects with the same SchemaError issues as an inline compile', async () => {
-    const schema = bigSchema({ code: { type: 'string', pattern: '^[A-Z]+$' }, odd: { not: { type: 'null' } } });
+    const schema = largeSchema({ code: { type: 'string', pattern: '^[A-Z]+$' }, odd: { not: { type: 'null' } } });
     let inline: SchemaError | undefined;
     try {
       compileSchema(schema);
@@ -72,7 +60,7 @@ describe('schema compilation off the event loop', () => {
     const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf-8')) as { vocab_size: number; eos_token_id: number };
     const tok = await TextTokenizer.load(dir, cfg.eos_token_id);
     const vocab = new Vocab(loadTokenBytes(dir).bytes, cfg.vocab_size, tok.eosTokenIds);
-    const schema = bigSchema({ unique: { const: Math.random() } });
+    const schema = largeSchema({ unique: { const: Math.random() } });
     const [a, b] = await Promise.all([grammarForRequest(vocab, schema), grammarForRequest(vocab, schema)]);
     assert.equal(a, b, 'one grammar for both');
     assert.equal(await grammarForRequest(vocab, schema), a, 'and from the cache afterwards');

@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { Validator } from '@cfworker/json-schema';
 import { postJson, readSSE, startBackend, type TestServer } from '../../test/helpers/backend.ts';
 import { INLINE_MAX_CHARS } from './compile-pool.ts';
-import { OPEN_SCHEMAS, TEST_SCHEMAS } from './test-schemas.ts';
+import { largeSchema, OPEN_SCHEMAS, TEST_SCHEMAS } from './test-schemas.ts';
 
 const FIXTURES = join(import.meta.dirname, '..', '..', 'test', 'fixtures');
 const SEEDS = [1, 2, 3, 4];
@@ -232,11 +232,9 @@ describe('structured output e2e: requests refused up front', () => {
   });
 
   it('large schemas (compiled on the worker thread) are refused and honoured like small ones', async () => {
-    const props: Record<string, unknown> = {};
-    for (let i = 0; i < 60; i++) props[`field_${i}`] = { type: 'object', properties: { name: { type: 'string', maxLength: 20 }, kind: { enum: ['a', 'b', `c${i}`] } }, required: ['kind'] };
-    const big = { type: 'object', properties: props, required: ['field_0'] };
+    const big = largeSchema();
     assert.ok(JSON.stringify(big).length > INLINE_MAX_CHARS);
-    const refused = await postJson(`${srv.url}/generate`, { inputs: 'x', parameters: { response_format: { type: 'json_object', schema: { ...big, properties: { ...props, code: { type: 'string', pattern: '^x' } } } } } });
+    const refused = await postJson(`${srv.url}/generate`, { inputs: 'x', parameters: { response_format: { type: 'json_object', schema: largeSchema({ code: { type: 'string', pattern: '^x' } }) } } });
     assert.equal(refused.status, 422);
     assert.match(((await refused.json()) as { error: string }).error, /"pattern".*#\/properties\/code/);
     const ok = await postJson(`${srv.url}/generate`, { inputs: 'Hello', parameters: { max_new_tokens: 24, response_format: { type: 'json_object', schema: big } } });

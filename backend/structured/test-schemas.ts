@@ -138,3 +138,19 @@ export const OPEN_SCHEMAS: Record<string, Record<string, unknown>> = {
   },
   freeStrings: { type: 'array', items: { type: 'string' }, maxItems: 2 },
 };
+
+/**
+ * A schema too large to compile inline (~13 KB of JSON, tens of milliseconds): an object of 60
+ * nested objects, with `extra` properties added (compile-pool.test.ts, structured-e2e.test.ts).
+ */
+export function largeSchema(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  const props: Record<string, unknown> = {};
+  for (let i = 0; i < 60; i++) {
+    props[`field_${i}`] = {
+      type: 'object',
+      properties: { name: { type: 'string', maxLength: 40 }, kind: { enum: ['alpha', 'beta', 'gamma', `delta${i}`] }, n: { type: 'integer', minimum: 0, maximum: 1000 } },
+      required: ['name', 'kind'],
+    };
+  }
+  return { type: 'object', properties: { ...props, ...extra }, required: Object.keys(props).slice(0, 30) };
+}
