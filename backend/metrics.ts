@@ -27,6 +27,8 @@ export class Metrics {
   readonly adapterLoadFailures = new Counter({ name: 'lorax_adapter_load_failures_total', help: 'Adapter loads that failed', registers: [this.registry] });
   readonly adapterEvictions = new Counter({ name: 'lorax_adapter_evictions_total', help: 'Adapters moved out of engine slots', registers: [this.registry] });
   readonly activeAdapters = new Gauge({ name: 'lorax_active_adapters', help: 'Adapters resident in engine slots', registers: [this.registry] });
+  // Not a LoRAX metric: every HTTP answer by route pattern (never a raw path), method and status.
+  readonly httpRequests = new Counter({ name: 'switchboard_backend_http_requests_total', help: 'HTTP answers, by route pattern, method and status', labelNames: ['route', 'method', 'status'], registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });

@@ -2,6 +2,7 @@
 // (OpenAI's under /v1, LoRAX's elsewhere) so nothing ever answers with a bare 500 page.
 import type { KeyObject } from 'node:crypto';
 import { Hono } from 'hono';
+import { matchedRoutes } from 'hono/route';
 import { loraxError, openaiError } from '../protocol/index.ts';
 import { serviceAuth, type AuthEnv } from './auth.ts';
 import { adapterRoutes } from './routes/adapters.ts';
@@ -15,6 +16,11 @@ import type { Runtime } from './runtime.ts';
 export function createApp(rt: Runtime, serviceKey: KeyObject | CryptoKey | null = null): Hono<AuthEnv> {
   const app = new Hono<AuthEnv>();
   app.use('*', httpTracing());
+  app.use('*', async (c, next) => {
+    await next();
+    const route = matchedRoutes(c).map((r) => r.path).filter((p) => p !== '/*').pop() ?? 'unmatched';
+    rt.metrics.httpRequests.inc({ route, method: c.req.method, status: String(c.res.status) });
+  });
   app.use('*', serviceAuth(serviceKey));
   app.route('/', infoRoutes(rt));
   app.route('/', adapterRoutes(rt));

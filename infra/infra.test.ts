@@ -110,10 +110,10 @@ function gatewayEnvNames(): Set<string> | null {
 /** Variables the deployment sets that no server option reads (SDK, k8s plumbing). */
 const PLUMBING_ENV = /^(OTEL_[A-Z_]+|NODE_ENV|POD_NAME|REDIS_PASSWORD)$/;
 
-/** lorax_* families in backend/metrics.ts (or switchboard_gateway_* in gateway/metrics.ts), with the series names Prometheus stores for each. */
+/** lorax_* and switchboard_backend_* families in backend/metrics.ts (or switchboard_gateway_* in gateway/metrics.ts), with the series names Prometheus stores for each. */
 function emittedMetricSeries(of: 'backend' | 'gateway' = 'backend'): Map<string, string> {
   const src = read(`${of}/metrics.ts`);
-  const prefix = of === 'backend' ? 'lorax_' : 'switchboard_gateway_';
+  const prefix = of === 'backend' ? '(?:lorax|switchboard_backend)_' : 'switchboard_gateway_';
   const series = new Map<string, string>();
   for (const m of src.matchAll(new RegExp(`new (Counter|Gauge|Histogram)\\(\\{\\s*name: '(${prefix}[a-z0-9_]+)'`, 'g'))) {
     const [, type, name] = m as unknown as [string, string, string];
@@ -143,7 +143,7 @@ function codeStrings(): Set<string> {
   return out;
 }
 
-const METRIC_REF = /\b((?:lorax|nodejs|process|switchboard_gateway)_[a-z0-9_]+)\b/g;
+const METRIC_REF = /\b((?:lorax|nodejs|process|switchboard_gateway|switchboard_backend)_[a-z0-9_]+)\b/g;
 
 /** Metric names used by the rules, the rule tests, the dashboard and the docs. */
 function referencedMetrics(): Map<string, string> {
@@ -618,7 +618,7 @@ describe('metric and span names', () => {
   it('every lorax_* / switchboard_gateway_* metric used by rules, dashboard and docs is declared in backend/ or gateway/metrics.ts', () => {
     const backend = emittedMetricSeries('backend');
     const gateway = emittedMetricSeries('gateway');
-    const missing = [...referencedMetrics()].filter(([n]) => (n.startsWith('lorax_') && !backend.has(n)) || (n.startsWith('switchboard_gateway_') && !gateway.has(n)));
+    const missing = [...referencedMetrics()].filter(([n]) => (/^(lorax|switchboard_backend)_/.test(n) && !backend.has(n)) || (n.startsWith('switchboard_gateway_') && !gateway.has(n)));
     assert.deepEqual(missing, [], 'metrics used but not emitted (name, where)');
   });
 

@@ -184,7 +184,14 @@ describe('LoRAX REST API', () => {
     assert.equal(info.model_device_type, 'cpu');
     const toks = (await (await postJson(`${srv.url}/tokenize`, { inputs: ref.prompts[0]!.text })).json()) as { id: number }[];
     assert.deepEqual(toks.map((t) => t.id), ref.prompts[0]!.ids);
+    assert.equal((await fetch(`${srv.url}/no/such/route/${Date.now()}`)).status, 404);
     const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+    // Every answer by route pattern: raw paths never become labels.
+    const answers = (labels: string) => Number(new RegExp(`^switchboard_backend_http_requests_total\\{${labels}\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? 0);
+    assert.ok(answers('route="/generate",method="POST",status="200"') >= 1);
+    assert.ok(answers('route="/tokenize",method="POST",status="200"') >= 1);
+    assert.ok(answers('route="unmatched",method="GET",status="404"') >= 1);
+    assert.ok(!metrics.includes('/no/such/route'));
     for (const name of ['lorax_request_count', 'lorax_request_duration_bucket', 'lorax_request_time_to_first_token_bucket', 'lorax_queue_size', 'lorax_batch_current_size', 'lorax_tokens_generated_total', 'lorax_adapter_loads_total{tier="device"}', 'lorax_adapter_load_duration_bucket', 'lorax_active_adapters']) {
       assert.ok(metrics.includes(name), `metrics lack ${name}`);
     }
