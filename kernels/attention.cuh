@@ -110,8 +110,8 @@ template <typename T, int D>
 __global__ void __launch_bounds__(AttCfg<T, D>::NW * 32, ATT_BLOCKS_PER_SM) pagedAttentionKernel(
     const T* __restrict__ q, int ldq, const T* __restrict__ kCache, const T* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, int maxBlocks, const int32_t* __restrict__ rowSeq,
-    const int32_t* __restrict__ rowPos, int heads, int kvHeads, int blockSize, int window, float scale,
-    T* __restrict__ out, float* __restrict__ partial, int64_t mlOffset) {
+    const int32_t* __restrict__ rowPos, const int32_t* __restrict__ rowIndex, int heads, int kvHeads, int blockSize,
+    int window, float scale, T* __restrict__ out, float* __restrict__ partial, int64_t mlOffset) {
   using C = AttCfg<T, D>;
   constexpr int TK = C::TK, HC = C::HC, TG = C::TG, DS = C::DS, RV = C::RV, NW = C::NW, S = C::STAGES;
   constexpr int KPW = 32 / TG;  // keys scored at once
@@ -133,7 +133,8 @@ __global__ void __launch_bounds__(AttCfg<T, D>::NW * 32, ATT_BLOCKS_PER_SM) page
   __shared__ __align__(16) float sp[NW][TK][HC];  // scores, then probabilities, of the warp's tile
   __shared__ float sm[NW][HC], sl[NW][HC];
 
-  const int row = blockIdx.x / kvHeads, kvh = blockIdx.x % kvHeads;  // a row's kv heads run side by side
+  // A row's kv heads run side by side; rowIndex (no split-K then) picks the rows this launch serves.
+  const int row = rowIndex ? rowIndex[blockIdx.x / kvHeads] : blockIdx.x / kvHeads, kvh = blockIdx.x % kvHeads;
   const int group = heads / kvHeads;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sub = lane / TG, part = lane % TG;

@@ -3,6 +3,7 @@
 #include "attention.cuh"
 #include "elementwise.cuh"
 #include "norm.cuh"
+#include "prefill_attention.cuh"
 #include "rope.cuh"
 #include "sampling.cuh"
 #include "sgmv.cuh"
@@ -250,8 +251,8 @@ int64_t attentionWorkspaceFloats(int rows, int heads, int kvHeads, int dim, int 
 
 template <typename T, int D>
 static int attentionFor(const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables, int maxBlocks,
-                        const int32_t* rowSeq, const int32_t* rowPos, int rows, int heads, int kvHeads, int blockSize,
-                        int window, float scale, void* out, int maxKeys, float* ws, int64_t wsFloats, Stream s) {
+                        const int32_t* rowSeq, const int32_t* rowPos, const int32_t* rowIndex, int rows, int heads, int kvHeads,
+                        int blockSize, int window, float scale, void* out, int maxKeys, float* ws, int64_t wsFloats, Stream s) {
   using C = AttCfg<T, D>;
   // Once per device: allow the rings' dynamic shared memory (over 48 KiB for fp32 / D 256) and ask
   // for the largest shared-memory carveout, so ATT_BLOCKS_PER_SM blocks fit on an SM.
@@ -263,34 +264,76 @@ static int attentionFor(const void* q, int ldq, const void* kCache, const void* 
     cudaFuncSetAttribute(pagedAttentionKernel<T, D>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
     configured |= 1ull << dev;
   }
-  int splits = attentionSplits(rows, kvHeads, maxKeys);
+  int splits = rowIndex ? 1 : attentionSplits(rows, kvHeads, maxKeys);
   if (splits > 1 && (!ws || wsFloats < static_cast<int64_t>(rows) * heads * splits * (D + 2))) splits = 1;
   dim3 grid(rows * kvHeads, 1, splits);
   // Workspace: acc [rows * heads, splits, D], then (m, l) [rows * heads, splits, 2].
   const int64_t mlOffset = static_cast<int64_t>(rows) * heads * splits * D;
   pagedAttentionKernel<T, D><<<grid, C::NW * 32, C::SMEM, s>>>(
       static_cast<const T*>(q), ldq, static_cast<const T*>(kCache), static_cast<const T*>(vCache), blockTables, maxBlocks,
-      rowSeq, rowPos, heads, kvHeads, blockSize, window, scale, static_cast<T*>(out), splits > 1 ? ws : nullptr, mlOffset);
+      rowSeq, rowPos, rowIndex, heads, kvHeads, blockSize, window, scale, static_cast<T*>(out), splits > 1 ? ws : nullptr, mlOffset);
   if (splits > 1)
     attentionCombineKernel<T><<<rows * heads, ATT_COMBINE_THREADS, splits * sizeof(float), s>>>(ws, splits, D, mlOffset, static_cast<T*>(out));
   return launched();
 }
 
 int pagedAttention(Elem t, const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables, int maxBlocks,
-                   const int32_t* rowSeq, const int32_t* rowPos, int rows, int heads, int kvHeads, int dim, int blockSize,
-                   int window, float scale, void* out, int maxKeys, float* workspace, int64_t workspaceFloats, Stream s) {
+                   const int32_t* rowSeq, const int32_t* rowPos, const int32_t* rowIndex, int rows, int heads, int kvHeads, int dim,
+                   int blockSize, int window, float scale, void* out, int maxKeys, float* workspace, int64_t workspaceFloats, Stream s) {
   if (rows == 0) return 0;
   if (heads % kvHeads != 0 || heads / kvHeads > ATT_MAX_GROUP) return static_cast<int>(cudaErrorInvalidValue);
   return dispatch(t, [&](auto tag) {
     using T = decltype(tag);
     switch (dim) {
 #define SB_ATT(D) \
-  case D: return attentionFor<T, D>(q, ldq, kCache, vCache, blockTables, maxBlocks, rowSeq, rowPos, rows, heads, kvHeads, blockSize, window, scale, out, maxKeys, workspace, workspaceFloats, s);
+  case D: return attentionFor<T, D>(q, ldq, kCache, vCache, blockTables, maxBlocks, rowSeq, rowPos, rowIndex, rows, heads, kvHeads, blockSize, window, scale, out, maxKeys, workspace, workspaceFloats, s);
       SB_ATT(16) SB_ATT(32) SB_ATT(64) SB_ATT(96) SB_ATT(128) SB_ATT(256)
 #undef SB_ATT
       default: return static_cast<int>(cudaErrorInvalidValue);
     }
   });
+}
+
+bool prefillAttentionSupported(Elem t, int dim) {
+  static int major = -1;
+  if (major < 0) {
+    int dev = 0;
+    cudaGetDevice(&dev);
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) major = 0;
+  }
+  return t != Elem::F32 && major >= 8 && (dim == 16 || dim == 32 || dim == 64 || dim == 128);
+}
+
+int prefillAttention(Elem t, const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables,
+                     int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, const int32_t* tiles, int numTiles, int heads,
+                     int kvHeads, int dim, int blockSize, int window, float scale, void* out, Stream s) {
+  if (numTiles == 0) return 0;
+  if (!prefillAttentionSupported(t, dim) || heads % kvHeads != 0) return static_cast<int>(cudaErrorInvalidValue);
+  auto launch = [&](auto tag, auto dt) {
+    using T = decltype(tag);
+    constexpr int D = decltype(dt)::value;
+    constexpr int smem = PfaCfg<D>::SMEM;
+    static unsigned long long configured = 0;  // per device: the dynamic shared memory is over 48 KiB
+    int dev = 0;
+    cudaGetDevice(&dev);
+    if (dev < 64 && !(configured >> dev & 1)) {
+      cudaFuncSetAttribute(prefillAttentionKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      configured |= 1ull << dev;
+    }
+    prefillAttentionKernel<T, D><<<dim3(numTiles, heads), PFA_THREADS, smem, s>>>(
+        static_cast<const T*>(q), ldq, static_cast<const T*>(kCache), static_cast<const T*>(vCache), blockTables, maxBlocks, rowSeq,
+        rowPos, tiles, heads, kvHeads, blockSize, window, scale * 1.4426950408889634f, static_cast<T*>(out));
+    return launched();
+  };
+  auto withDim = [&](auto tag) {
+    switch (dim) {
+      case 16: return launch(tag, std::integral_constant<int, 16>{});
+      case 32: return launch(tag, std::integral_constant<int, 32>{});
+      case 64: return launch(tag, std::integral_constant<int, 64>{});
+      default: return launch(tag, std::integral_constant<int, 128>{});
+    }
+  };
+  return t == Elem::BF16 ? withDim(__nv_bfloat16{}) : withDim(__half{});
 }
 
 int finishRows(const float* logits, int rows, int vocab, const RowFinish* params, const uint32_t* masks,

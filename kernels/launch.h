@@ -72,9 +72,11 @@ int sgmv(Elem t, const void* x, int in, float* tmp, int maxRank, void* y, int ld
 int writeKv(Elem t, const void* k, const void* v, int ld, const int32_t* slots, int rows, int kvDim, void* kCache,
             void* vCache, Stream s);
 
-// Attention for every query row over the paged cache: row r (of sequence rowSeq[r], at position
+// Attention for query rows over the paged cache: row r (of sequence rowSeq[r], at position
 // rowPos[r]) attends to positions [max(0, pos - window + 1), pos] (window 0 = all) through
 // blockTables[rowSeq[r] * maxBlocks + ...]. q rows have stride ldq; out is [rows, heads, dim].
+// The rows served are 0..rows-1, or rowIndex[0..rows-1] when rowIndex is given (the others are
+// left alone, e.g. prompt rows that prefillAttention serves; no split-K then).
 // GQA: kvHeads divides heads (at most 8 query heads per kv head).
 // With few rows, keys are split over several blocks (flash-decoding): pass an upper bound on the
 // key range any row attends to (maxKeys) and an fp32 workspace; attentionWorkspaceFloats() says
@@ -82,10 +84,21 @@ int writeKv(Elem t, const void* k, const void* v, int ld, const int32_t* slots, 
 // workspace size): each block splits its own row's range, so a launch stays valid, e.g. replayed
 // from a CUDA graph, while contexts grow, as long as the same (bucketed) maxKeys is passed.
 int pagedAttention(Elem t, const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables,
-                   int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, int rows, int heads, int kvHeads,
-                   int dim, int blockSize, int window, float scale, void* out, int maxKeys, float* workspace,
+                   int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, const int32_t* rowIndex, int rows, int heads,
+                   int kvHeads, int dim, int blockSize, int window, float scale, void* out, int maxKeys, float* workspace,
                    int64_t workspaceFloats, Stream s);
 int64_t attentionWorkspaceFloats(int rows, int heads, int kvHeads, int dim, int maxKeys);
+
+// The same attention for prompt chunks, on tensor cores (prefill_attention.cuh): tiles[2 i] is
+// the first row of tile i and tiles[2 i + 1] its row count (1..64); a tile's rows are consecutive
+// rows of one sequence with consecutive positions. Only fp16/bf16, head dims 16/32/64/128, sm_80+:
+// prefillAttentionSupported says whether this device and shape can take it.
+constexpr int kPrefillTileRows = 64;
+constexpr int kPrefillMinRows = 8;  // a sequence's rows in a step from which it pays
+bool prefillAttentionSupported(Elem t, int dim);
+int prefillAttention(Elem t, const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables,
+                     int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, const int32_t* tiles, int numTiles, int heads,
+                     int kvHeads, int dim, int blockSize, int window, float scale, void* out, Stream s);
 
 // What the engine wants from one row of fp32 logits (sampling.cuh has the semantics).
 struct RowFinish {

@@ -143,6 +143,8 @@ export interface NativeEngineInfo {
   weightBytes: number;
   /** Decode steps replayed from captured CUDA graphs so far (always 0 on the CPU engine). */
   graphSteps: number;
+  /** GPU time of the last step, from its first kernel to its sampling kernel's end, in ms (0 on the CPU engine). */
+  lastStepDeviceMs: number;
 }
 
 export declare class NativeEngine {

@@ -29,4 +29,6 @@ if [ "${1:-}" = "--bench" ]; then
   node --import tsx bench/gpu/bench.ts --ceilings "$OUT/ceilings.json" --out "$OUT" $quick 2>&1 | tee "$OUT/bench.log" || status=1
   python3 bench/gpu/plot.py "$OUT/results.json" "$OUT/decode.png" || status=1
 fi
+# The device tool returns at most 8 files: the small side logs travel as one archive.
+(cd "$OUT" && tar -czf side-logs.tgz --remove-files $(ls gpu.txt build.log ceilings.json peer.log 2>/dev/null)) || true
 exit $status

@@ -7,20 +7,22 @@ using namespace sb::kern;
 #define E(t) static_cast<Elem>(t)
 
 extern "C" {
-int sb_embedding(int t, const void* table, const int32_t* tokens, int rows, int hidden, void* out) { return embedding(E(t), table, tokens, rows, hidden, out, nullptr); }
-int sb_rmsnorm(int t, const void* x, void* res, const void* w, int rows, int hidden, float eps, void* out) { return rmsnorm(E(t), x, res, w, rows, hidden, eps, out, nullptr); }
-int sb_rope(int t, void* q, int ldq, void* k, int ldk, const int32_t* pos, const float* inv, int rows, int heads, int kvHeads, int dim) { return rope(E(t), q, ldq, k, ldk, pos, inv, rows, heads, kvHeads, dim, nullptr); }
-int sb_silu_mul(int t, const void* g, const void* u, int ld, int rows, int inter, void* out) { return siluMul(E(t), g, u, ld, rows, inter, out, nullptr); }
-int sb_add_bias(int t, void* y, const void* b, int rows, int cols) { return addBias(E(t), y, b, rows, cols, nullptr); }
-// Stream of the sgmv entries (default: the legacy stream), so the bench can capture them in a CUDA graph.
-static Stream gSgmvStream = nullptr;
-void sb_sgmv_set_stream(void* s) { gSgmvStream = S(s); }
-int sb_sgmv_shrink(int t, const void* x, int in, float* tmp, int maxRank, const LoraSlotEntry* table, int stride, const LoraProjSet* set, const int32_t* segStart, const int32_t* segSlot, int nseg, int maxSegRows, int rows) { return sgmvShrink(E(t), x, in, tmp, maxRank, table, stride, *set, segStart, segSlot, nseg, maxSegRows, rows, gSgmvStream); }
-int sb_sgmv_expand(int t, const float* tmp, int maxRank, void* y, int ldy, const LoraSlotEntry* table, int stride, const LoraProjSet* set, const int32_t* segStart, const int32_t* segSlot, int nseg, int maxSegRows) { return sgmvExpand(E(t), tmp, maxRank, y, ldy, table, stride, *set, segStart, segSlot, nseg, maxSegRows, gSgmvStream); }
-int sb_sgmv(int t, const void* x, int in, float* tmp, int maxRank, void* y, int ldy, const LoraSlotEntry* table, int stride, const LoraProjSet* set, const int32_t* segStart, const int32_t* segSlot, int nseg, int maxSegRows, int rows) { return sgmv(E(t), x, in, tmp, maxRank, y, ldy, table, stride, *set, segStart, segSlot, nseg, maxSegRows, rows, gSgmvStream); }
-int sb_write_kv(int t, const void* k, const void* v, int ld, const int32_t* slots, int rows, int kvDim, void* kc, void* vc) { return writeKv(E(t), k, v, ld, slots, rows, kvDim, kc, vc, nullptr); }
-int sb_paged_attention(int t, const void* q, int ldq, const void* kc, const void* vc, const int32_t* tables, int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, int rows, int heads, int kvHeads, int dim, int bs, int window, float scale, void* out, int maxKeys, float* ws, int64_t wsFloats) { return pagedAttention(E(t), q, ldq, kc, vc, tables, maxBlocks, rowSeq, rowPos, rows, heads, kvHeads, dim, bs, window, scale, out, maxKeys, ws, wsFloats, nullptr); }
+// Stream of every entry (default: the legacy stream), so the bench can capture them in a CUDA graph.
+static Stream gStream = nullptr;
+void sb_set_stream(void* s) { gStream = S(s); }
+int sb_embedding(int t, const void* table, const int32_t* tokens, int rows, int hidden, void* out) { return embedding(E(t), table, tokens, rows, hidden, out, gStream); }
+int sb_rmsnorm(int t, const void* x, void* res, const void* w, int rows, int hidden, float eps, void* out) { return rmsnorm(E(t), x, res, w, rows, hidden, eps, out, gStream); }
+int sb_rope(int t, void* q, int ldq, void* k, int ldk, const int32_t* pos, const float* inv, int rows, int heads, int kvHeads, int dim) { return rope(E(t), q, ldq, k, ldk, pos, inv, rows, heads, kvHeads, dim, gStream); }
+int sb_silu_mul(int t, const void* g, const void* u, int ld, int rows, int inter, void* out) { return siluMul(E(t), g, u, ld, rows, inter, out, gStream); }
+int sb_add_bias(int t, void* y, const void* b, int rows, int cols) { return addBias(E(t), y, b, rows, cols, gStream); }
+int sb_sgmv_shrink(int t, const void* x, int in, float* tmp, int maxRank, const LoraSlotEntry* table, int stride, const LoraProjSet* set, const int32_t* segStart, const int32_t* segSlot, int nseg, int maxSegRows, int rows) { return sgmvShrink(E(t), x, in, tmp, maxRank, table, stride, *set, segStart, segSlot, nseg, maxSegRows, rows, gStream); }
+int sb_sgmv_expand(int t, const float* tmp, int maxRank, void* y, int ldy, const LoraSlotEntry* table, int stride, const LoraProjSet* set, const int32_t* segStart, const int32_t* segSlot, int nseg, int maxSegRows) { return sgmvExpand(E(t), tmp, maxRank, y, ldy, table, stride, *set, segStart, segSlot, nseg, maxSegRows, gStream); }
+int sb_sgmv(int t, const void* x, int in, float* tmp, int maxRank, void* y, int ldy, const LoraSlotEntry* table, int stride, const LoraProjSet* set, const int32_t* segStart, const int32_t* segSlot, int nseg, int maxSegRows, int rows) { return sgmv(E(t), x, in, tmp, maxRank, y, ldy, table, stride, *set, segStart, segSlot, nseg, maxSegRows, rows, gStream); }
+int sb_write_kv(int t, const void* k, const void* v, int ld, const int32_t* slots, int rows, int kvDim, void* kc, void* vc) { return writeKv(E(t), k, v, ld, slots, rows, kvDim, kc, vc, gStream); }
+int sb_paged_attention(int t, const void* q, int ldq, const void* kc, const void* vc, const int32_t* tables, int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, const int32_t* rowIndex, int rows, int heads, int kvHeads, int dim, int bs, int window, float scale, void* out, int maxKeys, float* ws, int64_t wsFloats) { return pagedAttention(E(t), q, ldq, kc, vc, tables, maxBlocks, rowSeq, rowPos, rowIndex, rows, heads, kvHeads, dim, bs, window, scale, out, maxKeys, ws, wsFloats, gStream); }
+int sb_prefill_attention_supported(int t, int dim) { return prefillAttentionSupported(E(t), dim) ? 1 : 0; }
+int sb_prefill_attention(int t, const void* q, int ldq, const void* kc, const void* vc, const int32_t* tables, int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, const int32_t* tiles, int numTiles, int heads, int kvHeads, int dim, int bs, int window, float scale, void* out) { return prefillAttention(E(t), q, ldq, kc, vc, tables, maxBlocks, rowSeq, rowPos, tiles, numTiles, heads, kvHeads, dim, bs, window, scale, out, gStream); }
 int64_t sb_attention_workspace(int rows, int heads, int kvHeads, int dim, int maxKeys) { return attentionWorkspaceFloats(rows, heads, kvHeads, dim, maxKeys); }
-int sb_finish_rows(const float* logits, int rows, int vocab, const RowFinish* params, const uint32_t* masks, const int32_t* pen, float* work, int32_t* results, int stride) { return finishRows(logits, rows, vocab, params, masks, pen, work, results, stride, nullptr); }
-int sb_random_fill(int t, void* dst, int64_t n, uint64_t seed, float std) { return randomFill(E(t), dst, n, seed, std, nullptr); }
+int sb_finish_rows(const float* logits, int rows, int vocab, const RowFinish* params, const uint32_t* masks, const int32_t* pen, float* work, int32_t* results, int stride) { return finishRows(logits, rows, vocab, params, masks, pen, work, results, stride, gStream); }
+int sb_random_fill(int t, void* dst, int64_t n, uint64_t seed, float std) { return randomFill(E(t), dst, n, seed, std, gStream); }
 }

@@ -231,10 +231,13 @@ def test_attention(lib, t):
     long1 = [(4095, 1)]  # batch 1, 4K keys: many splits (the last one empty)
     mixed = [(4000, 1), (5, 1), (100, 1), (2047, 1)]  # splits sized by the longest row: short rows leave most empty
     chunks = [(300, 5), (50, 1), (2, 3)]  # a prefill chunk beside decode rows, split-K
+    prompt = [(0, 300), (5, 1)]  # a long prompt (tiles of 64 on tensor cores) beside a decode row
+    chunked = [(100, 130), (0, 20), (7, 2)]  # a later chunk of a prompt (unaligned start), a short prompt, two rows
     for heads, kvh, dim, window, seqs in [(32, 8, 128, 0, prefill), (4, 2, 16, 5, prefill), (28, 4, 128, 0, prefill), (8, 8, 64, 7, prefill),
                                          (32, 8, 128, 0, decode), (28, 4, 128, 0, decode), (4, 2, 16, 300, decode),
                                          (32, 8, 128, 0, batch64), (32, 8, 128, 0, long1), (28, 4, 128, 0, mixed), (16, 2, 64, 0, mixed),
-                                         (32, 8, 128, 1000, mixed), (32, 8, 128, 0, chunks), (12, 4, 96, 0, chunks), (8, 2, 256, 0, long1)]:
+                                         (32, 8, 128, 1000, mixed), (32, 8, 128, 0, chunks), (12, 4, 96, 0, chunks), (8, 2, 256, 0, long1),
+                                         (8, 2, 128, 0, prompt), (8, 2, 128, 64, chunked), (8, 4, 64, 0, chunked), (4, 2, 16, 0, prompt), (8, 8, 32, 5, prefill)]:
         bs = 16
         row_seq, row_pos = [], []
         for s, (p0, n) in enumerate(seqs):
@@ -264,9 +267,27 @@ def test_attention(lib, t):
         max_keys = max(row_pos) + 1
         ws_floats = lib.sb_attention_workspace(rows, heads, kvh, dim, max_keys)
         ws = torch.full((max(ws_floats, 1),), float("nan"), device="cuda")
-        run(lib, "sb_paged_attention", t, p(q), heads * dim, p(kc), p(vc), p(perm), max_blocks, p(rs), p(rp), rows, heads, kvh, dim, bs, window, ctypes.c_float(scale), p(out), max_keys, p(ws), ctypes.c_int64(ws_floats))
+        run(lib, "sb_paged_attention", t, p(q), heads * dim, p(kc), p(vc), p(perm), max_blocks, p(rs), p(rp), None, rows, heads, kvh, dim, bs, window, ctypes.c_float(scale), p(out), max_keys, p(ws), ctypes.c_int64(ws_floats))
         ref = torch_attention(q.view(rows, heads, dim), kc, vc, perm, row_seq, row_pos, heads, kvh, dim, bs, window, scale)
         check(f"paged attention h{heads}/kv{kvh} d{dim} window {window} rows {rows} keys {max_keys}{' split-K' if ws_floats else ''}", t, out.view(rows, heads, dim), ref)
+        if lib.sb_prefill_attention_supported(t, dim):
+            # As the engine splits a step: sequences with >= 8 rows in tiles of 64 on tensor cores,
+            # every other row through the paged kernel's row list.
+            tiles, others, r0 = [], [], 0
+            for p0, n in seqs:
+                if n >= 8:
+                    tiles += [(r0 + k, min(64, n - k)) for k in range(0, n, 64)]
+                else:
+                    others += range(r0, r0 + n)
+                r0 += n
+            if tiles:
+                out2 = poison((rows, heads * dim), DT[t])
+                tl = torch.tensor(tiles, dtype=torch.int32, device="cuda").flatten()
+                run(lib, "sb_prefill_attention", t, p(q), heads * dim, p(kc), p(vc), p(perm), max_blocks, p(rs), p(rp), p(tl), len(tiles), heads, kvh, dim, bs, window, ctypes.c_float(scale), p(out2))
+                if others:
+                    ri = torch.tensor(others, dtype=torch.int32, device="cuda")
+                    run(lib, "sb_paged_attention", t, p(q), heads * dim, p(kc), p(vc), p(perm), max_blocks, p(rs), p(rp), p(ri), len(others), heads, kvh, dim, bs, window, ctypes.c_float(scale), p(out2), max_keys, None, ctypes.c_int64(0))
+                check(f"prefill attention (mma) h{heads}/kv{kvh} d{dim} window {window} tiles {len(tiles)} + {len(others)} rows", t, out2.view(rows, heads, dim), ref)
 
 
 class RowFinish(ctypes.Structure):
@@ -456,7 +477,7 @@ def gpu_time(lib, f, reps=20, replays=5):
     """GPU time per call of f (which only enqueues work): `reps` calls captured in one CUDA graph (as the
     engine runs a decode step), replayed between CUDA events; launch latency on the host is not counted."""
     st = torch.cuda.Stream()
-    lib.sb_sgmv_set_stream(ctypes.c_void_p(st.cuda_stream))
+    lib.sb_set_stream(ctypes.c_void_p(st.cuda_stream))
     try:
         with torch.cuda.stream(st):
             for _ in range(3):
@@ -467,7 +488,7 @@ def gpu_time(lib, f, reps=20, replays=5):
             for _ in range(reps):
                 f()
     finally:
-        lib.sb_sgmv_set_stream(None)
+        lib.sb_set_stream(None)
     g.replay()
     torch.cuda.synchronize()
     ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
@@ -565,17 +586,7 @@ def profile_decode_layer(lib, batch=64, ctx=1024):
     torch.matmul for the GEMMs, so the step time can be attributed. Printed, and returned."""
     t, H, I, NH, NKV, D, bs = BF16, 4096, 14336, 32, 8, 128, 16
     QKV = NH * D + 2 * NKV * D
-    def timeit(f, reps=50):
-        for _ in range(10):
-            f()
-        torch.cuda.synchronize()
-        ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
-        ev[0].record()
-        for _ in range(reps):
-            f()
-        ev[1].record()
-        torch.cuda.synchronize()
-        return ev[0].elapsed_time(ev[1]) * 1000 / reps
+    timeit = lambda f: gpu_time(lib, f)  # in a CUDA graph, as the engine's decode steps run
     x = torch.randn(batch, H, device="cuda").to(DT[t])
     res = torch.randn(batch, H, device="cuda").to(DT[t])
     w = torch.ones(H, device="cuda").to(DT[t])
@@ -604,7 +615,7 @@ def profile_decode_layer(lib, batch=64, ctx=1024):
         "gemm qkv": timeit(lambda: torch.matmul(x, wqkv.T)),
         "rope": timeit(lambda: lib.sb_rope(t, p(qkv), QKV, kptr, QKV, p(rp), p(inv), batch, NH, NKV, D)),
         "write kv": timeit(lambda: lib.sb_write_kv(t, kptr, vptr, QKV, p(slots), batch, NKV * D, p(kc), p(vc))),
-        "attention": timeit(lambda: lib.sb_paged_attention(t, p(qkv), QKV, p(kc), p(vc), p(tables), tables.shape[1], p(rs), p(rp), batch, NH, NKV, D, bs, 0, ctypes.c_float(D ** -0.5), p(att), ctx, p(ws), ctypes.c_int64(ws_floats))),
+        "attention": timeit(lambda: lib.sb_paged_attention(t, p(qkv), QKV, p(kc), p(vc), p(tables), tables.shape[1], p(rs), p(rp), None, batch, NH, NKV, D, bs, 0, ctypes.c_float(D ** -0.5), p(att), ctx, p(ws), ctypes.c_int64(ws_floats))),
         "gemm o": timeit(lambda: torch.matmul(att, wo.T)),
         "gemm gate|up": timeit(lambda: torch.matmul(x, wgu.T)),
         "silu*mul": timeit(lambda: lib.sb_silu_mul(t, p(gu), up, 2 * I, batch, I, p(act))),
@@ -619,6 +630,36 @@ def profile_decode_layer(lib, batch=64, ctx=1024):
     print(f"    {'sum':<14} {total:8.1f} us; x32 layers = {total * 32 / 1000:.2f} ms; layer floor {((weight_bytes + kv_bytes) / 3e12) * 1e6:.0f} us at 3 TB/s "
           f"(weights {weight_bytes / 1e6:.0f} MB, KV {kv_bytes / 1e6:.0f} MB)")
     return {k: v for k, v in parts.items()}
+
+
+def bench_prefill_attention(lib, peak_tflops=750.0):
+    """One layer's attention for one prompt (Mistral-7B heads, bf16, causal): the paged kernel (CUDA
+    cores), the tensor-core prefill kernel, and PyTorch's scaled_dot_product_attention (flash) on
+    contiguous q/k/v as the peer, against the FLOP floor at the matmul peak."""
+    t, NH, NKV, D, bs = BF16, 32, 8, 128, 16
+    res = {}
+    print("  prefill attention, one layer (32 heads / 8 kv heads, d 128, bf16, causal), GPU time:")
+    for n in (512, 2048):
+        nb = n // bs + 1
+        kc = torch.randn(nb * bs, NKV * D, device="cuda").to(DT[t])
+        vc = torch.randn(nb * bs, NKV * D, device="cuda").to(DT[t])
+        q = torch.randn(n, NH * D, device="cuda").to(DT[t])
+        table = torch.arange(nb, dtype=torch.int32, device="cuda").view(1, nb)
+        rs = torch.zeros(n, dtype=torch.int32, device="cuda")
+        rp = torch.arange(n, dtype=torch.int32, device="cuda")
+        out = torch.empty(n, NH * D, device="cuda").to(DT[t])
+        tiles = torch.tensor([(k, min(64, n - k)) for k in range(0, n, 64)], dtype=torch.int32, device="cuda").flatten()
+        sc = ctypes.c_float(D ** -0.5)
+        paged = gpu_time(lib, lambda: lib.sb_paged_attention(t, p(q), NH * D, p(kc), p(vc), p(table), nb, p(rs), p(rp), None, n, NH, NKV, D, bs, 0, sc, p(out), n, None, ctypes.c_int64(0)))
+        mma = gpu_time(lib, lambda: lib.sb_prefill_attention(t, p(q), NH * D, p(kc), p(vc), p(table), nb, p(rs), p(rp), p(tiles), n // 64 + (n % 64 > 0), NH, NKV, D, bs, 0, sc, p(out)))
+        qh = q.view(n, NH, D).transpose(0, 1).unsqueeze(0)
+        kh = kc[:n].view(n, NKV, D).transpose(0, 1).repeat_interleave(NH // NKV, 0).unsqueeze(0).contiguous()
+        vh = vc[:n].view(n, NKV, D).transpose(0, 1).repeat_interleave(NH // NKV, 0).unsqueeze(0).contiguous()
+        sdpa = gpu_time(lib, lambda: torch.nn.functional.scaled_dot_product_attention(qh, kh, vh, is_causal=True))
+        floor = 4 * (n * n / 2) * D * NH / (peak_tflops * 1e12) * 1e6
+        print(f"    {n:5d} tokens: paged {paged:8.1f} us, tensor cores {mma:7.1f} us, torch sdpa {sdpa:7.1f} us; floor {floor:6.1f} us ({peak_tflops:.0f} TFLOP/s)")
+        res[f"prefill_attention_{n}"] = {"paged_us": paged, "mma_us": mma, "sdpa_us": sdpa, "floor_us": floor}
+    return res
 
 
 def main():
@@ -643,6 +684,7 @@ def main():
     if want("bench"):
         res = bench_lora(lib, a.arch)
         res["decode_layer_us"] = profile_decode_layer(lib)
+        res.update(bench_prefill_attention(lib))
     if a.bench_out:
         with open(a.bench_out, "w") as f:
             json.dump(res, f)

@@ -266,6 +266,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     o.Set("maxAdapters", i.maxAdapters);
     o.Set("weightBytes", static_cast<double>(i.weightBytes));
     o.Set("graphSteps", static_cast<double>(i.graphSteps));
+    o.Set("lastStepDeviceMs", i.lastStepDeviceMs);
     return o;
   }
 

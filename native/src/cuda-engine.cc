@@ -110,6 +110,8 @@ class CudaEngine final : public Engine {
     deviceName_ = prop.name;
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cudaStreamCreateWithFlags(&copyStream_, cudaStreamNonBlocking), "cudaStreamCreate(copy)");
+    check(cudaEventCreate(&stepBegin_), "cudaEventCreate");
+    check(cudaEventCreate(&stepEnd_), "cudaEventCreate");
     checkB(cublasCreate(&blas_), "cublasCreate");
     checkB(cublasSetStream(blas_, stream_), "cublasSetStream");
     // Exact fp32 when asked for fp32: no TF32 shortcuts.
@@ -125,6 +127,8 @@ class CudaEngine final : public Engine {
     if (stream_) cudaStreamSynchronize(stream_);
     clearGraphs();
     if (blas_) cublasDestroy(blas_);
+    if (stepBegin_) cudaEventDestroy(stepBegin_);
+    if (stepEnd_) cudaEventDestroy(stepEnd_);
     if (stream_) cudaStreamDestroy(stream_);
     if (copyStream_) cudaStreamDestroy(copyStream_);
   }
@@ -179,6 +183,7 @@ class CudaEngine final : public Engine {
     i.maxAdapters = o_.maxAdapters;
     i.weightBytes = weightBytes_;
     i.graphSteps = graphSteps_.load();
+    i.lastStepDeviceMs = lastStepDeviceMs_.load();
     return i;
   }
 
@@ -310,6 +315,8 @@ class CudaEngine final : public Engine {
   struct StepShape {
     std::vector<int> rowStart, logitRows;
     GraphKey key;
+    int prefillTiles = 0;  // tiles of prompt rows for the tensor-core attention
+    int pagedRows = 0;     // rows for the paged attention (all of them when prefillTiles is 0)
   };
   static constexpr int kMaxDeviceTopN = 64;
   StepShape prepare(const std::vector<SeqInput>& batch);
@@ -338,8 +345,12 @@ class CudaEngine final : public Engine {
   GraphKey lastKey_{};
   bool graphsBroken_ = false;
   std::atomic<int64_t> graphSteps_{0};
+  // Device time of the last step (forward and sampling kernels, between two events): what the
+  // GPU spent, beside the wall time a caller sees (host work, copies, the thread hop).
+  cudaEvent_t stepBegin_ = nullptr, stepEnd_ = nullptr;
+  std::atomic<double> lastStepDeviceMs_{0};
   int32_t *dTokens_ = nullptr, *dPos_ = nullptr, *dRowSeq_ = nullptr, *dSlots_ = nullptr, *dTables_ = nullptr,
-          *dSegStart_ = nullptr, *dSegSlot_ = nullptr, *dLogitRows_ = nullptr;
+          *dSegStart_ = nullptr, *dSegSlot_ = nullptr, *dLogitRows_ = nullptr, *dTiles_ = nullptr, *dPagedRows_ = nullptr;
   int maxRank_ = 0;
   int rows_ = 0;  // rows of the step in flight
   bool anyAdapter_ = false;
@@ -372,6 +383,7 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
   // SWITCHBOARD_CUDA_GRAPHS=0 turns graphs off (read per step, so a benchmark can compare).
   const char* g = std::getenv("SWITCHBOARD_CUDA_GRAPHS");
   cudaGraphExec_t exec = decodeOnly && !(g && g[0] == '0') ? graphFor(sh) : nullptr;
+  check(cudaEventRecord(stepBegin_, stream_), "cudaEventRecord");
   if (exec) {
     check(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
     graphSteps_++;
@@ -418,8 +430,29 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   }
   const int NL = int(sh.logitRows.size());
   rows_ = T;
+  // Attention: prompt chunks of kPrefillMinRows rows or more run on tensor cores in tiles of
+  // kPrefillTileRows, the other rows (decode, short chunks) in the paged kernel through a row list.
+  // SWITCHBOARD_PREFILL_ATTENTION=0 sends every row to the paged kernel (read per step, for benchmarks).
+  std::vector<int32_t> tiles, pagedRows;
+  const char* pfaEnv = std::getenv("SWITCHBOARD_PREFILL_ATTENTION");
+  if (T > nseq && !(pfaEnv && pfaEnv[0] == '0') && kern::prefillAttentionSupported(t_, D)) {
+    for (int s = 0; s < nseq; s++) {
+      const int r0 = sh.rowStart[s], n = sh.rowStart[s + 1] - r0;
+      if (n >= kern::kPrefillMinRows) {
+        for (int k = 0; k < n; k += kern::kPrefillTileRows) {
+          tiles.push_back(r0 + k);
+          tiles.push_back(std::min(kern::kPrefillTileRows, n - k));
+        }
+      } else {
+        for (int r = r0; r < r0 + n; r++) pagedRows.push_back(r);
+      }
+    }
+    if (tiles.empty()) pagedRows.clear();
+  }
+  sh.prefillTiles = int(tiles.size() / 2);
+  sh.pagedRows = sh.prefillTiles > 0 ? int(pagedRows.size()) : T;
 
-  const size_t nInts = size_t(T) * 4 + size_t(nseq) * maxBlocks + (nseq + 1) + nseq + std::max(NL, 1);
+  const size_t nInts = size_t(T) * 4 + size_t(nseq) * maxBlocks + (nseq + 1) + nseq + std::max(NL, 1) + tiles.size() + pagedRows.size();
   hostMeta_.reserve(nInts * 4);
   int32_t* hm = static_cast<int32_t*>(hostMeta_.p);
   int32_t *hTok = hm, *hPos = hTok + T, *hRowSeq = hPos + T, *hSlots = hRowSeq + T, *hTables = hSlots + T,
@@ -447,6 +480,9 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   hSegStart[nseg] = T;
   for (int g = 0; g < nseg; g++) maxSegRows = std::max(maxSegRows, hSegStart[g + 1] - hSegStart[g]);
   for (int i = 0; i < NL; i++) hLogitRows[i] = sh.logitRows[i];
+  int32_t *hTiles = hLogitRows + std::max(NL, 1), *hPagedRows = hTiles + tiles.size();
+  std::copy(tiles.begin(), tiles.end(), hTiles);
+  std::copy(pagedRows.begin(), pagedRows.end(), hPagedRows);
 
   const size_t es = elemSize(t_);
   // Every buffer a decode graph bakes in is sized here: if one moves, the captured graphs go.
@@ -478,6 +514,8 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   dSegStart_ = dm + (hSegStart - hm);
   dSegSlot_ = dm + (hSegSlot - hm);
   dLogitRows_ = dm + (hLogitRows - hm);
+  dTiles_ = dm + (hTiles - hm);
+  dPagedRows_ = dm + (hPagedRows - hm);
   sh.key = {T, nseq, NL, maxBlocks, maxKeys, nseg, maxSegRows, anyAdapter_ ? maxRank_ : 0};
   return sh;
 }
@@ -509,8 +547,13 @@ void CudaEngine::forward(const StepShape& sh) {
     char* kc = kcache_.as<char>() + l * perLayer;
     char* vc = vcache_.as<char>() + l * perLayer;
     checkK(kern::writeKv(t_, qkv + size_t(Q) * es, qkv + size_t(Q + KV) * es, QKV, dSlots_, T, KV, kc, vc, st), "writeKv");
-    checkK(kern::pagedAttention(t_, qkv, QKV, kc, vc, dTables_, maxBlocks, dRowSeq_, dPos_, T, NH, NKV, D, BS, c_.slidingWindow[l], scale, att_.p,
-                                maxKeys, attWs_.as<float>(), wsFloats, st), "attention");
+    if (sh.prefillTiles > 0)
+      checkK(kern::prefillAttention(t_, qkv, QKV, kc, vc, dTables_, maxBlocks, dRowSeq_, dPos_, dTiles_, sh.prefillTiles, NH, NKV, D, BS,
+                                    c_.slidingWindow[l], scale, att_.p, st), "prefill attention");
+    if (sh.pagedRows > 0)
+      checkK(kern::pagedAttention(t_, qkv, QKV, kc, vc, dTables_, maxBlocks, dRowSeq_, dPos_, sh.prefillTiles > 0 ? dPagedRows_ : nullptr,
+                                  sh.pagedRows, NH, NKV, D, BS, c_.slidingWindow[l], scale, att_.p, maxKeys, attWs_.as<float>(), wsFloats, st),
+             "attention");
     gemm(att_.p, T, Q, L.wo, H, o_buf_.p, cudaType(t_));
     lora(projSet(l, {{kO, 0, H}}), att_.p, Q, o_buf_.p, H, nseg, maxSegRows);
     checkK(kern::rmsnorm(t_, o_buf_.p, res_.p, L.postNorm.p, T, H, c_.rmsNormEps, h_.p, st), "rmsnorm");
@@ -575,8 +618,14 @@ void CudaEngine::clearGraphs() {
 std::vector<SeqOutput> CudaEngine::finish(const std::vector<SeqInput>& batch, const StepShape& sh) {
   const int nseq = int(batch.size()), NL = int(sh.logitRows.size()), V = c_.vocab;
   std::vector<SeqOutput> outs(nseq);
-  if (NL == 0) {
+  auto synchronize = [&] {
+    check(cudaEventRecord(stepEnd_, stream_), "cudaEventRecord");
     check(cudaStreamSynchronize(stream_), "step");
+    float ms = 0;
+    if (cudaEventElapsedTime(&ms, stepBegin_, stepEnd_) == cudaSuccess) lastStepDeviceMs_ = ms;
+  };
+  if (NL == 0) {
+    synchronize();
     return outs;
   }
   auto indexOf = [&](int r) { return int(std::lower_bound(sh.logitRows.begin(), sh.logitRows.end(), r) - sh.logitRows.begin()); };
@@ -649,7 +698,7 @@ std::vector<SeqOutput> CudaEngine::finish(const std::vector<SeqInput>& batch, co
          "finishRows");
   int32_t* res = reinterpret_cast<int32_t*>(hf + paramBytes + maskBytes + penBytes);
   check(cudaMemcpyAsync(res, results_.p, size_t(NL) * stride * 4, cudaMemcpyDeviceToHost, stream_), "sampling results");
-  check(cudaStreamSynchronize(stream_), "step");
+  synchronize();
 
   auto asFloat = [](int32_t w) { float f; std::memcpy(&f, &w, 4); return f; };
   auto topOf = [&](const int32_t* rr, int n) {

@@ -127,6 +127,7 @@ struct EngineInfo {
   int numBlocks = 0, blockSize = 0, maxAdapters = 0;
   int64_t weightBytes = 0;
   int64_t graphSteps = 0;  // decode steps replayed from CUDA graphs
+  double lastStepDeviceMs = 0;  // GPU time of the last step (CUDA engine; 0 on the CPU engine)
 };
 
 // Errors the caller caused (bad batch, bad slot): reported as JS errors, never a crash.

@@ -1,0 +1,260 @@
+// Prefill attention on tensor cores (after FlashAttention-2, with mma.sync m16n8k16): a block
+// takes a tile of up to 64 consecutive query rows of one sequence (a prompt chunk: consecutive
+// positions) and one query head; each of its four warps holds 16 rows. Tiles of 64 keys and
+// values stream from the paged cache into shared memory with cp.async, double-buffered; S = Q K^T
+// and O += P V run as 16-bit mma with fp32 accumulators, and the online softmax works on the
+// accumulator fragments (a thread holds pieces of two rows, a quad of lanes one row's slice).
+// Why: attention.cuh scores keys on CUDA cores one query row per block, which is right for decode
+// (one row, memory-bound) but makes a 2048-token prompt's attention cost more than its GEMMs.
+// Shared-memory rows are swizzled by 16-byte chunk (chunk ^ row % 8) so that the eight row
+// addresses of an ldmatrix fall in distinct banks.
+#pragma once
+
+#include "attention.cuh"
+
+#include <type_traits>
+
+namespace sb::kern {
+
+constexpr int PFA_ROWS = kPrefillTileRows;  // query rows per block (4 warps x 16)
+constexpr int PFA_KEYS = 64;                 // keys per tile
+constexpr int PFA_THREADS = 128;
+static_assert(PFA_ROWS == 4 * 16, "four warps of 16 rows");
+
+template <int D>
+struct PfaCfg {
+  static_assert(D % 16 == 0 && D <= 128, "head dims 16..128, multiples of 16");
+  static constexpr int CH = D / 8;                       // 16-byte chunks per row
+  static constexpr int SW = CH < 8 ? CH - 1 : 7;         // swizzle mask
+  static constexpr int Q_ELEMS = PFA_ROWS * D;
+  static constexpr int KV_ELEMS = PFA_KEYS * D;
+  static constexpr int SMEM = (Q_ELEMS + 4 * KV_ELEMS) * 2;  // Q, then (K, V) for two stages
+};
+
+// Element offset of (row, col) in a swizzled [rows][D] tile; col a multiple of 8.
+template <int D>
+__device__ __forceinline__ int pfaAt(int row, int col) {
+  return row * D + (((col >> 3) ^ (row & PfaCfg<D>::SW)) << 3);
+}
+
+__device__ __forceinline__ void ldsm4(uint32_t (&r)[4], const void* p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void ldsm4t(uint32_t (&r)[4], const void* p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#else
+  __trap();
+#endif
+}
+
+// c += a (16x16, row-major fragment) * b (16x8, column-major fragment), fp32 accumulators.
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+#else
+  __trap();
+#endif
+}
+
+// Two floats as one register of T pairs (the lower column in the low half).
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  } else {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
+}
+
+// grid (tiles, heads). tiles[2 i] is the first batch row of tile i and tiles[2 i + 1] its row
+// count (<= 64); a tile's rows belong to one sequence and have consecutive positions. Blocks run
+// the tiles in reverse order: later tiles of a prompt see more keys, so they start first.
+// scaleLog2 = softmax scale * log2(e) (the softmax runs in base 2).
+template <typename T, int D>
+__global__ void __launch_bounds__(PFA_THREADS) prefillAttentionKernel(
+    const T* __restrict__ q, int ldq, const T* __restrict__ kCache, const T* __restrict__ vCache,
+    const int32_t* __restrict__ blockTables, int maxBlocks, const int32_t* __restrict__ rowSeq,
+    const int32_t* __restrict__ rowPos, const int32_t* __restrict__ tiles, int heads, int kvHeads, int blockSize,
+    int window, float scaleLog2, T* __restrict__ out) {
+  using C = PfaCfg<D>;
+  constexpr int KT = D / 16;  // k-steps of Q K^T, and pairs of 8-column output tiles of P V
+  extern __shared__ __align__(128) unsigned char pfaSmem[];
+  T* sq = reinterpret_cast<T*>(pfaSmem);
+  T* skv = sq + C::Q_ELEMS;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tile = gridDim.x - 1 - blockIdx.x;
+  const int head = blockIdx.y, kvh = head / (heads / kvHeads);
+  const int row0 = tiles[2 * tile], nRows = tiles[2 * tile + 1];
+  const int pos0 = rowPos[row0];
+  const int last = pos0 + nRows - 1;  // keys past the tile's last position are never needed
+  const int lo = window > 0 ? max(0, pos0 - window + 1) : 0;
+  const int kStart = lo / PFA_KEYS * PFA_KEYS;
+  const int nTiles = (last - kStart) / PFA_KEYS + 1;
+  const int32_t* table = blockTables + static_cast<int64_t>(rowSeq[row0]) * maxBlocks;
+  const int64_t kvDim = static_cast<int64_t>(kvHeads) * D;
+  const T* kBase = kCache + kvh * D;
+  const T* vBase = vCache + kvh * D;
+
+  for (int idx = tid; idx < PFA_ROWS * C::CH; idx += PFA_THREADS) {
+    const int r = idx / C::CH, c = (idx % C::CH) * 8;
+    const bool ok = r < nRows;
+    attCopy16(sq + pfaAt<D>(r, c), q + static_cast<int64_t>(row0 + (ok ? r : 0)) * ldq + head * D + c, ok);
+  }
+  // Keys past `last` are zero-filled (never NaN: their probabilities are 0 but they are multiplied).
+  auto loadKv = [&](int base, int stage) {
+    T* ks = skv + stage * 2 * C::KV_ELEMS;
+    T* vs = ks + C::KV_ELEMS;
+    for (int idx = tid; idx < PFA_KEYS * C::CH; idx += PFA_THREADS) {
+      const int r = idx / C::CH, c = (idx % C::CH) * 8;
+      const int j = base + r;
+      const bool ok = j <= last;
+      const int64_t off = ok ? (static_cast<int64_t>(table[j / blockSize]) * blockSize + j % blockSize) * kvDim + c : 0;
+      attCopy16(ks + pfaAt<D>(r, c), kBase + off, ok);
+      attCopy16(vs + pfaAt<D>(r, c), vBase + off, ok);
+    }
+  };
+  loadKv(kStart, 0);
+  attCommit();
+
+  const int g = lane >> 2, t4 = lane & 3;  // fragment row (and row + 8) and column pair
+  const int mi = lane >> 3, mr = lane & 7;  // ldmatrix: which 8x8 matrix this lane addresses, and its row
+  const int wr = warp * 16;
+  const int wFirst = pos0 + wr, wLast = wFirst + 15;
+  const int pr[2] = {wFirst + g, wFirst + g + 8};
+  const bool warpActive = wr < nRows;
+  uint32_t qf[KT][4];
+  float o[2 * KT][4];
+#pragma unroll
+  for (int i = 0; i < 2 * KT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+  for (int it = 0; it < nTiles; it++) {
+    const int base = kStart + it * PFA_KEYS;
+    if (it + 1 < nTiles) loadKv(base + PFA_KEYS, (it + 1) & 1);
+    attCommit();
+    attWait<1>();
+    __syncthreads();
+    if (it == 0) {
+#pragma unroll
+      for (int kk = 0; kk < KT; kk++) ldsm4(qf[kk], sq + pfaAt<D>(wr + (mi & 1) * 8 + mr, kk * 16 + (mi >> 1) * 8));
+    }
+    const T* ks = skv + (it & 1) * 2 * C::KV_ELEMS;
+    const T* vs = ks + C::KV_ELEMS;
+    // Warps whose rows see none of this tile (above the diagonal, or below the window) skip it.
+    const bool any = warpActive && base <= wLast && (window <= 0 || base + PFA_KEYS - 1 > wFirst - window);
+    if (any) {
+      float s[8][4];
+#pragma unroll
+      for (int i = 0; i < 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < KT; kk++) {
+#pragma unroll
+        for (int np = 0; np < 4; np++) {
+          uint32_t b[4];
+          ldsm4(b, ks + pfaAt<D>(np * 16 + (mi >> 1) * 8 + mr, kk * 16 + (mi & 1) * 8));
+          mma16816<T>(s[2 * np], qf[kk], b[0], b[1]);
+          mma16816<T>(s[2 * np + 1], qf[kk], b[2], b[3]);
+        }
+      }
+      // Causal and window masks, only where the tile crosses the diagonal or the window's edge.
+      const bool full = base + PFA_KEYS - 1 <= wFirst && (window <= 0 || base > wLast - window);
+      if (!full) {
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int j = base + nt * 8 + 2 * t4 + (e & 1), p = pr[e >> 1];
+            if (j > p || (window > 0 && j <= p - window)) s[nt][e] = -INFINITY;
+          }
+      }
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int nt = 0; nt < 8; nt++) {
+        mx[0] = fmaxf(mx[0], fmaxf(s[nt][0], s[nt][1]));
+        mx[1] = fmaxf(mx[1], fmaxf(s[nt][2], s[nt][3]));
+      }
+      float corr[2], mu[2];
+#pragma unroll
+      for (int i = 0; i < 2; i++) {
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+        const float mNew = fmaxf(m[i], mx[i] * scaleLog2);
+        mu[i] = mNew == -INFINITY ? 0.0f : mNew;  // a row with no key yet: p = 0, nothing rescaled to NaN
+        corr[i] = exp2f(m[i] - mu[i]);
+        m[i] = mNew;
+      }
+      float ls[2] = {0.0f, 0.0f};
+#pragma unroll
+      for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const float pv = exp2f(s[nt][e] * scaleLog2 - mu[e >> 1]);
+          s[nt][e] = pv;
+          ls[e >> 1] += pv;
+        }
+#pragma unroll
+      for (int i = 0; i < 2; i++) {
+        ls[i] += __shfl_xor_sync(0xffffffffu, ls[i], 1);
+        ls[i] += __shfl_xor_sync(0xffffffffu, ls[i], 2);
+        l[i] = l[i] * corr[i] + ls[i];
+      }
+#pragma unroll
+      for (int i = 0; i < 2 * KT; i++) {
+        o[i][0] *= corr[0];
+        o[i][1] *= corr[0];
+        o[i][2] *= corr[1];
+        o[i][3] *= corr[1];
+      }
+      // O += P V: the score accumulators of two 8-key tiles are exactly one A fragment.
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) {
+        const uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                               pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+        for (int dp = 0; dp < KT; dp++) {
+          uint32_t b[4];
+          ldsm4t(b, vs + pfaAt<D>(kk * 16 + (mi & 1) * 8 + mr, dp * 16 + (mi >> 1) * 8));
+          mma16816<T>(o[2 * dp], a, b[0], b[1]);
+          mma16816<T>(o[2 * dp + 1], a, b[2], b[3]);
+        }
+      }
+    }
+    __syncthreads();  // the next iteration's copies overwrite this stage
+  }
+  attWait<0>();
+  if (!warpActive) return;
+  const float inv[2] = {l[0] > 0.0f ? 1.0f / l[0] : 0.0f, l[1] > 0.0f ? 1.0f / l[1] : 0.0f};
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const int r = wr + g + 8 * h;
+    if (r >= nRows) continue;
+    T* dst = out + (static_cast<int64_t>(row0 + r) * heads + head) * D + 2 * t4;
+#pragma unroll
+    for (int dt = 0; dt < 2 * KT; dt++)
+      *reinterpret_cast<uint32_t*>(dst + dt * 8) = pack2<T>(o[dt][2 * h] * inv[h], o[dt][2 * h + 1] * inv[h]);
+  }
+}
+
+}  // namespace sb::kern
