@@ -318,6 +318,7 @@ int prefillAttention(Elem t, const void* q, int ldq, const void* kCache, const v
     cudaGetDevice(&dev);
     if (dev < 64 && !(configured >> dev & 1)) {
       cudaFuncSetAttribute(prefillAttentionKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      cudaFuncSetAttribute(prefillAttentionKernel<T, D>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
       configured |= 1ull << dev;
     }
     prefillAttentionKernel<T, D><<<dim3(numTiles, heads), PFA_THREADS, smem, s>>>(

@@ -7,7 +7,9 @@
 // Why: attention.cuh scores keys on CUDA cores one query row per block, which is right for decode
 // (one row, memory-bound) but makes a 2048-token prompt's attention cost more than its GEMMs.
 // Shared-memory rows are swizzled by 16-byte chunk (chunk ^ row % 8) so that the eight row
-// addresses of an ldmatrix fall in distinct banks.
+// addresses of an ldmatrix fall in distinct banks. Q goes straight from global memory into each
+// warp's A fragments (it is read once), so shared memory holds only the K/V stages: 64 KiB at
+// head dim 128, three blocks per SM.
 #pragma once
 
 #include "attention.cuh"
@@ -26,9 +28,8 @@ struct PfaCfg {
   static_assert(D % 16 == 0 && D <= 128, "head dims 16..128, multiples of 16");
   static constexpr int CH = D / 8;                       // 16-byte chunks per row
   static constexpr int SW = CH < 8 ? CH - 1 : 7;         // swizzle mask
-  static constexpr int Q_ELEMS = PFA_ROWS * D;
   static constexpr int KV_ELEMS = PFA_KEYS * D;
-  static constexpr int SMEM = (Q_ELEMS + 4 * KV_ELEMS) * 2;  // Q, then (K, V) for two stages
+  static constexpr int SMEM = 4 * KV_ELEMS * 2;  // (K, V) for two stages
 };
 
 // Element offset of (row, col) in a swizzled [rows][D] tile; col a multiple of 8.
@@ -75,6 +76,13 @@ __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], 
 #endif
 }
 
+// 2^x on the special-function unit (the softmax's inputs are <= 0, its outputs rounded to 16 bits).
+__device__ __forceinline__ float pfaExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Two floats as one register of T pairs (the lower column in the low half).
 template <typename T>
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
@@ -92,7 +100,7 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 // the tiles in reverse order: later tiles of a prompt see more keys, so they start first.
 // scaleLog2 = softmax scale * log2(e) (the softmax runs in base 2).
 template <typename T, int D>
-__global__ void __launch_bounds__(PFA_THREADS) prefillAttentionKernel(
+__global__ void __launch_bounds__(PFA_THREADS, 3) prefillAttentionKernel(
     const T* __restrict__ q, int ldq, const T* __restrict__ kCache, const T* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, int maxBlocks, const int32_t* __restrict__ rowSeq,
     const int32_t* __restrict__ rowPos, const int32_t* __restrict__ tiles, int heads, int kvHeads, int blockSize,
@@ -100,8 +108,7 @@ __global__ void __launch_bounds__(PFA_THREADS) prefillAttentionKernel(
   using C = PfaCfg<D>;
   constexpr int KT = D / 16;  // k-steps of Q K^T, and pairs of 8-column output tiles of P V
   extern __shared__ __align__(128) unsigned char pfaSmem[];
-  T* sq = reinterpret_cast<T*>(pfaSmem);
-  T* skv = sq + C::Q_ELEMS;
+  T* skv = reinterpret_cast<T*>(pfaSmem);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int tile = gridDim.x - 1 - blockIdx.x;
@@ -117,22 +124,24 @@ __global__ void __launch_bounds__(PFA_THREADS) prefillAttentionKernel(
   const T* kBase = kCache + kvh * D;
   const T* vBase = vCache + kvh * D;
 
-  for (int idx = tid; idx < PFA_ROWS * C::CH; idx += PFA_THREADS) {
-    const int r = idx / C::CH, c = (idx % C::CH) * 8;
-    const bool ok = r < nRows;
-    attCopy16(sq + pfaAt<D>(r, c), q + static_cast<int64_t>(row0 + (ok ? r : 0)) * ldq + head * D + c, ok);
-  }
   // Keys past `last` are zero-filled (never NaN: their probabilities are 0 but they are multiplied).
+  // Each thread copies one 16-byte column chunk of every (PFA_THREADS / CH)-th key row; a power-of-two
+  // block size (the usual case) takes shifts instead of divisions.
+  const int bShift = (blockSize & (blockSize - 1)) == 0 ? __ffs(blockSize) - 1 : -1;
+  const int cc = (tid % C::CH) * 8, rr = tid / C::CH;
   auto loadKv = [&](int base, int stage) {
     T* ks = skv + stage * 2 * C::KV_ELEMS;
     T* vs = ks + C::KV_ELEMS;
-    for (int idx = tid; idx < PFA_KEYS * C::CH; idx += PFA_THREADS) {
-      const int r = idx / C::CH, c = (idx % C::CH) * 8;
+#pragma unroll
+    for (int r = rr; r < PFA_KEYS; r += PFA_THREADS / C::CH) {
       const int j = base + r;
       const bool ok = j <= last;
-      const int64_t off = ok ? (static_cast<int64_t>(table[j / blockSize]) * blockSize + j % blockSize) * kvDim + c : 0;
-      attCopy16(ks + pfaAt<D>(r, c), kBase + off, ok);
-      attCopy16(vs + pfaAt<D>(r, c), vBase + off, ok);
+      int64_t slot = 0;
+      if (ok) slot = bShift >= 0 ? static_cast<int64_t>(table[j >> bShift]) * blockSize + (j & (blockSize - 1))
+                                 : static_cast<int64_t>(table[j / blockSize]) * blockSize + j % blockSize;
+      const int64_t off = slot * kvDim + cc;
+      attCopy16(ks + pfaAt<D>(r, cc), kBase + off, ok);
+      attCopy16(vs + pfaAt<D>(r, cc), vBase + off, ok);
     }
   };
   loadKv(kStart, 0);
@@ -141,10 +150,30 @@ __global__ void __launch_bounds__(PFA_THREADS) prefillAttentionKernel(
   const int g = lane >> 2, t4 = lane & 3;  // fragment row (and row + 8) and column pair
   const int mi = lane >> 3, mr = lane & 7;  // ldmatrix: which 8x8 matrix this lane addresses, and its row
   const int wr = warp * 16;
+  // ldmatrix addresses: every row a lane addresses is (a multiple of 8) + mr, so its swizzled column
+  // is (chunk ^ mr): per lane, a row base plus one column offset per k-step (K) or column pair (V).
+  const int kRow = ((mi >> 1) * 8 + mr) * D, vRow = ((mi & 1) * 8 + mr) * D;
+  int kCol[KT], vCol[KT];
+#pragma unroll
+  for (int i = 0; i < KT; i++) {
+    kCol[i] = (((2 * i + (mi & 1)) ^ (mr & PfaCfg<D>::SW)) << 3);
+    vCol[i] = (((2 * i + (mi >> 1)) ^ (mr & PfaCfg<D>::SW)) << 3);
+  }
   const int wFirst = pos0 + wr, wLast = wFirst + 15;
   const int pr[2] = {wFirst + g, wFirst + g + 8};
   const bool warpActive = wr < nRows;
+  // Q's A fragments: rows wr + g and wr + g + 8, column pairs 2 t4 and 2 t4 + 8 of each k-step.
   uint32_t qf[KT][4];
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const int r = wr + g + 8 * h;
+    const uint32_t* src = reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(row0 + min(r, nRows - 1)) * ldq + head * D + 2 * t4);
+#pragma unroll
+    for (int kk = 0; kk < KT; kk++) {
+      qf[kk][h] = r < nRows ? src[kk * 8] : 0u;
+      qf[kk][h + 2] = r < nRows ? src[kk * 8 + 4] : 0u;
+    }
+  }
   float o[2 * KT][4];
 #pragma unroll
   for (int i = 0; i < 2 * KT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
@@ -156,10 +185,6 @@ __global__ void __launch_bounds__(PFA_THREADS) prefillAttentionKernel(
     attCommit();
     attWait<1>();
     __syncthreads();
-    if (it == 0) {
-#pragma unroll
-      for (int kk = 0; kk < KT; kk++) ldsm4(qf[kk], sq + pfaAt<D>(wr + (mi & 1) * 8 + mr, kk * 16 + (mi >> 1) * 8));
-    }
     const T* ks = skv + (it & 1) * 2 * C::KV_ELEMS;
     const T* vs = ks + C::KV_ELEMS;
     // Warps whose rows see none of this tile (above the diagonal, or below the window) skip it.
@@ -173,7 +198,7 @@ __global__ void __launch_bounds__(PFA_THREADS) prefillAttentionKernel(
 #pragma unroll
         for (int np = 0; np < 4; np++) {
           uint32_t b[4];
-          ldsm4(b, ks + pfaAt<D>(np * 16 + (mi >> 1) * 8 + mr, kk * 16 + (mi & 1) * 8));
+          ldsm4(b, ks + kRow + np * 16 * D + kCol[kk]);
           mma16816<T>(s[2 * np], qf[kk], b[0], b[1]);
           mma16816<T>(s[2 * np + 1], qf[kk], b[2], b[3]);
         }
@@ -202,7 +227,7 @@ __global__ void __launch_bounds__(PFA_THREADS) prefillAttentionKernel(
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
         const float mNew = fmaxf(m[i], mx[i] * scaleLog2);
         mu[i] = mNew == -INFINITY ? 0.0f : mNew;  // a row with no key yet: p = 0, nothing rescaled to NaN
-        corr[i] = exp2f(m[i] - mu[i]);
+        corr[i] = pfaExp2(m[i] - mu[i]);
         m[i] = mNew;
       }
       float ls[2] = {0.0f, 0.0f};
@@ -210,7 +235,7 @@ __global__ void __launch_bounds__(PFA_THREADS) prefillAttentionKernel(
       for (int nt = 0; nt < 8; nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          const float pv = exp2f(s[nt][e] * scaleLog2 - mu[e >> 1]);
+          const float pv = pfaExp2(s[nt][e] * scaleLog2 - mu[e >> 1]);
           s[nt][e] = pv;
           ls[e >> 1] += pv;
         }
@@ -235,7 +260,7 @@ __global__ void __launch_bounds__(PFA_THREADS) prefillAttentionKernel(
 #pragma unroll
         for (int dp = 0; dp < KT; dp++) {
           uint32_t b[4];
-          ldsm4t(b, vs + pfaAt<D>(kk * 16 + (mi & 1) * 8 + mr, dp * 16 + (mi >> 1) * 8));
+          ldsm4t(b, vs + vRow + kk * 16 * D + vCol[dp]);
           mma16816<T>(o[2 * dp], a, b[0], b[1]);
           mma16816<T>(o[2 * dp + 1], a, b[2], b[3]);
         }
