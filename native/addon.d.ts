@@ -92,28 +92,24 @@ export interface NativeSampling {
   seed: number;
 }
 
-export interface NativeSeqInput {
-  /** Tokens to run this step (a prefill chunk, or one decode token). */
-  tokens: Int32Array;
-  /** Absolute position of tokens[0]; the KV cache holds positions [0, position). */
-  position: number;
-  /** KV block ids covering positions [0, position + tokens.length). */
-  blockTable: Int32Array;
-  /** Adapter slot, or -1 for the base model. */
-  adapterSlot: number;
-  /** Return logprobs of tokens[1..] given their prefixes (and of nextToken if given). */
-  promptLogprobs: boolean;
-  /** The token that follows this chunk (a later prefill chunk's first token), scored at the last position. */
-  nextToken: number;
-  /** Sample one token after the last position. */
-  sample: boolean;
-  /** How many top alternatives to return per scored position (0 = none). */
-  topLogprobs: number;
-  sampling: NativeSampling;
-  /** Tokens seen so far, for the repetition penalty (empty when it is off). */
-  penaltyTokens: Int32Array;
-  /** Allowed-token bitset (bit t of word t>>5), or empty for no constraint. */
-  mask: Uint32Array;
+/**
+ * A step's results, packed for the same reason as its input (see NativeEngine.step); engine.ts
+ * unpacks them into NativeSeqOutput objects.
+ */
+export interface NativeStepResult {
+  /**
+   * 4 ints per sequence: token (-1 when not sampled), number of alternatives at the sampled
+   * position (-1 = top is null), number of prompt logprobs (-1 = promptLogprobs is null), number
+   * of prompt positions with alternatives (0 = promptTop is null); then the number of
+   * alternatives at each of those prompt positions, sequence by sequence.
+   */
+  seqs: Int32Array;
+  /** Each sequence's sampled logprob, then every sequence's prompt logprobs back to back. */
+  logprobs: Float32Array;
+  /** Every alternative, sequence by sequence: the sampled position's, then each prompt position's. */
+  altIds: Int32Array;
+  /** The logprobs of altIds, one for one. */
+  altLogprobs: Float32Array;
 }
 
 export interface NativeTopLogprobs {
@@ -154,7 +150,22 @@ export declare class NativeEngine {
   info(): NativeEngineInfo;
   loadAdapter(slot: number, spec: NativeAdapterSpec): Promise<void>;
   unloadAdapter(slot: number): void;
-  step(batch: NativeSeqInput[]): Promise<NativeSeqOutput[]>;
+  /**
+   * Runs one step over a packed batch. A few typed arrays cross N-API in a handful of calls
+   * where an object per sequence cost ~17 property reads each (0.3-0.6 ms a decode step at batch
+   * 64-128, on the JS thread, while the GPU waits). Field meanings are SeqInput's (engine.ts).
+   * The arrays are parsed and copied before this returns (a TypeError if malformed), so they
+   * may be reused at once; the step itself runs off the JS thread.
+   * @param seqs 16 numbers per sequence, in this order: position, adapterSlot (-1 = base model),
+   *   promptLogprobs (0/1), nextToken (-1 = none), sample (0/1), topLogprobs, then the sampling
+   *   parameters temperature, topK, topP, typicalP, repetitionPenalty, seed (a non-negative safe
+   *   integer), then the lengths of the sequence's tokens, blockTable and penaltyTokens in
+   *   `ints` and of its mask in `masks`. Doubles, so that a fractional or NaN integer field is
+   *   an error rather than a silent int32 conversion.
+   * @param ints Every sequence's tokens, blockTable and penaltyTokens, back to back, sequence by sequence.
+   * @param masks Every sequence's mask words (none, or one bit per vocabulary token), back to back.
+   */
+  step(seqs: Float64Array, ints: Int32Array, masks: Uint32Array): Promise<NativeStepResult>;
   close(): void;
 }
 

@@ -1,9 +1,13 @@
-// N-API surface (see ../addon.d.ts). JS objects are converted to plain C++ structs on the JS
-// thread; the engine's work (weight loading, adapter loading, steps) runs on libuv's worker
-// threads and settles a Promise, so JS never blocks on the engine.
+// N-API surface (see ../addon.d.ts). JS objects (and a step's packed arrays) are converted to
+// plain C++ structs on the JS thread; the engine's work (weight loading, adapter loading, steps)
+// runs on libuv's worker threads and settles a Promise, so JS never blocks on the engine.
 #include <napi.h>
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "engine.h"
 
@@ -130,43 +134,161 @@ ModelConfig parseConfig(const Napi::Object& o) {
   return c;
 }
 
-SeqInput parseSeq(const Napi::Object& o, const std::string& at) {
-  SeqInput s;
-  s.tokens = getTyped<int32_t, napi_int32_array>(o, "tokens", at, "Int32Array");
-  s.position = getInt(o, "position", at);
-  s.blockTable = getTyped<int32_t, napi_int32_array>(o, "blockTable", at, "Int32Array");
-  s.adapterSlot = getInt(o, "adapterSlot", at);
-  s.promptLogprobs = getBool(o, "promptLogprobs", at);
-  s.nextToken = getInt(o, "nextToken", at);
-  s.sample = getBool(o, "sample", at);
-  s.topLogprobs = getInt(o, "topLogprobs", at);
-  Napi::Object p = getObject(o, "sampling", at);
-  const std::string pat = at + "sampling.";
-  s.sampling.temperature = static_cast<float>(getNumber(p, "temperature", pat));
-  s.sampling.topK = getInt(p, "topK", pat);
-  s.sampling.topP = static_cast<float>(getNumber(p, "topP", pat));
-  s.sampling.typicalP = static_cast<float>(getNumber(p, "typicalP", pat));
-  s.sampling.repetitionPenalty = static_cast<float>(getNumber(p, "repetitionPenalty", pat));
-  const double seed = getNumber(p, "seed", pat);
-  if (!(seed >= 0) || seed > 9007199254740991.0) typeError(o.Env(), pat + "seed must be a non-negative safe integer");
-  s.sampling.seed = static_cast<uint64_t>(seed);
-  s.penaltyTokens = getTyped<int32_t, napi_int32_array>(o, "penaltyTokens", at, "Int32Array");
-  s.mask = getTyped<uint32_t, napi_uint32_array>(o, "mask", at, "Uint32Array");
-  return s;
+// A step's batch arrives packed (see engine.ts): per sequence kSeqFields doubles in `seqs`, its
+// tokens, block table and penalty tokens back to back in `ints`, its mask words in `masks`. A
+// few typed arrays cross N-API in a handful of calls, where an object per sequence cost ~17
+// property reads each, on the JS thread, while the GPU waited. Numbers travel as doubles so a
+// caller's 1.5 or NaN is still visible here and rejected, not rounded into an int32 slot.
+enum SeqField {
+  kPosition, kAdapterSlot, kPromptLogprobs, kNextToken, kSample, kTopLogprobs,
+  kTemperature, kTopK, kTopP, kTypicalP, kRepetitionPenalty, kSeed,
+  kNumTokens, kNumBlocks, kNumPenaltyTokens, kNumMaskWords, kSeqFields
+};
+const char* const kSeqFieldNames[kSeqFields] = {
+    "position", "adapterSlot", "promptLogprobs", "nextToken", "sample", "topLogprobs",
+    "sampling.temperature", "sampling.topK", "sampling.topP", "sampling.typicalP",
+    "sampling.repetitionPenalty", "sampling.seed",
+    "tokens", "blockTable", "penaltyTokens", "mask"};
+
+// Messages are only built on failure: a decode step must not pay for strings it never shows.
+[[noreturn]] void seqError(Napi::Env env, size_t i, SeqField k, const std::string& what) {
+  typeError(env, "batch[" + std::to_string(i) + "]." + kSeqFieldNames[k] + " " + what);
 }
 
-template <typename T, typename A>
-A copyTyped(Napi::Env env, const std::vector<T>& v) {
-  A arr = A::New(env, v.size());
-  std::copy(v.begin(), v.end(), arr.Data());
-  return arr;
+int intField(Napi::Env env, const double* f, size_t i, SeqField k) {
+  const double d = f[k];
+  if (!(d >= -2147483648.0 && d <= 2147483647.0) || d != std::trunc(d)) seqError(env, i, k, "must be an integer");
+  return static_cast<int>(d);
 }
 
-Napi::Value topToJs(Napi::Env env, const TopLogprobs& t) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("ids", copyTyped<int32_t, Napi::Int32Array>(env, t.ids));
-  o.Set("logprobs", copyTyped<float, Napi::Float32Array>(env, t.logprobs));
-  return o;
+bool boolField(Napi::Env env, const double* f, size_t i, SeqField k) {
+  if (f[k] != 0 && f[k] != 1) seqError(env, i, k, "must be a boolean (0 or 1)");
+  return f[k] == 1;
+}
+
+// The next `count` values of a pool (count from field k), checked against what the pool holds.
+template <typename T>
+std::vector<T> takeFromPool(Napi::Env env, const double* f, size_t i, SeqField k, const Napi::TypedArrayOf<T>& pool,
+                            const char* poolName, size_t& used) {
+  const double d = f[k];
+  if (!(d >= 0 && d <= 2147483647.0) || d != std::trunc(d))
+    seqError(env, i, k, "length must be a non-negative integer");
+  const size_t count = static_cast<size_t>(d);
+  if (count > pool.ElementLength() - used)
+    seqError(env, i, k,
+             "needs " + std::to_string(count) + " values from " + poolName + "[" + std::to_string(used) + "], past its end (" +
+                 std::to_string(pool.ElementLength()) + " values)");
+  const T* from = pool.Data() + used;
+  used += count;
+  return std::vector<T>(from, from + count);
+}
+
+template <typename T, napi_typedarray_type Kind>
+Napi::TypedArrayOf<T> typedArg(const Napi::CallbackInfo& info, size_t index, const char* name, const char* kindName) {
+  Napi::Value v = info[index];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != Kind)
+    typeError(info.Env(), std::string("step(seqs, ints, masks): ") + name + " must be " + kindName);
+  return v.As<Napi::TypedArrayOf<T>>();
+}
+
+// Copies everything out of the JS arrays before returning, so the caller may reuse or change
+// them as soon as step() returns its Promise.
+std::vector<SeqInput> parseBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto seqs = typedArg<double, napi_float64_array>(info, 0, "seqs", "a Float64Array");
+  auto ints = typedArg<int32_t, napi_int32_array>(info, 1, "ints", "an Int32Array");
+  auto masks = typedArg<uint32_t, napi_uint32_array>(info, 2, "masks", "a Uint32Array");
+  if (seqs.ElementLength() % kSeqFields != 0)
+    typeError(env, "step: seqs must hold " + std::to_string(kSeqFields) + " numbers per sequence, got " +
+                       std::to_string(seqs.ElementLength()));
+  const size_t n = seqs.ElementLength() / kSeqFields;
+  std::vector<SeqInput> batch(n);
+  size_t intsUsed = 0, wordsUsed = 0;
+  for (size_t i = 0; i < n; i++) {
+    const double* f = seqs.Data() + i * kSeqFields;
+    SeqInput& s = batch[i];
+    s.position = intField(env, f, i, kPosition);
+    s.adapterSlot = intField(env, f, i, kAdapterSlot);
+    s.promptLogprobs = boolField(env, f, i, kPromptLogprobs);
+    s.nextToken = intField(env, f, i, kNextToken);
+    s.sample = boolField(env, f, i, kSample);
+    s.topLogprobs = intField(env, f, i, kTopLogprobs);
+    // Ranges of the floats (and NaN) are validateBatch's business, as for every engine.
+    s.sampling.temperature = static_cast<float>(f[kTemperature]);
+    s.sampling.topK = intField(env, f, i, kTopK);
+    s.sampling.topP = static_cast<float>(f[kTopP]);
+    s.sampling.typicalP = static_cast<float>(f[kTypicalP]);
+    s.sampling.repetitionPenalty = static_cast<float>(f[kRepetitionPenalty]);
+    const double seed = f[kSeed];
+    if (!(seed >= 0 && seed <= 9007199254740991.0) || seed != std::trunc(seed))
+      seqError(env, i, kSeed, "must be a non-negative safe integer");
+    s.sampling.seed = static_cast<uint64_t>(seed);
+    s.tokens = takeFromPool(env, f, i, kNumTokens, ints, "ints", intsUsed);
+    s.blockTable = takeFromPool(env, f, i, kNumBlocks, ints, "ints", intsUsed);
+    s.penaltyTokens = takeFromPool(env, f, i, kNumPenaltyTokens, ints, "ints", intsUsed);
+    s.mask = takeFromPool(env, f, i, kNumMaskWords, masks, "masks", wordsUsed);
+  }
+  // A pool longer than its sequences' lengths means the lengths are wrong, not spare room.
+  if (intsUsed != ints.ElementLength())
+    typeError(env, "step: ints holds " + std::to_string(ints.ElementLength()) + " values, the sequences use " +
+                       std::to_string(intsUsed));
+  if (wordsUsed != masks.ElementLength())
+    typeError(env, "step: masks holds " + std::to_string(masks.ElementLength()) + " words, the sequences use " +
+                       std::to_string(wordsUsed));
+  return batch;
+}
+
+// Results go back packed for the same reason (engine.ts unpacks them into NativeSeqOutput):
+// kOutFields ints per sequence in `seqs` [token, alternatives at the sampled position (-1: none),
+// prompt logprobs (-1: none), prompt positions with alternatives], then the length of each of
+// those prompt alternative groups; `logprobs`: each sequence's sampled logprob, then all prompt
+// logprobs; `altIds`/`altLogprobs`: every alternative, per sequence the sampled position's first.
+enum OutField { kOutToken, kOutTop, kOutPrompt, kOutPromptTop, kOutFields };
+
+// ids and logprobs are parallel; the min keeps an engine bug from reading past either.
+size_t altCount(const TopLogprobs& t) { return std::min(t.ids.size(), t.logprobs.size()); }
+
+Napi::Value packOutputs(Napi::Env env, const std::vector<SeqOutput>& outs) {
+  size_t groups = 0, prompt = 0, alts = 0;
+  for (const SeqOutput& o : outs) {
+    if (o.hasTop) alts += altCount(o.top);
+    if (!o.hasPromptLogprobs) continue;
+    prompt += o.promptLogprobs.size();
+    groups += o.promptTop.size();
+    for (const TopLogprobs& t : o.promptTop) alts += altCount(t);
+  }
+  auto seqs = Napi::Int32Array::New(env, outs.size() * kOutFields + groups);
+  auto logprobs = Napi::Float32Array::New(env, outs.size() + prompt);
+  auto altIds = Napi::Int32Array::New(env, alts);
+  auto altLogprobs = Napi::Float32Array::New(env, alts);
+  int32_t* groupLen = seqs.Data() + outs.size() * kOutFields;
+  float* promptLp = logprobs.Data() + outs.size();
+  int32_t* ids = altIds.Data();
+  float* altLp = altLogprobs.Data();
+  auto putAlts = [&](const TopLogprobs& t) {
+    const size_t k = altCount(t);
+    ids = std::copy_n(t.ids.begin(), k, ids);
+    altLp = std::copy_n(t.logprobs.begin(), k, altLp);
+    return static_cast<int32_t>(k);
+  };
+  for (size_t i = 0; i < outs.size(); i++) {
+    const SeqOutput& o = outs[i];
+    int32_t* h = seqs.Data() + i * kOutFields;
+    h[kOutToken] = o.token;
+    logprobs.Data()[i] = o.logprob;
+    h[kOutTop] = o.hasTop ? putAlts(o.top) : -1;
+    h[kOutPrompt] = o.hasPromptLogprobs ? static_cast<int32_t>(o.promptLogprobs.size()) : -1;
+    h[kOutPromptTop] = o.hasPromptLogprobs ? static_cast<int32_t>(o.promptTop.size()) : 0;
+    if (!o.hasPromptLogprobs) continue;
+    promptLp = std::copy(o.promptLogprobs.begin(), o.promptLogprobs.end(), promptLp);
+    for (const TopLogprobs& t : o.promptTop) *groupLen++ = putAlts(t);
+  }
+  Napi::Object res = Napi::Object::New(env);
+  res.Set("seqs", seqs);
+  res.Set("logprobs", logprobs);
+  res.Set("altIds", altIds);
+  res.Set("altLogprobs", altLogprobs);
+  return res;
 }
 
 // Runs fn() on a worker thread and settles a Promise with convert(result) or the error.
@@ -313,43 +435,11 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   }
 
   Napi::Value Step(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto e = live(env);
-    if (info.Length() < 1 || !info[0].IsArray()) typeError(env, "step(batch: array)");
-    auto arr = info[0].As<Napi::Array>();
-    std::vector<SeqInput> batch;
-    for (uint32_t i = 0; i < arr.Length(); i++) {
-      Napi::Value v = arr.Get(i);
-      if (!v.IsObject()) typeError(env, "batch[" + std::to_string(i) + "] must be an object");
-      batch.push_back(parseSeq(v.As<Napi::Object>(), "batch[" + std::to_string(i) + "]."));
-    }
+    auto e = live(info.Env());
+    std::vector<SeqInput> batch = parseBatch(info);
     auto* t = new Task<std::vector<SeqOutput>>(
-        env, [e, batch = std::move(batch)] { return e->step(batch); },
-        [](Napi::Env env, std::vector<SeqOutput>& outs) -> Napi::Value {
-          Napi::Array res = Napi::Array::New(env, outs.size());
-          for (size_t i = 0; i < outs.size(); i++) {
-            const SeqOutput& so = outs[i];
-            Napi::Object o = Napi::Object::New(env);
-            o.Set("token", so.token);
-            o.Set("logprob", so.logprob);
-            o.Set("top", so.hasTop ? topToJs(env, so.top) : env.Null());
-            if (so.hasPromptLogprobs) {
-              o.Set("promptLogprobs", copyTyped<float, Napi::Float32Array>(env, so.promptLogprobs));
-              if (so.promptTop.empty()) {
-                o.Set("promptTop", env.Null());
-              } else {
-                Napi::Array pt = Napi::Array::New(env, so.promptTop.size());
-                for (size_t j = 0; j < so.promptTop.size(); j++) pt.Set(j, topToJs(env, so.promptTop[j]));
-                o.Set("promptTop", pt);
-              }
-            } else {
-              o.Set("promptLogprobs", env.Null());
-              o.Set("promptTop", env.Null());
-            }
-            res.Set(i, o);
-          }
-          return res;
-        });
+        info.Env(), [e, batch = std::move(batch)] { return e->step(batch); },
+        [](Napi::Env env, std::vector<SeqOutput>& outs) { return packOutputs(env, outs); });
     auto p = t->Promise();
     t->Queue();
     return p;
