@@ -26,7 +26,9 @@ node --import tsx --test --test-reporter=spec test/gpu/*.test.ts 2>&1 | tee "$OU
 if [ "${1:-}" = "--bench" ]; then
   # Ceilings and the PyTorch peer first (they free their memory), then ours, then the plot.
   python3 bench/gpu/peer.py --out "$OUT/ceilings.json" 2>&1 | tee "$OUT/peer.log" || status=1
-  node --import tsx bench/gpu/bench.ts --ceilings "$OUT/ceilings.json" --out "$OUT" $quick 2>&1 | tee "$OUT/bench.log" || status=1
+  kernels=""
+  [ -f "$OUT/lora-bench.json" ] && kernels="--kernels $OUT/lora-bench.json"
+  node --import tsx bench/gpu/bench.ts --ceilings "$OUT/ceilings.json" $kernels --out "$OUT" $quick 2>&1 | tee "$OUT/bench.log" || status=1
   python3 bench/gpu/plot.py "$OUT/results.json" "$OUT/decode.png" || status=1
 fi
 # The device tool returns at most 8 files: the small side logs travel as one archive.

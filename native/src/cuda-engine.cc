@@ -289,14 +289,55 @@ class CudaEngine final : public Engine {
            "cublasGemmEx");
   }
 
-  // LoRA for the projections of `set` (which share the input x) over every adapter segment.
+  // LoRA for the projections of `set` (which share the input x) over every adapter segment: SGMV,
+  // except for the segments of gemmSegs_ (long prompt chunks), which run as two cuBLAS GEMMs per
+  // projection on tensor cores: tmp = x A^T (rounded to T, as PEFT's lora_A output), then
+  // y += scale * tmp B^T (beta = 1). Why: SGMV's CUDA-core shrink and expand are built for a few
+  // rows per adapter; a 1024-row chunk took 353 us per layer there.
   void lora(const kern::LoraProjSet& set, const void* x, int in, void* y, int ldy, int nseg, int maxSegRows) {
     if (!anyAdapter_) return;
     const int stride = c_.layers * kNumProj;
     auto st = reinterpret_cast<kern::Stream>(stream_);
     checkK(kern::sgmv(t_, x, in, loraTmp_.as<float>(), maxRank_, y, ldy, table_.as<kern::LoraSlotEntry>(), stride, set,
-                      dSegStart_, dSegSlot_, nseg, maxSegRows, rows_, st), "sgmv");
+                      dSegStart_, dSegSlotSgmv_, nseg, maxSegRows, rows_, st), "sgmv");
+    const cudaDataType ct = cudaType(t_);
+    const size_t es = elemSize(t_);
+    const float one = 1.0f, zero = 0.0f;
+    for (size_t gi = 0; gi < gemmSegs_.size(); gi++) {
+      const LoraSegment& g = gemmSegs_[gi];
+      for (int p = 0; p < set.count; p++) {
+        const kern::LoraSlotEntry& e = gemmEntries_[gi * stride + set.entryOffset[p]];
+        if (e.rank == 0) continue;
+        const char* xs = static_cast<const char*>(x) + size_t(g.start) * in * es;
+        char* ys = static_cast<char*>(y) + (size_t(g.start) * ldy + set.yCol[p]) * es;
+        checkB(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, e.rank, g.rows, in, &one, e.a, ct, in, xs, ct, in, &zero, loraTmp_.p, ct, e.rank,
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "LoRA shrink GEMM");
+        checkB(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, set.out[p], g.rows, e.rank, &e.scale, e.b, ct, e.rank, loraTmp_.p, ct, e.rank, &one,
+                            ys, ct, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "LoRA expand GEMM");
+      }
+    }
   }
+
+  // Adapter segments: neighbouring sequences with the same adapter share one, so its weights are
+  // read once per SGMV_ROWS rows rather than once per sequence (the scheduler orders batches by adapter).
+  struct LoraSegment {
+    int start, rows, slot;
+  };
+  static std::vector<LoraSegment> segmentsOf(const std::vector<SeqInput>& batch) {
+    std::vector<LoraSegment> segs;
+    int row = 0;
+    for (const auto& s : batch) {
+      const int n = int(s.tokens.size());
+      if (!segs.empty() && segs.back().slot == s.adapterSlot) segs.back().rows += n;
+      else segs.push_back({row, n, s.adapterSlot});
+      row += n;
+    }
+    return segs;
+  }
+  // A segment takes the GEMM path from this many rows (beyond the fused SGMV's limit).
+  static constexpr int kLoraGemmRows = 65;
 
   static kern::LoraProjSet projSet(int layer, std::initializer_list<std::array<int, 3>> projColOut) {
     kern::LoraProjSet s{};
@@ -350,7 +391,12 @@ class CudaEngine final : public Engine {
   cudaEvent_t stepBegin_ = nullptr, stepEnd_ = nullptr;
   std::atomic<double> lastStepDeviceMs_{0};
   int32_t *dTokens_ = nullptr, *dPos_ = nullptr, *dRowSeq_ = nullptr, *dSlots_ = nullptr, *dTables_ = nullptr,
-          *dSegStart_ = nullptr, *dSegSlot_ = nullptr, *dLogitRows_ = nullptr, *dTiles_ = nullptr, *dPagedRows_ = nullptr;
+          *dSegStart_ = nullptr, *dSegSlot_ = nullptr, *dLogitRows_ = nullptr, *dTiles_ = nullptr, *dPagedRows_ = nullptr,
+          *dSegSlotSgmv_ = nullptr;
+  // The step's long prompt segments (LoRA through cuBLAS; slot -1 in dSegSlotSgmv_ so SGMV skips
+  // them), with host copies of their adapters' table entries taken under the slot lock.
+  std::vector<LoraSegment> gemmSegs_;
+  std::vector<kern::LoraSlotEntry> gemmEntries_;
   int maxRank_ = 0;
   int rows_ = 0;  // rows of the step in flight
   bool anyAdapter_ = false;
@@ -371,6 +417,19 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
       if (slots_[i]) maxRank_ = std::max(maxRank_, slots_[i]->maxRank);
     }
     validateBatch(batch, c_, o_, loadedSlots);
+    // Steps replayed from CUDA graphs (decode only) keep every segment on SGMV: a graph cannot
+    // depend on how rows are spread over segments.
+    gemmSegs_.clear();
+    gemmEntries_.clear();
+    const bool anyPrompt = std::any_of(batch.begin(), batch.end(), [](const SeqInput& s) { return s.tokens.size() > 1; });
+    if (maxRank_ > 0 && anyPrompt) {
+      const size_t stride = size_t(c_.layers) * kNumProj;
+      for (const auto& g : segmentsOf(batch)) {
+        if (g.slot < 0 || g.rows < kLoraGemmRows) continue;
+        gemmSegs_.push_back(g);
+        gemmEntries_.insert(gemmEntries_.end(), hostTable_.begin() + g.slot * stride, hostTable_.begin() + (g.slot + 1) * stride);
+      }
+    }
     if (tableDirty_) {
       // Pageable source: the copy is staged before this returns, so later edits cannot race it.
       check(cudaMemcpyAsync(table_.p, hostTable_.data(), hostTable_.size() * sizeof(kern::LoraSlotEntry), cudaMemcpyHostToDevice, stream_), "adapter table");
@@ -452,7 +511,10 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   sh.prefillTiles = int(tiles.size() / 2);
   sh.pagedRows = sh.prefillTiles > 0 ? int(pagedRows.size()) : T;
 
-  const size_t nInts = size_t(T) * 4 + size_t(nseq) * maxBlocks + (nseq + 1) + nseq + std::max(NL, 1) + tiles.size() + pagedRows.size();
+  const std::vector<LoraSegment> segs = segmentsOf(batch);
+  const int nseg = int(segs.size());
+  const size_t nInts = size_t(T) * 4 + size_t(nseq) * maxBlocks + (nseq + 1) + nseq + std::max(NL, 1) + tiles.size() + pagedRows.size() +
+                       (gemmSegs_.empty() ? 0 : nseg);
   hostMeta_.reserve(nInts * 4);
   int32_t* hm = static_cast<int32_t*>(hostMeta_.p);
   int32_t *hTok = hm, *hPos = hTok + T, *hRowSeq = hPos + T, *hSlots = hRowSeq + T, *hTables = hSlots + T,
@@ -468,21 +530,23 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
     }
     for (int b = 0; b < maxBlocks; b++) hTables[size_t(s) * maxBlocks + b] = b < int(in.blockTable.size()) ? in.blockTable[b] : 0;
   }
-  // LoRA segments: neighbouring sequences with the same adapter share one, so its weights are read
-  // once per SGMV_ROWS rows rather than once per sequence (the scheduler orders batches by adapter).
-  int nseg = 0, maxSegRows = 1;
-  for (int s = 0; s < nseq; s++) {
-    if (nseg > 0 && hSegSlot[nseg - 1] == batch[s].adapterSlot) continue;
-    hSegStart[nseg] = sh.rowStart[s];
-    hSegSlot[nseg] = batch[s].adapterSlot;
-    nseg++;
+  // maxSegRows: the longest segment SGMV serves (the GEMM segments are not its business).
+  int maxSegRows = 1;
+  for (int g = 0; g < nseg; g++) {
+    hSegStart[g] = segs[g].start;
+    hSegSlot[g] = segs[g].slot;
   }
   hSegStart[nseg] = T;
-  for (int g = 0; g < nseg; g++) maxSegRows = std::max(maxSegRows, hSegStart[g + 1] - hSegStart[g]);
   for (int i = 0; i < NL; i++) hLogitRows[i] = sh.logitRows[i];
-  int32_t *hTiles = hLogitRows + std::max(NL, 1), *hPagedRows = hTiles + tiles.size();
+  int32_t *hTiles = hLogitRows + std::max(NL, 1), *hPagedRows = hTiles + tiles.size(), *hSegSlotSgmv = hPagedRows + pagedRows.size();
   std::copy(tiles.begin(), tiles.end(), hTiles);
   std::copy(pagedRows.begin(), pagedRows.end(), hPagedRows);
+  for (int g = 0, k = 0; g < nseg; g++) {
+    const bool gemm = k < int(gemmSegs_.size()) && gemmSegs_[k].start == segs[g].start;
+    if (gemm) k++;
+    if (!gemmSegs_.empty()) hSegSlotSgmv[g] = gemm ? -1 : segs[g].slot;
+    if (!gemm) maxSegRows = std::max(maxSegRows, segs[g].rows);
+  }
 
   const size_t es = elemSize(t_);
   // Every buffer a decode graph bakes in is sized here: if one moves, the captured graphs go.
@@ -516,6 +580,7 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   dLogitRows_ = dm + (hLogitRows - hm);
   dTiles_ = dm + (hTiles - hm);
   dPagedRows_ = dm + (hPagedRows - hm);
+  dSegSlotSgmv_ = gemmSegs_.empty() ? dSegSlot_ : dm + (hSegSlotSgmv - hm);
   sh.key = {T, nseq, NL, maxBlocks, maxKeys, nseg, maxSegRows, anyAdapter_ ? maxRank_ : 0};
   return sh;
 }

@@ -2,25 +2,27 @@
 // 300-token prompt, whole and in chunks that start off a tile boundary, in bf16. Truth is the same
 // engine in float32 (paged kernel, held to transformers' numbers in cuda-engine.test.ts); the
 // tensor-core path must land as close to it as the bf16 paged path does (SWITCHBOARD_PREFILL_ATTENTION=0).
-// mistral's fixture has a 16-token sliding window. Skipped where no CUDA engine works (CI).
+// mistral's fixture has a 16-token sliding window. With an adapter, prompt chunks of more than 64
+// rows run their LoRA as cuBLAS GEMMs and shorter ones through SGMV: in float32 a whole prompt and
+// the same prompt in 50-row chunks must agree. Skipped where no CUDA engine works (CI).
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Engine, cudaUnavailableReason, loadCudaAddon } from '../../native/engine.ts';
-import { BLOCK_SIZE, FIXTURES } from '../helpers/hf-reference.ts';
+import { BLOCK_SIZE, FIXTURES, loadAdapters, loadReference, maxAbsDiff } from '../helpers/hf-reference.ts';
 
 const cuda = loadCudaAddon();
 const skip = cuda ? false : `no CUDA engine here: ${cudaUnavailableReason()}`;
 const N = 300;
 
-async function promptLogprobs(engine: Engine, prompt: number[], chunks: number[], paged: boolean): Promise<number[][]> {
+async function promptLogprobs(engine: Engine, prompt: number[], chunks: number[], paged: boolean, adapterSlot = -1): Promise<number[][]> {
   if (paged) process.env.SWITCHBOARD_PREFILL_ATTENTION = '0';
   try {
     const table = Array.from({ length: Math.ceil(N / BLOCK_SIZE) + 1 }, (_, b) => b);
     const out: number[][] = [];
     let pos = 0;
     for (const n of chunks) {
-      const [o] = await engine.step([{ tokens: prompt.slice(pos, pos + n), position: pos, blockTable: table, promptLogprobs: true }]);
+      const [o] = await engine.step([{ tokens: prompt.slice(pos, pos + n), position: pos, blockTable: table, promptLogprobs: true, adapterSlot }]);
       out.push(Array.from(o!.promptLogprobs!));
       pos += n;
     }
@@ -60,6 +62,37 @@ for (const model of ['llama', 'mistral']) {
         console.log(`  ${model}: ${N}-token prompt vs float32, whole and chunked: tensor cores mean ${fm.toExponential(2)} worst ${fw.toExponential(2)}; paged mean ${pm.toExponential(2)} worst ${pw.toExponential(2)}`);
         assert.ok(fm <= 1.5 * pm + 1e-3, `mean error ${fm} vs the paged kernel's ${pm}`);
         assert.ok(fw <= 1.5 * pw + 1e-2, `worst error ${fw} vs the paged kernel's ${pw}`);
+      } finally {
+        f32.close();
+        bf16.close();
+      }
+    });
+    it('runs long prompt chunks with an adapter through GEMMs, as SGMV would', async () => {
+      const ref = loadReference(model);
+      const open = (dtype: 'float32' | 'bfloat16') =>
+        Engine.open(join(FIXTURES, 'models', model), { device: 'cuda', dtype, numBlocks: Math.ceil(N / BLOCK_SIZE) + 1, blockSize: BLOCK_SIZE, maxAdapters: 4 });
+      const f32 = await open('float32');
+      const bf16 = await open('bfloat16');
+      try {
+        const slots = await loadAdapters(f32, model, ref);
+        await loadAdapters(bf16, model, ref);
+        const vocab = f32.model.spec.vocabSize;
+        const prompt = Array.from({ length: N }, (_, i) => (i * 7919 + 13) % vocab);
+        const small = Array.from({ length: N / 50 }, () => 50);
+        for (const slot of slots.values()) {
+          const base = (await promptLogprobs(f32, prompt, [N], false)).flat();
+          const whole = (await promptLogprobs(f32, prompt, [N], false, slot)).flat();
+          const chunked = await promptLogprobs(f32, prompt, small, false, slot);
+          // Chunks lose the logprob of each chunk's first token: compare the rows both have.
+          const wholeRows = whole.filter((_, j) => (j + 1) % 50 !== 0);
+          const d = maxAbsDiff(wholeRows, chunked.flat());
+          assert.ok(d < 1e-4, `slot ${slot}: whole (GEMM LoRA) vs 50-row chunks (SGMV) differ by ${d}`);
+          assert.ok(maxAbsDiff(whole, base) > 1e-3, `slot ${slot}: the adapter changed nothing`);
+          const half = (await promptLogprobs(bf16, prompt, [N], false, slot)).flat();
+          const e = maxAbsDiff(half, whole);
+          console.log(`  ${model} adapter slot ${slot}: ${N}-token prompt, GEMM LoRA vs SGMV (fp32) ${d.toExponential(2)}; bf16 vs fp32 ${e.toExponential(2)}`);
+          assert.ok(e < 0.25, `slot ${slot}: bf16 with GEMM LoRA differs from fp32 by ${e}`);
+        }
       } finally {
         f32.close();
         bf16.close();
