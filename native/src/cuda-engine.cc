@@ -321,23 +321,27 @@ class CudaEngine final : public Engine {
   }
 
   // Adapter segments: neighbouring sequences with the same adapter share one, so its weights are
-  // read once per SGMV_ROWS rows rather than once per sequence (the scheduler orders batches by adapter).
+  // read once per SGMV_ROWS rows rather than once per sequence (the scheduler orders batches by
+  // adapter). A sequence with kLoraGemmRows rows or more in a step (a long prompt chunk) is a
+  // segment of its own that takes the GEMM path (`gemm`), decided by its own length alone: its
+  // numbers then never depend on its neighbours (the two paths round differently).
   struct LoraSegment {
     int start, rows, slot;
+    bool gemm;
   };
-  static std::vector<LoraSegment> segmentsOf(const std::vector<SeqInput>& batch) {
+  static constexpr int kLoraGemmRows = 65;  // past the fused SGMV's 64-row segments
+  static std::vector<LoraSegment> segmentsOf(const std::vector<SeqInput>& batch, bool allowGemm) {
     std::vector<LoraSegment> segs;
     int row = 0;
     for (const auto& s : batch) {
       const int n = int(s.tokens.size());
-      if (!segs.empty() && segs.back().slot == s.adapterSlot) segs.back().rows += n;
-      else segs.push_back({row, n, s.adapterSlot});
+      const bool gemm = allowGemm && s.adapterSlot >= 0 && n >= kLoraGemmRows;
+      if (!gemm && !segs.empty() && !segs.back().gemm && segs.back().slot == s.adapterSlot) segs.back().rows += n;
+      else segs.push_back({row, n, s.adapterSlot, gemm});
       row += n;
     }
     return segs;
   }
-  // A segment takes the GEMM path from this many rows (beyond the fused SGMV's limit).
-  static constexpr int kLoraGemmRows = 65;
 
   static kern::LoraProjSet projSet(int layer, std::initializer_list<std::array<int, 3>> projColOut) {
     kern::LoraProjSet s{};
@@ -397,6 +401,7 @@ class CudaEngine final : public Engine {
   // them), with host copies of their adapters' table entries taken under the slot lock.
   std::vector<LoraSegment> gemmSegs_;
   std::vector<kern::LoraSlotEntry> gemmEntries_;
+  bool allowGemm_ = false;  // this step may use the GEMM path (it has prompt rows: no CUDA graph)
   int maxRank_ = 0;
   int rows_ = 0;  // rows of the step in flight
   bool anyAdapter_ = false;
@@ -421,11 +426,11 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
     // depend on how rows are spread over segments.
     gemmSegs_.clear();
     gemmEntries_.clear();
-    const bool anyPrompt = std::any_of(batch.begin(), batch.end(), [](const SeqInput& s) { return s.tokens.size() > 1; });
-    if (maxRank_ > 0 && anyPrompt) {
+    allowGemm_ = maxRank_ > 0 && std::any_of(batch.begin(), batch.end(), [](const SeqInput& s) { return s.tokens.size() > 1; });
+    if (allowGemm_) {
       const size_t stride = size_t(c_.layers) * kNumProj;
-      for (const auto& g : segmentsOf(batch)) {
-        if (g.slot < 0 || g.rows < kLoraGemmRows) continue;
+      for (const auto& g : segmentsOf(batch, true)) {
+        if (!g.gemm) continue;
         gemmSegs_.push_back(g);
         gemmEntries_.insert(gemmEntries_.end(), hostTable_.begin() + g.slot * stride, hostTable_.begin() + (g.slot + 1) * stride);
       }
@@ -511,7 +516,7 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   sh.prefillTiles = int(tiles.size() / 2);
   sh.pagedRows = sh.prefillTiles > 0 ? int(pagedRows.size()) : T;
 
-  const std::vector<LoraSegment> segs = segmentsOf(batch);
+  const std::vector<LoraSegment> segs = segmentsOf(batch, allowGemm_);
   const int nseg = int(segs.size());
   const size_t nInts = size_t(T) * 4 + size_t(nseq) * maxBlocks + (nseq + 1) + nseq + std::max(NL, 1) + tiles.size() + pagedRows.size() +
                        (gemmSegs_.empty() ? 0 : nseg);
@@ -541,11 +546,9 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   int32_t *hTiles = hLogitRows + std::max(NL, 1), *hPagedRows = hTiles + tiles.size(), *hSegSlotSgmv = hPagedRows + pagedRows.size();
   std::copy(tiles.begin(), tiles.end(), hTiles);
   std::copy(pagedRows.begin(), pagedRows.end(), hPagedRows);
-  for (int g = 0, k = 0; g < nseg; g++) {
-    const bool gemm = k < int(gemmSegs_.size()) && gemmSegs_[k].start == segs[g].start;
-    if (gemm) k++;
-    if (!gemmSegs_.empty()) hSegSlotSgmv[g] = gemm ? -1 : segs[g].slot;
-    if (!gemm) maxSegRows = std::max(maxSegRows, segs[g].rows);
+  for (int g = 0; g < nseg; g++) {
+    if (!gemmSegs_.empty()) hSegSlotSgmv[g] = segs[g].gemm ? -1 : segs[g].slot;
+    if (!segs[g].gemm) maxSegRows = std::max(maxSegRows, segs[g].rows);
   }
 
   const size_t es = elemSize(t_);

@@ -70,7 +70,7 @@ for (const model of ['llama', 'mistral']) {
     it('runs long prompt chunks with an adapter through GEMMs, as SGMV would', async () => {
       const ref = loadReference(model);
       const open = (dtype: 'float32' | 'bfloat16') =>
-        Engine.open(join(FIXTURES, 'models', model), { device: 'cuda', dtype, numBlocks: Math.ceil(N / BLOCK_SIZE) + 1, blockSize: BLOCK_SIZE, maxAdapters: 4 });
+        Engine.open(join(FIXTURES, 'models', model), { device: 'cuda', dtype, numBlocks: 2 * (Math.ceil(N / BLOCK_SIZE) + 1), blockSize: BLOCK_SIZE, maxAdapters: 16 });
       const f32 = await open('float32');
       const bf16 = await open('bfloat16');
       try {
@@ -93,6 +93,15 @@ for (const model of ['llama', 'mistral']) {
           console.log(`  ${model} adapter slot ${slot}: ${N}-token prompt, GEMM LoRA vs SGMV (fp32) ${d.toExponential(2)}; bf16 vs fp32 ${e.toExponential(2)}`);
           assert.ok(e < 0.25, `slot ${slot}: bf16 with GEMM LoRA differs from fp32 by ${e}`);
         }
+        // A long chunk's path is its own choice: beside a short prompt of the same adapter (one SGMV
+        // segment if they merged) its numbers stay exactly what they are alone.
+        const slot = [...slots.values()][0]!;
+        const per = Math.ceil(N / BLOCK_SIZE) + 1;
+        const table = (k: number) => Array.from({ length: per }, (_, b) => k * per + b);
+        const long = { tokens: prompt, position: 0, blockTable: table(0), promptLogprobs: true, adapterSlot: slot };
+        const [alone] = await bf16.step([long]);
+        const [, beside] = await bf16.step([{ ...long, tokens: prompt.slice(0, 20), blockTable: table(1) }, long]);
+        assert.deepEqual(Array.from(beside!.promptLogprobs!), Array.from(alone!.promptLogprobs!));
       } finally {
         f32.close();
         bf16.close();
