@@ -38,21 +38,18 @@ __device__ __forceinline__ int pfaAt(int row, int col) {
   return row * D + (((col >> 3) ^ (row & PfaCfg<D>::SW)) << 3);
 }
 
+// Four 8x8 matrices of 16-bit elements from shared memory, one row address per lane (lanes 8i..8i+7
+// address matrix i); Trans hands each lane the transposed fragment (the B operand of P V).
+template <bool Trans>
 __device__ __forceinline__ void ldsm4(uint32_t (&r)[4], const void* p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
-#else
-  __trap();
-#endif
-}
-
-__device__ __forceinline__ void ldsm4t(uint32_t (&r)[4], const void* p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+  if constexpr (Trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 #else
   __trap();
 #endif
@@ -198,7 +195,7 @@ __global__ void __launch_bounds__(PFA_THREADS, 3) prefillAttentionKernel(
 #pragma unroll
         for (int np = 0; np < 4; np++) {
           uint32_t b[4];
-          ldsm4(b, ks + kRow + np * 16 * D + kCol[kk]);
+          ldsm4<false>(b, ks + kRow + np * 16 * D + kCol[kk]);
           mma16816<T>(s[2 * np], qf[kk], b[0], b[1]);
           mma16816<T>(s[2 * np + 1], qf[kk], b[2], b[3]);
         }
@@ -260,7 +257,7 @@ __global__ void __launch_bounds__(PFA_THREADS, 3) prefillAttentionKernel(
 #pragma unroll
         for (int dp = 0; dp < KT; dp++) {
           uint32_t b[4];
-          ldsm4t(b, vs + vRow + kk * 16 * D + vCol[dp]);
+          ldsm4<true>(b, vs + vRow + kk * 16 * D + vCol[dp]);
           mma16816<T>(o[2 * dp], a, b[0], b[1]);
           mma16816<T>(o[2 * dp + 1], a, b[2], b[3]);
         }

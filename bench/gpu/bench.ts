@@ -67,8 +67,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 // Median wall time of engine.step (what a server waits for) and, beside it, of the step's GPU time
 // (the engine's own events): the difference is host work the GPU idles through.
-let lastDeviceMs = 0;
-async function time(engine: Engine, batch: SeqInput[], warmup: number, reps: number): Promise<number> {
+async function time(engine: Engine, batch: SeqInput[], warmup: number, reps: number): Promise<{ ms: number; deviceMs: number }> {
   for (let i = 0; i < warmup; i++) await engine.step(batch);
   const t: number[] = [];
   const d: number[] = [];
@@ -78,8 +77,7 @@ async function time(engine: Engine, batch: SeqInput[], warmup: number, reps: num
     t.push(performance.now() - t0);
     d.push(engine.info().lastStepDeviceMs);
   }
-  lastDeviceMs = median(d);
-  return median(t);
+  return { ms: median(t), deviceMs: median(d) };
 }
 
 async function main() {
@@ -118,10 +116,10 @@ async function main() {
         adapterSlot: A === 0 ? -1 : Math.floor((s * Math.min(A, B)) / B),
       }));
       const distinct = A === 0 ? 0 : Math.min(A, B);
-      const ms = await time(engine, batch, WARMUP, REPS);
+      const { ms, deviceMs } = await time(engine, batch, WARMUP, REPS);
       const floorMs = ((info.weightBytes + B * CTX * kvBytesPerToken + distinct * adapterBytes) / bw) * 1000;
-      decode.push({ batch: B, adapters: A, distinct, ms, deviceMs: lastDeviceMs, tokS: (B / ms) * 1000, floorMs, floorTokS: (B / floorMs) * 1000, ratio: floorMs / ms });
-      console.log(`decode batch ${B} adapters ${A}: ${ms.toFixed(2)} ms/step (GPU ${lastDeviceMs.toFixed(2)} ms), ${((B / ms) * 1000).toFixed(0)} tok/s (floor ${floorMs.toFixed(2)} ms, ${(100 * floorMs / ms).toFixed(0)}% of it)`);
+      decode.push({ batch: B, adapters: A, distinct, ms, deviceMs, tokS: (B / ms) * 1000, floorMs, floorTokS: (B / floorMs) * 1000, ratio: floorMs / ms });
+      console.log(`decode batch ${B} adapters ${A}: ${ms.toFixed(2)} ms/step (GPU ${deviceMs.toFixed(2)} ms), ${((B / ms) * 1000).toFixed(0)} tok/s (floor ${floorMs.toFixed(2)} ms, ${(100 * floorMs / ms).toFixed(0)}% of it)`);
     }
   }
 
@@ -137,9 +135,9 @@ async function main() {
       }));
     const floorMs = ((info.weightBytes + B * CTX * kvBytesPerToken) / bw) * 1000;
     process.env.SWITCHBOARD_CUDA_GRAPHS = '0';
-    const eager = await time(engine, seqs(), WARMUP, REPS);
+    const eager = (await time(engine, seqs(), WARMUP, REPS)).ms;
     delete process.env.SWITCHBOARD_CUDA_GRAPHS;
-    const sampled = await time(engine, seqs({ temperature: 1, topK: 50, topP: 0.9, seed: 7 }), WARMUP, REPS);
+    const sampled = (await time(engine, seqs({ temperature: 1, topK: 50, topP: 0.9, seed: 7 }), WARMUP, REPS)).ms;
     for (const [variant, ms] of [['no CUDA graphs', eager], ['sampled (T 1, top-k 50, top-p 0.9)', sampled]] as const) {
       variants.push({ batch: B, variant, ms, tokS: (B / ms) * 1000, ratio: floorMs / ms });
       console.log(`decode batch ${B} ${variant}: ${ms.toFixed(2)} ms/step (${(100 * floorMs / ms).toFixed(0)}% of floor)`);
@@ -154,10 +152,10 @@ async function main() {
   const params = model.weightBytes / 2;
   for (const n of PROMPTS) {
     const batch: SeqInput[] = [{ tokens: Array.from({ length: n }, (_, i) => (i * 31 + 7) % P.vocabSize), position: 0, blockTable: Array.from({ length: Math.ceil(n / BS) + 1 }, (_, b) => b) }];
-    const ms = await time(engine, batch, 2, 5);
-    const adapterMs = Math.max(...ADAPTER_COUNTS) > 0 ? await time(engine, [{ ...batch[0]!, adapterSlot: 0 }], 1, 5) : NaN;
+    const { ms } = await time(engine, batch, 2, 5);
+    const adapterMs = Math.max(...ADAPTER_COUNTS) > 0 ? (await time(engine, [{ ...batch[0]!, adapterSlot: 0 }], 1, 5)).ms : NaN;
     process.env.SWITCHBOARD_PREFILL_ATTENTION = '0';
-    const pagedMs = await time(engine, batch, 1, 3);
+    const pagedMs = (await time(engine, batch, 1, 3)).ms;
     delete process.env.SWITCHBOARD_PREFILL_ATTENTION;
     const f = 2 * params * n + 2 * P.numLayers * n * n * P.numHeads * P.headDim;
     const flopFloorMs = (f / flops) * 1000;

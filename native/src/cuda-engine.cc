@@ -399,9 +399,8 @@ class CudaEngine final : public Engine {
           *dSegSlotSgmv_ = nullptr;
   // The step's long prompt segments (LoRA through cuBLAS; slot -1 in dSegSlotSgmv_ so SGMV skips
   // them), with host copies of their adapters' table entries taken under the slot lock.
-  std::vector<LoraSegment> gemmSegs_;
+  std::vector<LoraSegment> segs_, gemmSegs_;
   std::vector<kern::LoraSlotEntry> gemmEntries_;
-  bool allowGemm_ = false;  // this step may use the GEMM path (it has prompt rows: no CUDA graph)
   int maxRank_ = 0;
   int rows_ = 0;  // rows of the step in flight
   bool anyAdapter_ = false;
@@ -422,18 +421,17 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
       if (slots_[i]) maxRank_ = std::max(maxRank_, slots_[i]->maxRank);
     }
     validateBatch(batch, c_, o_, loadedSlots);
-    // Steps replayed from CUDA graphs (decode only) keep every segment on SGMV: a graph cannot
-    // depend on how rows are spread over segments.
+    // The step's adapter segments. Steps replayed from CUDA graphs (decode only) keep every
+    // segment on SGMV: a graph cannot depend on how rows are spread over segments.
+    const bool anyPrompt = std::any_of(batch.begin(), batch.end(), [](const SeqInput& s) { return s.tokens.size() > 1; });
+    segs_ = segmentsOf(batch, maxRank_ > 0 && anyPrompt);
     gemmSegs_.clear();
     gemmEntries_.clear();
-    allowGemm_ = maxRank_ > 0 && std::any_of(batch.begin(), batch.end(), [](const SeqInput& s) { return s.tokens.size() > 1; });
-    if (allowGemm_) {
-      const size_t stride = size_t(c_.layers) * kNumProj;
-      for (const auto& g : segmentsOf(batch, true)) {
-        if (!g.gemm) continue;
-        gemmSegs_.push_back(g);
-        gemmEntries_.insert(gemmEntries_.end(), hostTable_.begin() + g.slot * stride, hostTable_.begin() + (g.slot + 1) * stride);
-      }
+    const size_t stride = size_t(c_.layers) * kNumProj;
+    for (const auto& g : segs_) {
+      if (!g.gemm) continue;
+      gemmSegs_.push_back(g);
+      gemmEntries_.insert(gemmEntries_.end(), hostTable_.begin() + g.slot * stride, hostTable_.begin() + (g.slot + 1) * stride);
     }
     if (tableDirty_) {
       // Pageable source: the copy is staged before this returns, so later edits cannot race it.
@@ -516,7 +514,7 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   sh.prefillTiles = int(tiles.size() / 2);
   sh.pagedRows = sh.prefillTiles > 0 ? int(pagedRows.size()) : T;
 
-  const std::vector<LoraSegment> segs = segmentsOf(batch, allowGemm_);
+  const std::vector<LoraSegment>& segs = segs_;
   const int nseg = int(segs.size());
   const size_t nInts = size_t(T) * 4 + size_t(nseq) * maxBlocks + (nseq + 1) + nseq + std::max(NL, 1) + tiles.size() + pagedRows.size() +
                        (gemmSegs_.empty() ? 0 : nseg);
