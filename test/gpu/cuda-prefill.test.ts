@@ -2,8 +2,8 @@
 // 300-token prompt, whole and in chunks that start off a tile boundary, in bf16. Truth is the same
 // engine in float32 (paged kernel, held to transformers' numbers in cuda-engine.test.ts); the
 // tensor-core path must land as close to it as the bf16 paged path does (SWITCHBOARD_PREFILL_ATTENTION=0).
-// mistral's fixture has a 16-token sliding window. With an adapter, prompt chunks of more than 64
-// rows run their LoRA as cuBLAS GEMMs and shorter ones through SGMV: in float32 a whole prompt and
+// mistral's fixture has a 16-token sliding window. With an adapter, prompt chunks of 256 rows or
+// more run their LoRA as cuBLAS GEMMs and shorter ones through SGMV: in float32 a whole prompt and
 // the same prompt in 50-row chunks must agree. Skipped where no CUDA engine works (CI).
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
