@@ -223,6 +223,11 @@ def torch_attention(q, kc, vc, tables, row_seq, row_pos, heads, kvh, dim, bs, wi
     return out
 
 
+def prefill_tiles(r0, n):
+    """The engine's tiles for a prompt chunk of n rows starting at batch row r0: (first row, rows), 64 at most."""
+    return [(r0 + k, min(64, n - k)) for k in range(0, n, 64)]
+
+
 def test_attention(lib, t):
     lib.sb_attention_workspace.restype = ctypes.c_int64
     prefill = [(0, 40), (33, 1), (0, 3), (70, 1), (12, 9)]  # (start position of this chunk, rows)
@@ -276,7 +281,7 @@ def test_attention(lib, t):
             tiles, others, r0 = [], [], 0
             for p0, n in seqs:
                 if n >= 8:
-                    tiles += [(r0 + k, min(64, n - k)) for k in range(0, n, 64)]
+                    tiles += prefill_tiles(r0, n)
                 else:
                     others += range(r0, r0 + n)
                 r0 += n
@@ -648,10 +653,10 @@ def bench_prefill_attention(lib, peak_tflops=750.0):
         rs = torch.zeros(n, dtype=torch.int32, device="cuda")
         rp = torch.arange(n, dtype=torch.int32, device="cuda")
         out = torch.empty(n, NH * D, device="cuda").to(DT[t])
-        tiles = torch.tensor([(k, min(64, n - k)) for k in range(0, n, 64)], dtype=torch.int32, device="cuda").flatten()
+        tiles = torch.tensor(prefill_tiles(0, n), dtype=torch.int32, device="cuda").flatten()
         sc = ctypes.c_float(D ** -0.5)
         paged = gpu_time(lib, lambda: lib.sb_paged_attention(t, p(q), NH * D, p(kc), p(vc), p(table), nb, p(rs), p(rp), None, n, NH, NKV, D, bs, 0, sc, p(out), n, None, ctypes.c_int64(0)))
-        mma = gpu_time(lib, lambda: lib.sb_prefill_attention(t, p(q), NH * D, p(kc), p(vc), p(table), nb, p(rs), p(rp), p(tiles), n // 64 + (n % 64 > 0), NH, NKV, D, bs, 0, sc, p(out)))
+        mma = gpu_time(lib, lambda: lib.sb_prefill_attention(t, p(q), NH * D, p(kc), p(vc), p(table), nb, p(rs), p(rp), p(tiles), tiles.numel() // 2, NH, NKV, D, bs, 0, sc, p(out)))
         qh = q.view(n, NH, D).transpose(0, 1).unsqueeze(0)
         kh = kc[:n].view(n, NKV, D).transpose(0, 1).repeat_interleave(NH // NKV, 0).unsqueeze(0).contiguous()
         vh = vc[:n].view(n, NKV, D).transpose(0, 1).repeat_interleave(NH // NKV, 0).unsqueeze(0).contiguous()
