@@ -5,11 +5,7 @@ import type { MiddlewareHandler } from 'hono';
 import { createSecretKey, type KeyObject } from 'node:crypto';
 import { importSPKI, jwtVerify, type JWTPayload } from 'jose';
 import type { Context as TraceContext } from '@opentelemetry/api';
-import { loraxError, openaiError } from '../protocol/index.ts';
-
-export const SERVICE_ISSUER = 'switchboard-gateway';
-export const SERVICE_AUDIENCE = 'switchboard-backend';
-const TENANT = /^[a-z0-9][a-z0-9-]{0,62}$/;
+import { isTenantId, loraxError, openaiError, SERVICE_AUDIENCE, SERVICE_ISSUER, tenantOfAdapter } from '../protocol/index.ts';
 
 export interface Caller {
   /** null when the backend runs without a service key (single trusted tenant). */
@@ -58,17 +54,11 @@ export function serviceAuth(key: KeyObject | CryptoKey | null): MiddlewareHandle
       return refuse(`invalid service token (${(err as Error).message})`);
     }
     const tenant = payload.tenant;
-    if (typeof tenant !== 'string' || !TENANT.test(tenant)) return refuse('service token names no valid tenant');
+    if (!isTenantId(tenant)) return refuse('service token names no valid tenant');
     const scopes = new Set(typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : []);
     c.set('caller', { tenant, scopes, viaGateway: true });
     return next();
   };
-}
-
-/** `tenants/<t>/<name>` adapter ids belong to tenant t. */
-export function tenantOfAdapter(id: string): string | null {
-  const m = /^tenants\/([^/]+)\//.exec(id);
-  return m ? m[1]! : null;
 }
 
 /** Whether the caller may use an adapter id; callers without a tenant (no gateway) may use all. */

@@ -2,6 +2,7 @@
 // each can also come from the environment variable LoRAX uses for it (MAX_INPUT_LENGTH, ...).
 // One table drives parsing, environment lookup, defaults and --help.
 import { z } from 'zod';
+import { DEFAULT_ADAPTER_SOURCE, SERVED_ADAPTER_SOURCES } from '../protocol/index.ts';
 
 interface OptionDef {
   flag: string;
@@ -33,7 +34,7 @@ const OPTIONS = {
   maxActiveAdapters: { flag: 'max-active-adapters', env: 'MAX_ACTIVE_ADAPTERS', schema: int(1).default(128), help: 'Adapters resident in the engine at once' },
   adapterCycleTimeS: { flag: 'adapter-cycle-time-s', env: 'ADAPTER_CYCLE_TIME_S', schema: num().min(0).default(2), help: 'Seconds an adapter keeps its slot while others wait for one' },
   adapterMemoryFraction: { flag: 'adapter-memory-fraction', env: 'ADAPTER_MEMORY_FRACTION', schema: num().min(0).max(1).default(0.1), help: 'Share of device memory for adapter weights (CUDA engine)' },
-  adapterSource: { flag: 'adapter-source', env: 'ADAPTER_SOURCE', schema: z.enum(['hub', 'local']).default('hub'), help: 'Default source of adapter_id: hub or local' },
+  adapterSource: { flag: 'adapter-source', env: 'ADAPTER_SOURCE', schema: z.enum(SERVED_ADAPTER_SOURCES).default(DEFAULT_ADAPTER_SOURCE), help: 'Default source of adapter_id: hub or local' },
   adapterRoot: { flag: 'adapter-root', env: 'ADAPTER_ROOT', schema: z.string().optional(), help: 'Directory that relative local adapter ids resolve against' },
   adapterCacheDir: { flag: 'adapter-cache-dir', env: 'HUGGINGFACE_HUB_CACHE', schema: z.string().optional(), help: 'Disk cache for hub downloads (default: ~/.cache/switchboard/hub)' },
   hubEndpoint: { flag: 'hub-endpoint', env: 'HF_ENDPOINT', schema: z.string().url().default('https://huggingface.co'), help: 'Hugging Face Hub (or compatible) endpoint' },

@@ -7,7 +7,7 @@
 // Nothing else is forwarded: a name that is not in the tenant's registry or the shared list,
 // including another tenant's adapter (whose name cannot even be expressed: lookups are always
 // within the caller's namespace), gets the same 404, built from the name the client sent.
-import { BASE_MODEL_ADAPTER_ID } from '../protocol/index.ts';
+import { BASE_MODEL_ADAPTER_ID, tenantAdapterId, type ServedAdapterSource } from '../protocol/index.ts';
 import { GatewayError } from './errors.ts';
 import { uploadReplicas, type GatewayStore, type SharedAdapterRecord, type TenantAdapterRecord } from './store/types.ts';
 import { SecretBox, TtlCache } from './util.ts';
@@ -26,7 +26,7 @@ export interface AdapterTarget {
   name: string;
   /** The id the backend gets. */
   id: string;
-  source: 'local' | 'hub';
+  source: ServedAdapterSource;
   apiToken: string | null;
   /** Replicas that hold it (uploads); null: every replica can load it. */
   replicas: string[] | null;
@@ -35,7 +35,7 @@ export interface AdapterTarget {
 export type AdapterSelection =
   | { kind: 'base' }
   | { kind: 'single'; target: AdapterTarget; affinity: string }
-  | { kind: 'merged'; targets: AdapterTarget[]; source: 'local' | 'hub'; apiToken: string | null; affinity: string };
+  | { kind: 'merged'; targets: AdapterTarget[]; source: ServedAdapterSource; apiToken: string | null; affinity: string };
 
 /** The replicas a selection may be sent to (null: any). */
 export function replicasOf(sel: AdapterSelection): string[] | null {
@@ -43,10 +43,6 @@ export function replicasOf(sel: AdapterSelection): string[] | null {
   const known = lists.filter((l): l is string[] => l !== null);
   if (known.length === 0) return null;
   return known.reduce((a, b) => a.filter((u) => b.includes(u)));
-}
-
-export function tenantAdapterId(tenant: string, name: string): string {
-  return `tenants/${tenant}/${name}`;
 }
 
 export function isBaseName(name: string | undefined | null, info: BackendInfo): boolean {

@@ -14,14 +14,14 @@
 //   PUT /v1/adapters/:name/:file (raw body: adapter_config.json or adapter_model.safetensors)
 import { Hono, type Context } from 'hono';
 import { z } from 'zod';
-import { parseOpenAIRequest } from '../protocol/index.ts';
+import { parseOpenAIRequest, SERVED_ADAPTER_SOURCES, TENANT_ID } from '../protocol/index.ts';
 import type { AdapterResolver } from './adapters.ts';
 import { issueKey, SCOPES } from './auth/api-keys.ts';
 import { readBytes, readJsonObject } from './body.ts';
 import { GatewayError, ShapedError } from './errors.ts';
 import type { AdapterManager } from './tenant-adapters.ts';
 import type { ApiKeyRecord, GatewayStore, Limits, SharedAdapterRecord } from './store/types.ts';
-import { SHARED_ADAPTER_NAME, SecretBox, secretEquals, TENANT_ID, utcDay } from './util.ts';
+import { SHARED_ADAPTER_NAME, SecretBox, secretEquals, utcDay } from './util.ts';
 
 const limit = () => z.int().min(1).nullable().optional();
 export const LimitsInput = z.strictObject({ rpm: limit(), tpm: limit(), concurrent_streams: limit() });
@@ -45,7 +45,7 @@ const HubAdapterInput = z.strictObject({
 });
 
 const SharedAdapterInput = z.strictObject({
-  source: z.enum(['hub', 'local']),
+  source: z.enum(SERVED_ADAPTER_SOURCES),
   adapter_id: z.string().min(1).max(512),
   api_token: z.string().min(1).nullable().optional(),
 });

@@ -4,11 +4,8 @@
 // EdDSA / ES256 / RS256 with a PEM (PKCS#8) private key whose public half the backend holds.
 // Tokens are cached per tenant+scope for a part of their life: signing per request is wasted work.
 import { importPKCS8, SignJWT, type CryptoKey as JoseKey } from 'jose';
+import { SERVICE_AUDIENCE, SERVICE_ISSUER, SERVICE_TOKEN_TTL_S } from '../protocol/index.ts';
 import { utf8 } from './util.ts';
-
-export const SERVICE_ISSUER = 'switchboard-gateway';
-export const SERVICE_AUDIENCE = 'switchboard-backend';
-export const SERVICE_TOKEN_TTL_S = 60;
 
 export class ServiceTokenSigner {
   private readonly cache = new Map<string, { token: string; until: number }>();

@@ -7,8 +7,9 @@ import type { AdapterResolver } from './adapters.ts';
 import { GatewayError } from './errors.ts';
 import type { Router } from './routing.ts';
 import type { ServiceTokenSigner } from './service-token.ts';
-import { ADAPTER_FILES, uploadReplicas, type AdapterFile, type GatewayStore, type TenantAdapterRecord } from './store/types.ts';
-import { ADAPTER_NAME, SecretBox } from './util.ts';
+import { ADAPTER_FILES, ADAPTERS_WRITE_SCOPE, isAdapterFile, isAdapterName, type AdapterFile } from '../protocol/index.ts';
+import { uploadReplicas, type GatewayStore, type TenantAdapterRecord } from './store/types.ts';
+import { SecretBox } from './util.ts';
 
 export interface AdapterView {
   name: string;
@@ -37,7 +38,7 @@ export function adapterView(r: TenantAdapterRecord): AdapterView {
 const HUB_REPO = /^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$/;
 
 export function checkAdapterName(name: string): void {
-  if (!ADAPTER_NAME.test(name)) {
+  if (!isAdapterName(name)) {
     throw new GatewayError(400, `adapter name "${name}" must be 1-128 letters, digits, ".", "_" or "-" (starting with a letter or digit)`, {
       param: 'name',
       code: 'invalid_value',
@@ -94,7 +95,7 @@ export class AdapterManager {
 
   async uploadFile(tenant: string, name: string, file: string, body: Uint8Array<ArrayBuffer>): Promise<AdapterView> {
     checkAdapterName(name);
-    if (!(ADAPTER_FILES as readonly string[]).includes(file)) {
+    if (!isAdapterFile(file)) {
       throw new GatewayError(400, `file must be one of ${ADAPTER_FILES.join(', ')}`, { param: 'file', code: 'invalid_value' });
     }
     if (file === 'adapter_config.json') {
@@ -109,7 +110,7 @@ export class AdapterManager {
     if (existing && existing.source !== 'upload') {
       throw new GatewayError(409, `adapter "${name}" already exists as a hub reference; delete it first`, { code: 'adapter_exists' });
     }
-    const token = await this.deps.signer.token(tenant, 'adapters:write');
+    const token = await this.deps.signer.token(tenant, ADAPTERS_WRITE_SCOPE);
     const path = `/adapters/tenants/${encodeURIComponent(tenant)}/${encodeURIComponent(name)}/${file}`;
     // Every healthy replica gets the file (a replica that is down now does not: the adapter is
     // then served only by the replicas that have it, see `replicas`).
@@ -158,7 +159,7 @@ export class AdapterManager {
     if (!rec) throw new GatewayError(404, `adapter "${name}" not found`, { code: 'adapter_not_found' });
     await this.deps.store.deleteAdapter(tenant, name);
     if (rec.source === 'upload') {
-      const token = await this.deps.signer.token(tenant, 'adapters:write');
+      const token = await this.deps.signer.token(tenant, ADAPTERS_WRITE_SCOPE);
       // Best effort: the registry entry is gone already, so the adapter is unusable either way.
       await Promise.allSettled(
         this.deps.router.backends.map((b) =>

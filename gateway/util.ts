@@ -172,8 +172,5 @@ export function utcDay(ms = Date.now()): string {
   return new Date(ms).toISOString().slice(0, 10);
 }
 
-export const TENANT_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
-/** A tenant's adapter name: what the backend accepts as a directory name. */
-export const ADAPTER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 /** Shared adapters may look like hub repos ("org/name"). */
 export const SHARED_ADAPTER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(\/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$/;

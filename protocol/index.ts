@@ -10,6 +10,7 @@ export * from './common.ts';
 export * from './lorax.ts';
 export * from './openai.ts';
 export * from './errors.ts';
+export * from './contract.ts';
 
 export * as lorax from './lorax.ts';
 export * as openai from './openai.ts';

@@ -10,6 +10,7 @@
 // `checkGenerateLimits` below and the tokenizer-based checks in the server.
 import { z } from 'zod';
 import { Count, JsonSchemaObject, optional, withDefault } from './common.ts';
+import type { ServedAdapterSource } from './contract.ts';
 
 // ---------------------------------------------------------------------------
 // Adapters
@@ -18,20 +19,13 @@ import { Count, JsonSchemaObject, optional, withDefault } from './common.ts';
 /**
  * Where an adapter is loaded from. LoRAX's router takes any string and the
  * python server knows these four; lorax-client validates the same list.
- * Switchboard serves only `hub` and `local` (see SERVED_ADAPTER_SOURCES):
+ * Switchboard serves only `hub` and `local` (SERVED_ADAPTER_SOURCES, contract.ts):
  * the others parse here so the server can answer a precise 400 instead of a
  * generic schema error.
  */
 export const ADAPTER_SOURCES = ['hub', 'local', 's3', 'pbase'] as const;
 export const AdapterSource = z.enum(ADAPTER_SOURCES);
 export type AdapterSource = z.infer<typeof AdapterSource>;
-
-/** The adapter sources this server can actually load. */
-export const SERVED_ADAPTER_SOURCES = ['hub', 'local'] as const satisfies readonly AdapterSource[];
-export type ServedAdapterSource = (typeof SERVED_ADAPTER_SOURCES)[number];
-export function isServedAdapterSource(source: string): source is ServedAdapterSource {
-  return (SERVED_ADAPTER_SOURCES as readonly string[]).includes(source);
-}
 
 /** LoRAX's default `--adapter-source` (router/src/main.rs, launcher). */
 export const DEFAULT_ADAPTER_SOURCE: ServedAdapterSource = 'hub';

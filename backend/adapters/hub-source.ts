@@ -5,9 +5,9 @@
 import { createHash } from 'node:crypto';
 import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { ADAPTER_FILES } from '../../protocol/index.ts';
 import { AdapterError, type AdapterRef, type AdapterSource } from './source.ts';
 
-const FILES = ['adapter_config.json', 'adapter_model.safetensors'];
 const REPO_ID = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)?$/;
 
 export interface HubSourceOptions {
@@ -53,7 +53,7 @@ export class HubSource implements AdapterSource {
     const sha = typeof info.sha === 'string' && /^[0-9a-f]{7,64}$/.test(info.sha) ? info.sha : null;
     if (!sha) throw new AdapterError(`hub gave no commit for adapter "${repo}"`, 422);
     const names = new Set((info.siblings ?? []).map((s) => s.rfilename));
-    for (const file of FILES) {
+    for (const file of ADAPTER_FILES) {
       if (info.siblings && !names.has(file)) throw new AdapterError(`adapter "${repo}" has no ${file} (only PEFT safetensors adapters are served)`, 422);
     }
     // Public repos share one cache entry; private ones are keyed by the token that could read them.
@@ -61,7 +61,7 @@ export class HubSource implements AdapterSource {
     const dir = path.join(this.opts.cacheDir, `models--${repo.replace('/', '--')}`, scope, sha);
     if (await complete(dir)) return dir;
     await mkdir(dir, { recursive: true });
-    for (const file of FILES) {
+    for (const file of ADAPTER_FILES) {
       const url = `${base}/${repo}/resolve/${sha}/${file}`;
       const r = await f(url, { headers, signal });
       if (r.status === 401 || r.status === 403) throw new AdapterError(`not allowed to read adapter "${repo}" (check api_token)`, 403);
@@ -79,6 +79,6 @@ function digest(token: string): string {
 }
 
 async function complete(dir: string): Promise<boolean> {
-  for (const f of FILES) if (!(await stat(path.join(dir, f)).catch(() => null))) return false;
+  for (const f of ADAPTER_FILES) if (!(await stat(path.join(dir, f)).catch(() => null))) return false;
   return true;
 }

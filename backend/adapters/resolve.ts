@@ -3,6 +3,7 @@
 // makes two adapters different, and nothing else, so equal requests share one slot.
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
+import { ADAPTER_FILES } from '../../protocol/index.ts';
 import type { ModelDir } from '../../native/model-dir.ts';
 import { openPeftAdapter } from '../../native/peft-adapter.ts';
 import type { AdapterStore } from './adapter-store.ts';
@@ -75,7 +76,7 @@ export class AdapterResolver {
 /** Changes whenever the adapter's files are replaced, so a re-uploaded adapter gets a fresh key. */
 async function version(dir: string): Promise<string> {
   const parts = await Promise.all(
-    ['adapter_config.json', 'adapter_model.safetensors'].map((f) =>
+    ADAPTER_FILES.map((f) =>
       stat(path.join(dir, f)).then((s) => `${s.size}.${s.mtimeMs}`, () => 'missing'),
     ),
   );

@@ -1,6 +1,8 @@
 // Where adapters come from. A source turns an adapter id into a local PEFT directory,
 // downloading into the disk cache when it must.
-export type AdapterSourceName = 'local' | 'hub';
+import type { ServedAdapterSource } from '../../protocol/index.ts';
+
+export type AdapterSourceName = ServedAdapterSource;
 
 export interface AdapterRef {
   id: string;

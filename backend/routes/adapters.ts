@@ -5,12 +5,10 @@
 import { Hono } from 'hono';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { loraxError } from '../../protocol/index.ts';
+import { ADAPTER_FILES, ADAPTERS_WRITE_SCOPE, isAdapterFile, isAdapterName, isTenantId, loraxError, tenantAdapterId, TENANTS_DIR } from '../../protocol/index.ts';
 import type { AuthEnv } from '../auth.ts';
 import type { Runtime } from '../runtime.ts';
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const FILES = new Set(['adapter_config.json', 'adapter_model.safetensors']);
 export const MAX_ADAPTER_BYTES = 2 * 1024 ** 3;
 
 export function adapterRoutes(rt: Runtime): Hono<AuthEnv> {
@@ -19,24 +17,24 @@ export function adapterRoutes(rt: Runtime): Hono<AuthEnv> {
   const target = (tenant: string, name: string) => {
     const root = rt.config.adapterRoot;
     if (!root) return null;
-    return path.join(path.resolve(root), 'tenants', tenant, name);
+    return path.join(path.resolve(root), TENANTS_DIR, tenant, name);
   };
 
   // Only the gateway, for the tenant the token names, with the write scope.
   app.use('/adapters/tenants/:tenant/*', async (c, next) => {
     const caller = c.get('caller');
     const tenant = c.req.param('tenant');
-    if (!caller.viaGateway || caller.tenant !== tenant || !caller.scopes.has('adapters:write')) {
+    if (!caller.viaGateway || caller.tenant !== tenant || !caller.scopes.has(ADAPTERS_WRITE_SCOPE)) {
       return c.json(loraxError('adapter uploads need a gateway token for this tenant with scope adapters:write', 'unauthorized'), 403);
     }
-    if (!NAME.test(tenant)) return c.json(loraxError('bad tenant name', 'validation'), 400);
+    if (!isTenantId(tenant)) return c.json(loraxError('bad tenant name', 'validation'), 400);
     return next();
   });
 
   app.put('/adapters/tenants/:tenant/:name/:file', async (c) => {
     const { tenant, name, file } = c.req.param();
-    if (!NAME.test(name)) return c.json(loraxError(`adapter name "${name}" must be letters, digits, ".", "_" or "-"`, 'validation'), 400);
-    if (!FILES.has(file)) return c.json(loraxError(`file must be one of ${[...FILES].join(', ')}`, 'validation'), 400);
+    if (!isAdapterName(name)) return c.json(loraxError(`adapter name "${name}" must be letters, digits, ".", "_" or "-"`, 'validation'), 400);
+    if (!isAdapterFile(file)) return c.json(loraxError(`file must be one of ${ADAPTER_FILES.join(', ')}`, 'validation'), 400);
     const dir = target(tenant, name);
     if (!dir) return c.json(loraxError('this backend has no --adapter-root for tenant adapters', 'validation'), 400);
     const len = Number(c.req.header('content-length') ?? '0');
@@ -47,16 +45,16 @@ export function adapterRoutes(rt: Runtime): Hono<AuthEnv> {
     const tmp = path.join(dir, `.${file}.${process.pid}.${Date.now()}.partial`);
     await writeFile(tmp, body);
     await rename(tmp, path.join(dir, file));
-    return c.json({ adapter_id: `tenants/${tenant}/${name}`, file, bytes: body.byteLength });
+    return c.json({ adapter_id: tenantAdapterId(tenant, name), file, bytes: body.byteLength });
   });
 
   app.delete('/adapters/tenants/:tenant/:name', async (c) => {
     const { tenant, name } = c.req.param();
-    if (!NAME.test(name)) return c.json(loraxError('bad adapter name', 'validation'), 400);
+    if (!isAdapterName(name)) return c.json(loraxError('bad adapter name', 'validation'), 400);
     const dir = target(tenant, name);
     if (!dir) return c.json(loraxError('this backend has no --adapter-root for tenant adapters', 'validation'), 400);
     await rm(dir, { recursive: true, force: true });
-    return c.json({ deleted: `tenants/${tenant}/${name}` });
+    return c.json({ deleted: tenantAdapterId(tenant, name) });
   });
 
   return app;

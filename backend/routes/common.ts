@@ -1,7 +1,7 @@
 // Pieces every route module shares: reading a JSON body with a size limit, mapping errors to a
 // status, and the adapter choice a request names.
 import type { Context } from 'hono';
-import { BASE_MODEL_ADAPTER_ID, type GenerateParameters } from '../../protocol/index.ts';
+import { BASE_MODEL_ADAPTER_ID, isServedAdapterSource, SERVED_ADAPTER_SOURCES, type GenerateParameters } from '../../protocol/index.ts';
 import type { AdapterChoice } from '../adapters/resolve.ts';
 import type { AdapterSourceName } from '../adapters/source.ts';
 import { RequestError } from '../generate.ts';
@@ -41,7 +41,7 @@ export function apiTokenOf(c: Ctx, bodyToken: string | undefined): string | unde
 
 function servedSource(source: string | undefined, rt: Runtime): AdapterSourceName {
   const s = source ?? rt.config.adapterSource;
-  if (s !== 'hub' && s !== 'local') throw new RequestError(`adapter_source "${s}" is not supported by this server (use "hub" or "local")`, 422);
+  if (!isServedAdapterSource(s)) throw new RequestError(`adapter_source "${s}" is not supported by this server (use ${SERVED_ADAPTER_SOURCES.map((x) => `"${x}"`).join(' or ')})`, 422);
   return s;
 }
 

@@ -11,7 +11,8 @@ import {
   type JWTVerifyGetKey,
   type CryptoKey as JoseKey,
 } from 'jose';
-import { TENANT_ID, utf8 } from '../util.ts';
+import { isTenantId } from '../../protocol/index.ts';
+import { utf8 } from '../util.ts';
 
 export interface JwtConfig {
   issuer: string;
@@ -97,7 +98,7 @@ export class JwtVerifier {
     }
     const claim = this.cfg.tenantClaim ?? 'tenant';
     const tenant = payload[claim];
-    if (typeof tenant !== 'string' || !TENANT_ID.test(tenant)) throw new JwtError(`token has no valid "${claim}" claim`);
+    if (!isTenantId(tenant)) throw new JwtError(`token has no valid "${claim}" claim`);
     const scope = payload.scope ?? payload.scp;
     const scopes = typeof scope === 'string' ? scope.split(' ').filter(Boolean) : Array.isArray(scope) ? scope.map(String) : null;
     return { tenant, subject: typeof payload.sub === 'string' ? payload.sub : tenant, scopes, payload };

@@ -1,6 +1,7 @@
 // What the gateway keeps: API keys (hashes only), tenants and their limits, tenant adapters,
 // shared public adapters, usage, and the rate-limit counters. Two implementations share this
 // interface: MemoryStore (one instance, tests, dev) and RedisStore (every instance, atomic Lua).
+import { ADAPTER_FILES, type AdapterFile } from '../../protocol/index.ts';
 
 /** Per-minute limits; null/absent means unlimited. */
 export interface Limits {
@@ -33,8 +34,6 @@ export interface TenantRecord {
   created_at: string;
 }
 
-export const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors'] as const;
-export type AdapterFile = (typeof ADAPTER_FILES)[number];
 
 export interface TenantAdapterRecord {
   tenant: string;
