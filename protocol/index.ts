@@ -9,7 +9,9 @@
 export * from './common.ts';
 export * from './lorax.ts';
 export * from './openai.ts';
-export * from './errors.ts';
+export { formatPath, formatZodError, formatZodIssue, protocolErrorMap, REQUIRED_MESSAGE, type SimpleIssue } from './issue-format.ts';
+export * from './error-bodies.ts';
+export * from './parse-request.ts';
 export * from './contract.ts';
 
 export * as lorax from './lorax.ts';
