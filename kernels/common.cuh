@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include "launch.h"
+#include "rng.h"  // splitmix64, uniformFromSeed, randomWeight: the host sampler and tensor reader have the same
 
 namespace sb::kern {
 
@@ -44,14 +45,6 @@ __device__ __forceinline__ float blockSum(float v) {
   __syncthreads();
   float r = lane < warps ? part[lane] : 0.0f;
   return warpSum(r);
-}
-
-// Counter-based hashing for random weights and sampling draws (the host sampler has the same).
-__device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
 }
 
 // Calls f(T{}) for the run-time element type.

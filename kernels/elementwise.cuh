@@ -49,10 +49,7 @@ __global__ void convert16Kernel(const uint16_t* __restrict__ src, bool srcIsBf16
 template <typename T>
 __global__ void randomFillKernel(T* __restrict__ dst, int64_t n, uint64_t seed, float std) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint64_t h = splitmix64(seed * 0x632be59bd9b4e019ULL ^ static_cast<uint64_t>(i));
-    const float u1 = (static_cast<float>(h >> 40) + 0.5f) * (1.0f / 16777216.0f);
-    const float u2 = static_cast<float>((h >> 16) & 0xffffff) * (1.0f / 16777216.0f);
-    dst[i] = fromF<T>(std * sqrtf(-2.0f * logf(u1)) * cosf(6.2831853f * u2));
+    dst[i] = fromF<T>(randomWeight(seed, static_cast<uint64_t>(i), std));
   }
 }
 

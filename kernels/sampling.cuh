@@ -76,12 +76,6 @@ __device__ __forceinline__ uint64_t blockSumU64(uint64_t v) {
   return v;
 }
 
-// The host sampler's uniformFromSeed (native/src/sampler.cc), bit for bit.
-__device__ __forceinline__ double uniformFromSeed(uint64_t seed, uint64_t position) {
-  const uint64_t h = splitmix64(splitmix64(seed) ^ (position * 0xd1b54a32d192ed03ULL));
-  return static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0);
-}
-
 // exp(z - m) in 32.32 fixed point (z <= m, so at most 2^32).
 __device__ __forceinline__ uint64_t fixedWeight(float z, float m) { return __float2ull_rn(expf(z - m) * 4294967296.0f); }
 

@@ -1,6 +1,7 @@
-// The raw N-API surface of native/build/Release/switchboard_native.node.
-// Nothing outside native/ imports this: the rest of the code goes through native/engine.ts,
-// which validates model directories and adapters before any byte reaches C++.
+// The raw N-API surface of native/build/Release/switchboard_native.node (and of
+// switchboard_cuda.node, which has the same surface). Only native/engine.ts loads the addon and
+// calls it, after validating model directories and adapters in TypeScript; the rest of the code
+// (backend/, bench/, tests) imports the data types below, type-only.
 
 export type NativeDType = 'F32' | 'F16' | 'BF16';
 
@@ -54,8 +55,12 @@ export interface NativeEngineOptions {
   maxAdapters: number;
   /** Worker threads for the CPU engine's matrix products (default: hardware threads). */
   threads?: number;
-  /** CUDA engine only: element type of weights and activations. */
+  /** CUDA engine only: element type of weights and activations (default bfloat16). */
   dtype?: 'float32' | 'float16' | 'bfloat16';
+  /** CUDA engine only: decode steps replay captured CUDA graphs (default true). */
+  cudaGraphs?: boolean;
+  /** CUDA engine only: prompt chunks of 8 rows or more attend on tensor cores (default true). */
+  prefillAttention?: boolean;
 }
 
 export type LoraModuleName =
@@ -156,7 +161,7 @@ export declare class NativeEngine {
    * 64-128, on the JS thread, while the GPU waits). Field meanings are SeqInput's (engine.ts).
    * The arrays are parsed and copied before this returns (a TypeError if malformed), so they
    * may be reused at once; the step itself runs off the JS thread.
-   * @param seqs 16 numbers per sequence, in this order: position, adapterSlot (-1 = base model),
+   * @param seqs 16 numbers per sequence, in stepLayout.seq's order (today's, in src/addon.cc): position, adapterSlot (-1 = base model),
    *   promptLogprobs (0/1), nextToken (-1 = none), sample (0/1), topLogprobs, then the sampling
    *   parameters temperature, topK, topP, typicalP, repetitionPenalty, seed (a non-negative safe
    *   integer), then the lengths of the sequence's tokens, blockTable and penaltyTokens in
@@ -169,5 +174,17 @@ export declare class NativeEngine {
   close(): void;
 }
 
+/**
+ * The packed step layout, defined once in src/addon.cc: the field names of a sequence's numbers
+ * in `step`'s seqs (`seq`, sampling parameters as sampling.<name>, pool lengths by the field they
+ * hold) and of a result's ints per sequence (`out`), in slot order. engine.ts takes its indices
+ * from here and refuses an addon whose names differ from the ones it packs.
+ */
+export interface NativeStepLayout {
+  seq: string[];
+  out: string[];
+}
+
+export declare const stepLayout: NativeStepLayout;
 export declare const cudaAvailable: boolean;
 export declare function cudaDeviceCount(): number;

@@ -1,12 +1,13 @@
 // The packed step format between engine.ts and the addon (see NativeEngine.step in addon.d.ts):
 // every SeqInput field lands in its own C++ field, a batch with every option set gives each
-// sequence what it gets alone, and malformed packed arrays are TypeErrors, never a crash.
+// sequence what it gets alone, malformed packed arrays are TypeErrors, never a crash, and the
+// layout itself is the addon's (src/addon.cc), checked by engine.ts when the addon loads.
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { writeRandomAdapter, writeRandomModel } from '../test/helpers/random-model.ts';
 import type { NativeEngine, NativeStepResult } from './addon.d.ts';
-import { Engine, loadAddon, type SeqInput } from './engine.ts';
+import { Engine, loadAddon, stepLayoutOf, type SeqInput } from './engine.ts';
 import { openModelDir } from './model-dir.ts';
 
 const BS = 4;
@@ -228,5 +229,23 @@ describe('packed steps', () => {
     const g = await native.step(seqsOf({}), Int32Array.from(INTS), new Uint32Array(0));
     assert.deepEqual([g.seqs.length, g.logprobs.length, g.altIds.length, g.altLogprobs.length], [4, 1, 0, 0]);
     assert.deepEqual(Array.from(g.seqs).slice(1), [-1, -1, 0]);
+  });
+
+  it('is defined by the addon, in the documented order, and engine.ts refuses an addon built for another', () => {
+    const SAMPLING = ['temperature', 'topK', 'topP', 'typicalP', 'repetitionPenalty', 'seed'];
+    const layout = loadAddon().stepLayout;
+    assert.deepEqual(layout.seq, FIELDS.map((f) => (SAMPLING.includes(f) ? `sampling.${f}` : f)));
+    assert.deepEqual(layout.out, ['token', 'top', 'prompt', 'promptTop']);
+    const rebuild = /stale\.node was built for another step layout than native\/engine\.ts packs; rebuild it with `npm run build:native`/;
+    const stale = (seq: string[], out = layout.out) => () => stepLayoutOf({ stepLayout: { seq, out } }, 'stale.node');
+    assert.throws(stale(layout.seq.filter((f) => f !== 'mask')), (e: Error) => rebuild.test(e.message) && /missing mask/.test(e.message));
+    assert.throws(stale([...layout.seq, 'logitBias']), (e: Error) => rebuild.test(e.message) && /unexpected logitBias/.test(e.message));
+    assert.throws(stale(layout.seq.map((f) => (f === 'sampling.seed' ? 'seed' : f))), /missing sampling\.seed, unexpected seed/);
+    assert.throws(stale(layout.seq, ['token', 'top', 'prompt']), /result fields: missing promptTop/);
+    assert.throws(() => stepLayoutOf({}, 'old.node'), /old\.node was built for another step layout .*exports no sequence layout/);
+    // Another order of the same names is a layout engine.ts follows, not an error.
+    const swapped = [layout.seq[1]!, layout.seq[0]!, ...layout.seq.slice(2)];
+    const l = stepLayoutOf({ stepLayout: { seq: swapped, out: layout.out } }, 'swapped.node');
+    assert.deepEqual([l.seq.position, l.seq.adapterSlot, l.seqFields], [1, 0, FIELDS.length]);
   });
 });

@@ -8,6 +8,7 @@ import type {
   NativeEngineInfo,
   NativeSampling,
   NativeSeqOutput,
+  NativeStepLayout,
   NativeStepResult,
   NativeTopLogprobs,
 } from './addon.d.ts';
@@ -20,6 +21,7 @@ interface Addon {
   NativeEngine: new (...args: ConstructorParameters<typeof NativeEngine>) => NativeEngine;
   cudaAvailable: boolean;
   cudaDeviceCount(): number;
+  stepLayout: NativeStepLayout;
 }
 
 let addon: Addon | undefined;
@@ -31,14 +33,16 @@ let cudaBuilt = false;
 export function loadAddon(): Addon {
   if (addon) return addon;
   const require = createRequire(import.meta.url);
+  let a: Addon;
   try {
-    addon = require('./build/Release/switchboard_native.node') as Addon;
+    a = require('./build/Release/switchboard_native.node') as Addon;
   } catch (err) {
     throw new Error(
       `the native engine is not built (${(err as Error).message.split('\n')[0]}); run \`npm run build:native\``,
     );
   }
-  return addon;
+  stepLayoutOf(a, 'switchboard_native.node');
+  return (addon = a);
 }
 
 /** The CUDA addon, or null (with the reason in cudaUnavailableReason()) where it cannot run. */
@@ -48,6 +52,7 @@ export function loadCudaAddon(): Addon | null {
   try {
     const a = require('./build/Release/switchboard_cuda.node') as Addon;
     cudaBuilt = true;
+    stepLayoutOf(a, 'switchboard_cuda.node');
     const n = a.cudaDeviceCount();
     if (n > 0) return (cudaAddon = a);
     cudaUnavailable = 'no CUDA device (or no driver)';
@@ -83,10 +88,14 @@ export interface EngineOptions {
   maxAdapters?: number;
   /** CPU engine worker threads (default: all cores). */
   threads?: number;
-  /** auto: the CUDA engine where a GPU works, else the CPU engine (SWITCHBOARD_DEVICE overrides). */
+  /** auto: the CUDA engine where a GPU works, else the CPU engine (default: SWITCHBOARD_DEVICE, else auto). */
   device?: Device;
   /** CUDA engine element type; auto: the checkpoint's 16-bit type (bfloat16 for fp32 checkpoints). */
   dtype?: ComputeDtype;
+  /** CUDA engine: decode steps replay captured CUDA graphs (default: SWITCHBOARD_CUDA_GRAPHS, else true). */
+  cudaGraphs?: boolean;
+  /** CUDA engine: prompt chunks attend on tensor cores (default: SWITCHBOARD_PREFILL_ATTENTION, else true). */
+  prefillAttention?: boolean;
   /** Where fallbacks are reported (default: console.warn). */
   log?: (msg: string) => void;
 }
@@ -118,17 +127,52 @@ export interface SeqInput {
 
 export const GREEDY: NativeSampling = { temperature: 0, topK: 0, topP: 1, typicalP: 1, repetitionPenalty: 1, seed: 0 };
 
-// Index of each number in a sequence's SEQ_FIELDS slots of the packed `seqs` array (see
-// NativeEngine.step); the order is SeqField's in src/addon.cc.
-const SEQ = {
-  position: 0, adapterSlot: 1, promptLogprobs: 2, nextToken: 3, sample: 4, topLogprobs: 5,
-  temperature: 6, topK: 7, topP: 8, typicalP: 9, repetitionPenalty: 10, seed: 11,
-  tokens: 12, blockTable: 13, penaltyTokens: 14, mask: 15,
-} as const;
-const SEQ_FIELDS = 16;
-// A step result's ints per sequence (OutField in src/addon.cc).
-const OUT = { token: 0, top: 1, prompt: 2, promptTop: 3 } as const;
-const OUT_FIELDS = 4;
+// The packed step layout (NativeEngine.step) is defined once, in src/addon.cc, which exports its
+// field names in slot order; every index below comes from there when an addon loads. These are
+// the names this file packs and unpacks: an addon with other names is a stale build, refused.
+const SEQ_NAMES = [
+  'position', 'adapterSlot', 'promptLogprobs', 'nextToken', 'sample', 'topLogprobs',
+  'sampling.temperature', 'sampling.topK', 'sampling.topP', 'sampling.typicalP', 'sampling.repetitionPenalty', 'sampling.seed',
+  'tokens', 'blockTable', 'penaltyTokens', 'mask',
+] as const;
+const OUT_NAMES = ['token', 'top', 'prompt', 'promptTop'] as const;
+
+/** Slot of each field in a sequence's numbers (seq) and in a result's ints per sequence (out). */
+export interface StepLayout {
+  seq: Record<(typeof SEQ_NAMES)[number], number>;
+  seqFields: number;
+  out: Record<(typeof OUT_NAMES)[number], number>;
+  outFields: number;
+}
+
+const layouts = new WeakMap<object, StepLayout>();
+
+/**
+ * The step layout of an addon (as loaded), checked against the names engine.ts packs. A mismatch
+ * means the addon was built from other sources than this file: a clear error, never garbled steps.
+ */
+export function stepLayoutOf(a: { stepLayout?: unknown }, file: string): StepLayout {
+  const known = layouts.get(a);
+  if (known) return known;
+  const rebuild = `${file} was built for another step layout than native/engine.ts packs; rebuild it with \`npm run build:native\``;
+  const raw = a.stepLayout as Partial<NativeStepLayout> | undefined;
+  const index = <N extends string>(got: unknown, want: readonly N[], what: string): Record<N, number> => {
+    if (!Array.isArray(got) || !got.every((n) => typeof n === 'string')) throw new Error(`${rebuild} (it exports no ${what} layout)`);
+    const missing = want.filter((n) => !got.includes(n));
+    const unknown = got.filter((n) => !(want as readonly string[]).includes(n) || got.indexOf(n) !== got.lastIndexOf(n));
+    if (missing.length || unknown.length || got.length !== want.length)
+      throw new Error(`${rebuild} (${what} fields: ${[...missing.map((n) => `missing ${n}`), ...unknown.map((n) => `unexpected ${n}`)].join(', ')})`);
+    return Object.fromEntries(want.map((n) => [n, got.indexOf(n)])) as Record<N, number>;
+  };
+  const layout: StepLayout = {
+    seq: index(raw?.seq, SEQ_NAMES, 'sequence'),
+    seqFields: SEQ_NAMES.length,
+    out: index(raw?.out, OUT_NAMES, 'result'),
+    outFields: OUT_NAMES.length,
+  };
+  layouts.set(a, layout);
+  return layout;
+}
 
 // Reused from step to step (saves three allocations a step, ~20 us at batch 64): packing and the
 // addon's call are synchronous and the addon copies everything before returning, so no two steps
@@ -139,8 +183,9 @@ const scratch = { seqs: new Float64Array(0), ints: new Int32Array(0), masks: new
  * Packs a batch into the addon's arrays. Caller values go in unconverted (numbers as doubles,
  * booleans as 0/1), so the addon still rejects a fractional position or a bad seed with a TypeError.
  */
-function packBatch(batch: readonly SeqInput[]): [Float64Array, Int32Array, Uint32Array] {
-  const numSeqs = batch.length * SEQ_FIELDS;
+function packBatch(batch: readonly SeqInput[], layout: StepLayout): [Float64Array, Int32Array, Uint32Array] {
+  const { seq: SEQ, seqFields } = layout;
+  const numSeqs = batch.length * seqFields;
   let numInts = 0;
   let numWords = 0;
   for (const s of batch) {
@@ -171,19 +216,19 @@ function packBatch(batch: readonly SeqInput[]): [Float64Array, Int32Array, Uint3
   for (let i = 0; i < batch.length; i++) {
     const s = batch[i]!;
     const p = s.sampling;
-    const f = i * SEQ_FIELDS;
+    const f = i * seqFields;
     seqs[f + SEQ.position] = s.position;
     seqs[f + SEQ.adapterSlot] = s.adapterSlot ?? -1;
     seqs[f + SEQ.promptLogprobs] = Number(s.promptLogprobs ?? false);
     seqs[f + SEQ.nextToken] = s.nextToken ?? -1;
     seqs[f + SEQ.sample] = Number(s.sample ?? true);
     seqs[f + SEQ.topLogprobs] = s.topLogprobs ?? 0;
-    seqs[f + SEQ.temperature] = p?.temperature ?? GREEDY.temperature;
-    seqs[f + SEQ.topK] = p?.topK ?? GREEDY.topK;
-    seqs[f + SEQ.topP] = p?.topP ?? GREEDY.topP;
-    seqs[f + SEQ.typicalP] = p?.typicalP ?? GREEDY.typicalP;
-    seqs[f + SEQ.repetitionPenalty] = p?.repetitionPenalty ?? GREEDY.repetitionPenalty;
-    seqs[f + SEQ.seed] = p?.seed ?? GREEDY.seed;
+    seqs[f + SEQ['sampling.temperature']] = p?.temperature ?? GREEDY.temperature;
+    seqs[f + SEQ['sampling.topK']] = p?.topK ?? GREEDY.topK;
+    seqs[f + SEQ['sampling.topP']] = p?.topP ?? GREEDY.topP;
+    seqs[f + SEQ['sampling.typicalP']] = p?.typicalP ?? GREEDY.typicalP;
+    seqs[f + SEQ['sampling.repetitionPenalty']] = p?.repetitionPenalty ?? GREEDY.repetitionPenalty;
+    seqs[f + SEQ['sampling.seed']] = p?.seed ?? GREEDY.seed;
     seqs[f + SEQ.tokens] = putInts(s.tokens);
     seqs[f + SEQ.blockTable] = putInts(s.blockTable);
     seqs[f + SEQ.penaltyTokens] = putInts(s.penaltyTokens);
@@ -193,9 +238,10 @@ function packBatch(batch: readonly SeqInput[]): [Float64Array, Int32Array, Uint3
 }
 
 /** Rebuilds the per-sequence outputs from a packed step result (layout: NativeStepResult). */
-function unpackOutputs(r: NativeStepResult, n: number): NativeSeqOutput[] {
+function unpackOutputs(r: NativeStepResult, n: number, layout: StepLayout): NativeSeqOutput[] {
   const { seqs, logprobs, altIds, altLogprobs } = r;
-  let groupLen = n * OUT_FIELDS;
+  const { out: OUT, outFields } = layout;
+  let groupLen = n * outFields;
   let prompt = n;
   let alt = 0;
   // Copies, not views: an output kept by a caller must not pin or alias the whole batch's arrays.
@@ -206,7 +252,7 @@ function unpackOutputs(r: NativeStepResult, n: number): NativeSeqOutput[] {
   };
   const outs: NativeSeqOutput[] = [];
   for (let i = 0; i < n; i++) {
-    const h = i * OUT_FIELDS;
+    const h = i * outFields;
     const topLen = seqs[h + OUT.top]!;
     const promptLen = seqs[h + OUT.prompt]!;
     const top = topLen < 0 ? null : alternatives(topLen);
@@ -226,28 +272,53 @@ function unpackOutputs(r: NativeStepResult, n: number): NativeSeqOutput[] {
   return outs;
 }
 
+/** An on/off engine option's environment default: 1/true/on or 0/false/off, unset = undefined. */
+function envFlag(name: string): boolean | undefined {
+  const v = process.env[name]?.trim().toLowerCase();
+  if (!v) return undefined;
+  if (['1', 'true', 'on'].includes(v)) return true;
+  if (['0', 'false', 'off'].includes(v)) return false;
+  throw new Error(`${name} must be 1 or 0 (true/false, on/off), got "${process.env[name]}"`);
+}
+
+/**
+ * EngineOptions with every default filled in, the environment's included: read here, once per
+ * open, never by the engine during a step. An explicit option beats the environment.
+ */
+export function resolveEngineOptions(options: EngineOptions = {}) {
+  const device = options.device ?? ((process.env.SWITCHBOARD_DEVICE || undefined) as Device | undefined) ?? 'auto';
+  if (!['auto', 'cpu', 'cuda'].includes(device)) throw new Error(`device must be auto, cpu or cuda, got "${device}"`);
+  return {
+    numBlocks: options.numBlocks ?? 256,
+    blockSize: options.blockSize ?? 16,
+    maxAdapters: options.maxAdapters ?? 8,
+    device,
+    cudaGraphs: options.cudaGraphs ?? envFlag('SWITCHBOARD_CUDA_GRAPHS') ?? true,
+    prefillAttention: options.prefillAttention ?? envFlag('SWITCHBOARD_PREFILL_ATTENTION') ?? true,
+  };
+}
+
 export class Engine {
   private constructor(
     readonly model: ModelDir,
     private readonly native: NativeEngine,
+    private readonly layout: StepLayout,
     readonly options: { numBlocks: number; blockSize: number; maxAdapters: number },
   ) {}
 
   /** Opens a model directory (or one already validated by openModelDir) and loads its weights. */
   static async open(modelDir: string | ModelDir, options: EngineOptions = {}): Promise<Engine> {
+    const { device, cudaGraphs, prefillAttention, ...opts } = resolveEngineOptions(options);
     const model = typeof modelDir === 'string' ? await openModelDir(modelDir) : modelDir;
-    const opts = { numBlocks: options.numBlocks ?? 256, blockSize: options.blockSize ?? 16, maxAdapters: options.maxAdapters ?? 8 };
     const log = options.log ?? ((m: string) => console.warn(`[switchboard] ${m}`));
-    const device = (process.env.SWITCHBOARD_DEVICE as Device | undefined) || options.device || 'auto';
-    if (!['auto', 'cpu', 'cuda'].includes(device)) throw new Error(`device must be auto, cpu or cuda, got "${device}"`);
     if (device !== 'cpu') {
       const cuda = loadCudaAddon();
       if (cuda) {
         const dtype = resolveDtype(options.dtype ?? 'auto', model.config.dtype);
         try {
-          const native = new cuda.NativeEngine(model.spec, { ...opts, dtype });
+          const native = new cuda.NativeEngine(model.spec, { ...opts, dtype, cudaGraphs, prefillAttention });
           await native.load();
-          return new Engine(model, native, opts);
+          return new Engine(model, native, stepLayoutOf(cuda, 'switchboard_cuda.node'), opts);
         } catch (err) {
           // A CUDA build that cannot start (driver, architecture, memory) must not take the server down.
           if (device === 'cuda') throw err;
@@ -259,10 +330,10 @@ export class Engine {
         log(`CUDA engine built but not usable here (${cudaUnavailable}); running on the CPU engine`);
       }
     }
-    const { NativeEngine } = loadAddon();
-    const native = new NativeEngine(model.spec, { ...opts, ...(options.threads ? { threads: options.threads } : {}) });
+    const cpu = loadAddon();
+    const native = new cpu.NativeEngine(model.spec, { ...opts, ...(options.threads ? { threads: options.threads } : {}) });
     await native.load();
-    return new Engine(model, native, opts);
+    return new Engine(model, native, stepLayoutOf(cpu, 'switchboard_native.node'), opts);
   }
 
   info(): NativeEngineInfo {
@@ -286,7 +357,7 @@ export class Engine {
   }
 
   step(batch: readonly SeqInput[]): Promise<NativeSeqOutput[]> {
-    return this.native.step(...packBatch(batch)).then((r) => unpackOutputs(r, batch.length));
+    return this.native.step(...packBatch(batch, this.layout)).then((r) => unpackOutputs(r, batch.length, this.layout));
   }
 
   close(): void {

@@ -4,7 +4,7 @@
 // figure is printed beside its floor (bytes over the measured copy bandwidth, FLOPs over the
 // measured bf16 matmul rate: ceilings.json from bench/gpu/peer.py in the same run) and the ratio.
 // Usage (GPU machine): node --import tsx bench/gpu/bench.ts --ceilings ceilings.json [--kernels lora-bench.json] --out DIR
-// (--kernels: kernels/test/kernels_test.py's bench output from the same run, for the LoRA-vs-PyTorch target.)
+// (--kernels: bench/gpu/kernels_bench.py's output from the same run, for the LoRA-vs-PyTorch target.)
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -127,6 +127,12 @@ async function main() {
     }
   }
 
+  // A second engine on the same (synthetic, seeded) weights with CUDA graphs and the tensor-core
+  // prefill attention off (options fixed at open): the decode variant without graphs and the
+  // paged-kernel TTFT run on it (KV blocks for batch 64 at most, so both fit one 80 GB card).
+  const plainBlocks = Math.max(Math.min(64, maxBatch) * blocksPerSeq, Math.ceil(2048 / BS) + 8);
+  const plain = await Engine.open(model, { device: 'cuda', dtype: 'bfloat16', numBlocks: plainBlocks, blockSize: BS, maxAdapters: 1, cudaGraphs: false, prefillAttention: false });
+
   // The same decode steps without CUDA graphs, and with device-side sampling instead of greedy.
   const variants: { batch: number; variant: string; ms: number; tokS: number; ratio: number }[] = [];
   for (const B of [1, 64].filter((b) => BATCHES.includes(b))) {
@@ -138,9 +144,7 @@ async function main() {
         sampling,
       }));
     const floorMs = ((info.weightBytes + B * CTX * kvBytesPerToken) / bw) * 1000;
-    process.env.SWITCHBOARD_CUDA_GRAPHS = '0';
-    const eager = (await time(engine, seqs(), WARMUP, REPS)).ms;
-    delete process.env.SWITCHBOARD_CUDA_GRAPHS;
+    const eager = (await time(plain, seqs(), WARMUP, REPS)).ms;
     const sampled = (await time(engine, seqs({ temperature: 1, topK: 50, topP: 0.9, seed: 7 }), WARMUP, REPS)).ms;
     for (const [variant, ms] of [['no CUDA graphs', eager], ['sampled (T 1, top-k 50, top-p 0.9)', sampled]] as const) {
       variants.push({ batch: B, variant, ms, tokS: (B / ms) * 1000, ratio: floorMs / ms });
@@ -150,7 +154,7 @@ async function main() {
 
   // Time to first token: one prefill step at batch 1. The floor is the larger of the FLOPs over the
   // matmul rate and the weight bytes over the copy bandwidth (a short prompt still reads every weight).
-  // The paged-kernel time (SWITCHBOARD_PREFILL_ATTENTION=0) shows what the tensor-core attention buys.
+  // The paged-kernel time (the engine opened with prefillAttention: false) shows what the tensor-core attention buys.
   const ttft: { tokens: number; ms: number; adapterMs: number; pagedMs: number; flopFloorMs: number; byteFloorMs: number; floorMs: number; ratio: number }[] = [];
   const P = model.spec;
   const params = model.weightBytes / 2;
@@ -158,9 +162,7 @@ async function main() {
     const batch: SeqInput[] = [{ tokens: Array.from({ length: n }, (_, i) => (i * 31 + 7) % P.vocabSize), position: 0, blockTable: Array.from({ length: Math.ceil(n / BS) + 1 }, (_, b) => b) }];
     const { ms } = await time(engine, batch, 3, 7);
     const adapterMs = Math.max(...ADAPTER_COUNTS) > 0 ? (await time(engine, [{ ...batch[0]!, adapterSlot: 0 }], 3, 7)).ms : NaN;
-    process.env.SWITCHBOARD_PREFILL_ATTENTION = '0';
-    const pagedMs = (await time(engine, batch, 1, 3)).ms;
-    delete process.env.SWITCHBOARD_PREFILL_ATTENTION;
+    const pagedMs = (await time(plain, batch, 1, 3)).ms;
     const f = 2 * params * n + 2 * P.numLayers * n * n * P.numHeads * P.headDim;
     const flopFloorMs = (f / flops) * 1000;
     const byteFloorMs = (model.weightBytes / bw) * 1000;
@@ -168,6 +170,7 @@ async function main() {
     ttft.push({ tokens: n, ms, adapterMs, pagedMs, flopFloorMs, byteFloorMs, floorMs, ratio: floorMs / ms });
     console.log(`TTFT ${n} tokens: ${ms.toFixed(1)} ms (with an adapter ${adapterMs.toFixed(1)} ms; paged attention only ${pagedMs.toFixed(1)} ms; floor ${floorMs.toFixed(1)} ms)`);
   }
+  plain.close();
 
   // Adapter load: a real PEFT directory on disk (bf16 safetensors, validated like any request's).
   const dir = await mkdtemp(join(tmpdir(), 'sb-bench-adapter-'));

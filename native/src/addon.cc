@@ -134,6 +134,26 @@ ModelConfig parseConfig(const Napi::Object& o) {
   return c;
 }
 
+// Options both addons take (each engine uses its own; see NativeEngineOptions). Optional fields
+// keep EngineOptions' defaults when absent; a present field of the wrong type is a TypeError.
+EngineOptions parseOptions(const Napi::Object& opts) {
+  const std::string at = "options.";
+  auto given = [&](const char* key) { return !field(opts, key).IsUndefined(); };
+  EngineOptions o;
+  o.numBlocks = getInt(opts, "numBlocks", at);
+  o.blockSize = getInt(opts, "blockSize", at);
+  o.maxAdapters = getInt(opts, "maxAdapters", at);
+  if (given("threads")) o.threads = getInt(opts, "threads", at);
+  if (given("dtype")) {
+    o.dtype = getString(opts, "dtype", at);
+    if (o.dtype != "float32" && o.dtype != "float16" && o.dtype != "bfloat16")
+      typeError(opts.Env(), "options.dtype must be float32, float16 or bfloat16, got " + o.dtype);
+  }
+  if (given("cudaGraphs")) o.cudaGraphs = getBool(opts, "cudaGraphs", at);
+  if (given("prefillAttention")) o.prefillAttention = getBool(opts, "prefillAttention", at);
+  return o;
+}
+
 // A step's batch arrives packed (see engine.ts): per sequence kSeqFields doubles in `seqs`, its
 // tokens, block table and penalty tokens back to back in `ints`, its mask words in `masks`. A
 // few typed arrays cross N-API in a handful of calls, where an object per sequence cost ~17
@@ -244,6 +264,22 @@ std::vector<SeqInput> parseBatch(const Napi::CallbackInfo& info) {
 // those prompt alternative groups; `logprobs`: each sequence's sampled logprob, then all prompt
 // logprobs; `altIds`/`altLogprobs`: every alternative, per sequence the sampled position's first.
 enum OutField { kOutToken, kOutTop, kOutPrompt, kOutPromptTop, kOutFields };
+const char* const kOutFieldNames[kOutFields] = {"token", "top", "prompt", "promptTop"};
+
+// The two enums above are the packed layout's one definition: exported as `stepLayout` (field
+// names in slot order), from which engine.ts takes every index when it loads this addon, and
+// refuses an addon whose names are not the ones it packs (a stale build).
+Napi::Object stepLayout(Napi::Env env) {
+  auto names = [&](const char* const* list, size_t n) {
+    Napi::Array a = Napi::Array::New(env, n);
+    for (size_t i = 0; i < n; i++) a.Set(static_cast<uint32_t>(i), list[i]);
+    return a;
+  };
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("seq", names(kSeqFieldNames, kSeqFields));
+  o.Set("out", names(kOutFieldNames, kOutFields));
+  return o;
+}
 
 // ids and logprobs are parallel; the min keeps an engine bug from reading past either.
 size_t altCount(const TopLogprobs& t) { return std::min(t.ids.size(), t.logprobs.size()); }
@@ -345,16 +381,10 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     std::vector<TensorRef> tensors;
     for (uint32_t i = 0; i < ta.Length(); i++)
       tensors.push_back(parseTensor(ta.Get(i).As<Napi::Object>(), "spec.tensors[" + std::to_string(i) + "]."));
-    Napi::Object opts = info[1].As<Napi::Object>();
-    EngineOptions o;
-    o.numBlocks = getInt(opts, "numBlocks", "options.");
-    o.blockSize = getInt(opts, "blockSize", "options.");
-    o.maxAdapters = getInt(opts, "maxAdapters", "options.");
-    if (!opts.Get("threads").IsUndefined()) o.threads = getInt(opts, "threads", "options.");
+    EngineOptions o = parseOptions(info[1].As<Napi::Object>());
     try {
 #ifdef SB_CUDA_ADDON
-      const std::string dtype = opts.Get("dtype").IsString() ? opts.Get("dtype").As<Napi::String>().Utf8Value() : "bfloat16";
-      engine_ = std::shared_ptr<Engine>(makeCudaEngine(std::move(config), std::move(tensors), o, dtype));
+      engine_ = std::shared_ptr<Engine>(makeCudaEngine(std::move(config), std::move(tensors), o));
 #else
       engine_ = std::shared_ptr<Engine>(makeCpuEngine(std::move(config), std::move(tensors), o));
 #endif
@@ -456,6 +486,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeEngine", EngineWrap::Init(env));
+  exports.Set("stepLayout", stepLayout(env));
 #ifdef SB_CUDA_ADDON
   exports.Set("cudaAvailable", Napi::Boolean::New(env, true));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {

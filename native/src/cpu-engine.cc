@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "engine.h"
-#include "sampler.h"
+#include "finish.h"
 #include "tensor-io.h"
 #include "thread-pool.h"
 #include "rope.h"
@@ -321,14 +321,7 @@ std::vector<SeqOutput> CpuEngine::step(const std::vector<SeqInput>& batch) {
   }
 
   // Logits only for rows someone asked about: every row for prompt logprobs, else the last.
-  std::vector<int> logitRows;
-  for (size_t s = 0; s < batch.size(); s++) {
-    const SeqInput& in = batch[s];
-    if (in.promptLogprobs) {
-      for (int r = rowStart[s]; r < rowStart[s + 1] - 1; r++) logitRows.push_back(r);
-    }
-    if (in.sample || in.nextToken >= 0) logitRows.push_back(rowStart[s + 1] - 1);
-  }
+  const std::vector<int> logitRows = logitRowsOf(batch, rowStart);
   std::vector<float> xr(logitRows.size() * size_t(H)), xn(logitRows.size() * size_t(H));
   for (size_t i = 0; i < logitRows.size(); i++)
     std::memcpy(&xr[i * H], &x[size_t(logitRows[i]) * H], sizeof(float) * H);
@@ -341,38 +334,8 @@ std::vector<SeqOutput> CpuEngine::step(const std::vector<SeqInput>& batch) {
   };
 
   std::vector<SeqOutput> outs(batch.size());
-  std::vector<float> lp;
-  for (size_t s = 0; s < batch.size(); s++) {
-    const SeqInput& in = batch[s];
-    SeqOutput& out = outs[s];
-    const int n = int(in.tokens.size()), last = rowStart[s + 1] - 1;
-    if (in.promptLogprobs) {
-      out.hasPromptLogprobs = true;
-      for (int j = 0; j + 1 < n || (j + 1 == n && in.nextToken >= 0); j++) {
-        const int target = j + 1 < n ? in.tokens[j + 1] : in.nextToken;
-        logSoftmax(rowLogits(rowStart[s] + j), V, lp);
-        out.promptLogprobs.push_back(lp[target]);
-        if (in.topLogprobs > 0) out.promptTop.push_back(topK(lp, in.topLogprobs));
-      }
-    } else if (in.nextToken >= 0) {
-      out.hasPromptLogprobs = true;
-      logSoftmax(rowLogits(last), V, lp);
-      out.promptLogprobs.push_back(lp[in.nextToken]);
-      if (in.topLogprobs > 0) out.promptTop.push_back(topK(lp, in.topLogprobs));
-    }
-    if (in.sample) {
-      float* row = rowLogits(last);
-      logSoftmax(row, V, lp);
-      std::vector<float> work(row, row + V);
-      out.token = sampleToken(work.data(), V, in.sampling, in.mask, in.penaltyTokens,
-                              uint64_t(in.position) + uint64_t(n));
-      out.logprob = lp[out.token];
-      if (in.topLogprobs > 0) {
-        out.hasTop = true;
-        out.top = topK(lp, in.topLogprobs);
-      }
-    }
-  }
+  for (size_t s = 0; s < batch.size(); s++)
+    finishOnHost(batch[s], V, [&](int j) -> const float* { return rowLogits(rowStart[s] + j); }, outs[s]);
   return outs;
 }
 

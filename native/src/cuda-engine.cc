@@ -4,7 +4,7 @@
 // uploaded on their own stream, so a load never stalls running steps. Decode steps replay CUDA
 // graphs (one launch instead of hundreds). Tokens, sampling with masks and penalties, prompt
 // logprobs and alternatives are computed on the device; only typical-p sampling and more than
-// kMaxDeviceTopN alternatives fall back to the host sampler.
+// kMaxDeviceTopN alternatives fall back to the host finish the CPU engine uses (finish.h).
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -21,8 +21,8 @@
 
 #include "../../kernels/launch.h"
 #include "engine.h"
+#include "finish.h"
 #include "rope.h"
-#include "sampler.h"
 #include "tensor-io.h"
 
 namespace sb {
@@ -445,9 +445,7 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
   if (batch.empty()) return {};
   StepShape sh = prepare(batch);
   const bool decodeOnly = std::all_of(batch.begin(), batch.end(), [](const SeqInput& s) { return s.tokens.size() == 1; });
-  // SWITCHBOARD_CUDA_GRAPHS=0 turns graphs off (read per step, so a benchmark can compare).
-  const char* g = std::getenv("SWITCHBOARD_CUDA_GRAPHS");
-  cudaGraphExec_t exec = decodeOnly && !(g && g[0] == '0') ? graphFor(sh) : nullptr;
+  cudaGraphExec_t exec = decodeOnly && o_.cudaGraphs ? graphFor(sh) : nullptr;
   check(cudaEventRecord(stepBegin_, stream_), "cudaEventRecord");
   if (exec) {
     check(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
@@ -487,20 +485,14 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   // Rows whose logits someone needs: all prompt rows with prompt logprobs, else the last.
   sh.rowStart.assign(nseq + 1, 0);
   for (int s = 0; s < nseq; s++) sh.rowStart[s + 1] = sh.rowStart[s] + int(batch[s].tokens.size());
-  for (int s = 0; s < nseq; s++) {
-    const auto& in = batch[s];
-    if (in.promptLogprobs)
-      for (int r = sh.rowStart[s]; r < sh.rowStart[s + 1] - 1; r++) sh.logitRows.push_back(r);
-    if (in.sample || in.nextToken >= 0) sh.logitRows.push_back(sh.rowStart[s + 1] - 1);
-  }
+  sh.logitRows = logitRowsOf(batch, sh.rowStart);
   const int NL = int(sh.logitRows.size());
   rows_ = T;
   // Attention: prompt chunks of kPrefillMinRows rows or more run on tensor cores in tiles of
   // kPrefillTileRows, the other rows (decode, short chunks) in the paged kernel through a row list.
-  // SWITCHBOARD_PREFILL_ATTENTION=0 sends every row to the paged kernel (read per step, for benchmarks).
+  // options.prefillAttention = false sends every row to the paged kernel (for comparisons).
   std::vector<int32_t> tiles, pagedRows;
-  const char* pfaEnv = std::getenv("SWITCHBOARD_PREFILL_ATTENTION");
-  if (T > nseq && !(pfaEnv && pfaEnv[0] == '0') && kern::prefillAttentionSupported(t_, D)) {
+  if (T > nseq && o_.prefillAttention && kern::prefillAttentionSupported(t_, D)) {
     for (int s = 0; s < nseq; s++) {
       const int r0 = sh.rowStart[s], n = sh.rowStart[s + 1] - r0;
       if (n >= kern::kPrefillMinRows) {
@@ -698,13 +690,6 @@ std::vector<SeqOutput> CudaEngine::finish(const std::vector<SeqInput>& batch, co
     return outs;
   }
   auto indexOf = [&](int r) { return int(std::lower_bound(sh.logitRows.begin(), sh.logitRows.end(), r) - sh.logitRows.begin()); };
-  // Each sequence's scored rows: prompt positions (target = the next prompt token, or nextToken
-  // for the last) and the sampled last row.
-  auto scored = [&](const SeqInput& in, int& first, int& end) {
-    const int n = int(in.tokens.size());
-    first = in.promptLogprobs ? 0 : n - 1;
-    end = (in.promptLogprobs || in.nextToken >= 0) ? (in.nextToken >= 0 ? n : n - 1) : first;
-  };
   std::vector<kern::RowFinish> rf(NL, kern::RowFinish{0, 0, 0.0f, 1.0f, 1.0f, 0, -1, 0, 0, -1, 0, 0, 0});
   std::vector<uint32_t> masks;
   std::vector<int32_t> pens;
@@ -716,11 +701,10 @@ std::vector<SeqOutput> CudaEngine::finish(const std::vector<SeqInput>& batch, co
     onHost[s] = in.topLogprobs > kMaxDeviceTopN || (in.sample && p.temperature > 0 && p.typicalP < 1.0f);
     if (onHost[s]) continue;
     const int n = int(in.tokens.size());
-    int first, end;
-    scored(in, first, end);
-    for (int j = first; j < end; j++) {
+    const ScoredRows sr = scoredRows(in);
+    for (int j = sr.first; j < sr.end; j++) {
       kern::RowFinish& r = rf[indexOf(sh.rowStart[s] + j)];
-      r.target = j + 1 < n ? in.tokens[j + 1] : in.nextToken;
+      r.target = scoredTarget(in, j);
       r.topN = in.topLogprobs;
     }
     if (!in.sample) continue;
@@ -778,44 +762,27 @@ std::vector<SeqOutput> CudaEngine::finish(const std::vector<SeqInput>& batch, co
     }
     return t;
   };
-  std::vector<float> row(V), lsm;
-  auto fetchRow = [&](int i) {
-    check(cudaMemcpy(row.data(), logits_.as<float>() + size_t(i) * V, size_t(V) * 4, cudaMemcpyDeviceToHost), "logits row");
-    logSoftmax(row.data(), V, lsm);
-  };
+  std::vector<float> row(V);
   for (int s = 0; s < nseq; s++) {
     const auto& in = batch[s];
     SeqOutput& out = outs[s];
-    const int n = int(in.tokens.size());
-    int first, end;
-    scored(in, first, end);
-    out.hasPromptLogprobs = in.promptLogprobs || in.nextToken >= 0;
-    for (int j = first; j < end; j++) {
-      const int i = indexOf(sh.rowStart[s] + j);
-      if (onHost[s]) {
-        fetchRow(i);
-        out.promptLogprobs.push_back(lsm[j + 1 < n ? in.tokens[j + 1] : in.nextToken]);
-        if (in.topLogprobs > 0) out.promptTop.push_back(topK(lsm, in.topLogprobs));
-      } else {
-        const int32_t* rr = res + size_t(i) * stride;
-        out.promptLogprobs.push_back(asFloat(rr[2]));
-        if (in.topLogprobs > 0) out.promptTop.push_back(topOf(rr, in.topLogprobs));
-      }
-    }
-    if (!in.sample) continue;
-    const int li = indexOf(sh.rowStart[s + 1] - 1);
     if (onHost[s]) {
-      fetchRow(li);
-      std::vector<float> work(row);
-      out.token = sampleToken(work.data(), V, in.sampling, in.mask, in.penaltyTokens, uint64_t(in.position) + uint64_t(n));
-      out.logprob = lsm[out.token];
-      if (in.topLogprobs > 0) {
-        out.hasTop = true;
-        out.top = topK(lsm, in.topLogprobs);
-      }
+      finishOnHost(in, V, [&](int j) -> const float* {
+        const int i = indexOf(sh.rowStart[s] + j);
+        check(cudaMemcpy(row.data(), logits_.as<float>() + size_t(i) * V, size_t(V) * 4, cudaMemcpyDeviceToHost), "logits row");
+        return row.data();
+      }, out);
       continue;
     }
-    const int32_t* rr = res + size_t(li) * stride;
+    const ScoredRows sr = scoredRows(in);
+    out.hasPromptLogprobs = in.promptLogprobs || in.nextToken >= 0;
+    for (int j = sr.first; j < sr.end; j++) {
+      const int32_t* rr = res + size_t(indexOf(sh.rowStart[s] + j)) * stride;
+      out.promptLogprobs.push_back(asFloat(rr[2]));
+      if (in.topLogprobs > 0) out.promptTop.push_back(topOf(rr, in.topLogprobs));
+    }
+    if (!in.sample) continue;
+    const int32_t* rr = res + size_t(indexOf(sh.rowStart[s + 1] - 1)) * stride;
     if (rr[3] == 1) throw EngineError("the token mask allows no token");
     out.token = rr[0];
     out.logprob = asFloat(rr[1]);
@@ -829,8 +796,8 @@ std::vector<SeqOutput> CudaEngine::finish(const std::vector<SeqInput>& batch, co
 
 }  // namespace
 
-std::unique_ptr<Engine> makeCudaEngine(ModelConfig config, std::vector<TensorRef> tensors, EngineOptions options,
-                                       const std::string& dtype) {
+std::unique_ptr<Engine> makeCudaEngine(ModelConfig config, std::vector<TensorRef> tensors, EngineOptions options) {
+  const std::string& dtype = options.dtype;
   Elem t;
   if (dtype == "float32") t = Elem::F32;
   else if (dtype == "float16") t = Elem::F16;

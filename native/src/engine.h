@@ -50,11 +50,16 @@ struct ModelConfig {
   bool tieWordEmbeddings = false;
 };
 
+// Everything an engine is opened with (addon.cc parses it from NativeEngineOptions, engine.ts
+// fills the defaults, environment variables included): nothing is read from the environment later.
 struct EngineOptions {
   int numBlocks = 0;
   int blockSize = 16;
   int maxAdapters = 8;
-  int threads = 0;
+  int threads = 0;                     // CPU engine: worker threads, 0 = hardware threads
+  std::string dtype = "bfloat16";      // CUDA engine: float32 | float16 | bfloat16
+  bool cudaGraphs = true;              // CUDA engine: decode steps replay captured CUDA graphs
+  bool prefillAttention = true;        // CUDA engine: prompt chunks attend on tensor cores
 };
 
 // The seven projections a LoRA adapter may target, in a fixed order used for indexing.
@@ -151,9 +156,8 @@ class Engine {
 std::unique_ptr<Engine> makeCpuEngine(ModelConfig config, std::vector<TensorRef> tensors,
                                       EngineOptions options);
 
-// Only in the CUDA addon (switchboard_cuda.node). dtype: float32 | float16 | bfloat16.
-std::unique_ptr<Engine> makeCudaEngine(ModelConfig config, std::vector<TensorRef> tensors, EngineOptions options,
-                                       const std::string& dtype);
+// Only in the CUDA addon (switchboard_cuda.node).
+std::unique_ptr<Engine> makeCudaEngine(ModelConfig config, std::vector<TensorRef> tensors, EngineOptions options);
 int cudaDevices();
 
 // Validation shared by every engine: the batch must fit the model, the cache and the slots.

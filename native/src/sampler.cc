@@ -1,5 +1,7 @@
 #include "sampler.h"
 
+#include "../../kernels/rng.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -31,18 +33,6 @@ TopLogprobs topK(const std::vector<float>& logprobs, int k) {
   r.ids.assign(idx.begin(), idx.begin() + k);
   for (int i = 0; i < k; i++) r.logprobs.push_back(logprobs[r.ids[i]]);
   return r;
-}
-
-static uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-double uniformFromSeed(uint64_t seed, uint64_t position) {
-  uint64_t h = splitmix64(splitmix64(seed) ^ (position * 0xd1b54a32d192ed03ULL));
-  return static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0);
 }
 
 static bool allowed(const std::vector<uint32_t>& mask, int t) {

@@ -21,7 +21,4 @@ TopLogprobs topK(const std::vector<float>& logprobs, int k);
 int sampleToken(float* logits, int vocab, const SamplingParams& p, const std::vector<uint32_t>& mask,
                 const std::vector<int32_t>& penaltyTokens, uint64_t position);
 
-// Uniform double in [0, 1) from a counter-based hash: reproducible without per-sequence state.
-double uniformFromSeed(uint64_t seed, uint64_t position);
-
 }  // namespace sb

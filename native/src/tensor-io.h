@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../../kernels/rng.h"  // randomWeight: synthetic weights, the same as the device draws
 #include "engine.h"
 
 namespace sb {
@@ -45,21 +46,6 @@ inline float f16ToF32(uint16_t h) {
 }
 
 size_t dtypeSize(DType d);
-
-// The synthetic weight at `index` of a random tensor: std * N(0, 1) from splitmix64(seed, index).
-// kernels/elementwise.cuh draws the same numbers on the device (up to float rounding of log/cos).
-inline float randomWeight(uint64_t seed, uint64_t index, float std) {
-  auto mix = [](uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-  };
-  const uint64_t h = mix(seed * 0x632be59bd9b4e019ULL ^ index);
-  const float u1 = (static_cast<float>(h >> 40) + 0.5f) * (1.0f / 16777216.0f);
-  const float u2 = static_cast<float>((h >> 16) & 0xffffff) * (1.0f / 16777216.0f);
-  return std * std::sqrt(-2.0f * std::log(u1)) * std::cos(6.2831853f * u2);
-}
 
 // Returns the tensor as fp32, from its inline data or its file. Throws EngineError naming the
 // tensor and file when the bytes cannot be read (file changed since it was validated, I/O error).

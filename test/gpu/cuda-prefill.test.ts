@@ -15,21 +15,16 @@ const cuda = loadCudaAddon();
 const skip = cuda ? false : `no CUDA engine here: ${cudaUnavailableReason()}`;
 const N = 300;
 
-async function promptLogprobs(engine: Engine, prompt: number[], chunks: number[], paged: boolean, adapterSlot = -1): Promise<number[][]> {
-  if (paged) process.env.SWITCHBOARD_PREFILL_ATTENTION = '0';
-  try {
-    const table = Array.from({ length: Math.ceil(N / BLOCK_SIZE) + 1 }, (_, b) => b);
-    const out: number[][] = [];
-    let pos = 0;
-    for (const n of chunks) {
-      const [o] = await engine.step([{ tokens: prompt.slice(pos, pos + n), position: pos, blockTable: table, promptLogprobs: true, adapterSlot }]);
-      out.push(Array.from(o!.promptLogprobs!));
-      pos += n;
-    }
-    return out;
-  } finally {
-    delete process.env.SWITCHBOARD_PREFILL_ATTENTION;
+async function promptLogprobs(engine: Engine, prompt: number[], chunks: number[], adapterSlot = -1): Promise<number[][]> {
+  const table = Array.from({ length: Math.ceil(N / BLOCK_SIZE) + 1 }, (_, b) => b);
+  const out: number[][] = [];
+  let pos = 0;
+  for (const n of chunks) {
+    const [o] = await engine.step([{ tokens: prompt.slice(pos, pos + n), position: pos, blockTable: table, promptLogprobs: true, adapterSlot }]);
+    out.push(Array.from(o!.promptLogprobs!));
+    pos += n;
   }
+  return out;
 }
 
 const abs = (a: number[], b: number[]) => a.map((x, i) => Math.abs(x - b[i]!));
@@ -37,19 +32,20 @@ const abs = (a: number[], b: number[]) => a.map((x, i) => Math.abs(x - b[i]!));
 for (const model of ['llama', 'mistral']) {
   describe(`${model}: prefill attention on tensor cores (bf16)`, { skip }, () => {
     it('is as close to float32 as the paged kernel, on a long prompt whole and chunked', async () => {
-      const open = (dtype: 'float32' | 'bfloat16') =>
-        Engine.open(join(FIXTURES, 'models', model), { device: 'cuda', dtype, numBlocks: Math.ceil(N / BLOCK_SIZE) + 1, blockSize: BLOCK_SIZE, maxAdapters: 1 });
-      const f32 = await open('float32');
+      const open = (dtype: 'float32' | 'bfloat16', prefillAttention = true) =>
+        Engine.open(join(FIXTURES, 'models', model), { device: 'cuda', dtype, prefillAttention, numBlocks: Math.ceil(N / BLOCK_SIZE) + 1, blockSize: BLOCK_SIZE, maxAdapters: 1 });
+      const f32 = await open('float32', false);
       const bf16 = await open('bfloat16');
+      const bf16Paged = await open('bfloat16', false);
       try {
         const vocab = bf16.model.spec.vocabSize;
         const prompt = Array.from({ length: N }, (_, i) => (i * 7919 + 13) % vocab);
         const fast: number[] = [];
         const paged: number[] = [];
         for (const chunks of [[N], [100, 100, 100], [37, 200, 63]]) {
-          const truth = await promptLogprobs(f32, prompt, chunks, true);
-          const a = await promptLogprobs(bf16, prompt, chunks, false);
-          const b = await promptLogprobs(bf16, prompt, chunks, true);
+          const truth = await promptLogprobs(f32, prompt, chunks);
+          const a = await promptLogprobs(bf16, prompt, chunks);
+          const b = await promptLogprobs(bf16Paged, prompt, chunks);
           truth.forEach((t, i) => {
             assert.equal(a[i]!.length, chunks[i]! - 1);
             assert.ok(a[i]!.every(Number.isFinite), `chunk ${i}: non-finite logprob`);
@@ -65,6 +61,7 @@ for (const model of ['llama', 'mistral']) {
       } finally {
         f32.close();
         bf16.close();
+        bf16Paged.close();
       }
     });
     it('runs long prompt chunks with an adapter through GEMMs, as SGMV would', async () => {
@@ -80,15 +77,15 @@ for (const model of ['llama', 'mistral']) {
         const prompt = Array.from({ length: N }, (_, i) => (i * 7919 + 13) % vocab);
         const small = Array.from({ length: N / 50 }, () => 50);
         for (const slot of slots.values()) {
-          const base = (await promptLogprobs(f32, prompt, [N], false)).flat();
-          const whole = (await promptLogprobs(f32, prompt, [N], false, slot)).flat();
-          const chunked = await promptLogprobs(f32, prompt, small, false, slot);
+          const base = (await promptLogprobs(f32, prompt, [N])).flat();
+          const whole = (await promptLogprobs(f32, prompt, [N], slot)).flat();
+          const chunked = await promptLogprobs(f32, prompt, small, slot);
           // Chunks lose the logprob of each chunk's first token: compare the rows both have.
           const wholeRows = whole.filter((_, j) => (j + 1) % 50 !== 0);
           const d = maxAbsDiff(wholeRows, chunked.flat());
           assert.ok(d < 1e-4, `slot ${slot}: whole (GEMM LoRA) vs 50-row chunks (SGMV) differ by ${d}`);
           assert.ok(maxAbsDiff(whole, base) > 1e-3, `slot ${slot}: the adapter changed nothing`);
-          const half = (await promptLogprobs(bf16, prompt, [N], false, slot)).flat();
+          const half = (await promptLogprobs(bf16, prompt, [N], slot)).flat();
           const e = maxAbsDiff(half, whole);
           console.log(`  ${model} adapter slot ${slot}: ${N}-token prompt, GEMM LoRA vs SGMV (fp32) ${d.toExponential(2)}; bf16 vs fp32 ${e.toExponential(2)}`);
           assert.ok(e < 0.25, `slot ${slot}: bf16 with GEMM LoRA differs from fp32 by ${e}`);
