@@ -4,7 +4,7 @@
 // in parallel. With HF_HUB_OFFLINE=1, or when the Hub cannot be reached, the cache alone serves.
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { COMMIT, isValidRepoId, isValidRevision } from './hub-cache.ts';
+import { COMMIT, hubCacheDir, hubToken, isValidRepoId, isValidRevision, type Env } from './hub-cache.ts';
 import { HubClient, HubError, type HubClientOptions } from './hub-client.ts';
 import { Progress, type ProgressSink } from './progress.ts';
 
@@ -147,4 +147,30 @@ export async function resolveModel(modelId: string, opts: ModelResolveOptions, l
   await client.ensureFiles(access, info.commit, weights, bar(`downloading ${repoId}`));
   if (!COMMIT.test(revision) || revision !== info.commit) await rc.writeRef(revision, info.commit);
   return { dir: rc.snapshotDir(info.commit), hub: { repoId, revision, commit: info.commit, fromCache: false } };
+}
+
+/** The serve options that decide where --model-id comes from (a slice of ServeConfig). */
+export interface ModelHubSettings {
+  modelId: string;
+  revision?: string | undefined;
+  hubEndpoint: string;
+  hubToken?: string | undefined;
+  adapterCacheDir?: string | undefined;
+  hubOffline: boolean;
+}
+
+/** resolveModel with the server's settings; the operator's token (HF_TOKEN or the login file) is for the model. */
+export function resolveServedModel(s: ModelHubSettings, log: (msg: string) => void = () => {}, env: Env = process.env): Promise<ResolvedModel> {
+  return resolveModel(
+    s.modelId,
+    {
+      endpoint: s.hubEndpoint,
+      cacheDir: s.adapterCacheDir ?? hubCacheDir(env),
+      revision: s.revision,
+      token: s.hubToken ?? hubToken(env),
+      offline: s.hubOffline,
+      log,
+    },
+    log,
+  );
 }
