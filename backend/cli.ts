@@ -1,34 +1,106 @@
-// `switchboard serve ...` (and `npm start`): parse options, load the model with progress on the
-// terminal, serve HTTP, and shut down cleanly on SIGINT/SIGTERM.
-import { serve } from '@hono/node-server';
+// `switchboard serve ...` (and `switchboard start`): parse options, bind the port, load the model
+// with progress on the terminal, serve HTTP, and shut down cleanly on SIGINT/SIGTERM.
+// bin/switchboard.mjs calls cliMain(); tests and scripts import startServer().
+import { createAdaptorServer } from '@hono/node-server';
+import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { loraxError, openaiError } from '../protocol/index.ts';
 import { serviceKeyFrom } from './auth.ts';
 import { ConfigError, parseServeConfig, serveHelp, type ServeConfig } from './config.ts';
 import { Runtime } from './runtime.ts';
+import { formatAccess, jsonAccess, type AccessEntry } from './access-log.ts';
 import { createApp } from './server.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-/** The model `npm start` serves: the small Llama bundled with the test fixtures. */
+/** The model `npm start` serves: the tiny random-weight Llama bundled with the test fixtures. */
 export const DEFAULT_MODEL = path.join(repoRoot, 'test', 'fixtures', 'models', 'llama');
+
+/** The package version (`switchboard --version`). */
+export function version(): string {
+  return (JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf-8')) as { version: string }).version;
+}
+
+/** A start-up failure the operator can fix; the CLI prints its message as one line. */
+export class StartupError extends Error {}
 
 function log(msg: string): void {
   process.stderr.write(`[switchboard] ${msg}\n`);
 }
 
-export async function startServer(config: ServeConfig) {
-  const key = config.serviceKey ? await serviceKeyFrom(config.serviceKey) : null;
-  const rt = await Runtime.start(config, log);
-  const app = createApp(rt, key);
-  const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
-    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.hostname }, () => resolve(s));
+/** --json-output: every log line a JSON object (what log shippers parse), else plain text. */
+function logger(json: boolean): (msg: string) => void {
+  return json ? (msg) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: 'info', msg })}\n`) : log;
+}
+
+/**
+ * Listens on `port` and turns the usual failures into one line naming the port and the option
+ * that sets it (Node's own 'error' event would otherwise be an unhandled stack trace).
+ */
+export function listen(server: Server, port: number, hostname: string, flag: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      const where = `${hostname}:${port}`;
+      if (err.code === 'EADDRINUSE') reject(new StartupError(`port ${port} is already in use on ${hostname}: stop what holds it or pick another with ${flag}`));
+      else if (err.code === 'EACCES') reject(new StartupError(`no permission to listen on ${where}: pick a port above 1023 with ${flag}`));
+      else if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND') reject(new StartupError(`cannot listen on ${where}: no such local address (check --hostname)`));
+      else reject(new StartupError(`cannot listen on ${where}: ${err.message}`));
+    };
+    server.once('error', onError);
+    server.listen(port, hostname, () => {
+      server.off('error', onError);
+      const addr = server.address();
+      resolve(typeof addr === 'object' && addr ? addr.port : port);
+    });
   });
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : config.port;
+}
+
+export interface StartOptions {
+  /** Where to say what happens while loading (default: stderr). */
+  log?: (msg: string) => void;
+  /** Show weight loading progress on stderr: a bar on a terminal, else plain lines (default: off). */
+  progress?: boolean;
+  /** One access log line per request on stderr (text, or JSON with --json-output) (default: off). */
+  accessLog?: boolean;
+}
+
+/**
+ * Binds the port first (a port in use fails in milliseconds, not after the model loaded), answers
+ * 503 while the model loads, then serves the app.
+ */
+export async function startServer(config: ServeConfig, opts: StartOptions = {}) {
+  const say = opts.log ?? logger(config.json);
+  const key = config.serviceKey ? await serviceKeyFrom(config.serviceKey) : null;
+  let handler: ((req: Request) => Response | Promise<Response>) | null = null;
+  const loading = (req: Request) => {
+    const body = loraxError('the model is still loading', 'overloaded');
+    return new Response(JSON.stringify(new URL(req.url).pathname.startsWith('/v1/') ? openaiError(body.error, 'server_error') : body), {
+      status: 503,
+      headers: { 'content-type': 'application/json', 'retry-after': '5' },
+    });
+  };
+  const server = createAdaptorServer({ fetch: (req: Request) => (handler ? handler(req) : loading(req)) }) as Server;
+  const port = await listen(server, config.port, config.hostname, '--port (or PORT)');
+  const url = `http://${config.hostname.includes(':') ? `[${config.hostname}]` : config.hostname}:${port}`;
+  const stopHttp = () =>
+    new Promise<void>((r) => {
+      server.close(() => r());
+      server.closeAllConnections();
+    });
+  let rt: Runtime;
+  try {
+    rt = await Runtime.start(config, say, opts.progress);
+  } catch (err) {
+    await stopHttp();
+    throw err;
+  }
+  const accessLog = opts.accessLog ? (e: AccessEntry) => process.stderr.write(config.json ? `${jsonAccess(e)}\n` : `[switchboard] ${formatAccess(e)}\n`) : null;
+  handler = createApp(rt, key, { accessLog }).fetch;
   return {
     rt,
     port,
-    url: `http://${config.hostname.includes(':') ? `[${config.hostname}]` : config.hostname}:${port}`,
+    url,
     async close() {
       await new Promise<void>((r) => server.close(() => r()));
       await rt.close();
@@ -36,26 +108,47 @@ export async function startServer(config: ServeConfig) {
   };
 }
 
+const TOP_HELP = `switchboard <command>
+
+Commands:
+  serve     run the inference server (see switchboard serve --help)
+  gateway   run the edge gateway (see switchboard gateway --help)
+  start     serve the bundled demo model (tiny, random weights: output is gibberish by design;
+            backend only: npm start adds the gateway and an adapter root)
+
+  --version print the version
+`;
+
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
-  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
-    process.stdout.write(
-      `switchboard <command>\n\nCommands:\n  serve     run the inference server (see switchboard serve --help)\n  gateway   run the edge gateway (see switchboard gateway --help)\n  start     serve the bundled demo model (backend only; npm start adds the gateway)\n`,
-    );
+  if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
+    process.stdout.write(`switchboard ${version()}\n`);
     return;
   }
-  if (cmd !== 'serve' && cmd !== 'start') throw new ConfigError(`unknown command "${cmd}" (try: switchboard serve --help)`);
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(TOP_HELP);
+    return;
+  }
+  if (cmd !== 'serve' && cmd !== 'start') throw new ConfigError(`unknown command "${cmd}" (try: switchboard --help)`);
   if (rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(serveHelp());
     return;
   }
-  const args = cmd === 'start' && !rest.some((a) => a.startsWith('--model-id')) && !process.env.MODEL_ID ? ['--model-id', DEFAULT_MODEL, ...rest] : rest;
-  const config = parseServeConfig(args);
-  const server = await startServer(config);
+  if (rest.includes('--version')) {
+    process.stdout.write(`switchboard ${version()}\n`);
+    return;
+  }
+  const isDemo = cmd === 'start' && !rest.some((a) => a.startsWith('--model-id')) && !process.env.MODEL_ID;
+  const args = isDemo ? ['--model-id', DEFAULT_MODEL, ...rest] : rest;
+  const config = parseServeConfig(args, process.env, { warn: (m) => log(`warning: ${m}`) });
+  const log = logger(config.json);
+  if (isDemo) log('serving the bundled demo model: a tiny Llama with random weights, for trying the API; its output is gibberish by design');
+  const server = await startServer(config, { progress: !config.json, accessLog: true, log });
   log(`listening on ${server.url}`);
   const model = server.rt.modelName;
+  const auth = config.serviceKey ? ` (send a gateway service token: this server has --service-key)` : '';
   process.stdout.write(
-    `\nTry it:\n  curl ${server.url}/generate -H 'content-type: application/json' -d '{"inputs": "The quick brown fox", "parameters": {"max_new_tokens": 20}}'\n` +
+    `\nTry it${auth}:\n  curl ${server.url}/generate -H 'content-type: application/json' -d '{"inputs": "The quick brown fox", "parameters": {"max_new_tokens": 20}}'\n` +
       `  curl ${server.url}/v1/chat/completions -H 'content-type: application/json' -d '{"model": "${model}", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 20}'\n\n`,
   );
   let closing = false;
@@ -70,15 +163,12 @@ async function main(argv: string[]): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
 }
 
-// Run only as the entry point (tests import startServer).
-const entry = process.argv[1] ? path.resolve(process.argv[1]) : '';
-if (entry.endsWith(path.join('bin', 'switchboard.mjs')) || entry === fileURLToPath(import.meta.url)) {
-  main(process.argv.slice(2)).catch((err: Error) => {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`switchboard: ${err.message}\n`);
-      process.exit(2);
-    }
-    process.stderr.write(`switchboard: ${err.message}\n`);
-    process.exit(1);
-  });
+/** The `switchboard` command (everything but `gateway`): every failure is one line on stderr. */
+export async function cliMain(argv: string[]): Promise<void> {
+  try {
+    await main(argv);
+  } catch (err) {
+    process.stderr.write(`switchboard: ${(err as Error).message}\n`);
+    process.exit(err instanceof ConfigError ? 2 : 1);
+  }
 }

@@ -1,6 +1,7 @@
 // `switchboard serve` options. Flag names follow LoRAX's launcher (--max-input-length, ...), and
 // each can also come from the environment variable LoRAX uses for it (MAX_INPUT_LENGTH, ...).
 // One table drives parsing, environment lookup, defaults and --help.
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DEFAULT_ADAPTER_SOURCE, SERVED_ADAPTER_SOURCES } from '../protocol/index.ts';
 
@@ -11,6 +12,13 @@ interface OptionDef {
   help: string;
   /** A switch: `--flag` alone means true. */
   boolean?: true;
+  /**
+   * A credential: also read from a file (`--flag-file`, `ENV_FILE`), and a warning when given on
+   * the command line, where every user of the machine sees it in `ps`.
+   */
+  secret?: true;
+  /** Other accepted spellings of the flag. */
+  aliases?: string[];
 }
 
 const int = (min = 0) => z.coerce.number().int().min(min);
@@ -38,13 +46,13 @@ const OPTIONS = {
   adapterRoot: { flag: 'adapter-root', env: 'ADAPTER_ROOT', schema: z.string().optional(), help: 'Directory that relative local adapter ids resolve against' },
   adapterCacheDir: { flag: 'adapter-cache-dir', env: 'HUGGINGFACE_HUB_CACHE', schema: z.string().optional(), help: 'Disk cache for hub downloads (default: ~/.cache/switchboard/hub)' },
   hubEndpoint: { flag: 'hub-endpoint', env: 'HF_ENDPOINT', schema: z.string().url().default('https://huggingface.co'), help: 'Hugging Face Hub (or compatible) endpoint' },
-  hubToken: { flag: 'hub-token', env: 'HF_TOKEN', schema: z.string().optional(), help: 'Default hub token for adapters' },
+  hubToken: { flag: 'hub-token', env: 'HF_TOKEN', schema: z.string().optional(), help: 'Default hub token for adapters', secret: true },
   blockSize: { flag: 'block-size', env: 'BLOCK_SIZE', schema: int(1).default(16), help: 'Tokens per KV cache block' },
   device: { flag: 'device', env: 'SWITCHBOARD_DEVICE', schema: z.enum(['auto', 'cpu', 'cuda']).default('auto'), help: 'Engine: cuda where a GPU works (auto), or force cpu / cuda' },
   dtype: { flag: 'dtype', env: 'DTYPE', schema: z.enum(['auto', 'float32', 'float16', 'bfloat16']).default('auto'), help: 'CUDA engine element type (auto: the checkpoint\'s 16-bit type)' },
   threads: { flag: 'threads', env: 'SWITCHBOARD_THREADS', schema: int(1).optional(), help: 'CPU engine threads (default: all cores)' },
-  serviceKey: { flag: 'service-key', env: 'SWITCHBOARD_SERVICE_KEY', schema: z.string().optional(), help: 'Verify gateway service tokens (HS256 secret or PEM public key); unsigned requests are refused' },
-  json: { flag: 'json-logs', env: 'JSON_LOGS', schema: bool().default(false), help: 'Log JSON lines instead of text', boolean: true },
+  serviceKey: { flag: 'service-key', env: 'SWITCHBOARD_SERVICE_KEY', schema: z.string().optional(), help: 'Verify gateway service tokens (HS256 secret or PEM public key); unsigned requests are refused', secret: true },
+  json: { flag: 'json-output', env: 'JSON_OUTPUT', schema: bool().default(false), help: 'Log JSON lines (access log included) instead of text', boolean: true, aliases: ['json-logs'] },
 } satisfies Record<string, OptionDef>;
 
 type Options = typeof OPTIONS;
@@ -52,17 +60,47 @@ export type ServeConfig = { [K in keyof Options]: z.output<Options[K]['schema']>
 
 export class ConfigError extends Error {}
 
-/** Parses `--flag value` / `--flag=value` arguments, then the environment, then defaults. */
-export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ServeConfig {
-  const byFlag = new Map(Object.entries(OPTIONS).map(([k, o]) => [o.flag, k]));
+export interface ParseOptions {
+  /** Told once per secret given on the command line. */
+  warn?: (msg: string) => void;
+}
+
+/** A secret's file: its text without the trailing newline editors and `echo` add. */
+function readSecretFile(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf-8').replace(/\r?\n$/, '');
+  } catch (err) {
+    throw new ConfigError(`${what}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/**
+ * Parses `--flag value` / `--flag=value` arguments, then the environment, then defaults. A
+ * secret comes from `--flag-file <path>`, `ENV_FILE`, `ENV`, or (with a warning) `--flag <value>`.
+ */
+export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, parse: ParseOptions = {}): ServeConfig {
+  const byFlag = new Map<string, string>();
+  for (const [k, o] of Object.entries(OPTIONS) as [string, OptionDef][]) {
+    byFlag.set(o.flag, k);
+    for (const a of o.aliases ?? []) byFlag.set(a, k);
+  }
+  const secretFiles = new Map<string, string>();
   const raw: Record<string, unknown> = {};
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (!arg.startsWith('--')) throw new ConfigError(`unexpected argument "${arg}"`);
     const eq = arg.indexOf('=');
     const flag = arg.slice(2, eq < 0 ? undefined : eq);
+    const fileOf = flag.endsWith('-file') ? byFlag.get(flag.slice(0, -5)) : undefined;
+    if (fileOf && (OPTIONS as Record<string, OptionDef>)[fileOf]!.secret) {
+      const file = eq >= 0 ? arg.slice(eq + 1) : argv[++i];
+      if (file === undefined) throw new ConfigError(`--${flag} needs a value`);
+      secretFiles.set(fileOf, readSecretFile(file, `--${flag}`));
+      continue;
+    }
     const key = byFlag.get(flag);
     if (!key) throw new ConfigError(`unknown option --${flag} (see --help)`);
+    if ((OPTIONS as Record<string, OptionDef>)[key]!.secret) parse.warn?.(`--${flag} on the command line shows in \`ps\` to every user of this machine: use --${flag}-file <path> or the ${(OPTIONS as Record<string, OptionDef>)[key]!.env} environment variable`);
     const isBool = (OPTIONS as Record<string, OptionDef>)[key]!.boolean === true;
     let value: string | boolean;
     if (eq >= 0) value = arg.slice(eq + 1);
@@ -76,7 +114,8 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   }
   const out: Record<string, unknown> = {};
   for (const [key, o] of Object.entries(OPTIONS) as [keyof Options, OptionDef][]) {
-    const value = raw[key] ?? (env[o.env] !== undefined && env[o.env] !== '' ? env[o.env] : undefined);
+    const fromEnvFile = o.secret && env[`${o.env}_FILE`] ? readSecretFile(env[`${o.env}_FILE`]!, `${o.env}_FILE`) : undefined;
+    const value = raw[key] ?? secretFiles.get(key) ?? fromEnvFile ?? (env[o.env] !== undefined && env[o.env] !== '' ? env[o.env] : undefined);
     const r = o.schema.safeParse(value);
     if (!r.success) {
       const why = value === undefined ? 'is required' : `got "${String(value)}": ${r.error.issues[0]?.message ?? 'invalid'}`;
@@ -90,7 +129,9 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
 export function serveHelp(): string {
   const rows = Object.values(OPTIONS as Record<string, OptionDef>).map((o) => {
     const def = o.schema instanceof z.ZodDefault ? ` [default: ${JSON.stringify((o.schema as z.ZodDefault).def.defaultValue)}]` : '';
-    return `  --${o.flag.padEnd(26)} ${o.help}${def}\n  ${''.padEnd(28)} env: ${o.env}`;
+    const secret = o.secret ? `\n  --${`${o.flag}-file`.padEnd(26)} ... read from this file (or ${o.env}_FILE); preferred: a value given on the command line shows in \`ps\`` : '';
+    const alias = o.aliases?.length ? ` (also --${o.aliases.join(', --')})` : '';
+    return `  --${o.flag.padEnd(26)} ${o.help}${alias}${def}\n  ${''.padEnd(28)} env: ${o.env}${secret}`;
   });
   return `Usage: switchboard serve --model-id <dir> [options]\n\nOptions:\n${rows.join('\n')}\n`;
 }

@@ -12,6 +12,8 @@ import { StopMatcher } from './text/stop-sequences.ts';
 import { childSpan, endSpan, trace } from './tracing.ts';
 import { ROOT_CONTEXT as ROOT, type Context as TraceContext, type Span } from '@opentelemetry/api';
 import { IncrementalDecoder } from './text/tokenizer.ts';
+import { TooManyTokensError } from './text/tokenize-pool.ts';
+import { noteGenerated, noteGenerationStart } from './access-log.ts';
 
 /** A client-side problem found before generation starts; routes map it to their error shape. */
 export class RequestError extends Error {
@@ -103,11 +105,21 @@ export function resolveSampling(s: SamplingRequest): { sampling: Sampling; seed:
   };
 }
 
-/** Tokenizes and checks lengths the way LoRAX's validation does, with its messages. */
-export function prepareInput(rt: Runtime, req: Pick<GenerationRequest, 'prompt' | 'truncate' | 'maxNewTokens'>) {
-  let ids = typeof req.prompt === 'string' ? rt.tokenizer.encode(req.prompt) : [...req.prompt];
-  if (req.truncate !== undefined && ids.length > req.truncate) ids = ids.slice(ids.length - req.truncate);
+/**
+ * Tokenizes (large prompts off the event loop) and checks lengths the way LoRAX's validation
+ * does, with its messages. Without `truncate`, a prompt whose length alone proves it too long is
+ * refused before it is encoded.
+ */
+export async function prepareInput(rt: Runtime, req: Pick<GenerationRequest, 'prompt' | 'truncate' | 'maxNewTokens'>) {
   const { maxInputLength, maxTotalTokens } = rt.limits;
+  let ids: number[];
+  try {
+    ids = typeof req.prompt === 'string' ? await rt.tokenizePool.encode(req.prompt, true, req.truncate === undefined ? maxInputLength : null) : [...req.prompt];
+  } catch (err) {
+    if (!(err instanceof TooManyTokensError)) throw err;
+    throw new RequestError(`Input validation error: \`inputs\` must have less than ${maxInputLength} tokens. Given: at least ${err.atLeast}`, 422);
+  }
+  if (req.truncate !== undefined && ids.length > req.truncate) ids = ids.slice(ids.length - req.truncate);
   if (ids.length === 0) throw new RequestError('Input validation error: `inputs` cannot be empty', 422);
   if (ids.length > maxInputLength) {
     throw new RequestError(
@@ -156,10 +168,11 @@ function topInfo(rt: Runtime, top: NativeTopLogprobs | null) {
  */
 export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGenerator<GenerationEvent> {
   const t0 = performance.now();
-  const { ids, maxNew } = prepareInput(rt, req);
+  const { ids, maxNew } = await prepareInput(rt, req);
   const { sampling, seed } = resolveSampling(req.sampling);
   const release = admit(rt);
   rt.metrics.requestCount.inc();
+  noteGenerationStart(req.adapter.kind === 'base' ? null : req.adapter.kind === 'single' ? req.adapter.ref.id : req.adapter.refs.map((r) => r.id).join('+'), ids.length);
   let key: string | null = null;
   let handle: { cancel(): void; id: number } | null = null;
   const queue: SeqEvent[] = [];
@@ -256,6 +269,7 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
       rt.metrics.requestDuration.observe((performance.now() - t0) / 1000);
       if (generated > 1) rt.metrics.timePerToken.observe((performance.now() - firstTokenAt) / 1000 / (generated - 1));
       ok = true;
+      noteGenerated(generated);
       genSpan.setAttributes({ 'switchboard.generated_tokens': generated, 'switchboard.finish_reason': e.reason });
       yield { type: 'end', finishReason: e.reason, tail, generatedText: stops.output, generatedTokens: generated, inputLength: ids.length, seed };
       return;

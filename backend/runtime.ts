@@ -9,8 +9,10 @@ import { HubSource } from './adapters/hub-source.ts';
 import { LocalSource } from './adapters/local-source.ts';
 import { AdapterResolver } from './adapters/resolve.ts';
 import type { ServeConfig } from './config.ts';
+import { watchLoad } from './load-progress.ts';
 import { Metrics } from './metrics.ts';
 import { Scheduler } from './scheduler.ts';
+import { TokenizePool } from './text/tokenize-pool.ts';
 import { TextTokenizer } from './text/tokenizer.ts';
 
 export interface Limits {
@@ -29,6 +31,8 @@ export class Runtime {
     readonly config: ServeConfig,
     readonly engine: Engine,
     readonly tokenizer: TextTokenizer,
+    /** Encoding of large inputs, off the request loop (tokenize-pool.ts). */
+    readonly tokenizePool: TokenizePool,
     readonly store: AdapterStore,
     readonly adapters: AdapterResolver,
     readonly scheduler: Scheduler,
@@ -37,7 +41,8 @@ export class Runtime {
     readonly modelName: string,
   ) {}
 
-  static async start(config: ServeConfig, log: (msg: string) => void = () => {}): Promise<Runtime> {
+  /** `progress`: show weight loading progress on stderr (a bar on a terminal, else lines). */
+  static async start(config: ServeConfig, log: (msg: string) => void = () => {}, progress = false): Promise<Runtime> {
     const metrics = new Metrics();
     const modelDir = path.resolve(config.modelId);
     log(`loading tokenizer from ${modelDir}`);
@@ -51,8 +56,10 @@ export class Runtime {
     const numBlocks = Math.ceil(batchTokens / config.blockSize);
     if (numBlocks * config.blockSize < maxTotalTokens) throw new Error('--max-batch-total-tokens must hold at least one full request (--max-total-tokens)');
     const tokenizer = await TextTokenizer.load(modelDir, probe.config.eosTokenId);
+    const tokenizePool = await TokenizePool.create(modelDir, tokenizer, probe.config.eosTokenId);
     log(`loading weights (${(probe.weightBytes / 1e6).toFixed(1)} MB) ...`);
     const t0 = performance.now();
+    const watch = progress ? watchLoad(probe.weightBytes, { tty: process.stderr.isTTY === true, write: (t) => process.stderr.write(t.startsWith('\r') ? t : `[switchboard] ${t}`) }) : null;
     const engine = await Engine.open(probe, {
       numBlocks,
       blockSize: config.blockSize,
@@ -61,7 +68,7 @@ export class Runtime {
       dtype: config.dtype,
       log,
       ...(config.threads ? { threads: config.threads } : {}),
-    });
+    }).finally(() => watch?.stop());
     log(`engine ready on ${engine.info().deviceName} in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     let scheduler: Scheduler | undefined;
     const store = new AdapterStore(
@@ -129,11 +136,12 @@ export class Runtime {
       maxStopSequences: config.maxStopSequences,
       maxConcurrentRequests: config.maxConcurrentRequests,
     };
-    return new Runtime(config, engine, tokenizer, store, resolver, scheduler, metrics, limits, path.basename(modelDir));
+    return new Runtime(config, engine, tokenizer, tokenizePool, store, resolver, scheduler, metrics, limits, path.basename(modelDir));
   }
 
   async close(): Promise<void> {
     await this.scheduler.close();
+    await this.tokenizePool.close();
     this.engine.close();
   }
 }

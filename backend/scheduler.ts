@@ -1,11 +1,19 @@
 // Continuous batching, LoRAX style. One loop owns the engine: between steps it drops finished
 // and cancelled sequences, admits waiting ones whose adapter is resident (a request whose adapter
-// is still loading waits; nobody else does), chunks prefills under a token budget, grows KV
-// block tables (preempting the newest sequence when the cache is full) and runs one engine step
-// over every sequence at once, whatever their adapters.
-import type { Engine, Sampling, SeqInput, SeqOutput } from '../native/engine.ts';
+// is still loading waits; nobody else does), then plans the step (grows KV block tables,
+// preempting the newest sequence when the cache is full; chunks prefills under a token budget;
+// orders the batch by adapter), runs it over every sequence at once whatever their adapters, and
+// absorbs what came back. Every decision is made before the engine runs, so a fake StepRunner
+// exercises all of them (scheduler.test.ts).
+import type { Sampling, SeqInput, SeqOutput } from '../native/engine.ts';
 import type { NativeTopLogprobs } from '../native/addon.d.ts';
 import { BlockManager } from './block-manager.ts';
+
+/** What the scheduler calls on the engine: one step over a batch (native/engine.ts's Engine is one). */
+export interface StepRunner {
+  /** One output per input, in order. A rejection fails the sequences of this batch only. */
+  step(batch: readonly SeqInput[]): Promise<SeqOutput[]>;
+}
 
 export type FinishReason = 'length' | 'eos_token' | 'stop_sequence';
 
@@ -93,6 +101,14 @@ class Sequence {
   }
 }
 
+/** A planned step: the batch for the runner and, entry for entry, what each sequence advances by. */
+interface StepPlan {
+  batch: SeqInput[];
+  members: { s: Sequence; chunk: number; sample: boolean }[];
+  prefillTokens: number;
+  decodeTokens: number;
+}
+
 export interface SequenceHandle {
   readonly id: number;
   /** Ends the sequence at the next step boundary, freeing its batch slot and KV blocks. */
@@ -109,7 +125,7 @@ export class Scheduler {
   private loop: Promise<void>;
 
   constructor(
-    private readonly engine: Engine,
+    private readonly runner: StepRunner,
     private readonly adapters: AdapterSlots,
     private readonly opts: SchedulerOptions,
     private readonly observer: SchedulerObserver = {},
@@ -158,15 +174,45 @@ export class Scheduler {
 
   private async run(): Promise<void> {
     while (!this.stopped) {
-      this.reap();
-      this.admit();
-      this.observer.onQueue?.(this.waiting.length, this.running.length);
-      if (this.running.length === 0) {
+      const plan = this.schedule();
+      if (!plan) {
         await new Promise<void>((r) => (this.wake = r));
         continue;
       }
-      await this.step();
+      if (this.running.length === 0) continue; // preemption emptied the batch: admit again
+      const t0 = performance.now();
+      let outs: SeqOutput[];
+      try {
+        outs = await this.runner.step(plan.batch);
+      } catch (err) {
+        // The engine validated nothing it could not handle would reach it; fail this batch, keep serving.
+        for (const { s } of plan.members) this.fail(s, err as Error);
+        continue;
+      }
+      const { batch, prefillTokens, decodeTokens } = plan;
+      this.observer.onStep?.({ batchSize: batch.length, prefillTokens, decodeTokens, seconds: (performance.now() - t0) / 1000 });
+      this.absorbStep(plan, outs);
     }
+  }
+
+  /**
+   * Every decision for the next step, made before the engine runs: drop what ended, admit what
+   * may start, make room for each decode token (preempting), and cut prefills to the token
+   * budget. Null when nothing is running (the loop then sleeps until notify()).
+   */
+  private schedule(): StepPlan | null {
+    this.reap();
+    this.admit();
+    this.observer.onQueue?.(this.waiting.length, this.running.length);
+    if (this.running.length === 0) return null;
+    this.growForDecode();
+    return this.batch();
+  }
+
+  /** Takes a step's outputs, entry for entry. */
+  private absorbStep(plan: StepPlan, outs: readonly SeqOutput[]): void {
+    this.stepsSinceAdmit++;
+    plan.members.forEach(({ s, chunk, sample }, i) => this.absorb(s, chunk, sample, outs[i]!));
   }
 
   private finish(s: Sequence): void {
@@ -266,12 +312,11 @@ export class Scheduler {
     this.observer.onPreempt?.();
   }
 
-  private async step(): Promise<void> {
-    this.growForDecode();
-    if (this.running.length === 0) return;
+  /** Which running sequences take part, and how much of each prefill fits the step's token budget. */
+  private batch(): StepPlan {
     let prefillBudget = this.opts.maxBatchPrefillTokens;
     const batch: SeqInput[] = [];
-    const members: { s: Sequence; chunk: number; sample: boolean }[] = [];
+    const members: StepPlan['members'] = [];
     let prefillTokens = 0;
     let decodeTokens = 0;
     // Sequences of one adapter side by side: the engine then reads that adapter once for all of them.
@@ -307,20 +352,10 @@ export class Scheduler {
       });
       members.push({ s, chunk, sample });
     }
-    const t0 = performance.now();
-    let outs: SeqOutput[];
-    try {
-      outs = await this.engine.step(batch);
-    } catch (err) {
-      // The engine validated nothing it could not handle would reach it; fail this batch, keep serving.
-      for (const { s } of members) this.fail(s, err as Error);
-      return;
-    }
-    this.stepsSinceAdmit++;
-    this.observer.onStep?.({ batchSize: batch.length, prefillTokens, decodeTokens, seconds: (performance.now() - t0) / 1000 });
-    members.forEach(({ s, chunk, sample }, i) => this.absorb(s, chunk, sample, outs[i]!));
+    return { batch, members, prefillTokens, decodeTokens };
   }
 
+  /** Takes one sequence's output of a step: its prompt logprobs, its new token, whether it is done. */
   private absorb(s: Sequence, chunk: number, sample: boolean, out: SeqOutput): void {
     if (s.done || s.cancelled) return;
     const prefilling = s.wantPromptLogprobs && s.generated === 0;

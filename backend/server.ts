@@ -11,15 +11,36 @@ import { infoRoutes } from './routes/info.ts';
 import { loraxRoutes } from './routes/lorax.ts';
 import { openaiRoutes } from './routes/openai.ts';
 import type { Runtime } from './runtime.ts';
+import { withUsageNote, type AccessEntry } from './access-log.ts';
+
+export interface AppOptions {
+  /** Told once per request when its answer is complete (a stream: when it ends or the client left). */
+  accessLog?: ((e: AccessEntry) => void) | null;
+}
 
 /** `serviceKey`: verify gateway tokens (null: no gateway, a single trusted tenant). */
-export function createApp(rt: Runtime, serviceKey: KeyObject | CryptoKey | null = null): Hono<AuthEnv> {
+export function createApp(rt: Runtime, serviceKey: KeyObject | CryptoKey | null = null, opts: AppOptions = {}): Hono<AuthEnv> {
   const app = new Hono<AuthEnv>();
+  const accessLog = opts.accessLog ?? null;
   app.use('*', httpTracing());
   app.use('*', async (c, next) => {
-    await next();
+    const t0 = performance.now();
+    const { note, result } = withUsageNote(next);
+    await result;
     const route = matchedRoutes(c).map((r) => r.path).filter((p) => p !== '/*').pop() ?? 'unmatched';
     rt.metrics.httpRequests.inc({ route, method: c.req.method, status: String(c.res.status) });
+    if (!accessLog) return;
+    const stream = c.res.headers.get('content-type')?.startsWith('text/event-stream') === true && c.res.body !== null;
+    let logged = false;
+    const write = () => {
+      if (logged) return;
+      logged = true;
+      accessLog({ method: c.req.method, route, status: c.res.status, ...note, ms: performance.now() - t0, stream });
+    };
+    if (!stream) return write();
+    // A stream's line waits for its end (its tokens are known then), or for the client to leave.
+    c.req.raw.signal.addEventListener('abort', write, { once: true });
+    c.res = new Response(c.res.body!.pipeThrough(new TransformStream({ flush: write })), c.res);
   });
   app.use('*', serviceAuth(serviceKey));
   app.route('/', infoRoutes(rt));

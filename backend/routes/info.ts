@@ -2,6 +2,7 @@
 import { Hono } from 'hono';
 import { TokenizeRequest, loraxError, parseLoraxRequest } from '../../protocol/index.ts';
 import { RequestError } from '../generate.ts';
+import { TooManyTokensError } from '../text/tokenize-pool.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AuthEnv } from '../auth.ts';
 import { readJsonBody } from './common.ts';
@@ -58,15 +59,18 @@ export function infoRoutes(rt: Runtime): Hono<AuthEnv> {
     try {
       const parsed = parseLoraxRequest(TokenizeRequest, await readJsonBody(c));
       if (!parsed.success) return c.json(parsed.error, 422);
-      const ids = rt.tokenizer.encode(parsed.data.inputs, parsed.data.add_special_tokens ?? true);
+      // Encoded and spelled out off the event loop when large; as long as a whole request may be.
+      const limit = rt.limits.maxTotalTokens;
+      const { ids, texts, special } = await rt.tokenizePool.detail(parsed.data.inputs, parsed.data.add_special_tokens ?? true, limit).catch((err: unknown) => {
+        if (err instanceof TooManyTokensError) throw new RequestError(`Input validation error: \`inputs\` must have at most ${limit} tokens to tokenize. Given: at least ${err.atLeast}`, 422);
+        throw err;
+      });
       let offset = 0;
       return c.json(
-        ids.map((id) => {
-          const text = rt.tokenizer.decode([id], false);
-          const special = rt.tokenizer.isSpecial(id);
+        ids.map((id, i) => {
           const start = offset;
-          if (!special) offset += text.length;
-          return { id, text, start, stop: special ? start : offset };
+          if (!special[i]) offset += texts[i]!.length;
+          return { id, text: texts[i]!, start, stop: special[i] ? start : offset };
         }),
       );
     } catch (err) {

@@ -22,7 +22,8 @@ import {
   type OpenAIFinishReason,
   type OpenAIResponseFormat,
 } from '../../protocol/index.ts';
-import { ChatTemplateError } from '../text/tokenizer.ts';
+import { ChatTemplateError, type ChatTurn } from '../text/tokenizer.ts';
+import { TooManyTokensError } from '../text/tokenize-pool.ts';
 import { generate, prepareInput, RequestError, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
 import type { FinishReason } from '../scheduler.ts';
 import type { Runtime } from '../runtime.ts';
@@ -164,6 +165,16 @@ async function streamChoices(
   });
 }
 
+/** A conversation's prompt ids, rendered and encoded off the event loop when large. */
+async function chatPromptIds(rt: Runtime, messages: ChatTurn[]): Promise<number[]> {
+  try {
+    return await rt.tokenizePool.encodeChat(messages, true, rt.limits.maxInputLength);
+  } catch (err) {
+    if (!(err instanceof TooManyTokensError)) throw err;
+    throw new RequestError(`Input validation error: \`inputs\` must have less than ${rt.limits.maxInputLength} tokens. Given: at least ${err.atLeast}`, 422);
+  }
+}
+
 export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
   const app = new Hono<AuthEnv>();
 
@@ -184,12 +195,12 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
       const r = parsed.data;
       if (r.tools && r.tools.length > 0) throw new RequestError('tools are not supported by this server yet', 400);
       const messages = r.messages.map((m) => ({ role: m.role, content: contentToText(m.content) }));
-      const promptIds = rt.tokenizer.encodeChat(messages, true);
+      const promptIds = await chatPromptIds(rt, messages);
       const ac = new AbortController();
       c.req.raw.signal.addEventListener('abort', () => ac.abort());
       const topLogprobs = r.logprobs ? (r.top_logprobs ?? 0) : 0;
       const base = await baseRequest(rt, c, r, promptIds, chatMaxTokens(r), topLogprobs, ac.signal);
-      prepareInput(rt, base); // length errors before anything starts
+      await prepareInput(rt, base); // length errors before anything starts
       const reqs = choiceRequests(base, r.n ?? 1);
       const id = newId('chatcmpl');
       const created = now();
@@ -256,7 +267,8 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
       const reqs: GenerationRequest[] = [];
       for (const p of prompts) {
         const base = { ...(await baseRequest(rt, c, r, p, maxTokens, k, ac.signal)), promptLogprobs: r.echo && r.logprobs !== undefined };
-        prepareInput(rt, base);
+        // Encoded once (off the event loop when large); the choices reuse the ids.
+        base.prompt = (await prepareInput(rt, base)).ids;
         reqs.push(...choiceRequests(base, n));
       }
       const id = newId('cmpl');

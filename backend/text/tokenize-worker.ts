@@ -1,0 +1,64 @@
+// The worker side of tokenize-pool.ts: holds its own copy of the model's tokenizer and chat
+// template, and runs the jobs whose cost grows with the input (encoding, chat rendering, the
+// per-token texts of /tokenize) so the request loop never does. The token bound is checked on the
+// rendered text before encoding it, so an over-long chat costs a render, never an encode.
+import { parentPort, workerData } from 'node:worker_threads';
+import { tokensAtLeast } from './tokenize-pool.ts';
+import { ChatTemplateError, TextTokenizer, type ChatTurn } from './tokenizer.ts';
+
+export type TokenizeJob =
+  | { id: number; op: 'encode'; text: string; addSpecial: boolean; maxTokens: number | null }
+  | { id: number; op: 'chat'; messages: ChatTurn[]; addGenerationPrompt: boolean; maxTokens: number | null }
+  | { id: number; op: 'detail'; text: string; addSpecial: boolean; maxTokens: number | null };
+
+export type TokenizeReply =
+  | { id: number; ok: true; ids: Int32Array; texts?: string[]; special?: Uint8Array }
+  | { id: number; ok: false; kind: 'too_long'; atLeast: number }
+  | { id: number; ok: false; kind: 'template' | 'error'; message: string };
+
+export interface WorkerInit {
+  modelDir: string;
+  eos: number | number[] | null;
+  /** Longest text one token can cover (UTF-16 units), or null where no such bound holds. */
+  maxCharsPerToken: number | null;
+}
+
+const init = workerData as WorkerInit;
+const tok = await TextTokenizer.load(init.modelDir, init.eos);
+
+function run(job: TokenizeJob): TokenizeReply {
+  let text: string;
+  let addSpecial: boolean;
+  if (job.op === 'chat') {
+    try {
+      text = tok.applyChatTemplate(job.messages, job.addGenerationPrompt);
+    } catch (err) {
+      return { id: job.id, ok: false, kind: err instanceof ChatTemplateError ? 'template' : 'error', message: (err as Error).message };
+    }
+    addSpecial = false;
+  } else {
+    text = job.text;
+    addSpecial = job.addSpecial;
+  }
+  if (job.maxTokens !== null) {
+    const atLeast = tokensAtLeast(text.length, init.maxCharsPerToken);
+    if (atLeast > job.maxTokens) return { id: job.id, ok: false, kind: 'too_long', atLeast };
+  }
+  const ids = Int32Array.from(tok.encode(text, addSpecial));
+  if (job.op !== 'detail') return { id: job.id, ok: true, ids };
+  if (job.maxTokens !== null && ids.length > job.maxTokens) return { id: job.id, ok: false, kind: 'too_long', atLeast: ids.length };
+  const texts = Array.from(ids, (i) => tok.decode([i], false));
+  const special = Uint8Array.from(ids, (i) => (tok.isSpecial(i) ? 1 : 0));
+  return { id: job.id, ok: true, ids, texts, special };
+}
+
+parentPort!.on('message', (job: TokenizeJob) => {
+  let reply: TokenizeReply;
+  try {
+    reply = run(job);
+  } catch (err) {
+    reply = { id: job.id, ok: false, kind: 'error', message: (err as Error).message ?? String(err) };
+  }
+  parentPort!.postMessage(reply, reply.ok ? [reply.ids.buffer as ArrayBuffer] : []);
+});
+parentPort!.postMessage({ ready: true });
