@@ -5,8 +5,13 @@
 // adapters active longer than the cycle time stop admitting, drain, and make room (LoRAX's
 // adapter exchange).
 import type { NativeAdapterSpec } from '../../native/addon.d.ts';
-import type { Engine } from '../../native/engine.ts';
 import type { AdapterSlots } from '../scheduler.ts';
+
+/** What the store calls on the engine (native/engine.ts's Engine is one): fill a slot, empty it. */
+export interface AdapterSlotEngine {
+  loadAdapter(slot: number, spec: NativeAdapterSpec): Promise<void>;
+  unloadAdapter(slot: number): void;
+}
 
 export interface AdapterStoreObserver {
   onLoad?(key: string, seconds: number, tier: 'host' | 'device'): void;
@@ -47,7 +52,7 @@ export class AdapterStore implements AdapterSlots {
   private readonly now: () => number;
 
   constructor(
-    private readonly engine: Engine,
+    private readonly engine: AdapterSlotEngine,
     private readonly opts: AdapterStoreOptions,
     private readonly observer: AdapterStoreObserver = {},
   ) {
