@@ -13,9 +13,12 @@ import type { LoraModuleName, NativeAdapterSpec, NativeLoraModule, NativeTensorR
 import { formatZodError, LORA_MODULES, moduleParent, projectionFeatures } from './model-config.ts';
 import { readJsonFile, type ModelDir } from './model-dir.ts';
 import { formatShape, readSafetensorsHeader, requireWeightDtype, type SafetensorsEntry } from './safetensors.ts';
+import { readTorchCheckpoint } from './torch-checkpoint.ts';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
+/** torch.save's zip + pickle format, read when no safetensors file is there (native/torch-checkpoint.ts). */
+export const ADAPTER_PICKLE_FILE = 'adapter_model.bin';
 
 const nonNegInt = z.number().int().nonnegative();
 const stringOrList = z.union([z.string(), z.array(z.string())]);
@@ -261,8 +264,10 @@ function parseModuleKey(file: string, moduleKey: string, numLayers: number): Dec
   return { layer, module, label };
 }
 
-function toRef(entry: SafetensorsEntry, file: string): NativeTensorRef {
+function toRef(entry: SafetensorsEntry & { data?: Float32Array }, file: string): NativeTensorRef {
   const dtype = requireWeightDtype(entry, file);
+  // A strided or compressed tensor of an adapter_model.bin arrives already copied out as float32.
+  if (entry.data) return { name: entry.name, dtype: 'F32', shape: [...entry.shape], data: entry.data };
   return { name: entry.name, dtype, shape: [...entry.shape], file, offset: entry.offset, nbytes: entry.nbytes };
 }
 
@@ -308,19 +313,19 @@ export async function openPeftAdapter(dirArg: string, model: ModelDir): Promise<
   const raw = parseAdapterConfig(await readJsonFile(configPath), configPath);
   const targeting = loraTargeting(raw);
 
-  const file = path.join(dir, ADAPTER_WEIGHTS_FILE);
-  if (!(await exists(file))) {
-    if (await exists(path.join(dir, 'adapter_model.bin'))) {
-      throw new Error(`${path.join(dir, 'adapter_model.bin')}: adapter_model.bin (pickle) is not supported; convert to safetensors`);
-    }
-    throw new Error(`${file}: not found`);
-  }
-  const header = await readSafetensorsHeader(file);
+  let file = path.join(dir, ADAPTER_WEIGHTS_FILE);
+  let tensors: Map<string, SafetensorsEntry & { data?: Float32Array }>;
+  if (await exists(file)) tensors = (await readSafetensorsHeader(file)).tensors;
+  else if (await exists(path.join(dir, ADAPTER_PICKLE_FILE))) {
+    // PEFT's older format, read by an allow-list reader that never runs the pickle.
+    file = path.join(dir, ADAPTER_PICKLE_FILE);
+    tensors = await readTorchCheckpoint(file);
+  } else throw new Error(`${file}: not found`);
 
   // Group the file's tensors into A/B pairs per module, validating names and structure for every one of them.
   const pairs = new Map<string, { mod: DecoderModule; a?: SafetensorsEntry; b?: SafetensorsEntry }>();
   const adapterNames = new Set<string>();
-  for (const entry of header.tensors.values()) {
+  for (const entry of tensors.values()) {
     const parsed = parseTensorName(file, entry.name);
     if (parsed.adapterName !== null) adapterNames.add(parsed.adapterName);
     const pair = pairs.get(parsed.moduleKey) ?? { mod: parseModuleKey(file, parsed.moduleKey, model.spec.numLayers) };
