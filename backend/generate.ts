@@ -53,7 +53,7 @@ export interface GenerationRequest {
   topLogprobs: number;
   mask?: GenerateParams['mask'];
   /** Structured output: makes each generated sequence its own mask function (used when `mask` is absent). */
-  constraint?: { newMask(): NonNullable<GenerateParams['mask']> } | undefined;
+  constraint?: { newMask(maxNewTokens?: number): NonNullable<GenerateParams['mask']> } | undefined;
   signal: AbortSignal;
   /** Parent for the generation's spans (the HTTP request's span). */
   traceContext?: TraceContext | undefined;
@@ -211,7 +211,7 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
         ignoreEos: req.ignoreEos,
         promptLogprobs: req.promptLogprobs,
         topLogprobs: req.topLogprobs,
-        ...(req.mask || req.constraint ? { mask: req.mask ?? req.constraint!.newMask() } : {}),
+        ...(req.mask || req.constraint ? { mask: req.mask ?? req.constraint!.newMask(maxNew) } : {}),
       },
       (e) => {
         queue.push(e);

@@ -116,6 +116,22 @@ export class NfaBuilder {
     return s;
   }
 
+  /** Whether `final` can be reached from `start` at all. */
+  connected(start: number, final: number): boolean {
+    const adj: number[][] = Array.from({ length: this.n }, () => []);
+    for (let j = 0; j < this.E; j++) adj[this.ed[4 * j]!]!.push(this.ed[4 * j + 3]!);
+    for (let j = 0; j < this.X; j++) adj[this.xd[2 * j]!]!.push(this.xd[2 * j + 1]!);
+    const seen = new Uint8Array(this.n);
+    const stack = [start];
+    seen[start] = 1;
+    while (stack.length) {
+      const v = stack.pop()!;
+      if (v === final) return true;
+      for (const t of adj[v]!) if (!seen[t]) (seen[t] = 1), stack.push(t);
+    }
+    return false;
+  }
+
   /** Removes states that are unreachable from `start` or cannot reach `final`, and freezes. */
   build(start: number, final: number): Nfa {
     const n = this.n;

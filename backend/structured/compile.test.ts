@@ -139,8 +139,8 @@ describe('schema compiler: languages', () => {
 
 describe('schema compiler: refused features', () => {
   it('names each unsupported keyword and where it is', () => {
-    rejects({ type: 'string', pattern: '^a+$' }, '"pattern"', 'at #');
-    rejects({ type: 'object', properties: { e: { type: 'string', format: 'email' } } }, '"format" ("email"', '#/properties/e');
+    rejects({ type: 'string', pattern: '^(a)\\1$' }, '"pattern"', 'backreferences', 'at #');
+    rejects({ type: 'object', properties: { e: { type: 'string', format: 'idn-email' } } }, '"format" ("idn-email"', '#/properties/e');
     rejects({ if: { type: 'string' }, then: { minLength: 1 }, else: { type: 'null' } }, '"if"', '"then"', '"else"');
     rejects({ not: { type: 'null' } }, '"not"');
     rejects({ type: 'object', patternProperties: { '^x': { type: 'integer' } } }, '"patternProperties"');
@@ -149,13 +149,10 @@ describe('schema compiler: refused features', () => {
     rejects({ type: 'array', uniqueItems: true }, '"uniqueItems"');
     rejects({ type: 'array', contains: { type: 'integer' } }, '"contains"');
     rejects({ type: 'integer', multipleOf: 5 }, '"multipleOf"');
-    rejects({ type: 'number', maximum: 0.5 }, 'non-integer bound');
     rejects({ type: 'object', unevaluatedProperties: false }, '"unevaluatedProperties"');
-    rejects({ allOf: [{ type: 'object' }, { required: ['a'] }] }, '"allOf"');
+    rejects({ allOf: [{ type: 'string', format: 'date' }, { format: 'uuid' }] }, '"allOf" parts with different "format"');
     rejects({ $ref: 'https://example.com/schema.json' }, 'only local references');
     rejects({ $ref: '#/$defs/missing' }, 'does not resolve');
-    rejects({ type: 'object', anyOf: [{ required: ['a'] }] }, '"anyOf" together with other constraints');
-    rejects({ $ref: '#/$defs/a', type: 'string', $defs: { a: {} } }, '"$ref" together with other constraints');
     rejects({ oneOf: [{ type: 'number' }, { type: 'integer' }] }, '"oneOf" branches 0 and 1');
     rejects({ oneOf: [{ type: 'object', properties: { k: { const: 'a' } } }, { type: 'object', properties: { k: { const: 'b' } } }] }, '"oneOf"');
     rejects({ type: 'stringg' }, '"type" must be');
@@ -163,7 +160,7 @@ describe('schema compiler: refused features', () => {
   });
 
   it('lists several problems at once', () => {
-    rejects({ type: 'object', properties: { a: { pattern: 'x' }, b: { not: {} } } }, '#/properties/a', '#/properties/b', '"pattern"', '"not"');
+    rejects({ type: 'object', properties: { a: { pattern: '(?=x)' }, b: { not: {} } } }, '#/properties/a', '#/properties/b', '"pattern"', '"not"');
   });
 
   it('accepts annotations, uniqueItems false, unknown keywords and allOf with one constraining part', () => {

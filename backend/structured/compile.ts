@@ -24,7 +24,8 @@
 // - $ref: followed; a recursive $ref at most `recursionDepth` times along a path (beyond, that
 //   branch is impossible: optional properties are dropped, arrays end, anyOf uses other branches).
 import { AutomatonLimitError, NfaBuilder, type Nfa } from './automaton.ts';
-import { accepts, checkOneOf, deref, FORMAT_LENGTH, parseSchema, SchemaError, type ArrC, type Node, type NumC, type ObjC, type StringC, type StringFormat, type TypedNode } from './schema.ts';
+import { ANY_CP, utf8Sequences, type CpNfa, type CpSet } from './regex.ts';
+import { accepts, checkOneOf, deref, FORMAT_LENGTH, isFixedFormat, jsonEqual, parseSchema, SchemaError, type ArrC, type FixedFormat, type Node, type NumC, type ObjC, type StringC, type TypedNode } from './schema.ts';
 
 export interface CompileOptions {
   /**
@@ -51,6 +52,9 @@ export const DEFAULT_COMPILE_OPTIONS: CompileOptions = {
 };
 
 const MAX_INT = 999_999_999_999_999; // 15 digits: always a safe integer
+const FREE_STRING: StringC = { minLength: 0, maxLength: Infinity, format: null, pattern: null };
+/** Pattern strings with length bounds are laid out once per count: at most this many copies of the pattern. */
+const MAX_PATTERN_STATES = 200_000;
 
 interface Ctx {
   rec: number;
@@ -68,21 +72,54 @@ export function compileSchema(schema: unknown, options: Partial<CompileOptions> 
     const start = em.b.newState();
     const v = em.ws(start);
     const end = em.value(root, v, { rec: opts.recursionDepth, any: opts.anyDepth });
-    if (end === null) throw new SchemaError(['the schema cannot be satisfied by any JSON value (within the supported recursion depth)']);
+    if (end === null || !em.b.connected(start, end)) throw new SchemaError([`the schema cannot be satisfied by any JSON value we generate: ${em.why()}`]);
     return em.b.build(start, end);
   } catch (err) {
-    if (err instanceof AutomatonLimitError) throw new SchemaError([`the schema is too large to compile (${err.message})`]);
+    if (err instanceof AutomatonLimitError) throw new SchemaError([`the schema is too large to compile (${err.message}; lower "maxLength", "maxItems", "minItems" or the pattern's repetition counts)`]);
     throw err;
   }
+}
+
+/** Non-negative decimal digits of x: integer part (no leading zeros) and fraction (no trailing zeros). */
+export function decimalParts(x: number): { int: string; frac: string } {
+  const m = /^(\d+)(?:\.(\d+))?(?:e([+-]\d+))?$/.exec(String(Math.abs(x)))!;
+  const digits = m[1]! + (m[2] ?? '');
+  const point = m[1]!.length + Number(m[3] ?? 0);
+  let int: string;
+  let frac: string;
+  if (point <= 0) [int, frac] = ['0', '0'.repeat(-point) + digits];
+  else if (point >= digits.length) [int, frac] = [digits + '0'.repeat(point - digits.length), ''];
+  else [int, frac] = [digits.slice(0, point), digits.slice(point)];
+  int = int.replace(/^0+(?=\d)/, '');
+  frac = frac.replace(/0+$/, '');
+  return { int, frac };
+}
+
+/** A bound on non-negative decimals: integer part, fraction digits, inclusive or not. */
+interface DecBound {
+  int: number;
+  frac: string;
+  incl: boolean;
 }
 
 type Branch = (from: number) => number | null;
 
 class Emitter {
   readonly b: NfaBuilder;
+  /** Why parts of the schema generate nothing (reported when nothing is left at all). */
+  private reasons: string[] = [];
 
   constructor(private readonly o: CompileOptions) {
     this.b = new NfaBuilder(o.maxStates);
+  }
+
+  private fail(why: string): null {
+    if (!this.reasons.includes(why)) this.reasons.push(why);
+    return null;
+  }
+
+  why(): string {
+    return this.reasons.length ? this.reasons.slice(0, 6).join('; ') : 'no value satisfies every keyword';
   }
 
   /**
@@ -113,7 +150,7 @@ class Emitter {
         for (const t of types) {
           if (t === 'number' || t === 'integer') m = Math.min(m, 1);
           else if (t === 'boolean' || t === 'null') m = Math.min(m, 4);
-          else if (t === 'string') m = Math.min(m, 2 + (n.str.format ? FORMAT_LENGTH[n.str.format] : n.str.minLength));
+          else if (t === 'string') m = Math.min(m, 2 + (n.str.format && isFixedFormat(n.str.format) ? FORMAT_LENGTH[n.str.format] : n.str.minLength));
           else if (t === 'array') m = Math.min(m, 2 + 2 * n.arr.minItems);
           else if (t === 'object') {
             // Braces, and each required property's key, colon and value (commas between).
@@ -170,11 +207,11 @@ class Emitter {
       case 'any':
         return this.any(from, ctx);
       case 'never':
-        return null;
+        return n.why ? this.fail(n.why) : null;
       case 'ref': {
         if (!n.target) return null;
         if (n.recursive) {
-          if (ctx.rec <= 0) return null;
+          if (ctx.rec <= 0) return this.fail(`the recursive "$ref" "${n.ref}" cannot end within ${this.o.recursionDepth} levels (at ${n.path})`);
           ctx = { ...ctx, rec: ctx.rec - 1 };
         }
         return this.value(n.target, from, ctx);
@@ -194,6 +231,7 @@ class Emitter {
     if (n.enum !== null) {
       const texts = new Set<string>();
       for (const v of n.enum) if (accepts(n, v, true)) texts.add(JSON.stringify(v));
+      if (texts.size === 0) return this.fail(`no "enum"/"const" value satisfies the other keywords (at ${n.path})`);
       return this.union(
         [...texts].map((t) => (s: number) => this.b.literal(s, t)),
         from,
@@ -202,16 +240,16 @@ class Emitter {
     const types = n.types ?? (n.has.size ? n.has : null);
     const want = (t: 'object' | 'array' | 'string' | 'number' | 'integer' | 'boolean' | 'null') => types === null || types.has(t);
     const branches: Branch[] = [];
-    if (want('string')) branches.push((s) => this.string(n.str, s));
-    if (want('number')) branches.push((s) => this.number(n.num, s));
-    else if (want('integer')) branches.push((s) => this.integer(n.num, s));
+    if (want('string')) branches.push((s) => this.string(n.str, s, n.path));
+    if (want('number')) branches.push((s) => this.number(n.num, s, n.path));
+    else if (want('integer')) branches.push((s) => this.integer(n.num, s, n.path));
     if (want('boolean')) {
       branches.push((s) => this.b.literal(s, 'true'));
       branches.push((s) => this.b.literal(s, 'false'));
     }
     if (want('null')) branches.push((s) => this.b.literal(s, 'null'));
-    if (want('object')) branches.push((s) => this.object(n.obj, s, ctx));
-    if (want('array')) branches.push((s) => this.array(n.arr, s, ctx));
+    if (want('object')) branches.push((s) => this.object(n.obj, s, ctx, n.path));
+    if (want('array')) branches.push((s) => this.array(n.arr, s, ctx, n.path));
     return this.union(branches, from);
   }
 
@@ -220,15 +258,15 @@ class Emitter {
     const inner: Ctx = { ...ctx, any: d - 1 };
     const ANY: Node = { k: 'any', id: -1 };
     const branches: Branch[] = [
-      (s) => this.string({ minLength: 0, maxLength: Infinity, format: null }, s),
-      (s) => this.number({ min: null, max: null, exclMin: false, exclMax: false }, s),
+      (s) => this.string(FREE_STRING, s, ''),
+      (s) => this.number({ min: null, max: null, exclMin: false, exclMax: false }, s, ''),
       (s) => this.b.literal(s, 'true'),
       (s) => this.b.literal(s, 'false'),
       (s) => this.b.literal(s, 'null'),
     ];
     if (d > 0) {
-      branches.push((s) => this.object({ props: [], required: [], additional: ANY, minProperties: 0, maxProperties: Infinity }, s, inner));
-      branches.push((s) => this.array({ prefix: [], items: ANY, minItems: 0, maxItems: Infinity }, s, inner));
+      branches.push((s) => this.object({ props: [], required: [], additional: ANY, minProperties: 0, maxProperties: Infinity }, s, inner, ''));
+      branches.push((s) => this.array({ prefix: [], items: ANY, minItems: 0, maxItems: Infinity, unique: false }, s, inner, ''));
     } else {
       branches.push((s) => this.b.literal(this.ws(this.b.literal(s, '{')), '}'));
       branches.push((s) => this.b.literal(this.ws(this.b.literal(s, '[')), ']'));
@@ -297,14 +335,132 @@ class Emitter {
     this.b.edge(from, 0x61, 0x66, to);
   }
 
-  private string(c: StringC, from: number): number | null {
+  /**
+   * Code points of `set` as JSON string content from `from` to `to`: raw UTF-8, except `"`, `\`
+   * and control characters, which take their one canonical escape.
+   */
+  private cpSet(from: number, set: CpSet, to: number): void {
     const b = this.b;
-    if (c.format) {
+    if (set.length === ANY_CP.length && set.every(([lo, hi], i) => lo === ANY_CP[i]![0] && hi === ANY_CP[i]![1])) {
+      this.char(from, to);
+      return;
+    }
+    const SHORT: Record<number, string> = { 0x08: 'b', 0x09: 't', 0x0a: 'n', 0x0c: 'f', 0x0d: 'r', 0x22: '"', 0x5c: '\\' };
+    for (const [lo, hi] of set) {
+      for (let cp = lo; cp <= Math.min(hi, 0x1f); cp++) {
+        const esc = SHORT[cp] ?? `u00${cp.toString(16).padStart(2, '0')}`;
+        b.eps(b.literal(b.literal(from, '\\'), esc), to);
+      }
+      for (const q of [0x22, 0x5c]) if (lo <= q && q <= hi) b.eps(b.literal(from, `\\${SHORT[q]}`), to);
+      // Raw code points: [max(lo, 0x20), hi] without 0x22 and 0x5c.
+      const raw: [number, number][] = [];
+      let a = Math.max(lo, 0x20);
+      for (const q of [0x22, 0x5c]) {
+        if (a <= q && q <= hi) {
+          if (a < q) raw.push([a, q - 1]);
+          a = q + 1;
+        }
+      }
+      if (a <= hi) raw.push([a, hi]);
+      for (const [x, y] of raw) {
+        for (const seq of utf8Sequences(x, y)) {
+          let cur = from;
+          for (let k = 0; k < seq.length; k++) {
+            const nx = k === seq.length - 1 ? to : b.newState();
+            b.edge(cur, seq[k]![0], seq[k]![1], nx);
+            cur = nx;
+          }
+        }
+      }
+    }
+  }
+
+  /**
+   * A string matching a pattern (code-point NFA), of minLength..maxLength code points: the
+   * pattern laid out once per count so far (counts saturate at minLength when maxLength is absent).
+   */
+  private patternString(c: StringC, P: CpNfa, from: number, path: string): number | null {
+    const b = this.b;
+    const { minLength: min, maxLength: max } = c;
+    const levels = max === Infinity ? min + 1 : max + 1;
+    if (P.n * levels > MAX_PATTERN_STATES) {
+      throw new SchemaError([`"pattern" (or "format") together with "minLength"/"maxLength" ${max === Infinity ? min : max} needs too large an automaton (at ${path})`]);
+    }
+    const nextLevel = (l: number) => (max === Infinity ? Math.min(l + 1, min) : l + 1 <= max ? l + 1 : -1);
+    // Which (state, count) pairs the pattern can reach, and whether a closing one is among them.
+    const seen = new Set<number>();
+    const key = (p: number, l: number) => l * P.n + p;
+    const stack = [key(P.start, 0)];
+    seen.add(stack[0]!);
+    const epsOf: number[][] = Array.from({ length: P.n }, () => []);
+    for (const [x, y] of P.eps) epsOf[x]!.push(y);
+    const edgesOf: { set: CpSet; to: number }[][] = Array.from({ length: P.n }, () => []);
+    for (const e of P.edges) edgesOf[e.from]!.push(e);
+    let closes = false;
+    while (stack.length) {
+      const k = stack.pop()!;
+      const p = k % P.n;
+      const l = (k - p) / P.n;
+      if (p === P.final && l >= min) closes = true;
+      const push = (q: number, m: number) => {
+        const kk = key(q, m);
+        if (!seen.has(kk)) seen.add(kk), stack.push(kk);
+      };
+      for (const q of epsOf[p]!) push(q, l);
+      const nl = nextLevel(l);
+      if (nl >= 0) for (const e of edgesOf[p]!) push(e.to, nl);
+    }
+    if (!closes) return this.fail(`no string of ${min}..${max === Infinity ? '' : max} characters matches the "pattern"/"format" (at ${path})`);
+    const ids = new Map<number, number>();
+    const st = (p: number, l: number) => {
+      const k = key(p, l);
+      let id = ids.get(k);
+      if (id === undefined) {
+        id = b.newState();
+        ids.set(k, id);
+      }
+      return id;
+    };
+    b.eps(b.literal(from, '"'), st(P.start, 0));
+    const end = b.newState();
+    for (const k of seen) {
+      const p = k % P.n;
+      const l = (k - p) / P.n;
+      const s0 = st(p, l);
+      for (const q of epsOf[p]!) b.eps(s0, st(q, l));
+      const nl = nextLevel(l);
+      if (nl >= 0) for (const e of edgesOf[p]!) this.cpSet(s0, e.set, st(e.to, nl));
+      if (p === P.final && l >= min) b.byte(s0, '"', end);
+    }
+    return end;
+  }
+
+  /** A free string key of at least `lmin` code points whose length is `r` modulo `mod` (distinct keys by construction). */
+  private keyString(from: number, lmin: number, mod: number, r: number): number {
+    const b = this.b;
+    let cur = b.literal(from, '"');
+    for (let i = 0; i < lmin; i++) {
+      const nx = b.newState();
+      this.char(cur, nx);
+      cur = nx;
+    }
+    const cyc = [cur];
+    for (let k = 1; k < mod; k++) cyc.push(b.newState());
+    for (let k = 0; k < mod; k++) this.char(cyc[k]!, cyc[(k + 1) % mod]!);
+    const end = b.newState();
+    for (let k = 0; k < mod; k++) if ((lmin + k) % mod === r) b.byte(cyc[k]!, '"', end);
+    return end;
+  }
+
+  private string(c: StringC, from: number, path: string): number | null {
+    const b = this.b;
+    if (c.minLength > c.maxLength) return this.fail(`"minLength" ${c.minLength} > "maxLength" ${c.maxLength} (at ${path})`);
+    if (c.format && isFixedFormat(c.format)) {
       const len = FORMAT_LENGTH[c.format];
-      if (len < c.minLength || len > c.maxLength) return null;
+      if (len < c.minLength || len > c.maxLength) return this.fail(`"format" "${c.format}" is generated with ${len} characters, outside "minLength"/"maxLength" (at ${path})`);
       return b.literal(this.format(c.format, b.literal(from, '"')), '"');
     }
-    if (c.minLength > c.maxLength) return null;
+    if (c.pattern) return this.patternString(c, c.pattern, from, path);
     let cur = b.literal(from, '"');
     const chain = b.chain();
     const key = (i: number) => `${this.clamp(c.minLength - i)}:${this.clamp(c.maxLength - i)}`;
@@ -358,7 +514,7 @@ class Emitter {
     return end;
   }
 
-  private format(f: StringFormat, from: number): number {
+  private format(f: FixedFormat, from: number): number {
     const date = (s: number) => {
       let x = this.classes(s, ['09', '09', '09', '09', '--']);
       x = this.alt(x, [['00', '19'], ['11', '02']]);
@@ -465,7 +621,7 @@ class Emitter {
     return [lo, hi];
   }
 
-  private integer(n: NumC, from: number): number | null {
+  private integer(n: NumC, from: number, path: string): number | null {
     const [lo, hi] = this.intBounds(n);
     if (lo === -MAX_INT && hi === MAX_INT) {
       const b = this.b;
@@ -476,24 +632,81 @@ class Emitter {
       this.digits(p, end);
       return end;
     }
-    return this.intRange(from, lo, hi);
+    return this.intRange(from, lo, hi) ?? this.fail(`no integer (of at most 15 digits) satisfies "minimum"/"maximum" (at ${path})`);
   }
 
-  /** \.[0-9]{0,14}[1-9]: a fraction that is not zero. */
-  private nonzeroFraction(from: number, end: number): void {
+  /**
+   * `.F` into `end`: F of 1..maxF digits, last digit not 0, with lo <= 0.F <= hi (each bound's
+   * fraction digits compared as decimals; strict when not inclusive; null: no bound).
+   */
+  private fraction(from: number, end: number, maxF: number, lo: DecBound | null, hi: DecBound | null): void {
     const b = this.b;
-    let cur = b.newState();
-    b.byte(from, '.', cur);
-    for (let k = 0; k < 15; k++) {
-      b.edge(cur, 0x31, 0x39, end);
-      if (k === 14) break;
-      const nx = b.newState();
-      b.edge(cur, 0x30, 0x39, nx);
-      cur = nx;
+    const digit = (f: string, i: number) => (i < f.length ? f.charCodeAt(i) - 48 : 0);
+    const restZero = (f: string, i: number) => !/[1-9]/.test(f.slice(i));
+    const dot = b.newState();
+    b.byte(from, '.', dot);
+    // States by (position, still equal to lo's digits, still equal to hi's digits).
+    let layer = new Map<string, number>([[`${lo ? 1 : 0}${hi ? 1 : 0}`, dot]]);
+    for (let pos = 0; pos < maxF && layer.size; pos++) {
+      const next = new Map<string, number>();
+      for (const [k, s0] of layer) {
+        const tl = k[0] === '1';
+        const th = k[1] === '1';
+        const dlo = tl ? digit(lo!.frac, pos) : 0;
+        const dhi = th ? digit(hi!.frac, pos) : 9;
+        for (let d = dlo; d <= dhi; d++) {
+          const tl2 = tl && d === dlo;
+          const th2 = th && d === dhi;
+          const okLo = !tl2 || (restZero(lo!.frac, pos + 1) && lo!.incl);
+          const okHi = !th2 || !restZero(hi!.frac, pos + 1) || hi!.incl;
+          if (d !== 0 && okLo && okHi) b.byte(s0, 48 + d, end);
+          if (pos + 1 < maxF) {
+            const nk = `${tl2 ? 1 : 0}${th2 ? 1 : 0}`;
+            let t = next.get(nk);
+            if (t === undefined) {
+              t = b.newState();
+              next.set(nk, t);
+            }
+            b.byte(s0, 48 + d, t);
+          }
+        }
+      }
+      layer = next;
     }
   }
 
-  private number(n: NumC, from: number): number | null {
+  /**
+   * Non-integers I.F (F != 0) in [lo, hi] for non-negative bounds (null: 0 below / 15 digits above),
+   * with at most 15 significant digits, so that distinct texts are distinct doubles and strict
+   * bounds hold after parsing.
+   */
+  private positiveFractions(from: number, end: number, lo: DecBound | null, hi: DecBound | null): void {
+    if (lo && lo.int > MAX_INT) return;
+    if (hi && hi.int > MAX_INT) hi = null;
+    const ia = lo ? lo.int : 0;
+    const ib = hi ? hi.int : MAX_INT;
+    if (ia > ib) return;
+    const lenOf = (x: number) => String(x).length;
+    const single = (i: number, l: DecBound | null, h: DecBound | null) => this.fraction(this.b.literal(from, String(i)), end, 15 - lenOf(i), l, h);
+    if (ia === ib) {
+      single(ia, lo, hi);
+      return;
+    }
+    single(ia, lo, null);
+    if (hi) single(ib, null, hi);
+    const x = ia + 1;
+    const y = hi ? ib - 1 : ib;
+    for (let L = lenOf(x); L <= lenOf(y); L++) {
+      const a = Math.max(x, L === 1 ? 0 : 10 ** (L - 1));
+      const z = Math.min(y, 10 ** L - 1);
+      if (a > z) continue;
+      const mid = this.b.newState();
+      this.nonnegRange(from, a, z, mid);
+      this.fraction(mid, end, 15 - L, null, null);
+    }
+  }
+
+  private number(n: NumC, from: number, path: string): number | null {
     const b = this.b;
     if (n.min === null && n.max === null) {
       const p = b.newState();
@@ -528,36 +741,30 @@ class Emitter {
       b.edge(d1, 0x30, 0x39, end);
       return end;
     }
-    // Bounded (integer-valued bounds, checked by the parser): integers in range, or I.F with F != 0.
+    // Bounded: integers in range, or I.F / -I.F (F != 0) inside the bounds.
     const ends: number[] = [];
     const [loI, hiI] = this.intBounds(n);
     const ints = this.intRange(from, loI, hiI);
     if (ints !== null) ends.push(ints);
-    const lo = n.min; // integer or null
-    const hi = n.max;
-    // Non-negative I.F (F > 0): x in (I, I+1), needs I >= lo and I + 1 <= hi.
-    const pa = Math.max(lo ?? 0, 0);
-    const pb = Math.min(hi === null ? MAX_INT : hi - 1, MAX_INT);
-    if (pa <= pb) {
-      const i = b.newState();
-      this.nonnegRange(from, pa, pb, i);
-      const end = b.newState();
-      this.nonzeroFraction(i, end);
-      ends.push(end);
+    const bound = (x: number, incl: boolean): DecBound => {
+      const d = decimalParts(x);
+      return { int: d.int.length > 16 ? Infinity : Number(d.int), frac: d.frac, incl };
+    };
+    const fr = b.newState();
+    // x > 0: from max(lo, 0) (no bound when lo <= 0) to hi.
+    if (n.max === null || n.max > 0) {
+      this.positiveFractions(from, fr, n.min !== null && n.min > 0 ? bound(n.min, !n.exclMin) : null, n.max !== null ? bound(n.max, !n.exclMax) : null);
     }
-    // Negative -I.F (F > 0): x in (-(I+1), -I), needs -(I+1) >= lo and -I <= hi.
-    const na = Math.max(hi === null ? 0 : -hi, 0);
-    const nb = Math.min(lo === null ? MAX_INT : -lo - 1, MAX_INT);
-    if (na <= nb) {
+    // x < 0: -y with y from max(-hi, 0) to -lo.
+    if (n.min === null || n.min < 0) {
       const neg = b.newState();
       b.byte(from, '-', neg);
-      const i = b.newState();
-      this.nonnegRange(neg, na, nb, i);
-      const end = b.newState();
-      this.nonzeroFraction(i, end);
-      ends.push(end);
+      this.positiveFractions(neg, fr, n.max !== null && n.max < 0 ? bound(n.max, !n.exclMax) : null, n.min !== null ? bound(n.min, !n.exclMin) : null);
     }
-    if (ends.length === 0) return null;
+    ends.push(fr);
+    if (ints === null && n.min !== null && n.max !== null && (n.min > n.max || (n.min === n.max && (n.exclMin || n.exclMax)))) {
+      return this.fail(`no number satisfies "minimum"/"maximum" (at ${path})`);
+    }
     const end = b.newState();
     for (const e of ends) b.eps(e, end);
     return end;
@@ -565,12 +772,12 @@ class Emitter {
 
   // --- containers ----------------------------------------------------------------------------
 
-  private object(o: ObjC, from: number, ctx: Ctx): number | null {
+  private object(o: ObjC, from: number, ctx: Ctx, path: string): number | null {
     const b = this.b;
     const members: { name: string; node: Node; required: boolean }[] = o.props.map(([name, node]) => ({ name, node, required: o.required.includes(name) }));
     for (const r of o.required) if (!o.props.some(([name]) => name === r)) members.push({ name: r, node: o.additional, required: true });
-    if (members.length === 0) return this.map(o, from, ctx);
-    if (o.minProperties > o.maxProperties) return null;
+    if (members.length === 0) return this.map(o, from, ctx, path);
+    if (o.minProperties > o.maxProperties) return this.fail(`"minProperties" ${o.minProperties} > "maxProperties" ${o.maxProperties} (at ${path})`);
     // Drop impossible optional members; an impossible required one makes the object impossible.
     const open = b.literal(from, '{');
     const first = this.ws(open);
@@ -581,14 +788,22 @@ class Emitter {
       const k = this.ws(b.literal(p, JSON.stringify(m.name)));
       const v = this.ws(b.literal(k, ':'));
       const e = this.value(m.node, v, ctx);
-      if (e === null && m.required) return null;
+      if (e === null && m.required) {
+        const undeclared = !o.props.some(([name]) => name === m.name);
+        return this.fail(`the required property ${JSON.stringify(m.name)} cannot be satisfied${undeclared ? ' (it is not in "properties", and "additionalProperties" does not allow it)' : ''} (at ${path})`);
+      }
       entries.push(e === null ? null : p);
       exits.push(e);
     }
     const live = members.map((m, i) => ({ ...m, i })).filter((m) => entries[m.i] !== null);
-    // minProperties / maxProperties by choosing which optional members are mandatory / absent.
+    // minProperties / maxProperties by choosing which optional members are mandatory / absent;
+    // more than the declared properties: undeclared keys (additionalProperties) after them.
     let nReq = live.filter((m) => m.required).length;
-    if (o.maxProperties < nReq || o.minProperties > live.length) return null;
+    if (o.maxProperties < nReq) return this.fail(`"maxProperties" ${o.maxProperties} < the ${nReq} required properties (at ${path})`);
+    const extras = Math.max(0, o.minProperties - live.length);
+    if (extras > 0 && deref(o.additional).k === 'never') {
+      return this.fail(`"minProperties" ${o.minProperties} needs more properties than the ${live.length} declared ones, and "additionalProperties" allows no others (at ${path})`);
+    }
     for (const m of live) {
       if (nReq >= o.minProperties) break;
       if (!m.required) {
@@ -611,6 +826,23 @@ class Emitter {
     }
     const restOptional = (i: number) => live.slice(i).every((m) => !m.required);
     b.eps(first, need[0]!);
+    if (extras > 0) {
+      // Every live member is required here; then `extras` undeclared keys, longer than every
+      // declared name (so never one of them) and of lengths distinct modulo `extras` (so never
+      // equal to each other): the object really has minProperties keys once parsed.
+      const longest = Math.max(...members.map((m) => [...m.name].length));
+      for (let i = 0; i + 1 < n; i++) b.eps(this.ws(b.literal(this.ws(exits[live[i]!.i]!), ',')), need[i + 1]!);
+      let cur = n === 0 ? first : this.ws(b.literal(this.ws(exits[live[n - 1]!.i]!), ','));
+      for (let j = 0; j < extras; j++) {
+        const k = this.keyString(cur, longest + 1, extras, j);
+        const e = this.value(o.additional, this.ws(b.literal(this.ws(k), ':')), ctx);
+        if (e === null) return this.fail(`"minProperties" ${o.minProperties} needs undeclared properties, and their schema ("additionalProperties") cannot be satisfied (at ${path})`);
+        const a = this.ws(e);
+        if (j + 1 === extras) b.byte(a, '}', end);
+        else cur = this.ws(b.literal(a, ','));
+      }
+      return end;
+    }
     if (restOptional(0)) b.byte(first, '}', end);
     for (let i = 0; i < n; i++) {
       const a = this.ws(exits[live[i]!.i]!);
@@ -621,31 +853,34 @@ class Emitter {
   }
 
   /** An object with free keys: values per `additional`, count in [minProperties, maxProperties]. */
-  private map(o: ObjC, from: number, ctx: Ctx): number | null {
+  private map(o: ObjC, from: number, ctx: Ctx, path: string): number | null {
     const b = this.b;
     const min = o.minProperties;
     const max = o.maxProperties;
-    if (min > max) return null;
+    if (min > max) return this.fail(`"minProperties" ${min} > "maxProperties" ${max} (at ${path})`);
     const first = this.ws(b.literal(from, '{'));
     const end = b.newState();
     if (min === 0) b.byte(first, '}', end);
     if (max === 0) return min === 0 ? end : null;
-    if (deref(o.additional).k === 'never') return min === 0 ? end : null;
+    if (deref(o.additional).k === 'never') return min === 0 ? end : this.fail(`"minProperties" ${min} with "additionalProperties": false and no "properties" (at ${path})`);
     const chain = b.chain();
     const unit = 4 + this.minBytes(o.additional); // "":value,
     let entry = first;
     for (let k = 0; ; k++) {
       const looping = max === Infinity && k >= min;
-      b.enter(chain, looping ? 'loop' : `${this.clamp(min - k, unit)}:${this.clamp(max - k, unit)}`);
+      // The first minProperties keys have lengths distinct modulo minProperties: duplicate keys
+      // would collapse into one when parsed and leave too few properties.
+      const distinct = min >= 2 && k < min;
+      b.enter(chain, looping ? 'loop' : `${this.clamp(min - k, unit)}:${this.clamp(max - k, unit)}${distinct ? `:r${k}` : ''}`);
       // A fresh start state: `entry` may also close the object, which must not follow a comma.
       const start = b.newState();
       b.eps(entry, start);
-      const key = this.string({ minLength: 0, maxLength: Infinity, format: null }, start)!;
+      const key = distinct ? this.keyString(start, 0, min, k) : this.string(FREE_STRING, start, path)!;
       const v = this.ws(b.literal(this.ws(key), ':'));
       const e = this.value(o.additional, v, ctx);
       if (e === null) {
         b.leave();
-        return min === 0 ? end : null;
+        return min === 0 ? end : this.fail(`"minProperties" ${min} needs properties whose schema ("additionalProperties") cannot be satisfied (at ${path})`);
       }
       const a = this.ws(e);
       if (k + 1 >= min) b.byte(a, '}', end);
@@ -662,11 +897,104 @@ class Emitter {
     return end;
   }
 
-  private array(a: ArrC, from: number, ctx: Ctx): number | null {
+  /** The values a node can take, when they are few (uniqueItems); null when not finite or too many. */
+  private finiteValues(n: Node, limit: number, depth = 0): unknown[] | null {
+    if (depth > 8) return null;
+    n = deref(n);
+    let vals: unknown[] | null;
+    switch (n.k) {
+      case 'any':
+        return null;
+      case 'never':
+        return [];
+      case 'ref':
+        return null;
+      case 'anyOf':
+      case 'oneOf': {
+        vals = [];
+        for (const o of n.options) {
+          const v = this.finiteValues(o, limit, depth + 1);
+          if (v === null) return null;
+          vals.push(...v);
+        }
+        break;
+      }
+      case 'typed': {
+        if (n.enum !== null) vals = n.enum;
+        else {
+          const types = n.types ?? (n.has.size ? n.has : null);
+          if (types === null) return null;
+          vals = [];
+          for (const t of types) {
+            if (t === 'boolean') vals.push(true, false);
+            else if (t === 'null') vals.push(null);
+            else if (t === 'integer' && !types.has('number')) {
+              const [lo, hi] = this.intBounds(n.num);
+              if (hi - lo + 1 > limit) return null;
+              for (let x = lo; x <= hi; x++) vals.push(x);
+            } else return null;
+          }
+        }
+      }
+    }
+    const out: unknown[] = [];
+    for (const v of vals) if (accepts(n, v) && !out.some((w) => jsonEqual(v, w))) out.push(v);
+    return out.length > limit ? null : out;
+  }
+
+  /**
+   * uniqueItems over a finite set of values: the items are written in the order of that set
+   * (a strictly increasing subsequence), so no value can repeat and the automaton stays small.
+   */
+  private uniqueArray(a: ArrC, from: number, path: string): number | null {
+    const b = this.b;
+    const vals = a.prefix.length === 0 ? this.finiteValues(a.items, 64) : null;
+    if (vals === null) {
+      throw new SchemaError([
+        `unsupported keyword "uniqueItems" (true is supported when "items" take at most 64 distinct values — enum, const, boolean, null, small integer ranges — or with "maxItems" <= 1, without "prefixItems") (at ${path})`,
+      ]);
+    }
+    const K = vals.length;
+    const { minItems: min, maxItems: max } = a;
+    if (min > K) return this.fail(`"minItems" ${min} with "uniqueItems" but only ${K} distinct item values (at ${path})`);
+    const texts = vals.map((v) => JSON.stringify(v));
+    const first = this.ws(b.literal(from, '['));
+    const end = b.newState();
+    if (min === 0) b.byte(first, ']', end);
+    if (K === 0 || max === 0) return min === 0 ? end : null;
+    // Count levels 1..L: exact up to maxItems when it can bind, else saturating at minItems.
+    const sat = max >= K;
+    const L = sat ? Math.max(min, 1) : max;
+    const gates = new Map<number, number>();
+    const gate = (c: number, j: number) => {
+      const k = c * (K + 1) + j;
+      let g = gates.get(k);
+      if (g === undefined) {
+        g = b.newState();
+        gates.set(k, g);
+      }
+      return g;
+    };
+    for (let c = 1; c <= L; c++) {
+      for (let j = 0; j < K; j++) {
+        const g = gate(c, j);
+        if (j + 1 < K) b.eps(g, gate(c, j + 1));
+        const after = this.ws(b.literal(g, texts[j]!));
+        if (c >= min) b.byte(after, ']', end);
+        const c2 = sat ? Math.min(c + 1, L) : c + 1;
+        if (c2 <= L && (sat || c < max) && j + 1 < K) b.eps(this.ws(b.literal(after, ',')), gate(c2, j + 1));
+      }
+    }
+    b.eps(first, gate(1, 0));
+    return end;
+  }
+
+  private array(a: ArrC, from: number, ctx: Ctx, path: string): number | null {
     const b = this.b;
     const min = a.minItems;
     const max = a.maxItems;
-    if (min > max) return null;
+    if (min > max) return this.fail(`"minItems" ${min} > "maxItems" ${max} (at ${path})`);
+    if (a.unique && max > 1) return this.uniqueArray(a, from, path);
     const first = this.ws(b.literal(from, '['));
     const end = b.newState();
     if (min === 0) b.byte(first, ']', end);
@@ -677,7 +1005,7 @@ class Emitter {
     for (let i = 0; i < max; i++) {
       const isPrefix = i < a.prefix.length;
       if (!isPrefix && restNever) {
-        if (i < min) return null;
+        if (i < min) return this.fail(`"minItems" ${min} but no items after the ${a.prefix.length} of "prefixItems" are allowed (at ${path})`);
         break;
       }
       const looping = !isPrefix && max === Infinity && i >= min;
@@ -687,7 +1015,7 @@ class Emitter {
       const e = this.value(isPrefix ? a.prefix[i]! : a.items, start, ctx);
       if (e === null) {
         b.leave();
-        if (i < min) return null;
+        if (i < min) return this.fail(`item ${i} is required by "minItems" ${min} but its schema cannot be satisfied (at ${path})`);
         break;
       }
       const after = this.ws(e);

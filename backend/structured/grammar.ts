@@ -1,6 +1,17 @@
 // A compiled grammar bound to a vocabulary: allowed-token masks per DFA state (computed by one
 // pruned walk of the token trie, cached and shared by every sequence using the grammar), and
 // per-sequence matchers that advance one int of state per generated token.
+//
+// Two guarantees on top of the byte automaton:
+// - No dead ends with this vocabulary: a token is allowed only if the state it leads to can still
+//   be completed with tokens. A state from which the end is reachable through bytes that are each
+//   a token by themselves (`dist` finite) is completable; when the vocabulary lacks some bytes as
+//   single tokens (byte fallbacks listed as special tokens) and the automaton needs them, other
+//   states are proven completable by a bounded search over tokens, or treated as dead.
+// - Finishing within the token budget: `dist(s)` (the fewest single-byte tokens to an accepting
+//   state) bounds the tokens still needed. A matcher with a budget allows, once the budget gets
+//   near, only tokens after which dist <= the tokens left; so a value that fits when generation
+//   starts always closes before max_new_tokens.
 import { DEAD, LazyDfa, type Nfa } from './automaton.ts';
 import type { Vocab } from './vocab.ts';
 
@@ -25,6 +36,12 @@ let tick = 0;
 
 /** Successor states kept per walked state, most tokens first (what background precompute looks at). */
 const NEXT_STATES = 8;
+const INF = 0x3fffffff;
+/** Completability search (states whose completion needs multi-byte tokens): DFA states expanded, trie nodes visited. */
+const LIVE_SEARCH_STATES = 256;
+const LIVE_SEARCH_NODES = 4_000_000;
+/** Budget-filtered masks kept per grammar. */
+const STEER_CACHE = 4096;
 /** Below this many trie nodes a walk costs microseconds: nothing to gain from precomputing. */
 const PRECOMPUTE_MIN_TRIE = 20_000;
 
@@ -43,6 +60,10 @@ class Walk {
   constructor(
     private readonly g: Grammar,
     readonly start: number,
+    /** Check that next states are completable (false: raw successors, for the completability search). */
+    private readonly live = true,
+    /** Allow only tokens after which dist <= limit (budget steering). */
+    private readonly limit = INF,
   ) {
     this.out = new Uint32Array(g.vocab.words);
     this.st = new Int32Array(g.vocab.trie.maxDepth + 1);
@@ -86,6 +107,12 @@ class Walk {
       st[d] = s * C;
       let k = tokStart[i]!;
       const e = tokStart[i + 1]!;
+      if (k < e && ((this.live && !g.allLive) || this.limit < INF)) {
+        // May determinize rows (reallocating the table).
+        const ok = (!this.live || g.isLive(s)) && (this.limit >= INF || g.dist(s) <= this.limit);
+        T = dfa.trans;
+        if (!ok) k = e;
+      }
       if (k < e) {
         if (s >= counts.length) {
           const c = new Int32Array(Math.max(counts.length * 2, s + 1));
@@ -104,6 +131,11 @@ class Walk {
     this.i = i;
     this.visited += visited;
     return i >= n;
+  }
+
+  /** Every state an allowed token leads to. */
+  allNext(): number[] {
+    return this.touched;
   }
 
   /** Next states by number of tokens leading there, most first. */
@@ -186,17 +218,101 @@ export class Grammar {
   /** States waiting in the background queue. */
   readonly queued = new Set<number>();
   lastUsed = 0;
+  /** Fewest single-byte-token steps from each NFA state to the accepting one (INF: none). */
+  private readonly nfaDist: Int32Array;
+  /** Every NFA state has a finite dist: every DFA state is completable, no checks needed. */
+  readonly allLive: boolean;
+  /** DFA state → dist (-1: not computed). */
+  private distOf = new Int32Array(64).fill(-1);
+  /** DFA state → 0 unknown, 1 completable, 2 not (or not proven). */
+  private liveOf = new Uint8Array(64);
+  /** Per mask key: the largest dist after an allowed token, minus the dist of the walked state. */
+  private nextDistDelta: number[] = [];
+  /** Budget-filtered masks by `state:limit`. */
+  private steered = new Map<string, Uint32Array>();
+  private readonly shareByLabel: boolean;
 
   constructor(
     readonly nfa: Nfa,
     readonly vocab: Vocab,
     /** Whether masks may be shared between states with equal labels (needs horizon >= vocab.maxTokenBytes). */
-    private readonly shareByLabel: boolean,
+    shareByLabel: boolean,
   ) {
     this.dfa = new LazyDfa(nfa);
     const trie = vocab.trie;
     this.nodeClass = new Uint8Array(trie.size);
     for (let i = 1; i < trie.size; i++) this.nodeClass[i] = nfa.classOf[trie.byte[i]!]!;
+    this.nfaDist = singleByteDistances(nfa, vocab.singleByte);
+    this.allLive = this.nfaDist.every((d) => d < INF);
+    // Completability depends on more than the labels promise (what lies past the horizon).
+    this.shareByLabel = shareByLabel && this.allLive;
+  }
+
+  /** Fewest tokens (each one byte) from DFA state `s` to an accepting state; INF when none. */
+  dist(s: number): number {
+    if (s >= this.distOf.length) {
+      const d = new Int32Array(Math.max(this.distOf.length * 2, s + 1)).fill(-1);
+      d.set(this.distOf);
+      this.distOf = d;
+    }
+    let d = this.distOf[s]!;
+    if (d >= 0) return d;
+    d = INF;
+    for (const q of this.dfa.nfaStates(s)) d = Math.min(d, this.nfaDist[q]!);
+    this.distOf[s] = d;
+    return d;
+  }
+
+  /** Whether some token sequence leads from `s` to an accepting state (see the file comment). */
+  isLive(s: number): boolean {
+    if (this.allLive || this.dist(s) < INF) return true;
+    if (s >= this.liveOf.length) {
+      const l = new Uint8Array(Math.max(this.liveOf.length * 2, s + 1));
+      l.set(this.liveOf);
+      this.liveOf = l;
+    }
+    if (this.liveOf[s] === 0) this.searchLive(s);
+    return this.liveOf[s] === 1;
+  }
+
+  private setLive(s: number, v: 1 | 2): void {
+    if (s >= this.liveOf.length) {
+      const l = new Uint8Array(Math.max(this.liveOf.length * 2, s + 1));
+      l.set(this.liveOf);
+      this.liveOf = l;
+    }
+    this.liveOf[s] = v;
+  }
+
+  /**
+   * Breadth-first over token transitions from `s` until a state with finite dist (or one already
+   * proven) turns up: the states on that path are completable. A search that runs out of states
+   * to visit proves them all dead; one cut short by its bounds marks only `s` dead (unproven).
+   */
+  private searchLive(s: number): void {
+    const parent = new Map<number, number>([[s, -1]]);
+    const queue = [s];
+    let nodes = 0;
+    for (let qi = 0; qi < queue.length; qi++) {
+      if (qi >= LIVE_SEARCH_STATES || nodes > LIVE_SEARCH_NODES) {
+        this.setLive(s, 2);
+        return;
+      }
+      const w = new Walk(this, queue[qi]!, false);
+      w.run(Infinity);
+      nodes += w.visited;
+      for (const t of w.allNext()) {
+        if (parent.has(t)) continue;
+        parent.set(t, queue[qi]!);
+        if (this.dist(t) < INF || (t < this.liveOf.length && this.liveOf[t] === 1)) {
+          for (let x = t; x >= 0; x = parent.get(x)!) this.setLive(x, 1);
+          return;
+        }
+        if (t < this.liveOf.length && this.liveOf[t] === 2) continue;
+        queue.push(t);
+      }
+    }
+    for (const x of queue) this.setLive(x, 2);
   }
 
   get start(): number {
@@ -274,9 +390,12 @@ export class Grammar {
     // No token can continue (the vocabulary lacks the bytes the grammar needs): end the text
     // rather than fail the step; the output is then cut short, like a length stop.
     if (!any) out.set(this.vocab.eosMask);
+    let maxNext = 0;
+    for (const t of w.allNext()) maxNext = Math.max(maxNext, this.dist(t));
     this.nextOf[s] = w.nextStates();
     this.stats.nodesVisited += w.visited;
     const k = this.maskKey(s);
+    this.nextDistDelta[k] = Math.max(this.nextDistDelta[k] ?? 0, maxNext >= INF ? INF : maxNext - this.dist(s));
     const have = this.masks[k];
     if (have) return have;
     if (background) this.stats.precomputed++;
@@ -287,10 +406,35 @@ export class Grammar {
     return out;
   }
 
+  /**
+   * The mask of `s` when at most `left` tokens may follow the next one: unchanged while every
+   * allowed token keeps dist within `left`, else only the tokens that do (EOS when accepting).
+   * When even the shortest completion no longer fits, unchanged: the text ends by length.
+   */
+  maskWithin(s: number, left: number): Uint32Array {
+    const m = this.mask(s);
+    const d = this.dist(s);
+    if (d >= INF || d > left + 1) return m;
+    const delta = this.nextDistDelta[this.maskKey(s)];
+    if (delta !== undefined && delta < INF && d + delta <= left) return m;
+    const key = `${s}:${left}`;
+    let f = this.steered.get(key);
+    if (!f) {
+      const w = new Walk(this, s, true, left);
+      w.run(Infinity);
+      f = w.out;
+      if (this.dfa.accepting[s]) for (let i = 0; i < f.length; i++) f[i]! |= this.vocab.eosMask[i]!;
+      if (this.steered.size >= STEER_CACHE) this.steered.clear();
+      this.steered.set(key, f);
+    }
+    return f;
+  }
+
   /** Drops every cached mask (memory pressure); they are recomputed on demand. */
   dropMasks(): void {
     for (const m of this.masks) if (m) cachedBytes -= m.byteLength;
     this.masks = [];
+    this.steered.clear();
     live.delete(this);
   }
 
@@ -306,9 +450,49 @@ export class Grammar {
     return this.dfa.accepting[s] === 1 && !this.dfa.hasNext(s);
   }
 
-  matcher(): Matcher {
-    return new Matcher(this);
+  matcher(budget: number | null = null): Matcher {
+    return new Matcher(this, budget);
   }
+}
+
+/**
+ * Per NFA state, the fewest byte steps to the accepting state using only edges some single-byte
+ * token can take (epsilon edges free): a 0-1 breadth-first search backwards from the end.
+ */
+function singleByteDistances(nfa: Nfa, singleByte: Uint8Array): Int32Array {
+  const n = nfa.numStates;
+  const classOk = new Uint8Array(nfa.numClasses);
+  for (let b = 0; b < 256; b++) if (singleByte[b]) classOk[nfa.classOf[b]!] = 1;
+  // Reverse adjacency: (to → from, weight).
+  const rev: number[][] = Array.from({ length: n }, () => []);
+  for (let q = 0; q < n; q++) {
+    for (let k = nfa.edgeOff[q]!; k < nfa.edgeOff[q + 1]!; k++) {
+      let ok = false;
+      for (let c = nfa.edgeLo[k]!; c <= nfa.edgeHi[k]! && !ok; c++) ok = classOk[c] === 1;
+      if (ok) rev[nfa.edgeTo[k]!]!.push(q, 1);
+    }
+    for (let k = nfa.epsOff[q]!; k < nfa.epsOff[q + 1]!; k++) rev[nfa.epsTo[k]!]!.push(q, 0);
+  }
+  const dist = new Int32Array(n).fill(INF);
+  dist[nfa.final] = 0;
+  const dq: number[] = [nfa.final];
+  let head = 0;
+  // Deque as an array with a moving head: 0-weight pushes go to the front (head - 1 when free).
+  const front: number[] = [];
+  while (front.length || head < dq.length) {
+    const v = front.length ? front.pop()! : dq[head++]!;
+    const r = rev[v]!;
+    for (let i = 0; i < r.length; i += 2) {
+      const u = r[i]!;
+      const nd = dist[v]! + r[i + 1]!;
+      if (nd < dist[u]!) {
+        dist[u] = nd;
+        if (r[i + 1] === 0) front.push(u);
+        else dq.push(u);
+      }
+    }
+  }
+  return dist;
 }
 
 function evictMasks(keep: Grammar): void {
@@ -332,7 +516,11 @@ export class Matcher {
   /** EOS was generated (only EOS may follow, e.g. with ignore_eos), or a token did not fit. */
   private ended = false;
 
-  constructor(readonly grammar: Grammar) {
+  constructor(
+    readonly grammar: Grammar,
+    /** max_new_tokens of the sequence (null: no budget steering). */
+    readonly budget: number | null = null,
+  ) {
     this.state = grammar.start;
   }
 
@@ -369,6 +557,7 @@ export class Matcher {
     }
     for (let i = this.consumed; i < generated.length; i++) this.accept(generated[i]!);
     if (this.ended) return this.grammar.vocab.eosMask;
+    if (this.budget !== null) return this.grammar.maskWithin(this.state, this.budget - generated.length - 1);
     return this.grammar.mask(this.state);
   }
 }

@@ -22,9 +22,12 @@ export { Vocab } from './vocab.ts';
 
 export type MaskFn = (generated: readonly number[]) => Uint32Array | undefined;
 
-/** What a GenerationRequest carries: a factory of per-sequence mask functions. */
+/**
+ * What a GenerationRequest carries: a factory of per-sequence mask functions. `maxNewTokens`:
+ * the sequence's token budget, which the mask steers the value to close within (grammar.ts).
+ */
 export interface Constraint {
-  newMask(): MaskFn;
+  newMask(maxNewTokens?: number): MaskFn;
   readonly grammar: Grammar;
 }
 
@@ -66,6 +69,12 @@ function cached(cache: Map<string, Grammar>, key: string): Grammar | undefined {
 
 function remember(cache: Map<string, Grammar>, key: string, vocab: Vocab, nfa: Nfa, options: Partial<CompileOptions>): Grammar {
   const g = new Grammar(nfa, vocab, (options.horizon ?? vocab.maxTokenBytes) >= vocab.maxTokenBytes);
+  if (!g.isLive(g.start)) {
+    const missing = [...vocab.singleByte.keys()].filter((b) => !vocab.singleByte[b] && b >= 0x80).length;
+    throw new SchemaError([
+      `the schema needs text this tokenizer cannot write with regular tokens (${missing} byte values have no token of their own — byte-fallback tokens listed as special tokens are dropped by decoding — and no vocabulary entry spells what the schema requires, e.g. a non-ASCII "enum"/"const" value or property name)`,
+    ]);
+  }
   cache.set(key, g);
   if (cache.size > GRAMMAR_CACHE) {
     const oldest = cache.keys().next().value!;
@@ -113,8 +122,8 @@ export function grammarForRequest(vocab: Vocab, schema: unknown, options: Partia
 export function constraintOf(grammar: Grammar): Constraint {
   return {
     grammar,
-    newMask() {
-      const m = grammar.matcher();
+    newMask(maxNewTokens?: number) {
+      const m = grammar.matcher(maxNewTokens ?? null);
       return (generated) => {
         try {
           return m.mask(generated);

@@ -10,6 +10,13 @@
 // - annotations, which change nothing a validator checks (title, description, default, ...);
 // - everything else a validator checks that we do not enforce: refused up front, by name and
 //   location (SchemaError). Unknown non-standard keywords are ignored, as validators ignore them.
+//
+// Combinations are normalized before parsing: `allOf` parts (and `$ref` / `anyOf` / `oneOf` with
+// sibling keywords) are merged keyword by keyword into one schema (mergeRaw: intersections of
+// types and enums, the tighter bound, the union of `required`, per-property conjunctions with
+// additionalProperties applied across parts), so intersections of object schemas need no
+// product automaton. What cannot be merged exactly is refused by name.
+import { compilePattern, cpMatches, FORMAT_PATTERNS, PatternError, type CpNfa } from './regex.ts';
 
 export class SchemaError extends Error {
   constructor(readonly issues: string[]) {
@@ -20,16 +27,21 @@ export class SchemaError extends Error {
 export type JsonType = 'object' | 'array' | 'string' | 'number' | 'integer' | 'boolean' | 'null';
 const JSON_TYPES: readonly JsonType[] = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'null'];
 
-/** String formats we generate exactly (a fixed-shape subset of each). */
-export const SUPPORTED_FORMATS = ['date', 'time', 'date-time', 'uuid'] as const;
+/** String formats we generate exactly (a fixed-shape subset of each, always valid). */
+export const FIXED_FORMATS = ['date', 'time', 'date-time', 'uuid'] as const;
+export const SUPPORTED_FORMATS = [...FIXED_FORMATS, ...(Object.keys(FORMAT_PATTERNS) as (keyof typeof FORMAT_PATTERNS)[])] as const;
+export type FixedFormat = (typeof FIXED_FORMATS)[number];
 export type StringFormat = (typeof SUPPORTED_FORMATS)[number];
-/** Fixed length of each supported format as we generate it. */
-export const FORMAT_LENGTH: Record<StringFormat, number> = { date: 10, time: 9, 'date-time': 20, uuid: 36 };
+/** Fixed length of each fixed-shape format as we generate it. */
+export const FORMAT_LENGTH: Record<FixedFormat, number> = { date: 10, time: 9, 'date-time': 20, uuid: 36 };
+export const isFixedFormat = (f: StringFormat): f is FixedFormat => Object.hasOwn(FORMAT_LENGTH, f);
 
 export interface StringC {
   minLength: number;
   maxLength: number;
   format: StringFormat | null;
+  /** `pattern` (or a variable-shape format's pattern) as a code-point NFA. */
+  pattern: CpNfa | null;
 }
 /** Numeric bounds; null: unbounded on that side. */
 export interface NumC {
@@ -52,11 +64,13 @@ export interface ArrC {
   items: Node;
   minItems: number;
   maxItems: number;
+  /** uniqueItems: true. */
+  unique: boolean;
 }
 
 export type Node =
   | { k: 'any'; id: number }
-  | { k: 'never'; id: number }
+  | { k: 'never'; id: number; why?: string }
   | { k: 'ref'; id: number; ref: string; path: string; target: Node | null; recursive: boolean }
   | { k: 'anyOf' | 'oneOf'; id: number; options: Node[]; path: string }
   | {
@@ -81,14 +95,14 @@ const ANNOTATIONS = new Set([
   'deprecated', 'readOnly', 'writeOnly', 'contentEncoding', 'contentMediaType', 'contentSchema', 'discriminator', 'nullable', 'xml',
   'externalDocs', '$recursiveAnchor', '$dynamicAnchor',
 ]);
-const STRING_KW = ['minLength', 'maxLength', 'format'];
+const STRING_KW = ['minLength', 'maxLength', 'format', 'pattern'];
 const NUMBER_KW = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'];
 const OBJECT_KW = ['properties', 'required', 'additionalProperties', 'minProperties', 'maxProperties'];
 const ARRAY_KW = ['items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'uniqueItems'];
 const SUPPORTED = new Set(['type', 'enum', 'const', '$ref', 'anyOf', 'oneOf', 'allOf', ...STRING_KW, ...NUMBER_KW, ...OBJECT_KW, ...ARRAY_KW]);
 /** Validation keywords we do not enforce: refused. */
 const UNSUPPORTED = new Set([
-  'pattern', 'patternProperties', 'propertyNames', 'dependentRequired', 'dependentSchemas', 'dependencies', 'if', 'then', 'else', 'not',
+  'patternProperties', 'propertyNames', 'dependentRequired', 'dependentSchemas', 'dependencies', 'if', 'then', 'else', 'not',
   'contains', 'minContains', 'maxContains', 'unevaluatedProperties', 'unevaluatedItems', 'multipleOf', '$dynamicRef', '$recursiveRef',
   'divisibleBy', 'disallow', 'extends',
 ]);
@@ -195,21 +209,22 @@ class Parser {
       this.issue(path, 'not a schema (must be an object or a boolean)');
       return this.mk({ k: 'never' });
     }
+    if (NEVER_WHY in s) return this.mk({ k: 'never', why: `${(s as Record<symbol, string>)[NEVER_WHY]} (at ${path})` });
     const keys = Object.keys(s);
     const unsupported = keys.filter((k) => UNSUPPORTED.has(k));
-    if (s.uniqueItems === true && !(isCount(s.maxItems) && s.maxItems <= 1)) unsupported.push('uniqueItems');
     if (unsupported.length) {
       for (const k of unsupported) this.issue(path, `unsupported keyword "${k}"`);
     }
     const constraining = keys.filter((k) => SUPPORTED.has(k) && !(k === 'uniqueItems' && s[k] === false));
+    const siblings = () => Object.fromEntries(Object.entries(s).filter(([k]) => k !== '$ref' && k !== 'allOf' && k !== 'anyOf' && k !== 'oneOf' && !ANNOTATIONS.has(k)));
 
     if ('$ref' in s) {
-      const others = constraining.filter((k) => k !== '$ref');
-      if (others.length) this.issue(path, `"$ref" together with other constraints (${others.join(', ')}) is not supported`);
       if (typeof s.$ref !== 'string') {
         this.issue(path, '"$ref" must be a string');
         return this.mk({ k: 'never' });
       }
+      // $ref beside other constraints (2019-09+: both apply): an intersection, merged.
+      if (constraining.some((k) => k !== '$ref')) return this.parse(this.mergeRaw([{ $ref: s.$ref }, { ...siblings(), ...pick(s, ['allOf', 'anyOf', 'oneOf']) }], path), path);
       const r = this.mk({ k: 'ref' as const, ref: s.$ref, path, target: null, recursive: false });
       this.refs.push(r);
       return r;
@@ -221,27 +236,22 @@ class Parser {
         this.issue(path, '"allOf" must be a non-empty array');
         return this.mk({ k: 'never' });
       }
-      // allOf is supported when at most one part constrains (the others annotate): pydantic's
-      // {"allOf": [{"$ref": ...}], "description": ...}.
-      const parts = all.map((x, i) => ({ x, p: `${path}/allOf/${i}` })).filter(({ x }) => !(x === true || (isObj(x) && Object.keys(x).every((k) => !SUPPORTED.has(k) && !UNSUPPORTED.has(k)))));
-      const rest = constraining.filter((k) => k !== 'allOf');
-      if (parts.length === 0) return rest.length ? this.parse(Object.fromEntries(Object.entries(s).filter(([k]) => k !== 'allOf')), path) : this.mk({ k: 'any' });
-      if (parts.length === 1 && rest.length === 0) return this.parse(parts[0]!.x, parts[0]!.p);
-      this.issue(path, '"allOf" with more than one constraining schema (intersection) is not supported');
-      return this.mk({ k: 'never' });
+      return this.parse(this.mergeRaw([...all, { ...siblings(), ...pick(s, ['anyOf', 'oneOf']) }], path), path);
     }
 
     for (const comb of ['anyOf', 'oneOf'] as const) {
       if (!(comb in s)) continue;
-      const others = constraining.filter((k) => k !== comb);
-      if (others.length) {
-        this.issue(path, `"${comb}" together with other constraints (${others.join(', ')}) is not supported; move them into each branch`);
-        return this.mk({ k: 'never' });
-      }
       const arr = s[comb];
       if (!Array.isArray(arr) || arr.length === 0) {
         this.issue(path, `"${comb}" must be a non-empty array`);
         return this.mk({ k: 'never' });
+      }
+      const others = constraining.filter((k) => k !== comb);
+      if (others.length) {
+        // Sibling keywords apply to every branch: distribute them (A ∧ (B1 ∨ B2) = (A ∧ B1) ∨ (A ∧ B2);
+        // for oneOf too, since a value failing A fails every branch).
+        const rest = Object.fromEntries(Object.entries(s).filter(([k]) => k !== comb && !ANNOTATIONS.has(k)));
+        return this.parse({ [comb]: arr.map((b) => ({ allOf: [b, rest] })) }, path);
       }
       const options = arr.map((x, i) => this.parse(x, `${path}/${comb}/${i}`));
       const node = this.mk({ k: comb, options, path });
@@ -271,7 +281,7 @@ class Parser {
 
     const has = new Set<JsonType>();
     // Strings.
-    const str: StringC = { minLength: 0, maxLength: Infinity, format: null };
+    const str: StringC = { minLength: 0, maxLength: Infinity, format: null, pattern: null };
     if ('minLength' in s) {
       if (!isCount(s.minLength)) this.issue(path, '"minLength" must be a non-negative integer');
       else str.minLength = s.minLength;
@@ -288,8 +298,23 @@ class Parser {
       if (typeof f !== 'string') this.issue(path, '"format" must be a string');
       else if ((SUPPORTED_FORMATS as readonly string[]).includes(f)) {
         str.format = f as StringFormat;
+        if (!isFixedFormat(str.format)) str.pattern = compilePattern(FORMAT_PATTERNS[str.format]);
         has.add('string');
       } else if (stringsPossible) this.issue(path, `unsupported keyword "format" ("${f}"; supported: ${SUPPORTED_FORMATS.join(', ')})`);
+    }
+    if ('pattern' in s) {
+      const pat = s.pattern;
+      has.add('string');
+      if (typeof pat !== 'string') this.issue(path, '"pattern" must be a string');
+      else if (str.format !== null) this.issue(path, '"pattern" together with "format" is not supported');
+      else {
+        try {
+          str.pattern = compilePattern(pat);
+        } catch (err) {
+          if (!(err instanceof PatternError)) throw err;
+          this.issue(path, `unsupported keyword "pattern" (${JSON.stringify(pat)}: ${err.message})`);
+        }
+      }
     }
     // Numbers.
     const num: NumC = { min: null, exclMin: false, max: null, exclMax: false };
@@ -325,12 +350,6 @@ class Parser {
         num.exclMax = true;
       }
     }
-    if ((num.min !== null && !Number.isInteger(num.min)) || (num.max !== null && !Number.isInteger(num.max))) {
-      // Integers take any bound (rounded inwards); other numbers only integer bounds.
-      if (types === null || types.has('number')) {
-        this.issue(path, 'unsupported keyword "minimum"/"maximum" with a non-integer bound on type "number" (integer bounds, or type "integer", are supported)');
-      }
-    }
     // Objects.
     const obj: ObjC = { props: [], required: [], additional: this.mk({ k: 'any' }), minProperties: 0, maxProperties: Infinity };
     if ('properties' in s) {
@@ -355,7 +374,9 @@ class Parser {
       else obj.maxProperties = s[k];
     }
     // Arrays.
-    const arr: ArrC = { prefix: [], items: this.mk({ k: 'any' }), minItems: 0, maxItems: Infinity };
+    const arr: ArrC = { prefix: [], items: this.mk({ k: 'any' }), minItems: 0, maxItems: Infinity, unique: s.uniqueItems === true };
+    if ('uniqueItems' in s && typeof s.uniqueItems !== 'boolean') this.issue(path, '"uniqueItems" must be a boolean');
+    if (arr.unique) has.add('array');
     if ('prefixItems' in s) {
       has.add('array');
       if (!Array.isArray(s.prefixItems)) this.issue(path, '"prefixItems" must be an array');
@@ -383,6 +404,184 @@ class Parser {
   }
 
   oneOfs: Extract<Node, { k: 'oneOf' }>[] = [];
+
+  /** The raw schema at a local pointer (null when it does not resolve: parse() then reports it). */
+  private rawAt(ref: string): unknown {
+    const segs = decodePointer(ref);
+    if (!segs) return null;
+    let cur: unknown = this.root;
+    for (const seg of segs) {
+      if (Array.isArray(cur) && /^\d+$/.test(seg)) cur = cur[Number(seg)];
+      else if (isObj(cur) && Object.hasOwn(cur, seg)) cur = cur[seg];
+      else return null;
+    }
+    return cur;
+  }
+
+  /** The plain parts a schema conjoins: `$ref`s followed, nested allOf flattened. */
+  private flatten(x: unknown, path: string, out: unknown[], depth: number): void {
+    if (depth > 16) {
+      this.issue(path, '"allOf" / "$ref" nest too deeply to merge (a reference cycle through "allOf"?)');
+      return;
+    }
+    if (!isObj(x)) {
+      out.push(x);
+      return;
+    }
+    if (typeof x.$ref === 'string' || Array.isArray(x.allOf)) {
+      const rest = Object.fromEntries(Object.entries(x).filter(([k]) => k !== '$ref' && k !== 'allOf'));
+      if (typeof x.$ref === 'string') {
+        const target = this.rawAt(x.$ref);
+        if (target === null) {
+          this.issue(path, decodePointer(x.$ref) ? `$ref "${x.$ref}" does not resolve` : `$ref "${x.$ref}" (only local references "#" or "#/..." are supported)`);
+          out.push(false);
+        } else this.flatten(target, x.$ref, out, depth + 1);
+      }
+      if (Array.isArray(x.allOf)) for (const p of x.allOf) this.flatten(p, path, out, depth + 1);
+      if (Object.keys(rest).some((k) => SUPPORTED.has(k) || UNSUPPORTED.has(k))) out.push(rest);
+      return;
+    }
+    out.push(x);
+  }
+
+  /** allOf parts merged into one equivalent schema, or a part naming why not (see the file comment). */
+  mergeRaw(parts: unknown[], path: string): unknown {
+    const flat: unknown[] = [];
+    for (const p of parts) this.flatten(p, path, flat, 0);
+    const objs: Record<string, unknown>[] = [];
+    for (const p of flat) {
+      if (p === false) return false;
+      if (p === true) continue;
+      if (!isObj(p)) {
+        this.issue(path, '"allOf": a part is not a schema');
+        return false;
+      }
+      if (NEVER_WHY in p) return p;
+      objs.push(p);
+    }
+    if (objs.length === 0) return true;
+    if (objs.length === 1) return objs[0];
+    const out: Record<string, unknown> = {};
+    const never = (why: string) => ({ [NEVER_WHY]: why });
+    const all = (k: string) => objs.filter((o) => k in o).map((o) => o[k]);
+    const keys = [...new Set(objs.flatMap((o) => Object.keys(o)))];
+    for (const k of keys) {
+      if (ANNOTATIONS.has(k) || ['properties', 'additionalProperties', 'items', 'prefixItems', 'additionalItems', 'enum', 'const'].includes(k)) continue;
+      const vals = all(k);
+      switch (k) {
+        case 'type': {
+          let acc: Set<string> | null = null;
+          for (const v of vals) {
+            const t = new Set((Array.isArray(v) ? v : [v]) as string[]);
+            if (acc === null) acc = t;
+            else {
+              const cur: Set<string> = acc;
+              const next = new Set<string>();
+              for (const x of cur) {
+                if (t.has(x)) next.add(x);
+                else if (x === 'number' && t.has('integer')) next.add('integer');
+                else if (x === 'integer' && t.has('number')) next.add('integer');
+              }
+              acc = next;
+            }
+          }
+          if (acc!.size === 0) return never('"allOf" parts require different "type"s');
+          out.type = [...acc!];
+          break;
+        }
+        case 'minLength':
+        case 'minItems':
+        case 'minProperties':
+        case 'minimum':
+          out[k] = vals.every((v) => typeof v === 'number') ? Math.max(...(vals as number[])) : vals[0];
+          break;
+        case 'maxLength':
+        case 'maxItems':
+        case 'maxProperties':
+        case 'maximum':
+          out[k] = vals.every((v) => typeof v === 'number') ? Math.min(...(vals as number[])) : vals[0];
+          break;
+        case 'exclusiveMinimum':
+        case 'exclusiveMaximum':
+          if (!vals.every((v) => typeof v === 'number')) {
+            this.issue(path, `"allOf" parts with the draft-4 boolean form of "${k}" cannot be merged`);
+            return false;
+          }
+          out[k] = k === 'exclusiveMinimum' ? Math.max(...(vals as number[])) : Math.min(...(vals as number[]));
+          break;
+        case 'required':
+          out.required = [...new Set(vals.flatMap((v) => (Array.isArray(v) ? v : [])))];
+          break;
+        case 'uniqueItems':
+          out.uniqueItems = vals.some((v) => v === true);
+          break;
+        case 'anyOf': {
+          // (A1 ∨ A2) ∧ (B1 ∨ B2): the cross product, while small.
+          let acc: unknown[] = vals[0] as unknown[];
+          for (const v of vals.slice(1)) {
+            if (!Array.isArray(v) || !Array.isArray(acc) || acc.length * v.length > 64) {
+              this.issue(path, '"allOf" parts with several "anyOf" of more than 64 combinations cannot be merged');
+              return false;
+            }
+            acc = acc.flatMap((a) => v.map((b) => ({ allOf: [a, b] })));
+          }
+          out.anyOf = acc;
+          break;
+        }
+        default:
+          if (vals.slice(1).every((v) => jsonEqual(v, vals[0]))) out[k] = vals[0];
+          else if (SUPPORTED.has(k) || UNSUPPORTED.has(k)) {
+            this.issue(path, `"allOf" parts with different "${k}" values cannot be merged`);
+            return false;
+          }
+      }
+    }
+    // enum/const: the values every part allows.
+    let values: unknown[] | null = null;
+    for (const o of objs) {
+      for (const list of ['enum' in o ? o.enum : undefined, 'const' in o ? [o.const] : undefined]) {
+        if (!Array.isArray(list)) continue;
+        values = values === null ? [...list] : values.filter((v) => list.some((w) => jsonEqual(v, w)));
+      }
+    }
+    if (values !== null) out.enum = values;
+    // Properties: each declared name conjoins its schema in every part that declares it and the
+    // additionalProperties of every part that does not.
+    const declared = [...new Set(objs.flatMap((o) => (isObj(o.properties) ? Object.keys(o.properties) : [])))];
+    if (declared.length) {
+      const props: Record<string, unknown> = {};
+      for (const name of declared) {
+        props[name] = conj(objs.map((o) => (isObj(o.properties) && Object.hasOwn(o.properties, name) ? o.properties[name] : 'additionalProperties' in o ? o.additionalProperties : true)));
+      }
+      out.properties = props;
+    }
+    if (objs.some((o) => 'additionalProperties' in o)) out.additionalProperties = conj(objs.map((o) => ('additionalProperties' in o ? o.additionalProperties : true)));
+    // Items, position by position.
+    const tuple = (o: Record<string, unknown>) => (Array.isArray(o.prefixItems) ? o.prefixItems : Array.isArray(o.items) ? o.items : []);
+    const rest = (o: Record<string, unknown>) => (Array.isArray(o.items) ? ('additionalItems' in o ? o.additionalItems : true) : 'items' in o ? o.items : true);
+    if (objs.some((o) => 'items' in o || 'prefixItems' in o)) {
+      const L = Math.max(...objs.map((o) => tuple(o).length));
+      if (L > 0) out.prefixItems = Array.from({ length: L }, (_, j) => conj(objs.map((o) => (j < tuple(o).length ? tuple(o)[j] : rest(o)))));
+      out.items = conj(objs.map(rest));
+    }
+    return out;
+  }
+}
+
+/** Marks a merged schema no value satisfies, with the reason (reported if nothing else is left). */
+const NEVER_WHY = Symbol('never');
+
+const pick = (s: Record<string, unknown>, keys: string[]) => Object.fromEntries(keys.filter((k) => k in s).map((k) => [k, s[k]]));
+
+/** The conjunction of raw schemas: true dropped, duplicates merged, else an allOf. */
+function conj(list: unknown[]): unknown {
+  const parts: unknown[] = [];
+  for (const x of list) {
+    if (x === true || x === undefined) continue;
+    if (x === false) return false;
+    if (!parts.some((p) => jsonEqual(p, x))) parts.push(x);
+  }
+  return parts.length === 0 ? true : parts.length === 1 ? parts[0] : { allOf: parts };
 }
 
 /** Follows refs (no cycle can consist of refs alone after parsing, but guard anyway). */
@@ -456,7 +655,7 @@ function typeAllowed(types: Set<JsonType> | null, t: JsonType): boolean {
 const cpLength = (s: string) => [...s].length;
 
 const DAYS = [0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-function formatOk(f: StringFormat, s: string): boolean {
+function formatOk(f: FixedFormat, s: string): boolean {
   const date = (d: string) => {
     const m = /^(\d{4})-(\d\d)-(\d\d)$/.exec(d);
     if (!m) return false;
@@ -505,7 +704,8 @@ export function accepts(n: Node, v: unknown, ignoreEnum = false): boolean {
         const s = v as string;
         const len = cpLength(s);
         if (len < n.str.minLength || len > n.str.maxLength) return false;
-        if (n.str.format && !formatOk(n.str.format, s)) return false;
+        if (n.str.format && isFixedFormat(n.str.format) && !formatOk(n.str.format, s)) return false;
+        if (n.str.pattern && !cpMatches(n.str.pattern, s)) return false;
       } else if (t === 'number' || t === 'integer') {
         const x = v as number;
         const { min, max, exclMin, exclMax } = n.num;
@@ -524,6 +724,7 @@ export function accepts(n: Node, v: unknown, ignoreEnum = false): boolean {
       } else if (t === 'array') {
         const a = v as unknown[];
         if (a.length < n.arr.minItems || a.length > n.arr.maxItems) return false;
+        if (n.arr.unique && a.some((x, i) => a.slice(0, i).some((y) => jsonEqual(x, y)))) return false;
         for (let i = 0; i < a.length; i++) if (!accepts(i < n.arr.prefix.length ? n.arr.prefix[i]! : n.arr.items, a[i])) return false;
       }
       return true;

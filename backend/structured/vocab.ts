@@ -76,6 +76,12 @@ export class Vocab {
   /** Longest token in bytes (the mask-sharing horizon of compiled grammars). */
   readonly maxTokenBytes: number;
   readonly eosMask: Uint32Array;
+  /**
+   * 1 for each byte some token is by itself. Any byte string over these can be written token by
+   * token, which is what makes a grammar state completable (grammar.ts); a tokenizer whose byte
+   * fallbacks <0xNN> are special tokens (dropped by decoding, so never used here) lacks most bytes >= 0x80.
+   */
+  readonly singleByte: Uint8Array;
 
   constructor(
     /** Bytes per token id; ids >= modelVocabSize are dropped, null ones are never allowed. */
@@ -88,6 +94,8 @@ export class Vocab {
     this.trie = new TokenTrie(usable);
     this.words = Math.ceil(modelVocabSize / 32);
     this.maxTokenBytes = this.trie.maxDepth;
+    this.singleByte = new Uint8Array(256);
+    for (const b of usable) if (b && b.length === 1) this.singleByte[b[0]!] = 1;
     this.eosMask = new Uint32Array(this.words);
     for (const id of eosTokenIds) if (id >= 0 && id < modelVocabSize) this.eosMask[id >>> 5]! |= 1 << (id & 31);
   }
