@@ -10,13 +10,18 @@ import { TextTokenizer } from '../text/tokenizer.ts';
 import { DEAD } from './automaton.ts';
 import { compileSchema } from './compile.ts';
 import { Grammar, runPrecompute, setPrecompute } from './grammar.ts';
-import { constraintOf, grammarFor } from './index.ts';
+import { constraintOf } from './index.ts';
 import { OPEN_SCHEMAS, TEST_SCHEMAS } from './test-schemas.ts';
 import { loadTokenBytes } from './token-bytes.ts';
 import { Vocab } from './vocab.ts';
 import { mulberry32 } from '../../test/helpers/prng.ts';
 
 const MODELS = join(import.meta.dirname, '..', '..', 'test', 'fixtures', 'models');
+
+/** The grammar a request gets for `schema` (masks shared), compiled inline. */
+function grammarOf(vocab: Vocab, schema: unknown): Grammar {
+  return new Grammar(compileSchema(schema, { horizon: vocab.maxTokenBytes }), vocab, true);
+}
 
 const rng = mulberry32;
 
@@ -83,7 +88,7 @@ for (const name of ['llama', 'mistral', 'qwen2']) {
     });
 
     it('mask words cover the model vocabulary; special, added and out-of-tokenizer ids are never allowed', () => {
-      const g = grammarFor(model.vocab, { type: 'string' });
+      const g = grammarOf(model.vocab, { type: 'string' });
       const mask = g.mask(g.start);
       assert.equal(mask.length, Math.ceil(model.vocabSize / 32));
       const allowed = new Set(bitsOf(mask));
@@ -95,7 +100,7 @@ for (const name of ['llama', 'mistral', 'qwen2']) {
 
     it('equals a brute-force check of every token, with and without mask sharing', () => {
       for (const schema of [TEST_SCHEMAS.person, TEST_SCHEMAS.boundedNumbers, TEST_SCHEMAS.unicodeLengths, { type: 'array', items: { type: 'string', maxLength: 40 }, maxItems: 30 }, { type: 'array', items: { type: 'object', properties: { k: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['k'] }, minItems: 3, maxItems: 25 }, { type: 'object', additionalProperties: { type: 'boolean' }, minProperties: 2, maxProperties: 9 }, OPEN_SCHEMAS.jsonObject]) {
-        const shared = grammarFor(model.vocab, schema);
+        const shared = grammarOf(model.vocab, schema);
         const unshared = new Grammar(compileSchema(schema, { horizon: model.vocab.maxTokenBytes }), model.vocab, false);
         for (let seed = 0; seed < 6; seed++) {
           const other = unshared.matcher();
@@ -113,7 +118,7 @@ for (const name of ['llama', 'mistral', 'qwen2']) {
       let finished = 0;
       let total = 0;
       for (const [key, schema] of Object.entries(schemas)) {
-        const g = grammarFor(model.vocab, schema);
+        const g = grammarOf(model.vocab, schema);
         const validator = new Validator(schema as object, '2020-12', false);
         for (let seed = 0; seed < 8; seed++) {
           total++;
@@ -131,7 +136,7 @@ for (const name of ['llama', 'mistral', 'qwen2']) {
     });
 
     it('allows only EOS once the value is complete', () => {
-      const g = grammarFor(model.vocab, { type: 'object', properties: { a: { type: 'boolean' } }, required: ['a'] });
+      const g = grammarOf(model.vocab, { type: 'object', properties: { a: { type: 'boolean' } }, required: ['a'] });
       const ids = model.tok.encode('{"a":true}', false).filter((id) => model.vocab.bytes[id]);
       const m = g.matcher();
       const mask = m.mask(ids);
@@ -148,7 +153,7 @@ describe('matcher', () => {
   });
 
   it('is idempotent for repeated calls (a preempted sequence) and restarts on a shorter history', () => {
-    const g = grammarFor(model.vocab, TEST_SCHEMAS.person);
+    const g = grammarOf(model.vocab, TEST_SCHEMAS.person);
     const ids = model.tok.encode('{"name": "Bob", "age', false);
     const m = g.matcher();
     const a = m.mask(ids);
@@ -159,7 +164,7 @@ describe('matcher', () => {
   });
 
   it('ends with EOS only after a token the grammar does not allow, and after EOS (ignore_eos)', () => {
-    const g = grammarFor(model.vocab, { type: 'boolean' });
+    const g = grammarOf(model.vocab, { type: 'boolean' });
     const eos = model.tok.eosTokenIds;
     const m = g.matcher();
     const x = model.tok.encode('x', false).at(-1)!;
@@ -170,7 +175,7 @@ describe('matcher', () => {
   });
 
   it('never throws into the scheduler', () => {
-    const c = constraintOf(grammarFor(model.vocab, { type: 'null' }));
+    const c = constraintOf(grammarOf(model.vocab, { type: 'null' }));
     const f = c.newMask();
     assert.ok(f([1e9, -5, 3.5]) instanceof Uint32Array);
   });
@@ -197,7 +202,7 @@ describe('matcher', () => {
   });
 
   it('shares masks between string positions far from their length limits', () => {
-    const g = grammarFor(model.vocab, { type: 'string', maxLength: 400 });
+    const g = grammarOf(model.vocab, { type: 'string', maxLength: 400 });
     const a = model.tok.encode('a', false).at(-1)!;
     const m = g.matcher();
     const ids = [model.tok.encode('"', false).at(-1)!];

@@ -10,7 +10,7 @@ import { RequestError } from '../generate.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Nfa } from './automaton.ts';
 import { compileSchemaAsync } from './compile-pool.ts';
-import { compileSchema, type CompileOptions } from './compile.ts';
+import type { CompileOptions } from './compile.ts';
 import { Grammar } from './grammar.ts';
 import { SchemaError } from './schema.ts';
 import { loadTokenBytes, UnsupportedTokenizerError } from './token-bytes.ts';
@@ -84,18 +84,12 @@ function remember(cache: Map<string, Grammar>, key: string, vocab: Vocab, nfa: N
   return g;
 }
 
-/** Compiles (or finds in the cache) the grammar of `schema` for a vocabulary. */
-export function grammarFor(vocab: Vocab, schema: unknown, options: Partial<CompileOptions> = {}): Grammar {
-  const cache = cacheOf(vocab);
-  const key = JSON.stringify([schema, options]);
-  return cached(cache, key) ?? remember(cache, key, vocab, compileSchema(schema, { horizon: vocab.maxTokenBytes, ...options }), options);
-}
-
 const compiling = new WeakMap<Vocab, Map<string, Promise<Grammar>>>();
 
 /**
- * grammarFor for requests: a cache miss on a large schema compiles on the worker thread
- * (compile-pool.ts), and concurrent requests for one new schema share that compile.
+ * The grammar of `schema` for a vocabulary, from the cache or compiled: a cache miss on a large
+ * schema compiles on the worker thread (compile-pool.ts), and concurrent requests for one new
+ * schema share that compile.
  */
 export function grammarForRequest(vocab: Vocab, schema: unknown, options: Partial<CompileOptions> = {}): Promise<Grammar> {
   const cache = cacheOf(vocab);
@@ -168,8 +162,3 @@ export async function openaiConstraint(rt: Runtime, rf: OpenAIResponseFormat | u
   if (rf.type === 'json_object') return schemaConstraint(rt, rf.schema ?? ANY_JSON_OBJECT, 'response_format.schema', 400);
   return schemaConstraint(rt, rf.json_schema.schema ?? ANY_JSON_OBJECT, 'response_format.json_schema.schema', 400);
 }
-
-/**
- * `response_format` of a /v1/completions body. The protocol's CompletionRequest does not list
- * it (OpenAI's legacy endpoint has none), so the route parses it from the raw body with this.
- */
