@@ -134,12 +134,6 @@ export class AdapterResolver {
   }
 }
 
-/** What a stream or body must say instead of the internal id (OpenAI echoes `model`). */
-export function renameOf(sel: AdapterSelection): { from: string; to: string } | null {
-  if (sel.kind !== 'single' || sel.target.id === sel.target.name) return null;
-  return { from: sel.target.id, to: sel.target.name };
-}
-
 /** Replaces internal ids with the client's names in an error text (never in model output). */
 export function scrubIds(text: string, sel: AdapterSelection): string {
   const targets = sel.kind === 'single' ? [sel.target] : sel.kind === 'merged' ? sel.targets : [];
