@@ -141,10 +141,10 @@ async function main(argv: string[]): Promise<void> {
   const isDemo = cmd === 'start' && !rest.some((a) => a.startsWith('--model-id')) && !process.env.MODEL_ID;
   const args = isDemo ? ['--model-id', DEFAULT_MODEL, ...rest] : rest;
   const config = parseServeConfig(args, process.env, { warn: (m) => log(`warning: ${m}`) });
-  const log = logger(config.json);
-  if (isDemo) log('serving the bundled demo model: a tiny Llama with random weights, for trying the API; its output is gibberish by design');
-  const server = await startServer(config, { progress: !config.json, accessLog: true, log });
-  log(`listening on ${server.url}`);
+  const say = logger(config.json);
+  if (isDemo) say('serving the bundled demo model: a tiny Llama with random weights, for trying the API; its output is gibberish by design');
+  const server = await startServer(config, { progress: !config.json, accessLog: true, log: say });
+  say(`listening on ${server.url}`);
   const model = server.rt.modelName;
   const auth = config.serviceKey ? ` (send a gateway service token: this server has --service-key)` : '';
   process.stdout.write(
@@ -155,7 +155,7 @@ async function main(argv: string[]): Promise<void> {
   const stop = async (sig: string) => {
     if (closing) process.exit(1);
     closing = true;
-    log(`${sig}: shutting down`);
+    say(`${sig}: shutting down`);
     await server.close();
     process.exit(0);
   };

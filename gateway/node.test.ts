@@ -5,7 +5,9 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { startStandIn } from '../test/gateway/helpers/standin.ts';
-import { GatewayConfigError, gatewayHelp, parseGatewayArgs } from './node.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { formatGatewayAccess, GatewayConfigError, gatewayHelp, parseGatewayArgs, startGateway, type GatewayAccessEntry } from './node.ts';
 
 const KEY = 'cli-service-key-0123456789abcdef-0123456789';
 
@@ -35,6 +37,53 @@ describe('switchboard gateway (CLI)', () => {
     assert.throws(() => parseGatewayArgs(['--backend', 'http://a:1', '--service-key', KEY, '--port', '-1'], {}), /--port/);
     assert.throws(() => parseGatewayArgs(['--backend', 'http://a:1', '--service-key', KEY, '--jwt-issuer', 'x'], {}), /--jwt-audience/);
     assert.match(gatewayHelp(), /--redis-url/);
+  });
+
+  it('takes secrets from files and the environment first, and warns once for each on the command line', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sb-gw-secrets-'));
+    try {
+      writeFileSync(join(dir, 'key'), `${KEY}\n`);
+      writeFileSync(join(dir, 'admin'), 'adm-from-file');
+      const warnings: string[] = [];
+      const f = parseGatewayArgs(['--backend', 'http://a:1', '--service-key-file', join(dir, 'key'), '--admin-token-file', join(dir, 'admin')], {}, (m) => warnings.push(m));
+      assert.equal(f.serviceKey, KEY, 'the trailing newline of the file is not part of the key');
+      assert.equal(f.adminToken, 'adm-from-file');
+      assert.equal(warnings.length, 0);
+      const e = parseGatewayArgs(['--backend', 'http://a:1'], { SWITCHBOARD_SERVICE_KEY_FILE: join(dir, 'key'), SWITCHBOARD_ADMIN_TOKEN: 'adm-env' }, (m) => warnings.push(m));
+      assert.equal(e.serviceKey, KEY);
+      assert.equal(e.adminToken, 'adm-env');
+      assert.equal(warnings.length, 0);
+      parseGatewayArgs(['--backend', 'http://a:1', '--service-key', KEY, '--admin-token', 'adm'], {}, (m) => warnings.push(m));
+      assert.equal(warnings.length, 2);
+      assert.match(warnings[0]!, /--service-key on the command line shows in `ps`.*--service-key-file/);
+      assert.throws(() => parseGatewayArgs(['--backend', 'http://a:1', '--service-key-file', join(dir, 'none')], {}), /--service-key-file: cannot read .*ENOENT/);
+      assert.equal(parseGatewayArgs(['--version'], {}).version, true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('writes one access log line per request, never a credential', async () => {
+    const up = await startStandIn();
+    const entries: GatewayAccessEntry[] = [];
+    const gw = await startGateway({ backends: [up.url], serviceKey: KEY, adminToken: 'adm-secret', port: 0, log: () => {}, accessLog: (e) => entries.push(e) });
+    try {
+      const k = await fetch(`${gw.url}/admin/keys`, { method: 'POST', headers: { authorization: 'Bearer adm-secret' }, body: JSON.stringify({ tenant: 'acme' }) });
+      const key = ((await k.json()) as { key: string }).key;
+      await (await fetch(`${gw.url}/generate`, { method: 'POST', headers: { authorization: `Bearer ${key}` }, body: JSON.stringify({ inputs: 'ok' }) })).text();
+      await (await fetch(`${gw.url}/v1/adapters/secret-name/adapter_config.json`, { method: 'PUT', body: '{}' })).text();
+      assert.deepEqual(
+        entries.map((e) => `${e.method} ${e.route} ${e.status}`),
+        ['POST /admin/* 201', 'POST /generate 200', 'PUT /v1/adapters/:name/:file 401'],
+      );
+      const text = entries.map((e) => formatGatewayAccess(e, false)).join('\n') + entries.map((e) => formatGatewayAccess(e, true)).join('\n');
+      for (const secret of [key, 'adm-secret', KEY, 'secret-name']) assert.ok(!text.includes(secret), secret);
+      assert.match(formatGatewayAccess(entries[1]!, false), /^\[gateway\] POST \/generate 200 [\d.]+ms$/);
+      assert.deepEqual(Object.keys(JSON.parse(formatGatewayAccess(entries[1]!, true)) as object), ['time', 'level', 'msg', 'method', 'route', 'status', 'duration_ms', 'stream']);
+    } finally {
+      await gw.close();
+      await up.close();
+    }
   });
 
   it('serves: gateway/node.ts as a command', async () => {

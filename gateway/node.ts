@@ -1,7 +1,8 @@
 // The gateway on Node: `startGateway(options)` for code and tests, `gatewayMain(argv)` for the
 // CLI (`switchboard gateway --backend <url>[,<url>...] [--port 8000] [--redis-url ...]`).
 // Redis (ioredis) when --redis-url is given, else the in-process store (one instance only).
-import { serve } from '@hono/node-server';
+import { createAdaptorServer, type serve } from '@hono/node-server';
+import type { Server } from 'node:http';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,6 +39,74 @@ export interface StartGatewayOptions {
   /** Serves Prometheus metrics at GET /metrics on this port (same hostname); absent: no metrics. */
   metricsPort?: number | null;
   log?: (msg: string) => void;
+  /** Told once per answered request (method, path pattern, status, time): the access log. */
+  accessLog?: ((e: GatewayAccessEntry) => void) | null;
+}
+
+export interface GatewayAccessEntry {
+  method: string;
+  /** The API route (`/v1/chat/completions`), or "other": never a raw path with ids in it. */
+  route: string;
+  status: number;
+  ms: number;
+  stream: boolean;
+}
+
+/** A listen failure as one actionable line naming the port and the option that sets it. */
+function listenFailure(err: NodeJS.ErrnoException, port: number, hostname: string, flag: string): string {
+  if (err.code === 'EADDRINUSE') return `port ${port} is already in use on ${hostname}: stop what holds it or pick another with ${flag}`;
+  if (err.code === 'EACCES') return `no permission to listen on ${hostname}:${port}: pick a port above 1023 with ${flag}`;
+  if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND') return `cannot listen on ${hostname}:${port}: no such local address (check --hostname)`;
+  return `cannot listen on ${hostname}:${port}: ${err.message}`;
+}
+
+// The routes the access log names; anything else is "other", so a log line never carries a raw
+// path (adapter names, ids) and the set of values stays small.
+const LOGGED_ROUTES: [RegExp, string][] = [
+  [/^\/(generate|generate_stream|tokenize|health|info|metrics)?$/, ''],
+  [/^\/v1\/(chat\/completions|completions|models)$/, ''],
+  [/^\/v1\/adapters(\/[^/]+)?(\/[^/]+)?$/, '/v1/adapters/:name/:file'],
+  [/^\/admin\/.*/, '/admin/*'],
+];
+
+function routeOf(pathname: string): string {
+  for (const [re, pattern] of LOGGED_ROUTES) {
+    if (!re.test(pathname)) continue;
+    if (pattern === '/v1/adapters/:name/:file') {
+      const depth = pathname.split('/').length - 1;
+      return depth === 2 ? '/v1/adapters' : depth === 3 ? '/v1/adapters/:name' : pattern;
+    }
+    return pattern || pathname;
+  }
+  return 'other';
+}
+
+/** Wraps the app: one access log entry per request, when its answer (a stream: its end) is done. */
+function withAccessLog(fetchFn: (req: Request) => Response | Promise<Response>, log: (e: GatewayAccessEntry) => void) {
+  return async (req: Request): Promise<Response> => {
+    const t0 = performance.now();
+    const res = await fetchFn(req);
+    const entry = (stream: boolean): GatewayAccessEntry => ({ method: req.method, route: routeOf(new URL(req.url).pathname), status: res.status, ms: performance.now() - t0, stream });
+    const stream = res.headers.get('content-type')?.startsWith('text/event-stream') === true && res.body !== null;
+    if (!stream) {
+      log(entry(false));
+      return res;
+    }
+    let done = false;
+    const once = () => {
+      if (done) return;
+      done = true;
+      log(entry(true));
+    };
+    req.signal.addEventListener('abort', once, { once: true });
+    return new Response(res.body!.pipeThrough(new TransformStream({ flush: once })), res);
+  };
+}
+
+/** The access log line: text, or one JSON object (--json-output). */
+export function formatGatewayAccess(e: GatewayAccessEntry, json: boolean): string {
+  if (json) return JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'request', method: e.method, route: e.route, status: e.status, duration_ms: Number(e.ms.toFixed(3)), stream: e.stream });
+  return `[gateway] ${e.method} ${e.route} ${e.status} ${e.ms.toFixed(1)}ms${e.stream ? ' (stream)' : ''}`;
 }
 
 export interface RunningGateway {
@@ -66,6 +135,7 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
   }
   const f = createNodeFetch();
   const metrics = o.metricsPort != null ? new GatewayMetrics() : null;
+  const accessLog = o.accessLog ?? null;
   const router = new Router(o.backends, { healthIntervalMs: o.healthIntervalMs ?? 2000, loadFactor: o.loadFactor ?? 1.25, minLoad: o.minLoad ?? 16, log, fetch: f });
   await router.checkAll();
   router.start();
@@ -83,20 +153,36 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
     metrics,
   });
   const hostname = o.hostname ?? '127.0.0.1';
-  const listen = (fetchFn: (req: Request) => Response | Promise<Response>, wanted: number) =>
-    new Promise<{ server: ReturnType<typeof serve>; port: number }>((resolve) => {
-      const s = serve({ fetch: fetchFn, port: wanted, hostname }, () => {
+  // Node reports a port in use as an 'error' event (a stack trace when unhandled): one line instead.
+  const listen = (fetchFn: (req: Request) => Response | Promise<Response>, wanted: number, flag: string) =>
+    new Promise<{ server: ReturnType<typeof serve>; port: number }>((resolve, reject) => {
+      const s = createAdaptorServer({ fetch: fetchFn }) as Server;
+      s.once('error', (err: NodeJS.ErrnoException) => reject(new GatewayConfigError(listenFailure(err, wanted, hostname, flag))));
+      s.listen(wanted, hostname, () => {
         const addr = s.address();
         resolve({ server: s, port: typeof addr === 'object' && addr ? addr.port : wanted });
       });
     });
   const urlOf = (p: number) => `http://${hostname.includes(':') ? `[${hostname}]` : hostname}:${p}`;
-  const main = await listen(app.fetch, o.port ?? 8000);
+  const fetchFn = accessLog ? withAccessLog(app.fetch, accessLog) : app.fetch;
+  let main: Awaited<ReturnType<typeof listen>>;
+  try {
+    main = await listen(fetchFn, o.port ?? 8000, '--port (or PORT)');
+  } catch (err) {
+    router.stop();
+    if (!o.store) await store.close();
+    throw err;
+  }
   const scrape = metrics
     ? await listen(async (req) => {
         if (new URL(req.url).pathname !== '/metrics' || req.method !== 'GET') return new Response('not found\n', { status: 404 });
         return new Response(await metrics.registry.metrics(), { headers: { 'content-type': metrics.registry.contentType } });
-      }, o.metricsPort!)
+      }, o.metricsPort!, '--metrics-port').catch(async (err: unknown) => {
+        router.stop();
+        await new Promise<void>((r) => main.server.close(() => r()));
+        if (!o.store) await store!.close();
+        throw err;
+      })
     : null;
   const ownStore = !o.store;
   const stop = (server: ReturnType<typeof serve>) =>
@@ -128,6 +214,8 @@ interface Flag {
   env: string;
   help: string;
   boolean?: true;
+  /** A credential: `--flag-file` / `ENV_FILE` read it from a file; on the command line it warns (ps shows it). */
+  secret?: true;
 }
 
 const FLAGS: Record<string, Flag> = {
@@ -136,13 +224,13 @@ const FLAGS: Record<string, Flag> = {
   'metrics-port': { env: 'SWITCHBOARD_GATEWAY_METRICS_PORT', help: 'Serve Prometheus metrics at /metrics on this port (default: no metrics)' },
   hostname: { env: 'SWITCHBOARD_HOSTNAME', help: 'Address to listen on [default: 127.0.0.1; 0.0.0.0 for every interface]' },
   'redis-url': { env: 'REDIS_URL', help: 'Redis for keys, limits and usage shared by every gateway instance (default: in-process, one instance)' },
-  'service-key': { env: 'SWITCHBOARD_SERVICE_KEY', help: 'Signs service tokens: shared secret (>= 32 bytes) or PEM private key (file path or text) (required)' },
-  'admin-token': { env: 'SWITCHBOARD_ADMIN_TOKEN', help: 'Bearer token of the admin API (absent: admin API disabled)' },
+  'service-key': { env: 'SWITCHBOARD_SERVICE_KEY', help: 'Signs service tokens: shared secret (>= 32 bytes) or PEM private key (file path or text) (required)', secret: true },
+  'admin-token': { env: 'SWITCHBOARD_ADMIN_TOKEN', help: 'Bearer token of the admin API (absent: admin API disabled)', secret: true },
   'jwt-issuer': { env: 'SWITCHBOARD_JWT_ISSUER', help: 'Accept tenant JWTs from this issuer' },
   'jwt-audience': { env: 'SWITCHBOARD_JWT_AUDIENCE', help: 'Required JWT audience' },
   'jwt-jwks-url': { env: 'SWITCHBOARD_JWT_JWKS_URL', help: 'JWKS URL of the issuer' },
   'jwt-public-key': { env: 'SWITCHBOARD_JWT_PUBLIC_KEY', help: 'PEM or JWK public key (file path or text)' },
-  'jwt-secret': { env: 'SWITCHBOARD_JWT_SECRET', help: 'HS256 secret of tenant JWTs' },
+  'jwt-secret': { env: 'SWITCHBOARD_JWT_SECRET', help: 'HS256 secret of tenant JWTs', secret: true },
   'jwt-tenant-claim': { env: 'SWITCHBOARD_JWT_TENANT_CLAIM', help: 'Claim naming the tenant [default: tenant]' },
   'default-rpm': { env: 'SWITCHBOARD_DEFAULT_RPM', help: 'Requests per minute of a tenant without its own limits' },
   'default-tpm': { env: 'SWITCHBOARD_DEFAULT_TPM', help: 'Tokens per minute of a tenant without its own limits' },
@@ -151,11 +239,17 @@ const FLAGS: Record<string, Flag> = {
   'health-interval-ms': { env: 'SWITCHBOARD_HEALTH_INTERVAL_MS', help: 'Backend health check period [default: 2000]' },
   'load-factor': { env: 'SWITCHBOARD_LOAD_FACTOR', help: 'Bounded-load factor of adapter affinity [default: 1.25]' },
   'min-load': { env: 'SWITCHBOARD_MIN_LOAD', help: 'In-flight requests per replica before it can count as overloaded [default: 16]' },
+  'json-output': { env: 'JSON_OUTPUT', help: 'Log JSON lines (access log included) instead of text', boolean: true },
   help: { env: '', help: 'This help', boolean: true },
+  version: { env: '', help: 'Print the version', boolean: true },
 };
 
 export function gatewayHelp(): string {
-  const rows = Object.entries(FLAGS).map(([k, f]) => `  --${k.padEnd(28)} ${f.help}${f.env ? `\n  ${''.padEnd(30)} env: ${f.env}` : ''}`);
+  const rows = Object.entries(FLAGS).map(
+    ([k, f]) =>
+      `  --${k.padEnd(28)} ${f.help}${f.env ? `\n  ${''.padEnd(30)} env: ${f.env}` : ''}` +
+      (f.secret ? `\n  --${`${k}-file`.padEnd(28)} ... read from this file (or ${f.env}_FILE); preferred: a value given on the command line shows in \`ps\`` : ''),
+  );
   return `Usage: switchboard gateway --backend <url>[,<url>...] --service-key <key> [options]\n\nOptions:\n${rows.join('\n')}\n`;
 }
 
@@ -174,15 +268,41 @@ function loadFactor(v: string): number {
   return n;
 }
 
-export function parseGatewayArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): StartGatewayOptions & { help: boolean } {
+/** A secret's file: its text without the trailing newline editors and `echo` add. */
+function readSecretFile(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf-8').replace(/\r?\n$/, '');
+  } catch (err) {
+    throw new GatewayConfigError(`${what}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/**
+ * `warn` is told once per secret given on the command line. A secret comes from `--x-file`,
+ * `ENV_FILE`, `ENV`, or (with that warning) `--x <value>`.
+ */
+export function parseGatewayArgs(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+  warn: (msg: string) => void = () => {},
+): StartGatewayOptions & { help: boolean; version: boolean; json: boolean } {
   const raw: Record<string, string[]> = {};
+  const secretFiles: Record<string, string> = {};
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (!arg.startsWith('--')) throw new GatewayConfigError(`unexpected argument "${arg}"`);
     const eq = arg.indexOf('=');
     const name = arg.slice(2, eq < 0 ? undefined : eq);
+    const fileOf = name.endsWith('-file') ? name.slice(0, -5) : null;
+    if (fileOf && FLAGS[fileOf]?.secret) {
+      const file = eq >= 0 ? arg.slice(eq + 1) : argv[++i];
+      if (file === undefined) throw new GatewayConfigError(`--${name} needs a value`);
+      secretFiles[fileOf] = readSecretFile(file, `--${name}`);
+      continue;
+    }
     const flag = FLAGS[name];
     if (!flag) throw new GatewayConfigError(`unknown option --${name} (see --help)`);
+    if (flag.secret) warn(`--${name} on the command line shows in \`ps\` to every user of this machine: use --${name}-file <path> or the ${flag.env} environment variable`);
     let value: string;
     if (eq >= 0) value = arg.slice(eq + 1);
     else if (flag.boolean) value = 'true';
@@ -193,7 +313,13 @@ export function parseGatewayArgs(argv: readonly string[], env: NodeJS.ProcessEnv
     }
     (raw[name] ??= []).push(value);
   }
-  const get = (name: string): string | undefined => raw[name]?.at(-1) ?? (FLAGS[name]!.env && env[FLAGS[name]!.env] ? env[FLAGS[name]!.env] : undefined);
+  const get = (name: string): string | undefined => {
+    const f = FLAGS[name]!;
+    const fromFlag = raw[name]?.at(-1) ?? secretFiles[name];
+    if (fromFlag !== undefined) return fromFlag;
+    if (f.secret && env[`${f.env}_FILE`]) return readSecretFile(env[`${f.env}_FILE`]!, `${f.env}_FILE`);
+    return f.env && env[f.env] ? env[f.env] : undefined;
+  };
   const num = (name: string): number | undefined => {
     const v = get(name);
     if (v === undefined) return undefined;
@@ -201,7 +327,7 @@ export function parseGatewayArgs(argv: readonly string[], env: NodeJS.ProcessEnv
     if (!Number.isInteger(n) || n < 0) throw new GatewayConfigError(`--${name}: "${v}" is not a non-negative integer`);
     return n;
   };
-  const help = raw.help !== undefined;
+  const help = raw.help !== undefined || raw.version !== undefined;
   const backends = (raw.backend ?? (get('backend') ? [get('backend')!] : []))
     .flatMap((v) => v.split(','))
     .map((s) => s.trim())
@@ -241,7 +367,9 @@ export function parseGatewayArgs(argv: readonly string[], env: NodeJS.ProcessEnv
   if (Object.keys(defaults).length) options.defaultTenantLimits = defaults;
   if (num('max-body-bytes')) options.maxBodyBytes = num('max-body-bytes')!;
   return {
-    help,
+    help: raw.help !== undefined,
+    version: raw.version !== undefined,
+    json: /^(1|true)$/i.test(get('json-output') ?? ''),
     backends,
     serviceKey: serviceKey ? fileOrText(serviceKey) : '',
     port: num('port') ?? 8000,
@@ -261,7 +389,7 @@ export function parseGatewayArgs(argv: readonly string[], env: NodeJS.ProcessEnv
 export async function gatewayMain(argv: readonly string[]): Promise<void> {
   let parsed: ReturnType<typeof parseGatewayArgs>;
   try {
-    parsed = parseGatewayArgs(argv);
+    parsed = parseGatewayArgs(argv, process.env, (m) => process.stderr.write(`[gateway] warning: ${m}\n`));
   } catch (err) {
     if (err instanceof GatewayConfigError) {
       process.stderr.write(`switchboard gateway: ${err.message}\n`);
@@ -270,19 +398,34 @@ export async function gatewayMain(argv: readonly string[]): Promise<void> {
     }
     throw err;
   }
+  if (parsed.version) {
+    const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf-8')) as { version: string };
+    process.stdout.write(`switchboard ${pkg.version}\n`);
+    return;
+  }
   if (parsed.help) {
     process.stdout.write(gatewayHelp());
     return;
   }
-  const gw = await startGateway(parsed);
-  process.stderr.write(
-    `[gateway] listening on ${gw.url} -> ${parsed.backends.join(', ')} (store: ${gw.store.kind}${parsed.adminToken ? ', admin API on' : ''}${parsed.jwt ? ', tenant JWTs on' : ''}${gw.metricsUrl ? `, metrics at ${gw.metricsUrl}` : ''})\n`,
+  const json = parsed.json;
+  const log = (msg: string) => process.stderr.write(json ? `${JSON.stringify({ time: new Date().toISOString(), level: 'info', msg })}\n` : `[gateway] ${msg}\n`);
+  let gw: RunningGateway;
+  try {
+    gw = await startGateway({ ...parsed, log, accessLog: (e) => process.stderr.write(`${formatGatewayAccess(e, json)}\n`) });
+  } catch (err) {
+    // A bad key, a port in use, an unreachable Redis URL: one line, no stack trace.
+    process.stderr.write(`switchboard gateway: ${(err as Error).message}\n`);
+    process.exitCode = err instanceof GatewayConfigError ? 2 : 1;
+    return;
+  }
+  log(
+    `listening on ${gw.url} -> ${parsed.backends.join(', ')} (store: ${gw.store.kind}${parsed.adminToken ? ', admin API on' : ''}${parsed.jwt ? ', tenant JWTs on' : ''}${gw.metricsUrl ? `, metrics at ${gw.metricsUrl}` : ''})`,
   );
   let closing = false;
   const stop = async (sig: string) => {
     if (closing) process.exit(1);
     closing = true;
-    process.stderr.write(`[gateway] ${sig}: shutting down\n`);
+    log(`${sig}: shutting down`);
     await gw.close();
     process.exit(0);
   };
