@@ -13,6 +13,7 @@
 //   near, only tokens after which dist <= the tokens left; so a value that fits when generation
 //   starts always closes before max_new_tokens.
 import { DEAD, LazyDfa, type Nfa } from './automaton.ts';
+import { SchemaError } from './schema.ts';
 import type { Vocab } from './vocab.ts';
 
 export interface GrammarStats {
@@ -38,7 +39,7 @@ let tick = 0;
 const NEXT_STATES = 8;
 const INF = 0x3fffffff;
 /** Completability search (states whose completion needs multi-byte tokens): DFA states expanded, trie nodes visited. */
-const LIVE_SEARCH_STATES = 256;
+const LIVE_SEARCH_STATES = 1024;
 const LIVE_SEARCH_NODES = 4_000_000;
 /** Budget-filtered masks kept per grammar. */
 const STEER_CACHE = 4096;
@@ -220,6 +221,8 @@ export class Grammar {
   lastUsed = 0;
   /** Fewest single-byte-token steps from each NFA state to the accepting one (INF: none). */
   private readonly nfaDist: Int32Array;
+  /** Fewest bytes from each NFA state to the accepting one, any bytes (the search's guide). */
+  private nfaDistAny: Int32Array | null = null;
   /** Every NFA state has a finite dist: every DFA state is completable, no checks needed. */
   readonly allLive: boolean;
   /** DFA state → dist (-1: not computed). */
@@ -284,35 +287,52 @@ export class Grammar {
     this.liveOf[s] = v;
   }
 
+  /** Fewest bytes (any) from DFA state `s` to acceptance. */
+  private distAny(s: number): number {
+    this.nfaDistAny ??= singleByteDistances(this.nfa, new Uint8Array(256).fill(1));
+    let d = INF;
+    for (const q of this.dfa.nfaStates(s)) d = Math.min(d, this.nfaDistAny[q]!);
+    return d;
+  }
+
   /**
-   * Breadth-first over token transitions from `s` until a state with finite dist (or one already
-   * proven) turns up: the states on that path are completable. A search that runs out of states
-   * to visit proves them all dead; one cut short by its bounds marks only `s` dead (unproven).
+   * Best-first over token transitions from `s` (nearest to the end in bytes first) until a state
+   * with finite dist (or one already proven) turns up: the states on that path are completable.
+   * A search that runs out of states proves all it saw dead; one cut short by its bounds marks
+   * only `s` dead (unproven, so never entered).
    */
   private searchLive(s: number): void {
     const parent = new Map<number, number>([[s, -1]]);
-    const queue = [s];
+    const open: [number, number][] = [[this.distAny(s), s]];
+    const seen: number[] = [];
     let nodes = 0;
-    for (let qi = 0; qi < queue.length; qi++) {
-      if (qi >= LIVE_SEARCH_STATES || nodes > LIVE_SEARCH_NODES) {
+    while (open.length) {
+      if (seen.length >= LIVE_SEARCH_STATES || nodes > LIVE_SEARCH_NODES) {
         this.setLive(s, 2);
         return;
       }
-      const w = new Walk(this, queue[qi]!, false);
+      // The open list stays small: a linear scan for the minimum is enough.
+      let bi = 0;
+      for (let i = 1; i < open.length; i++) if (open[i]![0] < open[bi]![0]) bi = i;
+      const [, q] = open[bi]!;
+      open[bi] = open[open.length - 1]!;
+      open.pop();
+      seen.push(q);
+      const w = new Walk(this, q, false);
       w.run(Infinity);
       nodes += w.visited;
       for (const t of w.allNext()) {
         if (parent.has(t)) continue;
-        parent.set(t, queue[qi]!);
+        parent.set(t, q);
         if (this.dist(t) < INF || (t < this.liveOf.length && this.liveOf[t] === 1)) {
           for (let x = t; x >= 0; x = parent.get(x)!) this.setLive(x, 1);
           return;
         }
         if (t < this.liveOf.length && this.liveOf[t] === 2) continue;
-        queue.push(t);
+        open.push([this.distAny(t), t]);
       }
     }
-    for (const x of queue) this.setLive(x, 2);
+    for (const x of seen) this.setLive(x, 2);
   }
 
   get start(): number {
@@ -453,6 +473,21 @@ export class Grammar {
   matcher(budget: number | null = null): Matcher {
     return new Matcher(this, budget);
   }
+}
+
+/**
+ * The grammar of a compiled schema for a vocabulary; refuses (SchemaError) a schema whose every
+ * value needs text the vocabulary cannot write — checked before any generation starts.
+ */
+export function bindGrammar(nfa: Nfa, vocab: Vocab, shareByLabel: boolean): Grammar {
+  const g = new Grammar(nfa, vocab, shareByLabel);
+  if (!g.isLive(g.start)) {
+    const missing = vocab.singleByte.filter((x) => x === 0).length;
+    throw new SchemaError([
+      `the schema needs text this tokenizer cannot write with regular tokens: ${missing} byte values have no token of their own (byte fallbacks listed as special tokens, which decoding drops), and no vocabulary entry spells what the schema requires (e.g. a non-ASCII "enum"/"const" value or property name)`,
+    ]);
+  }
+  return g;
 }
 
 /**

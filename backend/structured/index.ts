@@ -11,7 +11,7 @@ import type { Runtime } from '../runtime.ts';
 import type { Nfa } from './automaton.ts';
 import { compileSchemaAsync } from './compile-pool.ts';
 import type { CompileOptions } from './compile.ts';
-import { Grammar } from './grammar.ts';
+import { bindGrammar, Grammar } from './grammar.ts';
 import { SchemaError } from './schema.ts';
 import { loadTokenBytes, UnsupportedTokenizerError } from './token-bytes.ts';
 import { Vocab } from './vocab.ts';
@@ -68,13 +68,7 @@ function cached(cache: Map<string, Grammar>, key: string): Grammar | undefined {
 }
 
 function remember(cache: Map<string, Grammar>, key: string, vocab: Vocab, nfa: Nfa, options: Partial<CompileOptions>): Grammar {
-  const g = new Grammar(nfa, vocab, (options.horizon ?? vocab.maxTokenBytes) >= vocab.maxTokenBytes);
-  if (!g.isLive(g.start)) {
-    const missing = [...vocab.singleByte.keys()].filter((b) => !vocab.singleByte[b] && b >= 0x80).length;
-    throw new SchemaError([
-      `the schema needs text this tokenizer cannot write with regular tokens (${missing} byte values have no token of their own — byte-fallback tokens listed as special tokens are dropped by decoding — and no vocabulary entry spells what the schema requires, e.g. a non-ASCII "enum"/"const" value or property name)`,
-    ]);
-  }
+  const g = bindGrammar(nfa, vocab, (options.horizon ?? vocab.maxTokenBytes) >= vocab.maxTokenBytes);
   cache.set(key, g);
   if (cache.size > GRAMMAR_CACHE) {
     const oldest = cache.keys().next().value!;

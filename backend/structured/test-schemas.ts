@@ -154,3 +154,156 @@ export function largeSchema(extra: Record<string, unknown> = {}): Record<string,
   }
   return { type: 'object', properties: { ...props, ...extra }, required: Object.keys(props).slice(0, 30) };
 }
+
+/**
+ * Schemas as users send them (issue 13): formats, enums with quotes, backslashes, control
+ * characters, CJK and emoji, odd property names, recursion, tuples, nullable types, patterns,
+ * fractional bounds, sets, intersections, and invoice / function-call shapes as pydantic v2 and
+ * zod-to-json-schema emit them. Bounded so that a random model finishes most of them.
+ */
+export const USER_SCHEMAS: Record<string, Record<string, unknown>> = {
+  contactFormats: {
+    type: 'object',
+    properties: {
+      email: { type: 'string', format: 'email' },
+      site: { type: 'string', format: 'uri' },
+      host: { type: 'string', format: 'hostname' },
+      v4: { type: 'string', format: 'ipv4' },
+      v6: { type: 'string', format: 'ipv6' },
+      born: { type: 'string', format: 'date' },
+    },
+    required: ['email', 'site', 'host', 'v4', 'v6', 'born'],
+    additionalProperties: false,
+  },
+  shortEmail: { type: 'string', format: 'email', maxLength: 12 },
+  enumEscapes: { enum: ['say "hi"', 'back\\slash', 'tab\there', 'nl\nline', 'bell\u0007', 'Non ?', 'a, b', 'x ,y'] },
+  enumUnicode: { type: 'string', enum: ['日本', '東京都', '🎉 party', 'café', 'naïve ✓'] },
+  constCjk: { type: 'object', properties: { country: { const: '日本' }, n: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['country', 'n'] },
+  oddKeys: {
+    type: 'object',
+    properties: {
+      '': { type: 'integer', minimum: 0, maximum: 9 },
+      'with space': { type: 'boolean' },
+      'quote"key': { type: 'null' },
+      'back\\slash': { type: 'integer', minimum: 0, maximum: 9 },
+      'ключ': { type: 'string', maxLength: 3 },
+      '$ref': { type: 'string', maxLength: 2 },
+      'a/b~c': { type: 'boolean' },
+    },
+    required: ['', 'with space', 'quote"key', 'back\\slash', 'ключ', '$ref', 'a/b~c'],
+    additionalProperties: false,
+  },
+  emojiKey: { type: 'object', properties: { 'key🔑': { enum: ['✓', '✗'] } }, required: ['key🔑'] },
+  commentTree: {
+    $schema: 'http://json-schema.org/draft-07/schema#',
+    definitions: {
+      Comment: {
+        type: 'object',
+        properties: { text: { type: 'string', maxLength: 8 }, replies: { type: 'array', items: { $ref: '#/definitions/Comment' }, maxItems: 2 } },
+        required: ['text', 'replies'],
+        additionalProperties: false,
+      },
+    },
+    $ref: '#/definitions/Comment',
+  },
+  pydanticTuple: { maxItems: 2, minItems: 2, prefixItems: [{ type: 'number', minimum: -90, maximum: 90 }, { type: 'number', minimum: -180, maximum: 180 }], type: 'array' },
+  nullableFields: {
+    type: 'object',
+    properties: {
+      age: { anyOf: [{ type: 'integer', minimum: 0, maximum: 150 }, { type: 'null' }], default: null },
+      nick: { type: ['string', 'null'], maxLength: 5 },
+      legacy: { type: 'string', nullable: true, maxLength: 3 },
+      list: { type: ['array', 'null'], items: { type: ['string', 'null'], maxLength: 3 }, maxItems: 3 },
+    },
+    required: ['age', 'nick', 'list'],
+  },
+  pydanticInvoice: {
+    $defs: {
+      Currency: { enum: ['USD', 'EUR', 'JPY'], title: 'Currency', type: 'string' },
+      LineItem: {
+        properties: {
+          description: { maxLength: 12, title: 'Description', type: 'string' },
+          quantity: { exclusiveMinimum: 0, maximum: 100, title: 'Quantity', type: 'integer' },
+          unit_price: { minimum: 0.01, maximum: 9999.99, title: 'Unit Price', type: 'number' },
+          discount: { anyOf: [{ maximum: 0.5, minimum: 0, type: 'number' }, { type: 'null' }], default: null, title: 'Discount' },
+        },
+        required: ['description', 'quantity', 'unit_price'],
+        title: 'LineItem',
+        type: 'object',
+      },
+    },
+    properties: {
+      invoice_number: { pattern: '^INV-[0-9]{4}$', title: 'Invoice Number', type: 'string' },
+      issued: { format: 'date', title: 'Issued', type: 'string' },
+      customer_email: { format: 'email', maxLength: 24, title: 'Customer Email', type: 'string' },
+      currency: { $ref: '#/$defs/Currency' },
+      items: { items: { $ref: '#/$defs/LineItem' }, maxItems: 2, minItems: 1, title: 'Items', type: 'array' },
+      tags: { items: { enum: ['urgent', 'paid', 'export'], type: 'string' }, title: 'Tags', type: 'array', uniqueItems: true },
+      total: { exclusiveMinimum: 0, maximum: 1000000, title: 'Total', type: 'number' },
+      notes: { anyOf: [{ maxLength: 10, type: 'string' }, { type: 'null' }], default: null, title: 'Notes' },
+    },
+    required: ['invoice_number', 'issued', 'customer_email', 'currency', 'items', 'total'],
+    title: 'Invoice',
+    type: 'object',
+  },
+  zodFunctionCall: {
+    type: 'object',
+    properties: {
+      name: { type: 'string', const: 'get_weather' },
+      arguments: {
+        type: 'object',
+        properties: {
+          location: { type: 'string', minLength: 1, maxLength: 12 },
+          unit: { type: 'string', enum: ['celsius', 'fahrenheit'] },
+          days: { type: 'integer', minimum: 1, maximum: 7 },
+        },
+        required: ['location', 'unit'],
+        additionalProperties: false,
+      },
+    },
+    required: ['name', 'arguments'],
+    additionalProperties: false,
+    $schema: 'http://json-schema.org/draft-07/schema#',
+  },
+  zodDiscriminatedUnion: {
+    anyOf: [
+      { type: 'object', properties: { type: { type: 'string', const: 'text' }, body: { type: 'string', maxLength: 6 } }, required: ['type', 'body'], additionalProperties: false },
+      { type: 'object', properties: { type: { type: 'string', const: 'image' }, url: { type: 'string', format: 'uri', maxLength: 30 } }, required: ['type', 'url'], additionalProperties: false },
+    ],
+    $schema: 'http://json-schema.org/draft-07/schema#',
+  },
+  zodIntersection: {
+    allOf: [
+      { type: 'object', properties: { id: { type: 'integer', minimum: 1, maximum: 999 } }, required: ['id'] },
+      { type: 'object', properties: { label: { type: 'string', maxLength: 5 }, id: { type: 'integer', maximum: 50 } }, required: ['label'] },
+    ],
+  },
+  anyOfWithSiblings: {
+    type: 'object',
+    properties: { kind: { enum: ['a', 'b'] }, x: { type: 'integer', minimum: 0, maximum: 9 } },
+    required: ['kind'],
+    additionalProperties: false,
+    anyOf: [{ required: ['x'] }, { properties: { kind: { const: 'b' } } }],
+  },
+  refWithSiblings: { $defs: { base: { type: 'object', properties: { a: { type: 'boolean' } } } }, $ref: '#/$defs/base', required: ['a'] },
+  fractionalBounds: {
+    type: 'object',
+    properties: {
+      ratio: { type: 'number', minimum: 0.5, maximum: 99.95 },
+      small: { type: 'number', exclusiveMinimum: -1.25, exclusiveMaximum: 0.001 },
+      temp: { type: 'number', minimum: -273.15, maximum: 1e3 },
+    },
+    required: ['ratio', 'small', 'temp'],
+    additionalProperties: false,
+  },
+  intSet: { type: 'array', items: { type: 'integer', minimum: 1, maximum: 6 }, uniqueItems: true, minItems: 2 },
+  minPropsBeyondDeclared: { type: 'object', properties: { id: { type: 'integer', minimum: 0, maximum: 99 } }, required: ['id'], minProperties: 3, additionalProperties: { type: 'integer', minimum: 0, maximum: 9 } },
+  mapMinProperties: { type: 'object', additionalProperties: { type: 'boolean' }, minProperties: 3, maxProperties: 4 },
+  patternCode: { type: 'string', pattern: '^[A-Z]{2}-\\d{3,5}$' },
+  patternUnanchored: { type: 'string', pattern: 'ab+c', maxLength: 10 },
+  patternUnicode: { type: 'object', properties: { w: { type: 'string', pattern: '^(?:[äöü]|\\u00df|x\\.y)+$', maxLength: 4 } }, required: ['w'] },
+  patternAlternation: { type: 'array', items: { type: 'string', pattern: '^(yes|no|maybe)$|^\\d+$', maxLength: 6 }, maxItems: 3 },
+};
+
+/** Property values generated only with characters outside ASCII (hard for some tokenizers). */
+export const NON_ASCII_SCHEMAS = ['enumUnicode', 'constCjk', 'emojiKey'];
