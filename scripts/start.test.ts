@@ -15,7 +15,7 @@ function parseCurl(line: string): { url: string; init: RequestInit } {
   let url = '';
   let method: string | null = null;
   const headers: Record<string, string> = {};
-  let body: string | Buffer | undefined;
+  let body: string | Uint8Array<ArrayBuffer> | undefined;
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i]!;
     if (t === '-X') method = tokens[++i]!;
@@ -24,7 +24,7 @@ function parseCurl(line: string): { url: string; init: RequestInit } {
       const colon = h.indexOf(':');
       headers[h.slice(0, colon).trim()] = h.slice(colon + 1).trim();
     } else if (t === '-d') body = tokens[++i]!;
-    else if (t === '--data-binary') body = readFileSync(tokens[++i]!.replace(/^@/, ''));
+    else if (t === '--data-binary') body = new Uint8Array(readFileSync(tokens[++i]!.replace(/^@/, '')));
     else if (/^https?:\/\//.test(t)) url = t;
     else assert.fail(`curl option the test does not know: ${t}`);
   }
@@ -60,9 +60,11 @@ describe('npm start', () => {
       // The uploaded adapter really served: the backend loaded it from the tenant's directory.
       assert.match(err, /adapter \S*tenants\/demo\/my-lora loaded into an engine slot/);
     } finally {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
     }
   });
 
