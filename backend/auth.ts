@@ -5,7 +5,8 @@ import type { MiddlewareHandler } from 'hono';
 import { createSecretKey, type KeyObject } from 'node:crypto';
 import { importSPKI, jwtVerify, type JWTPayload } from 'jose';
 import type { Context as TraceContext } from '@opentelemetry/api';
-import { isTenantId, loraxError, openaiError, SERVICE_AUDIENCE, SERVICE_ISSUER, tenantOfAdapter } from '../protocol/index.ts';
+import { isTenantId, SERVICE_AUDIENCE, SERVICE_ISSUER, tenantOfAdapter } from '../protocol/index.ts';
+import { RequestError } from './errors.ts';
 
 export interface Caller {
   /** null when the backend runs without a service key (single trusted tenant). */
@@ -41,10 +42,9 @@ export function serviceAuth(key: KeyObject | CryptoKey | null): MiddlewareHandle
       return next();
     }
     if (c.req.path === '/health') return next();
-    const refuse = (why: string) =>
-      c.req.path.startsWith('/v1/')
-        ? c.json(openaiError(`unauthorized: ${why}`, 'authentication_error'), 401)
-        : c.json(loraxError(`unauthorized: ${why}`, 'unauthorized'), 401);
+    const refuse = (why: string): never => {
+      throw new RequestError(`unauthorized: ${why}`, 401, 'unauthorized');
+    };
     const m = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
     if (!m) return refuse('a gateway service token is required');
     let payload: JWTPayload;

@@ -14,17 +14,7 @@ import { ROOT_CONTEXT as ROOT, type Context as TraceContext, type Span } from '@
 import { IncrementalDecoder } from './text/tokenizer.ts';
 import { TooManyTokensError } from './text/tokenize-pool.ts';
 import { noteGenerated, noteGenerationStart } from './access-log.ts';
-
-/** A client-side problem found before generation starts; routes map it to their error shape. */
-export class RequestError extends Error {
-  constructor(
-    message: string,
-    readonly status: number,
-    readonly kind: 'validation' | 'overloaded' | 'not_found' | 'forbidden' | 'adapter' = 'validation',
-  ) {
-    super(message);
-  }
-}
+import { RequestError } from './errors.ts';
 
 export interface SamplingRequest {
   doSample: boolean;
@@ -276,7 +266,8 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
     }
   } catch (err) {
     failure = err;
-    throw err;
+    // Past validation and admission, whatever fails is this generation's failure (LoRAX: 424).
+    throw err instanceof RequestError ? err : new RequestError((err as Error).message ?? String(err), 424, 'generation', { cause: err });
   } finally {
     endSpan(phase, failure);
     if (!ok && !failure && req.signal.aborted) genSpan.setAttribute('switchboard.cancelled', true);

@@ -1,10 +1,11 @@
-// The backend's Hono app: the route modules over one Runtime, plus the catch-all error shape
-// (OpenAI's under /v1, LoRAX's elsewhere) so nothing ever answers with a bare 500 page.
+// The backend's Hono app: the route modules over one Runtime, and the one place errors become
+// answers (errors.ts: OpenAI's shape under /v1, LoRAX's elsewhere), so routes just throw and
+// nothing ever answers with a bare 500 page.
 import type { KeyObject } from 'node:crypto';
 import { Hono } from 'hono';
 import { matchedRoutes } from 'hono/route';
-import { loraxError, openaiError } from '../protocol/index.ts';
 import { serviceAuth, type AuthEnv } from './auth.ts';
+import { errorResponse, RequestError } from './errors.ts';
 import { adapterRoutes } from './routes/adapters.ts';
 import { httpTracing } from './tracing.ts';
 import { infoRoutes } from './routes/info.ts';
@@ -47,16 +48,7 @@ export function createApp(rt: Runtime, serviceKey: KeyObject | CryptoKey | null 
   app.route('/', adapterRoutes(rt));
   app.route('/', loraxRoutes(rt));
   app.route('/', openaiRoutes(rt));
-  app.notFound((c) =>
-    c.req.path.startsWith('/v1/')
-      ? c.json(openaiError(`no route ${c.req.method} ${c.req.path}`, 'not_found_error'), 404)
-      : c.json(loraxError(`no route ${c.req.method} ${c.req.path}`, 'not_found'), 404),
-  );
-  app.onError((err, c) => {
-    console.error(`unhandled error on ${c.req.method} ${c.req.path}:`, err);
-    return c.req.path.startsWith('/v1/')
-      ? c.json(openaiError('internal error', 'server_error'), 500)
-      : c.json(loraxError('internal error', 'generation'), 500);
-  });
+  app.notFound((c) => errorResponse(c, new RequestError(`no route ${c.req.method} ${c.req.path}`, 404, 'not_found')));
+  app.onError((err, c) => errorResponse(c, err));
   return app;
 }

@@ -4,7 +4,7 @@ import type { Context } from 'hono';
 import { BASE_MODEL_ADAPTER_ID, isServedAdapterSource, SERVED_ADAPTER_SOURCES, type GenerateParameters } from '../../protocol/index.ts';
 import type { AdapterChoice } from '../adapters/resolve.ts';
 import type { AdapterSourceName } from '../adapters/source.ts';
-import { RequestError } from '../generate.ts';
+import { RequestError } from '../errors.ts';
 import type { Runtime } from '../runtime.ts';
 import { mayUseAdapter, type AuthEnv } from '../auth.ts';
 

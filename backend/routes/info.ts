@@ -1,7 +1,7 @@
 // Operational routes: /health, /info, /metrics (Prometheus text) and /tokenize.
 import { Hono } from 'hono';
-import { TokenizeRequest, loraxError, parseLoraxRequest } from '../../protocol/index.ts';
-import { RequestError } from '../generate.ts';
+import { TokenizeRequest, parseLoraxRequest } from '../../protocol/index.ts';
+import { RequestError } from '../errors.ts';
 import { TooManyTokensError } from '../text/tokenize-pool.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AuthEnv } from '../auth.ts';
@@ -56,27 +56,22 @@ export function infoRoutes(rt: Runtime): Hono<AuthEnv> {
 
   // TGI's /tokenize: each token with its text and character span in the input.
   app.post('/tokenize', async (c) => {
-    try {
-      const parsed = parseLoraxRequest(TokenizeRequest, await readJsonBody(c));
-      if (!parsed.success) return c.json(parsed.error, 422);
-      // Encoded and spelled out off the event loop when large; as long as a whole request may be.
-      const limit = rt.limits.maxTotalTokens;
-      const { ids, texts, special } = await rt.tokenizePool.detail(parsed.data.inputs, parsed.data.add_special_tokens ?? true, limit).catch((err: unknown) => {
-        if (err instanceof TooManyTokensError) throw new RequestError(`Input validation error: \`inputs\` must have at most ${limit} tokens to tokenize. Given: at least ${err.atLeast}`, 422);
-        throw err;
-      });
-      let offset = 0;
-      return c.json(
-        ids.map((id, i) => {
-          const start = offset;
-          if (!special[i]) offset += texts[i]!.length;
-          return { id, text: texts[i]!, start, stop: special[i] ? start : offset };
-        }),
-      );
-    } catch (err) {
-      const e = err as RequestError;
-      return c.json(loraxError(e.message, 'validation'), (e.status ?? 400) as 400);
-    }
+    const parsed = parseLoraxRequest(TokenizeRequest, await readJsonBody(c));
+    if (!parsed.success) return c.json(parsed.error, 422);
+    // Encoded and spelled out off the event loop when large; as long as a whole request may be.
+    const limit = rt.limits.maxTotalTokens;
+    const { ids, texts, special } = await rt.tokenizePool.detail(parsed.data.inputs, parsed.data.add_special_tokens ?? true, limit).catch((err: unknown) => {
+      if (err instanceof TooManyTokensError) throw new RequestError(`Input validation error: \`inputs\` must have at most ${limit} tokens to tokenize. Given: at least ${err.atLeast}`, 422);
+      throw err;
+    });
+    let offset = 0;
+    return c.json(
+      ids.map((id, i) => {
+        const start = offset;
+        if (!special[i]) offset += texts[i]!.length;
+        return { id, text: texts[i]!, start, stop: special[i] ? start : offset };
+      }),
+    );
   });
 
   return app;

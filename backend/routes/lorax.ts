@@ -8,7 +8,6 @@ import {
   GenerateRequest,
   GenerateStreamRequest,
   checkGenerateLimits,
-  loraxError,
   loraxValidationError,
   parseLoraxRequest,
   type Details,
@@ -17,7 +16,8 @@ import {
   type StreamResponse,
   type Token,
 } from '../../protocol/index.ts';
-import { generate, RequestError, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
+import { errorBody, RequestError } from '../errors.ts';
+import { generate, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
 import type { Runtime } from '../runtime.ts';
 import { loraxConstraint } from '../structured/index.ts';
 import { loraxAdapterChoice, readJsonBody, type Ctx } from './common.ts';
@@ -30,14 +30,6 @@ const toToken = (t: TokenInfo): Token => ({
   skipped: false,
   ...(t.top ? { alternative_tokens: t.top.map((a) => ({ id: a.id, text: a.text, logprob: Number.isFinite(a.logprob) ? a.logprob : null })) } : {}),
 });
-
-function errorResponse(c: Ctx, err: unknown) {
-  if (err instanceof RequestError) {
-    const type = err.kind === 'overloaded' ? 'overloaded' : err.kind === 'validation' ? 'validation' : 'adapter';
-    return c.json(loraxError(err.message, type), err.status as 400);
-  }
-  return c.json(loraxError((err as Error).message ?? 'generation failed', 'generation'), 424);
-}
 
 async function generationRequest(rt: Runtime, c: Ctx, inputs: string, p: GenerateParameters, signal: AbortSignal): Promise<GenerationRequest> {
   const issues = checkGenerateLimits(p, rt.limits);
@@ -163,7 +155,7 @@ async function streamResponse(rt: Runtime, c: Ctx, inputs: string, p: GeneratePa
         }
       } catch (err) {
         // A failure mid-stream must reach the client as an error event, never as a clean end.
-        await stream.writeSSE({ data: JSON.stringify(loraxError((err as Error).message, 'generation')) });
+        await stream.writeSSE({ data: JSON.stringify(errorBody('lorax', err)) });
       } finally {
         await it.return(undefined);
       }
@@ -174,36 +166,25 @@ async function streamResponse(rt: Runtime, c: Ctx, inputs: string, p: GeneratePa
 export function loraxRoutes(rt: Runtime): Hono<AuthEnv> {
   const app = new Hono<AuthEnv>();
 
+  // Failures are thrown: the app's onError answers them in LoRAX's shape (errors.ts).
   app.post('/generate', async (c) => {
-    try {
-      const parsed = parseLoraxRequest(GenerateRequest, await readJsonBody(c));
-      if (!parsed.success) return c.json(parsed.error, 422);
-      return c.json(await runGenerate(rt, c, parsed.data.inputs, parsed.data.parameters));
-    } catch (err) {
-      return errorResponse(c, err);
-    }
+    const parsed = parseLoraxRequest(GenerateRequest, await readJsonBody(c));
+    if (!parsed.success) return c.json(parsed.error, 422);
+    return c.json(await runGenerate(rt, c, parsed.data.inputs, parsed.data.parameters));
   });
 
   app.post('/generate_stream', async (c) => {
-    try {
-      const parsed = parseLoraxRequest(GenerateStreamRequest, await readJsonBody(c));
-      if (!parsed.success) return c.json(parsed.error, 422);
-      return await streamResponse(rt, c, parsed.data.inputs, parsed.data.parameters);
-    } catch (err) {
-      return errorResponse(c, err);
-    }
+    const parsed = parseLoraxRequest(GenerateStreamRequest, await readJsonBody(c));
+    if (!parsed.success) return c.json(parsed.error, 422);
+    return streamResponse(rt, c, parsed.data.inputs, parsed.data.parameters);
   });
 
   app.post('/', async (c) => {
-    try {
-      const parsed = parseLoraxRequest(CompatGenerateRequest, await readJsonBody(c));
-      if (!parsed.success) return c.json(parsed.error, 422);
-      const { inputs, parameters, stream } = parsed.data;
-      if (stream) return await streamResponse(rt, c, inputs, parameters);
-      return c.json([await runGenerate(rt, c, inputs, parameters)]);
-    } catch (err) {
-      return errorResponse(c, err);
-    }
+    const parsed = parseLoraxRequest(CompatGenerateRequest, await readJsonBody(c));
+    if (!parsed.success) return c.json(parsed.error, 422);
+    const { inputs, parameters, stream } = parsed.data;
+    if (stream) return streamResponse(rt, c, inputs, parameters);
+    return c.json([await runGenerate(rt, c, inputs, parameters)]);
   });
 
   return app;

@@ -10,7 +10,6 @@ import {
   OPENAI_STREAM_DONE,
   chatMaxTokens,
   contentToText,
-  openaiError,
   parseOpenAIRequest,
   type ChatCompletion,
   type ChatCompletionChunk,
@@ -24,7 +23,8 @@ import {
 } from '../../protocol/index.ts';
 import { ChatTemplateError, type ChatTurn } from '../text/tokenizer.ts';
 import { TooManyTokensError } from '../text/tokenize-pool.ts';
-import { generate, prepareInput, RequestError, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
+import { errorBody, RequestError } from '../errors.ts';
+import { generate, prepareInput, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
 import type { FinishReason } from '../scheduler.ts';
 import type { Runtime } from '../runtime.ts';
 import { openaiConstraint } from '../structured/index.ts';
@@ -35,17 +35,6 @@ const now = () => Math.floor(Date.now() / 1000);
 const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString('hex')}`;
 // OpenAI seeds are any integer; the engine's are non-negative.
 const engineSeed = (s: number | undefined) => (s === undefined ? undefined : ((s % 2 ** 48) + 2 ** 48) % 2 ** 48);
-
-function errorResponse(c: Ctx, err: unknown) {
-  if (err instanceof RequestError) {
-    const type = err.status === 429 ? 'rate_limit_error' : err.status === 404 ? 'not_found_error' : err.status === 403 ? 'permission_error' : 'invalid_request_error';
-    // OpenAI reports every invalid request as 400 (LoRAX's 422 is not what its SDKs expect).
-    const status = err.status === 422 ? 400 : err.status;
-    return c.json(openaiError(err.message, type), status as 400);
-  }
-  if (err instanceof ChatTemplateError) return c.json(openaiError(`chat template: ${err.message}`, 'invalid_request_error', 'messages'), 400);
-  return c.json(openaiError((err as Error).message ?? 'generation failed', 'server_error'), 500);
-}
 
 interface Common {
   model: string;
@@ -157,7 +146,7 @@ async function streamChoices(
       if (usageChunk) await stream.writeSSE({ data: usageChunk() });
       await stream.writeSSE({ data: OPENAI_STREAM_DONE });
     } catch (err) {
-      await stream.writeSSE({ data: JSON.stringify(openaiError((err as Error).message, 'server_error')) });
+      await stream.writeSSE({ data: JSON.stringify(errorBody('openai', err)) });
     } finally {
       ac.abort();
       await Promise.all(its.map((it) => it.return(undefined)));
@@ -170,6 +159,7 @@ async function chatPromptIds(rt: Runtime, messages: ChatTurn[]): Promise<number[
   try {
     return await rt.tokenizePool.encodeChat(messages, true, rt.limits.maxInputLength);
   } catch (err) {
+    if (err instanceof ChatTemplateError) throw new RequestError(`chat template: ${err.message}`, 400, 'validation', { param: 'messages' });
     if (!(err instanceof TooManyTokensError)) throw err;
     throw new RequestError(`Input validation error: \`inputs\` must have less than ${rt.limits.maxInputLength} tokens. Given: at least ${err.atLeast}`, 422);
   }
@@ -189,155 +179,147 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
   });
 
   app.post('/v1/chat/completions', async (c) => {
-    try {
-      const parsed = parseOpenAIRequest(ChatCompletionRequest, await readJsonBody(c));
-      if (!parsed.success) return c.json(parsed.error, 400);
-      const r = parsed.data;
-      if (r.tools && r.tools.length > 0) throw new RequestError('tools are not supported by this server yet', 400);
-      const messages = r.messages.map((m) => ({ role: m.role, content: contentToText(m.content) }));
-      const promptIds = await chatPromptIds(rt, messages);
-      const ac = new AbortController();
-      c.req.raw.signal.addEventListener('abort', () => ac.abort());
-      const topLogprobs = r.logprobs ? (r.top_logprobs ?? 0) : 0;
-      const base = await baseRequest(rt, c, r, promptIds, chatMaxTokens(r), topLogprobs, ac.signal);
-      await prepareInput(rt, base); // length errors before anything starts
-      const reqs = choiceRequests(base, r.n ?? 1);
-      const id = newId('chatcmpl');
-      const created = now();
-      if (!r.stream) {
-        const results = await Promise.all(reqs.map((q) => runToEnd(rt, q)));
-        const completionTokens = results.reduce((a, x) => a + x.end.generatedTokens, 0);
-        const body: ChatCompletion = {
-          id,
-          object: 'chat.completion',
-          created,
-          model: r.model,
-          choices: results.map((x, index) => ({
-            index,
-            message: { role: 'assistant', content: x.end.generatedText },
-            logprobs: r.logprobs ? { content: x.tokens.map(chatLogprob) } : null,
-            finish_reason: finish(x.end.finishReason),
-          })),
-          usage: { prompt_tokens: promptIds.length, completion_tokens: completionTokens, total_tokens: promptIds.length + completionTokens },
-        };
-        return c.json(body);
-      }
-      let completionTokens = 0;
-      const chunk = (choices: ChatCompletionChunk['choices'], usage?: ChatCompletionChunk['usage']): string =>
-        JSON.stringify({ id, object: 'chat.completion.chunk', created, model: r.model, choices, ...(usage !== undefined ? { usage } : {}) } satisfies ChatCompletionChunk);
-      const includeUsage = r.stream_options?.include_usage === true;
-      return await streamChoices(
-        c,
-        reqs,
-        rt,
-        ac,
-        async (stream, index, e) => {
-          if (e.type === 'start') {
-            await stream.writeSSE({ data: chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }], includeUsage ? null : undefined) });
-          } else if (e.type === 'token') {
-            if (e.text === '' && !r.logprobs) return;
-            await stream.writeSSE({
-              data: chunk([{ index, delta: { content: e.text }, logprobs: r.logprobs ? { content: [chatLogprob(e.token)] } : null, finish_reason: null }], includeUsage ? null : undefined),
-            });
-          } else if (e.type === 'end') {
-            completionTokens += e.generatedTokens;
-            await stream.writeSSE({ data: chunk([{ index, delta: e.tail ? { content: e.tail } : {}, logprobs: null, finish_reason: finish(e.finishReason) }], includeUsage ? null : undefined) });
-          }
-        },
-        includeUsage ? () => chunk([], { prompt_tokens: promptIds.length, completion_tokens: completionTokens, total_tokens: promptIds.length + completionTokens }) : null,
-      );
-    } catch (err) {
-      return errorResponse(c, err);
+    const parsed = parseOpenAIRequest(ChatCompletionRequest, await readJsonBody(c));
+    if (!parsed.success) return c.json(parsed.error, 400);
+    const r = parsed.data;
+    if (r.tools && r.tools.length > 0) throw new RequestError('tools are not supported by this server yet', 400);
+    const messages = r.messages.map((m) => ({ role: m.role, content: contentToText(m.content) }));
+    const promptIds = await chatPromptIds(rt, messages);
+    const ac = new AbortController();
+    c.req.raw.signal.addEventListener('abort', () => ac.abort());
+    const topLogprobs = r.logprobs ? (r.top_logprobs ?? 0) : 0;
+    const base = await baseRequest(rt, c, r, promptIds, chatMaxTokens(r), topLogprobs, ac.signal);
+    await prepareInput(rt, base); // length errors before anything starts
+    const reqs = choiceRequests(base, r.n ?? 1);
+    const id = newId('chatcmpl');
+    const created = now();
+    if (!r.stream) {
+      const results = await Promise.all(reqs.map((q) => runToEnd(rt, q)));
+      const completionTokens = results.reduce((a, x) => a + x.end.generatedTokens, 0);
+      const body: ChatCompletion = {
+        id,
+        object: 'chat.completion',
+        created,
+        model: r.model,
+        choices: results.map((x, index) => ({
+          index,
+          message: { role: 'assistant', content: x.end.generatedText },
+          logprobs: r.logprobs ? { content: x.tokens.map(chatLogprob) } : null,
+          finish_reason: finish(x.end.finishReason),
+        })),
+        usage: { prompt_tokens: promptIds.length, completion_tokens: completionTokens, total_tokens: promptIds.length + completionTokens },
+      };
+      return c.json(body);
     }
+    let completionTokens = 0;
+    const chunk = (choices: ChatCompletionChunk['choices'], usage?: ChatCompletionChunk['usage']): string =>
+      JSON.stringify({ id, object: 'chat.completion.chunk', created, model: r.model, choices, ...(usage !== undefined ? { usage } : {}) } satisfies ChatCompletionChunk);
+    const includeUsage = r.stream_options?.include_usage === true;
+    return await streamChoices(
+      c,
+      reqs,
+      rt,
+      ac,
+      async (stream, index, e) => {
+        if (e.type === 'start') {
+          await stream.writeSSE({ data: chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }], includeUsage ? null : undefined) });
+        } else if (e.type === 'token') {
+          if (e.text === '' && !r.logprobs) return;
+          await stream.writeSSE({
+            data: chunk([{ index, delta: { content: e.text }, logprobs: r.logprobs ? { content: [chatLogprob(e.token)] } : null, finish_reason: null }], includeUsage ? null : undefined),
+          });
+        } else if (e.type === 'end') {
+          completionTokens += e.generatedTokens;
+          await stream.writeSSE({ data: chunk([{ index, delta: e.tail ? { content: e.tail } : {}, logprobs: null, finish_reason: finish(e.finishReason) }], includeUsage ? null : undefined) });
+        }
+      },
+      includeUsage ? () => chunk([], { prompt_tokens: promptIds.length, completion_tokens: completionTokens, total_tokens: promptIds.length + completionTokens }) : null,
+    );
   });
 
   app.post('/v1/completions', async (c) => {
-    try {
-      const parsed = parseOpenAIRequest(CompletionRequest, await readJsonBody(c));
-      if (!parsed.success) return c.json(parsed.error, 400);
-      const r = parsed.data;
-      const prompts = typeof r.prompt === 'string' ? [r.prompt] : r.prompt;
-      const n = r.n ?? 1;
-      if (r.best_of !== undefined && r.best_of !== n) throw new RequestError('best_of other than n is not supported', 400);
-      if (r.max_tokens === 0) throw new RequestError('max_tokens 0 (prompt scoring) is not supported yet', 400);
-      const ac = new AbortController();
-      c.req.raw.signal.addEventListener('abort', () => ac.abort());
-      const k = r.logprobs ?? 0;
-      const maxTokens = r.max_tokens ?? 16; // OpenAI's default for completions
-      const reqs: GenerationRequest[] = [];
-      for (const p of prompts) {
-        const base = { ...(await baseRequest(rt, c, r, p, maxTokens, k, ac.signal)), promptLogprobs: r.echo && r.logprobs !== undefined };
-        // Encoded once (off the event loop when large); the choices reuse the ids.
-        base.prompt = (await prepareInput(rt, base)).ids;
-        reqs.push(...choiceRequests(base, n));
-      }
-      const id = newId('cmpl');
-      const created = now();
-      if (!r.stream) {
-        const results = await Promise.all(reqs.map((q) => runToEnd(rt, q)));
-        let promptTokens = 0;
-        results.forEach((x, i) => {
-          if (i % n === 0) promptTokens += x.end.inputLength;
-        });
-        const completionTokens = results.reduce((a, x) => a + x.end.generatedTokens, 0);
-        const body: Completion = {
-          id,
-          object: 'text_completion',
-          created,
-          model: r.model,
-          choices: results.map((x, index) => {
-            const promptText = prompts[Math.floor(index / n)]!;
-            let logprobs: CompletionLogprobs | null = null;
-            if (r.logprobs !== undefined) {
-              const toks = [...(r.echo ? x.prefill.map((t) => ({ text: t.text, logprob: t.logprob, top: null as TokenInfo['top'] })) : []), ...x.tokens];
-              let offset = 0;
-              const text_offset = toks.map((t) => {
-                const o = offset;
-                offset += t.text.length;
-                return o;
-              });
-              logprobs = {
-                tokens: toks.map((t) => t.text),
-                token_logprobs: toks.map((t) => t.logprob),
-                top_logprobs: toks.map((t) => (t.top ? Object.fromEntries(t.top.map((a) => [a.text, a.logprob])) : null)),
-                text_offset,
-              };
-            }
-            return { index, text: (r.echo ? promptText : '') + x.end.generatedText, logprobs, finish_reason: finish(x.end.finishReason) };
-          }),
-          usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
-        };
-        return c.json(body);
-      }
-      let completionTokens = 0;
-      let promptTokens = 0;
-      const includeUsage = r.stream_options?.include_usage === true;
-      const chunk = (choices: CompletionChunk['choices'], usage?: CompletionChunk['usage']): string =>
-        JSON.stringify({ id, object: 'text_completion', created, model: r.model, choices, ...(usage !== undefined ? { usage } : {}) } as CompletionChunk);
-      return await streamChoices(
-        c,
-        reqs,
-        rt,
-        ac,
-        async (stream, index, e) => {
-          if (e.type === 'start') {
-            if (index % n === 0) promptTokens += e.inputIds.length;
-            if (r.echo) await stream.writeSSE({ data: chunk([{ index, text: prompts[Math.floor(index / n)]!, logprobs: null, finish_reason: null }]) });
-          } else if (e.type === 'token' && e.text !== '') {
-            const logprobs = r.logprobs !== undefined
-              ? { tokens: [e.token.text], token_logprobs: [e.token.logprob], top_logprobs: [e.token.top ? Object.fromEntries(e.token.top.map((a) => [a.text, a.logprob])) : null], text_offset: [0] }
-              : null;
-            await stream.writeSSE({ data: chunk([{ index, text: e.text, logprobs, finish_reason: null }]) });
-          } else if (e.type === 'end') {
-            completionTokens += e.generatedTokens;
-            await stream.writeSSE({ data: chunk([{ index, text: e.tail, logprobs: null, finish_reason: finish(e.finishReason) }]) });
-          }
-        },
-        includeUsage ? () => chunk([], { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens }) : null,
-      );
-    } catch (err) {
-      return errorResponse(c, err);
+    const parsed = parseOpenAIRequest(CompletionRequest, await readJsonBody(c));
+    if (!parsed.success) return c.json(parsed.error, 400);
+    const r = parsed.data;
+    const prompts = typeof r.prompt === 'string' ? [r.prompt] : r.prompt;
+    const n = r.n ?? 1;
+    if (r.best_of !== undefined && r.best_of !== n) throw new RequestError('best_of other than n is not supported', 400);
+    if (r.max_tokens === 0) throw new RequestError('max_tokens 0 (prompt scoring) is not supported yet', 400);
+    const ac = new AbortController();
+    c.req.raw.signal.addEventListener('abort', () => ac.abort());
+    const k = r.logprobs ?? 0;
+    const maxTokens = r.max_tokens ?? 16; // OpenAI's default for completions
+    const reqs: GenerationRequest[] = [];
+    for (const p of prompts) {
+      const base = { ...(await baseRequest(rt, c, r, p, maxTokens, k, ac.signal)), promptLogprobs: r.echo && r.logprobs !== undefined };
+      // Encoded once (off the event loop when large); the choices reuse the ids.
+      base.prompt = (await prepareInput(rt, base)).ids;
+      reqs.push(...choiceRequests(base, n));
     }
+    const id = newId('cmpl');
+    const created = now();
+    if (!r.stream) {
+      const results = await Promise.all(reqs.map((q) => runToEnd(rt, q)));
+      let promptTokens = 0;
+      results.forEach((x, i) => {
+        if (i % n === 0) promptTokens += x.end.inputLength;
+      });
+      const completionTokens = results.reduce((a, x) => a + x.end.generatedTokens, 0);
+      const body: Completion = {
+        id,
+        object: 'text_completion',
+        created,
+        model: r.model,
+        choices: results.map((x, index) => {
+          const promptText = prompts[Math.floor(index / n)]!;
+          let logprobs: CompletionLogprobs | null = null;
+          if (r.logprobs !== undefined) {
+            const toks = [...(r.echo ? x.prefill.map((t) => ({ text: t.text, logprob: t.logprob, top: null as TokenInfo['top'] })) : []), ...x.tokens];
+            let offset = 0;
+            const text_offset = toks.map((t) => {
+              const o = offset;
+              offset += t.text.length;
+              return o;
+            });
+            logprobs = {
+              tokens: toks.map((t) => t.text),
+              token_logprobs: toks.map((t) => t.logprob),
+              top_logprobs: toks.map((t) => (t.top ? Object.fromEntries(t.top.map((a) => [a.text, a.logprob])) : null)),
+              text_offset,
+            };
+          }
+          return { index, text: (r.echo ? promptText : '') + x.end.generatedText, logprobs, finish_reason: finish(x.end.finishReason) };
+        }),
+        usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
+      };
+      return c.json(body);
+    }
+    let completionTokens = 0;
+    let promptTokens = 0;
+    const includeUsage = r.stream_options?.include_usage === true;
+    const chunk = (choices: CompletionChunk['choices'], usage?: CompletionChunk['usage']): string =>
+      JSON.stringify({ id, object: 'text_completion', created, model: r.model, choices, ...(usage !== undefined ? { usage } : {}) } as CompletionChunk);
+    return await streamChoices(
+      c,
+      reqs,
+      rt,
+      ac,
+      async (stream, index, e) => {
+        if (e.type === 'start') {
+          if (index % n === 0) promptTokens += e.inputIds.length;
+          if (r.echo) await stream.writeSSE({ data: chunk([{ index, text: prompts[Math.floor(index / n)]!, logprobs: null, finish_reason: null }]) });
+        } else if (e.type === 'token' && e.text !== '') {
+          const logprobs = r.logprobs !== undefined
+            ? { tokens: [e.token.text], token_logprobs: [e.token.logprob], top_logprobs: [e.token.top ? Object.fromEntries(e.token.top.map((a) => [a.text, a.logprob])) : null], text_offset: [0] }
+            : null;
+          await stream.writeSSE({ data: chunk([{ index, text: e.text, logprobs, finish_reason: null }]) });
+        } else if (e.type === 'end') {
+          completionTokens += e.generatedTokens;
+          await stream.writeSSE({ data: chunk([{ index, text: e.tail, logprobs: null, finish_reason: finish(e.finishReason) }]) });
+        }
+      },
+      includeUsage ? () => chunk([], { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens }) : null,
+    );
   });
 
   return app;

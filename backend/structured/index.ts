@@ -6,7 +6,7 @@
 // grammar and shared by all sequences. The first structured request of a process reads the
 // model's tokenizer.json and builds the token trie (cached per runtime).
 import { DEFAULT_JSON_OBJECT_SCHEMA, OpenAIResponseFormat, type ResponseFormat } from '../../protocol/index.ts';
-import { RequestError } from '../generate.ts';
+import { RequestError } from '../errors.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Nfa } from './automaton.ts';
 import { compileSchemaAsync } from './compile-pool.ts';
