@@ -1,0 +1,147 @@
+// JSON mode through real backends (issue 13): the three fixture models (tiny random weights that
+// never write JSON on their own) at temperatures 1.0-1.5 on every route — /generate,
+// /generate_stream, /v1/completions and /v1/chat/completions with response_format json_schema —
+// for the schemas users send (USER_SCHEMAS). Every output that ends by EOS or a stop sequence
+// parses and validates with ajv; outputs that end by length with max_new_tokens at least the
+// shortest completion (the budget rule, backend/structured/grammar.ts) must validate too. Where a
+// route returns token ids, their decoding by the model's tokenizer is checked as well.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { compileSchema } from '../../backend/structured/compile.ts';
+import { bindGrammar } from '../../backend/structured/grammar.ts';
+import { USER_SCHEMAS } from '../../backend/structured/test-schemas.ts';
+import { loadTokenBytes } from '../../backend/structured/token-bytes.ts';
+import { Vocab } from '../../backend/structured/vocab.ts';
+import { TextTokenizer } from '../../backend/text/tokenizer.ts';
+import { postJson, readSSE, startBackend, type TestServer } from '../helpers/backend.ts';
+import { mulberry32 } from '../helpers/prng.ts';
+import { validationErrors } from '../helpers/json-validator.ts';
+
+const MODELS_DIR = join(import.meta.dirname, '..', 'fixtures', 'models');
+const MAX_NEW = 256;
+
+interface Outcome {
+  route: string;
+  schema: string;
+  text: string;
+  finish: string;
+  /** Generated token ids, where the route returns them. */
+  ids?: number[];
+  /** max_new_tokens of the request. */
+  budget: number;
+}
+
+function problem(schema: unknown, text: string): string | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    return `not JSON (${(err as Error).message})`;
+  }
+  return validationErrors(schema, value);
+}
+
+for (const name of ['llama', 'mistral', 'qwen2']) {
+  describe(`JSON mode e2e: ${name}`, () => {
+    let srv: TestServer;
+    let tok: TextTokenizer;
+    /** Fewest tokens that complete each schema's value (what the budget rule needs). */
+    const need = new Map<string, number>();
+    const dir = join(MODELS_DIR, name);
+    before(async () => {
+      srv = await startBackend(['--model-id', dir]);
+      const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf-8')) as { vocab_size: number; eos_token_id: number | number[] };
+      tok = await TextTokenizer.load(dir, cfg.eos_token_id);
+      const vocab = new Vocab(loadTokenBytes(dir).bytes, cfg.vocab_size, tok.eosTokenIds);
+      for (const [key, schema] of Object.entries(USER_SCHEMAS)) {
+        const g = bindGrammar(compileSchema(schema, { horizon: vocab.maxTokenBytes }), vocab, true);
+        need.set(key, g.dist(g.start));
+      }
+    });
+    after(async () => {
+      await srv?.close();
+    });
+
+    it('every route, many seeds, temperature 1.0-1.5: finished outputs validate; length-ended ones too when the budget allowed', async () => {
+      const rand = mulberry32(name.length * 977);
+      const jobs: Promise<Outcome[]>[] = [];
+      const entries = Object.entries(USER_SCHEMAS);
+      let k = 0;
+      for (const [key, schema] of entries) {
+        for (const route of ['/generate', '/generate_stream', '/v1/completions', '/v1/chat/completions']) {
+          const seed = 1 + Math.floor(rand() * 1e6);
+          const temperature = Math.round((1 + rand() * 0.5) * 100) / 100;
+          // Every third request gets a budget just above the shortest completion: steering decides its end.
+          const budget = k++ % 3 === 0 ? need.get(key)! + Math.floor(rand() * 6) : MAX_NEW;
+          jobs.push(request(route, key, schema, seed, temperature, budget));
+        }
+      }
+      const outcomes = (await Promise.all(jobs)).flat();
+      const failures: string[] = [];
+      let finished = 0;
+      let steered = 0;
+      for (const o of outcomes) {
+        const schema = USER_SCHEMAS[o.schema]!;
+        const ended = o.finish !== 'length';
+        const fits = need.get(o.schema)! <= o.budget;
+        if (ended) finished++;
+        else if (fits) steered++;
+        if (!ended && !fits) continue;
+        const p = problem(schema, o.text);
+        if (p) failures.push(`${o.route} ${o.schema} (${o.finish}, budget ${o.budget}): ${p}: ${JSON.stringify(o.text)}`);
+        if (o.ids) {
+          const q = problem(schema, tok.decode(o.ids));
+          if (q) failures.push(`${o.route} ${o.schema} token ids (${o.finish}): ${q}: ${JSON.stringify(tok.decode(o.ids))}`);
+        }
+      }
+      if (process.env.JSON_MODE_E2E_VERBOSE) for (const o of outcomes) console.log(o.route, o.schema, o.finish, o.budget, JSON.stringify(o.text));
+      assert.deepEqual(failures, [], `${failures.length} of ${outcomes.length} outputs fail`);
+      assert.ok(finished >= outcomes.length * 0.5, `${finished}/${outcomes.length} ended by EOS`);
+      assert.ok(steered > 0, 'some outputs were closed by the budget rule');
+    });
+
+    async function request(route: string, key: string, schema: unknown, seed: number, temperature: number, budget: number): Promise<Outcome[]> {
+      const rf = { type: 'json_schema', json_schema: { name: key, schema, strict: true } };
+      const base = { route, schema: key, budget };
+      if (route === '/generate' || route === '/generate_stream') {
+        const res = await postJson(`${srv.url}${route}`, {
+          inputs: `Write ${key} as JSON:`,
+          parameters: { max_new_tokens: budget, do_sample: true, temperature, seed, details: true, response_format: { type: 'json_object', schema } },
+        });
+        assert.equal(res.status, 200, await res.clone().text());
+        if (route === '/generate') {
+          const body = (await res.json()) as { generated_text: string; details: { finish_reason: string; tokens: { id: number }[] } };
+          return [{ ...base, text: body.generated_text, finish: body.details.finish_reason, ids: body.details.tokens.map((t) => t.id) }];
+        }
+        const events = (await readSSE(res)).map((d) => JSON.parse(d) as { token: { id: number; text: string; special: boolean }; generated_text: string | null; details: { finish_reason: string } | null });
+        const last = events.at(-1)!;
+        const ids = events.filter((e) => !e.token.special).map((e) => e.token.id);
+        // The streamed pieces add up to the final text.
+        const streamed = events.map((e) => (e.token.special ? '' : e.token.text)).join('');
+        const out: Outcome[] = [{ ...base, text: last.generated_text ?? '', finish: last.details?.finish_reason ?? '', ids }];
+        if (streamed !== last.generated_text) out.push({ ...base, route: `${route} (concatenated tokens)`, text: streamed, finish: last.details?.finish_reason ?? '' });
+        return out;
+      }
+      if (route === '/v1/completions') {
+        const res = await postJson(`${srv.url}/v1/completions`, { model: '', prompt: `JSON for ${key}:`, max_tokens: budget, temperature, seed, response_format: rf });
+        assert.equal(res.status, 200, await res.clone().text());
+        const body = (await res.json()) as { choices: { text: string; finish_reason: string }[] };
+        return body.choices.map((c) => ({ ...base, text: c.text, finish: c.finish_reason }));
+      }
+      const res = await postJson(`${srv.url}/v1/chat/completions`, {
+        model: '',
+        messages: [{ role: 'user', content: `Give me ${key}` }],
+        max_tokens: budget,
+        temperature,
+        seed,
+        stream: false,
+        response_format: rf,
+      });
+      assert.equal(res.status, 200, await res.clone().text());
+      const body = (await res.json()) as { choices: { message: { content: string }; finish_reason: string }[] };
+      return body.choices.map((c) => ({ ...base, text: c.message.content, finish: c.finish_reason }));
+    }
+  });
+}
