@@ -3,7 +3,7 @@
 // OpenAI's `{error: {message, type, param, code}}` under /v1/, LoRAX's `{error, error_type}`
 // elsewhere. Mid-stream failures use errorBody() for the SSE error event.
 import type { Context } from 'hono';
-import { loraxError, openaiError, type ErrorResponse, type OpenAIErrorResponse } from '../protocol/index.ts';
+import { LORAX_ERROR_STATUS, loraxError, openaiError, type ErrorResponse, type OpenAIErrorResponse } from '../protocol/index.ts';
 
 /**
  * What went wrong, which decides each API's error type. A kind missing from the tables below does
@@ -62,8 +62,8 @@ const LORAX: { [K in RequestErrorKind]: (e: RequestError) => Mapped<ErrorRespons
   unauthorized: (e) => ({ status: e.status, body: loraxError(e.message, 'unauthorized') }),
   not_found: (e) => ({ status: 404, body: loraxError(e.message, 'not_found') }),
   adapter: (e) => ({ status: e.status, body: loraxError(e.message, 'adapter') }),
-  overloaded: (e) => ({ status: 429, body: loraxError(e.message, 'overloaded') }),
-  generation: (e) => ({ status: 424, body: loraxError(e.message, 'generation') }),
+  overloaded: (e) => ({ status: LORAX_ERROR_STATUS.overloaded, body: loraxError(e.message, 'overloaded') }),
+  generation: (e) => ({ status: LORAX_ERROR_STATUS.generation, body: loraxError(e.message, 'generation') }),
 };
 
 const OPENAI: { [K in RequestErrorKind]: (e: RequestError) => Mapped<OpenAIErrorResponse> } = {
