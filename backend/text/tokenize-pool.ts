@@ -11,8 +11,12 @@ import { Worker } from 'node:worker_threads';
 import type { TokenizeJob, TokenizeReply, WorkerInit } from './tokenize-worker.ts';
 import { ChatTemplateError, type ChatTurn, type TextTokenizer } from './tokenizer.ts';
 
-/** Below this many characters, encoding inline is cheaper than a round trip (measured: bench/stall). */
-export const INLINE_MAX_CHARS = 2048;
+/**
+ * Below this many characters, encoding inline is cheaper than a thread round trip.
+ * SWITCHBOARD_TOKENIZE_INLINE_MAX_CHARS overrides it (bench/stall sets Infinity to measure the
+ * server without the pool).
+ */
+export const INLINE_MAX_CHARS = Number(process.env.SWITCHBOARD_TOKENIZE_INLINE_MAX_CHARS) || 2048;
 
 /** More tokens than allowed; `atLeast` is a lower bound (exact when the text was encoded). */
 export class TooManyTokensError extends Error {

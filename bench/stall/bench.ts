@@ -1,0 +1,251 @@
+// Stall benchmark (not a test): do 1-4 MB prompts slow down everyone else's small requests?
+//
+//   node --import tsx bench/stall/bench.ts [--seconds 8] [--rounds 3] [--concurrency 4]
+//
+// Processes: the backend (`switchboard serve`, tiny Llama fixture, one engine thread), the gateway
+// (`switchboard gateway`) for the gateway scenarios, a client sending small requests (GET /health
+// and a 4-token /generate, `--concurrency` loops) and, in the "with" phases, a second client
+// sending large prompts back to back. Each scenario alternates phases without and with the large
+// prompts, `--rounds` times, and compares the small requests' latency (p50 / p99 of all rounds).
+// Large prompts come plain (refused at the token bound before they are encoded) and with
+// `truncate` (encoded in full, on the tokenizer pool). The "inline" scenario sets
+// SWITCHBOARD_TOKENIZE_INLINE_MAX_CHARS=Infinity: every prompt encodes on the event loop, as
+// before the pool existed. Prints a table and writes bench/stall/results.md and results.json.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = import.meta.dirname;
+const ROOT = join(HERE, '..', '..');
+const MODEL = join(ROOT, 'test', 'fixtures', 'models', 'llama');
+const SERVICE_KEY = 'bench-service-key-0123456789abcdef-0123456789';
+const ADMIN_TOKEN = 'bench-admin-token';
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1]! : def;
+}
+
+const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+
+function call(url: string, method: string, body: string | null, key: string | null): Promise<{ status: number; ms: number }> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method, agent, headers: { ...(body !== null ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } : {}), ...(key ? { authorization: `Bearer ${key}` } : {}) } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: performance.now() - t0 }));
+    });
+    req.on('error', reject);
+    req.end(body ?? undefined);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child roles
+// ---------------------------------------------------------------------------------------------
+
+/** Small requests for `seconds`: prints {health: ms[], generate: ms[], errors}. */
+async function runSmall(): Promise<void> {
+  const url = arg('url', '');
+  const key = arg('key', '') || null;
+  const seconds = Number(arg('seconds', '8'));
+  const concurrency = Number(arg('concurrency', '4'));
+  const out = { health: [] as number[], generate: [] as number[], errors: 0 };
+  const gen = JSON.stringify({ inputs: 'The quick brown fox', parameters: { max_new_tokens: 4 } });
+  const end = performance.now() + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, w) => {
+      let i = w;
+      while (performance.now() < end) {
+        const health = i++ % 2 === 0;
+        const r = await call(`${url}${health ? '/health' : '/generate'}`, health ? 'GET' : 'POST', health ? null : gen, key);
+        if (r.status !== 200) out.errors++;
+        else (health ? out.health : out.generate).push(r.ms);
+      }
+    }),
+  );
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+/** Large prompts back to back until SIGTERM: prints {sent, statuses, ms[]} on the way out. */
+async function runBig(): Promise<void> {
+  const url = arg('url', '');
+  const key = arg('key', '') || null;
+  const truncate = arg('mode', 'plain') === 'truncate';
+  const sizes = arg('sizes', '1,2,3,4').split(',').map(Number);
+  const unit = arg('unit', 'MB') === 'MB' ? 1_000_000 : 1;
+  const words = 'the quick brown fox jumps over the lazy dog and runs far away ';
+  const bodies = sizes.map((n) => {
+    const inputs = words.repeat(Math.ceil((n * unit) / words.length)).slice(0, n * unit);
+    return JSON.stringify({ inputs, parameters: { max_new_tokens: 1, ...(truncate ? { truncate: 64 } : {}) } });
+  });
+  const stats = { sent: 0, statuses: {} as Record<string, number>, ms: [] as number[] };
+  let stop = false;
+  process.on('SIGTERM', () => (stop = true));
+  process.stdout.write('READY\n');
+  for (let i = 0; !stop; i++) {
+    const r = await call(`${url}/generate`, 'POST', bodies[i % bodies.length]!, key).catch(() => ({ status: 0, ms: 0 }));
+    stats.sent++;
+    stats.statuses[r.status] = (stats.statuses[r.status] ?? 0) + 1;
+    stats.ms.push(r.ms);
+  }
+  process.stdout.write(`${JSON.stringify(stats)}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orchestration
+// ---------------------------------------------------------------------------------------------
+
+const self = fileURLToPath(import.meta.url);
+
+function child(args: string[], env: NodeJS.ProcessEnv = {}): { proc: ChildProcess; out: Promise<string>; waitFor: (re: RegExp, stream?: 'stdout' | 'stderr') => Promise<RegExpExecArray> } {
+  const proc = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const out = new Promise<string>((r) => proc.once('exit', () => r(stdout)));
+  const waitFor = (re: RegExp, stream: 'stdout' | 'stderr' = 'stderr') =>
+    new Promise<RegExpExecArray>((resolve, reject) => {
+      const check = () => {
+        const m = re.exec(stream === 'stdout' ? stdout : stderr);
+        if (m) {
+          proc[stream]!.off('data', check);
+          resolve(m);
+        }
+      };
+      proc[stream]!.on('data', check);
+      proc.once('exit', (code) => reject(new Error(`exited ${code}: ${stderr.slice(-2000)}`)));
+      check();
+    });
+  return { proc, out, waitFor };
+}
+
+const tsx = ['--import', 'tsx'];
+const quantile = (xs: number[], q: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor(q * s.length))]! : NaN;
+};
+
+interface Phase {
+  health: number[];
+  generate: number[];
+  errors: number;
+  big?: { sent: number; statuses: Record<string, number>; ms: number[] };
+}
+
+async function phase(url: string, key: string | null, seconds: number, concurrency: number, big: { url: string; key: string | null; mode: string; sizes: string; unit: string } | null): Promise<Phase> {
+  let bigChild: ReturnType<typeof child> | null = null;
+  if (big) {
+    bigChild = child([...tsx, self, '--role', 'big', '--url', big.url, '--key', big.key ?? '', '--mode', big.mode, '--sizes', big.sizes, '--unit', big.unit]);
+    await bigChild.waitFor(/READY/, 'stdout');
+    await new Promise((r) => setTimeout(r, 300)); // the first large body is on its way
+  }
+  const small = child([...tsx, self, '--role', 'small', '--url', url, '--key', key ?? '', '--seconds', String(seconds), '--concurrency', String(concurrency)]);
+  const res = JSON.parse((await small.out).trim().split('\n').pop()!) as Phase;
+  if (bigChild) {
+    bigChild.proc.kill('SIGTERM');
+    res.big = JSON.parse((await bigChild.out).trim().split('\n').pop()!) as Phase['big'];
+  }
+  return res;
+}
+
+interface Scenario {
+  name: string;
+  via: 'backend' | 'gateway';
+  mode: 'plain' | 'truncate';
+  sizes: string;
+  unit: 'MB' | 'chars';
+  inline?: boolean;
+}
+
+async function orchestrate(): Promise<void> {
+  const seconds = Number(arg('seconds', '8'));
+  const rounds = Number(arg('rounds', '3'));
+  const concurrency = Number(arg('concurrency', '4'));
+  const scenarios: Scenario[] = [
+    { name: 'backend, 1-4 MB prompts (refused at the token bound)', via: 'backend', mode: 'plain', sizes: '1,2,3,4', unit: 'MB' },
+    { name: 'backend, 1-4 MB prompts with truncate (encoded on the pool)', via: 'backend', mode: 'truncate', sizes: '1,2,3,4', unit: 'MB' },
+    { name: 'gateway, 1,000,000-char prompts from another tenant', via: 'gateway', mode: 'plain', sizes: '1000000', unit: 'chars' },
+    { name: 'gateway, 1,000,000-char prompts with truncate, another tenant', via: 'gateway', mode: 'truncate', sizes: '1000000', unit: 'chars' },
+    { name: 'backend, 1 MB prompts with truncate, pool OFF (encoded inline, as before)', via: 'backend', mode: 'truncate', sizes: '1', unit: 'MB', inline: true },
+  ];
+  const results: { scenario: Scenario; without: Phase[]; with: Phase[] }[] = [];
+  for (const sc of scenarios) {
+    const backend = child([join(ROOT, 'bin', 'switchboard.mjs'), 'serve', '--model-id', MODEL, '--port', '0', '--threads', '1'], {
+      SWITCHBOARD_SERVICE_KEY: sc.via === 'gateway' ? SERVICE_KEY : '',
+      ...(sc.inline ? { SWITCHBOARD_TOKENIZE_INLINE_MAX_CHARS: 'Infinity' } : {}),
+    });
+    const backendUrl = (await backend.waitFor(/listening on (\S+)/))[1]!;
+    let gateway: ReturnType<typeof child> | null = null;
+    let url = backendUrl;
+    let keys: [string | null, string | null] = [null, null];
+    if (sc.via === 'gateway') {
+      gateway = child([join(ROOT, 'bin', 'switchboard.mjs'), 'gateway', '--backend', backendUrl, '--port', '0'], { SWITCHBOARD_SERVICE_KEY: SERVICE_KEY, SWITCHBOARD_ADMIN_TOKEN: ADMIN_TOKEN });
+      url = (await gateway.waitFor(/listening on (\S+)/))[1]!;
+      const issue = async (tenant: string) => {
+        const r = await fetch(`${url}/admin/keys`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ tenant }) });
+        return ((await r.json()) as { key: string }).key;
+      };
+      keys = [await issue('small'), await issue('large')];
+    }
+    const without: Phase[] = [];
+    const withBig: Phase[] = [];
+    for (let r = 0; r < rounds; r++) {
+      without.push(await phase(url, keys[0], seconds, concurrency, null));
+      withBig.push(await phase(url, keys[0], seconds, concurrency, { url, key: keys[1], mode: sc.mode, sizes: sc.sizes, unit: sc.unit }));
+    }
+    for (const c of [gateway, backend]) {
+      if (!c) continue;
+      c.proc.kill('SIGTERM');
+      await c.out;
+    }
+    results.push({ scenario: sc, without, with: withBig });
+    report(results, seconds, rounds, concurrency, false);
+  }
+  report(results, seconds, rounds, concurrency, true);
+}
+
+function report(results: { scenario: Scenario; without: Phase[]; with: Phase[] }[], seconds: number, rounds: number, concurrency: number, write: boolean): void {
+  const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
+  const pct = (a: number, b: number) => `${b >= a ? '+' : ''}${(((b - a) / a) * 100).toFixed(0)}%`;
+  const rows: string[] = [];
+  const json: unknown[] = [];
+  for (const { scenario, without, with: w } of results) {
+    const pool = (ps: Phase[], k: 'health' | 'generate') => ps.flatMap((p) => p[k]);
+    const big = w.flatMap((p) => p.big?.ms ?? []);
+    const statuses: Record<string, number> = {};
+    for (const p of w) for (const [s, n] of Object.entries(p.big?.statuses ?? {})) statuses[s] = (statuses[s] ?? 0) + n;
+    const entry: Record<string, unknown> = { scenario: scenario.name, large_prompts: { sent: big.length, statuses, p50_ms: quantile(big, 0.5) } };
+    for (const k of ['health', 'generate'] as const) {
+      const a = pool(without, k);
+      const b = pool(w, k);
+      const row = { n_without: a.length, n_with: b.length, p50_without: quantile(a, 0.5), p50_with: quantile(b, 0.5), p99_without: quantile(a, 0.99), p99_with: quantile(b, 0.99), max_with: quantile(b, 1) };
+      entry[k] = row;
+      rows.push(
+        `| ${scenario.name} | ${k === 'health' ? 'GET /health' : 'POST /generate (4 tokens)'} | ${f(row.p50_without)} / ${f(row.p99_without)} | ${f(row.p50_with)} / ${f(row.p99_with)} | ${pct(row.p99_without, row.p99_with)} | ${f(row.max_with)} | ${k === 'health' ? `${big.length} (${Object.entries(statuses).map(([s, n]) => `${n}x${s}`).join(', ')}), p50 ${f(quantile(big, 0.5))} ms` : ''} |`,
+      );
+    }
+    json.push(entry);
+  }
+  const cpus = os.cpus();
+  const md =
+    `# Stall benchmark: small requests beside 1-4 MB prompts\n\n` +
+    `\`node --import tsx bench/stall/bench.ts --seconds ${seconds} --rounds ${rounds} --concurrency ${concurrency}\` on ${cpus.length} x ${cpus[0]?.model ?? 'cpu'}, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.\n` +
+    `Backend: tiny Llama fixture (max input 511 tokens), CPU engine with 1 thread. Small requests: ${concurrency} loops alternating GET /health and a 4-token /generate, ` +
+    `${rounds} rounds of ${seconds} s without and ${seconds} s with one client sending large prompts back to back. Latencies in ms (p50 / p99 over all rounds).\n\n` +
+    `| scenario | small request | without: p50 / p99 | with: p50 / p99 | p99 change | max with | large prompts answered |\n|---|---|---|---|---|---|---|\n${rows.join('\n')}\n`;
+  process.stdout.write(`\n${md}\n`);
+  if (write) {
+    writeFileSync(join(HERE, 'results.md'), md);
+    writeFileSync(join(HERE, 'results.json'), `${JSON.stringify({ seconds, rounds, concurrency, cpus: cpus.length, node: process.version, results: json }, null, 2)}\n`);
+  }
+}
+
+const role = arg('role', 'orchestrate');
+if (role === 'small') await runSmall();
+else if (role === 'big') await runBig();
+else await orchestrate();
