@@ -60,4 +60,19 @@ int dispatch(Elem t, F&& f) {
 
 inline int launched() { return static_cast<int>(cudaGetLastError()); }
 
+// Threads per block for a row-per-block kernel over n elements.
+inline int threadsFor(int n) { return n >= 1024 ? 1024 : n >= 256 ? 256 : n >= 128 ? 128 : 64; }
+
+// Streaming multiprocessors of the current device, asked once (launchers size grids in waves).
+inline int smCount() {
+  static int n = 0;
+  if (n == 0) {
+    int dev = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+    if (n <= 0) n = 100;
+  }
+  return n;
+}
+
 }  // namespace sb::kern

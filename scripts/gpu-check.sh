@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # On the GPU machine (no Node.js there): unpack the carried Node and production node_modules,
-# build both addons for the local GPU, then run the kernel tests (against PyTorch) and the CUDA
-# engine tests (against the transformers + PEFT fixtures). Logs land in $OUT.
-# Here, first:  ../shared/device/pack-node.sh .devnode  and  scripts/pack-node-modules.sh
-# then run it with carry [".devnode", ".devcarry"]; --bench adds the benchmark (bench/gpu/),
-# --bench --quick skips the kernel tests and shortens the benchmark.
+# build both addons for the local GPU, then run the kernel tests, one file per kernel family
+# against PyTorch (kernels/test/all.py), and the CUDA engine tests (test/gpu/, against the
+# transformers + PEFT fixtures). Logs land in $OUT.
+# Here, first:  scripts/pack-node.sh && scripts/pack-node-modules.sh  (into .devnode/ and
+# .devcarry/, git-ignored), then run it from the repository root with those two folders carried.
+# --bench adds the benchmarks (bench/gpu/: kernels_bench.py, peer.py, bench.ts);
+# --bench --quick skips the kernel tests and kernel benchmarks and shortens the engine benchmark.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/sb-out}
 mkdir -p "$OUT"
 if ! command -v node >/dev/null; then
@@ -21,9 +24,11 @@ status=0
 # --quick: no kernel tests, and the benchmark on batches 1 and 64 with 0, 1 and 128 adapters only.
 quick=""
 [ "${2:-}" = "--quick" ] && quick=--quick
-[ -n "$quick" ] || python3 kernels/test/kernels_test.py --arch "$SWITCHBOARD_CUDA_ARCHS" --bench-out "$OUT/lora-bench.json" 2>&1 | tee "$OUT/kernels.log" || status=1
+export PYTHONUNBUFFERED=1
+[ -n "$quick" ] || python3 kernels/test/all.py --arch "$SWITCHBOARD_CUDA_ARCHS" 2>&1 | tee "$OUT/kernels.log" || status=1
 node --import tsx --test --test-reporter=spec test/gpu/*.test.ts 2>&1 | tee "$OUT/cuda-engine.log" || status=1
 if [ "${1:-}" = "--bench" ]; then
+  [ -n "$quick" ] || python3 bench/gpu/kernels_bench.py --arch "$SWITCHBOARD_CUDA_ARCHS" --out "$OUT/lora-bench.json" 2>&1 | tee "$OUT/kernels-bench.log" || status=1
   # Ceilings and the PyTorch peer first (they free their memory), then ours, then the plot.
   python3 bench/gpu/peer.py --out "$OUT/ceilings.json" 2>&1 | tee "$OUT/peer.log" || status=1
   kernels=""
@@ -32,5 +37,5 @@ if [ "${1:-}" = "--bench" ]; then
   python3 bench/gpu/plot.py "$OUT/results.json" "$OUT/decode.png" || status=1
 fi
 # The device tool returns at most 8 files: the small side logs travel as one archive.
-(cd "$OUT" && tar -czf side-logs.tgz --remove-files $(ls gpu.txt build.log ceilings.json peer.log 2>/dev/null)) || true
+(cd "$OUT" && tar -czf side-logs.tgz --remove-files $(ls gpu.txt build.log ceilings.json peer.log kernels-bench.log 2>/dev/null)) || true
 exit $status

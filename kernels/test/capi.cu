@@ -1,5 +1,6 @@
-// C entry points over launch.h for the kernel tests (kernels_test.py loads this with ctypes and
-// compares every kernel family with PyTorch on random data). Not part of the engine build.
+// C entry points over launch.h for the kernel tests and benchmarks (harness.py builds it with every
+// family's <family>.cu into one library and loads it with ctypes; test_<family>.py compares each
+// family with PyTorch on random data, bench/gpu/kernels_bench.py times them). Not part of the engine build.
 #include "../launch.h"
 
 using namespace sb::kern;

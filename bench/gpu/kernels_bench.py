@@ -1,0 +1,262 @@
+"""Kernel-level benchmarks on the GPU machine (scripts/gpu-check.sh --bench runs them before
+bench.ts): SGMV against PyTorch's gather+bmm LoRA (Punica's baseline), the LoRA of one Mistral-7B
+layer next to its adapter-byte floor, one decoder layer at decode shape piece by piece (ours and
+cuBLAS through torch.matmul), prefill attention (paged kernel, tensor cores, torch sdpa) and the
+sampling kernel's speed. Builds the kernels with the kernel tests' harness (kernels/test/harness.py).
+Usage: python3 bench/gpu/kernels_bench.py [--arch 90] [--out lora-bench.json]
+(--out: read by bench.ts --kernels for the LoRA-vs-PyTorch target.)
+"""
+import argparse, ctypes, json, math, os, sys
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "kernels", "test"))
+from harness import BF16, DT, Entry, RowFinish, build, p, prefill_tiles, proj_set, upload_table  # noqa: E402
+
+
+def gpu_time(lib, f, reps=20, replays=5):
+    """GPU time per call of f (which only enqueues work): `reps` calls captured in one CUDA graph (as the
+    engine runs a decode step), replayed between CUDA events; launch latency on the host is not counted."""
+    st = torch.cuda.Stream()
+    lib.sb_set_stream(ctypes.c_void_p(st.cuda_stream))
+    try:
+        with torch.cuda.stream(st):
+            for _ in range(3):
+                f()
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, stream=st):
+            for _ in range(reps):
+                f()
+    finally:
+        lib.sb_set_stream(None)
+    g.replay()
+    torch.cuda.synchronize()
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+    ev[0].record()
+    for _ in range(replays):
+        g.replay()
+    ev[1].record()
+    torch.cuda.synchronize()
+    return ev[0].elapsed_time(ev[1]) * 1000 / (reps * replays)
+
+
+def lora_setup(t, nslots, ranks, din, dout):
+    A = [torch.randn(r, din, device="cuda").to(DT[t]) / math.sqrt(din) for r in ranks]
+    B = [torch.randn(dout, r, device="cuda").to(DT[t]) for r in ranks]
+    scales = [0.5 + i * 0.25 for i in range(nslots)]
+    table = upload_table([Entry(A[i].data_ptr(), B[i].data_ptr(), ranks[i], scales[i]) for i in range(nslots)])
+    return A, B, scales, table
+
+
+def bench_finish_rows(lib):
+    """Sampling: 64 rows with top-k 50 + top-p 0.9 (the slowest path) per vocabulary size."""
+    z = torch.zeros(1, dtype=torch.int32, device="cuda")
+    res_all = {}
+    for vocab in (32000, 152064):
+        rows = 64
+        logits = torch.randn(rows, vocab, device="cuda") * 3
+        params = (RowFinish * rows)()
+        for i in range(rows):
+            params[i].seed, params[i].position, params[i].temperature, params[i].topP = i, 1, 1.0, 0.9
+            params[i].repetitionPenalty, params[i].topK, params[i].maskOffset, params[i].target = 1.0, 50, -1, -1
+            params[i].sample, params[i].workRow = 1, i
+        dev_params = torch.frombuffer(bytearray(params), dtype=torch.uint8).cuda()
+        work = torch.empty(rows, vocab, device="cuda")
+        res = torch.zeros(rows, 4, dtype=torch.int32, device="cuda")
+        f = lambda: lib.sb_finish_rows(p(logits), rows, vocab, p(dev_params), p(z), p(z), p(work), p(res), 4)
+        for _ in range(3):
+            f()
+        torch.cuda.synchronize()
+        ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+        ev[0].record()
+        for _ in range(20):
+            f()
+        ev[1].record()
+        torch.cuda.synchronize()
+        us = ev[0].elapsed_time(ev[1]) * 1000 / 20
+        print(f"  finish rows: {rows} rows, top-k 50 + top-p 0.9, vocab {vocab}: {us:.1f} us")
+        res_all[f"finish_rows_64_vocab{vocab}_us"] = us
+    return res_all
+
+
+def bench_lora(lib, arch):
+    """SGMV GPU time (back-to-back reps between CUDA events): (1) batch 64 decode rows x 64 distinct rank-16
+    adapters, 4096 -> 16 -> 4096, against PyTorch gather+bmm (Punica's baseline); (2) the four LoRA sets of
+    one Mistral-7B decoder layer (q|k|v, o, gate|up, down; rank 16 on all seven) at batch 64 with 1, 8 and
+    64 distinct adapters, next to the adapter-byte floor at 3 TB/s; (3) the same layer at prefill (one
+    adapter, 1024 rows). Each through sgmvShrink + sgmvExpand and (where built) the one-call sgmv."""
+    res = {}
+    fused = hasattr(lib, "sb_sgmv")
+    t, n, din, dout, r = BF16, 64, 4096, 4096, 16
+    A, B, scales, table = lora_setup(t, n, [r] * n, din, dout)
+    x = torch.randn(n, din, device="cuda").to(DT[t])
+    y = torch.zeros(n, dout, device="cuda").to(DT[t])
+    tmp = torch.zeros(n, r, device="cuda")
+    ss = torch.arange(n + 1, dtype=torch.int32, device="cuda")
+    sl = torch.arange(n, dtype=torch.int32, device="cuda")
+    ps = proj_set([0], [0], [dout])
+    def ours():
+        lib.sb_sgmv_shrink(t, p(x), din, p(tmp), r, p(table), 1, ctypes.byref(ps), p(ss), p(sl), n, 1, n)
+        lib.sb_sgmv_expand(t, p(tmp), r, p(y), dout, p(table), 1, ctypes.byref(ps), p(ss), p(sl), n, 1)
+    def ours_fused():
+        lib.sb_sgmv(t, p(x), din, p(tmp), r, p(y), dout, p(table), 1, ctypes.byref(ps), p(ss), p(sl), n, 1, n)
+    Ast, Bst = torch.stack(A), torch.stack(B)  # [n, r, din], [n, dout, r]
+    idx = torch.arange(n, device="cuda")
+    def peer():
+        a = Ast[idx]  # gather each row's adapter
+        b = Bst[idx]
+        h = torch.bmm(x[:, None, :], a.transpose(1, 2))
+        return y + torch.bmm(h, b.transpose(1, 2))[:, 0]
+    t_ours, t_peer = gpu_time(lib, ours), gpu_time(lib, peer)
+    t_fused = gpu_time(lib, ours_fused) if fused else float("nan")
+    bytes_moved = n * (r * din + dout * r) * 2
+    print(f"  LoRA batch 64 x 64 distinct rank-16 adapters 4096->16->4096: SGMV {t_ours:.1f} us (one-call sgmv {t_fused:.1f} us), "
+          f"PyTorch gather+bmm {t_peer:.1f} us; adapter bytes {bytes_moved/1e6:.1f} MB = {bytes_moved / 3e12 * 1e6:.1f} us at 3 TB/s")
+    res.update({"sgmv_us": t_ours, "sgmv_fused_us": t_fused, "torch_gather_bmm_us": t_peer, "adapter_bytes": bytes_moved})
+    del A, B, Ast, Bst
+
+    # One Mistral-7B decoder layer's LoRA: table [adapter][q, k, v, o, gate, up, down].
+    H, I, Q, KV, nad, maxrows = 4096, 14336, 4096, 1024, 64, 1024
+    shapes = [(H, Q), (H, KV), (H, KV), (Q, H), (H, I), (H, I), (I, H)]  # (in, out)
+    Ws, entries = [], []
+    for s_ in range(nad):
+        for din_, dout_ in shapes:
+            a = torch.randn(r, din_, device="cuda").to(DT[t]) / math.sqrt(din_)
+            b = torch.randn(dout_, r, device="cuda").to(DT[t]) * 0.01
+            Ws.append((a, b))
+            entries.append(Entry(a.data_ptr(), b.data_ptr(), r, 2.0))
+    table7 = upload_table(entries)
+    per_adapter = sum((r * i_ + o_ * r) * 2 for i_, o_ in shapes)
+    buf = lambda cols: torch.randn(maxrows, cols, device="cuda").to(DT[t])
+    h, qkv, att, obuf, gu, act, xo = buf(H), buf(Q + 2 * KV), buf(Q), buf(H), buf(2 * I), buf(I), buf(H)
+    tmp7 = torch.zeros(maxrows, 3 * r, device="cuda")
+    sets = [(proj_set([0, 1, 2], [0, Q, Q + KV], [Q, KV, KV]), h, H, qkv, Q + 2 * KV),
+            (proj_set([3], [0], [H]), att, Q, obuf, H),
+            (proj_set([4, 5], [0, I], [I, I]), h, H, gu, 2 * I),
+            (proj_set([6], [0], [H]), act, I, xo, H)]
+    def layer(nseg, rows, one_call, only=None):
+        seg = rows // nseg
+        ss_ = torch.tensor([i * seg for i in range(nseg + 1)], dtype=torch.int32, device="cuda")
+        sl_ = torch.arange(nseg, dtype=torch.int32, device="cuda")
+        def f():
+            for ps_, x_, in_, y_, ldy in (sets if only is None else [sets[only]]):
+                if one_call:
+                    lib.sb_sgmv(t, p(x_), in_, p(tmp7), r, p(y_), ldy, p(table7), 7, ctypes.byref(ps_), p(ss_), p(sl_), nseg, seg, rows)
+                else:
+                    lib.sb_sgmv_shrink(t, p(x_), in_, p(tmp7), r, p(table7), 7, ctypes.byref(ps_), p(ss_), p(sl_), nseg, seg, rows)
+                    lib.sb_sgmv_expand(t, p(tmp7), r, p(y_), ldy, p(table7), 7, ctypes.byref(ps_), p(ss_), p(sl_), nseg, seg)
+        return f
+    print(f"  LoRA of one Mistral-7B layer (4 sets, rank 16 on all 7 projections, bf16), GPU time per layer:")
+    for nseg, rows in ((1, 64), (8, 64), (64, 64), (1, 1024)):
+        floor = nseg * per_adapter / 3e12 * 1e6
+        t_pair = gpu_time(lib, layer(nseg, rows, False))
+        t_one = gpu_time(lib, layer(nseg, rows, True)) if fused else float("nan")
+        what = f"{rows} rows, {nseg} adapter{'s' if nseg > 1 else ''} ({rows // nseg} rows each)"
+        print(f"    {what:<40} shrink+expand {t_pair:7.1f} us, sgmv {t_one:7.1f} us; adapter bytes {nseg * per_adapter / 1e6:6.1f} MB = floor {floor:5.1f} us")
+        key = f"layer_{rows}rows_{nseg}ad"
+        res[key + "_pair_us"], res[key + "_sgmv_us"], res[key + "_floor_us"] = t_pair, t_one, floor
+        per_set = [(gpu_time(lib, layer(nseg, rows, False, i)), gpu_time(lib, layer(nseg, rows, True, i)) if fused else float("nan")) for i in range(4)]
+        print("      per set (pair / sgmv): " + ", ".join(f"{nm} {a:.1f}/{b:.1f}" for nm, (a, b) in zip(("qkv", "o", "gate|up", "down"), per_set)))
+    return res
+
+
+def profile_decode_layer(lib, batch=64, ctx=1024):
+    """Times each piece of one Mistral-7B decoder layer at decode shape (bf16), ours and cuBLAS via
+    torch.matmul for the GEMMs, so the step time can be attributed. Printed, and returned."""
+    t, H, I, NH, NKV, D, bs = BF16, 4096, 14336, 32, 8, 128, 16
+    QKV = NH * D + 2 * NKV * D
+    timeit = lambda f: gpu_time(lib, f)  # in a CUDA graph, as the engine's decode steps run
+    x = torch.randn(batch, H, device="cuda").to(DT[t])
+    res = torch.randn(batch, H, device="cuda").to(DT[t])
+    w = torch.ones(H, device="cuda").to(DT[t])
+    out = torch.empty(batch, H, device="cuda").to(DT[t])
+    wqkv, wo = torch.randn(QKV, H, device="cuda").to(DT[t]), torch.randn(H, NH * D, device="cuda").to(DT[t])
+    wgu, wd = torch.randn(2 * I, H, device="cuda").to(DT[t]), torch.randn(H, I, device="cuda").to(DT[t])
+    qkv = torch.randn(batch, QKV, device="cuda").to(DT[t])
+    gu = torch.randn(batch, 2 * I, device="cuda").to(DT[t])
+    act = torch.empty(batch, I, device="cuda").to(DT[t])
+    nblocks = batch * (ctx // bs + 1)
+    kc = torch.randn(nblocks * bs, NKV * D, device="cuda").to(DT[t])
+    vc = torch.randn(nblocks * bs, NKV * D, device="cuda").to(DT[t])
+    tables = torch.arange(nblocks, dtype=torch.int32, device="cuda").view(batch, -1).contiguous()
+    rs = torch.arange(batch, dtype=torch.int32, device="cuda")
+    rp = torch.full((batch,), ctx - 1, dtype=torch.int32, device="cuda")
+    slots = (tables[:, (ctx - 1) // bs] * bs + (ctx - 1) % bs).int().contiguous()
+    inv = 1.0 / (1e6 ** (torch.arange(0, D, 2, device="cuda", dtype=torch.float32) / D))
+    att = torch.empty(batch, NH * D, device="cuda").to(DT[t])
+    ws_floats = lib.sb_attention_workspace(batch, NH, NKV, D, ctx)
+    ws = torch.empty(max(ws_floats, 1), device="cuda")
+    kptr = ctypes.c_void_p(qkv.data_ptr() + NH * D * qkv.element_size())
+    vptr = ctypes.c_void_p(qkv.data_ptr() + (NH + NKV) * D * qkv.element_size())
+    up = ctypes.c_void_p(gu.data_ptr() + I * gu.element_size())
+    parts = {
+        "rmsnorm x2": 2 * timeit(lambda: lib.sb_rmsnorm(t, p(x), p(res), p(w), batch, H, ctypes.c_float(1e-5), p(out))),
+        "gemm qkv": timeit(lambda: torch.matmul(x, wqkv.T)),
+        "rope": timeit(lambda: lib.sb_rope(t, p(qkv), QKV, kptr, QKV, p(rp), p(inv), batch, NH, NKV, D)),
+        "write kv": timeit(lambda: lib.sb_write_kv(t, kptr, vptr, QKV, p(slots), batch, NKV * D, p(kc), p(vc))),
+        "attention": timeit(lambda: lib.sb_paged_attention(t, p(qkv), QKV, p(kc), p(vc), p(tables), tables.shape[1], p(rs), p(rp), None, batch, NH, NKV, D, bs, 0, ctypes.c_float(D ** -0.5), p(att), ctx, p(ws), ctypes.c_int64(ws_floats))),
+        "gemm o": timeit(lambda: torch.matmul(att, wo.T)),
+        "gemm gate|up": timeit(lambda: torch.matmul(x, wgu.T)),
+        "silu*mul": timeit(lambda: lib.sb_silu_mul(t, p(gu), up, 2 * I, batch, I, p(act))),
+        "gemm down": timeit(lambda: torch.matmul(act, wd.T)),
+    }
+    total = sum(parts.values())
+    weight_bytes = (QKV * H + H * NH * D + 2 * I * H + H * I) * 2
+    kv_bytes = batch * ctx * NKV * D * 2 * 2
+    print(f"  one decoder layer at batch {batch}, {ctx}-token context (bf16), GPU time per call:")
+    for k, v in parts.items():
+        print(f"    {k:<14} {v:8.1f} us  ({100 * v / total:4.1f}%)")
+    print(f"    {'sum':<14} {total:8.1f} us; x32 layers = {total * 32 / 1000:.2f} ms; layer floor {((weight_bytes + kv_bytes) / 3e12) * 1e6:.0f} us at 3 TB/s "
+          f"(weights {weight_bytes / 1e6:.0f} MB, KV {kv_bytes / 1e6:.0f} MB)")
+    return {k: v for k, v in parts.items()}
+
+
+def bench_prefill_attention(lib, peak_tflops=750.0):
+    """One layer's attention for one prompt (Mistral-7B heads, bf16, causal): the paged kernel (CUDA
+    cores), the tensor-core prefill kernel, and PyTorch's scaled_dot_product_attention (flash) on
+    contiguous q/k/v as the peer, against the FLOP floor at the matmul peak."""
+    t, NH, NKV, D, bs = BF16, 32, 8, 128, 16
+    res = {}
+    print("  prefill attention, one layer (32 heads / 8 kv heads, d 128, bf16, causal), GPU time:")
+    for n in (512, 2048):
+        nb = n // bs + 1
+        kc = torch.randn(nb * bs, NKV * D, device="cuda").to(DT[t])
+        vc = torch.randn(nb * bs, NKV * D, device="cuda").to(DT[t])
+        q = torch.randn(n, NH * D, device="cuda").to(DT[t])
+        table = torch.arange(nb, dtype=torch.int32, device="cuda").view(1, nb)
+        rs = torch.zeros(n, dtype=torch.int32, device="cuda")
+        rp = torch.arange(n, dtype=torch.int32, device="cuda")
+        out = torch.empty(n, NH * D, device="cuda").to(DT[t])
+        tiles = torch.tensor(prefill_tiles(0, n), dtype=torch.int32, device="cuda").flatten()
+        sc = ctypes.c_float(D ** -0.5)
+        paged = gpu_time(lib, lambda: lib.sb_paged_attention(t, p(q), NH * D, p(kc), p(vc), p(table), nb, p(rs), p(rp), None, n, NH, NKV, D, bs, 0, sc, p(out), n, None, ctypes.c_int64(0)))
+        mma = gpu_time(lib, lambda: lib.sb_prefill_attention(t, p(q), NH * D, p(kc), p(vc), p(table), nb, p(rs), p(rp), p(tiles), tiles.numel() // 2, NH, NKV, D, bs, 0, sc, p(out)))
+        qh = q.view(n, NH, D).transpose(0, 1).unsqueeze(0)
+        kh = kc[:n].view(n, NKV, D).transpose(0, 1).repeat_interleave(NH // NKV, 0).unsqueeze(0).contiguous()
+        vh = vc[:n].view(n, NKV, D).transpose(0, 1).repeat_interleave(NH // NKV, 0).unsqueeze(0).contiguous()
+        sdpa = gpu_time(lib, lambda: torch.nn.functional.scaled_dot_product_attention(qh, kh, vh, is_causal=True))
+        floor = 4 * (n * n / 2) * D * NH / (peak_tflops * 1e12) * 1e6
+        print(f"    {n:5d} tokens: paged {paged:8.1f} us, tensor cores {mma:7.1f} us, torch sdpa {sdpa:7.1f} us; floor {floor:6.1f} us ({peak_tflops:.0f} TFLOP/s)")
+        res[f"prefill_attention_{n}"] = {"paged_us": paged, "mma_us": mma, "sdpa_us": sdpa, "floor_us": floor}
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--arch", default="90")
+    ap.add_argument("--out", help="JSON file for the figures (bench.ts --kernels)")
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    lib = build(a.arch)
+    lib.sb_attention_workspace.restype = ctypes.c_int64
+    res = bench_finish_rows(lib)
+    res.update(bench_lora(lib, a.arch))
+    res["decode_layer_us"] = profile_decode_layer(lib)
+    res.update(bench_prefill_attention(lib))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(res, f)
+
+
+if __name__ == "__main__":
+    main()
