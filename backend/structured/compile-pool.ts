@@ -11,6 +11,16 @@ import { SchemaError } from './schema.ts';
 
 export const INLINE_MAX_CHARS = 2048;
 
+/**
+ * Keywords whose automata can take far longer to build than the schema's size suggests (a
+ * pattern or variable-shape format laid out once per allowed length, sets over enum values):
+ * schemas with them always compile on the worker.
+ */
+const COSTLY = /"(pattern|uniqueItems)"|"format"\s*:\s*"(email|uri|hostname|ipv4|ipv6)"/;
+function costly(schema: unknown): boolean {
+  return COSTLY.test(JSON.stringify(schema));
+}
+
 interface Reply {
   id: number;
   nfa?: Nfa;
@@ -57,7 +67,7 @@ function compiler(): Worker {
  * `size`: the schema's JSON length, when the caller has it.
  */
 export function compileSchemaAsync(schema: unknown, options: Partial<CompileOptions> = {}, size = JSON.stringify(schema).length): Promise<Nfa> {
-  if (size <= INLINE_MAX_CHARS) {
+  if (size <= INLINE_MAX_CHARS && !costly(schema)) {
     try {
       return Promise.resolve(compileSchema(schema, options));
     } catch (err) {

@@ -95,6 +95,32 @@ export function decimalParts(x: number): { int: string; frac: string } {
   return { int, frac };
 }
 
+const jsonSeqCache = new WeakMap<CpSet, [number, number][][]>();
+
+/** Byte-range sequences writing each code point of `set` inside a JSON string (cached per set). */
+function jsonSequences(set: CpSet): [number, number][][] {
+  let out = jsonSeqCache.get(set);
+  if (out) return out;
+  out = [];
+  const SHORT: Record<number, string> = { 0x08: 'b', 0x09: 't', 0x0a: 'n', 0x0c: 'f', 0x0d: 'r', 0x22: '"', 0x5c: '\\' };
+  const lit = (s: string) => [...Buffer.from(s, 'latin1')].map((x) => [x, x] as [number, number]);
+  for (const [lo, hi] of set) {
+    for (let cp = lo; cp <= Math.min(hi, 0x1f); cp++) out.push(lit(`\\${SHORT[cp] ?? `u00${cp.toString(16).padStart(2, '0')}`}`));
+    for (const q of [0x22, 0x5c]) if (lo <= q && q <= hi) out.push(lit(`\\${SHORT[q]}`));
+    // Raw code points: [max(lo, 0x20), hi] without 0x22 and 0x5c.
+    let a = Math.max(lo, 0x20);
+    for (const q of [0x22, 0x5c]) {
+      if (a <= q && q <= hi) {
+        if (a < q) utf8Sequences(a, q - 1, out);
+        a = q + 1;
+      }
+    }
+    if (a <= hi) utf8Sequences(a, hi, out);
+  }
+  jsonSeqCache.set(set, out);
+  return out;
+}
+
 /** A bound on non-negative decimals: integer part, fraction digits, inclusive or not. */
 interface DecBound {
   int: number;
@@ -336,8 +362,9 @@ class Emitter {
   }
 
   /**
-   * Code points of `set` as JSON string content from `from` to `to`: raw UTF-8, except `"`, `\`
-   * and control characters, which take their one canonical escape.
+   * Code points of `set` as JSON string content from `from` to `to`: raw UTF-8, except `"`, `\\`
+   * and control characters, which take their one canonical escape. Byte sequences sharing a
+   * prefix share its states.
    */
   private cpSet(from: number, set: CpSet, to: number): void {
     const b = this.b;
@@ -345,32 +372,23 @@ class Emitter {
       this.char(from, to);
       return;
     }
-    const SHORT: Record<number, string> = { 0x08: 'b', 0x09: 't', 0x0a: 'n', 0x0c: 'f', 0x0d: 'r', 0x22: '"', 0x5c: '\\' };
-    for (const [lo, hi] of set) {
-      for (let cp = lo; cp <= Math.min(hi, 0x1f); cp++) {
-        const esc = SHORT[cp] ?? `u00${cp.toString(16).padStart(2, '0')}`;
-        b.eps(b.literal(b.literal(from, '\\'), esc), to);
-      }
-      for (const q of [0x22, 0x5c]) if (lo <= q && q <= hi) b.eps(b.literal(from, `\\${SHORT[q]}`), to);
-      // Raw code points: [max(lo, 0x20), hi] without 0x22 and 0x5c.
-      const raw: [number, number][] = [];
-      let a = Math.max(lo, 0x20);
-      for (const q of [0x22, 0x5c]) {
-        if (a <= q && q <= hi) {
-          if (a < q) raw.push([a, q - 1]);
-          a = q + 1;
+    const children = new Map<string, number>();
+    for (const seq of jsonSequences(set)) {
+      let cur = from;
+      for (let k = 0; k < seq.length; k++) {
+        const [lo, hi] = seq[k]!;
+        if (k === seq.length - 1) {
+          b.edge(cur, lo, hi, to);
+          break;
         }
-      }
-      if (a <= hi) raw.push([a, hi]);
-      for (const [x, y] of raw) {
-        for (const seq of utf8Sequences(x, y)) {
-          let cur = from;
-          for (let k = 0; k < seq.length; k++) {
-            const nx = k === seq.length - 1 ? to : b.newState();
-            b.edge(cur, seq[k]![0], seq[k]![1], nx);
-            cur = nx;
-          }
+        const key = `${cur}:${lo}:${hi}`;
+        let nx = children.get(key);
+        if (nx === undefined) {
+          nx = b.newState();
+          children.set(key, nx);
+          b.edge(cur, lo, hi, nx);
         }
+        cur = nx;
       }
     }
   }

@@ -374,8 +374,22 @@ class CpBuilder {
   }
 }
 
-/** Compiles a pattern (JSON Schema semantics: unanchored unless ^ / $) to a code-point NFA. */
-export function compilePattern(src: string, maxStates = 20_000): CpNfa {
+const patternCache = new Map<string, CpNfa>();
+
+/** Compiles a pattern (JSON Schema semantics: unanchored unless ^ / $) to a code-point NFA; the last 64 are cached. */
+export function compilePattern(src: string): CpNfa {
+  let nfa = patternCache.get(src);
+  if (nfa) {
+    patternCache.delete(src);
+  } else {
+    nfa = buildPattern(src, 20_000);
+    if (patternCache.size >= 64) patternCache.delete(patternCache.keys().next().value!);
+  }
+  patternCache.set(src, nfa);
+  return nfa;
+}
+
+function buildPattern(src: string, maxStates: number): CpNfa {
   const alts = new Parser(src).top();
   const b = new CpBuilder(maxStates);
   const start = b.state();
@@ -453,8 +467,11 @@ export function utf8Sequences(lo: number, hi: number, out: [number, number][][] 
   return out;
 }
 
-/** Patterns of the variable-shape formats we generate (a subset of what each format allows). */
-const LABEL = '[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?';
+/**
+ * Patterns of the variable-shape formats we generate (a subset of what each format allows:
+ * DNS labels of at most 24 characters, where 63 would be valid, keep the automata small).
+ */
+const LABEL = '[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,22}[a-zA-Z0-9])?';
 const OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
 export const FORMAT_PATTERNS = {
   email: `^[a-zA-Z0-9_+-]+(?:\\.[a-zA-Z0-9_+-]+)*@${LABEL}(?:\\.${LABEL}){1,3}$`,
