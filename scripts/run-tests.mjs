@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 // `npm test`: every *.test.ts in the repo (beside the code it tests, or under test/), through
 // Node's own test runner with tsx. Extra arguments narrow the run to paths containing them.
+// First it installs what the tests need beyond npm packages and is missing (redis-server, the
+// infra tools: infra/tools/install.sh says each one it installs), so a fresh machine with Node, a
+// C++ compiler and cmake passes as it is. SWITCHBOARD_SKIP_TOOL_INSTALL=1 skips that step.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { delimiter, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -25,8 +28,20 @@ if (files.length === 0) {
   console.error('no test files matched');
   process.exit(1);
 }
+// Only the tests that use them need the tools: the infra checks and whatever starts redis-server.
+const needsTools = files.some((f) => f.startsWith('infra/') || f.startsWith(join('test', 'gateway')) || f.startsWith(join('gateway', 'store')));
+if (needsTools && process.env.SWITCHBOARD_SKIP_TOOL_INSTALL !== '1') {
+  const tools = spawnSync('bash', [join(root, 'infra', 'tools', 'install.sh')], { cwd: root, stdio: 'inherit' });
+  if (tools.status !== 0) {
+    console.error('npm test: the test tools are missing and could not be installed (see above)');
+    process.exit(tools.status ?? 1);
+  }
+}
+// helm lands in infra/tools/bin when installed without root.
+const PATH = `${join(root, 'infra', 'tools', 'bin')}${delimiter}${process.env.PATH ?? ''}`;
 const res = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', ...files], {
   cwd: root,
   stdio: 'inherit',
+  env: { ...process.env, PATH },
 });
 process.exit(res.status ?? 1);
