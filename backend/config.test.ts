@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError, parseServeConfig, serveHelp } from './config.ts';
 
@@ -37,8 +40,39 @@ describe('switchboard serve options', () => {
     assert.throws(() => parseServeConfig(['stray'], {}), /unexpected argument "stray"/);
   });
 
+  it('reads secrets from files and the environment, and warns when one is on the command line', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sb-config-'));
+    try {
+      writeFileSync(join(dir, 'key'), 'k'.repeat(40) + '\n');
+      writeFileSync(join(dir, 'hf'), 'hf_from_file');
+      const warnings: string[] = [];
+      const warn = (m: string) => void warnings.push(m);
+      const f = parseServeConfig(['--model-id', '/m', '--service-key-file', join(dir, 'key'), `--hub-token-file=${join(dir, 'hf')}`], {}, { warn });
+      assert.equal(f.serviceKey, 'k'.repeat(40), 'the trailing newline is not part of the key');
+      assert.equal(f.hubToken, 'hf_from_file');
+      const e = parseServeConfig(['--model-id', '/m'], { SWITCHBOARD_SERVICE_KEY_FILE: join(dir, 'key'), HF_TOKEN: 'hf_env' }, { warn });
+      assert.equal(e.serviceKey, 'k'.repeat(40));
+      assert.equal(e.hubToken, 'hf_env');
+      assert.equal(warnings.length, 0);
+      parseServeConfig(['--model-id', '/m', '--service-key', 'x'.repeat(40), '--hub-token', 'hf_x'], {}, { warn });
+      assert.equal(warnings.length, 2);
+      assert.match(warnings[0]!, /--service-key on the command line shows in `ps`.*--service-key-file <path> or the SWITCHBOARD_SERVICE_KEY environment variable/);
+      assert.throws(() => parseServeConfig(['--model-id', '/m', '--service-key-file', join(dir, 'none')], {}), /--service-key-file: cannot read .*ENOENT/);
+      assert.throws(() => parseServeConfig(['--model-id', '/m', '--port-file', 'x'], {}), /unknown option --port-file/, 'only secrets have -file forms');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('--json-output (LoRAX\'s name) and the older --json-logs', () => {
+    assert.equal(parseServeConfig(['--model-id', '/m', '--json-output'], {}).json, true);
+    assert.equal(parseServeConfig(['--model-id', '/m', '--json-logs'], {}).json, true);
+    assert.equal(parseServeConfig(['--model-id', '/m'], { JSON_OUTPUT: 'true' }).json, true);
+    assert.equal(parseServeConfig(['--model-id', '/m'], {}).json, false);
+  });
+
   it('documents every option with its environment variable', () => {
     const help = serveHelp();
-    for (const s of ['--max-concurrent-requests', 'MAX_CONCURRENT_REQUESTS', '--adapter-cycle-time-s', '--service-key', '[default: 8080]']) assert.ok(help.includes(s), s);
+    for (const s of ['--max-concurrent-requests', 'MAX_CONCURRENT_REQUESTS', '--adapter-cycle-time-s', '--service-key', '--service-key-file', 'SWITCHBOARD_SERVICE_KEY_FILE', '[default: 8080]']) assert.ok(help.includes(s), s);
   });
 });
