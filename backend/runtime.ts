@@ -100,8 +100,9 @@ export class Runtime {
     const resolver = new AdapterResolver(
       store,
       {
-        local: new LocalSource(config.adapterRoot ? path.resolve(config.adapterRoot) : null),
-        hub: new HubSource({ endpoint: config.hubEndpoint, cacheDir, ...(config.hubToken ? { defaultToken: config.hubToken } : {}) }),
+        local: new LocalSource(config.adapterRoot ? path.resolve(config.adapterRoot) : null, { allowAbsolute: config.allowAbsoluteAdapterPaths }),
+        // The operator's token goes only where the operator opted in (--allow-hub-token-fallback).
+        hub: new HubSource({ endpoint: config.hubEndpoint, cacheDir, ...(config.hubToken && config.allowHubTokenFallback ? { defaultToken: config.hubToken } : {}) }),
       },
       engine.model,
     );

@@ -2,7 +2,8 @@
 // the name up in that tenant's own registry, then among the shared public adapters, and rewrites
 // it to what the backend serves:
 //   upload -> adapter_source "local", adapter_id "tenants/<tenant>/<name>"
-//   hub    -> adapter_source "hub",   adapter_id "<repo>", api_token = the tenant's hub token
+//   hub    -> adapter_source "hub",   adapter_id "<repo>", api_token = the tenant's hub token for
+//             that repo (in a merge, merged_adapters.api_tokens: one token per id, never shared)
 //   shared -> whatever the admin registered (a hub repo or a local adapter of the backend)
 // Nothing else is forwarded: a name that is not in the tenant's registry or the shared list,
 // including another tenant's adapter (whose name cannot even be expressed: lookups are always
@@ -35,7 +36,7 @@ export interface AdapterTarget {
 export type AdapterSelection =
   | { kind: 'base' }
   | { kind: 'single'; target: AdapterTarget; affinity: string }
-  | { kind: 'merged'; targets: AdapterTarget[]; source: ServedAdapterSource; apiToken: string | null; affinity: string };
+  | { kind: 'merged'; targets: AdapterTarget[]; source: ServedAdapterSource; affinity: string };
 
 /** The replicas a selection may be sent to (null: any). */
 export function replicasOf(sel: AdapterSelection): string[] | null {
@@ -109,22 +110,17 @@ export class AdapterResolver {
     if (merged && merged.length > 0) {
       const targets = await Promise.all(merged.map((n) => this.target(tenant, n)));
       const sources = new Set(targets.map((t) => t.source));
-      const tokens = new Set(targets.map((t) => t.apiToken).filter((t): t is string => t !== null));
       if (sources.size > 1) {
         throw new GatewayError(422, 'merged_adapters: every adapter of a merge must come from the same source (all uploaded, or all hub)', {
           param: 'parameters.merged_adapters.ids',
         });
       }
-      if (tokens.size > 1) {
-        throw new GatewayError(422, 'merged_adapters: hub adapters of one merge must share one hub token', {
-          param: 'parameters.merged_adapters.ids',
-        });
-      }
+      // Each target keeps its own token (forwarded per id as merged_adapters.api_tokens): a token
+      // is only ever sent to the hub for the repo it was registered with.
       return {
         kind: 'merged',
         targets,
         source: targets[0]!.source,
-        apiToken: [...tokens][0] ?? null,
         affinity: `merge:${targets.map((t) => `${t.source}:${t.id}`).sort().join('+')}`,
       };
     }

@@ -14,10 +14,11 @@
 //   PUT /v1/adapters/:name/:file (raw body: adapter_config.json or adapter_model.safetensors)
 import { Hono, type Context } from 'hono';
 import { z } from 'zod';
-import { parseOpenAIRequest, SERVED_ADAPTER_SOURCES, TENANT_ID } from '../protocol/index.ts';
+import { checkLocalAdapterId } from '../protocol/adapter-id.ts';
+import { parseOpenAIRequest, SERVED_ADAPTER_SOURCES, TENANT_ID, TENANTS_DIR } from '../protocol/index.ts';
 import type { AdapterResolver } from './adapters.ts';
 import { issueKey, SCOPES } from './auth/api-keys.ts';
-import { readBytes, readJsonObject } from './body.ts';
+import { readJsonObject } from './body.ts';
 import { GatewayError, ShapedError } from './errors.ts';
 import type { AdapterManager } from './tenant-adapters.ts';
 import type { ApiKeyRecord, GatewayStore, Limits, SharedAdapterRecord } from './store/types.ts';
@@ -159,9 +160,8 @@ export function adminRoutes(deps: AdminDeps): Hono {
   app.delete('/tenants/:tenant/adapters/:name', async (c) => c.json(await deps.adapters.remove(tenantParam(c), c.req.param('name'))));
   app.put('/tenants/:tenant/adapters/:name/:file', async (c) => {
     const t = tenantParam(c);
-    const body = await readBytes(c.req.raw, deps.maxAdapterBytes, 'adapter file');
     await ensureTenant(deps.store, t);
-    return c.json(await deps.adapters.uploadFile(t, c.req.param('name'), c.req.param('file'), body));
+    return c.json(await deps.adapters.uploadFile(t, c.req.param('name'), c.req.param('file'), c.req.raw, deps.maxAdapterBytes));
   });
 
   // --- shared public adapters ---
@@ -171,8 +171,15 @@ export function adminRoutes(deps: AdminDeps): Hono {
     const name = c.req.param('name');
     if (!SHARED_ADAPTER_NAME.test(name)) throw new GatewayError(400, `shared adapter name "${name}" must be letters, digits, ".", "_", "-" (optionally "owner/name")`, { param: 'name' });
     const input = parseInput(SharedAdapterInput, await readJsonObject(c.req.raw, deps.maxBodyBytes));
-    if (input.source === 'local' && (input.adapter_id.startsWith('tenants/') || input.adapter_id.includes('..') || input.adapter_id.startsWith('/'))) {
-      throw new GatewayError(400, 'a shared local adapter must be a path inside the backend adapter root, outside tenants/', { param: 'adapter_id' });
+    if (input.source === 'local') {
+      // Decided on the canonical spelling only: "./tenants/a/x", "tenants//a/x" and the like would
+      // otherwise pass a prefix check and hand every tenant another tenant's weights.
+      const id = checkLocalAdapterId(input.adapter_id);
+      if (!id.ok || id.kind !== 'relative' || id.tenant !== null || id.segments[0]!.toLowerCase() === TENANTS_DIR) {
+        throw new GatewayError(400, `a shared local adapter must be a canonical path inside the backend adapter root ("dir/name": letters, digits, "._-@+=", no ".", "..", empty or leading-dot segments), outside ${TENANTS_DIR}/`, {
+          param: 'adapter_id',
+        });
+      }
     }
     const prev = await deps.store.getShared(name);
     const rec: SharedAdapterRecord = {

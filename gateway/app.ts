@@ -12,7 +12,7 @@ import { AdapterResolver, isBaseName, replicasOf, scrubIds, type AdapterSelectio
 import { adminRoutes, HubAdapterInput, parseInput } from './admin.ts';
 import { looksLikeApiKey, verifyKey } from './auth/api-keys.ts';
 import { JwtError, type JwtVerifier } from './auth/jwt.ts';
-import { readBytes, readJsonObject, type NativeBody } from './body.ts';
+import { readJsonObject, type NativeBody } from './body.ts';
 import { parseChat, parseCompletion, parseLorax, type LoraxRoute, type ParseOutcome, type TokenUsage } from './endpoints.ts';
 import { apiKindOf, errorResponseFor, GatewayError, jsonResponse, ShapedError, type ApiKind } from './errors.ts';
 import { callUpstream, relayStream, type StreamOutcome, type Upstream } from './forward.ts';
@@ -418,9 +418,11 @@ export function createGateway(deps: GatewayDeps): Hono<Env> {
     settle({ promptTokens: 0, completionTokens: 0 });
     if (up.res.status >= 500) fwd.span.setStatus({ code: SpanStatusCode.ERROR, message: `backend answered ${up.res.status}` });
     fwd.span.end();
-    if (up.res.status === 401 || up.res.status === 403) {
-      // The backend refused the gateway itself: a service key mismatch, not the client's fault.
-      log(`backend ${up.backend.url} refused the service token (${up.res.status}): ${text.slice(0, 200)}`);
+    if (up.res.status === 401) {
+      // The backend refused the gateway itself (it refuses service tokens with 401 only): a
+      // service key mismatch, not the client's fault. A 403 is the hub refusing the tenant's own
+      // hub token for its adapter: passed on below as the client's 4xx, naming the adapter.
+      log(`backend ${up.backend.url} refused the service token (401): ${text.slice(0, 200)}`);
       throw new GatewayError(502, 'the backend refused the gateway (service key mismatch)', { type: 'server_error', code: 'backend_auth', loraxType: 'generation' });
     }
     const isJson = (up.res.headers.get('content-type') ?? '').includes('json');
@@ -556,8 +558,7 @@ export function createGateway(deps: GatewayDeps): Hono<Env> {
   tenantApi.put('/:name/:file', async (c) => {
     const p = await authenticate(c);
     requireScope(p, 'adapters:write');
-    const body = await readBytes(c.req.raw, opts.maxAdapterBytes, 'adapter file', nativeBody(c));
-    return c.json(await adapters.uploadFile(p.tenant, c.req.param('name'), c.req.param('file'), body));
+    return c.json(await adapters.uploadFile(p.tenant, c.req.param('name'), c.req.param('file'), c.req.raw, opts.maxAdapterBytes));
   });
   app.route('/v1/adapters', tenantApi);
 

@@ -1,5 +1,7 @@
 // Reading request bodies with a size limit enforced while reading (not only by Content-Length,
-// which a client may omit or lie about): 413 past the limit, 400 for something that is not JSON.
+// which a client may omit or lie about): 413 past the limit (an answer, not a reset connection),
+// 400 for something that is not JSON or nests deeper than MAX_JSON_DEPTH.
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../protocol/json-depth.ts';
 import { GatewayError } from './errors.ts';
 
 /**
@@ -14,12 +16,15 @@ export async function readBytes(req: Request, maxBytes: number, what = 'request 
   const parts: Uint8Array[] = [];
   let total = 0;
   if (native) {
-    for await (const value of native) {
+    // Iterated by hand: leaving a for-await early would destroy the stream and with it the socket,
+    // so the client would see a reset instead of the 413. Left unread, Node discards the rest of
+    // the body after the answer, and the connection survives.
+    const it = native[Symbol.asyncIterator]();
+    for (;;) {
+      const { done, value } = await it.next();
+      if (done) break;
       total += value.byteLength;
-      if (total > maxBytes) {
-        native.destroy?.();
-        throw tooLarge(what, maxBytes);
-      }
+      if (total > maxBytes) throw tooLarge(what, maxBytes);
       parts.push(value);
     }
   } else {
@@ -30,7 +35,7 @@ export async function readBytes(req: Request, maxBytes: number, what = 'request 
       if (done) break;
       total += value.byteLength;
       if (total > maxBytes) {
-        await reader.cancel().catch(() => {});
+        reader.releaseLock();
         throw tooLarge(what, maxBytes);
       }
       parts.push(value);
@@ -62,6 +67,10 @@ export async function readJsonObject(req: Request, maxBytes: number, native?: Na
     throw new GatewayError(400, 'request body is not valid UTF-8', { code: 'invalid_json' });
   }
   if (text.trim() === '') throw new GatewayError(400, 'request body must be a JSON object', { code: 'invalid_json' });
+  // Before JSON.parse: everything after it (zod, schema checks, JSON.stringify) recurses.
+  if (jsonTooDeep(text)) {
+    throw new GatewayError(400, `request body nests objects/arrays more than ${MAX_JSON_DEPTH} levels deep`, { code: 'invalid_json' });
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -72,4 +81,34 @@ export async function readJsonObject(req: Request, maxBytes: number, native?: Na
     throw new GatewayError(400, 'request body must be a JSON object', { code: 'invalid_json' });
   }
   return value as Record<string, unknown>;
+}
+
+/** What Node's HTTP server hands a 'clientError' listener (duck-typed: no node: imports here). */
+export interface ClientErrorSocket {
+  writable: boolean;
+  end(data: string): void;
+  destroy(): void;
+}
+
+/**
+ * Answers a request Node's HTTP parser refused (an unknown method, a malformed chunk, oversized
+ * headers) with a JSON error in the API's shape instead of Node's empty 400: OpenAI's under /v1/,
+ * LoRAX's elsewhere, judged from the request line when the parser kept it.
+ */
+export function answerClientError(err: { code?: string; rawPacket?: { toString(enc: 'latin1'): string } }, socket: ClientErrorSocket): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const line = err.rawPacket?.toString('latin1').split('\r\n', 1)[0] ?? '';
+  const path = line.split(' ')[1] ?? '';
+  const tooBig = err.code === 'HPE_HEADER_OVERFLOW';
+  const status = tooBig ? 431 : 400;
+  const message = tooBig ? 'request headers are too large' : `malformed HTTP request (${err.code ?? 'parse error'})`;
+  const body = path.startsWith('/v1/')
+    ? JSON.stringify({ error: { message, type: 'invalid_request_error', param: null, code: tooBig ? 'headers_too_large' : 'bad_request' } })
+    : JSON.stringify({ error: message, error_type: 'validation' });
+  socket.end(
+    `HTTP/1.1 ${status} ${tooBig ? 'Request Header Fields Too Large' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${new TextEncoder().encode(body).byteLength}\r\nconnection: close\r\n\r\n${body}`,
+  );
 }

@@ -68,9 +68,9 @@ function applyAdapter(target: Record<string, unknown>, sel: AdapterSelection, id
     if (sel.target.apiToken) target.api_token = sel.target.apiToken;
   } else if (sel.kind === 'merged') {
     const m = target.merged_adapters as Record<string, unknown>;
-    target.merged_adapters = { ...m, ids: sel.targets.map((t) => t.id) };
+    // One token per id (null: none), so no adapter's token is ever sent for another's repo.
+    target.merged_adapters = { ...m, ids: sel.targets.map((t) => t.id), api_tokens: sel.targets.map((t) => t.apiToken) };
     target.adapter_source = sel.source;
-    if (sel.apiToken) target.api_token = sel.apiToken;
   }
 }
 

@@ -105,6 +105,7 @@ export async function callUpstream(router: Router, call: UpstreamCall, f: typeof
       if (res.status !== 429) router.reportFailure(backend, `answered ${res.status}`);
       continue;
     }
+    router.reportAnswer(backend);
     if (!call.waitFirstByte || !res.ok || !res.body) {
       return { res, backend, reader: null, first: null, abort, end, attempts: attempt + 1 };
     }

@@ -1,5 +1,5 @@
 // Node only: the `fetch` the gateway uses for its backends on Node, over node:http with a
-// keep-alive agent. Same contract as the subset of fetch the gateway uses (string/bytes bodies,
+// keep-alive agent. Same contract as the subset of fetch the gateway uses (string/bytes/stream bodies,
 // AbortSignal, a streaming Response body with backpressure, errors when the connection breaks
 // mid-body), at a fraction of undici-fetch's per-request cost: the request goes out in one write
 // instead of a body stream, and no Request object is built. Workers keep the platform fetch.
@@ -39,10 +39,13 @@ export function createNodeFetch(opts: { maxSockets?: number } = {}): typeof fetc
       const method = (init.method ?? 'GET').toUpperCase();
       const headers = headerObject(init.headers);
       let body: Uint8Array | string | undefined;
+      let stream: ReadableStream<Uint8Array> | undefined;
       if (init.body !== undefined && init.body !== null) {
         if (typeof init.body === 'string' || init.body instanceof Uint8Array) body = init.body;
-        else throw new TypeError('node fetch: only string and Uint8Array bodies are supported');
-        headers['content-length'] = String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength);
+        else if (init.body instanceof ReadableStream) stream = init.body as ReadableStream<Uint8Array>;
+        else throw new TypeError('node fetch: only string, Uint8Array and ReadableStream bodies are supported');
+        // A stream goes out chunked (adapter uploads: never held whole in memory).
+        if (body !== undefined) headers['content-length'] = String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength);
       }
       const signal = init.signal ?? undefined;
       if (signal?.aborted) return reject(abortError(signal));
@@ -75,7 +78,26 @@ export function createNodeFetch(opts: { maxSockets?: number } = {}): typeof fetc
         signal?.removeEventListener('abort', onAbort);
         reject(signal?.aborted ? abortError(signal) : err);
       });
-      req.end(body);
+      if (!stream) {
+        req.end(body);
+        return;
+      }
+      // Pumped with backpressure; a stream that errors (a body past its limit) aborts the request.
+      const reader = stream.getReader();
+      const pump = async () => {
+        try {
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            if (req.destroyed) return;
+            if (!req.write(value)) await new Promise<void>((r) => req.once('drain', r).once('close', r));
+          }
+          req.end();
+        } catch (err) {
+          req.destroy(err as Error);
+        }
+      };
+      void pump();
     });
   return f as typeof fetch;
 }

@@ -3,6 +3,7 @@
 // Redis (ioredis) when --redis-url is given, else the in-process store (one instance only).
 import { createAdaptorServer, type serve } from '@hono/node-server';
 import type { Server } from 'node:http';
+import { answerClientError } from './body.ts';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -173,6 +174,8 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
     if (!o.store) await store.close();
     throw err;
   }
+  // Requests Node's parser refuses get a JSON error too, not Node's empty 400.
+  main.server.on('clientError', answerClientError);
   const scrape = metrics
     ? await listen(async (req) => {
         if (new URL(req.url).pathname !== '/metrics' || req.method !== 'GET') return new Response('not found\n', { status: 404 });

@@ -92,8 +92,47 @@ describe('health checks', () => {
     await new Promise<void>((r) => servers.pop()!.close(() => r()));
     const r = new Router([up, sick, closed], { healthTimeoutMs: 500 });
     await r.checkAll();
+    // Nothing listening: down at once. An error status: only after 3 probes in a row.
+    assert.deepEqual(r.backends.map((b) => b.healthy), [true, true, false]);
+    await r.checkAll();
+    await r.checkAll();
     assert.deepEqual(r.backends.map((b) => b.healthy), [true, false, false]);
     assert.match(r.backends[1]!.lastError ?? '', /503/);
+    assert.equal(r.healthyCount, 1);
+  });
+
+  it('one slow probe under load does not take the only replica out; answered requests count as liveness', async () => {
+    // A replica whose /health stalls now and then (as under a burst of large prompts).
+    let stall = 0;
+    const s = createServer((req, res) => {
+      if (req.url === '/health' && stall > 0) {
+        stall--;
+        setTimeout(() => res.writeHead(200).end('{}'), 400);
+        return;
+      }
+      res.writeHead(200).end('{}');
+    });
+    servers.push(s);
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+    const url = `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+    const r = new Router([url], { healthTimeoutMs: 100, healthIntervalMs: 10_000 });
+    stall = 2;
+    await r.checkAll();
+    await r.checkAll();
+    assert.equal(r.healthyCount, 1, 'two slow probes in a row are not an outage');
+    await r.checkAll();
+    assert.equal(r.backends[0]!.consecutiveFailures, 0, 'a good probe resets the count');
+    // Proxied requests answered recently outvote failing probes.
+    r.reportAnswer(r.backends[0]!);
+    stall = 5;
+    for (let i = 0; i < 5; i++) await r.checkAll();
+    assert.equal(r.healthyCount, 1);
+    // Without recent answers, three failures in a row do take it out, and one good probe brings it back.
+    r.backends[0]!.lastAnswerAt = 0;
+    stall = 3;
+    for (let i = 0; i < 3; i++) await r.checkAll();
+    assert.equal(r.healthyCount, 0);
+    await r.checkAll();
     assert.equal(r.healthyCount, 1);
   });
 });

@@ -1,5 +1,5 @@
-// Backend replicas: health (active GET /health checks + passive failure marking), in-flight
-// counts, and the order in which to try them for a request.
+// Backend replicas: health (active GET /health checks with hysteresis + passive failure marking),
+// in-flight counts, and the order in which to try them for a request.
 //
 // Adapter affinity: rendezvous (highest-random-weight) hashing of the adapter over the replicas,
 // so one adapter keeps landing on the replica where it is already loaded; with bounded load
@@ -10,6 +10,14 @@
 // replica. Adding or losing a replica moves only the adapters that hashed to it.
 import { hash53 } from './util.ts';
 
+/** Connection errors that mean nothing is there to answer (as opposed to a slow answer). */
+const REFUSED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+
+function causeCode(err: unknown): string {
+  const cause = (err as { cause?: { code?: unknown } })?.cause;
+  return typeof cause?.code === 'string' ? cause.code : '';
+}
+
 export interface Backend {
   url: string;
   index: number;
@@ -18,6 +26,8 @@ export interface Backend {
   consecutiveFailures: number;
   lastError: string | null;
   lastCheckAt: number;
+  /** When a proxied request last got an answer from it (ms since epoch; 0: never). */
+  lastAnswerAt: number;
 }
 
 export interface RouterOptions {
@@ -27,6 +37,8 @@ export interface RouterOptions {
   minLoad?: number;
   healthIntervalMs?: number;
   healthTimeoutMs?: number;
+  /** Consecutive failed health probes before a replica counts as down (default 3). */
+  unhealthyAfter?: number;
   fetch?: typeof fetch;
   log?: (msg: string) => void;
 }
@@ -37,6 +49,7 @@ export class Router {
   readonly minLoad: number;
   readonly healthIntervalMs: number;
   private readonly healthTimeoutMs: number;
+  private readonly unhealthyAfter: number;
   private readonly f: typeof fetch;
   private readonly log: (msg: string) => void;
   private timer: ReturnType<typeof setInterval> | null = null;
@@ -49,12 +62,13 @@ export class Router {
     this.backends = urls.map((u, index) => {
       const url = new URL(u);
       if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`backend ${u}: must be an http(s) URL`);
-      return { url: u.replace(/\/+$/, ''), index, healthy: true, inFlight: 0, consecutiveFailures: 0, lastError: null, lastCheckAt: 0 };
+      return { url: u.replace(/\/+$/, ''), index, healthy: true, inFlight: 0, consecutiveFailures: 0, lastError: null, lastCheckAt: 0, lastAnswerAt: 0 };
     });
     this.loadFactor = opts.loadFactor ?? 1.25;
     this.minLoad = opts.minLoad ?? 16;
     this.healthIntervalMs = opts.healthIntervalMs ?? 2000;
     this.healthTimeoutMs = opts.healthTimeoutMs ?? 1000;
+    this.unhealthyAfter = Math.max(1, opts.unhealthyAfter ?? 3);
     this.f = opts.fetch ?? ((...a) => fetch(...a));
     this.log = opts.log ?? (() => {});
   }
@@ -119,6 +133,29 @@ export class Router {
     b.lastError = null;
   }
 
+  /** A proxied request got an answer from `b`: proof of life that a slow probe cannot outvote. */
+  reportAnswer(b: Backend): void {
+    b.lastAnswerAt = Date.now();
+    if (!b.healthy) this.reportSuccess(b);
+    else b.consecutiveFailures = 0;
+  }
+
+  /**
+   * A failed probe (timeout, error status): one slow or failed probe under load is not an outage. The replica goes out
+   * after `unhealthyAfter` failures in a row, and not while proxied requests keep getting answers
+   * (within the last two probe intervals).
+   */
+  private probeFailed(b: Backend, why: string): void {
+    b.lastError = why;
+    if (!b.healthy) {
+      b.consecutiveFailures++;
+      return;
+    }
+    if (Date.now() - b.lastAnswerAt < 2 * this.healthIntervalMs) return;
+    b.consecutiveFailures++;
+    if (b.consecutiveFailures >= this.unhealthyAfter) this.reportFailure(b, `${why} (${b.consecutiveFailures} probes in a row)`);
+  }
+
   async checkOne(b: Backend): Promise<boolean> {
     b.lastCheckAt = Date.now();
     try {
@@ -128,9 +165,12 @@ export class Router {
         this.reportSuccess(b);
         return true;
       }
-      this.reportFailure(b, `GET /health answered ${res.status}`);
+      this.probeFailed(b, `GET /health answered ${res.status}`);
     } catch (err) {
-      this.reportFailure(b, `GET /health failed: ${(err as Error).message}`);
+      const why = `GET /health failed: ${(err as Error).message}`;
+      // Nothing listening (or no such host) is an outage, not a slow moment: out at once.
+      if (REFUSED.has(causeCode(err))) this.reportFailure(b, why);
+      else this.probeFailed(b, why);
     }
     return false;
   }

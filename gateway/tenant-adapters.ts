@@ -3,11 +3,14 @@
 // PUT /adapters/tenants/<tenant>/<name>/<file>, token scope adapters:write) and the adapter is
 // usable once both files are on all of them; hub references keep the repo and the tenant's hub
 // token (sealed at rest) and are forwarded as adapter_source "hub" with that api_token.
+// Uploads stream through to the replicas (never held whole in memory), a few per tenant at once.
 import type { AdapterResolver } from './adapters.ts';
 import { GatewayError } from './errors.ts';
 import type { Router } from './routing.ts';
 import type { ServiceTokenSigner } from './service-token.ts';
-import { ADAPTER_FILES, ADAPTERS_WRITE_SCOPE, isAdapterFile, isAdapterName, type AdapterFile } from '../protocol/index.ts';
+import { ADAPTER_FILES, ADAPTERS_WRITE_SCOPE, isAdapterFile, isAdapterName, TENANTS_DIR, type AdapterFile } from '../protocol/index.ts';
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../protocol/json-depth.ts';
+import { readBytes } from './body.ts';
 import { uploadReplicas, type GatewayStore, type TenantAdapterRecord } from './store/types.ts';
 import { SecretBox } from './util.ts';
 
@@ -35,6 +38,31 @@ export function adapterView(r: TenantAdapterRecord): AdapterView {
   };
 }
 
+/** adapter_config.json is read whole (to check it before it reaches any replica); real ones are a few KiB. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+/** Uploads one tenant may have in flight through this gateway instance at once (429 past it). */
+export const DEFAULT_MAX_UPLOADS_PER_TENANT = 2;
+
+/** A replica answered an upload with an error status. */
+class ReplicaRefusal extends Error {
+  readonly reason: string;
+  constructor(
+    url: string,
+    readonly status: number,
+    text: string,
+  ) {
+    super(`${url} answered ${status}: ${text.slice(0, 200)}`);
+    let reason = text.slice(0, 500);
+    try {
+      const j = JSON.parse(text) as { error?: unknown };
+      if (typeof j.error === 'string') reason = j.error;
+    } catch {
+      // not JSON: keep the text
+    }
+    this.reason = reason;
+  }
+}
+
 const HUB_REPO = /^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$/;
 
 export function checkAdapterName(name: string): void {
@@ -52,12 +80,17 @@ export interface AdapterManagerDeps {
   signer: ServiceTokenSigner;
   box: SecretBox;
   fetch?: typeof fetch;
+  /** Uploads per tenant in flight at once (default DEFAULT_MAX_UPLOADS_PER_TENANT). */
+  maxUploadsPerTenant?: number;
 }
 
 export class AdapterManager {
   private readonly f: typeof fetch;
+  private readonly uploading = new Map<string, number>();
+  private readonly maxUploadsPerTenant: number;
   constructor(private readonly deps: AdapterManagerDeps) {
     this.f = deps.fetch ?? ((...a) => fetch(...a));
+    this.maxUploadsPerTenant = deps.maxUploadsPerTenant ?? DEFAULT_MAX_UPLOADS_PER_TENANT;
   }
 
   async list(tenant: string): Promise<AdapterView[]> {
@@ -93,50 +126,128 @@ export class AdapterManager {
     return adapterView(rec);
   }
 
-  async uploadFile(tenant: string, name: string, file: string, body: Uint8Array<ArrayBuffer>): Promise<AdapterView> {
+  /**
+   * Streams one adapter file to every healthy replica without holding it in memory (the weights
+   * may be gigabytes; adapter_config.json, small, is read whole to check it). `req` is the client's
+   * request: its body is read once, counted against `maxBytes` as it flows (413 past it).
+   */
+  async uploadFile(tenant: string, name: string, file: string, req: Request, maxBytes: number): Promise<AdapterView> {
     checkAdapterName(name);
     if (!isAdapterFile(file)) {
       throw new GatewayError(400, `file must be one of ${ADAPTER_FILES.join(', ')}`, { param: 'file', code: 'invalid_value' });
     }
+    const busy = this.uploading.get(tenant) ?? 0;
+    if (busy >= this.maxUploadsPerTenant) {
+      throw new GatewayError(429, `${busy} uploads of this tenant are already in progress; retry when one finishes`, {
+        code: 'too_many_uploads',
+        loraxType: 'overloaded',
+        headers: { 'retry-after': '1' },
+      });
+    }
+    this.uploading.set(tenant, busy + 1);
+    try {
+      return await this.upload(tenant, name, file as AdapterFile, req, maxBytes);
+    } finally {
+      const n = (this.uploading.get(tenant) ?? 1) - 1;
+      if (n > 0) this.uploading.set(tenant, n);
+      else this.uploading.delete(tenant);
+    }
+  }
+
+  private async upload(tenant: string, name: string, file: AdapterFile, req: Request, maxBytes: number): Promise<AdapterView> {
+    let body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array>;
+    let overflow = false;
+    const tooLarge = (limit: number) => new GatewayError(413, `adapter file is larger than ${limit} bytes`, { code: 'request_too_large' });
     if (file === 'adapter_config.json') {
+      body = await readBytes(req, Math.min(maxBytes, MAX_CONFIG_BYTES), 'adapter_config.json');
       try {
-        const cfg = JSON.parse(new TextDecoder().decode(body)) as { peft_type?: unknown };
+        const text = new TextDecoder().decode(body);
+        if (jsonTooDeep(text)) throw new Error(`nests more than ${MAX_JSON_DEPTH} levels deep`);
+        const cfg = JSON.parse(text) as { peft_type?: unknown };
         if (cfg === null || typeof cfg !== 'object') throw new Error('not an object');
       } catch (err) {
         throw new GatewayError(400, `adapter_config.json is not a JSON object: ${(err as Error).message}`, { code: 'invalid_value' });
       }
+    } else {
+      const declared = Number(req.headers.get('content-length') ?? 'NaN');
+      if (Number.isFinite(declared) && declared > maxBytes) throw tooLarge(maxBytes);
+      let seen = 0;
+      // Counts bytes as they pass; past the limit the stream errors, which fails the uploads.
+      const counter = new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, ctl) {
+          seen += chunk.byteLength;
+          if (seen > maxBytes) {
+            overflow = true;
+            ctl.error(new Error('adapter file too large'));
+            return;
+          }
+          ctl.enqueue(chunk);
+        },
+      });
+      body = (req.body ?? new ReadableStream<Uint8Array>({ start: (c) => c.close() })).pipeThrough(counter);
     }
     const existing = await this.deps.store.getAdapter(tenant, name);
     if (existing && existing.source !== 'upload') {
       throw new GatewayError(409, `adapter "${name}" already exists as a hub reference; delete it first`, { code: 'adapter_exists' });
     }
     const token = await this.deps.signer.token(tenant, ADAPTERS_WRITE_SCOPE);
-    const path = `/adapters/tenants/${encodeURIComponent(tenant)}/${encodeURIComponent(name)}/${file}`;
+    const path = `/adapters/${TENANTS_DIR}/${encodeURIComponent(tenant)}/${encodeURIComponent(name)}/${file}`;
     // Every healthy replica gets the file (a replica that is down now does not: the adapter is
     // then served only by the replicas that have it, see `replicas`).
     const healthy = this.deps.router.backends.filter((b) => b.healthy);
     const targets = healthy.length > 0 ? healthy : this.deps.router.backends;
+    // One stream per replica (tee: the faster replica waits for none, the slower one's backlog
+    // is what is buffered).
+    const bodies: (Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array>)[] = [];
+    if (body instanceof ReadableStream) {
+      let rest: ReadableStream<Uint8Array> = body;
+      for (let i = 0; i < targets.length - 1; i++) {
+        const [a, b] = rest.tee();
+        bodies.push(a);
+        rest = b;
+      }
+      bodies.push(rest);
+    } else {
+      for (let i = 0; i < targets.length; i++) bodies.push(body);
+    }
     const results = await Promise.allSettled(
-      targets.map(async (b) => {
+      targets.map(async (b, i) => {
         const res = await this.f(`${b.url}${path}`, {
           method: 'PUT',
           headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream' },
-          body,
-        });
+          body: bodies[i]!,
+          ...(bodies[i] instanceof ReadableStream ? { duplex: 'half' } : {}),
+        } as RequestInit);
         const text = await res.text();
-        if (!res.ok) throw new Error(`${b.url} answered ${res.status}: ${text.slice(0, 200)}`);
+        if (!res.ok) throw new ReplicaRefusal(b.url, res.status, text);
       }),
     );
-    const failed = results.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));
+    if (overflow) throw tooLarge(maxBytes);
+    const failed = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as Error] : []));
     if (failed.length > 0) {
-      throw new GatewayError(502, `upload of ${file} failed on ${failed.length} of ${results.length} backend replica(s): ${failed.join('; ')}`, {
+      // The same 4xx from every replica is about the file (a config the backend refuses, a
+      // file too large, too many uploads at once): the client's answer, with the backend's reason.
+      const refusals = failed.filter((e): e is ReplicaRefusal => e instanceof ReplicaRefusal && e.status >= 400 && e.status < 500);
+      if (refusals.length === failed.length && failed.length === results.length && new Set(refusals.map((r) => r.status)).size === 1) {
+        const r = refusals[0]!;
+        throw new GatewayError(r.status === 403 ? 502 : r.status, r.reason, {
+          code: r.status === 429 ? 'too_many_uploads' : r.status === 413 ? 'request_too_large' : 'invalid_value',
+          ...(r.status === 403 ? { type: 'server_error' as const } : {}),
+        });
+      }
+      throw new GatewayError(502, `upload of ${file} failed on ${failed.length} of ${results.length} backend replica(s): ${failed.map((e) => e.message).join('; ')}`, {
         type: 'server_error',
         code: 'upload_failed',
       });
     }
+    // Read again: another file of this adapter may have landed while this one streamed.
+    const latest = (await this.deps.store.getAdapter(tenant, name)) ?? existing;
+    if (latest && latest.source !== 'upload') {
+      throw new GatewayError(409, `adapter "${name}" already exists as a hub reference; delete it first`, { code: 'adapter_exists' });
+    }
     const now = new Date().toISOString();
-    const files = [...new Set([...(existing?.files ?? []), file as AdapterFile])].sort() as AdapterFile[];
-    const replicas = { ...(existing?.replicas ?? {}), [file]: targets.map((b) => b.url) };
+    const files = [...new Set([...(latest?.files ?? []), file as AdapterFile])].sort() as AdapterFile[];
+    const replicas = { ...(latest?.replicas ?? {}), [file]: targets.map((b) => b.url) };
     const rec: TenantAdapterRecord = {
       tenant,
       name,
@@ -146,7 +257,7 @@ export class AdapterManager {
       repo: null,
       token_sealed: null,
       replicas,
-      created_at: existing?.created_at ?? now,
+      created_at: latest?.created_at ?? now,
       updated_at: now,
     };
     rec.status = ADAPTER_FILES.every((f) => files.includes(f)) && (uploadReplicas(rec)?.length ?? 0) > 0 ? 'ready' : 'pending';

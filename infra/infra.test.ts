@@ -674,7 +674,7 @@ describe('metric and span names', () => {
       // The image's entrypoint, with the test fixture model and a free port.
       proc = spawn(
         process.execPath,
-        ['--import', join(INFRA, 'otel', 'preload.mjs'), join(ROOT, 'bin', 'switchboard.mjs'), 'serve', '--hostname', '127.0.0.1', '--port', '0', '--model-id', join(ROOT, 'test', 'fixtures', 'models', 'llama'), '--adapter-source', 'local'],
+        ['--import', join(INFRA, 'otel', 'preload.mjs'), join(ROOT, 'bin', 'switchboard.mjs'), 'serve', '--hostname', '127.0.0.1', '--port', '0', '--model-id', join(ROOT, 'test', 'fixtures', 'models', 'llama'), '--adapter-source', 'local', '--allow-absolute-adapter-paths'],
         { cwd: ROOT, env: { ...process.env, SWITCHBOARD_SERVICE_KEY: KEY, OTEL_EXPORTER_OTLP_ENDPOINT: otlp, OTEL_BSP_SCHEDULE_DELAY: '50', OTEL_SERVICE_NAME: 'switchboard-backend' }, stdio: ['ignore', 'ignore', 'pipe'] },
       );
       let log = '';

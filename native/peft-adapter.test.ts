@@ -289,7 +289,7 @@ describe('PEFT matching rules', () => {
     assert.equal(findPatternKey(['.*_proj'], name), '.*_proj');
     assert.equal(findPatternKey(['^layers.1.self_attn.o_proj'], name), undefined); // ^ anchors at the name's start
     assert.equal(findPatternKey(['layers\\.(?P<n>1)\\.self_attn\\.o_proj'], name), 'layers\\.(?P<n>1)\\.self_attn\\.o_proj');
-    assert.throws(() => findPatternKey(['(unclosed'], name), /is not a usable regular expression/);
+    assert.throws(() => findPatternKey(['(unclosed'], name), /is not a regular expression Switchboard can match/);
   });
 
   test('moduleScaling and isTargetedModule on a parsed config', () => {

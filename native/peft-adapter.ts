@@ -14,6 +14,11 @@ import { formatZodError, LORA_MODULES, moduleParent, projectionFeatures } from '
 import { readJsonFile, type ModelDir } from './model-dir.ts';
 import { formatShape, readSafetensorsHeader, requireWeightDtype, type SafetensorsEntry } from './safetensors.ts';
 import { readTorchCheckpoint } from './torch-checkpoint.ts';
+import {
+  layerIndexRegex, MatchBudget, MAX_LAYERS_PATTERNS, MAX_MODULE_LIST, MAX_PATTERN_KEYS, PatternError, patternKeyRegex, pythonRegex,
+} from './adapter-patterns.ts';
+
+export { PatternError } from './adapter-patterns.ts';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -124,6 +129,7 @@ export function parseAdapterConfig(json: unknown, source = ADAPTER_CONFIG_FILE):
   for (const [key, what] of UNSUPPORTED_OPTIONS) {
     if (isSet((cfg as Record<string, unknown>)[key])) throw new Error(`${source}: ${what} (${key}) is not supported`);
   }
+  checkConfigPatterns(cfg, source);
   return cfg;
 }
 
@@ -149,16 +155,6 @@ export function loraTargeting(cfg: RawAdapterConfig): LoraTargeting {
   };
 }
 
-/** Compiles a Python `re` pattern as a JS RegExp (the syntax both share; named groups translated). */
-export function pythonRegex(pattern: string, wrap: (p: string) => string, what: string): RegExp {
-  const js = pattern.replace(/\(\?P</g, '(?<').replace(/\(\?P=(\w+)\)/g, '\\k<$1>');
-  try {
-    return new RegExp(wrap(js));
-  } catch (err) {
-    throw new Error(`${what} ${JSON.stringify(pattern)} is not a usable regular expression: ${(err as Error).message}`);
-  }
-}
-
 /**
  * PEFT's get_pattern_key: the first key (in the dict's order) such that re.match(rf"(.*\.)?({key})$", moduleKey)
  * matches, i.e. the key matches a '.'-aligned suffix of the module name, or all of it.
@@ -166,9 +162,41 @@ export function pythonRegex(pattern: string, wrap: (p: string) => string, what: 
  */
 export function findPatternKey(patternKeys: Iterable<string>, moduleKey: string, what = 'pattern key'): string | undefined {
   for (const key of patternKeys) {
-    if (pythonRegex(key, (k) => `^(.*\\.)?(${k})$`, what).test(moduleKey)) return key;
+    if (patternKeyRegex(key, what).match(moduleKey) !== null) return key;
   }
   return undefined;
+}
+
+/**
+ * Checks every pattern of a config up front (bounds, and that RE2 can run it), so a bad pattern is
+ * refused when the config is read, naming the pattern, before any module is matched.
+ */
+export function checkConfigPatterns(cfg: RawAdapterConfig, source = ADAPTER_CONFIG_FILE): void {
+  const fail = (msg: string): never => {
+    throw new PatternError(`${source}: ${msg}`);
+  };
+  try {
+    for (const [field, pattern] of [['rank_pattern', cfg.rank_pattern], ['alpha_pattern', cfg.alpha_pattern]] as const) {
+      const keys = Object.keys(pattern ?? {});
+      if (keys.length > MAX_PATTERN_KEYS) fail(`${field} has ${keys.length} keys (at most ${MAX_PATTERN_KEYS})`);
+      for (const k of keys) patternKeyRegex(k, `${field} key`);
+    }
+    for (const field of ['target_modules', 'exclude_modules'] as const) {
+      const v = cfg[field];
+      if (typeof v === 'string') {
+        if (field === 'target_modules' && v.toLowerCase() === 'all-linear') continue;
+        pythonRegex(v, field);
+      } else if (Array.isArray(v) && v.length > MAX_MODULE_LIST) {
+        fail(`${field} lists ${v.length} modules (at most ${MAX_MODULE_LIST})`);
+      }
+    }
+    const lp = cfg.layers_pattern == null ? [] : typeof cfg.layers_pattern === 'string' ? [cfg.layers_pattern] : cfg.layers_pattern;
+    if (lp.length > MAX_LAYERS_PATTERNS) fail(`layers_pattern has ${lp.length} entries (at most ${MAX_LAYERS_PATTERNS})`);
+    for (const p of lp) layerIndexRegex(p);
+  } catch (err) {
+    if (err instanceof PatternError && !err.message.startsWith(`${source}: `)) throw new PatternError(`${source}: ${err.message}`);
+    throw err;
+  }
 }
 
 function patternValue(pattern: Record<string, number>, moduleKey: string, fallback: number, what: string): number {
@@ -194,26 +222,27 @@ export function isTargetedModule(t: LoraTargeting, moduleKey: string): boolean {
   const ex = t.excludeModules;
   if (ex !== null) {
     if (typeof ex === 'string') {
-      if (pythonRegex(ex, (p) => `^(?:${p})$`, 'exclude_modules').test(moduleKey)) return false;
+      if (pythonRegex(ex, 'exclude_modules').fullmatch(moduleKey)) return false;
     } else if (ex.some((e) => moduleKey === e || moduleKey.endsWith(`.${e}`))) {
       return false;
     }
   }
   if (typeof t.targetModules === 'string') {
     // A regex string is a full match, and layers_to_transform does not apply to it.
-    return pythonRegex(t.targetModules, (p) => `^(?:${p})$`, 'target_modules').test(moduleKey);
+    return pythonRegex(t.targetModules, 'target_modules').fullmatch(moduleKey);
   }
   const targets = t.targetModules;
   if (targets.includes(moduleKey)) return true;
   if (!targets.some((k) => moduleKey.endsWith(`.${k}`))) return false;
   if (t.layersToTransform === null || t.layersToTransform.length === 0) return true;
-  // The layer index is the first numbered path segment (after the named ModuleList when layers_pattern is set).
-  let m: RegExpExecArray | null = null;
+  // The layer index as PEFT finds it: re.match(rf".*\.{layers_pattern}\.(\d+)\.", name) for the
+  // first layers_pattern that matches, or its default pattern when there is none.
+  let m: (string | null)[] | null = null;
   if (t.layersPattern === null || t.layersPattern.length === 0) {
-    m = /^.*?\.[^.]*\.(\d+)\./.exec(moduleKey);
+    m = layerIndexRegex(null).match(moduleKey);
   } else {
     for (const p of t.layersPattern) {
-      m = pythonRegex(p, (q) => `^.*?\\.${q}\\.(\\d+)\\.`, 'layers_pattern').exec(moduleKey);
+      m = layerIndexRegex(p).match(moduleKey);
       if (m !== null) break;
     }
   }
@@ -340,15 +369,20 @@ export async function openPeftAdapter(dirArg: string, model: ModelDir): Promise<
 
   const modules: NativeLoraModule[] = [];
   const ignoredModules: string[] = [];
+  const budget = new MatchBudget();
   for (const [moduleKey, { mod, a, b }] of pairs) {
     if (a === undefined || b === undefined) {
       const [has, lacks] = a === undefined ? ['lora_B', 'lora_A'] : ['lora_A', 'lora_B'];
       throw new Error(`${file}: adapter ${mod.label}: ${has} is present but ${lacks} is missing`);
     }
+    // Patterns come from the adapter's author: linear-time matching, and the event loop is handed
+    // back between modules (other requests run), within a total time budget.
+    await budget.tick();
     if (!isTargetedModule(targeting, moduleKey)) {
       ignoredModules.push(moduleKey);
       continue;
     }
+    await budget.tick();
     const { rank: expectedRank, scale } = moduleScaling(targeting, moduleKey);
     const rank = checkPair(file, mod, a, b, model, expectedRank);
     modules.push({ layer: mod.layer, module: mod.module, rank, scale, a: toRef(a, file), b: toRef(b, file) });

@@ -66,8 +66,20 @@ export const MergedAdapters = z
       0,
     ),
     majority_sign_method: withDefault(MajoritySignMethod, 'total'),
+    /**
+     * Switchboard extension: one hub token per id (null: none), so a token is only ever sent for
+     * the repo it was given with. Without it, the request's api_token goes with every id (LoRAX).
+     */
+    api_tokens: optional(z.array(z.string().min(1).nullable())),
   })
   .superRefine((value, ctx) => {
+    if (value.api_tokens !== undefined && value.api_tokens.length !== value.ids.length) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['api_tokens'],
+        message: `number of adapter IDs must match number of api_tokens (${value.ids.length} ids, ${value.api_tokens.length} api_tokens)`,
+      });
+    }
     if (value.weights !== undefined && value.weights.length !== value.ids.length) {
       ctx.addIssue({
         code: 'custom',

@@ -13,7 +13,7 @@ const REPO_ID = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)?$/;
 export interface HubSourceOptions {
   endpoint: string;
   cacheDir: string;
-  /** Token used when a request brings none (HF_TOKEN). */
+  /** Token used when a request brings none (HF_TOKEN): set only when the operator opts in (--allow-hub-token-fallback). */
   defaultToken?: string;
   fetchImpl?: typeof fetch;
 }
@@ -46,7 +46,7 @@ export class HubSource implements AdapterSource {
     const res = await f(infoUrl, { headers, signal }).catch((e: Error) => {
       throw new AdapterError(`cannot reach the hub at ${base}: ${e.message}`, 422);
     });
-    if (res.status === 401 || res.status === 403) throw new AdapterError(`not allowed to read adapter "${repo}" (check api_token)`, 403);
+    if (res.status === 401 || res.status === 403) throw refused(repo);
     if (res.status === 404) throw new AdapterError(`adapter "${repo}" (revision ${revision}) not found on the hub`, 404);
     if (!res.ok) throw new AdapterError(`hub answered ${res.status} for adapter "${repo}"`, 422);
     const info = (await res.json()) as { sha?: string; private?: boolean; gated?: unknown; siblings?: { rfilename: string }[] };
@@ -64,7 +64,7 @@ export class HubSource implements AdapterSource {
     for (const file of ADAPTER_FILES) {
       const url = `${base}/${repo}/resolve/${sha}/${file}`;
       const r = await f(url, { headers, signal });
-      if (r.status === 401 || r.status === 403) throw new AdapterError(`not allowed to read adapter "${repo}" (check api_token)`, 403);
+      if (r.status === 401 || r.status === 403) throw refused(repo);
       if (!r.ok) throw new AdapterError(`downloading ${file} of adapter "${repo}" failed: hub answered ${r.status}`, 422);
       const tmp = path.join(dir, `.${file}.${process.pid}.partial`);
       await writeFile(tmp, new Uint8Array(await r.arrayBuffer()));
@@ -72,6 +72,15 @@ export class HubSource implements AdapterSource {
     }
     return dir;
   }
+}
+
+/**
+ * The hub would not let this request's token (or no token) read the repo: the caller's problem
+ * with its own adapter, answered as a 403 naming the adapter (the gateway passes it on as such;
+ * its service token is never refused with 403, only with 401).
+ */
+function refused(repo: string): AdapterError {
+  return new AdapterError(`the hub refused access to adapter "${repo}": its hub token is missing, wrong or lacks access to the repo`, 403);
 }
 
 function digest(token: string): string {

@@ -6,24 +6,58 @@ import type { AdapterChoice } from '../adapters/resolve.ts';
 import type { AdapterSourceName } from '../adapters/source.ts';
 import { RequestError } from '../errors.ts';
 import type { Runtime } from '../runtime.ts';
-import { mayUseAdapter, type AuthEnv } from '../auth.ts';
+import type { AuthEnv } from '../auth.ts';
+import { checkLocalAdapterId } from '../../protocol/adapter-id.ts';
+import { JsonBodyError, parseJsonBodyAsync } from '../json-body.ts';
 
 export type Ctx = Context<AuthEnv>;
 
 export const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
-/** Parses the JSON body; 413 past the limit, 400 for bad JSON. */
+/**
+ * Reads a request body with the size limit enforced while reading (a chunked body has no
+ * Content-Length to trust). Past the limit it stops reading without cancelling the stream: a
+ * cancel would tear the socket down and the client would see a reset instead of the 413.
+ */
+export async function readBodyBytes(c: Context<AuthEnv>, maxBytes: number, what = 'request body'): Promise<Uint8Array> {
+  const tooLarge = () => new RequestError(`${what} is larger than ${maxBytes} bytes`, 413);
+  const len = Number(c.req.header('content-length') ?? 'NaN');
+  if (Number.isFinite(len) && len > maxBytes) throw tooLarge();
+  const body = c.req.raw.body;
+  if (!body) return new Uint8Array(0);
+  const reader = body.getReader();
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      reader.releaseLock();
+      throw tooLarge();
+    }
+    parts.push(value);
+  }
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.byteLength;
+  }
+  return out;
+}
+
+/**
+ * Parses the JSON body; 413 past the limit, 400 for bad JSON or nesting deeper than
+ * MAX_JSON_DEPTH. Large bodies are decoded and parsed off the event loop (json-body.ts).
+ */
 export async function readJsonBody(c: Context<AuthEnv>): Promise<unknown> {
-  const len = Number(c.req.header('content-length') ?? '0');
-  if (len > MAX_BODY_BYTES) throw new RequestError(`request body is larger than ${MAX_BODY_BYTES} bytes`, 413);
-  const buf = await c.req.arrayBuffer();
-  if (buf.byteLength > MAX_BODY_BYTES) throw new RequestError(`request body is larger than ${MAX_BODY_BYTES} bytes`, 413);
-  const text = new TextDecoder().decode(buf);
-  if (text.trim() === '') throw new RequestError('request body must be a JSON object', 400);
+  const bytes = await readBodyBytes(c, MAX_BODY_BYTES);
   try {
-    return JSON.parse(text) as unknown;
+    return await parseJsonBodyAsync(bytes);
   } catch (err) {
-    throw new RequestError(`request body is not valid JSON: ${(err as Error).message}`, 400);
+    if (err instanceof JsonBodyError) throw new RequestError(err.message, err.status);
+    throw err;
   }
 }
 
@@ -50,22 +84,35 @@ export function isBaseModelName(rt: Runtime, name: string | undefined): boolean 
   return !name || name === BASE_MODEL_ADAPTER_ID || name === rt.modelName || name === rt.config.modelId;
 }
 
-/** Another tenant's adapter answers exactly like one that does not exist. */
+/**
+ * Tenancy is decided on the canonical id: a local id in any other spelling, or one under another
+ * tenant's directory, answers exactly like an adapter that does not exist (LocalSource refuses the
+ * same ids again, and anything outside the adapter root, with the same words).
+ */
 function checkTenant(c: Ctx, id: string, source: AdapterSourceName): void {
+  if (source !== 'local') return;
+  const canonical = checkLocalAdapterId(id);
   const caller = c.get('caller');
-  if (source === 'local' && caller && !mayUseAdapter(caller, id)) throw new RequestError(`adapter "${id}" not found`, 404, 'adapter');
+  if (!canonical.ok || (canonical.tenant !== null && caller && caller.tenant !== null && canonical.tenant !== caller.tenant)) {
+    throw new RequestError(`adapter "${id}" not found`, 404, 'adapter');
+  }
 }
 
 export function loraxAdapterChoice(rt: Runtime, c: Ctx, p: GenerateParameters): AdapterChoice {
   const apiToken = apiTokenOf(c, p.api_token);
-  const token = apiToken ? { apiToken } : {};
   if (p.merged_adapters) {
     const m = p.merged_adapters;
     const source = servedSource(p.adapter_source, rt);
     for (const id of m.ids) checkTenant(c, id, source);
+    // Each id carries its own token when the request says which (the gateway always does); a
+    // request-wide api_token is the caller's own and goes with every id, as in LoRAX.
+    const tokenOf = (i: number): string | undefined => (m.api_tokens ? (m.api_tokens[i] ?? undefined) : apiToken);
     return {
       kind: 'merged',
-      refs: m.ids.map((id) => ({ id, source, ...token })),
+      refs: m.ids.map((id, i) => {
+        const t = tokenOf(i);
+        return { id, source, ...(t ? { apiToken: t } : {}) };
+      }),
       weights: m.weights,
       strategy: m.merge_strategy,
       density: m.density,
@@ -75,7 +122,7 @@ export function loraxAdapterChoice(rt: Runtime, c: Ctx, p: GenerateParameters): 
   if (isBaseModelName(rt, p.adapter_id)) return { kind: 'base' };
   const source = servedSource(p.adapter_source, rt);
   checkTenant(c, p.adapter_id!, source);
-  return { kind: 'single', ref: { id: p.adapter_id!, source, ...token } };
+  return { kind: 'single', ref: { id: p.adapter_id!, source, ...(apiToken ? { apiToken } : {}) } };
 }
 
 export function openaiAdapterChoice(rt: Runtime, c: Ctx, model: string, sourceName: string | undefined, bodyToken: string | undefined): AdapterChoice {

@@ -38,7 +38,7 @@ interface Details {
 describe('LoRAX REST API', () => {
   let srv: TestServer;
   before(async () => {
-    srv = await startBackend(['--adapter-source', 'local', '--max-batch-prefill-tokens', '64']);
+    srv = await startBackend(['--adapter-source', 'local', '--allow-absolute-adapter-paths', '--max-batch-prefill-tokens', '64']);
   });
   after(async () => {
     await srv.close();

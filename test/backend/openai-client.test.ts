@@ -18,7 +18,7 @@ describe('OpenAI-compatible API through the official client', () => {
   let client: OpenAI;
   const adapter = join(FIXTURES, 'adapters', 'llama', 'r16-all');
   before(async () => {
-    srv = await startBackend(['--adapter-source', 'local']);
+    srv = await startBackend(['--adapter-source', 'local', '--allow-absolute-adapter-paths']);
     client = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: 'unused', maxRetries: 0 });
   });
   after(async () => {

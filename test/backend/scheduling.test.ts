@@ -33,7 +33,7 @@ describe('continuous batching over HTTP', () => {
   const alone = new Map<string, number[]>();
   const jobs = PROMPTS.flatMap((p, i) => [null, ...ADAPTERS].map((a, j) => ({ p, a: (i + j) % 2 === 0 ? a : null })));
   before(async () => {
-    srv = await startBackend(['--adapter-source', 'local', '--waiting-served-ratio', '0']);
+    srv = await startBackend(['--adapter-source', 'local', '--allow-absolute-adapter-paths', '--waiting-served-ratio', '0']);
     for (const j of jobs) alone.set(`${j.p}|${j.a}`, await generateIds(srv.url, j.p, j.a));
   });
   after(async () => {
@@ -47,7 +47,7 @@ describe('continuous batching over HTTP', () => {
   });
 
   it('exchanges adapters through 2 slots and still answers everyone correctly', async () => {
-    const small = await startBackend(['--adapter-source', 'local', '--max-active-adapters', '2', '--adapter-cycle-time-s', '0.05']);
+    const small = await startBackend(['--adapter-source', 'local', '--allow-absolute-adapter-paths', '--max-active-adapters', '2', '--adapter-cycle-time-s', '0.05']);
     try {
       const results = await Promise.all(jobs.map((j) => generateIds(small.url, j.p, j.a)));
       jobs.forEach((j, i) => assert.deepEqual(results[i], alone.get(`${j.p}|${j.a}`), `${j.p} / ${j.a}`));
@@ -59,7 +59,7 @@ describe('continuous batching over HTTP', () => {
   });
 
   it('preempts under a tiny KV cache and recomputes without changing the tokens', async () => {
-    const tiny = await startBackend(['--adapter-source', 'local', '--max-batch-total-tokens', '64', '--block-size', '8', '--max-total-tokens', '48', '--max-input-length', '32', '--waiting-served-ratio', '0']);
+    const tiny = await startBackend(['--adapter-source', 'local', '--allow-absolute-adapter-paths', '--max-batch-total-tokens', '64', '--block-size', '8', '--max-total-tokens', '48', '--max-input-length', '32', '--waiting-served-ratio', '0']);
     try {
       const work = jobs.slice(0, 10);
       const results = await Promise.all(work.map((j) => generateIds(tiny.url, j.p, j.a, 12)));
@@ -123,7 +123,7 @@ describe('hub adapters', () => {
   });
 
   it('downloads a hub adapter once into the disk cache and serves it like the local copy', async () => {
-    const local = await startBackend(['--adapter-source', 'local']);
+    const local = await startBackend(['--adapter-source', 'local', '--allow-absolute-adapter-paths']);
     try {
       const want = await generateIds(local.url, PROMPTS[0]!, 'r8-qv');
       const res = await postJson(`${srv.url}/generate`, { inputs: PROMPTS[0], parameters: { max_new_tokens: 10, details: true, adapter_id: 'acme/r8-qv' } });

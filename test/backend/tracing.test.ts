@@ -16,7 +16,7 @@ propagation.setGlobalPropagator(new W3CTraceContextPropagator());
 describe('tracing', () => {
   let srv: TestServer;
   before(async () => {
-    srv = await startBackend(['--adapter-source', 'local']);
+    srv = await startBackend(['--adapter-source', 'local', '--allow-absolute-adapter-paths']);
   });
   after(async () => {
     await srv.close();
