@@ -967,9 +967,14 @@ class Emitter {
   private uniqueArray(a: ArrC, from: number, path: string): number | null {
     const b = this.b;
     const vals = a.prefix.length === 0 ? this.finiteValues(a.items, 64) : null;
+    const item = deref(a.items);
+    if (vals === null && a.prefix.length === 0 && item.k === 'typed' && item.enum === null && !item.str.format && !item.str.pattern) {
+      const types = item.types ?? (item.has.size ? item.has : null);
+      if (types !== null && types.size === 1 && types.has('string')) return this.stringSet(a, item.str, from, path);
+    }
     if (vals === null) {
       throw new SchemaError([
-        `unsupported keyword "uniqueItems" (true is supported when "items" take at most 64 distinct values — enum, const, boolean, null, small integer ranges — or with "maxItems" <= 1, without "prefixItems") (at ${path})`,
+        `unsupported keyword "uniqueItems" (true is supported when "items" take at most 64 distinct values — enum, const, boolean, null, small integer ranges — or are plain strings, or with "maxItems" <= 1; without "prefixItems") (at ${path})`,
       ]);
     }
     const K = vals.length;
@@ -1004,6 +1009,64 @@ class Emitter {
       }
     }
     b.eps(first, gate(1, 0));
+    return end;
+  }
+
+  /**
+   * uniqueItems over plain strings (pydantic set[str]): at most 8 items, item j of a length
+   * that is j modulo the item count, so no two can be equal.
+   */
+  private stringSet(a: ArrC, c: StringC, from: number, path: string): number | null {
+    const b = this.b;
+    const N = Math.min(a.maxItems, 8);
+    const min = a.minItems;
+    if (min > N) return this.fail(`"minItems" ${min} with "uniqueItems" on strings: at most 8 distinct strings are generated (at ${path})`);
+    if (c.minLength > c.maxLength) return this.fail(`"minLength" ${c.minLength} > "maxLength" ${c.maxLength} (at ${path})`);
+    const first = this.ws(b.literal(from, '['));
+    const end = b.newState();
+    if (min === 0) b.byte(first, ']', end);
+    let entry = first;
+    for (let j = 0; j < N; j++) {
+      const e = this.residueString(entry, c, N, j);
+      if (e === null) {
+        if (j < min) return this.fail(`"minItems" ${min} with "uniqueItems": the item lengths allowed ("minLength"/"maxLength") leave too few distinct strings (at ${path})`);
+        break;
+      }
+      const after = this.ws(e);
+      if (j + 1 >= min) b.byte(after, ']', end);
+      if (j + 1 < N) entry = this.ws(b.literal(after, ','));
+    }
+    return end;
+  }
+
+  /** A free string of minLength..maxLength code points whose length is r modulo mod; null if none. */
+  private residueString(from: number, c: StringC, mod: number, r: number): number | null {
+    const b = this.b;
+    const { minLength: lo, maxLength: hi } = c;
+    let some = false;
+    for (let L = lo; L <= Math.min(hi, lo + mod - 1); L++) if (L % mod === r) some = true;
+    if (!some) return null;
+    let cur = b.literal(from, '"');
+    for (let i = 0; i < lo; i++) {
+      const nx = b.newState();
+      this.char(cur, nx);
+      cur = nx;
+    }
+    const end = b.newState();
+    if (hi === Infinity) {
+      const cyc = [cur];
+      for (let k = 1; k < mod; k++) cyc.push(b.newState());
+      for (let k = 0; k < mod; k++) this.char(cyc[k]!, cyc[(k + 1) % mod]!);
+      for (let k = 0; k < mod; k++) if ((lo + k) % mod === r) b.byte(cyc[k]!, '"', end);
+      return end;
+    }
+    for (let L = lo; ; L++) {
+      if (L % mod === r) b.byte(cur, '"', end);
+      if (L === hi) break;
+      const nx = b.newState();
+      this.char(cur, nx);
+      cur = nx;
+    }
     return end;
   }
 

@@ -121,7 +121,11 @@ describe('structured features: languages', () => {
     check({ type: 'array', items: { enum: ['a', 'b', 'c'] }, uniqueItems: true }, ['[]', '["a","c"]', '["a","b","c"]', '["b"]'], ['["a","a"]', '["c","a"]', '["a","b","c","a"]']);
     check({ type: 'array', items: { type: 'integer', minimum: 1, maximum: 4 }, uniqueItems: true, minItems: 2, maxItems: 3 }, ['[1,2]', '[2,3,4]'], ['[1]', '[1,1]', '[1,2,3,4]']);
     check({ type: 'array', items: { type: 'boolean' }, uniqueItems: true }, ['[true,false]', '[false]'], ['[true,true]']);
-    refused({ type: 'array', items: { type: 'string' }, uniqueItems: true }, '"uniqueItems"', 'at #');
+    // set[str]: at most 8 items, of lengths distinct modulo their count.
+    check({ type: 'array', items: { type: 'string' }, uniqueItems: true, maxItems: 3 }, ['[]', '["","a","bc"]', '["abc","a"]'], ['["a","b"]', '["",""]', '["a","b","c","d"]']);
+    check({ type: 'array', items: { type: 'string', maxLength: 2 }, uniqueItems: true, minItems: 2 }, ['["","a"]'], ['["ab","a"]', '["a"]']);
+    refused({ type: 'array', items: { type: 'string' }, uniqueItems: true, minItems: 9 }, '"minItems" 9', '"uniqueItems"');
+    refused({ type: 'array', items: { type: 'number' }, uniqueItems: true }, '"uniqueItems"', 'at #');
     refused({ type: 'array', items: { enum: [1, 2] }, uniqueItems: true, minItems: 3 }, '"minItems" 3', '"uniqueItems"');
   });
 

@@ -296,6 +296,7 @@ export const USER_SCHEMAS: Record<string, Record<string, unknown>> = {
     required: ['ratio', 'small', 'temp'],
     additionalProperties: false,
   },
+  pydanticStrSet: { items: { type: 'string', maxLength: 6 }, title: 'Labels', type: 'array', uniqueItems: true, maxItems: 4 },
   intSet: { type: 'array', items: { type: 'integer', minimum: 1, maximum: 6 }, uniqueItems: true, minItems: 2 },
   minPropsBeyondDeclared: { type: 'object', properties: { id: { type: 'integer', minimum: 0, maximum: 99 } }, required: ['id'], minProperties: 3, additionalProperties: { type: 'integer', minimum: 0, maximum: 9 } },
   mapMinProperties: { type: 'object', additionalProperties: { type: 'boolean' }, minProperties: 3, maxProperties: 4 },
