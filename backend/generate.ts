@@ -66,6 +66,11 @@ export type GenerationEvent =
       finishReason: FinishReason;
       /** Text held back until the end (an unfinished character, a possible stop prefix). */
       tail: string;
+      /**
+       * Text the decoder released only at the end that no token event's token.text carries (the
+       * last token was special): routes add it to the last non-special token (attachTokenTail).
+       */
+      tokenTail: string;
       generatedText: string;
       generatedTokens: number;
       inputLength: number;
@@ -147,9 +152,32 @@ export function admit(rt: Runtime): () => void {
   };
 }
 
-function topInfo(rt: Runtime, top: NativeTopLogprobs | null) {
+/**
+ * Token texts (details.tokens, logprobs): a token's text is what the incremental decoder released
+ * when it arrived, so the texts of the non-special tokens concatenate to the generated text (up to
+ * where a stop sequence cut it). Text that a later token settles (an unfinished character, a space
+ * that clean-up removes before ",") shows on that later token. A special token shows its own
+ * content (flagged special) and adds nothing to the text. An alternative shows what it would have
+ * released at that position.
+ */
+function tokenText(rt: Runtime, decoder: IncrementalDecoder, id: number, special: boolean): string {
+  return special ? rt.tokenizer.decode([id], false) : decoder.peek(id);
+}
+
+function topInfo(rt: Runtime, decoder: IncrementalDecoder, top: NativeTopLogprobs | null) {
   if (!top) return null;
-  return Array.from(top.ids, (id, i) => ({ id, text: rt.tokenizer.decode([id], false), logprob: top.logprobs[i]! }));
+  return Array.from(top.ids, (id, i) => ({ id, text: tokenText(rt, decoder, id, rt.tokenizer.isSpecial(id)), logprob: top.logprobs[i]! }));
+}
+
+/** Adds the end-of-generation text to the last non-special token (see GenerationEvent 'end'). */
+export function attachTokenTail<T extends { text: string; special: boolean }>(tokens: T[], tail: string): void {
+  if (!tail) return;
+  for (let i = tokens.length - 1; i >= 0; i--) {
+    if (!tokens[i]!.special) {
+      tokens[i]!.text += tail;
+      return;
+    }
+  }
 }
 
 /**
@@ -215,6 +243,9 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
     const stops = new StopMatcher(req.stop, req.includeStopText);
     let generated = 0;
     let firstTokenAt = 0;
+    let flushed = false;
+    let stoppedAt = false;
+    let tokenTail = '';
     for (;;) {
       while (queue.length === 0) {
         if (req.signal.aborted) return;
@@ -228,7 +259,8 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
         continue;
       }
       if (e.type === 'prefill') {
-        const tokens = ids.map((id, i) => ({ id, text: rt.tokenizer.decode([id], false), logprob: i === 0 ? null : (e.logprobs[i - 1] ?? null) }));
+        const texts = rt.tokenizer.tokenTexts(ids, false);
+        const tokens = ids.map((id, i) => ({ id, text: texts[i]!, logprob: i === 0 ? null : (e.logprobs[i - 1] ?? null) }));
         yield { type: 'prefill', tokens };
         continue;
       }
@@ -241,18 +273,35 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
           rt.metrics.timeToFirstToken.observe((firstTokenAt - t0) / 1000);
         }
         const special = rt.tokenizer.isSpecial(e.id);
-        const delta = decoder.push(e.id);
-        const { text, stopped } = stops.push(delta);
+        const top = topInfo(rt, decoder, e.top); // alternatives at this position: before the push
+        let delta = decoder.push(e.id);
+        // The scheduler queues 'finish' right behind the last token: settle everything on it.
+        const next = queue[0];
+        if (next?.type === 'finish' && next.reason !== 'stop_sequence' && !stoppedAt) {
+          const rest = decoder.flush();
+          flushed = true;
+          delta += rest;
+          if (special) tokenTail += rest;
+        }
+        const { text, stopped } = stoppedAt ? { text: '', stopped: false } : stops.push(delta);
         yield {
           type: 'token',
-          token: { id: e.id, text: special ? rt.tokenizer.decode([e.id], false) : delta, logprob: e.logprob, special, top: topInfo(rt, e.top) },
+          token: { id: e.id, text: special ? rt.tokenizer.decode([e.id], false) : delta, logprob: e.logprob, special, top },
           text,
         };
-        if (stopped) rt.scheduler.stopSequence(handle);
+        if (stopped) {
+          stoppedAt = true;
+          rt.scheduler.stopSequence(handle);
+        }
         continue;
       }
-      // finish
-      const tail = e.reason === 'stop_sequence' ? '' : stops.push(decoder.flush()).text + stops.flush();
+      // finish. After a stop string matched, nothing more reaches the output.
+      let tail = '';
+      if (!stoppedAt && e.reason !== 'stop_sequence') {
+        const rest = flushed ? '' : decoder.flush();
+        tokenTail += rest;
+        tail = stops.push(rest).text + stops.flush();
+      }
       rt.metrics.requestSuccess.inc();
       rt.metrics.generatedTokens.observe(generated);
       rt.metrics.tokensTotal.inc(generated);
@@ -261,7 +310,7 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
       ok = true;
       noteGenerated(generated);
       genSpan.setAttributes({ 'switchboard.generated_tokens': generated, 'switchboard.finish_reason': e.reason });
-      yield { type: 'end', finishReason: e.reason, tail, generatedText: stops.output, generatedTokens: generated, inputLength: ids.length, seed };
+      yield { type: 'end', finishReason: stoppedAt ? 'stop_sequence' : e.reason, tail, tokenTail, generatedText: stops.output, generatedTokens: generated, inputLength: ids.length, seed };
       return;
     }
   } catch (err) {

@@ -17,7 +17,7 @@ import {
   type Token,
 } from '../../protocol/index.ts';
 import { errorBody, RequestError } from '../errors.ts';
-import { generate, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
+import { attachTokenTail, generate, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
 import type { Runtime } from '../runtime.ts';
 import { loraxConstraint } from '../structured/index.ts';
 import { loraxAdapterChoice, readJsonBody, type Ctx } from './common.ts';
@@ -81,6 +81,7 @@ async function collect(rt: Runtime, req: GenerationRequest): Promise<Collected> 
     } else if (e.type === 'end') end = e;
   }
   if (!end) throw new Error('generation ended without a result');
+  attachTokenTail(tokens, end.tokenTail);
   return {
     text: end.generatedText,
     logprobSum,
@@ -131,24 +132,34 @@ async function streamResponse(rt: Runtime, c: Ctx, inputs: string, p: GeneratePa
   return it.next().then((first) =>
     streamSSE(c, async (stream) => {
       stream.onAbort(() => ac.abort());
-      // TGI sends the last token together with generated_text and details: hold one token back.
-      let pending: Token | null = null;
+      // TGI sends the last token together with generated_text and details: hold one token back,
+      // and any special tokens after the last non-special one, which may still get the end's text.
+      let pending: Token[] = [];
+      const send = async (tokens: Token[]) => {
+        for (const token of tokens) await stream.writeSSE({ data: JSON.stringify({ token, generated_text: null, details: null } satisfies StreamResponse) });
+      };
       try {
         let r = first;
         while (!r.done) {
           const e = r.value;
           if (e.type === 'token') {
-            if (pending) await stream.writeSSE({ data: JSON.stringify({ token: pending, generated_text: null, details: null } satisfies StreamResponse) });
-            pending = toToken(e.token);
+            const t = toToken(e.token);
+            if (t.special) pending.push(t);
+            else {
+              await send(pending);
+              pending = [t];
+            }
           } else if (e.type === 'end') {
-            const last: Token = pending ?? { id: 0, text: '', logprob: null, special: false, skipped: false };
+            attachTokenTail(pending, e.tokenTail);
+            const last: Token = pending.pop() ?? { id: 0, text: '', logprob: null, special: false, skipped: false };
+            await send(pending);
             const msg: StreamResponse = {
-              token: { ...last, text: last.text + e.tail },
+              token: last,
               generated_text: p.return_full_text ? inputs + e.generatedText : e.generatedText,
               details: p.details ? { finish_reason: e.finishReason, prompt_tokens: e.inputLength, generated_tokens: e.generatedTokens, seed: e.seed } : null,
             };
             await stream.writeSSE({ data: JSON.stringify(msg) });
-            pending = null;
+            pending = [];
           }
           if (ac.signal.aborted) break;
           r = await it.next();

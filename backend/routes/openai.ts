@@ -24,7 +24,7 @@ import {
 import { ChatTemplateError, type ChatTurn } from '../text/tokenizer.ts';
 import { TooManyTokensError } from '../text/tokenize-pool.ts';
 import { errorBody, RequestError } from '../errors.ts';
-import { generate, prepareInput, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
+import { attachTokenTail, generate, prepareInput, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
 import type { FinishReason } from '../scheduler.ts';
 import type { Runtime } from '../runtime.ts';
 import { openaiConstraint } from '../structured/index.ts';
@@ -99,6 +99,7 @@ async function runToEnd(rt: Runtime, req: GenerationRequest) {
     else if (e.type === 'end') end = e;
   }
   if (!end) throw new Error('generation ended without a result');
+  attachTokenTail(tokens, end.tokenTail);
   return { tokens, prefill, end };
 }
 

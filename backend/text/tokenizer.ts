@@ -5,6 +5,7 @@ import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { TokenDecoder, type DecodeStream } from './decode.ts';
 
 export interface ChatTurn {
   role: string;
@@ -30,7 +31,6 @@ async function readJson(file: string): Promise<Record<string, unknown> | null> {
 }
 
 export class TextTokenizer {
-  private readonly special: Set<number>;
   private readonly template: Template | null;
   private readonly templateVars: Record<string, unknown>;
 
@@ -40,8 +40,9 @@ export class TextTokenizer {
     chatTemplate: string | null,
     readonly eosTokenIds: number[],
     readonly bosTokenId: number | null,
+    /** Decoding (ids -> text) as transformers does it: see decode.ts. */
+    readonly decoder: TokenDecoder,
   ) {
-    this.special = new Set([...tok.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
     this.template = chatTemplate ? new Template(chatTemplate) : null;
     this.templateVars = {
       bos_token: tokenContent(config.bos_token as TokenLike) ?? '',
@@ -80,20 +81,34 @@ export class TextTokenizer {
     }
     const bosText = tokenContent(config.bos_token as TokenLike);
     const bos = bosText !== null ? (tok.token_to_id(bosText) ?? null) : null;
-    return new TextTokenizer(tok, config, chatTemplate, eos, bos);
+    const decoder = new TokenDecoder(tj, config, (ids) => tok.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: false }));
+    return new TextTokenizer(tok, config, chatTemplate, eos, bos, decoder);
   }
 
   encode(text: string, addSpecialTokens = true): number[] {
     return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
 
+  /** transformers' tokenizer.decode(ids, skip_special_tokens) with the tokenizer's clean_up_tokenization_spaces. */
   decode(ids: readonly number[], skipSpecialTokens = true): string {
-    if (ids.length === 0) return '';
-    return this.tok.decode([...ids], { skip_special_tokens: skipSpecialTokens });
+    return this.decoder.decode(ids, skipSpecialTokens);
   }
 
+  /** A special token: skip_special_tokens drops it from decoded text. */
   isSpecial(id: number): boolean {
-    return this.special.has(id);
+    return this.decoder.isSpecial(id);
+  }
+
+  /**
+   * One text per id that concatenates to decode(ids, skipSpecialTokens): each id gets the text
+   * the incremental decoder settles when it arrives, the last one also what was still held back.
+   * (Per-token texts of a prompt, /tokenize; not a substitute for decode() of the whole.)
+   */
+  tokenTexts(ids: readonly number[], skipSpecialTokens = false): string[] {
+    const s = this.decoder.stream(skipSpecialTokens);
+    const texts = ids.map((id) => s.push(id));
+    if (texts.length > 0) texts[texts.length - 1] += s.finish();
+    return texts;
   }
 
   get hasChatTemplate(): boolean {
@@ -124,37 +139,35 @@ export class TextTokenizer {
 export class ChatTemplateError extends Error {}
 
 /**
- * Streams text out of token ids without ever splitting a multi-byte character or a word that a
- * later token re-spells: TGI's prefix/read offsets. Each push returns the newly final text.
+ * Streams the text of a generation out of its token ids. What it releases is always a prefix of
+ * decode(all ids): text a later token could still change (an unfinished UTF-8 character, a run of
+ * byte-fallback tokens, a space that clean-up may remove before "," "!" "?" "'s" ...) is held until
+ * it is settled, and flush() releases the rest, so the pieces add up to exactly decode(all ids).
+ *
+ * The text released by push(id) is that token's text in the API (details.tokens[].text, logprob
+ * tokens): a token whose text a later token settles shows "" and the later token carries it.
  */
 export class IncrementalDecoder {
-  private ids: number[] = [];
-  private prefix = 0;
-  private read = 0;
+  private stream: DecodeStream;
 
   constructor(
-    private readonly tok: TextTokenizer,
-    private readonly skipSpecial = true,
-  ) {}
-
-  push(id: number): string {
-    this.ids.push(id);
-    const prefixText = this.tok.decode(this.ids.slice(this.prefix, this.read), this.skipSpecial);
-    const newText = this.tok.decode(this.ids.slice(this.prefix), this.skipSpecial);
-    if (newText.length > prefixText.length && !newText.endsWith('\uFFFD')) {
-      const delta = newText.slice(prefixText.length);
-      this.prefix = this.read;
-      this.read = this.ids.length;
-      return delta;
-    }
-    return '';
+    tok: TextTokenizer,
+    skipSpecial = true,
+  ) {
+    this.stream = tok.decoder.stream(skipSpecial);
   }
 
-  /** Text still held back (an incomplete character at the end), released at the end of generation. */
+  push(id: number): string {
+    return this.stream.push(id);
+  }
+
+  /** What push(id) would release now, leaving this decoder as it is (texts of alternative tokens). */
+  peek(id: number): string {
+    return this.stream.clone().push(id);
+  }
+
+  /** Text still held back, released at the end of generation. The decoder can go on afterwards only as a new sequence. */
   flush(): string {
-    const prefixText = this.tok.decode(this.ids.slice(this.prefix, this.read), this.skipSpecial);
-    const all = this.tok.decode(this.ids.slice(this.prefix), this.skipSpecial);
-    this.prefix = this.read = this.ids.length;
-    return all.length > prefixText.length ? all.slice(prefixText.length) : '';
+    return this.stream.finish();
   }
 }
