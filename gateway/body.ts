@@ -52,7 +52,9 @@ export async function readBytes(req: Request, maxBytes: number, what = 'request 
 }
 
 function tooLarge(what: string, maxBytes: number): GatewayError {
-  return new GatewayError(413, `${what} is larger than ${maxBytes} bytes`, { code: 'request_too_large' });
+  // The rest of the body is never read: the connection must not be reused after this answer
+  // (a client sending its next request on it would see the socket close under it).
+  return new GatewayError(413, `${what} is larger than ${maxBytes} bytes`, { code: 'request_too_large', headers: { connection: 'close' } });
 }
 
 const dec = new TextDecoder('utf-8', { fatal: true });

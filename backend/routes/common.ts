@@ -20,7 +20,11 @@ export const MAX_BODY_BYTES = 4 * 1024 * 1024;
  * cancel would tear the socket down and the client would see a reset instead of the 413.
  */
 export async function readBodyBytes(c: Context<AuthEnv>, maxBytes: number, what = 'request body'): Promise<Uint8Array> {
-  const tooLarge = () => new RequestError(`${what} is larger than ${maxBytes} bytes`, 413);
+  const tooLarge = () => {
+    // The rest of the body is never read, so the connection must not be reused after the answer.
+    c.header('connection', 'close');
+    return new RequestError(`${what} is larger than ${maxBytes} bytes`, 413);
+  };
   const len = Number(c.req.header('content-length') ?? 'NaN');
   if (Number.isFinite(len) && len > maxBytes) throw tooLarge();
   const body = c.req.raw.body;

@@ -178,6 +178,10 @@ describe('backend tenant isolation under attack', () => {
     assert.ok('status' in r, JSON.stringify(r));
     assert.equal(r.status, 413);
     assert.match(JSON.parse(r.body).error, /larger than 4194304 bytes/);
+    // The next request (on a kept-alive connection, if any) is answered too, not hung up on.
+    const next = await chunked(srv.url, '/generate', 'POST', await as('globex'), 1);
+    assert.ok('status' in next, JSON.stringify(next));
+    assert.equal(next.status, 400);
   });
 
   it('uploads: concurrent upload and delete of one adapter never 5xx; a config RE2 cannot run is refused naming the pattern', async () => {
