@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { loraxError, openaiError } from '../protocol/index.ts';
 import { serviceKeyFrom } from './auth.ts';
 import { ConfigError, parseServeConfig, serveHelp, type ServeConfig } from './config.ts';
+import { openModelDir } from '../native/model-dir.ts';
+import { resolveServedModel } from './hub/download.ts';
 import { Runtime } from './runtime.ts';
 import { formatAccess, jsonAccess, type AccessEntry } from './access-log.ts';
 import { createApp } from './server.ts';
@@ -142,6 +144,14 @@ async function main(argv: string[]): Promise<void> {
   const args = isDemo ? ['--model-id', DEFAULT_MODEL, ...rest] : rest;
   const config = parseServeConfig(args, process.env, { warn: (m) => log(`warning: ${m}`) });
   const say = logger(config.json);
+  if (config.downloadOnly) {
+    // Fill the hub cache (for an image build or an air-gapped start later), check it opens, exit.
+    const { dir, hub } = await resolveServedModel(config, say);
+    const model = await openModelDir(dir);
+    say(hub ? `${hub.repoId}@${hub.revision} (commit ${hub.commit}, ${(model.weightBytes / 1e9).toFixed(2)} GB of weights) is in the cache` : `${dir} is a local directory: nothing to download`);
+    process.stdout.write(`${dir}\n`);
+    return;
+  }
   if (isDemo) say('serving the bundled demo model: a tiny Llama with random weights, for trying the API; its output is gibberish by design');
   const server = await startServer(config, { progress: !config.json, accessLog: true, log: say });
   say(`listening on ${server.url}`);

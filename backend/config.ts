@@ -26,7 +26,10 @@ const num = () => z.coerce.number();
 const bool = () => z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]);
 
 const OPTIONS = {
-  modelId: { flag: 'model-id', env: 'MODEL_ID', schema: z.string().min(1), help: 'Model directory (config.json, *.safetensors, tokenizer.json)' },
+  modelId: { flag: 'model-id', env: 'MODEL_ID', schema: z.string().min(1), help: 'Model: a directory (config.json, *.safetensors, tokenizer.json), a Hub repo id (org/name) or org/name@revision' },
+  revision: { flag: 'revision', env: 'REVISION', schema: z.string().min(1).optional(), help: 'Hub revision of --model-id: branch, tag or commit (default: main)' },
+  downloadOnly: { flag: 'download-only', env: 'DOWNLOAD_ONLY', schema: bool().default(false), help: 'Download --model-id into the hub cache, then exit', boolean: true },
+  hubOffline: { flag: 'hub-offline', env: 'HF_HUB_OFFLINE', schema: z.union([z.boolean(), z.string().regex(/^(1|0|true|false|yes|no|on|off)$/i, 'expected 1/0, true/false, yes/no or on/off').transform((v) => /^(1|true|yes|on)$/i.test(v))]).default(false), help: 'Never contact the Hub: the model (and hub adapters) come from the hub cache alone', boolean: true },
   port: { flag: 'port', env: 'PORT', schema: int(0).max(65535).default(8080), help: 'HTTP port' },
   hostname: { flag: 'hostname', env: 'SWITCHBOARD_HOSTNAME', schema: z.string().default('127.0.0.1'), help: 'Address to listen on (0.0.0.0 for every interface)' },
   maxConcurrentRequests: { flag: 'max-concurrent-requests', env: 'MAX_CONCURRENT_REQUESTS', schema: int(1).default(128), help: 'Requests in flight before new ones get 429' },
@@ -44,9 +47,9 @@ const OPTIONS = {
   adapterMemoryFraction: { flag: 'adapter-memory-fraction', env: 'ADAPTER_MEMORY_FRACTION', schema: num().min(0).max(1).default(0.1), help: 'Share of device memory for adapter weights (CUDA engine)' },
   adapterSource: { flag: 'adapter-source', env: 'ADAPTER_SOURCE', schema: z.enum(SERVED_ADAPTER_SOURCES).default(DEFAULT_ADAPTER_SOURCE), help: 'Default source of adapter_id: hub or local' },
   adapterRoot: { flag: 'adapter-root', env: 'ADAPTER_ROOT', schema: z.string().optional(), help: 'Directory that relative local adapter ids resolve against' },
-  adapterCacheDir: { flag: 'adapter-cache-dir', env: 'HUGGINGFACE_HUB_CACHE', schema: z.string().optional(), help: 'Disk cache for hub downloads (default: ~/.cache/switchboard/hub)' },
+  adapterCacheDir: { flag: 'huggingface-hub-cache', env: 'HUGGINGFACE_HUB_CACHE', schema: z.string().optional(), help: 'Hub cache shared with huggingface_hub, for the model and hub adapters (default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub)', aliases: ['adapter-cache-dir'] },
   hubEndpoint: { flag: 'hub-endpoint', env: 'HF_ENDPOINT', schema: z.string().url().default('https://huggingface.co'), help: 'Hugging Face Hub (or compatible) endpoint' },
-  hubToken: { flag: 'hub-token', env: 'HF_TOKEN', schema: z.string().optional(), help: 'The operator\'s hub token (sent for adapters only with --allow-hub-token-fallback)', secret: true },
+  hubToken: { flag: 'hub-token', env: 'HF_TOKEN', schema: z.string().optional(), help: 'The operator\'s hub token: for --model-id (default: the file huggingface-cli login writes), and for adapters only with --allow-hub-token-fallback', secret: true },
   allowHubTokenFallback: { flag: 'allow-hub-token-fallback', env: 'ALLOW_HUB_TOKEN_FALLBACK', schema: bool().default(false), help: 'Send --hub-token for hub adapters a request names without api_token (any caller can then read what that token can)', boolean: true },
   allowAbsoluteAdapterPaths: { flag: 'allow-absolute-adapter-paths', env: 'ALLOW_ABSOLUTE_ADAPTER_PATHS', schema: bool().default(false), help: 'Let local adapter ids be absolute paths anywhere on disk (default: only ids inside --adapter-root)', boolean: true },
   blockSize: { flag: 'block-size', env: 'BLOCK_SIZE', schema: int(1).default(16), help: 'Tokens per KV cache block' },

@@ -1,6 +1,5 @@
 // Everything one backend process holds: the engine, the model's tokenizer, the adapter tiers and
 // the scheduler, wired to the metrics. Built once at start-up, shared by every route.
-import { homedir } from 'node:os';
 import path from 'node:path';
 import { Engine } from '../native/engine.ts';
 import { openModelDir } from '../native/model-dir.ts';
@@ -8,6 +7,8 @@ import { AdapterStore } from './adapters/adapter-store.ts';
 import { HubSource } from './adapters/hub-source.ts';
 import { LocalSource } from './adapters/local-source.ts';
 import { AdapterResolver } from './adapters/resolve.ts';
+import { resolveServedModel } from './hub/download.ts';
+import { hubCacheDir } from './hub/hub-cache.ts';
 import type { ServeConfig } from './config.ts';
 import { watchLoad } from './load-progress.ts';
 import { Metrics } from './metrics.ts';
@@ -44,7 +45,9 @@ export class Runtime {
   /** `progress`: show weight loading progress on stderr (a bar on a terminal, else lines). */
   static async start(config: ServeConfig, log: (msg: string) => void = () => {}, progress = false): Promise<Runtime> {
     const metrics = new Metrics();
-    const modelDir = path.resolve(config.modelId);
+    // A directory, or a Hub repo id downloaded into (or found in) the hub cache.
+    const resolved = await resolveServedModel(config, log);
+    const modelDir = resolved.dir;
     log(`loading tokenizer from ${modelDir}`);
     // Limits follow LoRAX's launcher: 4096 tokens or the model's context, whichever is smaller.
     const probe = await openModelDir(modelDir);
@@ -96,13 +99,13 @@ export class Runtime {
         },
       },
     );
-    const cacheDir = config.adapterCacheDir ?? path.join(homedir(), '.cache', 'switchboard', 'hub');
+    const cacheDir = config.adapterCacheDir ?? hubCacheDir();
     const resolver = new AdapterResolver(
       store,
       {
         local: new LocalSource(config.adapterRoot ? path.resolve(config.adapterRoot) : null, { allowAbsolute: config.allowAbsoluteAdapterPaths }),
         // The operator's token goes only where the operator opted in (--allow-hub-token-fallback).
-        hub: new HubSource({ endpoint: config.hubEndpoint, cacheDir, ...(config.hubToken && config.allowHubTokenFallback ? { defaultToken: config.hubToken } : {}) }),
+        hub: new HubSource({ endpoint: config.hubEndpoint, cacheDir, offline: config.hubOffline, ...(config.hubToken && config.allowHubTokenFallback ? { defaultToken: config.hubToken } : {}) }),
       },
       engine.model,
     );
@@ -137,7 +140,7 @@ export class Runtime {
       maxStopSequences: config.maxStopSequences,
       maxConcurrentRequests: config.maxConcurrentRequests,
     };
-    return new Runtime(config, engine, tokenizer, tokenizePool, store, resolver, scheduler, metrics, limits, path.basename(modelDir));
+    return new Runtime(config, engine, tokenizer, tokenizePool, store, resolver, scheduler, metrics, limits, resolved.hub?.repoId ?? path.basename(modelDir));
   }
 
   async close(): Promise<void> {

@@ -1,11 +1,15 @@
-// `adapter_source: "hub"`: the Hugging Face Hub HTTP protocol against HF_ENDPOINT. Files land in
-// a disk cache laid out per repo and resolved commit, so a second load reads the disk only.
-// A private repo's files are cached under a digest of the token that fetched them, so a request
-// with another token (or none) must prove access to the hub itself.
+// `adapter_source: "hub"`: the Hugging Face Hub HTTP protocol against HF_ENDPOINT, through the
+// client the base model uses (backend/hub), into the same huggingface_hub cache layout, so a
+// second load reads the disk only and a cache filled by Python tools serves too.
+// Files are shared across tokens, but every fetch first proves access to the hub with the
+// request's own token (the revision API), so a private adapter is only served to a request the
+// hub let read it. Offline (HF_HUB_OFFLINE), only repos last seen public are served from the cache.
 import { createHash } from 'node:crypto';
-import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ADAPTER_FILES } from '../../protocol/index.ts';
+import { ADAPTER_PICKLE_FILE } from '../../native/peft-adapter.ts';
+import { HubClient, HubError } from '../hub/hub-client.ts';
 import { AdapterError, type AdapterRef, type AdapterSource } from './source.ts';
 
 const REPO_ID = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)?$/;
@@ -16,12 +20,18 @@ export interface HubSourceOptions {
   /** Token used when a request brings none (HF_TOKEN): set only when the operator opts in (--allow-hub-token-fallback). */
   defaultToken?: string;
   fetchImpl?: typeof fetch;
+  /** HF_HUB_OFFLINE: never call the hub; serve public repos already in the cache. */
+  offline?: boolean;
 }
 
 export class HubSource implements AdapterSource {
   private readonly inflight = new Map<string, Promise<string>>();
 
-  constructor(private readonly opts: HubSourceOptions) {}
+  private readonly client: HubClient;
+
+  constructor(private readonly opts: HubSourceOptions) {
+    this.client = new HubClient({ endpoint: opts.endpoint, cacheDir: opts.cacheDir, ...(opts.fetchImpl ? { fetchImpl: opts.fetchImpl } : {}) });
+  }
 
   fetch(ref: AdapterRef, signal?: AbortSignal): Promise<string> {
     if (!REPO_ID.test(ref.id) || ref.id.includes('..')) throw new AdapterError(`"${ref.id}" is not a valid hub repo id`);
@@ -38,40 +48,72 @@ export class HubSource implements AdapterSource {
   }
 
   private async download(repo: string, revision: string, token: string | undefined, signal?: AbortSignal): Promise<string> {
-    const f = this.opts.fetchImpl ?? fetch;
-    const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
-    const base = this.opts.endpoint.replace(/\/+$/, '');
-    // The revision API resolves a branch or tag to a commit and says whether the repo is private.
-    const infoUrl = `${base}/api/models/${repo}/revision/${encodeURIComponent(revision)}`;
-    const res = await f(infoUrl, { headers, signal }).catch((e: Error) => {
-      throw new AdapterError(`cannot reach the hub at ${base}: ${e.message}`, 422);
+    const rc = this.client.repo(repo);
+    if (this.opts.offline) return this.fromCache(repo, revision);
+    const access = { repoId: repo, token, signal };
+    // The revision API resolves a branch or tag to a commit, says whether the repo is private, and
+    // is where this request's token is checked, every time, before the shared cache serves it.
+    const info = await this.client.info(access, revision).catch((err: unknown) => {
+      throw hubFailure(err, repo, revision);
     });
-    if (res.status === 401 || res.status === 403) throw refused(repo);
-    if (res.status === 404) throw new AdapterError(`adapter "${repo}" (revision ${revision}) not found on the hub`, 404);
-    if (!res.ok) throw new AdapterError(`hub answered ${res.status} for adapter "${repo}"`, 422);
-    const info = (await res.json()) as { sha?: string; private?: boolean; gated?: unknown; siblings?: { rfilename: string }[] };
-    const sha = typeof info.sha === 'string' && /^[0-9a-f]{7,64}$/.test(info.sha) ? info.sha : null;
-    if (!sha) throw new AdapterError(`hub gave no commit for adapter "${repo}"`, 422);
-    const names = new Set((info.siblings ?? []).map((s) => s.rfilename));
-    for (const file of ADAPTER_FILES) {
-      if (info.siblings && !names.has(file)) throw new AdapterError(`adapter "${repo}" has no ${file} (only PEFT safetensors adapters are served)`, 422);
+    const names = new Set(info.files);
+    // PEFT's safetensors file, else its older adapter_model.bin (read without running the pickle).
+    const weights = names.has(ADAPTER_FILES[1]) || !names.has(ADAPTER_PICKLE_FILE) ? ADAPTER_FILES[1] : ADAPTER_PICKLE_FILE;
+    for (const file of [ADAPTER_FILES[0], weights]) {
+      if (info.files.length > 0 && !names.has(file)) throw new AdapterError(`adapter "${repo}" has no ${file} (only PEFT LoRA adapters are served)`, 422);
     }
-    // Public repos share one cache entry; private ones are keyed by the token that could read them.
-    const scope = info.private || info.gated ? `private-${token ? digest(token) : 'anonymous'}` : 'public';
-    const dir = path.join(this.opts.cacheDir, `models--${repo.replace('/', '--')}`, scope, sha);
-    if (await complete(dir)) return dir;
-    await mkdir(dir, { recursive: true });
-    for (const file of ADAPTER_FILES) {
-      const url = `${base}/${repo}/resolve/${sha}/${file}`;
-      const r = await f(url, { headers, signal });
-      if (r.status === 401 || r.status === 403) throw refused(repo);
-      if (!r.ok) throw new AdapterError(`downloading ${file} of adapter "${repo}" failed: hub answered ${r.status}`, 422);
-      const tmp = path.join(dir, `.${file}.${process.pid}.partial`);
-      await writeFile(tmp, new Uint8Array(await r.arrayBuffer()));
-      await rename(tmp, path.join(dir, file)); // readers never see half a file
-    }
-    return dir;
+    await this.client.ensureFiles(access, info.commit, [ADAPTER_FILES[0], weights]).catch((err: unknown) => {
+      throw hubFailure(err, repo, revision);
+    });
+    await rc.writeRef(revision, info.commit);
+    await (info.private || info.gated ? forgetPublic(rc.dir) : markPublic(rc.dir));
+    return rc.snapshotDir(info.commit);
   }
+
+  private async fromCache(repo: string, revision: string): Promise<string> {
+    const rc = this.client.repo(repo);
+    const commit = await rc.resolveRef(revision);
+    const found = commit !== null && (await rc.hasSnapshotFile(commit, ADAPTER_FILES[0]));
+    if (!found) throw new AdapterError(`adapter "${repo}" (revision ${revision}) is not in the hub cache, and HF_HUB_OFFLINE forbids downloading it`, 404);
+    // Access to a private repo cannot be checked offline: only repos seen public are served.
+    if (!(await stat(publicMarker(rc.dir)).catch(() => null))) {
+      throw new AdapterError(`adapter "${repo}" is private (or was not fetched by this server) and its access cannot be checked with HF_HUB_OFFLINE`, 403);
+    }
+    return rc.snapshotDir(commit);
+  }
+}
+
+/** Maps the hub client's failures to the adapter API's errors. */
+function hubFailure(err: unknown, repo: string, revision: string): Error {
+  if (!(err instanceof HubError)) return err as Error;
+  switch (err.kind) {
+    case 'auth':
+      return refused(repo);
+    case 'not-found':
+      return new AdapterError(`adapter "${repo}" (revision ${revision}) not found on the hub`, 404);
+    case 'invalid':
+      return new AdapterError(err.message, 400);
+    default:
+      return new AdapterError(`adapter "${repo}": ${err.message}`, 422);
+  }
+}
+
+/**
+ * "Last seen public" is kept beside huggingface_hub's lock files (a folder its cache scan skips),
+ * so the cache layout itself stays exactly huggingface_hub's. Losing it only makes offline refuse.
+ */
+function publicMarker(repoDir: string): string {
+  return path.join(path.dirname(repoDir), '.locks', path.basename(repoDir), 'switchboard-public');
+}
+
+async function markPublic(repoDir: string): Promise<void> {
+  const m = publicMarker(repoDir);
+  await mkdir(path.dirname(m), { recursive: true });
+  await writeFile(m, '');
+}
+
+async function forgetPublic(repoDir: string): Promise<void> {
+  await rm(publicMarker(repoDir), { force: true });
 }
 
 /**
@@ -85,9 +127,4 @@ function refused(repo: string): AdapterError {
 
 function digest(token: string): string {
   return createHash('sha256').update(token).digest('hex').slice(0, 16);
-}
-
-async function complete(dir: string): Promise<boolean> {
-  for (const f of ADAPTER_FILES) if (!(await stat(path.join(dir, f)).catch(() => null))) return false;
-  return true;
 }
