@@ -32,20 +32,38 @@ export function tokensAtLeast(chars: number, maxCharsPerToken: number | null): n
 
 type Json = Record<string, unknown> | null | undefined;
 
-/** Normalizers that never make a text shorter (each input unit survives, maybe rewritten longer). */
-function normalizerKeepsLength(n: Json): boolean {
-  if (!n) return true;
+/**
+ * How many times shorter (in UTF-16 units) a normalizer can make a text, or null when it can drop
+ * characters outright. Decomposition (NFD/NFKD) never lowers the code point count, but a CJK
+ * compatibility ideograph outside the BMP (2 units) becomes one in it (1 unit): 2. Composition
+ * (NFC/NFKC) joins at most a 4-code-point canonical decomposition into one character: 4.
+ */
+function normalizerShrink(n: Json): number | null {
+  if (!n) return 1;
   switch (n.type) {
-    case 'Sequence':
-      return ((n.normalizers as Json[]) ?? []).every(normalizerKeepsLength);
+    case 'Sequence': {
+      let f = 1;
+      for (const x of (n.normalizers as Json[]) ?? []) {
+        const g = normalizerShrink(x);
+        if (g === null) return null;
+        f *= g;
+      }
+      return f;
+    }
     case 'Prepend':
-      return true;
+      return 1;
+    case 'NFD':
+    case 'NFKD':
+      return 2;
+    case 'NFC':
+    case 'NFKC':
+      return 4;
     case 'Replace': {
       const pattern = (n.pattern as { String?: string } | undefined)?.String;
-      return typeof pattern === 'string' && typeof n.content === 'string' && n.content.length >= pattern.length;
+      return typeof pattern === 'string' && typeof n.content === 'string' && n.content.length >= pattern.length ? 1 : null;
     }
     default:
-      return false; // NFC/NFKC compose, strip/clean drop characters, Precompiled may do either
+      return null; // strip / clean / regex replacements drop characters; Precompiled may too
   }
 }
 
@@ -71,21 +89,23 @@ function preTokenizerKeepsText(p: Json): boolean {
  * The longest text one token can stand for, in UTF-16 units of the client's text, or null when
  * the tokenizer admits no such bound. It holds when nothing in the pipeline drops characters and
  * every token is a vocabulary entry spelling what it covers: then a text of n units needs at
- * least n / L tokens. Byte-level vocabularies spell one byte per character, and a UTF-16 unit is
- * at least one UTF-8 byte, so the bound holds there too. Unknown-token fusing (one [UNK] for a
- * whole run of unknown characters) breaks it: BPE qualifies only without it (or with byte
- * fallback, which never produces [UNK]); WordPiece and Unigram never do.
+ * least n / L tokens (L: the longest vocabulary or added token, times what the normalizer can
+ * shrink). Byte-level vocabularies spell one byte per character, and a UTF-16 unit is at least
+ * one UTF-8 byte, so the bound holds there too. Unknown-token fusing (one [UNK] for a whole run
+ * of unknown characters) breaks it: BPE qualifies only without it (or with byte fallback, which
+ * never produces [UNK]); WordPiece and Unigram never do.
  */
 export function maxCharsPerToken(tokenizerJson: Record<string, unknown>): number | null {
   const model = tokenizerJson.model as Json;
   if (!model || model.type !== 'BPE') return null;
   if (model.unk_token != null && model.fuse_unk === true && model.byte_fallback !== true) return null;
-  if (!normalizerKeepsLength(tokenizerJson.normalizer as Json)) return null;
+  const shrink = normalizerShrink(tokenizerJson.normalizer as Json);
+  if (shrink === null) return null;
   if (!preTokenizerKeepsText(tokenizerJson.pre_tokenizer as Json)) return null;
   let longest = 1;
   for (const piece of Object.keys((model.vocab as Record<string, number>) ?? {})) if (piece.length > longest) longest = piece.length;
   for (const t of (tokenizerJson.added_tokens as { content?: string }[]) ?? []) if (t.content && t.content.length > longest) longest = t.content.length;
-  return longest;
+  return longest * shrink;
 }
 
 type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
