@@ -2,7 +2,7 @@
 // pinned revisions, resume after a cut connection, corruption caught, offline start, refusals.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { lstat, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { cp, lstat, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -192,6 +192,27 @@ describe('resolveModel against a Hub-shaped server', () => {
     });
     assert.deepEqual(hub.requests.slice(from).map((r) => r.path), ['/api/models/acme/pickle-only/revision/main']);
     await assert.rejects(lstat(path.join(cacheDir, 'models--acme--pickle-only', 'blobs')), { code: 'ENOENT' });
+  });
+
+  it('reuses a cache filled by huggingface_hub (Python): offline as is, and its blobs online', async () => {
+    // test/fixtures/hub-cache-python: snapshot_download of this model by huggingface_hub 1.33
+    // (scripts/make-interop-fixtures.py).
+    const pyCache = path.join(MODEL_DIR, '../../hub-cache-python/hub');
+    const off = await resolveModel('acme/tiny-llama', opts({ cacheDir: pyCache, offline: true }));
+    assert.equal(off.dir, path.join(pyCache, 'models--acme--tiny-llama/snapshots/94a5f40217c3f4584beed22b9db5e39a0a41bd37'));
+    await openModelDir(off.dir);
+    // Online (another commit of the same files): shards already in blobs/ by their sha256 are linked, not fetched.
+    await freshCache();
+    await cp(pyCache, cacheDir, { recursive: true, verbatimSymlinks: true });
+    const from = hub.requests.length;
+    const on = await resolveModel('acme/tiny-llama', opts());
+    assert.notEqual(on.dir, off.dir.replace(pyCache, cacheDir));
+    const shards = Object.keys(llama).filter((f) => f.endsWith('.safetensors')).map((f) => sha256(llama[f]!));
+    const cdn = hub.requests.slice(from).filter((r) => r.server === 'cdn');
+    assert.ok(!cdn.some((r) => shards.some((s) => r.path.includes(s))), 'no shard downloaded again');
+    // Only tokenizer.json is fetched: this server stores it in LFS (sha256), Python's got it as a git blob.
+    assert.equal(cdn.length, 1);
+    await openModelDir(on.dir);
   });
 
   it('takes a local directory as is and refuses ids that are neither', async () => {
