@@ -31,6 +31,8 @@ export interface GatewayOptions {
   maxBodyBytes: number;
   /** One adapter file upload. */
   maxAdapterBytes: number;
+  /** Adapter uploads one tenant may have in flight through this instance (429 past it). */
+  maxUploadsPerTenant: number;
   schemaLimits: SchemaLimits;
   /** Prompt bytes per token for the reservation bound (1: never underestimates). */
   promptBytesPerToken: number;
@@ -51,6 +53,7 @@ export interface GatewayOptions {
 export const DEFAULT_OPTIONS: GatewayOptions = {
   maxBodyBytes: 1024 * 1024,
   maxAdapterBytes: 512 * 1024 * 1024,
+  maxUploadsPerTenant: 2,
   schemaLimits: DEFAULT_SCHEMA_LIMITS,
   promptBytesPerToken: 1,
   defaultTenantLimits: null,
@@ -114,7 +117,7 @@ export function createGateway(deps: GatewayDeps): Hono<Env> {
   const f = deps.fetch ?? ((...a: Parameters<typeof fetch>) => fetch(...a));
   const { store, router, signer } = deps;
   const resolver = new AdapterResolver(store, deps.secretBox);
-  const adapters = new AdapterManager({ store, router, signer, box: deps.secretBox, fetch: f });
+  const adapters = new AdapterManager({ store, router, signer, box: deps.secretBox, fetch: f, maxUploadsPerTenant: opts.maxUploadsPerTenant });
   const tenantCache = new TtlCache<Limits | null>(opts.tenantCacheTtlMs);
   let info: BackendInfo | null = null;
   let infoPending: Promise<BackendInfo> | null = null;
