@@ -2,7 +2,7 @@
 // synthetic byte-level-BPE-like vocabularies of 32k and 150k tokens, compared with XGrammar's
 // and llguidance's published figures. Prints a table and writes bench/structured/results.md.
 //
-//   node --import tsx bench/structured/bench.ts [--quick]
+//   node --import tsx bench/structured/bench.ts [--quick] [--out results-file.md]
 //
 // Per-token time is what the scheduler pays between engine steps for one sequence: the call of
 // the mask function (advance over the new token, then the cached mask or a trie walk). Each
@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { compileSchema } from '../../backend/structured/compile.ts';
 import { Grammar, runPrecompute, setPrecompute } from '../../backend/structured/grammar.ts';
 import { constraintOf } from '../../backend/structured/index.ts';
-import { OPEN_SCHEMAS, TEST_SCHEMAS } from '../../backend/structured/test-schemas.ts';
+import { OPEN_SCHEMAS, TEST_SCHEMAS, USER_SCHEMAS } from '../../backend/structured/test-schemas.ts';
 import { Vocab } from '../../backend/structured/vocab.ts';
 import { mulberry32 } from '../../test/helpers/prng.ts';
 
@@ -101,11 +101,15 @@ interface Gen {
   tokens: number;
 }
 
-/** One generation under the grammar; per-token mask-function time in µs. */
-function generate(g: Grammar, seed: number, maxTokens: number, idleMs: number): Gen {
+/**
+ * One generation under the grammar; per-token mask-function time in µs. `budget`: the mask is
+ * made with that max_new_tokens (budget steering near its end), and generation stops there.
+ */
+function generate(g: Grammar, seed: number, maxTokens: number, idleMs: number, budget?: number): Gen {
   const r = rng(seed);
   const eos = g.vocab.eosTokenIds[0]!;
-  const fn = constraintOf(g).newMask();
+  const fn = constraintOf(g).newMask(budget);
+  if (budget !== undefined) maxTokens = Math.min(maxTokens, budget);
   const ids: number[] = [];
   const perToken: number[] = [];
   for (let step = 0; step < maxTokens; step++) {
@@ -131,6 +135,7 @@ const f1 = (x: number) => (Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x.toF
 const BENCH_SCHEMAS: Record<string, Record<string, unknown>> = {
   ...TEST_SCHEMAS,
   ...OPEN_SCHEMAS,
+  ...USER_SCHEMAS,
   invoice: {
     type: 'object',
     properties: {
@@ -267,8 +272,9 @@ async function main() {
     }
 
     // Per-token time over generations.
-    const modes: { mode: string; precompute: boolean; idle: number; warm: 'none' | 'other' | 'same' }[] = [
+    const modes: { mode: string; precompute: boolean; idle: number; warm: 'none' | 'other' | 'same'; budget?: boolean }[] = [
       { mode: 'cold: new grammar, masks computed on demand', precompute: false, idle: 0, warm: 'none' },
+      { mode: 'cold, max_new_tokens = shortest completion + 16 (budget steering at the end)', precompute: false, idle: 0, warm: 'none', budget: true },
       { mode: `cold + background precompute (${IDLE_MS} ms idle per step)`, precompute: true, idle: IDLE_MS, warm: 'none' },
       { mode: `warm: grammar reused after ${gensPerSchema} other generations`, precompute: false, idle: 0, warm: 'other' },
       { mode: 'replay: same generations again (all masks cached)', precompute: false, idle: 0, warm: 'same' },
@@ -283,8 +289,9 @@ async function main() {
           if (m.warm === 'other') generate(g, 1000 + s + name.length * 100, maxTokens, 0);
           if (m.warm === 'same') generate(g, s + name.length * 100, maxTokens, 0);
         }
+        const budget = m.budget ? g.dist(g.start) + 16 : undefined;
         for (let s = 0; s < gensPerSchema; s++) {
-          const r = generate(g, s + name.length * 100, maxTokens, m.idle);
+          const r = generate(g, s + name.length * 100, maxTokens, m.idle, budget);
           all.push(...r.perToken);
           tokens += r.perToken.length;
         }
@@ -370,7 +377,8 @@ maxItems), caching across requests and background precompute are what keep it lo
 p50 is far below both published figures in every mode; the mean is comparable cold and below
 once the grammar has been seen.
 `;
-  const file = join(import.meta.dirname, 'results.md');
+  const out = process.argv.indexOf('--out');
+  const file = out > 0 ? process.argv[out + 1]! : join(import.meta.dirname, 'results.md');
   writeFileSync(file, md);
   console.log(`\nwrote ${file}`);
 }
