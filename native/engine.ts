@@ -15,7 +15,7 @@ import type {
 import { openModelDir, type ModelDir } from './model-dir.ts';
 import { openPeftAdapter, type PeftAdapter } from './peft-adapter.ts';
 
-export type { NativeSeqOutput as SeqOutput, NativeSampling as Sampling, NativeEngineInfo as EngineInfo };
+export type { NativeSeqOutput as SeqOutput, NativeSampling as Sampling };
 
 interface Addon {
   NativeEngine: new (...args: ConstructorParameters<typeof NativeEngine>) => NativeEngine;
@@ -366,7 +366,7 @@ export class Engine {
 }
 
 /** The CUDA engine's element type for a checkpoint stored as `stored`. */
-export function resolveDtype(requested: ComputeDtype, stored: string | null): 'float32' | 'float16' | 'bfloat16' {
+function resolveDtype(requested: ComputeDtype, stored: string | null): 'float32' | 'float16' | 'bfloat16' {
   if (requested !== 'auto') return requested;
   return stored === 'float16' ? 'float16' : 'bfloat16';
 }
