@@ -126,10 +126,10 @@ describe('gateway e2e: tenant isolation under attack', () => {
 
   it("an uploaded config with catastrophic regexes does not delay another tenant's request", async () => {
     const cfg = JSON.parse(await readFile(join(ADAPTERS_DIR, 'r8-qv', 'adapter_config.json'), 'utf-8'));
-    const put = (name: string, file: string, body: Buffer | string) =>
+    const put = (name: string, file: string, body: BodyInit) =>
       fetch(`${gw.url}/v1/adapters/${name}/${file}`, { method: 'PUT', headers: { authorization: `Bearer ${acme}` }, body });
     assert.equal((await put('redos', 'adapter_config.json', JSON.stringify({ ...cfg, target_modules: '(.*)*x', exclude_modules: '(a+)+$' }))).status, 200);
-    assert.equal((await put('redos', 'adapter_model.safetensors', await readFile(join(ADAPTERS_DIR, 'r8-qv', 'adapter_model.safetensors')))).status, 200);
+    assert.equal((await put('redos', 'adapter_model.safetensors', new Uint8Array(await readFile(join(ADAPTERS_DIR, 'r8-qv', 'adapter_model.safetensors'))))).status, 200);
     const t0 = performance.now();
     const slow = post(`${gw.url}/generate`, { inputs: 'Hello', parameters: { adapter_id: 'redos', max_new_tokens: 2 } }, acme);
     await new Promise((r) => setTimeout(r, 5));
