@@ -256,6 +256,11 @@ describe('LoRAX requests: validation messages', () => {
       'parameters.merged_adapters.ids: at least one adapter ID must be provided when setting `merged_adapters`',
     ],
     [
+      'merged_adapters api_tokens count',
+      withParams({ merged_adapters: { ids: ['a/x', 'b/y'], api_tokens: ['hf_a'] } }),
+      'parameters.merged_adapters.api_tokens: number of adapter IDs must match number of api_tokens (2 ids, 1 api_tokens)',
+    ],
+    [
       'merged_adapters weight count',
       withParams({ merged_adapters: { ids: ['a/x', 'b/y'], weights: [1] } }),
       'parameters.merged_adapters.weights: number of adapter IDs must match number of adapter weights (2 ids, 1 weights)',
