@@ -2,7 +2,7 @@
 // when the test says so, so every step can be inspected between planning and absorbing (chunked
 // prefill under the token budget, preemption of the newest sequence, the waiting/served admission
 // ratio, batches ordered by adapter, aborts freeing blocks within one step, adapters that load
-// late or fail, engine errors).
+// late or fail, engine errors), and prefix caching (which blocks are shared, where prefills start).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { SeqInput, SeqOutput } from '../native/engine.ts';
@@ -116,6 +116,7 @@ const OPTS: SchedulerOptions = {
   maxTotalTokens: 128,
   waitingServedRatio: 0,
   maxWaitingTokens: 20,
+  prefixCaching: true,
 };
 
 function params(promptLen: number, maxNewTokens: number, adapter: string | null = null, extra: Partial<GenerateParams> = {}): GenerateParams {
@@ -148,9 +149,10 @@ function track(sch: Scheduler, p: GenerateParams) {
 function setup(opts: Partial<SchedulerOptions> = {}) {
   const runner = new FakeRunner();
   const slots = new FakeSlots();
-  const stats = { preempted: 0, steps: [] as { batchSize: number; prefillTokens: number; decodeTokens: number }[], queue: [] as [number, number][] };
+  const stats = { preempted: 0, steps: [] as { batchSize: number; prefillTokens: number; decodeTokens: number }[], queue: [] as [number, number][], prefix: [] as [number, number][] };
   const sch = new Scheduler(runner, slots, { ...OPTS, ...opts }, {
     onPreempt: () => stats.preempted++,
+    onPrefixCache: (queried, hit) => stats.prefix.push([queried, hit]),
     onStep: ({ batchSize, prefillTokens, decodeTokens }) => stats.steps.push({ batchSize, prefillTokens, decodeTokens }),
     onQueue: (w, r) => stats.queue.push([w, r]),
   });
@@ -250,7 +252,8 @@ describe('Scheduler with a fake step runner', () => {
   it('a preempted sequence goes back to the front of the queue, ahead of requests still waiting for blocks', async () => {
     // 5 blocks of 2 tokens: a and b take 2 each; c and d wait for blocks. When a grows, b (newest
     // running) is preempted, and must not fall behind c and d, which arrived after it.
-    const { runner, slots, sch, stats } = setup({ numBlocks: 5, blockSize: 2, maxTotalTokens: 10 });
+    // Without prefix caching: b must come back at position 0 (with it, a's cached prompt blocks serve b).
+    const { runner, slots, sch, stats } = setup({ numBlocks: 5, blockSize: 2, maxTotalTokens: 10, prefixCaching: false });
     slots.slots.set('c', 0);
     slots.slots.set('d', 5);
     const seqs = [track(sch, params(3, 3)), track(sch, params(3, 3)), track(sch, params(3, 6, 'c')), track(sch, params(2, 2, 'd'))];
@@ -469,6 +472,161 @@ describe('Scheduler with a fake step runner', () => {
     assert.equal(prefill.length, 1);
     assert.ok(prefill[0]!.type === 'prefill');
     assert.equal(prefill[0]!.logprobs.length, 9, 'one logprob per prompt token after the first');
+    await sch.close();
+  });
+});
+
+/** Prompt `ids` (distinct from params()'s 1, 2, 3, ... prompts). */
+const withIds = (ids: number[], maxNewTokens: number, adapter: string | null = null, extra: Partial<GenerateParams> = {}) => ({ ...params(1, maxNewTokens, adapter, extra), promptIds: ids });
+const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
+
+describe('Scheduler prefix caching', () => {
+  it('a later prompt with a cached prefix holds the same blocks and starts its prefill after them; its tokens do not change', async () => {
+    const { runner, sch, stats } = setup({ blockSize: 4 });
+    const system = range(10, 10); // 2 full blocks + 2 tokens
+    const a = track(sch, withIds([...system, 40, 41], 3));
+    const aBatches = await drive(runner, a.ended);
+    const aBlocks = aBatches[0]![0]!.blockTable;
+    const b = track(sch, withIds([...system, 50, 51, 52], 3));
+    const bBatches = await drive(runner, b.ended);
+    const first = bBatches[0]![0]!;
+    assert.equal(first.position, 8, 'two cached blocks: the prefill starts at 8');
+    assert.deepEqual(first.tokens, [18, 19, 50, 51, 52]);
+    assert.deepEqual(first.blockTable.slice(0, 2), aBlocks.slice(0, 2));
+    assert.notEqual(first.blockTable[2], aBlocks[2], 'the partial third block is never shared');
+    assert.deepEqual(stats.prefix, [[12, 0], [13, 8]]);
+    // The fake answers by position, so a run without the cache gives the same tokens.
+    const plain = setup({ blockSize: 4, prefixCaching: false });
+    const c = track(plain.sch, withIds([...system, 50, 51, 52], 3));
+    const cBatches = await drive(plain.runner, c.ended);
+    assert.equal(cBatches[0]![0]!.position, 0);
+    assert.deepEqual(b.tokens(), c.tokens());
+    assert.deepEqual(plain.stats.prefix, [], 'no lookups with the cache off');
+    assert.equal(sch.blocks.used, 0);
+    assert.ok(sch.blocks.cached >= 2);
+    await Promise.all([sch.close(), plain.sch.close()]);
+  });
+
+  it('a prompt cached to its end still runs its last token (whole last block when it is full) for logits to sample from', async () => {
+    const { runner, sch, stats } = setup({ blockSize: 4 });
+    for (const len of [9, 8]) {
+      const ids = range(60, len);
+      await drive(runner, track(sch, withIds(ids, 2)).ended);
+      const again = track(sch, withIds(ids, 2));
+      const batches = await drive(runner, again.ended);
+      const e = batches[0]![0]!;
+      // 9 tokens: blocks [0,4) and [4,8) cached, token 8 runs. 8 tokens: block [4,8) holds the last token: it runs.
+      assert.deepEqual([e.position, e.tokens.length, e.sample], len === 9 ? [8, 1, true] : [4, 4, true]);
+      assert.equal((await again.ended).type, 'finish');
+    }
+    assert.deepEqual(stats.prefix, [[9, 0], [9, 8], [8, 4], [8, 4]], 'the 8-token prompt hit its first block, cached by the 9-token one');
+    await sch.close();
+  });
+
+  it('never shares blocks across adapters or cache salts (tenants), only within one pair', async () => {
+    const { runner, slots, sch, stats } = setup({ blockSize: 4 });
+    slots.slots.set('x', 0);
+    slots.slots.set('y', 1);
+    const ids = range(70, 12);
+    const kinds: [string | null, string | null][] = [[null, null], ['x', null], ['y', null], [null, 't1'], ['x', 't1'], [null, 't2']];
+    const tables: number[][] = [];
+    for (const [adapter, salt] of kinds) {
+      const t = track(sch, withIds(ids, 1, adapter, { cacheSalt: salt }));
+      const batches = await drive(runner, t.ended);
+      assert.equal(batches[0]![0]!.position, 0, `${adapter}/${salt} starts from scratch`);
+      tables.push(batches[0]![0]!.blockTable.slice(0, 2));
+    }
+    assert.equal(new Set(tables.flat()).size, kinds.length * 2, 'no block in two tables');
+    for (const [adapter, salt] of kinds) {
+      const t = track(sch, withIds(ids, 1, adapter, { cacheSalt: salt }));
+      const batches = await drive(runner, t.ended);
+      assert.equal(batches[0]![0]!.position, 8, `${adapter}/${salt} hits its own blocks`);
+    }
+    assert.deepEqual(stats.prefix.map(([, hit]) => hit), [0, 0, 0, 0, 0, 0, 8, 8, 8, 8, 8, 8]);
+    await sch.close();
+  });
+
+  it('a request for prompt logprobs computes its whole prompt, and what it computes is cached for others', async () => {
+    const { runner, sch, stats } = setup({ blockSize: 4 });
+    const ids = range(80, 9);
+    await drive(runner, track(sch, withIds(ids, 1)).ended);
+    const scoring = track(sch, withIds(ids, 1, null, { promptLogprobs: true }));
+    const batches = await drive(runner, scoring.ended);
+    assert.deepEqual([batches[0]![0]!.position, batches[0]![0]!.tokens.length], [0, 9]);
+    const prefill = scoring.events.find((e) => e.type === 'prefill');
+    assert.ok(prefill?.type === 'prefill');
+    assert.equal(prefill.logprobs.length, 8);
+    assert.deepEqual(stats.prefix, [[9, 0]], 'not looked up');
+    const later = track(sch, withIds(range(80, 10), 1));
+    assert.equal((await drive(runner, later.ended))[0]![0]!.position, 8);
+    await sch.close();
+  });
+
+  it('blocks are committed as chunked prefill and decode fill them, so a request arriving mid-prefill already hits', async () => {
+    const { runner, sch } = setup({ blockSize: 4, maxBatchPrefillTokens: 8 });
+    const ids = range(90, 20);
+    const a = track(sch, withIds(ids, 6));
+    (await runner.next()).reply(); // a's first chunk: positions [0, 8)
+    const b = track(sch, withIds([...ids.slice(0, 8), 1, 2], 1));
+    const batches = await drive(runner, Promise.all([a.ended, b.ended]));
+    const bFirst = batches.flat().find((e) => e.tokens.includes(1))!;
+    assert.deepEqual([bFirst.position, bFirst.tokens], [8, [1, 2]], 'b starts after the 2 blocks of a computed so far');
+    // a's 20 prompt + 6 generated tokens: 25 have K/V, so 6 full blocks, generated tokens included.
+    const c = track(sch, withIds([...ids, ...a.tokens().slice(0, 5)], 1));
+    assert.equal((await drive(runner, c.ended))[0]![0]!.position, 24);
+    await sch.close();
+  });
+
+  it('a preempted sequence takes its cached blocks back and resumes after them, no token lost or repeated', async () => {
+    // 5 blocks of 2: a and b (different prompts) take 2 each. When both need a third, b (newest)
+    // is preempted; its blocks stay cached while idle, and it comes back at position 4 once a ends.
+    const { runner, sch, stats } = setup({ numBlocks: 5, blockSize: 2, maxTotalTokens: 10 });
+    const a = track(sch, withIds([5, 6, 7], 4));
+    const b = track(sch, withIds([8, 9, 10], 4));
+    const batches = await drive(runner, Promise.all([a.ended, b.ended]));
+    assert.equal(stats.preempted, 1);
+    const bBlocks = batches[0]![1]!.blockTable;
+    const resumed = batches.slice(2).flat().find((e) => e.blockTable[0] === bBlocks[0])!;
+    assert.deepEqual([resumed.position, resumed.tokens.length, resumed.blockTable.slice(0, 2)], [4, 1, bBlocks], 'b resumes on its own cached blocks');
+    assert.deepEqual(stats.prefix, [[3, 0], [3, 0], [5, 4]]);
+    assert.deepEqual(b.tokens(), a.tokens(), 'the fake answers by position: same tokens as without preemption');
+    assert.equal(b.tokens().length, 4);
+    await settle();
+    assert.equal(sch.blocks.used, 0);
+    await sch.close();
+  });
+
+  it('a cancelled sequence drops its hold on shared blocks; the other holder keeps them', async () => {
+    const { runner, sch } = setup({ blockSize: 4 });
+    const ids = range(100, 9);
+    await drive(runner, track(sch, withIds(ids, 1)).ended);
+    const x = track(sch, withIds(ids, 50));
+    const y = track(sch, withIds(ids, 50));
+    const s1 = await runner.next();
+    assert.deepEqual(s1.batch[0]!.blockTable.slice(0, 2), s1.batch[1]!.blockTable.slice(0, 2));
+    x.handle.cancel();
+    s1.reply();
+    const s2 = await runner.next();
+    assert.equal(s2.batch.length, 1);
+    assert.equal(sch.blocks.used, 3, "y's two shared blocks and its own third");
+    y.handle.cancel();
+    s2.reply();
+    await settle();
+    assert.equal(sch.blocks.used, 0);
+    assert.ok(sch.blocks.idleCached >= 2);
+    await sch.close();
+  });
+
+  it('reclaims idle cached blocks when the pool runs short; requests that lost their prefix recompute it', async () => {
+    const { runner, sch, stats } = setup({ numBlocks: 4, blockSize: 2, maxTotalTokens: 8 });
+    const p = [range(110, 5), range(120, 5), range(130, 5)];
+    for (const ids of p) await drive(runner, track(sch, withIds(ids, 1)).ended);
+    assert.ok(sch.blocks.evictions > 0, 'three 3-block prompts do not fit 4 blocks');
+    const last = track(sch, withIds(p[2]!, 1));
+    assert.equal((await drive(runner, last.ended))[0]![0]!.position, 4, 'the most recent prompt is still cached');
+    const first = track(sch, withIds(p[0]!, 1));
+    assert.equal((await drive(runner, first.ended))[0]![0]!.position, 0, 'the oldest was reclaimed');
+    assert.deepEqual(stats.prefix.map(([, hit]) => hit), [0, 0, 0, 4, 0]);
     await sch.close();
   });
 });

@@ -5,9 +5,14 @@
 // orders the batch by adapter), runs it over every sequence at once whatever their adapters, and
 // absorbs what came back. Every decision is made before the engine runs, so a fake StepRunner
 // exercises all of them (scheduler.test.ts).
+// Prefix caching: at admission a sequence takes the cached blocks of the longest prefix of its
+// tokens that another sequence of the same adapter and tenant computed (block-manager.ts,
+// prefix-cache.ts), and its prefill starts after them, as a later prefill chunk would. After each
+// step the blocks a sequence completed are committed to the cache.
 import type { Sampling, SeqInput, SeqOutput } from '../native/engine.ts';
 import type { NativeTopLogprobs } from '../native/addon.d.ts';
 import { BlockManager } from './block-manager.ts';
+import { BlockHashes, rootHash } from './prefix-cache.ts';
 
 /** What the scheduler calls on the engine: one step over a batch (native/engine.ts's Engine is one). */
 export interface StepRunner {
@@ -50,6 +55,12 @@ export interface GenerateParams {
   topLogprobs: number;
   /** Allowed-token bitset for the next token given those generated so far (structured output). */
   mask?: (generated: readonly number[]) => Uint32Array | undefined;
+  /**
+   * Keeps cached KV blocks apart beyond the adapter: sequences share prefix blocks only when
+   * both their adapter and their salt are equal. The backend passes the caller's tenant, so no
+   * tenant can time another's prompts through cache hits, even on the base model.
+   */
+  cacheSalt?: string | null;
 }
 
 export interface SchedulerOptions {
@@ -65,12 +76,19 @@ export interface SchedulerOptions {
   waitingServedRatio: number;
   /** ... when this many decode steps passed since the last admission. */
   maxWaitingTokens: number;
+  /** Share the KV blocks of common prompt prefixes between sequences of one adapter and tenant (default on). */
+  prefixCaching?: boolean;
 }
 
 export interface SchedulerObserver {
   onStep?(info: { batchSize: number; prefillTokens: number; decodeTokens: number; seconds: number }): void;
   onQueue?(waiting: number, running: number): void;
   onPreempt?(): void;
+  /**
+   * A sequence was admitted with prefix caching: `queried` tokens were looked up (its prompt,
+   * or prompt + generated after a preemption), and the K/V of `hit` of them came from the cache.
+   */
+  onPrefixCache?(queried: number, hit: number): void;
 }
 
 let nextId = 1;
@@ -83,6 +101,10 @@ class Sequence {
   computed = 0;
   generated = 0;
   blockTable: number[] = [];
+  /** Prefix hashes of its full blocks (made on first use). */
+  hashes: BlockHashes | null = null;
+  /** Leading blocks of blockTable already committed to the prefix cache (or taken from it). */
+  committed = 0;
   /** Prompt logprobs are reported once, for the first prefill (not after a preemption). */
   wantPromptLogprobs: boolean;
   promptLp: number[] = [];
@@ -117,6 +139,7 @@ export interface SequenceHandle {
 
 export class Scheduler {
   readonly blocks: BlockManager;
+  readonly prefixCaching: boolean;
   private waiting: Sequence[] = [];
   private running: Sequence[] = [];
   private wake: (() => void) | null = null;
@@ -131,6 +154,7 @@ export class Scheduler {
     private readonly observer: SchedulerObserver = {},
   ) {
     this.blocks = new BlockManager(opts.numBlocks, opts.blockSize);
+    this.prefixCaching = opts.prefixCaching ?? true;
     this.loop = this.run();
   }
 
@@ -267,8 +291,7 @@ export class Scheduler {
         still.push(s); // its adapter is loading (or rotating out): it waits, the rest go on
         continue;
       }
-      // Reserve the whole prompt (plus the first generated token) now; decode grows later.
-      if (!this.blocks.ensure(s.blockTable, s.tokens.length + 1)) {
+      if (!this.reserve(s)) {
         still.push(s);
         continue;
       }
@@ -282,6 +305,40 @@ export class Scheduler {
     }
     this.waiting = still;
     if (admitted) this.stepsSinceAdmit = 0;
+  }
+
+  /**
+   * Reserves the whole prompt (plus the first generated token) at admission; decode grows the
+   * table later. With prefix caching the table starts with the cached blocks of the longest
+   * cached prefix, and the prefill starts after them. A request for prompt logprobs computes
+   * its whole prompt: a cached block's logprobs were never kept.
+   */
+  private reserve(s: Sequence): boolean {
+    const want = s.tokens.length + 1;
+    if (!this.prefixCaching || s.wantPromptLogprobs) return this.blocks.ensure(s.blockTable, want);
+    // The last token always runs again, even when every block is cached: its logits give the next token.
+    const shareable = Math.floor((s.tokens.length - 1) / this.opts.blockSize);
+    const prefix = this.blocks.match(this.hashesOf(s).upTo(s.tokens, shareable), shareable);
+    if (!this.blocks.ensureWithPrefix(s.blockTable, prefix, want)) return false;
+    s.computed = prefix.length * this.opts.blockSize;
+    s.committed = prefix.length;
+    this.observer.onPrefixCache?.(s.tokens.length, s.computed);
+    return true;
+  }
+
+  private hashesOf(s: Sequence): BlockHashes {
+    s.hashes ??= new BlockHashes(rootHash(s.params.adapter, s.params.cacheSalt ?? null), this.opts.blockSize);
+    return s.hashes;
+  }
+
+  /** Commits the blocks a sequence has filled and computed since the last step. */
+  private commitBlocks(s: Sequence): void {
+    if (!this.prefixCaching) return;
+    const full = Math.floor(s.computed / this.opts.blockSize);
+    if (full <= s.committed) return;
+    const hashes = this.hashesOf(s).upTo(s.tokens, full);
+    for (let i = s.committed; i < full; i++) this.blocks.commit(s.blockTable[i]!, hashes[i]!);
+    s.committed = full;
   }
 
   /** Makes room for every decode token, preempting the newest sequences when blocks run out. */
@@ -298,7 +355,11 @@ export class Scheduler {
     }
   }
 
-  /** Recompute-style preemption: the sequence loses its KV and goes back to the front of the queue. */
+  /**
+   * Recompute-style preemption: the sequence loses its KV and goes back to the front of the
+   * queue. Its committed blocks stay cached while idle, so unless they are reclaimed meanwhile
+   * it takes them back when it is admitted again.
+   */
   private preempt(s: Sequence): void {
     this.blocks.release(s.blockTable);
     if (s.generated === 0) {
@@ -308,6 +369,7 @@ export class Scheduler {
     if (s.pinned && s.params.adapter) this.adapters.unpin(s.params.adapter);
     s.pinned = false;
     s.computed = 0;
+    s.committed = 0;
     this.waiting.unshift(s);
     this.observer.onPreempt?.();
   }
@@ -360,6 +422,7 @@ export class Scheduler {
     if (s.done || s.cancelled) return;
     const prefilling = s.wantPromptLogprobs && s.generated === 0;
     s.computed += chunk;
+    this.commitBlocks(s);
     if (prefilling && out.promptLogprobs) {
       s.promptLp.push(...out.promptLogprobs);
       if (out.promptTop) s.promptTop.push(...out.promptTop);
