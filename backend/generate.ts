@@ -45,6 +45,8 @@ export interface GenerationRequest {
   /** Structured output: makes each generated sequence its own mask function (used when `mask` is absent). */
   constraint?: { newMask(maxNewTokens?: number): NonNullable<GenerateParams['mask']> } | undefined;
   signal: AbortSignal;
+  /** Keeps prefix-cache blocks apart beyond the adapter: the caller's tenant (null without a service key). */
+  cacheSalt?: string | null | undefined;
   /** Parent for the generation's spans (the HTTP request's span). */
   traceContext?: TraceContext | undefined;
 }
@@ -229,6 +231,7 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
         ignoreEos: req.ignoreEos,
         promptLogprobs: req.promptLogprobs,
         topLogprobs: req.topLogprobs,
+        cacheSalt: req.cacheSalt ?? null,
         ...(req.mask || req.constraint ? { mask: req.mask ?? req.constraint!.newMask(maxNew) } : {}),
       },
       (e) => {

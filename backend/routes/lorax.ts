@@ -57,6 +57,7 @@ async function generationRequest(rt: Runtime, c: Ctx, inputs: string, p: Generat
     topLogprobs: p.return_k_alternatives ?? 0,
     constraint,
     signal,
+    cacheSalt: c.get('caller').tenant,
     traceContext: c.get('traceContext'),
   };
 }

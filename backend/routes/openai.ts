@@ -75,6 +75,7 @@ async function baseRequest(rt: Runtime, c: Ctx, r: Common, prompt: string | numb
     topLogprobs,
     constraint,
     signal,
+    cacheSalt: c.get('caller').tenant,
     traceContext: c.get('traceContext'),
   };
 }
