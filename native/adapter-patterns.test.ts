@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { layerIndexRegex, MAX_PATTERN_KEYS, MatchBudget, patternKeyRegex, PatternError, pythonRegex } from './adapter-patterns.ts';
-import { checkConfigPatterns, findPatternKey, isTargetedModule, loraTargeting, parseAdapterConfig } from './peft-adapter.ts';
+import { checkConfigPatterns, compileConfigPatterns, findPatternKey, isTargetedModule, loraTargeting, parseAdapterConfig } from './peft-adapter.ts';
 
 describe('adapter config patterns', () => {
   test('catastrophic backtracking patterns run in linear time', () => {
@@ -41,7 +41,7 @@ describe('adapter config patterns', () => {
     assert.equal(isTargetedModule(t, 'model.layers.3.self_attn.q_proj'), false);
   });
 
-  test('backreferences and lookaround are refused, naming the pattern and the field', () => {
+  test('backreferences and lookaround are refused, naming the pattern and the field', async () => {
     for (const [field, cfg] of [
       ['target_modules', { target_modules: '(q)_proj\\1' }],
       ['exclude_modules', { exclude_modules: '(?=q).*' }],
@@ -49,8 +49,8 @@ describe('adapter config patterns', () => {
       ['alpha_pattern key', { alpha_pattern: { '(?P<a>q)(?P=a)': 4 } }],
       ['layers_pattern', { layers_pattern: ['(?!h)layers'], layers_to_transform: [0] }],
     ] as const) {
-      assert.throws(
-        () => parseAdapterConfig({ peft_type: 'LORA', ...cfg }),
+      await assert.rejects(
+        compileConfigPatterns(parseAdapterConfig({ peft_type: 'LORA', ...cfg })),
         (err: Error) => err instanceof PatternError && err.message.includes(field) && err.message.includes('is not a regular expression Switchboard can match'),
         field,
       );
@@ -61,6 +61,20 @@ describe('adapter config patterns', () => {
     assert.throws(() => parseAdapterConfig({ peft_type: 'LORA', target_modules: 'a'.repeat(300) }), /target_modules "a{64}"\.\.\. is 300 characters long/);
     const keys = Object.fromEntries(Array.from({ length: MAX_PATTERN_KEYS + 1 }, (_, i) => [`k${i}`, 4]));
     assert.throws(() => checkConfigPatterns(parseAdapterConfigLoose({ rank_pattern: keys })), /rank_pattern has 129 keys/);
+  });
+
+  test('compiling many costly patterns hands the event loop back between them', async () => {
+    const keys = Object.fromEntries(Array.from({ length: MAX_PATTERN_KEYS }, (_, i) => [`(${'(.*)*'.repeat(40)}x${i}|[a-z]*y${i})`.slice(0, 256), 4]));
+    let longest = 0;
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const now = performance.now();
+      longest = Math.max(longest, now - last);
+      last = now;
+    }, 1);
+    await compileConfigPatterns(parseAdapterConfigLoose({ rank_pattern: keys }));
+    clearInterval(timer);
+    assert.ok(longest < 250, `the event loop was held ${longest.toFixed(0)} ms`);
   });
 
   test('MatchBudget yields to the event loop and gives up after its total', async () => {

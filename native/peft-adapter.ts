@@ -15,7 +15,7 @@ import { readJsonFile, type ModelDir } from './model-dir.ts';
 import { formatShape, readSafetensorsHeader, requireWeightDtype, type SafetensorsEntry } from './safetensors.ts';
 import { readTorchCheckpoint } from './torch-checkpoint.ts';
 import {
-  layerIndexRegex, MatchBudget, MAX_LAYERS_PATTERNS, MAX_MODULE_LIST, MAX_PATTERN_KEYS, PatternError, patternKeyRegex, pythonRegex,
+  layerIndexRegex, MatchBudget, MAX_LAYERS_PATTERNS, MAX_MODULE_LIST, MAX_PATTERN_KEYS, MAX_PATTERN_LENGTH, PatternError, patternKeyRegex, pythonRegex,
 } from './adapter-patterns.ts';
 
 export { PatternError } from './adapter-patterns.ts';
@@ -167,35 +167,58 @@ export function findPatternKey(patternKeys: Iterable<string>, moduleKey: string,
   return undefined;
 }
 
+/** The config's patterns with the field each belongs to, for checking and compiling. */
+function configPatterns(cfg: RawAdapterConfig): { what: string; compile: () => unknown }[] {
+  const out: { what: string; compile: () => unknown }[] = [];
+  for (const field of ['rank_pattern', 'alpha_pattern'] as const) {
+    for (const k of Object.keys(cfg[field] ?? {})) out.push({ what: `${field} key`, compile: () => patternKeyRegex(k, `${field} key`) });
+  }
+  for (const field of ['target_modules', 'exclude_modules'] as const) {
+    const v = cfg[field];
+    if (typeof v === 'string' && !(field === 'target_modules' && v.toLowerCase() === 'all-linear')) out.push({ what: field, compile: () => pythonRegex(v, field) });
+  }
+  const lp = cfg.layers_pattern == null ? [] : typeof cfg.layers_pattern === 'string' ? [cfg.layers_pattern] : cfg.layers_pattern;
+  for (const p of lp) out.push({ what: 'layers_pattern', compile: () => layerIndexRegex(p) });
+  return out;
+}
+
 /**
- * Checks every pattern of a config up front (bounds, and that RE2 can run it), so a bad pattern is
- * refused when the config is read, naming the pattern, before any module is matched.
+ * The cheap checks of a config's patterns, run when it is parsed: how many there are and how long
+ * each is (compiling them, which costs more, is compileConfigPatterns' job).
  */
 export function checkConfigPatterns(cfg: RawAdapterConfig, source = ADAPTER_CONFIG_FILE): void {
   const fail = (msg: string): never => {
     throw new PatternError(`${source}: ${msg}`);
   };
-  try {
-    for (const [field, pattern] of [['rank_pattern', cfg.rank_pattern], ['alpha_pattern', cfg.alpha_pattern]] as const) {
-      const keys = Object.keys(pattern ?? {});
-      if (keys.length > MAX_PATTERN_KEYS) fail(`${field} has ${keys.length} keys (at most ${MAX_PATTERN_KEYS})`);
-      for (const k of keys) patternKeyRegex(k, `${field} key`);
+  for (const field of ['rank_pattern', 'alpha_pattern'] as const) {
+    const keys = Object.keys(cfg[field] ?? {});
+    if (keys.length > MAX_PATTERN_KEYS) fail(`${field} has ${keys.length} keys (at most ${MAX_PATTERN_KEYS})`);
+    for (const k of keys) if (k.length > MAX_PATTERN_LENGTH) fail(`${field} key ${JSON.stringify(k.slice(0, 64))}... is ${k.length} characters long (at most ${MAX_PATTERN_LENGTH})`);
+  }
+  for (const field of ['target_modules', 'exclude_modules'] as const) {
+    const v = cfg[field];
+    if (typeof v === 'string' && v.length > MAX_PATTERN_LENGTH) fail(`${field} ${JSON.stringify(v.slice(0, 64))}... is ${v.length} characters long (at most ${MAX_PATTERN_LENGTH})`);
+    if (Array.isArray(v) && v.length > MAX_MODULE_LIST) fail(`${field} lists ${v.length} modules (at most ${MAX_MODULE_LIST})`);
+  }
+  const lp = cfg.layers_pattern == null ? [] : typeof cfg.layers_pattern === 'string' ? [cfg.layers_pattern] : cfg.layers_pattern;
+  if (lp.length > MAX_LAYERS_PATTERNS) fail(`layers_pattern has ${lp.length} entries (at most ${MAX_LAYERS_PATTERNS})`);
+  for (const p of lp) if (p.length > MAX_PATTERN_LENGTH) fail(`layers_pattern ${JSON.stringify(p.slice(0, 64))}... is ${p.length} characters long (at most ${MAX_PATTERN_LENGTH})`);
+}
+
+/**
+ * Compiles every pattern of a (parsed, so bounded) config, handing the event loop back between
+ * patterns within `budget`: a pattern RE2 cannot run is refused here, naming it, before any module
+ * is matched. Run at upload and before an adapter's modules are matched.
+ */
+export async function compileConfigPatterns(cfg: RawAdapterConfig, source = ADAPTER_CONFIG_FILE, budget = new MatchBudget()): Promise<void> {
+  for (const p of configPatterns(cfg)) {
+    await budget.tick();
+    try {
+      p.compile();
+    } catch (err) {
+      if (err instanceof PatternError) throw new PatternError(`${source}: ${err.message}`);
+      throw err;
     }
-    for (const field of ['target_modules', 'exclude_modules'] as const) {
-      const v = cfg[field];
-      if (typeof v === 'string') {
-        if (field === 'target_modules' && v.toLowerCase() === 'all-linear') continue;
-        pythonRegex(v, field);
-      } else if (Array.isArray(v) && v.length > MAX_MODULE_LIST) {
-        fail(`${field} lists ${v.length} modules (at most ${MAX_MODULE_LIST})`);
-      }
-    }
-    const lp = cfg.layers_pattern == null ? [] : typeof cfg.layers_pattern === 'string' ? [cfg.layers_pattern] : cfg.layers_pattern;
-    if (lp.length > MAX_LAYERS_PATTERNS) fail(`layers_pattern has ${lp.length} entries (at most ${MAX_LAYERS_PATTERNS})`);
-    for (const p of lp) layerIndexRegex(p);
-  } catch (err) {
-    if (err instanceof PatternError && !err.message.startsWith(`${source}: `)) throw new PatternError(`${source}: ${err.message}`);
-    throw err;
   }
 }
 
@@ -370,6 +393,7 @@ export async function openPeftAdapter(dirArg: string, model: ModelDir): Promise<
   const modules: NativeLoraModule[] = [];
   const ignoredModules: string[] = [];
   const budget = new MatchBudget();
+  await compileConfigPatterns(raw, configPath, budget);
   for (const [moduleKey, { mod, a, b }] of pairs) {
     if (a === undefined || b === undefined) {
       const [has, lacks] = a === undefined ? ['lora_B', 'lora_A'] : ['lora_A', 'lora_B'];

@@ -15,7 +15,7 @@ import { mkdir, open, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { ADAPTER_FILES, ADAPTERS_WRITE_SCOPE, isAdapterFile, isAdapterName, isTenantId, loraxError, tenantAdapterId, TENANTS_DIR } from '../../protocol/index.ts';
 import { jsonTooDeep, MAX_JSON_DEPTH } from '../../protocol/json-depth.ts';
-import { parseAdapterConfig } from '../../native/peft-adapter.ts';
+import { compileConfigPatterns, parseAdapterConfig } from '../../native/peft-adapter.ts';
 import type { AuthEnv } from '../auth.ts';
 import type { Runtime } from '../runtime.ts';
 
@@ -80,7 +80,7 @@ async function streamToFile(body: ReadableStream<Uint8Array> | null, file: strin
   }
 }
 
-function checkConfig(parts: Uint8Array[]): void {
+async function checkConfig(parts: Uint8Array[]): Promise<void> {
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(parts));
@@ -95,7 +95,9 @@ function checkConfig(parts: Uint8Array[]): void {
     throw new UploadError(`adapter_config.json is not valid JSON: ${(err as Error).message}`, 400);
   }
   try {
-    parseAdapterConfig(json);
+    // Parsed and its patterns compiled (linear-time engine, yielding between patterns): a config
+    // this backend could never serve is refused now, with the reason, not at first use.
+    await compileConfigPatterns(parseAdapterConfig(json));
   } catch (err) {
     throw new UploadError((err as Error).message, 422);
   }
@@ -144,7 +146,7 @@ export function adapterRoutes(rt: Runtime): Hono<AuthEnv> {
       await mkdir(staging, { recursive: true });
       const kept: Uint8Array[] | null = isConfig ? [] : null;
       const bytes = await streamToFile(c.req.raw.body, tmp, max, kept);
-      if (kept) checkConfig(kept);
+      if (kept) await checkConfig(kept);
       await locks.run(`${tenant}/${name}`, async () => {
         await mkdir(dir, { recursive: true });
         await rename(tmp, path.join(dir, file));
