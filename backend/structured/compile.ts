@@ -41,6 +41,12 @@ export interface CompileOptions {
   maxStates: number;
   /** Longest token in bytes: masks are shared between states equal up to this many bytes. */
   horizon: number;
+  /**
+   * The tokenizer applies transformers' clean_up_tokenization_spaces when decoding: never
+   * generate the sequences it rewrites (" ," " ." " 's" ...), so the text users get is the text
+   * the grammar accepted.
+   */
+  cleanup?: boolean;
 }
 
 export const DEFAULT_COMPILE_OPTIONS: CompileOptions = {
@@ -73,6 +79,13 @@ export function compileSchema(schema: unknown, options: Partial<CompileOptions> 
     const v = em.ws(start);
     const end = em.value(root, v, { rec: opts.recursionDepth, any: opts.anyDepth });
     if (end === null || !em.b.connected(start, end)) throw new SchemaError([`the schema cannot be satisfied by any JSON value we generate: ${em.why()}`]);
+    if (opts.cleanup) {
+      const c = em.b.withoutCleanupPatterns(start, end);
+      if (!c.b.connected(c.start, c.final)) {
+        throw new SchemaError(['every value of the schema contains text this tokenizer\'s clean_up_tokenization_spaces rewrites when decoding (" ," " ." " ?" " !" " \'" " n\'t" inside a string); it could not be returned as written']);
+      }
+      return c.b.build(c.start, c.final);
+    }
     return em.b.build(start, end);
   } catch (err) {
     if (err instanceof AutomatonLimitError) throw new SchemaError([`the schema is too large to compile (${err.message}; lower "maxLength", "maxItems", "minItems" or the pattern's repetition counts)`]);

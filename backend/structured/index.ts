@@ -135,7 +135,8 @@ export async function schemaConstraint(rt: Runtime, schema: unknown, where: stri
     throw err;
   }
   try {
-    return constraintOf(await grammarForRequest(vocab, schema));
+    // A tokenizer that cleans up decoded text must never be given the sequences it rewrites.
+    return constraintOf(await grammarForRequest(vocab, schema, rt.tokenizer.decoder.cleanup ? { cleanup: true } : {}));
   } catch (err) {
     if (err instanceof SchemaError) {
       throw new RequestError(`${where}: ${err.issues.length > 1 ? 'unsupported or invalid JSON Schema: ' : ''}${err.issues.join('; ')}`, status);

@@ -17,7 +17,7 @@ import { compileSchema } from './compile.ts';
 import { bindGrammar, Grammar } from './grammar.ts';
 import { SchemaError } from './schema.ts';
 import { NON_ASCII_SCHEMAS, TEST_SCHEMAS, USER_SCHEMAS } from './test-schemas.ts';
-import { loadTokenBytes } from './token-bytes.ts';
+import { loadTokenBytes, UnsupportedTokenizerError } from './token-bytes.ts';
 import { Vocab } from './vocab.ts';
 import { mulberry32 } from '../../test/helpers/prng.ts';
 import { validationErrors } from '../../test/helpers/json-validator.ts';
@@ -62,7 +62,7 @@ async function byteFallbackSpecial(): Promise<Model[]> {
 }
 
 /** The grammar a request gets (masks shared; refused when the vocabulary cannot write it). */
-const grammarFor = (vocab: Vocab, schema: unknown) => bindGrammar(compileSchema(schema, { horizon: vocab.maxTokenBytes }), vocab, true);
+const grammarFor = (vocab: Vocab, schema: unknown, cleanup = false) => bindGrammar(compileSchema(schema, { horizon: vocab.maxTokenBytes, cleanup }), vocab, true);
 
 const bitsOf = (m: Uint32Array) => {
   const out: number[] = [];
@@ -252,3 +252,53 @@ for (const name of ['llama', 'mistral', 'qwen2']) {
     });
   });
 }
+
+describe('JSON mode: the other fixture tokenizers (test/fixtures/tokenizers)', () => {
+  it('metaspace and byte-level with clean_up_tokenization_spaces: no dead ends, decoded text is the generated text and validates', async () => {
+    for (const fixture of ['metaspace', 'bytelevel-cleanup']) {
+      const m = await loadDir(fixture, join(FIXTURES, 'tokenizers', fixture));
+      const cleanup = m.tok.decoder.cleanup;
+      if (fixture === 'bytelevel-cleanup') assert.ok(cleanup, 'the fixture cleans up');
+      let used = 0;
+      for (const [key, schema] of Object.entries(SCHEMAS)) {
+        let g: Grammar;
+        try {
+          g = grammarFor(m.vocab, schema, cleanup);
+        } catch (err) {
+          // Refused only when an independent search finds no way to write a value either.
+          assert.ok(err instanceof SchemaError && /cannot write with regular tokens/.test(err.message), `${fixture}/${key}: ${err}`);
+          const raw = new Grammar(compileSchema(schema, { horizon: m.vocab.maxTokenBytes, cleanup }), m.vocab, false);
+          assert.ok(!canFinish(raw, raw.start), `${fixture}: ${key} refused, but it can be written`);
+          continue;
+        }
+        used++;
+        for (let seed = 0; seed < 4; seed++) {
+          const r = walk(g, mulberry32(seed * 53 + key.length), null);
+          for (const st of new Set(r.states)) assert.ok(canFinish(g, st), `${fixture}/${key}: state ${st} cannot finish`);
+          if (r.end !== 'eos') continue;
+          const text = m.tok.decode(r.ids);
+          // What the grammar accepted, byte for byte: clean-up found nothing to rewrite.
+          const bytes = Buffer.concat(r.ids.map((id) => m.vocab.bytes[id]!)).toString('utf-8');
+          assert.equal(text.trimStart(), bytes.trimStart(), `${fixture}/${key}/${seed}`);
+          parseAndValidate(schema, text, `${fixture}/${key}/${seed}`);
+        }
+      }
+      assert.ok(used >= Object.keys(SCHEMAS).length / 2, `${fixture}: only ${used} schemas writable`);
+    }
+  });
+
+  it('clean-up: values it would rewrite are never generated; a schema with nothing else is refused', async () => {
+    const m = await loadDir('bytelevel-cleanup', join(FIXTURES, 'tokenizers', 'bytelevel-cleanup'));
+    const g = grammarFor(m.vocab, { enum: ['x ,y', 'Non ?', 'ok'] }, true);
+    assert.equal(g.dfa.matches('"ok"'), true);
+    assert.equal(g.dfa.matches('"Non ?"'), false);
+    assert.equal(g.dfa.matches('"x ,y"'), false);
+    assert.throws(() => grammarFor(m.vocab, { const: "it 's" }, true), /clean_up_tokenization_spaces/);
+    // Without clean-up the same values are fine.
+    assert.equal(grammarFor(m.vocab, { enum: ['x ,y', 'Non ?'] }, false).dfa.matches('"Non ?"'), true);
+  });
+
+  it('WordPiece is refused with a clear error (token text depends on its neighbours)', () => {
+    assert.throws(() => loadTokenBytes(join(FIXTURES, 'tokenizers', 'wordpiece')), UnsupportedTokenizerError);
+  });
+});
