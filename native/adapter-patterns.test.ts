@@ -1,7 +1,7 @@
 // Adapter config patterns: Python re semantics as PEFT uses them, in linear time, within bounds.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { layerIndexRegex, MAX_PATTERN_KEYS, MatchBudget, patternKeyRegex, PatternError, pythonRegex } from './adapter-patterns.ts';
+import { layerIndexRegex, MAX_PATTERN_KEYS, MatchBudget, patternKeyMatches, patternKeyRegex, PatternError, pythonRegex } from './adapter-patterns.ts';
 import { checkConfigPatterns, compileConfigPatterns, findPatternKey, isTargetedModule, loraTargeting, parseAdapterConfig } from './peft-adapter.ts';
 
 describe('adapter config patterns', () => {
@@ -60,11 +60,19 @@ describe('adapter config patterns', () => {
   test('bounds: pattern length and number of keys', () => {
     assert.throws(() => parseAdapterConfig({ peft_type: 'LORA', target_modules: 'a'.repeat(300) }), /target_modules "a{64}"\.\.\. is 300 characters long/);
     const keys = Object.fromEntries(Array.from({ length: MAX_PATTERN_KEYS + 1 }, (_, i) => [`k${i}`, 4]));
-    assert.throws(() => checkConfigPatterns(parseAdapterConfigLoose({ rank_pattern: keys })), /rank_pattern has 129 keys/);
+    assert.throws(() => checkConfigPatterns(parseAdapterConfigLoose({ rank_pattern: keys })), /rank_pattern has 1025 keys/);
+    const long = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`${'x'.repeat(200)}${i}`, 4]));
+    assert.throws(() => checkConfigPatterns(parseAdapterConfigLoose({ alpha_pattern: long })), /alpha_pattern keys total \d+ characters \(at most 32768\)/);
+  });
+
+  test('plain keys (module names) match without the engine, exactly as the regex would', () => {
+    const names = ['model.layers.0.self_attn.q_proj', 'model.layers.10.self_attn.q_proj', 'model.layers.1.mlp.down_proj', 'q_proj'];
+    const keys = ['q_proj', 'self_attn.q_proj', 'layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj', 'layers.1.self_attn.q_proj', '0.self_attn.q_proj', 'attn.q_proj', 'proj', 'layers.1.mlp.down_proj', 'layers.1', '.', 'q.proj', 'model.layers.0.self_attn.q_proj.x'];
+    for (const k of keys) for (const n of names) assert.equal(patternKeyMatches(k, n, 'k'), patternKeyRegex(k, 'k').match(n) !== null, `${k} vs ${n}`);
   });
 
   test('compiling many costly patterns hands the event loop back between them', async () => {
-    const keys = Object.fromEntries(Array.from({ length: MAX_PATTERN_KEYS }, (_, i) => [`(${'(.*)*'.repeat(40)}x${i}|[a-z]*y${i})`.slice(0, 256), 4]));
+    const keys = Object.fromEntries(Array.from({ length: 128 }, (_, i) => [`(${"(.*)*".repeat(40)}x${i}|[a-z]*y${i})`.slice(0, 256), 4]));
     let longest = 0;
     let last = performance.now();
     const timer = setInterval(() => {

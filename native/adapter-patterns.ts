@@ -12,8 +12,10 @@ import { RE2JS } from 're2js';
 
 /** Longest single pattern accepted. */
 export const MAX_PATTERN_LENGTH = 256;
-/** Most keys in rank_pattern, and in alpha_pattern. */
-export const MAX_PATTERN_KEYS = 128;
+/** Most keys in rank_pattern, and in alpha_pattern (tools write one per module: 7 x layers). */
+export const MAX_PATTERN_KEYS = 1024;
+/** Most characters over all keys of rank_pattern, and of alpha_pattern: what bounds one module's matching. */
+export const MAX_PATTERN_CHARS = 32 * 1024;
 /** Most entries in layers_pattern, and in a target_modules / exclude_modules list. */
 export const MAX_LAYERS_PATTERNS = 8;
 export const MAX_MODULE_LIST = 512;
@@ -79,6 +81,26 @@ function compile(source: string, what: string, shown: string): PythonRegex {
 export function pythonRegex(pattern: string, what: string): PythonRegex {
   if (pattern.length > MAX_PATTERN_LENGTH) throw tooLong(pattern, what);
   return compile(pattern, what, pattern);
+}
+
+const PLAIN_KEY = /^[A-Za-z0-9_.]+$/;
+
+/**
+ * re.match(rf"(.*\.)?({key})$", name) for a key of letters, digits, "_" and "." only (what tools
+ * write: module names), without a regex engine: the key, each "." a wildcard as in the regex,
+ * must match the whole name or a suffix that follows a literal ".". Same answer, a fraction of the cost.
+ */
+function plainKeyMatches(key: string, name: string): boolean {
+  const start = name.length - key.length;
+  if (start < 0 || (start > 0 && name[start - 1] !== '.')) return false;
+  for (let i = 0; i < key.length; i++) if (key[i] !== '.' && key[i] !== name[start + i]) return false;
+  return true;
+}
+
+/** Whether a rank_pattern / alpha_pattern key matches a module name, as PEFT's get_pattern_key decides. */
+export function patternKeyMatches(key: string, name: string, what: string): boolean {
+  if (PLAIN_KEY.test(key) && name.length <= MAX_SUBJECT_LENGTH) return plainKeyMatches(key, name);
+  return patternKeyRegex(key, what).match(name) !== null;
 }
 
 /** PEFT's get_pattern_key pattern for one rank_pattern / alpha_pattern key: re.match(rf"(.*\.)?({key})$", name). */

@@ -15,7 +15,8 @@ import { readJsonFile, type ModelDir } from './model-dir.ts';
 import { formatShape, readSafetensorsHeader, requireWeightDtype, type SafetensorsEntry } from './safetensors.ts';
 import { readTorchCheckpoint } from './torch-checkpoint.ts';
 import {
-  layerIndexRegex, MatchBudget, MAX_LAYERS_PATTERNS, MAX_MODULE_LIST, MAX_PATTERN_KEYS, MAX_PATTERN_LENGTH, PatternError, patternKeyRegex, pythonRegex,
+  layerIndexRegex, MatchBudget, MAX_LAYERS_PATTERNS, MAX_MODULE_LIST, MAX_PATTERN_CHARS, MAX_PATTERN_KEYS, MAX_PATTERN_LENGTH, PatternError, patternKeyMatches,
+  patternKeyRegex, pythonRegex,
 } from './adapter-patterns.ts';
 
 export { PatternError } from './adapter-patterns.ts';
@@ -162,7 +163,7 @@ export function loraTargeting(cfg: RawAdapterConfig): LoraTargeting {
  */
 export function findPatternKey(patternKeys: Iterable<string>, moduleKey: string, what = 'pattern key'): string | undefined {
   for (const key of patternKeys) {
-    if (patternKeyRegex(key, what).match(moduleKey) !== null) return key;
+    if (patternKeyMatches(key, moduleKey, what)) return key;
   }
   return undefined;
 }
@@ -172,6 +173,7 @@ function configPatterns(cfg: RawAdapterConfig): { what: string; compile: () => u
   const out: { what: string; compile: () => unknown }[] = [];
   for (const field of ['rank_pattern', 'alpha_pattern'] as const) {
     for (const k of Object.keys(cfg[field] ?? {})) out.push({ what: `${field} key`, compile: () => patternKeyRegex(k, `${field} key`) });
+    // (plain keys are matched without the engine, but compiling them too keeps one rule for what is accepted)
   }
   for (const field of ['target_modules', 'exclude_modules'] as const) {
     const v = cfg[field];
@@ -193,6 +195,8 @@ export function checkConfigPatterns(cfg: RawAdapterConfig, source = ADAPTER_CONF
   for (const field of ['rank_pattern', 'alpha_pattern'] as const) {
     const keys = Object.keys(cfg[field] ?? {});
     if (keys.length > MAX_PATTERN_KEYS) fail(`${field} has ${keys.length} keys (at most ${MAX_PATTERN_KEYS})`);
+    const chars = keys.reduce((n, k) => n + k.length, 0);
+    if (chars > MAX_PATTERN_CHARS) fail(`${field} keys total ${chars} characters (at most ${MAX_PATTERN_CHARS})`);
     for (const k of keys) if (k.length > MAX_PATTERN_LENGTH) fail(`${field} key ${JSON.stringify(k.slice(0, 64))}... is ${k.length} characters long (at most ${MAX_PATTERN_LENGTH})`);
   }
   for (const field of ['target_modules', 'exclude_modules'] as const) {
