@@ -53,6 +53,7 @@ const OPTIONS = {
   allowHubTokenFallback: { flag: 'allow-hub-token-fallback', env: 'ALLOW_HUB_TOKEN_FALLBACK', schema: bool().default(false), help: 'Send --hub-token for hub adapters a request names without api_token (any caller can then read what that token can)', boolean: true },
   allowAbsoluteAdapterPaths: { flag: 'allow-absolute-adapter-paths', env: 'ALLOW_ABSOLUTE_ADAPTER_PATHS', schema: bool().default(false), help: 'Let local adapter ids be absolute paths anywhere on disk (default: only ids inside --adapter-root)', boolean: true },
   blockSize: { flag: 'block-size', env: 'BLOCK_SIZE', schema: int(1).default(16), help: 'Tokens per KV cache block' },
+  prefixCaching: { flag: 'prefix-caching', env: 'PREFIX_CACHING', schema: bool().default(true), help: 'Share the KV blocks of common prompt prefixes between requests of the same adapter and tenant (true/false, as LoRAX\'s --prefix-caching)' },
   device: { flag: 'device', env: 'SWITCHBOARD_DEVICE', schema: z.enum(['auto', 'cpu', 'cuda']).default('auto'), help: 'Engine: cuda where a GPU works (auto), or force cpu / cuda' },
   dtype: { flag: 'dtype', env: 'DTYPE', schema: z.enum(['auto', 'float32', 'float16', 'bfloat16']).default('auto'), help: 'CUDA engine element type (auto: the checkpoint\'s 16-bit type)' },
   threads: { flag: 'threads', env: 'SWITCHBOARD_THREADS', schema: int(1).optional(), help: 'CPU engine threads (default: all cores)' },

@@ -27,10 +27,25 @@ export class Metrics {
   readonly adapterLoadFailures = new Counter({ name: 'lorax_adapter_load_failures_total', help: 'Adapter loads that failed', registers: [this.registry] });
   readonly adapterEvictions = new Counter({ name: 'lorax_adapter_evictions_total', help: 'Adapters moved out of engine slots', registers: [this.registry] });
   readonly activeAdapters = new Gauge({ name: 'lorax_active_adapters', help: 'Adapters resident in engine slots', registers: [this.registry] });
+  // Not LoRAX metrics: prefix caching (hit rate = rate(hits) / rate(queries), in prompt tokens).
+  readonly prefixCacheQueries = new Counter({ name: 'switchboard_prefix_cache_queries_total', help: 'Prompt tokens looked up in the prefix cache (admissions with prefix caching on, prompt-logprob requests excepted)', registers: [this.registry] });
+  readonly prefixCacheHits = new Counter({ name: 'switchboard_prefix_cache_hits_total', help: 'Prompt tokens whose KV came from the prefix cache instead of a prefill', registers: [this.registry] });
+  readonly prefixCacheEvictions = new Counter({ name: 'switchboard_prefix_cache_evictions_total', help: 'Cached KV blocks reclaimed for other sequences when no free block was left', registers: [this.registry] });
+  readonly prefixCacheBlocks = new Gauge({ name: 'switchboard_prefix_cache_blocks', help: 'KV blocks holding a cached prefix, by state (in_use: held by a running sequence; idle: reclaimable)', labelNames: ['state'], registers: [this.registry] });
+  private evictionsSeen = 0;
   // Not a LoRAX metric: every HTTP answer by route pattern (never a raw path), method and status.
   readonly httpRequests = new Counter({ name: 'switchboard_backend_http_requests_total', help: 'HTTP answers, by route pattern, method and status', labelNames: ['route', 'method', 'status'], registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Brings the KV block gauges and the eviction counter up to date (after each step). */
+  observeBlocks(blocks: { used: number; cached: number; idleCached: number; evictions: number }): void {
+    this.kvBlocksUsed.set(blocks.used);
+    this.prefixCacheBlocks.set({ state: 'in_use' }, blocks.cached - blocks.idleCached);
+    this.prefixCacheBlocks.set({ state: 'idle' }, blocks.idleCached);
+    this.prefixCacheEvictions.inc(blocks.evictions - this.evictionsSeen);
+    this.evictionsSeen = blocks.evictions;
   }
 }

@@ -120,17 +120,22 @@ export class Runtime {
         maxTotalTokens,
         waitingServedRatio: config.waitingServedRatio,
         maxWaitingTokens: config.maxWaitingTokens,
+        prefixCaching: config.prefixCaching,
       },
       {
         onStep: ({ prefillTokens, seconds }) => {
           metrics.batchStepDuration.observe({ method: prefillTokens > 0 ? 'prefill' : 'decode' }, seconds);
-          metrics.kvBlocksUsed.set(scheduler!.blocks.used);
+          metrics.observeBlocks(scheduler!.blocks);
         },
         onQueue: (waiting, running) => {
           metrics.queueSize.set(waiting);
           metrics.batchSize.set(running);
         },
         onPreempt: () => metrics.preemptions.inc(),
+        onPrefixCache: (queried, hit) => {
+          metrics.prefixCacheQueries.inc(queried);
+          metrics.prefixCacheHits.inc(hit);
+        },
       },
     );
     const limits: Limits = {
