@@ -11,7 +11,7 @@ committed model fixtures by editing their tokenizer.json as JSON (no library inv
 deterministic and reviewable):
     byte-fallback-special/  the mistral tokenizer with <0x00>..<0xFF> listed as added *special* tokens
                             (same ids as test/fixtures/models/mistral, so its weights fit)
-    bytelevel-cleanup/      the llama tokenizer with clean_up_tokenization_spaces=True and extra added
+    bytelevel-cleanup/      the llama tokenizer with clean_up_tokenization_spaces=True (forced for BPE) and extra added
                             tokens (non-special ones containing spaces, Latin-1 letters and a "Ġ")
     metaspace/              the mistral vocabulary behind a plain Metaspace decoder (prepend_scheme
                             "always", no byte fallback in the decoder) and no clean_up key in the config
@@ -95,6 +95,8 @@ def make_bytelevel_cleanup():
     tj = load_json(MODELS / "llama" / "tokenizer.json")
     cfg = config_without_template(load_json(MODELS / "llama" / "tokenizer_config.json"))
     cfg["clean_up_tokenization_spaces"] = True
+    # Recent transformers 5.x ignore clean-up for BPE models unless this is set too (older ones always clean up).
+    cfg["clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output"] = True
     next_id = max(a["id"] for a in tj["added_tokens"]) + 1
     # Non-special added tokens whose text is not byte-level-encoded: Rust's ByteLevel decoder maps a token
     # through the byte table only when every character is in it ("café": é is the byte 0xE9), else takes its

@@ -652,7 +652,9 @@ export class TokenDecoder {
         if (t !== null && this.tokens.includes(t)) this.special.add(t);
       }
     }
-    this.cleanup = config.clean_up_tokenization_spaces === true;
+    // Recent transformers skip the clean-up for BPE models unless forced (it corrupts their text).
+    const bpe = model.type === 'BPE' || (model.type === undefined && Array.isArray(model.merges));
+    this.cleanup = config.clean_up_tokenization_spaces === true && (!bpe || config.clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output === true);
     let stages: (() => Stage)[] | null = null;
     try {
       stages = compile((tokenizerJson.decoder as Json | null | undefined) ?? null);
@@ -663,7 +665,7 @@ export class TokenDecoder {
     this.stages = stages;
   }
 
-  /** transformers' clean_up_tokenization_spaces for this tokenizer (its default is false). */
+  /** Whether transformers applies clean_up_tokenization (config flag, default false; BPE models only when forced). */
   readonly cleanup: boolean;
 
   /** The token string of an id (added tokens first), or null for an id outside the vocabulary (Rust skips those). */
