@@ -157,7 +157,8 @@ export class AdapterManager {
   private async upload(tenant: string, name: string, file: AdapterFile, req: Request, maxBytes: number): Promise<AdapterView> {
     let body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array>;
     let overflow = false;
-    const tooLarge = (limit: number) => new GatewayError(413, `adapter file is larger than ${limit} bytes`, { code: 'request_too_large' });
+    // The rest of the body is left unread: the client must not reuse the connection after this.
+    const tooLarge = (limit: number) => new GatewayError(413, `adapter file is larger than ${limit} bytes`, { code: 'request_too_large', headers: { connection: 'close' } });
     if (file === 'adapter_config.json') {
       body = await readBytes(req, Math.min(maxBytes, MAX_CONFIG_BYTES), 'adapter_config.json');
       try {

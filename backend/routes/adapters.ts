@@ -63,7 +63,15 @@ async function streamToFile(body: ReadableStream<Uint8Array> | null, file: strin
     if (!body) return 0;
     const reader = body.getReader();
     for (;;) {
-      const { done, value } = await reader.read();
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch {
+        // The sender went away mid-file (the gateway gives up on a body past its own limit):
+        // nothing lands, and it is no server error.
+        throw new UploadError('the upload was cut off before the end of the file', 400);
+      }
+      const { done, value } = chunk;
       if (done) break;
       total += value.byteLength;
       if (total > maxBytes) {

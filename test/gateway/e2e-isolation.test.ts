@@ -55,7 +55,7 @@ describe('gateway e2e: tenant isolation under attack', () => {
     });
     cacheDir = await mkdtemp(join(tmpdir(), 'sb-gw-iso-cache-'));
     be = await startBackend(root.dir, ['--hub-endpoint', hub.endpoint, '--adapter-cache-dir', cacheDir]);
-    gw = await startTestGateway({ backends: [be.url], log: (m) => logs.push(m) });
+    gw = await startTestGateway({ backends: [be.url], log: (m) => logs.push(m), options: { maxAdapterBytes: 1024 * 1024 } });
     acme = await issueKey(gw, 'acme');
     bob = await issueKey(gw, 'bob');
     await uploadFixtureAdapter(gw, acme, 'r8-qv', 'secret');
@@ -170,6 +170,14 @@ describe('gateway e2e: tenant isolation under attack', () => {
       const j = JSON.parse(odd.body);
       assert.match(path.startsWith('/v1/') ? j.error.message : j.error, /malformed HTTP request/);
     }
+  });
+
+  it('uploads: an oversized chunked upload gets a JSON 413, not a reset, and nothing lands', async () => {
+    const r = await chunked(gw.url, '/v1/adapters/huge/adapter_model.safetensors', 'PUT', { authorization: `Bearer ${acme}` }, 32); // 2 MiB > 1 MiB
+    assert.ok('status' in r, JSON.stringify(r));
+    assert.equal(r.status, 413);
+    assert.match(JSON.parse(r.body).error.message, /larger than 1048576 bytes/);
+    assert.equal((await fetch(`${gw.url}/v1/adapters/huge`, { headers: { authorization: `Bearer ${acme}` } })).status, 404);
   });
 
   it('uploads: upload and delete of one adapter at once never 5xx; a tenant past its concurrent uploads gets 429', async () => {
