@@ -36,7 +36,7 @@ describe('switchboard serve options', () => {
     assert.throws(() => parseServeConfig(['--model-id', '/m', '--nope', '1'], {}), /unknown option --nope/);
     assert.throws(() => parseServeConfig(['--model-id'], {}), /--model-id needs a value/);
     assert.throws(() => parseServeConfig(['--model-id', '/m', '--port', 'abc'], {}), /--port \(or PORT\) got "abc"/);
-    assert.throws(() => parseServeConfig(['--model-id', '/m', '--adapter-source', 's3'], {}), /--adapter-source/);
+    assert.throws(() => parseServeConfig(['--model-id', '/m', '--adapter-source', 'pbase'], {}), /--adapter-source/);
     assert.throws(() => parseServeConfig(['stray'], {}), /unexpected argument "stray"/);
   });
 

@@ -1,11 +1,13 @@
 // Everything one backend process holds: the engine, the model's tokenizer, the adapter tiers and
 // the scheduler, wired to the metrics. Built once at start-up, shared by every route.
+import { homedir } from 'node:os';
 import path from 'node:path';
 import { Engine } from '../native/engine.ts';
 import { openModelDir } from '../native/model-dir.ts';
 import { AdapterStore } from './adapters/adapter-store.ts';
 import { HubSource } from './adapters/hub-source.ts';
 import { LocalSource } from './adapters/local-source.ts';
+import { S3Source } from './adapters/s3-source.ts';
 import { AdapterResolver } from './adapters/resolve.ts';
 import { resolveServedModel } from './hub/download.ts';
 import { hubCacheDir } from './hub/hub-cache.ts';
@@ -105,6 +107,7 @@ export class Runtime {
       {
         local: new LocalSource(config.adapterRoot ? path.resolve(config.adapterRoot) : null, { allowAbsolute: config.allowAbsoluteAdapterPaths }),
         // The operator's token goes only where the operator opted in (--allow-hub-token-fallback).
+        s3: new S3Source({ cacheDir: path.join(process.env.XDG_CACHE_HOME || path.join(homedir(), '.cache'), 'switchboard', 's3'), buckets: config.s3Buckets, endpoint: config.s3Endpoint }),
         hub: new HubSource({ endpoint: config.hubEndpoint, cacheDir, offline: config.hubOffline, ...(config.hubToken && config.allowHubTokenFallback ? { defaultToken: config.hubToken } : {}) }),
       },
       engine.model,

@@ -39,7 +39,7 @@ describe('gateway-backend contract', () => {
     }
   });
 
-  it('only hub and local are served', () => {
-    assert.deepEqual(['hub', 'local', 's3', 'pbase'].filter(isServedAdapterSource), ['hub', 'local']);
+  it('hub, local and s3 are served (pbase is refused)', () => {
+    assert.deepEqual(['hub', 'local', 's3', 'pbase'].filter(isServedAdapterSource), ['hub', 'local', 's3']);
   });
 });

@@ -70,9 +70,10 @@ export function tenantOfAdapter(id: string): string | null {
 
 /**
  * The adapter sources the backend can load, and so the only ones the gateway forwards. LoRAX's
- * other two (`s3`, `pbase`) parse (protocol/lorax.ts) so the backend can refuse them precisely.
+ * `pbase` (Predibase's hosted registry) parses (protocol/lorax.ts) so the backend can refuse it
+ * precisely. `s3` reads only the buckets the backend's operator lists (--s3-buckets).
  */
-export const SERVED_ADAPTER_SOURCES = ['hub', 'local'] as const satisfies readonly AdapterSource[];
+export const SERVED_ADAPTER_SOURCES = ['hub', 'local', 's3'] as const satisfies readonly AdapterSource[];
 export type ServedAdapterSource = (typeof SERVED_ADAPTER_SOURCES)[number];
 export function isServedAdapterSource(source: string): source is ServedAdapterSource {
   return (SERVED_ADAPTER_SOURCES as readonly string[]).includes(source);

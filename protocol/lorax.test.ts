@@ -191,13 +191,13 @@ describe('LoRAX requests: real client bodies', () => {
     assert.equal(req.parameters.top_p, 1);
   });
 
-  it('accepts every adapter_source in the schema; only hub and local are served', () => {
+  it('accepts every adapter_source in the schema; hub, local and s3 are served', () => {
     for (const source of ['hub', 'local', 's3', 'pbase']) {
       assert.equal(ok(GenerateRequest, withParams({ adapter_source: source })).parameters.adapter_source, source);
     }
     assert.equal(isServedAdapterSource('hub'), true);
     assert.equal(isServedAdapterSource('local'), true);
-    assert.equal(isServedAdapterSource('s3'), false);
+    assert.equal(isServedAdapterSource('s3'), true);
     assert.equal(isServedAdapterSource('pbase'), false);
   });
 });

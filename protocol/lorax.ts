@@ -19,8 +19,8 @@ import type { ServedAdapterSource } from './contract.ts';
 /**
  * Where an adapter is loaded from. LoRAX's router takes any string and the
  * python server knows these four; lorax-client validates the same list.
- * Switchboard serves only `hub` and `local` (SERVED_ADAPTER_SOURCES, contract.ts):
- * the others parse here so the server can answer a precise 400 instead of a
+ * Switchboard serves `hub`, `local` and `s3` (SERVED_ADAPTER_SOURCES, contract.ts):
+ * `pbase` parses here so the server can answer a precise error instead of a
  * generic schema error.
  */
 export const ADAPTER_SOURCES = ['hub', 'local', 's3', 'pbase'] as const;

@@ -79,6 +79,9 @@ export function apiTokenOf(c: Ctx, bodyToken: string | undefined): string | unde
 
 function servedSource(source: string | undefined, rt: Runtime): AdapterSourceName {
   const s = source ?? rt.config.adapterSource;
+  if (s === 'pbase') {
+    throw new RequestError('adapter_source "pbase" is Predibase\'s hosted adapter registry, reachable only from Predibase\'s own deployments; download the adapter and serve it with adapter_source "hub", "s3" or "local"', 422);
+  }
   if (!isServedAdapterSource(s)) throw new RequestError(`adapter_source "${s}" is not supported by this server (use ${SERVED_ADAPTER_SOURCES.map((x) => `"${x}"`).join(' or ')})`, 422);
   return s;
 }

@@ -61,7 +61,7 @@ export function uploadReplicas(r: TenantAdapterRecord): string[] | null {
 
 export interface SharedAdapterRecord {
   name: string;
-  source: 'hub' | 'local';
+  source: 'hub' | 'local' | 's3';
   adapter_id: string;
   token_sealed: string | null;
   created_at: string;

@@ -153,7 +153,9 @@ describe('LoRAX REST API', () => {
       [{ inputs: 'x', parameters: { stop: ['a', 'b', 'c', 'd', 'e'] } }, 422, /stop/],
       [{ inputs: 'x', parameters: { adapter_id: '/nonexistent/adapter' } }, 404, /not found/],
       [{ inputs: 'x', parameters: { adapter_id: adapterDir('wrong-shapes') } }, 422, /another model/],
-      [{ inputs: 'x', parameters: { adapter_id: 'x', adapter_source: 's3' } }, 422, /not supported/],
+      [{ inputs: 'x', parameters: { adapter_id: 'x', adapter_source: 'pbase' } }, 422, /Predibase's hosted adapter registry/],
+      [{ inputs: 'x', parameters: { adapter_id: 's3://bucket/x', adapter_source: 's3' } }, 422, /--s3-buckets/],
+      [{ inputs: 'x', parameters: { adapter_id: 'x', adapter_source: 's3' } }, 400, /expected s3:\/\/bucket\/prefix/],
       [{ inputs: 'x'.repeat(3000), parameters: {} }, 422, /must have less than/],
       [{ inputs: 'x', parameters: { response_format: { type: 'json_object', schema: { type: 'string', pattern: 'a+' } } } }, 422, /"pattern"/],
     ];
