@@ -6,11 +6,13 @@
 // shortest completion (the budget rule, backend/structured/grammar.ts) must validate too. Where a
 // route returns token ids, their decoding by the model's tokenizer is checked as well.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { compileSchema } from '../../backend/structured/compile.ts';
 import { bindGrammar } from '../../backend/structured/grammar.ts';
+import { SchemaError } from '../../backend/structured/schema.ts';
 import { USER_SCHEMAS } from '../../backend/structured/test-schemas.ts';
 import { loadTokenBytes } from '../../backend/structured/token-bytes.ts';
 import { Vocab } from '../../backend/structured/vocab.ts';
@@ -43,21 +45,58 @@ function problem(schema: unknown, text: string): string | null {
   return validationErrors(schema, value);
 }
 
-for (const name of ['llama', 'mistral', 'qwen2']) {
+/**
+ * The mistral fixture model with a tokenizer whose byte fallbacks <0x00>..<0xFF> are special
+ * tokens (test/fixtures/tokenizers/byte-fallback-special, same vocabulary): the issue's case of
+ * a CJK const cut mid-string.
+ */
+function byteFallbackSpecialModel(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'mistral-bf-special-'));
+  const src = join(MODELS_DIR, 'mistral');
+  for (const f of ['config.json', 'generation_config.json', 'model.safetensors']) symlinkSync(join(src, f), join(dir, f));
+  const fixture = join(MODELS_DIR, '..', 'tokenizers', 'byte-fallback-special');
+  if (existsSync(join(fixture, 'tokenizer.json'))) {
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) symlinkSync(join(fixture, f), join(dir, f));
+  } else {
+    const tj = JSON.parse(readFileSync(join(src, 'tokenizer.json'), 'utf-8')) as { model: { vocab: Record<string, number> }; added_tokens: Record<string, unknown>[] };
+    for (const [piece, id] of Object.entries(tj.model.vocab)) {
+      if (/^<0x[0-9A-F]{2}>$/.test(piece)) tj.added_tokens.push({ id, content: piece, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    }
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tj));
+    symlinkSync(join(src, 'tokenizer_config.json'), join(dir, 'tokenizer_config.json'));
+  }
+  return dir;
+}
+
+const SUITES: [string, () => string][] = [
+  ['llama', () => join(MODELS_DIR, 'llama')],
+  ['mistral', () => join(MODELS_DIR, 'mistral')],
+  ['qwen2', () => join(MODELS_DIR, 'qwen2')],
+  ['mistral, byte fallbacks as special tokens', byteFallbackSpecialModel],
+];
+
+for (const [name, makeDir] of SUITES) {
   describe(`JSON mode e2e: ${name}`, () => {
     let srv: TestServer;
     let tok: TextTokenizer;
     /** Fewest tokens that complete each schema's value (what the budget rule needs). */
     const need = new Map<string, number>();
-    const dir = join(MODELS_DIR, name);
+    /** Schemas this tokenizer cannot write (refused before generating). */
+    const unwritable = new Set<string>();
     before(async () => {
+      const dir = makeDir();
       srv = await startBackend(['--model-id', dir]);
       const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf-8')) as { vocab_size: number; eos_token_id: number | number[] };
       tok = await TextTokenizer.load(dir, cfg.eos_token_id);
       const vocab = new Vocab(loadTokenBytes(dir).bytes, cfg.vocab_size, tok.eosTokenIds);
       for (const [key, schema] of Object.entries(USER_SCHEMAS)) {
-        const g = bindGrammar(compileSchema(schema, { horizon: vocab.maxTokenBytes }), vocab, true);
-        need.set(key, g.dist(g.start));
+        try {
+          const g = bindGrammar(compileSchema(schema, { horizon: vocab.maxTokenBytes }), vocab, true);
+          need.set(key, g.dist(g.start));
+        } catch (err) {
+          if (!(err instanceof SchemaError)) throw err;
+          unwritable.add(key);
+        }
       }
     });
     after(async () => {
@@ -67,19 +106,20 @@ for (const name of ['llama', 'mistral', 'qwen2']) {
     it('every route, many seeds, temperature 1.0-1.5: finished outputs validate; length-ended ones too when the budget allowed', async () => {
       const rand = mulberry32(name.length * 977);
       const jobs: Promise<Outcome[]>[] = [];
-      const entries = Object.entries(USER_SCHEMAS);
+      const entries = Object.entries(USER_SCHEMAS).filter(([key]) => !unwritable.has(key));
       let k = 0;
       for (const [key, schema] of entries) {
         for (const route of ['/generate', '/generate_stream', '/v1/completions', '/v1/chat/completions']) {
           const seed = 1 + Math.floor(rand() * 1e6);
           const temperature = Math.round((1 + rand() * 0.5) * 100) / 100;
           // Every third request gets a budget just above the shortest completion: steering decides its end.
-          const budget = k++ % 3 === 0 ? need.get(key)! + Math.floor(rand() * 6) : MAX_NEW;
+          const budget = k++ % 3 === 0 && need.get(key)! < MAX_NEW ? need.get(key)! + Math.floor(rand() * 6) : MAX_NEW;
           jobs.push(request(route, key, schema, seed, temperature, budget));
         }
       }
       // And some that cannot stop early (ignore_eos_token): the budget rule alone ends their value.
-      for (const [key, schema] of entries.filter((_, i) => i % 3 === name.length % 3)) {
+      const tight = entries.filter(([key], i) => i % 3 === name.length % 3 && need.get(key)! < MAX_NEW);
+      for (const [key, schema] of tight) {
         const seed = 1 + Math.floor(rand() * 1e6);
         jobs.push(request('/generate', key, schema, seed, 1.3, need.get(key)! + Math.floor(rand() * 4), true));
       }
@@ -104,7 +144,21 @@ for (const name of ['llama', 'mistral', 'qwen2']) {
       if (process.env.JSON_MODE_E2E_VERBOSE) for (const o of outcomes) console.log(o.route, o.schema, o.finish, o.budget, JSON.stringify(o.text));
       assert.deepEqual(failures, [], `${failures.length} of ${outcomes.length} outputs fail`);
       assert.ok(finished >= outcomes.length * 0.5, `${finished}/${outcomes.length} ended by EOS`);
-      assert.ok(steered >= entries.length / 3 - 1, `${steered} outputs were closed by the budget rule`);
+      assert.ok(steered >= tight.length, `${steered} outputs were closed by the budget rule`);
+    });
+
+    it('schemas the tokenizer cannot write are refused up front (422 / 400), never cut short', async () => {
+      if (name.includes('special')) assert.ok(unwritable.has('constCjk') && unwritable.has('emojiKey'), [...unwritable].join(', '));
+      else assert.deepEqual([...unwritable], []);
+      for (const key of unwritable) {
+        const schema = USER_SCHEMAS[key];
+        const a = await postJson(`${srv.url}/generate`, { inputs: 'x', parameters: { max_new_tokens: 32, response_format: { type: 'json_object', schema } } });
+        assert.equal(a.status, 422);
+        assert.match(((await a.json()) as { error: string }).error, /cannot write with regular tokens/);
+        const b = await postJson(`${srv.url}/v1/chat/completions`, { model: '', messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_schema', json_schema: { name: key, schema } } });
+        assert.equal(b.status, 400);
+        assert.match(((await b.json()) as { error: { message: string } }).error.message, /cannot write with regular tokens/);
+      }
     });
 
     async function request(route: string, key: string, schema: unknown, seed: number, temperature: number, budget: number, ignoreEos = false): Promise<Outcome[]> {
