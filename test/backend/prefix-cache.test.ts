@@ -3,12 +3,12 @@
 // questions, prompt logprobs), no sharing across adapters or tenants (the hit counters say so),
 // and correct outputs while cached blocks are reclaimed under a small KV cache.
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
-import { SERVICE_AUDIENCE, SERVICE_ISSUER } from '../../protocol/index.ts';
+import { ADAPTERS_WRITE_SCOPE, SERVICE_AUDIENCE, SERVICE_ISSUER } from '../../protocol/index.ts';
 import { postJson, startBackend, type TestServer } from '../helpers/backend.ts';
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
@@ -165,8 +165,8 @@ describe('prefix caching over HTTP (CPU engine)', () => {
 describe('prefix caching between tenants', () => {
   let srv: TestServer;
   let root: string;
-  const as = async (tenant: string) => ({
-    authorization: `Bearer ${await new SignJWT({ tenant }).setProtectedHeader({ alg: 'HS256' }).setIssuer(SERVICE_ISSUER).setAudience(SERVICE_AUDIENCE).setIssuedAt().setExpirationTime('60s').sign(new TextEncoder().encode(SECRET))}`,
+  const as = async (tenant: string, scope?: string) => ({
+    authorization: `Bearer ${await new SignJWT({ tenant, ...(scope ? { scope } : {}) }).setProtectedHeader({ alg: 'HS256' }).setIssuer(SERVICE_ISSUER).setAudience(SERVICE_AUDIENCE).setIssuedAt().setExpirationTime('60s').sign(new TextEncoder().encode(SECRET))}`,
   });
   before(async () => {
     root = await mkdtemp(join(tmpdir(), 'sb-prefix-'));
@@ -194,6 +194,32 @@ describe('prefix caching between tenants', () => {
       for (const o of [b1, a2, b2]) assertSame(o, a1, 'same answer for everyone');
     });
   }
+
+  it('a re-uploaded adapter never hits the blocks of its old weights', async () => {
+    const prompt = `${SYSTEM} Re-upload check.`;
+    const upload = async (from: string) => {
+      for (const f of ['adapter_config.json', 'adapter_model.safetensors']) {
+        const res = await fetch(`${srv.url}/adapters/tenants/acme/mine/${f}`, { method: 'PUT', headers: await as('acme', ADAPTERS_WRITE_SCOPE), body: await readFile(join(adapterDir(from), f)) });
+        assert.equal(res.status, 200, await res.text());
+      }
+    };
+    const params = { adapter_id: 'tenants/acme/mine' };
+    await upload('r8-qv');
+    const old = await gen(srv.url, prompt, params, await as('acme'));
+    assertSame(await gen(srv.url, prompt, params, await as('acme')), old, 'same weights, cached');
+    await upload('r16-all');
+    const h = await hits(srv.url, await as('ops'));
+    const fresh = await gen(srv.url, prompt, params, await as('acme'));
+    assert.equal(await hits(srv.url, await as('ops')), h, 'new weights: nothing cached yet');
+    assert.notDeepEqual(fresh.logprobs, old.logprobs, 'the new adapter answers differently');
+    // What r16-all gives on a server that never saw the old upload.
+    const other = await startBackend(['--block-size', '4', '--adapter-source', 'local', '--allow-absolute-adapter-paths', '--prefix-caching', 'false']);
+    try {
+      assertSame(fresh, await gen(other.url, prompt, { adapter_id: adapterDir('r16-all') }), 'fresh');
+    } finally {
+      await other.close();
+    }
+  });
 });
 
 describe('prefix caching under memory pressure', () => {
