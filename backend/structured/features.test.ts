@@ -141,6 +141,8 @@ describe('structured features: languages', () => {
     check({ type: 'object', properties: { k: { enum: ['a', 'b'] }, x: { type: 'integer' } }, required: ['k'], additionalProperties: false, anyOf: [{ required: ['x'] }, { properties: { k: { const: 'b' } } }] }, ['{"k":"a","x":1}', '{"k":"b"}'], ['{"k":"a"}']);
     check({ $defs: { s: { type: 'string', maxLength: 3 } }, $ref: '#/$defs/s', minLength: 2 }, ['"ab"', '"abc"'], ['"a"', '"abcd"']);
     check({ oneOf: [{ type: 'integer' }, { type: 'string' }], minimum: 3 }, ['3', '"x"'], ['2']);
+    // A recursive $ref beside other keywords would inline itself forever: refused by name.
+    refused({ $defs: { n: { type: 'object', properties: { c: { $ref: '#/$defs/n', maxProperties: 1 } } } }, $ref: '#/$defs/n' }, 'recursive "$ref" with sibling keywords');
   });
 
   it('minProperties beyond the declared properties: undeclared keys that cannot collide', () => {

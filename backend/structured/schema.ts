@@ -224,7 +224,7 @@ class Parser {
         return this.mk({ k: 'never' });
       }
       // $ref beside other constraints (2019-09+: both apply): an intersection, merged.
-      if (constraining.some((k) => k !== '$ref')) return this.parse(this.mergeRaw([{ $ref: s.$ref }, { ...siblings(), ...pick(s, ['allOf', 'anyOf', 'oneOf']) }], path), path);
+      if (constraining.some((k) => k !== '$ref')) return this.parseMerged([{ $ref: s.$ref }, { ...siblings(), ...pick(s, ['allOf', 'anyOf', 'oneOf']) }], path);
       const r = this.mk({ k: 'ref' as const, ref: s.$ref, path, target: null, recursive: false });
       this.refs.push(r);
       return r;
@@ -236,7 +236,7 @@ class Parser {
         this.issue(path, '"allOf" must be a non-empty array');
         return this.mk({ k: 'never' });
       }
-      return this.parse(this.mergeRaw([...all, { ...siblings(), ...pick(s, ['anyOf', 'oneOf']) }], path), path);
+      return this.parseMerged([...all, { ...siblings(), ...pick(s, ['anyOf', 'oneOf']) }], path);
     }
 
     for (const comb of ['anyOf', 'oneOf'] as const) {
@@ -404,6 +404,25 @@ class Parser {
   }
 
   oneOfs: Extract<Node, { k: 'oneOf' }>[] = [];
+
+  private mergeDepth = 0;
+
+  /**
+   * Parses the merge of allOf parts. Merging inlines $ref targets, so a recursive $ref beside
+   * other keywords would inline itself forever: nesting is bounded.
+   */
+  private parseMerged(parts: unknown[], path: string): Node {
+    if (this.mergeDepth >= 24) {
+      this.issue(path, '"allOf" (or "$ref" beside other keywords) nests too deeply: a recursive "$ref" with sibling keywords is not supported');
+      return this.mk({ k: 'never' });
+    }
+    this.mergeDepth++;
+    try {
+      return this.parse(this.mergeRaw(parts, path), path);
+    } finally {
+      this.mergeDepth--;
+    }
+  }
 
   /** The raw schema at a local pointer (null when it does not resolve: parse() then reports it). */
   private rawAt(ref: string): unknown {
