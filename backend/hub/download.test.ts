@@ -220,7 +220,7 @@ describe('resolveModel against a Hub-shaped server', () => {
     await assert.rejects(resolveModel('/no/such/dir', opts()), /no such directory/);
     await assert.rejects(resolveModel('not a repo', opts()), /neither an existing directory nor a Hub repo id/);
     await assert.rejects(resolveModel('acme/x@../../etc', opts()), /not a valid revision/);
-    await assert.rejects(resolveModel('acme/missing', opts()), (e: HubError) => e.kind === 'not-found');
+    await assert.rejects(resolveModel('acme/missing', opts()), (e: HubError) => e.kind === 'not-found' && /^--model-id acme\/missing: no such directory here, and acme\/missing \(revision main\): not found on the Hub at http/.test(e.message));
   });
 });
 

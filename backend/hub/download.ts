@@ -126,6 +126,10 @@ export async function resolveModel(modelId: string, opts: ModelResolveOptions, l
         return { dir: snap.dir, hub: { repoId, revision, commit: snap.commit, fromCache: true } };
       }
     }
+    // A mistyped relative path looks like a repo id: say both were tried.
+    if (err instanceof HubError && err.kind === 'not-found') {
+      throw new HubError(`--model-id ${modelId}: no such directory here, and ${err.message} on the Hub at ${client.endpoint}`, 'not-found');
+    }
     throw err;
   }
   const rc = client.repo(repoId);

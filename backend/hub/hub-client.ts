@@ -254,7 +254,6 @@ export class HubClient {
       let have = (await stat(partial).catch(() => null))?.size ?? 0;
       if (have > m.size) {
         await truncate(partial, 0);
-        bar?.add(-have);
         have = 0;
       }
       try {
@@ -296,7 +295,6 @@ export class HubClient {
     if (r.status === 200 && have > 0) {
       // The server ignored Range: start over.
       await truncate(partial, 0);
-      bar?.add(-have);
       start = 0;
     } else if (r.status === 206) {
       const cr = /^bytes (\d+)-/.exec(r.headers.get('content-range') ?? '');

@@ -64,7 +64,7 @@ export class Progress {
     return this.done;
   }
 
-  /** Counts bytes done (negative when a retry throws some away). */
+  /** Counts bytes transferred. */
   add(n: number): void {
     this.done += n;
     const t = this.now();
