@@ -88,6 +88,8 @@ export async function readJsonObject(req: Request, maxBytes: number, native?: Na
 /** What Node's HTTP server hands a 'clientError' listener (duck-typed: no node: imports here). */
 export interface ClientErrorSocket {
   writable: boolean;
+  /** The response in progress on this connection, if any (Node's own field). */
+  _httpMessage?: { headersSent?: boolean } | null;
   end(data: string): void;
   destroy(): void;
 }
@@ -98,7 +100,8 @@ export interface ClientErrorSocket {
  * LoRAX's elsewhere, judged from the request line when the parser kept it.
  */
 export function answerClientError(err: { code?: string; rawPacket?: { toString(enc: 'latin1'): string } }, socket: ClientErrorSocket): void {
-  if (err.code === 'ECONNRESET' || !socket.writable) {
+  // Mid-response (a pipelined request went bad) nothing more can be written coherently.
+  if (err.code === 'ECONNRESET' || !socket.writable || socket._httpMessage?.headersSent) {
     socket.destroy();
     return;
   }
