@@ -43,6 +43,50 @@ export const MAX_CONFIG_BYTES = 1024 * 1024;
 /** Uploads one tenant may have in flight through this gateway instance at once (429 past it). */
 export const DEFAULT_MAX_UPLOADS_PER_TENANT = 2;
 
+/**
+ * One stream per replica from one source, in lockstep: the next chunk is read only when every
+ * replica still receiving has taken the last one, so at most a chunk or two per replica is ever
+ * held (tee() would buffer whatever the slowest replica lags behind: up to the whole file). A
+ * replica that fails drops out; the others go on. An error of the source reaches every branch.
+ */
+export function fanOut(source: ReadableStream<Uint8Array>, n: number): ReadableStream<Uint8Array>[] {
+  if (n === 1) return [source];
+  const pipes = Array.from({ length: n }, () => new TransformStream<Uint8Array, Uint8Array>(undefined, { highWaterMark: 1 }, { highWaterMark: 1 }));
+  let writers = pipes.map((p) => p.writable.getWriter());
+  void (async () => {
+    const reader = source.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        const alive: typeof writers = [];
+        await Promise.all(
+          writers.map(async (w) => {
+            try {
+              await w.ready;
+              void w.write(value).catch(() => {});
+              alive.push(w);
+            } catch {
+              // this replica's request failed: it no longer takes chunks
+            }
+          }),
+        );
+        writers = alive;
+        if (writers.length === 0) {
+          // Left unread rather than cancelled: a cancel would reset the client's connection
+          // before it reads the answer.
+          reader.releaseLock();
+          return;
+        }
+      }
+      await Promise.all(writers.map((w) => w.close().catch(() => {})));
+    } catch (err) {
+      await Promise.all(writers.map((w) => w.abort(err).catch(() => {})));
+    }
+  })();
+  return pipes.map((p) => p.readable);
+}
+
 /** A replica answered an upload with an error status. */
 class ReplicaRefusal extends Error {
   readonly reason: string;
@@ -197,20 +241,8 @@ export class AdapterManager {
     // then served only by the replicas that have it, see `replicas`).
     const healthy = this.deps.router.backends.filter((b) => b.healthy);
     const targets = healthy.length > 0 ? healthy : this.deps.router.backends;
-    // One stream per replica (tee: the faster replica waits for none, the slower one's backlog
-    // is what is buffered).
-    const bodies: (Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array>)[] = [];
-    if (body instanceof ReadableStream) {
-      let rest: ReadableStream<Uint8Array> = body;
-      for (let i = 0; i < targets.length - 1; i++) {
-        const [a, b] = rest.tee();
-        bodies.push(a);
-        rest = b;
-      }
-      bodies.push(rest);
-    } else {
-      for (let i = 0; i < targets.length; i++) bodies.push(body);
-    }
+    const bodies: (Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array>)[] =
+      body instanceof ReadableStream ? fanOut(body, targets.length) : targets.map(() => body);
     const results = await Promise.allSettled(
       targets.map(async (b, i) => {
         const res = await this.f(`${b.url}${path}`, {
