@@ -78,6 +78,16 @@ export interface GatewayDeps {
   runtime?: 'node' | 'workers';
   /** Told about every answer (the Node gateway's Prometheus metrics, gateway/metrics.ts). */
   metrics?: RequestObserver | null;
+  /** Told what each generation used, once, when it is settled (the Node gateway's access log). */
+  onUsage?: ((req: Request, usage: RequestUsage) => void) | null;
+}
+
+export interface RequestUsage {
+  tenant: string;
+  /** The adapter name as the tenant wrote it (merges: names joined by "+"), null for the base model. */
+  adapter: string | null;
+  promptTokens: number;
+  completionTokens: number;
 }
 
 export interface RequestObserver {
@@ -308,6 +318,12 @@ export function createGateway(deps: GatewayDeps): Hono<Env> {
       settled = true;
       if (renew) clearInterval(renew);
       const used = usage.promptTokens + usage.completionTokens;
+      deps.onUsage?.(c.req.raw, {
+        tenant: principal.tenant,
+        adapter: sel.kind === 'single' ? sel.target.name : sel.kind === 'merged' ? sel.targets.map((t) => t.name).join('+') : null,
+        promptTokens: usage.promptTokens,
+        completionTokens: usage.completionTokens,
+      });
       background(
         c,
         store.settle({

@@ -78,8 +78,13 @@ describe('switchboard gateway (CLI)', () => {
       );
       const text = entries.map((e) => formatGatewayAccess(e, false)).join('\n') + entries.map((e) => formatGatewayAccess(e, true)).join('\n');
       for (const secret of [key, 'adm-secret', KEY, 'secret-name']) assert.ok(!text.includes(secret), secret);
-      assert.match(formatGatewayAccess(entries[1]!, false), /^\[gateway\] POST \/generate 200 [\d.]+ms$/);
-      assert.deepEqual(Object.keys(JSON.parse(formatGatewayAccess(entries[1]!, true)) as object), ['time', 'level', 'msg', 'method', 'route', 'status', 'duration_ms', 'stream']);
+      // The generation's line names its tenant and the tokens the backend reported (the stand-in's usage).
+      assert.equal(entries[1]!.tenant, 'acme');
+      assert.equal(entries[1]!.adapter, null);
+      assert.ok(entries[1]!.tokensIn! > 0 && entries[1]!.tokensOut! > 0, JSON.stringify(entries[1]));
+      assert.equal(entries[0]!.tenant, null, 'the admin call is no generation');
+      assert.match(formatGatewayAccess(entries[1]!, false), /^\[gateway\] POST \/generate 200 tenant=acme in=\d+ out=\d+ [\d.]+ms$/);
+      assert.deepEqual(Object.keys(JSON.parse(formatGatewayAccess(entries[1]!, true)) as object), ['time', 'level', 'msg', 'method', 'route', 'status', 'tenant', 'adapter', 'tokens_in', 'tokens_out', 'duration_ms', 'stream']);
     } finally {
       await gw.close();
       await up.close();

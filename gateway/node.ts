@@ -7,7 +7,7 @@ import { answerClientError } from './body.ts';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createGateway, type GatewayOptions } from './app.ts';
+import { createGateway, type GatewayOptions, type RequestUsage } from './app.ts';
 import { JwtVerifier, type JwtConfig } from './auth/jwt.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { createNodeFetch } from './node-fetch.ts';
@@ -49,6 +49,11 @@ export interface GatewayAccessEntry {
   /** The API route (`/v1/chat/completions`), or "other": never a raw path with ids in it. */
   route: string;
   status: number;
+  /** For generations: the tenant, its adapter name (null: base model), tokens in and out. */
+  tenant: string | null;
+  adapter: string | null;
+  tokensIn: number | null;
+  tokensOut: number | null;
   ms: number;
   stream: boolean;
 }
@@ -82,12 +87,28 @@ function routeOf(pathname: string): string {
   return 'other';
 }
 
-/** Wraps the app: one access log entry per request, when its answer (a stream: its end) is done. */
-function withAccessLog(fetchFn: (req: Request) => Response | Promise<Response>, log: (e: GatewayAccessEntry) => void) {
+/**
+ * Wraps the app: one access log entry per request, when its answer (a stream: its end) is done,
+ * with what the generation used (`usage`, filled by the app's onUsage when it settles).
+ */
+function withAccessLog(fetchFn: (req: Request) => Response | Promise<Response>, log: (e: GatewayAccessEntry) => void, usage: WeakMap<Request, RequestUsage>) {
   return async (req: Request): Promise<Response> => {
     const t0 = performance.now();
     const res = await fetchFn(req);
-    const entry = (stream: boolean): GatewayAccessEntry => ({ method: req.method, route: routeOf(new URL(req.url).pathname), status: res.status, ms: performance.now() - t0, stream });
+    const entry = (stream: boolean): GatewayAccessEntry => {
+      const u = usage.get(req);
+      return {
+        method: req.method,
+        route: routeOf(new URL(req.url).pathname),
+        status: res.status,
+        tenant: u?.tenant ?? null,
+        adapter: u?.adapter ?? null,
+        tokensIn: u ? u.promptTokens : null,
+        tokensOut: u ? u.completionTokens : null,
+        ms: performance.now() - t0,
+        stream,
+      };
+    };
     const stream = res.headers.get('content-type')?.startsWith('text/event-stream') === true && res.body !== null;
     if (!stream) {
       log(entry(false));
@@ -106,8 +127,14 @@ function withAccessLog(fetchFn: (req: Request) => Response | Promise<Response>, 
 
 /** The access log line: text, or one JSON object (--json-output). */
 export function formatGatewayAccess(e: GatewayAccessEntry, json: boolean): string {
-  if (json) return JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'request', method: e.method, route: e.route, status: e.status, duration_ms: Number(e.ms.toFixed(3)), stream: e.stream });
-  return `[gateway] ${e.method} ${e.route} ${e.status} ${e.ms.toFixed(1)}ms${e.stream ? ' (stream)' : ''}`;
+  if (json) {
+    return JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'request', method: e.method, route: e.route, status: e.status, tenant: e.tenant, adapter: e.adapter, tokens_in: e.tokensIn, tokens_out: e.tokensOut, duration_ms: Number(e.ms.toFixed(3)), stream: e.stream });
+  }
+  const parts = [e.method, e.route, String(e.status)];
+  if (e.tenant !== null) parts.push(`tenant=${e.tenant}`);
+  if (e.adapter !== null) parts.push(`adapter=${e.adapter}`);
+  if (e.tokensIn !== null) parts.push(`in=${e.tokensIn}`, `out=${e.tokensOut}`);
+  return `[gateway] ${parts.join(' ')} ${e.ms.toFixed(1)}ms${e.stream ? ' (stream)' : ''}`;
 }
 
 export interface RunningGateway {
@@ -137,6 +164,7 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
   const f = createNodeFetch();
   const metrics = o.metricsPort != null ? new GatewayMetrics() : null;
   const accessLog = o.accessLog ?? null;
+  const usage = new WeakMap<Request, RequestUsage>();
   const router = new Router(o.backends, { healthIntervalMs: o.healthIntervalMs ?? 2000, loadFactor: o.loadFactor ?? 1.25, minLoad: o.minLoad ?? 16, log, fetch: f });
   await router.checkAll();
   router.start();
@@ -152,6 +180,7 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
     fetch: f,
     runtime: 'node',
     metrics,
+    onUsage: accessLog ? (req, u) => usage.set(req, u) : null,
   });
   const hostname = o.hostname ?? '127.0.0.1';
   // Node reports a port in use as an 'error' event (a stack trace when unhandled): one line instead.
@@ -165,7 +194,7 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
       });
     });
   const urlOf = (p: number) => `http://${hostname.includes(':') ? `[${hostname}]` : hostname}:${p}`;
-  const fetchFn = accessLog ? withAccessLog(app.fetch, accessLog) : app.fetch;
+  const fetchFn = accessLog ? withAccessLog(app.fetch, accessLog, usage) : app.fetch;
   let main: Awaited<ReturnType<typeof listen>>;
   try {
     main = await listen(fetchFn, o.port ?? 8000, '--port (or PORT)');
