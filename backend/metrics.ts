@@ -2,6 +2,14 @@
 // One registry per server instance: tests run several in one process.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+/** What the KV block metrics read (block-manager.ts's BlockManager). */
+interface BlockCounts {
+  readonly used: number;
+  readonly cached: number;
+  readonly idleCached: number;
+  readonly evictions: number;
+}
+
 const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const tokenBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192];
 
@@ -20,7 +28,7 @@ export class Metrics {
   readonly queueSize = new Gauge({ name: 'lorax_queue_size', help: 'Requests waiting to join the batch', registers: [this.registry] });
   readonly batchSize = new Gauge({ name: 'lorax_batch_current_size', help: 'Sequences in the running batch', registers: [this.registry] });
   readonly batchStepDuration = new Histogram({ name: 'lorax_batch_inference_duration', help: 'Engine step time (seconds), by kind', labelNames: ['method'], buckets: latencyBuckets, registers: [this.registry] });
-  readonly kvBlocksUsed = new Gauge({ name: 'lorax_kv_blocks_used', help: 'KV cache blocks in use', registers: [this.registry] });
+  readonly kvBlocksUsed = new Gauge({ name: 'lorax_kv_blocks_used', help: 'KV cache blocks held by running sequences', registers: [this.registry], collect: () => this.collectBlocks() });
   readonly preemptions = new Counter({ name: 'lorax_preemptions_total', help: 'Sequences preempted for lack of KV blocks', registers: [this.registry] });
   readonly adapterLoads = new Counter({ name: 'lorax_adapter_loads_total', help: 'Adapter loads, by tier (host: fetched and validated; device: into an engine slot)', labelNames: ['tier'], registers: [this.registry] });
   readonly adapterLoadDuration = new Histogram({ name: 'lorax_adapter_load_duration', help: 'Adapter load time (seconds), by tier', labelNames: ['tier'], buckets: latencyBuckets, registers: [this.registry] });
@@ -30,8 +38,9 @@ export class Metrics {
   // Not LoRAX metrics: prefix caching (hit rate = rate(hits) / rate(queries), in prompt tokens).
   readonly prefixCacheQueries = new Counter({ name: 'switchboard_prefix_cache_queries_total', help: 'Prompt tokens looked up in the prefix cache (admissions with prefix caching on, prompt-logprob requests excepted)', registers: [this.registry] });
   readonly prefixCacheHits = new Counter({ name: 'switchboard_prefix_cache_hits_total', help: 'Prompt tokens whose KV came from the prefix cache instead of a prefill', registers: [this.registry] });
-  readonly prefixCacheEvictions = new Counter({ name: 'switchboard_prefix_cache_evictions_total', help: 'Cached KV blocks reclaimed for other sequences when no free block was left', registers: [this.registry] });
-  readonly prefixCacheBlocks = new Gauge({ name: 'switchboard_prefix_cache_blocks', help: 'KV blocks holding a cached prefix, by state (in_use: held by a running sequence; idle: reclaimable)', labelNames: ['state'], registers: [this.registry] });
+  readonly prefixCacheEvictions = new Counter({ name: 'switchboard_prefix_cache_evictions_total', help: 'Cached KV blocks reclaimed for other sequences when no free block was left', registers: [this.registry], collect: () => this.collectBlocks() });
+  readonly prefixCacheBlocks = new Gauge({ name: 'switchboard_prefix_cache_blocks', help: 'KV blocks holding a cached prefix, by state (in_use: held by a running sequence; idle: reclaimable)', labelNames: ['state'], registers: [this.registry], collect: () => this.collectBlocks() });
+  private blocks: BlockCounts | null = null;
   private evictionsSeen = 0;
   // Not a LoRAX metric: every HTTP answer by route pattern (never a raw path), method and status.
   readonly httpRequests = new Counter({ name: 'switchboard_backend_http_requests_total', help: 'HTTP answers, by route pattern, method and status', labelNames: ['route', 'method', 'status'], registers: [this.registry] });
@@ -40,12 +49,18 @@ export class Metrics {
     collectDefaultMetrics({ register: this.registry });
   }
 
-  /** Brings the KV block gauges and the eviction counter up to date (after each step). */
-  observeBlocks(blocks: { used: number; cached: number; idleCached: number; evictions: number }): void {
-    this.kvBlocksUsed.set(blocks.used);
-    this.prefixCacheBlocks.set({ state: 'in_use' }, blocks.cached - blocks.idleCached);
-    this.prefixCacheBlocks.set({ state: 'idle' }, blocks.idleCached);
-    this.prefixCacheEvictions.inc(blocks.evictions - this.evictionsSeen);
-    this.evictionsSeen = blocks.evictions;
+  /** The KV block gauges and the eviction counter read `blocks` (the scheduler's) at each scrape. */
+  watchBlocks(blocks: BlockCounts): void {
+    this.blocks = blocks;
+  }
+
+  private collectBlocks(): void {
+    const b = this.blocks;
+    if (!b) return;
+    this.kvBlocksUsed.set(b.used);
+    this.prefixCacheBlocks.set({ state: 'in_use' }, b.cached - b.idleCached);
+    this.prefixCacheBlocks.set({ state: 'idle' }, b.idleCached);
+    this.prefixCacheEvictions.inc(b.evictions - this.evictionsSeen);
+    this.evictionsSeen = b.evictions;
   }
 }

@@ -128,7 +128,6 @@ export class Runtime {
       {
         onStep: ({ prefillTokens, seconds }) => {
           metrics.batchStepDuration.observe({ method: prefillTokens > 0 ? 'prefill' : 'decode' }, seconds);
-          metrics.observeBlocks(scheduler!.blocks);
         },
         onQueue: (waiting, running) => {
           metrics.queueSize.set(waiting);
@@ -141,6 +140,7 @@ export class Runtime {
         },
       },
     );
+    metrics.watchBlocks(scheduler.blocks);
     const limits: Limits = {
       maxInputLength,
       maxTotalTokens,

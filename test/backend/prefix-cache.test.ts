@@ -50,7 +50,7 @@ async function metrics(url: string, headers: Record<string, string> = {}): Promi
   assert.equal(res.status, 200, text);
   const out = new Map<string, number>();
   for (const line of text.split('\n')) {
-    if (!line.startsWith('switchboard_prefix_cache') && !line.startsWith('lorax_preemptions')) continue;
+    if (!/^(switchboard_prefix_cache|lorax_preemptions|lorax_kv_blocks)/.test(line)) continue;
     const i = line.lastIndexOf(' ');
     out.set(line.slice(0, i), Number(line.slice(i + 1)));
   }
@@ -226,9 +226,10 @@ describe('prefix caching under memory pressure', () => {
   let tiny: TestServer;
   let plain: TestServer;
   before(async () => {
-    // 80 blocks of 4 tokens; a request (about 130 prompt tokens + 10) needs 35: two run at once,
-    // and cached blocks are reclaimed all the time.
-    const small = ['--max-batch-total-tokens', '320', '--max-total-tokens', '160', '--max-input-length', '150'];
+    // 72 blocks of 4 tokens; a request (about 130 prompt tokens + 10) needs 35: two run at once
+    // (more when they share their system prompt), decode growth preempts, and cached blocks are
+    // reclaimed all the time.
+    const small = ['--max-batch-total-tokens', '288', '--max-total-tokens', '160', '--max-input-length', '150'];
     [tiny, plain] = await Promise.all([startBackend([...ARGS, ...small]), startBackend([...ARGS, ...small, '--prefix-caching', 'false'])]);
   });
   after(async () => {
@@ -246,6 +247,11 @@ describe('prefix caching under memory pressure', () => {
     const m = await metrics(tiny.url);
     assert.ok(m.get('switchboard_prefix_cache_evictions_total')! > 0, 'cached blocks were reclaimed');
     assert.ok(m.get('switchboard_prefix_cache_hits_total')! > 0, 'and some were hit before that');
+    assert.ok(m.get('lorax_preemptions_total')! > 0, 'and sequences were preempted (recomputed, mostly from the cache)');
+    // Read at the scrape, so they show the idle server: nothing held, what is cached is idle.
+    assert.equal(m.get('lorax_kv_blocks_used'), 0);
+    assert.equal(m.get('switchboard_prefix_cache_blocks{state="in_use"}'), 0);
+    assert.ok(m.get('switchboard_prefix_cache_blocks{state="idle"}')! > 0);
     assert.equal(tiny.rt.scheduler.blocks.used, 0);
   });
 });
