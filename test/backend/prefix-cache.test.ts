@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
 import { ADAPTERS_WRITE_SCOPE, SERVICE_AUDIENCE, SERVICE_ISSUER } from '../../protocol/index.ts';
+import { parseServeConfig } from '../../backend/config.ts';
 import { postJson, startBackend, type TestServer } from '../helpers/backend.ts';
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
@@ -81,6 +82,9 @@ describe('prefix caching over HTTP (CPU engine)', () => {
   });
 
   it('is on by default; --prefix-caching false turns it off', async () => {
+    const parse = (argv: string[], env: NodeJS.ProcessEnv = {}) => parseServeConfig(['--model-id', 'm', ...argv], env).prefixCaching;
+    assert.deepEqual([parse([]), parse(['--prefix-caching', 'false']), parse(['--prefix-caching=0']), parse([], { PREFIX_CACHING: 'false' }), parse(['--prefix-caching', 'true'], { PREFIX_CACHING: 'false' })], [true, false, false, false, true]);
+    assert.throws(() => parse(['--prefix-caching', 'maybe']), /--prefix-caching \(or PREFIX_CACHING\)/);
     assert.equal(cached.rt.scheduler.prefixCaching, true);
     assert.equal(plain.rt.scheduler.prefixCaching, false);
     await gen(plain.url, SYSTEM);
