@@ -5,7 +5,9 @@
 // The credentials are the server's, not the caller's: only buckets the operator lists
 // (--s3-buckets) can be named, as the operator's hub token is only lent by opt-in.
 // Files are cached per object version (their ETags), so a second load costs two HEADs.
-import { GetObjectCommand, HeadObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
+// The SDK is loaded on the first S3 adapter only: servers that never use S3 pay nothing for it
+// (start-up time, and the SDK's Node-version notice).
+import type { S3Client } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
 import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -43,21 +45,31 @@ export function parseS3Id(id: string): { bucket: string; prefix: string } {
   return { bucket, prefix };
 }
 
+/** The HTTP status of an S3 service error (the SDK's S3ServiceException carries it in $metadata). */
 function s3Status(err: unknown): number | undefined {
-  return err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
+  const meta = (err as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata;
+  return typeof meta?.httpStatusCode === 'number' ? meta.httpStatusCode : undefined;
 }
 
+type Sdk = typeof import('@aws-sdk/client-s3');
+
 export class S3Source implements AdapterSource {
-  private readonly client: S3Client;
+  private sdk: Promise<{ sdk: Sdk; client: S3Client }> | null = null;
   private readonly inflight = new Map<string, Promise<string>>();
 
-  constructor(private readonly opts: S3SourceOptions) {
-    this.client =
-      opts.client ??
-      new S3Client({
-        region: opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
-        ...(opts.endpoint ? { endpoint: opts.endpoint, forcePathStyle: true } : {}),
-      });
+  constructor(private readonly opts: S3SourceOptions) {}
+
+  private connect(): Promise<{ sdk: Sdk; client: S3Client }> {
+    this.sdk ??= import('@aws-sdk/client-s3').then((sdk) => ({
+      sdk,
+      client:
+        this.opts.client ??
+        new sdk.S3Client({
+          region: this.opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+          ...(this.opts.endpoint ? { endpoint: this.opts.endpoint, forcePathStyle: true } : {}),
+        }),
+    }));
+    return this.sdk;
   }
 
   async fetch(ref: AdapterRef, signal?: AbortSignal): Promise<string> {
@@ -80,8 +92,9 @@ export class S3Source implements AdapterSource {
   }
 
   private async head(bucket: string, key: string, id: string, signal?: AbortSignal): Promise<{ etag: string; size: number } | null> {
+    const { sdk, client } = await this.connect();
     try {
-      const h = await this.client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), signal ? { abortSignal: signal } : {});
+      const h = await client.send(new sdk.HeadObjectCommand({ Bucket: bucket, Key: key }), signal ? { abortSignal: signal } : {});
       return { etag: (h.ETag ?? '').replace(/"/g, ''), size: h.ContentLength ?? 0 };
     } catch (err) {
       const status = s3Status(err);
@@ -110,10 +123,11 @@ export class S3Source implements AdapterSource {
     if ((await Promise.all(files.map(([f, m]) => stat(path.join(dir, f)).then((s) => s.size === m.size, () => false)))).every(Boolean)) return dir;
     const tmp = `${dir}.${process.pid}.${Date.now()}.partial`;
     await mkdir(tmp, { recursive: true });
+    const { sdk, client } = await this.connect();
     try {
       for (const [file, meta] of files) {
-        const res = await this.client
-          .send(new GetObjectCommand({ Bucket: bucket, Key: this.object(prefix, file), IfMatch: `"${meta.etag}"` }), signal ? { abortSignal: signal } : {})
+        const res = await client
+          .send(new sdk.GetObjectCommand({ Bucket: bucket, Key: this.object(prefix, file), IfMatch: `"${meta.etag}"` }), signal ? { abortSignal: signal } : {})
           .catch((err: unknown) => {
             throw new AdapterError(`adapter "${id}": downloading ${file} from S3 failed: ${(err as Error).message}`, s3Status(err) === 403 ? 403 : 422);
           });
