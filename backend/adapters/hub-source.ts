@@ -53,9 +53,18 @@ export class HubSource implements AdapterSource {
     const access = { repoId: repo, token, signal };
     // The revision API resolves a branch or tag to a commit, says whether the repo is private, and
     // is where this request's token is checked, every time, before the shared cache serves it.
-    const info = await this.client.info(access, revision).catch((err: unknown) => {
+    let info;
+    try {
+      info = await this.client.info(access, revision);
+    } catch (err) {
+      // A hub that cannot be reached: what the cache holds of a public repo still serves (as
+      // huggingface_hub falls back); a private one's access cannot be checked, so it does not.
+      if (err instanceof HubError && err.kind === 'network') {
+        const cached = await this.fromCache(repo, revision).catch(() => null);
+        if (cached) return cached;
+      }
       throw hubFailure(err, repo, revision);
-    });
+    }
     const names = new Set(info.files);
     // PEFT's safetensors file, else its older adapter_model.bin (read without running the pickle).
     const weights = names.has(ADAPTER_FILES[1]) || !names.has(ADAPTER_PICKLE_FILE) ? ADAPTER_FILES[1] : ADAPTER_PICKLE_FILE;

@@ -79,7 +79,10 @@ describe('HubSource on the shared hub cache', () => {
     const src = new HubSource({ endpoint: hub.endpoint, cacheDir });
     await assert.rejects(src.fetch({ id: 'acme/missing', source: 'hub' }), (e: AdapterError) => e.status === 404);
     await assert.rejects(src.fetch({ id: 'acme/public-lora', source: 'hub', revision: 'nope' }), (e: AdapterError) => e.status === 404);
+    // An unreachable hub: a cached public adapter still serves; a private one, or one not cached, does not.
     const down = new HubSource({ endpoint: 'http://127.0.0.1:9', cacheDir });
-    await assert.rejects(down.fetch({ id: 'acme/public-lora', source: 'hub' }), (e: AdapterError) => e.status === 422 && /cannot reach the Hub/.test(e.message));
+    assert.equal(await down.fetch({ id: 'acme/public-lora', source: 'hub' }), path.join(cacheDir, 'models--acme--public-lora', 'snapshots', hub.commit('acme/public-lora', 'main')));
+    await assert.rejects(down.fetch({ id: 'acme/private-lora', source: 'hub', apiToken: 'hf_acme' }), (e: AdapterError) => e.status === 422 && /cannot reach the Hub/.test(e.message));
+    await assert.rejects(down.fetch({ id: 'acme/never-fetched', source: 'hub' }), (e: AdapterError) => e.status === 422 && /cannot reach the Hub/.test(e.message));
   });
 });
