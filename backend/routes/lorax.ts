@@ -34,7 +34,7 @@ const toToken = (t: TokenInfo): Token => ({
 async function generationRequest(rt: Runtime, c: Ctx, inputs: string, p: GenerateParameters, signal: AbortSignal): Promise<GenerationRequest> {
   const issues = checkGenerateLimits(p, rt.limits);
   if (issues.length > 0) throw new RequestError(loraxValidationError(issues).error, 422);
-  const constraint = await loraxConstraint(rt, p.response_format); // 422 naming unsupported schema features
+  const constraint = await loraxConstraint(rt, p.response_format, p.stop); // 422 naming unsupported schema features; stops never cut a value
   if (p.watermark) throw new RequestError('parameters.watermark: watermarking is not supported', 422);
   return {
     prompt: inputs,

@@ -58,7 +58,7 @@ async function baseRequest(rt: Runtime, c: Ctx, r: Common, prompt: string | numb
     throw new RequestError('presence_penalty and frequency_penalty are not supported (use repetition_penalty)', 400);
   }
   if (r.logit_bias && Object.keys(r.logit_bias).length > 0) throw new RequestError('logit_bias is not supported', 400);
-  const constraint = await openaiConstraint(rt, r.response_format); // 400 naming unsupported schema features
+  const constraint = await openaiConstraint(rt, r.response_format, r.stop); // 400 naming unsupported schema features; stops never cut a value
   // OpenAI samples at temperature 1 unless told otherwise; 0 (or top_p 0) means greedy.
   const greedy = r.temperature === 0 || r.top_p === 0;
   return {

@@ -47,7 +47,12 @@ export interface CompileOptions {
    * the grammar accepted.
    */
   cleanup?: boolean;
+  /** Stop sequences of the request: never generated, so a stop can never cut a value short. */
+  stop?: readonly string[];
 }
+
+/** What transformers' clean_up_tokenization rewrites (" ' " and " n't", " 's", ... all start with " '" or " n'"). */
+const CLEANUP_PATTERNS = [' .', ' ?', ' !', ' ,', " '", " n'"];
 
 export const DEFAULT_COMPILE_OPTIONS: CompileOptions = {
   maxWhitespace: 12,
@@ -79,10 +84,16 @@ export function compileSchema(schema: unknown, options: Partial<CompileOptions> 
     const v = em.ws(start);
     const end = em.value(root, v, { rec: opts.recursionDepth, any: opts.anyDepth });
     if (end === null || !em.b.connected(start, end)) throw new SchemaError([`the schema cannot be satisfied by any JSON value we generate: ${em.why()}`]);
-    if (opts.cleanup) {
-      const c = em.b.withoutCleanupPatterns(start, end);
+    const stop = (opts.stop ?? []).filter((x) => x.length > 0);
+    if (opts.cleanup || stop.length) {
+      const enc = new TextEncoder();
+      const c = em.b.avoiding([...(opts.cleanup ? CLEANUP_PATTERNS : []), ...stop].map((x) => enc.encode(x)), start, end);
       if (!c.b.connected(c.start, c.final)) {
-        throw new SchemaError(['every value of the schema contains text this tokenizer\'s clean_up_tokenization_spaces rewrites when decoding (" ," " ." " ?" " !" " \'" " n\'t" inside a string); it could not be returned as written']);
+        throw new SchemaError([
+          stop.length
+            ? `every value of the schema contains one of the stop sequences (${stop.map((x) => JSON.stringify(x)).join(', ')})${opts.cleanup ? ' or text the tokenizer\'s clean-up rewrites' : ''}, which would cut it short; change "stop" or the schema`
+            : 'every value of the schema contains text this tokenizer\'s clean_up_tokenization_spaces rewrites when decoding (" ," " ." " ?" " !" " \'" " n\'t" inside a string); it could not be returned as written',
+        ]);
       }
       return c.b.build(c.start, c.final);
     }

@@ -168,6 +168,31 @@ describe('structured features: languages', () => {
   });
 });
 
+describe('structured features: stop sequences and clean-up patterns are never generated', () => {
+  it('the product automaton avoids every pattern, and keeps everything else', () => {
+    const stop = ['ab', 'bca', '\n\n', ':"z'];
+    const dfa = new LazyDfa(compileSchema({ type: 'object', properties: { s: { type: 'string', maxLength: 8 } } }, { maxWhitespace: 2, stop }));
+    for (const ok of ['{"s":"ba"}', '{"s":"bcb"}', '{\n"s":"ba"\n}', '{"s":"b"\n}']) assert.ok(dfa.matches(ok), ok);
+    for (const bad of ['{"s":"xaby"}', '{"s":"bbca"}', '{"s":"zz"}', '{\n\n"s":""}']) assert.ok(!dfa.matches(bad), bad);
+    const rand = mulberry32(5);
+    const utf8 = new TextDecoder();
+    for (let i = 0; i < 200; i++) {
+      const b = sample(dfa, rand);
+      if (!b) continue;
+      const text = utf8.decode(b);
+      for (const p of stop) assert.ok(!text.includes(p), `${JSON.stringify(text)} contains ${JSON.stringify(p)}`);
+    }
+    // Needed by every value: refused, naming "stop".
+    assert.throws(() => compileSchema({ type: 'object' }, { stop: ['}'] }), /stop sequences \("\}"\)/);
+  });
+
+  it('clean-up patterns: " ," " ." " ?" " !" " \'" " n\'" never appear, in strings or between tokens', () => {
+    const dfa = new LazyDfa(compileSchema({ type: 'array', items: { type: 'string', maxLength: 6 } }, { maxWhitespace: 2, cleanup: true }));
+    for (const ok of ['["a, b"]', '["n\'t"]', '["it\'s"]', '[ "x" ]']) assert.ok(dfa.matches(ok), ok);
+    for (const bad of ['["a ,b"]', '["Non ?"]', '["it \'s"]', '["do n\'t"]', '["x" ,"y"]', '["x ."]']) assert.ok(!dfa.matches(bad), bad);
+  });
+});
+
 describe('structured features: sampled texts validate with ajv', () => {
   for (const [name, schema] of Object.entries(USER_SCHEMAS)) {
     it(name, () => {

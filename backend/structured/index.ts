@@ -126,7 +126,7 @@ export function constraintOf(grammar: Grammar): Constraint {
 }
 
 /** Builds the constraint for `schema`, or rejects with a RequestError naming what is not supported. */
-export async function schemaConstraint(rt: Runtime, schema: unknown, where: string, status: number): Promise<Constraint> {
+export async function schemaConstraint(rt: Runtime, schema: unknown, where: string, status: number, stop: readonly string[] = []): Promise<Constraint> {
   let vocab: Vocab;
   try {
     vocab = vocabFor(rt);
@@ -135,8 +135,12 @@ export async function schemaConstraint(rt: Runtime, schema: unknown, where: stri
     throw err;
   }
   try {
-    // A tokenizer that cleans up decoded text must never be given the sequences it rewrites.
-    return constraintOf(await grammarForRequest(vocab, schema, rt.tokenizer.decoder.cleanup ? { cleanup: true } : {}));
+    // A tokenizer that cleans up decoded text must never be given the sequences it rewrites, and
+    // a stop sequence must never cut a value short: neither is generated.
+    const options: Partial<CompileOptions> = {};
+    if (rt.tokenizer.decoder.cleanup) options.cleanup = true;
+    if (stop.some((x) => x.length > 0)) options.stop = [...stop];
+    return constraintOf(await grammarForRequest(vocab, schema, options));
   } catch (err) {
     if (err instanceof SchemaError) {
       throw new RequestError(`${where}: ${err.issues.length > 1 ? 'unsupported or invalid JSON Schema: ' : ''}${err.issues.join('; ')}`, status);
@@ -145,15 +149,15 @@ export async function schemaConstraint(rt: Runtime, schema: unknown, where: stri
   }
 }
 
-/** LoRAX `parameters.response_format` (422 on a schema we cannot honour). */
-export async function loraxConstraint(rt: Runtime, rf: ResponseFormat | undefined): Promise<Constraint | undefined> {
+/** LoRAX `parameters.response_format` (422 on a schema we cannot honour); `stop`: the request's stop sequences. */
+export async function loraxConstraint(rt: Runtime, rf: ResponseFormat | undefined, stop: readonly string[] = []): Promise<Constraint | undefined> {
   if (!rf || rf.type === 'text') return undefined;
-  return schemaConstraint(rt, rf.schema ?? DEFAULT_JSON_OBJECT_SCHEMA, 'parameters.response_format.schema', 422);
+  return schemaConstraint(rt, rf.schema ?? DEFAULT_JSON_OBJECT_SCHEMA, 'parameters.response_format.schema', 422, stop);
 }
 
-/** OpenAI `response_format` (400 on a schema we cannot honour). */
-export async function openaiConstraint(rt: Runtime, rf: OpenAIResponseFormat | undefined): Promise<Constraint | undefined> {
+/** OpenAI `response_format` (400 on a schema we cannot honour); `stop`: the request's stop sequences. */
+export async function openaiConstraint(rt: Runtime, rf: OpenAIResponseFormat | undefined, stop: readonly string[] = []): Promise<Constraint | undefined> {
   if (!rf || rf.type === 'text') return undefined;
-  if (rf.type === 'json_object') return schemaConstraint(rt, rf.schema ?? ANY_JSON_OBJECT, 'response_format.schema', 400);
-  return schemaConstraint(rt, rf.json_schema.schema ?? ANY_JSON_OBJECT, 'response_format.json_schema.schema', 400);
+  if (rf.type === 'json_object') return schemaConstraint(rt, rf.schema ?? ANY_JSON_OBJECT, 'response_format.schema', 400, stop);
+  return schemaConstraint(rt, rf.json_schema.schema ?? ANY_JSON_OBJECT, 'response_format.json_schema.schema', 400, stop);
 }

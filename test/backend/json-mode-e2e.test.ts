@@ -161,6 +161,34 @@ for (const [name, makeDir] of SUITES) {
       }
     });
 
+    it('stop sequences never cut a value: they are kept out of the value, or the schema is refused', async () => {
+      const keys = Object.keys(USER_SCHEMAS).filter((k) => !unwritable.has(k) && need.get(k)! < 60).slice(0, 6);
+      const outs = await Promise.all(
+        keys.map(async (key, i) => {
+          const res = await postJson(`${srv.url}/generate`, {
+            inputs: `JSON for ${key}:`,
+            parameters: { max_new_tokens: MAX_NEW, do_sample: true, temperature: 1.4, seed: 100 + i, stop: ['\n', ' ,', '":'], details: true, response_format: { type: 'json_object', schema: USER_SCHEMAS[key] } },
+          });
+          assert.equal(res.status, 200, await res.clone().text());
+          const body = (await res.json()) as { generated_text: string; details: { finish_reason: string } };
+          return { key, ...body };
+        }),
+      );
+      for (const o of outs) {
+        assert.notEqual(o.details.finish_reason, 'stop_sequence', `${o.key}: ${JSON.stringify(o.generated_text)}`);
+        for (const stop of ['\n', ' ,']) assert.ok(!o.generated_text.includes(stop), `${o.key}: ${JSON.stringify(o.generated_text)}`);
+        if (o.details.finish_reason !== 'length') assert.equal(problem(USER_SCHEMAS[o.key], o.generated_text), null, `${o.key}: ${JSON.stringify(o.generated_text)}`);
+      }
+      const refused = await postJson(`${srv.url}/v1/chat/completions`, {
+        model: '',
+        messages: [{ role: 'user', content: 'x' }],
+        stop: ['}'],
+        response_format: { type: 'json_schema', json_schema: { name: 'o', schema: { type: 'object' } } },
+      });
+      assert.equal(refused.status, 400);
+      assert.match(((await refused.json()) as { error: { message: string } }).error.message, /stop sequences/);
+    });
+
     async function request(route: string, key: string, schema: unknown, seed: number, temperature: number, budget: number, ignoreEos = false): Promise<Outcome[]> {
       const rf = { type: 'json_schema', json_schema: { name: key, schema, strict: true } };
       const base = { route, schema: key, budget };
