@@ -1,11 +1,11 @@
 // Stall benchmark (not a test): do 1-4 MB prompts slow down everyone else's small requests?
 //
-//   node --import tsx bench/stall/bench.ts [--seconds 8] [--rounds 3] [--concurrency 4]
+//   node --import tsx bench/stall/bench.ts [--seconds 8] [--rounds 3] [--concurrency 4] [--gap-ms 250]
 //
 // Processes: the backend (`switchboard serve`, tiny Llama fixture, one engine thread), the gateway
 // (`switchboard gateway`) for the gateway scenarios, a client sending small requests (GET /health
 // and a 4-token /generate, `--concurrency` loops) and, in the "with" phases, a second client
-// sending large prompts back to back. Each scenario alternates phases without and with the large
+// sending large prompts one after another, `--gap-ms` apart (0: back to back). Each scenario alternates phases without and with the large
 // prompts, `--rounds` times, and compares the small requests' latency (p50 / p99 of all rounds).
 // Large prompts come plain (refused at the token bound before they are encoded) and with
 // `truncate` (encoded in full, on the tokenizer pool). The "inline" scenario sets
@@ -82,6 +82,7 @@ async function runBig(): Promise<void> {
     const inputs = words.repeat(Math.ceil((n * unit) / words.length)).slice(0, n * unit);
     return JSON.stringify({ inputs, parameters: { max_new_tokens: 1, ...(truncate ? { truncate: 64 } : {}) } });
   });
+  const gap = Number(arg('gap-ms', '250'));
   const stats = { sent: 0, statuses: {} as Record<string, number>, ms: [] as number[] };
   let stop = false;
   process.on('SIGTERM', () => (stop = true));
@@ -91,6 +92,7 @@ async function runBig(): Promise<void> {
     stats.sent++;
     stats.statuses[r.status] = (stats.statuses[r.status] ?? 0) + 1;
     stats.ms.push(r.ms);
+    if (gap > 0 && !stop) await new Promise((res) => setTimeout(res, gap));
   }
   process.stdout.write(`${JSON.stringify(stats)}\n`);
 }
@@ -140,7 +142,7 @@ interface Phase {
 async function phase(url: string, key: string | null, seconds: number, concurrency: number, big: { url: string; key: string | null; mode: string; sizes: string; unit: string } | null): Promise<Phase> {
   let bigChild: ReturnType<typeof child> | null = null;
   if (big) {
-    bigChild = child([...tsx, self, '--role', 'big', '--url', big.url, '--key', big.key ?? '', '--mode', big.mode, '--sizes', big.sizes, '--unit', big.unit]);
+    bigChild = child([...tsx, self, '--role', 'big', '--url', big.url, '--key', big.key ?? '', '--mode', big.mode, '--sizes', big.sizes, '--unit', big.unit, '--gap-ms', arg('gap-ms', '250')]);
     await bigChild.waitFor(/READY/, 'stdout');
     await new Promise((r) => setTimeout(r, 300)); // the first large body is on its way
   }
@@ -209,6 +211,8 @@ async function orchestrate(): Promise<void> {
   report(results, seconds, rounds, concurrency, true);
 }
 
+const GAP = arg('gap-ms', '250');
+
 function report(results: { scenario: Scenario; without: Phase[]; with: Phase[] }[], seconds: number, rounds: number, concurrency: number, write: boolean): void {
   const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
   const pct = (a: number, b: number) => `${b >= a ? '+' : ''}${(((b - a) / a) * 100).toFixed(0)}%`;
@@ -235,9 +239,9 @@ function report(results: { scenario: Scenario; without: Phase[]; with: Phase[] }
   const load = os.loadavg().map((x) => x.toFixed(1)).join(' / ');
   const md =
     `# Stall benchmark: small requests beside 1-4 MB prompts\n\n` +
-    `\`node --import tsx bench/stall/bench.ts --seconds ${seconds} --rounds ${rounds} --concurrency ${concurrency}\` on ${cpus.length} x ${cpus[0]?.model ?? 'cpu'}, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}, load average at the end ${load} (1 / 5 / 15 min).\n` +
+    `\`node --import tsx bench/stall/bench.ts --seconds ${seconds} --rounds ${rounds} --concurrency ${concurrency} --gap-ms ${GAP}\` on ${cpus.length} x ${cpus[0]?.model ?? 'cpu'}, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}, load average at the end ${load} (1 / 5 / 15 min).\n` +
     `Backend: tiny Llama fixture (max input 511 tokens), CPU engine with 1 thread. Small requests: ${concurrency} loops alternating GET /health and a 4-token /generate, ` +
-    `${rounds} rounds of ${seconds} s without and ${seconds} s with one client sending large prompts back to back. Latencies in ms (p50 / p99 over all rounds).\n\n` +
+    `${rounds} rounds of ${seconds} s without and ${seconds} s with one client sending large prompts one after another, ${GAP} ms apart. Latencies in ms (p50 / p99 over all rounds).\n\n` +
     `| scenario | small request | without: p50 / p99 | with: p50 / p99 | p99 change | max with | large prompts answered |\n|---|---|---|---|---|---|---|\n${rows.join('\n')}\n\n` +
     `How to read it: the last scenario is the server as it was (every prompt encoded on the event loop): each 1 MB prompt held every other\n` +
     `request for seconds. With the tokenizer pool, the early token bound and the off-loop JSON body parser, no request holds the loop for\n` +
