@@ -59,6 +59,12 @@ describe('npm start', () => {
       }
       // The uploaded adapter really served: the backend loaded it from the tenant's directory.
       assert.match(err, /adapter \S*tenants\/demo\/my-lora loaded into an engine slot/);
+      // Both layers log each request, never the key or the admin token.
+      assert.match(err, /\[gateway\] POST \/generate 200 tenant=demo adapter=my-lora in=\d+ out=20 [\d.]+ms/);
+      assert.match(err, /\[switchboard\] POST \/generate 200 adapter=tenants\/demo\/my-lora in=\d+ out=20 [\d.]+ms/);
+      const key = /API key of tenant "demo": (\S+)/.exec(out)![1]!;
+      const admin = /Admin token [^:]*: (\S+)/.exec(out)![1]!;
+      assert.ok(!err.includes(key) && !err.includes(admin), 'no credential in the logs');
     } finally {
       if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((r) => child.once('exit', r));

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_MODEL, startServer } from '../backend/cli.ts';
 import { parseServeConfig } from '../backend/config.ts';
-import { startGateway } from '../gateway/node.ts';
+import { formatGatewayAccess, startGateway } from '../gateway/node.ts';
 
 const log = (m: string) => process.stderr.write(`[switchboard] ${m}\n`);
 const REPO = path.resolve(import.meta.dirname, '..');
@@ -63,10 +63,10 @@ async function main(): Promise<void> {
   const adminToken = `adm-${randomBytes(16).toString('hex')}`;
   const backend = await startServer(
     parseServeConfig(['--model-id', modelDir, '--port', '0', '--hostname', hostname, '--adapter-source', 'local', '--adapter-root', adapterRoot], { SWITCHBOARD_SERVICE_KEY: serviceKey }),
-    { progress: true, log },
+    { progress: true, log, accessLog: true },
   );
   log(`backend on ${backend.url} (reachable only with gateway service tokens), adapter root ${adapterRoot}`);
-  const gateway = await startGateway({ backends: [backend.url], serviceKey, adminToken, port, hostname, log });
+  const gateway = await startGateway({ backends: [backend.url], serviceKey, adminToken, port, hostname, log, accessLog: (e) => process.stderr.write(`${formatGatewayAccess(e, false)}\n`) });
   const admin = async (method: string, route: string, body: unknown) => {
     const res = await fetch(`${gateway.url}${route}`, { method, headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
     if (!res.ok) throw new Error(`${method} ${route} answered ${res.status}: ${await res.text()}`);
