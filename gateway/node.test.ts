@@ -58,6 +58,13 @@ describe('switchboard gateway (CLI)', () => {
       assert.match(warnings[0]!, /--service-key on the command line shows in `ps`.*--service-key-file/);
       assert.throws(() => parseGatewayArgs(['--backend', 'http://a:1', '--service-key-file', join(dir, 'none')], {}), /--service-key-file: cannot read .*ENOENT/);
       assert.equal(parseGatewayArgs(['--version'], {}).version, true);
+      writeFileSync(join(dir, 'redis'), 'redis://:pw@127.0.0.1:6379\n');
+      const before = warnings.length;
+      assert.equal(parseGatewayArgs(['--backend', 'http://a:1', '--redis-url-file', join(dir, 'redis')], { SWITCHBOARD_SERVICE_KEY: KEY }, (m) => warnings.push(m)).redisUrl, 'redis://:pw@127.0.0.1:6379');
+      parseGatewayArgs(['--backend', 'http://a:1', '--redis-url', 'redis://127.0.0.1:6379'], { SWITCHBOARD_SERVICE_KEY: KEY }, (m) => warnings.push(m));
+      assert.equal(warnings.length, before, 'a Redis URL without a password is no secret');
+      parseGatewayArgs(['--backend', 'http://a:1', '--redis-url', 'redis://:pw@127.0.0.1:6379'], { SWITCHBOARD_SERVICE_KEY: KEY }, (m) => warnings.push(m));
+      assert.equal(warnings.length, before + 1);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

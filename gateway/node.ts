@@ -255,7 +255,7 @@ const FLAGS: Record<string, Flag> = {
   port: { env: 'PORT', help: 'HTTP port [default: 8000]' },
   'metrics-port': { env: 'SWITCHBOARD_GATEWAY_METRICS_PORT', help: 'Serve Prometheus metrics at /metrics on this port (default: no metrics)' },
   hostname: { env: 'SWITCHBOARD_HOSTNAME', help: 'Address to listen on [default: 127.0.0.1; 0.0.0.0 for every interface]' },
-  'redis-url': { env: 'REDIS_URL', help: 'Redis for keys, limits and usage shared by every gateway instance (default: in-process, one instance)' },
+  'redis-url': { env: 'REDIS_URL', help: 'Redis for keys, limits and usage shared by every gateway instance (default: in-process, one instance); may hold a password', secret: true },
   'service-key': { env: 'SWITCHBOARD_SERVICE_KEY', help: 'Signs service tokens: shared secret (>= 32 bytes) or PEM private key (file path or text) (required)', secret: true },
   'admin-token': { env: 'SWITCHBOARD_ADMIN_TOKEN', help: 'Bearer token of the admin API (absent: admin API disabled)', secret: true },
   'jwt-issuer': { env: 'SWITCHBOARD_JWT_ISSUER', help: 'Accept tenant JWTs from this issuer' },
@@ -334,7 +334,9 @@ export function parseGatewayArgs(
     }
     const flag = FLAGS[name];
     if (!flag) throw new GatewayConfigError(`unknown option --${name} (see --help)`);
-    if (flag.secret) warn(`--${name} on the command line shows in \`ps\` to every user of this machine: use --${name}-file <path> or the ${flag.env} environment variable`);
+    const value0 = eq >= 0 ? arg.slice(eq + 1) : argv[i + 1];
+    // A Redis URL is a secret only when it carries a password (redis://user:pass@host).
+    if (flag.secret && (name !== 'redis-url' || /^[a-z]+:\/\/[^/]*@/i.test(value0 ?? ''))) warn(`--${name} on the command line shows in \`ps\` to every user of this machine: use --${name}-file <path> or the ${flag.env} environment variable`);
     let value: string;
     if (eq >= 0) value = arg.slice(eq + 1);
     else if (flag.boolean) value = 'true';
