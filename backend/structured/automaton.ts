@@ -10,6 +10,8 @@
 export class AutomatonLimitError extends Error {}
 
 export const DEAD = -1;
+/** An unreachable distance. */
+export const INF = 0x3fffffff;
 const UNKNOWN = -2;
 
 /**
@@ -327,6 +329,8 @@ export interface Nfa {
   epsOff: Int32Array;
   epsTo: Int32Array;
   labels: Int32Array;
+  /** singleByteDistances for the vocabulary the compile was given (grammar.ts), when it was. */
+  singleDist?: Int32Array;
 }
 
 /**
@@ -483,4 +487,63 @@ export class LazyDfa {
     const b = typeof bytes === 'string' ? new TextEncoder().encode(bytes) : bytes;
     return this.run(this.start, b) >= 0;
   }
+}
+
+/**
+ * Per NFA state, the fewest byte steps to the accepting state using only edges some single-byte
+ * token can take (epsilon edges free): a 0-1 breadth-first search backwards from the end.
+ */
+export function singleByteDistances(nfa: Nfa, singleByte: Uint8Array): Int32Array {
+  const n = nfa.numStates;
+  // okUpTo[c]: how many classes below c some single-byte token belongs to (an edge over
+  // classes lo..hi is usable when the count grows over it).
+  const classOk = new Uint8Array(nfa.numClasses);
+  for (let b = 0; b < 256; b++) if (singleByte[b]) classOk[nfa.classOf[b]!] = 1;
+  const okUpTo = new Int32Array(nfa.numClasses + 1);
+  for (let c = 0; c < nfa.numClasses; c++) okUpTo[c + 1] = okUpTo[c]! + classOk[c]!;
+  const { edgeOff, edgeLo, edgeHi, edgeTo, epsOff, epsTo } = nfa;
+  // Reverse graph in CSR form: (to → from, weight 0 for epsilon, 1 for a byte).
+  const revOff = new Int32Array(n + 1);
+  for (let q = 0; q < n; q++) {
+    for (let k = edgeOff[q]!; k < edgeOff[q + 1]!; k++) if (okUpTo[edgeHi[k]! + 1]! > okUpTo[edgeLo[k]!]!) revOff[edgeTo[k]! + 1]!++;
+    for (let k = epsOff[q]!; k < epsOff[q + 1]!; k++) revOff[epsTo[k]! + 1]!++;
+  }
+  for (let v = 0; v < n; v++) revOff[v + 1]! += revOff[v]!;
+  const m = revOff[n]!;
+  const revSrc = new Int32Array(m);
+  const revW = new Uint8Array(m);
+  const fill = revOff.slice(0, n);
+  for (let q = 0; q < n; q++) {
+    for (let k = edgeOff[q]!; k < edgeOff[q + 1]!; k++) {
+      if (okUpTo[edgeHi[k]! + 1]! > okUpTo[edgeLo[k]!]!) {
+        const j = fill[edgeTo[k]!]!++;
+        revSrc[j] = q;
+        revW[j] = 1;
+      }
+    }
+    for (let k = epsOff[q]!; k < epsOff[q + 1]!; k++) revSrc[fill[epsTo[k]!]!++] = q;
+  }
+  const dist = new Int32Array(n).fill(INF);
+  dist[nfa.final] = 0;
+  // 0-1 BFS: zero-weight relaxations on a stack taken first, unit ones on a FIFO queue.
+  const zero = new Int32Array(m + 1);
+  const one = new Int32Array(m + 1);
+  let zs = 0;
+  let qh = 0;
+  let qt = 0;
+  zero[zs++] = nfa.final;
+  while (zs > 0 || qh < qt) {
+    const v = zs > 0 ? zero[--zs]! : one[qh++]!;
+    const dv = dist[v]!;
+    for (let j = revOff[v]!; j < revOff[v + 1]!; j++) {
+      const u = revSrc[j]!;
+      const nd = dv + revW[j]!;
+      if (nd < dist[u]!) {
+        dist[u] = nd;
+        if (revW[j] === 0) zero[zs++] = u;
+        else one[qt++] = u;
+      }
+    }
+  }
+  return dist;
 }

@@ -23,7 +23,7 @@
 // - {} / true: any JSON value, containers nested at most `anyDepth` deep.
 // - $ref: followed; a recursive $ref at most `recursionDepth` times along a path (beyond, that
 //   branch is impossible: optional properties are dropped, arrays end, anyOf uses other branches).
-import { AutomatonLimitError, NfaBuilder, type Nfa } from './automaton.ts';
+import { AutomatonLimitError, NfaBuilder, singleByteDistances, type Nfa } from './automaton.ts';
 import { ANY_CP, utf8Sequences, type CpNfa, type CpSet } from './regex.ts';
 import { accepts, checkOneOf, deref, FORMAT_LENGTH, isFixedFormat, jsonEqual, parseSchema, SchemaError, type ArrC, type FixedFormat, type Node, type NumC, type ObjC, type StringC, type TypedNode } from './schema.ts';
 
@@ -49,6 +49,8 @@ export interface CompileOptions {
   cleanup?: boolean;
   /** Stop sequences of the request: never generated, so a stop can never cut a value short. */
   stop?: readonly string[];
+  /** 1 for each byte the vocabulary has as a token by itself: the completion distances are computed here, off the request loop. */
+  singleByte?: readonly number[];
 }
 
 /** What transformers' clean_up_tokenization rewrites (" ' " and " n't", " 's", ... all start with " '" or " n'"). */
@@ -95,13 +97,18 @@ export function compileSchema(schema: unknown, options: Partial<CompileOptions> 
             : 'every value of the schema contains text this tokenizer\'s clean_up_tokenization_spaces rewrites when decoding (" ," " ." " ?" " !" " \'" " n\'t" inside a string); it could not be returned as written',
         ]);
       }
-      return c.b.build(c.start, c.final);
+      return withDistances(c.b.build(c.start, c.final), opts.singleByte);
     }
-    return em.b.build(start, end);
+    return withDistances(em.b.build(start, end), opts.singleByte);
   } catch (err) {
     if (err instanceof AutomatonLimitError) throw new SchemaError([`the schema is too large to compile (${err.message}; lower "maxLength", "maxItems", "minItems" or the pattern's repetition counts)`]);
     throw err;
   }
+}
+
+function withDistances(nfa: Nfa, singleByte: readonly number[] | undefined): Nfa {
+  if (singleByte) nfa.singleDist = singleByteDistances(nfa, Uint8Array.from(singleByte));
+  return nfa;
 }
 
 /** Non-negative decimal digits of x: integer part (no leading zeros) and fraction (no trailing zeros). */

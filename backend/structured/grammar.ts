@@ -12,7 +12,7 @@
 //   state) bounds the tokens still needed. A matcher with a budget allows, once the budget gets
 //   near, only tokens after which dist <= the tokens left; so a value that fits when generation
 //   starts always closes before max_new_tokens.
-import { DEAD, LazyDfa, type Nfa } from './automaton.ts';
+import { DEAD, INF, LazyDfa, singleByteDistances, type Nfa } from './automaton.ts';
 import { SchemaError } from './schema.ts';
 import type { Vocab } from './vocab.ts';
 
@@ -37,7 +37,6 @@ let tick = 0;
 
 /** Successor states kept per walked state, most tokens first (what background precompute looks at). */
 const NEXT_STATES = 8;
-const INF = 0x3fffffff;
 /** Completability search (states whose completion needs multi-byte tokens): DFA states expanded, trie nodes visited. */
 const LIVE_SEARCH_STATES = 1024;
 const LIVE_SEARCH_NODES = 4_000_000;
@@ -245,7 +244,8 @@ export class Grammar {
     const trie = vocab.trie;
     this.nodeClass = new Uint8Array(trie.size);
     for (let i = 1; i < trie.size; i++) this.nodeClass[i] = nfa.classOf[trie.byte[i]!]!;
-    this.nfaDist = singleByteDistances(nfa, vocab.singleByte);
+    // Computed with the NFA (on the compile worker) when the compile was given the vocabulary's single bytes.
+    this.nfaDist = nfa.singleDist ?? singleByteDistances(nfa, vocab.singleByte);
     this.allLive = this.nfaDist.every((d) => d < INF);
     // Completability depends on more than the labels promise (what lies past the horizon).
     this.shareByLabel = shareByLabel && this.allLive;
@@ -289,9 +289,9 @@ export class Grammar {
 
   /** Fewest bytes (any) from DFA state `s` to acceptance. */
   private distAny(s: number): number {
-    this.nfaDistAny ??= singleByteDistances(this.nfa, new Uint8Array(256).fill(1));
+    const all = (this.nfaDistAny ??= singleByteDistances(this.nfa, new Uint8Array(256).fill(1)));
     let d = INF;
-    for (const q of this.dfa.nfaStates(s)) d = Math.min(d, this.nfaDistAny[q]!);
+    for (const q of this.dfa.nfaStates(s)) d = Math.min(d, all[q]!);
     return d;
   }
 
@@ -490,45 +490,6 @@ export function bindGrammar(nfa: Nfa, vocab: Vocab, shareByLabel: boolean): Gram
   return g;
 }
 
-/**
- * Per NFA state, the fewest byte steps to the accepting state using only edges some single-byte
- * token can take (epsilon edges free): a 0-1 breadth-first search backwards from the end.
- */
-function singleByteDistances(nfa: Nfa, singleByte: Uint8Array): Int32Array {
-  const n = nfa.numStates;
-  const classOk = new Uint8Array(nfa.numClasses);
-  for (let b = 0; b < 256; b++) if (singleByte[b]) classOk[nfa.classOf[b]!] = 1;
-  // Reverse adjacency: (to → from, weight).
-  const rev: number[][] = Array.from({ length: n }, () => []);
-  for (let q = 0; q < n; q++) {
-    for (let k = nfa.edgeOff[q]!; k < nfa.edgeOff[q + 1]!; k++) {
-      let ok = false;
-      for (let c = nfa.edgeLo[k]!; c <= nfa.edgeHi[k]! && !ok; c++) ok = classOk[c] === 1;
-      if (ok) rev[nfa.edgeTo[k]!]!.push(q, 1);
-    }
-    for (let k = nfa.epsOff[q]!; k < nfa.epsOff[q + 1]!; k++) rev[nfa.epsTo[k]!]!.push(q, 0);
-  }
-  const dist = new Int32Array(n).fill(INF);
-  dist[nfa.final] = 0;
-  const dq: number[] = [nfa.final];
-  let head = 0;
-  // Deque as an array with a moving head: 0-weight pushes go to the front (head - 1 when free).
-  const front: number[] = [];
-  while (front.length || head < dq.length) {
-    const v = front.length ? front.pop()! : dq[head++]!;
-    const r = rev[v]!;
-    for (let i = 0; i < r.length; i += 2) {
-      const u = r[i]!;
-      const nd = dist[v]! + r[i + 1]!;
-      if (nd < dist[u]!) {
-        dist[u] = nd;
-        if (r[i + 1] === 0) front.push(u);
-        else dq.push(u);
-      }
-    }
-  }
-  return dist;
-}
 
 function evictMasks(keep: Grammar): void {
   const order = [...live].filter((g) => g !== keep).sort((a, b) => a.lastUsed - b.lastUsed);

@@ -98,7 +98,7 @@ export function grammarForRequest(vocab: Vocab, schema: unknown, options: Partia
   let p = inflight.get(key);
   if (!p) {
     const jobs = inflight;
-    p = compileSchemaAsync(schema, { horizon: vocab.maxTokenBytes, ...options }, key.length)
+    p = compileSchemaAsync(schema, { horizon: vocab.maxTokenBytes, singleByte: [...vocab.singleByte], ...options }, key.length)
       .then((nfa) => remember(cache, key, vocab, nfa, options))
       .finally(() => jobs.delete(key));
     inflight.set(key, p);
