@@ -170,6 +170,18 @@ describe('gateway e2e: tenant isolation under attack', () => {
       const j = JSON.parse(odd.body);
       assert.match(path.startsWith('/v1/') ? j.error.message : j.error, /malformed HTTP request/);
     }
+    const huge = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const u = new URL(gw.url);
+      const req = request({ host: u.hostname, port: u.port, method: 'GET', path: '/v1/models', headers: { authorization: `Bearer ${bob}`, 'x-pad': 'x'.repeat(64 * 1024) } }, (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(huge.status, 431);
+    assert.equal(JSON.parse(huge.body).error.message, 'request headers are too large');
   });
 
   it('uploads: an oversized chunked upload gets a JSON 413, not a reset, and nothing lands', async () => {
