@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { LazyDfa } from './automaton.ts';
 import { compileSchema, decimalParts } from './compile.ts';
-import { compilePattern, cpMatches, utf8Sequences } from './regex.ts';
+import { compilePattern, cpMatches, PatternError, utf8Sequences } from './regex.ts';
 import { SchemaError } from './schema.ts';
 import { USER_SCHEMAS } from './test-schemas.ts';
 import { mulberry32 } from '../../test/helpers/prng.ts';
@@ -91,6 +91,35 @@ describe('structured features: languages', () => {
         assert.equal(cpMatches(nfa, s), re.test(s), `${p} on ${JSON.stringify(s)}`);
       }
     }
+  });
+
+  it('random patterns: compiled or refused by name (never another error), and then matching like RegExp with the u flag', () => {
+    const rand = mulberry32(11);
+    const atoms = ['a', 'b', '.', '\\d', '\\w', '[ab]', '[^a]', '(', ')', '|', '*', '+', '?', '{1,2}', '{2}', '^', '$', '\\1', '(?:', '(?=', '\\b', '[', ']', '\\', 'é', '{'];
+    const alphabet = ['a', 'b', 'c', '1', ' ', 'é', '_', '\n', '{'];
+    let compiled = 0;
+    for (let i = 0; i < 1500; i++) {
+      const src = Array.from({ length: 1 + Math.floor(rand() * 6) }, () => atoms[Math.floor(rand() * atoms.length)]).join('');
+      let nfa: ReturnType<typeof compilePattern>;
+      try {
+        nfa = compilePattern(src);
+      } catch (err) {
+        assert.ok(err instanceof PatternError, `${src}: ${err}`);
+        continue;
+      }
+      let re: RegExp;
+      try {
+        re = new RegExp(src, 'u');
+      } catch {
+        assert.fail(`${JSON.stringify(src)} compiled but is not a valid u-flag RegExp`);
+      }
+      compiled++;
+      for (let k = 0; k < 20; k++) {
+        const str = Array.from({ length: Math.floor(rand() * 5) }, () => alphabet[Math.floor(rand() * alphabet.length)]).join('');
+        assert.equal(cpMatches(nfa, str), re.test(str), `${JSON.stringify(src)} on ${JSON.stringify(str)}`);
+      }
+    }
+    assert.ok(compiled > 100, `${compiled} compiled`);
   });
 
   it('UTF-8 sequences cover each code point range exactly', () => {
