@@ -161,6 +161,8 @@ export interface ModelHubSettings {
   hubToken?: string | undefined;
   adapterCacheDir?: string | undefined;
   hubOffline: boolean;
+  /** JSON log lines: progress goes through `log` as lines, never as a redrawn bar. */
+  json?: boolean;
 }
 
 /** resolveModel with the server's settings; the operator's token (HF_TOKEN or the login file) is for the model. */
@@ -174,6 +176,8 @@ export function resolveServedModel(s: ModelHubSettings, log: (msg: string) => vo
       token: s.hubToken ?? hubToken(env),
       offline: s.hubOffline,
       log,
+      // A bar on a terminal; elsewhere (or with JSON logs) plain lines through the server's logger.
+      ...(process.stderr.isTTY && !s.json ? {} : { progressSink: { isTTY: false, write: (t: string) => log(t.trimEnd()) } }),
     },
     log,
   );
