@@ -11,7 +11,7 @@
 // could never serve is refused at upload with the reason.
 import { Hono } from 'hono';
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { ADAPTER_FILES, ADAPTERS_WRITE_SCOPE, isAdapterFile, isAdapterName, isTenantId, loraxError, tenantAdapterId, TENANTS_DIR } from '../../protocol/index.ts';
 import { jsonTooDeep, MAX_JSON_DEPTH } from '../../protocol/json-depth.ts';
@@ -88,6 +88,16 @@ async function streamToFile(body: ReadableStream<Uint8Array> | null, file: strin
   }
 }
 
+async function removeStale(dir: string, ageMs: number): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  for (const n of names) {
+    if (!n.endsWith('.partial')) continue;
+    const f = path.join(dir, n);
+    const st = await stat(f).catch(() => null);
+    if (st && Date.now() - st.mtimeMs > ageMs) await rm(f, { force: true }).catch(() => {});
+  }
+}
+
 async function checkConfig(parts: Uint8Array[]): Promise<void> {
   let text: string;
   try {
@@ -117,6 +127,9 @@ export function adapterRoutes(rt: Runtime): Hono<AuthEnv> {
   const uploading = new Map<string, number>();
 
   const root = () => (rt.config.adapterRoot ? path.resolve(rt.config.adapterRoot) : null);
+  // Partial files a crash left behind (a day old: replicas sharing one root may be mid-upload).
+  const r0 = root();
+  if (r0) void removeStale(path.join(r0, STAGING_DIR), 24 * 3600 * 1000);
   const target = (tenant: string, name: string) => {
     const r = root();
     return r ? path.join(r, TENANTS_DIR, tenant, name) : null;
