@@ -56,8 +56,13 @@ for (const variant of ['llama', 'llama with clean-up'] as const) {
 
     it('/generate: generated_text is the decode of the token ids, and the token texts add up to it', async () => {
       let rewritten = 0;
-      for (const seed of SEEDS) {
-        const res = await postJson(`${srv.url}/generate`, { inputs: 'Numbers:', parameters: params(seed) });
+      // JSON mode (the issue's repro) and free text (where clean-up has more to rewrite)
+      const runs = SEEDS.flatMap((seed) => [
+        { seed, json: true, inputs: 'Numbers:', parameters: params(seed) as Record<string, unknown> },
+        { seed, json: false, inputs: "Hello , world ! it 's", parameters: { max_new_tokens: 40, temperature: 1.5, seed, details: true } },
+      ]);
+      for (const { seed, json, inputs, parameters } of runs) {
+        const res = await postJson(`${srv.url}/generate`, { inputs, parameters });
         assert.equal(res.status, 200);
         const body = (await res.json()) as { generated_text: string; details: { tokens: Tok[] } };
         const ids = body.details.tokens.map((t) => t.id);
@@ -67,7 +72,7 @@ for (const variant of ['llama', 'llama with clean-up'] as const) {
         for (const t of body.details.tokens.filter((t) => t.special)) assert.equal(t.text, tok.decode([t.id], false));
         // how often clean-up changed the text compared to the tokens decoded one by one
         if (nonSpecial.map((t) => tok.decode([t.id], true)).join('') !== body.generated_text) rewritten++;
-        JSON.parse(body.generated_text); // JSON mode on the llama fixture: a finished output parses
+        if (json) JSON.parse(body.generated_text); // JSON mode on the llama fixture: a finished output parses
       }
       if (variant !== 'llama') assert.ok(rewritten > 0, 'these seeds should exercise clean-up (a space before a comma)');
     });
@@ -84,6 +89,56 @@ for (const variant of ['llama', 'llama with clean-up'] as const) {
         assert.equal(final.generated_text, tok.decode(ids, true));
         assert.equal(events.filter((e) => !e.token.special).map((e) => e.token.text).join(''), final.generated_text, `seed ${seed}`);
       }
+    });
+
+    it('prompt token texts (decoder_input_details, echo logprobs) add up to the decode of the prompt ids', async () => {
+      // " ," " ?" " 's" split over two tokens each: clean-up rewrites across token boundaries
+      const inputs = "[\n 9210 ,\n -2429 ,\n ] Non ? it 's";
+      const res = await postJson(`${srv.url}/generate`, { inputs, parameters: { max_new_tokens: 2, decoder_input_details: true, details: true } });
+      const body = (await res.json()) as { details: { prefill: { id: number; text: string }[] } };
+      const ids = body.details.prefill.map((t) => t.id);
+      const texts = body.details.prefill.map((t) => t.text);
+      assert.equal(texts.join(''), tok.decode(ids, false));
+      const comma = ids.indexOf(tok.encode(',', false)[0]!);
+      assert.equal(texts[comma], ',');
+      if (variant === 'llama') assert.equal(texts.join(''), `<|begin_of_text|>${inputs}`);
+      else {
+        assert.equal(texts.join(''), "<|begin_of_text|>[\n 9210,\n -2429,\n ] Non? it's");
+        assert.equal(texts[comma - 1], '', 'the space before the comma is removed, so its token shows nothing');
+      }
+      const oa = (await (await postJson(`${srv.url}/v1/completions`, { model: srv.rt.modelName, prompt: inputs, max_tokens: 1, echo: true, logprobs: 0, temperature: 0 })).json()) as {
+        choices: { logprobs: { tokens: string[] } }[];
+      };
+      assert.equal(oa.choices[0]!.logprobs.tokens.slice(0, ids.length).join(''), tok.decode(ids, false));
+    });
+
+    it('stop sequences cut the decoded text at the first match: after it on /generate, before it on /v1', async () => {
+      let tested = 0;
+      for (const seed of SEEDS) {
+        const free = { max_new_tokens: 30, temperature: 1.5, seed };
+        const full = ((await (await postJson(`${srv.url}/generate`, { inputs: 'Hello , world !', parameters: free })).json()) as { generated_text: string }).generated_text;
+        if (full.length < 8) continue;
+        const mid = Math.floor(full.length / 2);
+        const stop = full.slice(mid, mid + 2);
+        const at = full.indexOf(stop);
+        const lorax = (await (await postJson(`${srv.url}/generate`, { inputs: 'Hello , world !', parameters: { ...free, stop: [stop], details: true } })).json()) as {
+          generated_text: string;
+          details: { finish_reason: string };
+        };
+        assert.equal(lorax.generated_text, full.slice(0, at + stop.length), `seed ${seed}, stop ${JSON.stringify(stop)}`);
+        assert.equal(lorax.details.finish_reason, 'stop_sequence');
+        const body = { model: srv.rt.modelName, prompt: 'Hello , world !', max_tokens: 30, temperature: 1.5, seed, stop: [stop] };
+        const oa = (await (await postJson(`${srv.url}/v1/completions`, body)).json()) as { choices: { text: string; finish_reason: string }[] };
+        assert.equal(oa.choices[0]!.text, full.slice(0, at), `seed ${seed}, stop ${JSON.stringify(stop)}`);
+        assert.equal(oa.choices[0]!.finish_reason, 'stop');
+        const streamed = (await readSSE(await postJson(`${srv.url}/v1/completions`, { ...body, stream: true })))
+          .filter((d) => d !== '[DONE]')
+          .flatMap((d) => (JSON.parse(d) as { choices: { text: string }[] }).choices.map((x) => x.text))
+          .join('');
+        assert.equal(streamed, full.slice(0, at));
+        tested++;
+      }
+      assert.ok(tested >= 6, `only ${tested} seeds gave text long enough`);
     });
 
     it('/v1/completions and /v1/chat/completions: stream deltas and logprob tokens add up to the content', async () => {
