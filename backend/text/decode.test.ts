@@ -203,6 +203,28 @@ describe('decode details', () => {
     assert.equal(new TokenDecoder(wj, {}).cleanup, false);
   });
 
+  it('falls back to re-decoding for a decoder it cannot stream, still never taking text back', async () => {
+    const dir = join(FIXTURES, 'models/llama');
+    const tj = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf-8')) as Record<string, unknown>;
+    const { Tokenizer } = await import('@huggingface/tokenizers');
+    const ctc = { ...tj, decoder: { type: 'CTC', pad_token: '<pad>', word_delimiter_token: '|', cleanup: false } };
+    const lib = new Tokenizer(ctc, {});
+    const d = new TokenDecoder(ctc, {}, (ids) => lib.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: false }));
+    assert.equal(d.unsupported, 'CTC');
+    const tok = await TextTokenizer.load(dir);
+    const ids = tok.encode('aab, hello 日本', false);
+    const s = d.stream(true);
+    let released = '';
+    const full = d.decode(ids, true);
+    assert.equal(full, lib.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false }));
+    for (const id of ids) {
+      released += s.push(id);
+      assert.ok(full.startsWith(released));
+    }
+    assert.equal(released + s.finish(), full);
+    assert.throws(() => new TokenDecoder(ctc, {}), /CTC/, 'without a fallback an unknown decoder is an error at load');
+  });
+
   it('skips ids outside the vocabulary, as Rust does', async () => {
     const tok = await TextTokenizer.load(join(FIXTURES, 'models/llama'));
     const hi = tok.encode('hi', false);
