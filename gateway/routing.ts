@@ -13,9 +13,11 @@ import { hash53 } from './util.ts';
 /** Connection errors that mean nothing is there to answer (as opposed to a slow answer). */
 const REFUSED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 
+/** The system error code of a failed fetch: on the error itself (node:http) or its cause (undici). */
 function causeCode(err: unknown): string {
-  const cause = (err as { cause?: { code?: unknown } })?.cause;
-  return typeof cause?.code === 'string' ? cause.code : '';
+  const e = err as { code?: unknown; cause?: { code?: unknown } } | null;
+  if (typeof e?.code === 'string') return e.code;
+  return typeof e?.cause?.code === 'string' ? e.cause.code : '';
 }
 
 export interface Backend {
