@@ -9,11 +9,10 @@ import { fileURLToPath } from 'node:url';
 import { loraxError, openaiError } from '../protocol/index.ts';
 import { serviceKeyFrom } from './auth.ts';
 import { ConfigError, parseServeConfig, serveHelp, type ServeConfig } from './config.ts';
-import { openModelDir } from '../native/model-dir.ts';
-import { resolveServedModel } from './hub/download.ts';
-import { Runtime } from './runtime.ts';
+import type { Runtime } from './runtime.ts';
 import { formatAccess, jsonAccess, type AccessEntry } from './access-log.ts';
-import { createApp } from './server.ts';
+// The engine, the routes and the hub client load on first use, so that `--help`, `--version` and
+// a port in use answer at once.
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** The model `npm start` serves: the tiny random-weight Llama bundled with the test fixtures. */
@@ -91,7 +90,10 @@ export async function startServer(config: ServeConfig, opts: StartOptions = {}) 
       server.closeAllConnections();
     });
   let rt: Runtime;
+  let createApp: typeof import('./server.ts').createApp;
   try {
+    const [{ Runtime }, routes] = await Promise.all([import('./runtime.ts'), import('./server.ts')]);
+    createApp = routes.createApp;
     rt = await Runtime.start(config, say, opts.progress);
   } catch (err) {
     await stopHttp();
@@ -146,6 +148,7 @@ async function main(argv: string[]): Promise<void> {
   const say = logger(config.json);
   if (config.downloadOnly) {
     // Fill the hub cache (for an image build or an air-gapped start later), check it opens, exit.
+    const [{ resolveServedModel }, { openModelDir }] = await Promise.all([import('./hub/download.ts'), import('../native/model-dir.ts')]);
     const { dir, hub } = await resolveServedModel(config, say);
     const model = await openModelDir(dir);
     say(hub ? `${hub.repoId}@${hub.revision} (commit ${hub.commit}, ${(model.weightBytes / 1e9).toFixed(2)} GB of weights) is in the cache` : `${dir} is a local directory: nothing to download`);
