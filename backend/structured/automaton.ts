@@ -208,18 +208,33 @@ export class NfaBuilder {
     return { b: out, start: K * start + idx[0]!, final: fin };
   }
 
-  /** Whether `final` can be reached from `start` at all. */
+  /** Whether `final` can be reached from `start` at all (one pass over a CSR copy of the edges). */
   connected(start: number, final: number): boolean {
-    const adj: number[][] = Array.from({ length: this.n }, () => []);
-    for (let j = 0; j < this.E; j++) adj[this.ed[4 * j]!]!.push(this.ed[4 * j + 3]!);
-    for (let j = 0; j < this.X; j++) adj[this.xd[2 * j]!]!.push(this.xd[2 * j + 1]!);
-    const seen = new Uint8Array(this.n);
-    const stack = [start];
+    const n = this.n;
+    const { E, X, ed, xd } = this;
+    const off = new Int32Array(n + 1);
+    for (let j = 0; j < E; j++) off[ed[4 * j]! + 1]!++;
+    for (let j = 0; j < X; j++) off[xd[2 * j]! + 1]!++;
+    for (let v = 0; v < n; v++) off[v + 1]! += off[v]!;
+    const adj = new Int32Array(E + X);
+    const fill = off.slice(0, n);
+    for (let j = 0; j < E; j++) adj[fill[ed[4 * j]!]!++] = ed[4 * j + 3]!;
+    for (let j = 0; j < X; j++) adj[fill[xd[2 * j]!]!++] = xd[2 * j + 1]!;
+    const seen = new Uint8Array(n);
+    const stack = new Int32Array(n);
+    let sp = 0;
+    stack[sp++] = start;
     seen[start] = 1;
-    while (stack.length) {
-      const v = stack.pop()!;
+    while (sp) {
+      const v = stack[--sp]!;
       if (v === final) return true;
-      for (const t of adj[v]!) if (!seen[t]) (seen[t] = 1), stack.push(t);
+      for (let k = off[v]!; k < off[v + 1]!; k++) {
+        const t = adj[k]!;
+        if (!seen[t]) {
+          seen[t] = 1;
+          stack[sp++] = t;
+        }
+      }
     }
     return false;
   }
