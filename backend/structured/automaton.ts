@@ -172,6 +172,10 @@ export class NfaBuilder {
     let K = 0;
     for (let v = 0; v < go.length; v++) if (!terminal[v]) idx[v] = K++;
     const nodes = idx.map((k, v) => (k >= 0 ? v : -1)).filter((v) => v >= 0);
+    // Long stop sequences multiply the automaton: bounded like any other growth.
+    if (K * this.n > Math.max(this.maxStates, 3 * this.n)) {
+      throw new AutomatonLimitError(`the stop sequences (${K} prefixes to track) multiply the schema's ${this.n} automaton states past ${Math.max(this.maxStates, 3 * this.n)}; use fewer or shorter stop sequences`);
+    }
     const out = new NfaBuilder(this.maxStates * K + 2);
     const n = this.n;
     out.n = K * n;

@@ -213,6 +213,8 @@ describe('structured features: stop sequences and clean-up patterns are never ge
     }
     // Needed by every value: refused, naming "stop".
     assert.throws(() => compileSchema({ type: 'object' }, { stop: ['}'] }), /stop sequences \("\}"\)/);
+    // Long stop sequences cannot blow the automaton up.
+    assert.throws(() => compileSchema({ type: 'array', items: { type: 'string', maxLength: 200 }, maxItems: 50 }, { stop: ['x'.repeat(400), 'y'.repeat(400)] }), /too large.*stop sequences/);
   });
 
   it('clean-up patterns: " ," " ." " ?" " !" " \'" " n\'" never appear, in strings or between tokens', () => {
