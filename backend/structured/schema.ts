@@ -172,7 +172,9 @@ class Parser {
   }
 
   private issue(path: string, msg: string): void {
-    this.issues.push(`${msg} (at ${path})`);
+    // Merged and distributed schemas can meet the same problem twice.
+    const text = `${msg} (at ${path})`;
+    if (!this.issues.includes(text)) this.issues.push(text);
   }
 
   private parseAt(ref: string, from: string): Node {
