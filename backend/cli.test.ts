@@ -147,13 +147,13 @@ describe('a running server', () => {
       assert.equal(ok.status, 200, await ok.clone().text());
       const streamed = await fetch(`${url}/generate_stream`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${jwt}` }, body: JSON.stringify({ inputs: 'Hello', parameters: { max_new_tokens: 2 } }) });
       await streamed.text();
-      await fetch(`${url}/health`);
+      await fetch(`${url}/info`);
       await new Promise((r) => setTimeout(r, 200));
       const lines = s.stderr().split('\n');
       assert.ok(lines.some((l) => /^\[switchboard\] POST \/generate 401 [\d.]+ms$/.test(l)), s.stderr());
       assert.ok(lines.some((l) => /^\[switchboard\] POST \/generate 200 in=\d+ out=3 [\d.]+ms$/.test(l)), s.stderr());
       assert.ok(lines.some((l) => /^\[switchboard\] POST \/generate_stream 200 in=\d+ out=2 [\d.]+ms \(stream\)$/.test(l)), s.stderr());
-      assert.ok(lines.some((l) => /^\[switchboard\] GET \/health 200 [\d.]+ms$/.test(l)), s.stderr());
+      assert.ok(lines.some((l) => /^\[switchboard\] GET \/info 200 [\d.]+ms$/.test(l)), s.stderr());
       for (const secret of [KEY, jwt, 'hf_secret_in_body']) assert.ok(!s.stderr().includes(secret), 'no secret in the log');
     } finally {
       await s.stop();
@@ -162,7 +162,7 @@ describe('a running server', () => {
     try {
       await warned.url;
       assert.equal(warned.stderr().match(/shows in `ps`/g)?.length, 1, warned.stderr());
-      await fetch(`${await warned.url}/health`);
+      await fetch(`${await warned.url}/info`);
       await new Promise((r) => setTimeout(r, 200));
       const entry = warned
         .stderr()
@@ -170,7 +170,7 @@ describe('a running server', () => {
         .filter((l) => l.startsWith('{'))
         .map((l) => JSON.parse(l) as Record<string, unknown>)
         .find((e) => e.msg === 'request');
-      assert.deepEqual({ ...entry, time: 0, duration_ms: 0 }, { time: 0, level: 'info', msg: 'request', method: 'GET', route: '/health', status: 200, adapter: null, tokens_in: null, tokens_out: null, duration_ms: 0, stream: false });
+      assert.deepEqual({ ...entry, time: 0, duration_ms: 0 }, { time: 0, level: 'info', msg: 'request', method: 'GET', route: '/info', status: 200, adapter: null, tokens_in: null, tokens_out: null, duration_ms: 0, stream: false });
     } finally {
       await warned.stop();
     }
