@@ -35,13 +35,17 @@ export async function serviceKeyFrom(text: string): Promise<KeyObject | CryptoKe
   return createSecretKey(Buffer.from(text, 'utf-8'));
 }
 
+/** LoRAX's probe paths: /health, and / (GET), /ping and /startup answering the same. */
+const PROBES = new Set(['/health', '/', '/ping', '/startup']);
+
 export function serviceAuth(key: KeyObject | CryptoKey | null): MiddlewareHandler<AuthEnv> {
   return async (c, next) => {
     if (!key) {
       c.set('caller', { tenant: null, scopes: new Set(), viaGateway: false });
       return next();
     }
-    if (c.req.path === '/health') return next();
+    // Liveness probes (Kubernetes, SageMaker) carry no token; POST / is a generation and does.
+    if (c.req.method === 'GET' && PROBES.has(c.req.path)) return next();
     const refuse = (why: string): never => {
       throw new RequestError(`unauthorized: ${why}`, 401, 'unauthorized');
     };

@@ -3,6 +3,7 @@
 // bin/switchboard.mjs calls cliMain(); tests and scripts import startServer().
 import { createAdaptorServer } from '@hono/node-server';
 import { readFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
 import type { Server } from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -112,6 +113,22 @@ export async function startServer(config: ServeConfig, opts: StartOptions = {}) 
   };
 }
 
+/** LoRAX's --env: what an issue report needs about this machine, in one block. */
+export async function runtimeEnv(): Promise<string> {
+  const { cudaAddonBuilt, cudaUnavailableReason, loadCudaAddon } = await import('../native/engine.ts');
+  const cuda = loadCudaAddon();
+  const rows = [
+    ['switchboard', version()],
+    ['node', process.version],
+    ['platform', `${process.platform} ${process.arch}`],
+    ['cpus', `${cpus().length} x ${cpus()[0]?.model ?? 'unknown'}`],
+    ['memory', `${(totalmem() / 2 ** 30).toFixed(1)} GiB`],
+    ['cuda engine', cuda ? `built, ${cuda.cudaDeviceCount()} device(s)` : cudaAddonBuilt() ? `built, unusable: ${cudaUnavailableReason()}` : 'not built (CPU engine only)'],
+    ['CUDA_VISIBLE_DEVICES', process.env.CUDA_VISIBLE_DEVICES ?? '(unset)'],
+  ];
+  return `runtime environment:\n${rows.map(([k, v]) => `  ${k!.padEnd(22)} ${v}`).join('\n')}`;
+}
+
 const TOP_HELP = `switchboard <command>
 
 Commands:
@@ -146,6 +163,7 @@ async function main(argv: string[]): Promise<void> {
   const args = isDemo ? ['--model-id', DEFAULT_MODEL, ...rest] : rest;
   const config = parseServeConfig(args, process.env, { warn: (m) => log(`warning: ${m}`) });
   const say = logger(config.json);
+  if (config.printEnv) say(await runtimeEnv());
   if (config.downloadOnly) {
     // Fill the hub cache (for an image build or an air-gapped start later), check it opens, exit.
     const [{ resolveServedModel }, { openModelDir }] = await Promise.all([import('./hub/download.ts'), import('../native/model-dir.ts')]);

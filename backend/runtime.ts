@@ -13,6 +13,7 @@ import { resolveServedModel } from './hub/download.ts';
 import { hubCacheDir } from './hub/hub-cache.ts';
 import type { ServeConfig } from './config.ts';
 import { watchLoad } from './load-progress.ts';
+import { Health } from './health.ts';
 import { Metrics } from './metrics.ts';
 import { Scheduler } from './scheduler.ts';
 import { TokenizePool } from './text/tokenize-pool.ts';
@@ -42,7 +43,28 @@ export class Runtime {
     readonly metrics: Metrics,
     readonly limits: Limits,
     readonly modelName: string,
+    /** --adapter-id and --preloaded-adapter-ids, fetched and validated before the server took requests. */
+    readonly preloadedAdapters: readonly string[] = [],
   ) {}
+
+  /** /health's answer: a recent step, else a one-token generation on the base model (LoRAX's check). */
+  readonly health = new Health(async (signal) => {
+    const { generate } = await import('./generate.ts');
+    const events = generate(this, {
+      prompt: 'liveness',
+      adapter: { kind: 'base' },
+      maxNewTokens: 1,
+      sampling: { doSample: false },
+      stop: [],
+      includeStopText: true,
+      ignoreEos: true,
+      promptLogprobs: false,
+      topLogprobs: 0,
+      signal,
+    });
+    for await (const e of events) if (e.type === 'end') return;
+    throw new Error('the one-token generation ended without a token');
+  });
 
   /** `progress`: show weight loading progress on stderr (a bar on a terminal, else lines). */
   static async start(config: ServeConfig, log: (msg: string) => void = () => {}, progress = false): Promise<Runtime> {
@@ -61,7 +83,7 @@ export class Runtime {
     const numBlocks = Math.ceil(batchTokens / config.blockSize);
     if (numBlocks * config.blockSize < maxTotalTokens) throw new Error('--max-batch-total-tokens must hold at least one full request (--max-total-tokens)');
     const tokenizer = await TextTokenizer.load(modelDir, probe.config.eosTokenId);
-    const tokenizePool = await TokenizePool.create(modelDir, tokenizer, probe.config.eosTokenId);
+    const tokenizePool = await TokenizePool.create(modelDir, tokenizer, probe.config.eosTokenId, config.validationWorkers ? { size: config.validationWorkers } : {});
     log(`loading weights (${(probe.weightBytes / 1e6).toFixed(1)} MB) ...`);
     const t0 = performance.now();
     const watch = progress ? watchLoad(probe.weightBytes, { tty: process.stderr.isTTY === true, write: (t) => process.stderr.write(t.startsWith('\r') ? t : `[switchboard] ${t}`) }) : null;
@@ -71,17 +93,20 @@ export class Runtime {
       maxAdapters: config.maxActiveAdapters,
       device: config.device,
       dtype: config.dtype,
+      // --eager (LoRAX's flag): no CUDA graphs.
+      cudaGraphs: !config.eager,
       log,
       ...(config.threads ? { threads: config.threads } : {}),
     }).finally(() => watch?.stop());
     log(`engine ready on ${engine.info().deviceName} in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     let scheduler: Scheduler | undefined;
+    let runtime: Runtime | undefined;
     const store = new AdapterStore(
       engine,
       {
         slots: config.maxActiveAdapters,
         cycleTimeS: config.adapterCycleTimeS,
-        maxHostAdapters: Math.max(16, config.maxActiveAdapters),
+        maxHostAdapters: config.maxCpuAdapters ?? Math.max(16, config.maxActiveAdapters),
         onChange: () => scheduler?.notify(),
       },
       {
@@ -127,6 +152,7 @@ export class Runtime {
       },
       {
         onStep: ({ prefillTokens, seconds }) => {
+          runtime?.health.noteStep();
           metrics.batchStepDuration.observe({ method: prefillTokens > 0 ? 'prefill' : 'decode' }, seconds);
         },
         onQueue: (waiting, running) => {
@@ -141,6 +167,7 @@ export class Runtime {
       },
     );
     metrics.watchBlocks(scheduler.blocks);
+    const preloadedAdapters = await preloadAdapters(config, resolver, log);
     const limits: Limits = {
       maxInputLength,
       maxTotalTokens,
@@ -148,7 +175,8 @@ export class Runtime {
       maxStopSequences: config.maxStopSequences,
       maxConcurrentRequests: config.maxConcurrentRequests,
     };
-    return new Runtime(config, engine, tokenizer, tokenizePool, store, resolver, scheduler, metrics, limits, resolved.hub?.repoId ?? path.basename(modelDir));
+    runtime = new Runtime(config, engine, tokenizer, tokenizePool, store, resolver, scheduler, metrics, limits, resolved.hub?.repoId ?? path.basename(modelDir), preloadedAdapters);
+    return runtime;
   }
 
   async close(): Promise<void> {
@@ -156,4 +184,27 @@ export class Runtime {
     await this.tokenizePool.close();
     this.engine.close();
   }
+}
+
+/**
+ * LoRAX's --adapter-id and --preloaded-adapter-ids: each adapter fetched, validated and held in
+ * the host tier before the port answers anything but 503, so the first request for it does not
+ * pay the download. One that cannot load stops the start, naming it.
+ */
+async function preloadAdapters(config: ServeConfig, resolver: AdapterResolver, log: (msg: string) => void): Promise<string[]> {
+  const ids = [...new Set([...(config.adapterId ? [config.adapterId] : []), ...config.preloadedAdapterIds])];
+  const loaded: string[] = [];
+  for (const id of ids) {
+    const source = id === config.adapterId ? config.adapterSource : (config.preloadedAdapterSource ?? config.adapterSource);
+    let key: string | null;
+    try {
+      key = await resolver.acquire({ kind: 'single', ref: { id, source } });
+    } catch (err) {
+      throw new Error(`${id === config.adapterId ? '--adapter-id' : '--preloaded-adapter-ids'} ${id} (source ${source}) cannot be loaded: ${(err as Error).message}`);
+    }
+    resolver.release(key);
+    log(`preloaded adapter ${id} (${source})`);
+    loaded.push(id);
+  }
+  return loaded;
 }

@@ -3,6 +3,7 @@
 // nothing ever answers with a bare 500 page.
 import type { KeyObject } from 'node:crypto';
 import { Hono } from 'hono';
+import { cors } from 'hono/cors';
 import { matchedRoutes } from 'hono/route';
 import { serviceAuth, type AuthEnv } from './auth.ts';
 import { errorResponse, RequestError } from './errors.ts';
@@ -43,6 +44,20 @@ export function createApp(rt: Runtime, serviceKey: KeyObject | CryptoKey | null 
     c.req.raw.signal.addEventListener('abort', write, { once: true });
     c.res = new Response(c.res.body!.pipeThrough(new TransformStream({ flush: write })), c.res);
   });
+  // LoRAX's --cors-* flags; before auth, so a browser's preflight (which carries no token) is answered.
+  const cfg = rt.config;
+  if (cfg.corsAllowOrigin.length > 0) {
+    app.use(
+      '*',
+      cors({
+        origin: cfg.corsAllowOrigin.includes('*') ? '*' : cfg.corsAllowOrigin,
+        ...(cfg.corsAllowMethod.length ? { allowMethods: cfg.corsAllowMethod.map((m) => m.toUpperCase()) } : {}),
+        ...(cfg.corsAllowHeader.length ? { allowHeaders: cfg.corsAllowHeader } : {}),
+        ...(cfg.corsExposeHeader.length ? { exposeHeaders: cfg.corsExposeHeader } : {}),
+        credentials: cfg.corsAllowCredentials,
+      }),
+    );
+  }
   app.use('*', serviceAuth(serviceKey));
   app.route('/', infoRoutes(rt));
   app.route('/', adapterRoutes(rt));

@@ -78,7 +78,7 @@ export function apiTokenOf(c: Ctx, bodyToken: string | undefined): string | unde
 }
 
 function servedSource(source: string | undefined, rt: Runtime): AdapterSourceName {
-  const s = source ?? rt.config.adapterSource;
+  const s = source ?? rt.config.defaultAdapterSource ?? rt.config.adapterSource;
   if (s === 'pbase') {
     throw new RequestError('adapter_source "pbase" is Predibase\'s hosted adapter registry, reachable only from Predibase\'s own deployments; download the adapter and serve it with adapter_source "hub", "s3" or "local"', 422);
   }

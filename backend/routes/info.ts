@@ -1,5 +1,5 @@
-// Operational routes: /health, /info, /metrics (Prometheus text) and /tokenize.
-import { Hono } from 'hono';
+// Operational routes: /health (and LoRAX's /, /ping, /startup), /info, /metrics (Prometheus text) and /tokenize.
+import { Hono, type Context } from 'hono';
 import { TokenizeRequest, parseLoraxRequest } from '../../protocol/index.ts';
 import { RequestError } from '../errors.ts';
 import { TooManyTokensError } from '../text/tokenize-pool.ts';
@@ -10,8 +10,15 @@ import { readJsonBody } from './common.ts';
 export function infoRoutes(rt: Runtime): Hono<AuthEnv> {
   const app = new Hono<AuthEnv>();
 
-  // Healthy once the engine is up; a step that fails is reported per request, not here.
-  app.get('/health', (c) => c.json({ status: 'ok' }));
+  // LoRAX's probes: /health (and / and /ping, SageMaker's) answer 503 when the engine cannot
+  // generate (health.ts); /startup, the Kubernetes startup probe, is the same check (while the
+  // model loads, cli.ts answers 503 on every path).
+  const health = async (c: Context<AuthEnv>) => {
+    const r = await rt.health.check();
+    if (r.ok) return c.json({ status: 'ok' });
+    return c.json({ error: `unhealthy: ${r.error ?? 'the engine cannot generate'}`, error_type: 'healthcheck' }, 503);
+  };
+  for (const path of ['/health', '/', '/ping', '/startup']) app.get(path, health);
 
   app.get('/info', (c) => {
     const info = rt.engine.info();
@@ -34,7 +41,7 @@ export function infoRoutes(rt: Runtime): Hono<AuthEnv> {
       max_batch_prefill_tokens: rt.config.maxBatchPrefillTokens,
       max_active_adapters: rt.config.maxActiveAdapters,
       adapter_cycle_time_s: rt.config.adapterCycleTimeS,
-      adapter_source: rt.config.adapterSource,
+      adapter_source: rt.config.defaultAdapterSource ?? rt.config.adapterSource,
       block_size: info.blockSize,
       device_name: info.deviceName,
       version: '0.1.0',
@@ -42,7 +49,7 @@ export function infoRoutes(rt: Runtime): Hono<AuthEnv> {
       docker_label: null,
       request_logger_url: null,
       eager_prefill: true,
-      preloaded_adapters: [],
+      preloaded_adapters: rt.preloadedAdapters,
       supports_generation: true,
       supports_embeddings: false,
       supports_classification: false,

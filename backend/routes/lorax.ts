@@ -191,7 +191,8 @@ export function loraxRoutes(rt: Runtime): Hono<AuthEnv> {
     return streamResponse(rt, c, parsed.data.inputs, parsed.data.parameters);
   });
 
-  app.post('/', async (c) => {
+  // LoRAX serves its compat route at / and at SageMaker's /invocations alike.
+  app.on('POST', ['/', '/invocations'], async (c) => {
     const parsed = parseLoraxRequest(CompatGenerateRequest, await readJsonBody(c));
     if (!parsed.success) return c.json(parsed.error, 422);
     const { inputs, parameters, stream } = parsed.data;
