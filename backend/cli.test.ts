@@ -147,7 +147,7 @@ describe('a running server', () => {
       assert.equal(ok.status, 200, await ok.clone().text());
       const streamed = await fetch(`${url}/generate_stream`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${jwt}` }, body: JSON.stringify({ inputs: 'Hello', parameters: { max_new_tokens: 2 } }) });
       await streamed.text();
-      await fetch(`${url}/info`);
+      await fetch(`${url}/info`, { headers: { authorization: `Bearer ${jwt}` } });
       await new Promise((r) => setTimeout(r, 200));
       const lines = s.stderr().split('\n');
       assert.ok(lines.some((l) => /^\[switchboard\] POST \/generate 401 [\d.]+ms$/.test(l)), s.stderr());
@@ -162,7 +162,7 @@ describe('a running server', () => {
     try {
       await warned.url;
       assert.equal(warned.stderr().match(/shows in `ps`/g)?.length, 1, warned.stderr());
-      await fetch(`${await warned.url}/info`);
+      await fetch(`${await warned.url}/info`, { headers: { authorization: `Bearer ${await token()}` } });
       await new Promise((r) => setTimeout(r, 200));
       const entry = warned
         .stderr()
