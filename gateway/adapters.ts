@@ -11,7 +11,8 @@
 import { BASE_MODEL_ADAPTER_ID, tenantAdapterId, type ServedAdapterSource } from '../protocol/index.ts';
 import { GatewayError } from './errors.ts';
 import { uploadReplicas, type GatewayStore, type SharedAdapterRecord, type TenantAdapterRecord } from './store/types.ts';
-import { SecretBox, TtlCache } from './util.ts';
+import type { SecretBox } from './lib/crypto.ts';
+import { TtlCache } from './lib/ttl-cache.ts';
 
 export interface BackendInfo {
   /** The backend's model_id (a path or hub id). */

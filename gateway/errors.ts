@@ -2,6 +2,7 @@
 // `{error: {message, type, param, code}}` under /v1 (and for the admin API), LoRAX's
 // `{error, error_type}` everywhere else. Bodies come from protocol/ so the shapes never drift.
 import { loraxError, openaiError } from '../protocol/index.ts';
+import { StoreUnavailableError } from './store/types.ts';
 
 export type ApiKind = 'lorax' | 'openai';
 
@@ -70,9 +71,6 @@ export class GatewayError extends Error {
     return jsonResponse(this.body(kind), this.status, { ...extraHeaders, ...this.opts.headers });
   }
 }
-
-/** The store (Redis) cannot be reached: fail closed (see gateway/README.md). */
-export class StoreUnavailableError extends Error {}
 
 export function jsonResponse(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify(body), {

@@ -6,7 +6,7 @@
 // clients actually send ($defs, prefixItems, dependentRequired, ...), so both dialects are checked
 // keyword by keyword; unknown keywords are allowed, as the spec says.
 import { Validator, type Schema } from '@cfworker/json-schema';
-import { utf8Length } from './util.ts';
+import { utf8Length } from './lib/bytes.ts';
 
 export interface SchemaLimits {
   /** Serialized size in bytes. */

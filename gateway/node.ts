@@ -17,7 +17,7 @@ import { IoRedisClient } from './store/ioredis-client.ts';
 import { MemoryStore } from './store/memory-store.ts';
 import { RedisStore } from './store/redis-store.ts';
 import type { GatewayStore, Limits } from './store/types.ts';
-import { SecretBox } from './util.ts';
+import { SecretBox } from './lib/crypto.ts';
 
 export interface StartGatewayOptions {
   backends: string[];

@@ -8,7 +8,6 @@
 // them: a replica with a handful of requests is not overloaded, it batches them) is passed over
 // for the next one in the adapter's order. Base-model requests (no adapter to keep hot) go to the least loaded
 // replica. Adding or losing a replica moves only the adapters that hashed to it.
-import { hash53 } from './util.ts';
 
 /** Connection errors that mean nothing is there to answer (as opposed to a slow answer). */
 const REFUSED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
@@ -209,4 +208,20 @@ export class Router {
   get healthyCount(): number {
     return this.backends.filter((b) => b.healthy).length;
   }
+}
+
+/** cyrb53: a fast, well-mixed 53-bit string hash (for rendezvous hashing; not cryptographic). */
+function hash53(text: string, seed = 0): number {
+  let h1 = 0xdeadbeef ^ seed;
+  let h2 = 0x41c6ce57 ^ seed;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ ch, 2654435761);
+    h2 = Math.imul(h2 ^ ch, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507);
+  h1 ^= Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507);
+  h2 ^= Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return 4294967296 * (2097151 & h2) + (h1 >>> 0);
 }

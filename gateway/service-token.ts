@@ -5,7 +5,7 @@
 // Tokens are cached per tenant+scope for a part of their life: signing per request is wasted work.
 import { importPKCS8, SignJWT, type CryptoKey as JoseKey } from 'jose';
 import { SERVICE_AUDIENCE, SERVICE_ISSUER, SERVICE_TOKEN_TTL_S } from '../protocol/index.ts';
-import { utf8 } from './util.ts';
+import { utf8 } from './lib/bytes.ts';
 
 export class ServiceTokenSigner {
   private readonly cache = new Map<string, { token: string; until: number }>();

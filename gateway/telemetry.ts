@@ -8,7 +8,6 @@
 // parsed/written here too, so traceparent is propagated even when no propagator is registered
 // (the no-op tracer keeps the parent's span context, so the incoming trace continues).
 import {
-  context as otelContext,
   propagation,
   ROOT_CONTEXT,
   SpanKind,
@@ -79,17 +78,33 @@ export function startServerSpan(name: string, parent: Context, attributes: Attri
   return startSpan(name, parent, attributes, SpanKind.SERVER);
 }
 
-/** Runs `fn` inside a child span that ends (with error status on a throw) when `fn` settles. */
-export async function inSpan<T>(name: string, parent: Context, fn: (s: ActiveSpan) => Promise<T>, attributes: Attributes = {}): Promise<T> {
-  const s = startSpan(name, parent, attributes);
+/**
+ * Runs `fn` inside a child span that ends (with error status on a throw) when `fn` settles: every
+ * span whose life is one call (auth, the limit check, the backend-info fetch).
+ */
+export async function inSpan<T>(name: string, parent: Context, fn: (s: ActiveSpan) => Promise<T>, attributes: Attributes = {}, kind: SpanKind = SpanKind.INTERNAL): Promise<T> {
+  const s = startSpan(name, parent, attributes, kind);
+  let ok = false;
+  let failure: unknown;
   try {
-    return await otelContext.with(s.ctx, () => fn(s));
+    const out = await fn(s);
+    ok = true;
+    return out;
   } catch (err) {
-    s.span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error)?.message });
+    failure = err;
     throw err;
   } finally {
-    s.span.end();
+    endSpan(s, ok ? undefined : (failure ?? 'failed'));
   }
+}
+
+/**
+ * Ends a span that outlives one call (the request's server span, the forward span of a stream):
+ * `failure` marks it failed first (an Error, or a message).
+ */
+export function endSpan(s: ActiveSpan, failure?: unknown): void {
+  if (failure !== undefined) s.span.setStatus({ code: SpanStatusCode.ERROR, message: typeof failure === 'string' ? failure : ((failure as Error)?.message ?? String(failure)) });
+  s.span.end();
 }
 
 export { SpanKind, SpanStatusCode };

@@ -12,7 +12,7 @@ import { ADAPTER_FILES, ADAPTERS_WRITE_SCOPE, isAdapterFile, isAdapterName, TENA
 import { jsonTooDeep, MAX_JSON_DEPTH } from '../protocol/json-depth.ts';
 import { readBytes } from './body.ts';
 import { uploadReplicas, type GatewayStore, type TenantAdapterRecord } from './store/types.ts';
-import { SecretBox } from './util.ts';
+import type { SecretBox } from './lib/crypto.ts';
 
 export interface AdapterView {
   name: string;

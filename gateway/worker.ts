@@ -20,7 +20,7 @@ import { MemoryStore } from './store/memory-store.ts';
 import { RedisStore } from './store/redis-store.ts';
 import { RestRedisClient } from './store/rest-client.ts';
 import type { Limits } from './store/types.ts';
-import { SecretBox } from './util.ts';
+import { SecretBox } from './lib/crypto.ts';
 
 export interface WorkerEnv {
   BACKENDS?: string;

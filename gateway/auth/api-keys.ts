@@ -3,7 +3,7 @@
 // brute-force), so a store dump cannot be replayed. Lookup is by hash, so verification takes
 // one store read and no comparison that could leak timing.
 import type { GatewayStore, ApiKeyRecord, Limits } from '../store/types.ts';
-import { randomId, randomToken, sha256Hex } from '../util.ts';
+import { randomId, randomToken, sha256Hex } from '../lib/crypto.ts';
 
 export const KEY_PREFIX = 'sk-sb-';
 

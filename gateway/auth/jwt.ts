@@ -12,7 +12,7 @@ import {
   type CryptoKey as JoseKey,
 } from 'jose';
 import { isTenantId } from '../../protocol/index.ts';
-import { utf8 } from '../util.ts';
+import { utf8 } from '../lib/bytes.ts';
 
 export interface JwtConfig {
   issuer: string;

@@ -7,23 +7,22 @@
 // Redis down: every call fails fast with StoreUnavailableError (the app answers 503, fail
 // closed), except settlements, which are queued in memory (bounded) and replayed when Redis
 // answers again, so usage is not lost and leases are released (or expire on their own).
-import { StoreUnavailableError } from '../errors.ts';
-import { rateInfo } from '../limits.ts';
-import { limitValue } from '../limits.ts';
-import { sha1Hex } from '../util.ts';
+import { limitValue, rateInfo } from '../limits.ts';
+import { sha1Hex } from '../lib/crypto.ts';
 import { ACQUIRE, RENEW, SETTLE } from './redis-scripts.ts';
-import type {
-  AcquireRequest,
-  AcquireResult,
-  ApiKeyRecord,
-  GatewayStore,
-  LimitScope,
-  SettleRequest,
-  SharedAdapterRecord,
-  TenantAdapterRecord,
-  TenantRecord,
-  UsageCounters,
-  UsageReport,
+import {
+  StoreUnavailableError,
+  type AcquireRequest,
+  type AcquireResult,
+  type ApiKeyRecord,
+  type GatewayStore,
+  type LimitScope,
+  type SettleRequest,
+  type SharedAdapterRecord,
+  type TenantAdapterRecord,
+  type TenantRecord,
+  type UsageCounters,
+  type UsageReport,
 } from './types.ts';
 
 /** An error Redis itself answered (a bad command, NOSCRIPT...), as opposed to no answer at all. */

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startRedis, type TestRedis } from '../../test/gateway/helpers/redis.ts';
-import { StoreUnavailableError } from '../errors.ts';
+import { StoreUnavailableError } from './types.ts';
 import { IoRedisClient } from './ioredis-client.ts';
 import { MemoryStore } from './memory-store.ts';
 import { RedisStore } from './redis-store.ts';

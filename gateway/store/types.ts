@@ -166,3 +166,11 @@ export interface GatewayStore {
   ping(): Promise<boolean>;
   close(): Promise<void>;
 }
+
+/** "2025-01-31" (UTC) for usage buckets. */
+export function utcDay(ms = Date.now()): string {
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+/** The store (Redis) cannot be reached: the app fails closed with a 503 (see gateway/README.md). */
+export class StoreUnavailableError extends Error {}

@@ -9,68 +9,18 @@
 //   GET    /admin/tenants/:tenant/usage[?days=30]
 //   GET|POST /admin/tenants/:tenant/adapters, GET|DELETE .../adapters/:name, PUT .../adapters/:name/:file
 //   GET    /admin/shared-adapters, PUT|DELETE /admin/shared-adapters/:name   (public adapters every tenant may use)
-// And the tenant's own adapter API (API key or JWT with adapters:read / adapters:write):
-//   GET /v1/adapters, POST /v1/adapters {name, repo, token?}, GET|DELETE /v1/adapters/:name,
-//   PUT /v1/adapters/:name/:file (raw body: adapter_config.json or adapter_model.safetensors)
 import { Hono, type Context } from 'hono';
-import { z } from 'zod';
-import { checkLocalAdapterId } from '../protocol/adapter-id.ts';
-import { parseOpenAIRequest, SERVED_ADAPTER_SOURCES, TENANT_ID, TENANTS_DIR } from '../protocol/index.ts';
-import type { AdapterResolver } from './adapters.ts';
-import { issueKey, SCOPES } from './auth/api-keys.ts';
-import { readJsonObject } from './body.ts';
-import { GatewayError, ShapedError } from './errors.ts';
-import type { AdapterManager } from './tenant-adapters.ts';
-import type { ApiKeyRecord, GatewayStore, Limits, SharedAdapterRecord } from './store/types.ts';
-import { SHARED_ADAPTER_NAME, SecretBox, secretEquals, utcDay } from './util.ts';
-
-const limit = () => z.int().min(1).nullable().optional();
-export const LimitsInput = z.strictObject({ rpm: limit(), tpm: limit(), concurrent_streams: limit() });
-
-const Tenant = z.string().regex(TENANT_ID, { error: 'must be 1-63 lowercase letters, digits or "-", starting with a letter or digit' });
-
-const IssueKeyInput = z.strictObject({
-  tenant: Tenant,
-  name: z.string().max(200).nullable().optional(),
-  scopes: z.array(z.enum(SCOPES)).nullable().optional(),
-  limits: LimitsInput.nullable().optional(),
-  expires_at: z.iso.datetime({ offset: true }).nullable().optional(),
-});
-
-const TenantInput = z.strictObject({ limits: LimitsInput.nullable() });
-
-const HubAdapterInput = z.strictObject({
-  name: z.string(),
-  repo: z.string(),
-  token: z.string().min(1).nullable().optional(),
-});
-
-const SharedAdapterInput = z.strictObject({
-  source: z.enum(SERVED_ADAPTER_SOURCES),
-  adapter_id: z.string().min(1).max(512),
-  api_token: z.string().min(1).nullable().optional(),
-});
-
-export function parseInput<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
-  const r = parseOpenAIRequest(schema, body);
-  if (!r.success) throw new ShapedError(r.status, r.error);
-  return r.data;
-}
+import { checkLocalAdapterId } from '../../protocol/adapter-id.ts';
+import { TENANT_ID, TENANTS_DIR } from '../../protocol/index.ts';
+import { issueKey } from '../auth/api-keys.ts';
+import { GatewayError } from '../errors.ts';
+import { adminAuth } from '../middleware/auth.ts';
+import type { Services } from '../services.ts';
+import { utcDay, type ApiKeyRecord, type GatewayStore, type Limits, type SharedAdapterRecord } from '../store/types.ts';
+import { HubAdapterInput, IssueKeyInput, parseInput, SHARED_ADAPTER_NAME, SharedAdapterInput, TenantInput } from './inputs.ts';
 
 function keyView(r: ApiKeyRecord) {
   return { object: 'api_key', ...r };
-}
-
-export interface AdminDeps {
-  store: GatewayStore;
-  adminToken: string | null;
-  adapters: AdapterManager;
-  resolver: AdapterResolver;
-  box: SecretBox;
-  maxBodyBytes: number;
-  maxAdapterBytes: number;
-  /** Forget cached tenant records (limits changed). */
-  invalidateTenant: (tenant: string) => void;
 }
 
 function tenantParam(c: Context): string {
@@ -83,21 +33,15 @@ async function ensureTenant(store: GatewayStore, id: string): Promise<void> {
   if (!(await store.getTenant(id))) await store.putTenant({ id, limits: null, created_at: new Date().toISOString() });
 }
 
-export function adminRoutes(deps: AdminDeps): Hono {
+/** The admin API as a sub-app mounted at /admin (its own auth middleware: the admin token). */
+export function adminRoutes(svc: Services): Hono {
   const app = new Hono();
-
-  app.use('*', async (c, next) => {
-    if (!deps.adminToken) throw new GatewayError(404, 'the admin API is disabled (no admin token configured)');
-    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
-    if (!m || !(await secretEquals(m[1]!, deps.adminToken))) {
-      throw new GatewayError(401, 'admin token required', { code: 'invalid_admin_token', headers: { 'www-authenticate': 'Bearer' } });
-    }
-    await next();
-  });
+  const deps = { store: svc.store, adapters: svc.adapters, resolver: svc.resolver, box: svc.box, maxAdapterBytes: svc.opts.maxAdapterBytes };
+  app.use('*', adminAuth(svc.deps.adminToken ?? null));
 
   // --- keys ---
   app.post('/keys', async (c) => {
-    const input = parseInput(IssueKeyInput, await readJsonObject(c.req.raw, deps.maxBodyBytes));
+    const input = parseInput(IssueKeyInput, await svc.readBody(c));
     await ensureTenant(deps.store, input.tenant);
     const { key, record } = await issueKey(deps.store, {
       tenant: input.tenant,
@@ -133,11 +77,11 @@ export function adminRoutes(deps: AdminDeps): Hono {
   });
   app.put('/tenants/:tenant', async (c) => {
     const t = tenantParam(c);
-    const input = parseInput(TenantInput, await readJsonObject(c.req.raw, deps.maxBodyBytes));
+    const input = parseInput(TenantInput, await svc.readBody(c));
     const prev = await deps.store.getTenant(t);
     const rec = { id: t, limits: (input.limits as Limits | null) ?? null, created_at: prev?.created_at ?? new Date().toISOString() };
     await deps.store.putTenant(rec);
-    deps.invalidateTenant(t);
+    svc.quota.invalidate(t);
     return c.json(rec);
   });
   app.get('/tenants/:tenant/usage', async (c) => {
@@ -152,7 +96,7 @@ export function adminRoutes(deps: AdminDeps): Hono {
   app.get('/tenants/:tenant/adapters', async (c) => c.json({ object: 'list', data: await deps.adapters.list(tenantParam(c)) }));
   app.post('/tenants/:tenant/adapters', async (c) => {
     const t = tenantParam(c);
-    const input = parseInput(HubAdapterInput, await readJsonObject(c.req.raw, deps.maxBodyBytes));
+    const input = parseInput(HubAdapterInput, await svc.readBody(c));
     await ensureTenant(deps.store, t);
     return c.json(await deps.adapters.registerHub(t, input), 201);
   });
@@ -170,7 +114,7 @@ export function adminRoutes(deps: AdminDeps): Hono {
   app.put('/shared-adapters/:name{.+}', async (c) => {
     const name = c.req.param('name');
     if (!SHARED_ADAPTER_NAME.test(name)) throw new GatewayError(400, `shared adapter name "${name}" must be letters, digits, ".", "_", "-" (optionally "owner/name")`, { param: 'name' });
-    const input = parseInput(SharedAdapterInput, await readJsonObject(c.req.raw, deps.maxBodyBytes));
+    const input = parseInput(SharedAdapterInput, await svc.readBody(c));
     if (input.source === 'local') {
       // Decided on the canonical spelling only: "./tenants/a/x", "tenants//a/x" and the like would
       // otherwise pass a prefix check and hand every tenant another tenant's weights.
@@ -206,4 +150,3 @@ export function adminRoutes(deps: AdminDeps): Hono {
   return app;
 }
 
-export { HubAdapterInput };

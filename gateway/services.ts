@@ -1,0 +1,199 @@
+// What every middleware and route of the gateway shares: its options, its dependencies (store,
+// router, signer...), the per-instance caches (quota scopes, backend info) and the few helpers
+// that read a request the runtime's way (body, client disconnect, background work). Built once by
+// createGateway (app.ts) and handed to each middleware and route factory; per-request results
+// travel on the Hono context as the typed Variables of GatewayEnv.
+import type { Context } from 'hono';
+import type { Context as OtelContext } from '@opentelemetry/api';
+import { AdapterResolver } from './adapters.ts';
+import type { JwtVerifier } from './auth/jwt.ts';
+import { BackendInfoCache } from './backend-info.ts';
+import { readJsonObject, type NativeBody } from './body.ts';
+import { DEFAULT_SCHEMA_LIMITS, type SchemaLimits } from './json-schema.ts';
+import type { SecretBox } from './lib/crypto.ts';
+import { QuotaScopes } from './quota.ts';
+import type { Router } from './routing.ts';
+import type { ServiceTokenSigner } from './service-token.ts';
+import type { GatewayStore, Limits } from './store/types.ts';
+import { injectContext } from './telemetry.ts';
+import { AdapterManager } from './tenant-adapters.ts';
+
+export interface GatewayOptions {
+  /** JSON request bodies (inference, admin). */
+  maxBodyBytes: number;
+  /** One adapter file upload. */
+  maxAdapterBytes: number;
+  /** Adapter uploads one tenant may have in flight through this instance (429 past it). */
+  maxUploadsPerTenant: number;
+  schemaLimits: SchemaLimits;
+  /** Prompt bytes per token for the reservation bound (1: never underestimates). */
+  promptBytesPerToken: number;
+  /** Limits of tenants without their own (null: unlimited). */
+  defaultTenantLimits: Limits | null;
+  /** Limits of each API key / JWT subject on top of its tenant's (a key's own limits override). */
+  defaultKeyLimits: Limits | null;
+  /** Stream slot lease; renewed every third of it while the stream runs. */
+  leaseTtlMs: number;
+  /** How long tenant records (limits) are cached per instance. */
+  tenantCacheTtlMs: number;
+  /** Replicas tried per request (before the first byte). */
+  maxAttempts: number;
+  /** Adds x-switchboard-backend (the replica's index) to answers: for tests and debugging. */
+  exposeBackend: boolean;
+}
+
+export const DEFAULT_OPTIONS: GatewayOptions = {
+  maxBodyBytes: 1024 * 1024,
+  maxAdapterBytes: 512 * 1024 * 1024,
+  maxUploadsPerTenant: 2,
+  schemaLimits: DEFAULT_SCHEMA_LIMITS,
+  promptBytesPerToken: 1,
+  defaultTenantLimits: null,
+  defaultKeyLimits: null,
+  leaseTtlMs: 60_000,
+  tenantCacheTtlMs: 2000,
+  maxAttempts: 3,
+  exposeBackend: false,
+};
+
+export interface GatewayDeps {
+  store: GatewayStore;
+  router: Router;
+  signer: ServiceTokenSigner;
+  secretBox: SecretBox;
+  adminToken?: string | null;
+  jwt?: JwtVerifier | null;
+  options?: Partial<GatewayOptions>;
+  fetch?: typeof fetch;
+  log?: (msg: string) => void;
+  /** Workers: background work (settlements, health checks) is handed to waitUntil. */
+  runtime?: 'node' | 'workers';
+  /** Told about every answer (the Node gateway's Prometheus metrics, gateway/metrics.ts). */
+  metrics?: RequestObserver | null;
+  /** Told what each generation used, once, when it is settled (the Node gateway's access log). */
+  onUsage?: ((req: Request, usage: RequestUsage) => void) | null;
+}
+
+export interface RequestUsage {
+  tenant: string;
+  /** The adapter name as the tenant wrote it (merges: names joined by "+"), null for the base model. */
+  adapter: string | null;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface RequestObserver {
+  /** route: the matched route pattern, or "unmatched"; seconds: to the response head. */
+  observe(route: string, method: string, status: number, seconds: number): void;
+}
+
+/** Who is calling, as the auth middleware found it (c.get('principal')). */
+export interface Principal {
+  tenant: string;
+  /** API key id, or null for a JWT. */
+  keyId: string | null;
+  /** Who to count per-key limits against: the key id, or jwt:<sub>. */
+  subject: string;
+  via: 'api_key' | 'jwt';
+  /** null: every scope. */
+  scopes: Set<string> | null;
+  keyLimits: Limits | null;
+}
+
+export type GatewayEnv = {
+  Variables: {
+    /** The request's server span context (middleware/observe.ts): parent of every child span. */
+    otel: OtelContext;
+    /** Set by the auth middleware (middleware/auth.ts) on routes that require a credential. */
+    principal: Principal;
+    /** Memoised by Services.clientSignal. */
+    clientSignal: AbortSignal;
+  };
+};
+
+export type GatewayContext = Context<GatewayEnv>;
+
+// On Node, @hono/node-server hands over the raw IncomingMessage / ServerResponse as env. Reading
+// the body and watching the connection there avoids materialising a full web Request (and its
+// body stream) per request; duck-typed so this module stays free of node: imports.
+interface NodeEnv {
+  incoming?: NativeBody;
+  outgoing?: { once(ev: 'close', fn: () => void): void; writableFinished: boolean };
+}
+
+export class Services {
+  readonly opts: GatewayOptions;
+  readonly log: (msg: string) => void;
+  readonly fetch: typeof fetch;
+  readonly store: GatewayStore;
+  readonly router: Router;
+  readonly signer: ServiceTokenSigner;
+  readonly box: SecretBox;
+  readonly resolver: AdapterResolver;
+  readonly adapters: AdapterManager;
+  readonly quota: QuotaScopes;
+  readonly backendInfo: BackendInfoCache;
+  private readonly onNode: boolean;
+
+  constructor(readonly deps: GatewayDeps) {
+    this.opts = { ...DEFAULT_OPTIONS, ...deps.options };
+    this.log = deps.log ?? (() => {});
+    this.fetch = deps.fetch ?? ((...a: Parameters<typeof fetch>) => fetch(...a));
+    this.store = deps.store;
+    this.router = deps.router;
+    this.signer = deps.signer;
+    this.box = deps.secretBox;
+    this.onNode = deps.runtime !== 'workers';
+    this.resolver = new AdapterResolver(this.store, this.box);
+    this.adapters = new AdapterManager({ store: this.store, router: this.router, signer: this.signer, box: this.box, fetch: this.fetch, maxUploadsPerTenant: this.opts.maxUploadsPerTenant });
+    this.quota = new QuotaScopes(this.store, this.opts);
+    this.backendInfo = new BackendInfoCache(this);
+  }
+
+  /** Headers that authenticate the gateway to a backend for `tenant` and carry the trace context. */
+  async serviceHeaders(tenant: string, ctx: OtelContext, extra: Record<string, string> = {}): Promise<Record<string, string>> {
+    const h: Record<string, string> = { authorization: `Bearer ${await this.signer.token(tenant)}`, ...extra };
+    injectContext(ctx, h);
+    return h;
+  }
+
+  /** The request's JSON object body, within maxBodyBytes. */
+  readBody(c: Context): Promise<Record<string, unknown>> {
+    return readJsonObject(c.req.raw, this.opts.maxBodyBytes, this.nativeBody(c));
+  }
+
+  private nativeBody(c: Context): NativeBody | null {
+    const inc = this.onNode ? (c.env as NodeEnv | undefined)?.incoming : undefined;
+    return inc && typeof (inc as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === 'function' ? inc : null;
+  }
+
+  /** Aborts when the client goes away before the answer is complete. */
+  clientSignal(c: GatewayContext): AbortSignal {
+    const known = c.get('clientSignal');
+    if (known) return known;
+    const out = this.onNode ? (c.env as NodeEnv | undefined)?.outgoing : undefined;
+    let signal: AbortSignal;
+    if (out && typeof out.once === 'function') {
+      const ac = new AbortController();
+      out.once('close', () => {
+        if (!out.writableFinished) ac.abort(new Error('client closed the connection'));
+      });
+      signal = ac.signal;
+    } else {
+      signal = c.req.raw.signal;
+    }
+    c.set('clientSignal', signal);
+    return signal;
+  }
+
+  /** Runs in the background after the answer (Workers: waitUntil keeps the isolate for it). */
+  background(c: Context, p: Promise<unknown>): void {
+    const guarded = p.catch((err) => this.log(`background task failed: ${(err as Error)?.message ?? err}`));
+    if (this.onNode) return; // Node: the process outlives the request anyway
+    try {
+      c.executionCtx.waitUntil(guarded);
+    } catch {
+      // no execution context (e.g. app.request in a test)
+    }
+  }
+}
