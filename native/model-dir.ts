@@ -4,11 +4,13 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import type { NativeModelSpec, NativeTensorRef } from './addon.d.ts';
+import type { LoraModuleName, NativeModelSpec, NativeTensorRef } from './addon.d.ts';
 import {
   formatZodError, LORA_MODULES, moduleParent, modelSpecFields, parseModelConfig, projectionFeatures,
   type ModelConfig, type ModelSpecFields,
 } from './model-config.ts';
+import { loadQuantizedLinear, type EntryLookup } from './quantized/load.ts';
+import { describeScheme, resolveQuantization, type QuantScheme } from './quantized/scheme.ts';
 import { formatShape, readSafetensorsHeader, requireWeightDtype, type SafetensorsHeader } from './safetensors.ts';
 
 export interface ModelDir {
@@ -16,13 +18,61 @@ export interface ModelDir {
   dir: string;
   spec: NativeModelSpec;
   config: ModelConfig;
-  /** Sum of the bytes of the tensors in spec.tensors, as stored on disk. */
+  /** Sum of the bytes of the tensors in spec.tensors, as stored on disk (packed bytes for quantized layers). */
   weightBytes: number;
+  /** How quantized weights were loaded (dequantised at load into inline float32 refs), or null. */
+  quantization: ModelQuantization | null;
 }
+
+export interface ModelQuantization {
+  scheme: QuantScheme;
+  description: string;
+  /** Linear layers dequantised (or quantized at load). */
+  layers: number;
+  /** Their values once dequantised (float32 in spec.tensors; the CUDA engine stores them at 2 bytes each). */
+  dequantizedValues: number;
+}
+
+export interface OpenModelOptions {
+  /** --quantize: undefined or "none" follows config.json's quantization_config (see quantized/scheme.ts). */
+  quantize?: string | undefined;
+}
+
+/** Suffixes a quantized linear layer may be stored under, besides .weight. */
+const QUANTIZED_PARTS = ['qweight', 'qzeros', 'scales', 'g_idx', 'weight_scale', 'weight_scale_inv'];
+const LINEAR_WEIGHT = /\.(q|k|v|o|gate|up|down)_proj\.weight$/;
 
 export interface ExpectedTensor {
   name: string;
   shape: number[];
+  /**
+   * Rows [row, row + shape[0]) of a fused checkpoint tensor (Phi-3's qkv_proj, gate_up_proj): the engine reads
+   * them under `name` as if the checkpoint held the split projection.
+   */
+  slice?: { of: string; shape: number[]; row: number };
+}
+
+/** Phi-3 stores q/k/v as one qkv_proj and gate/up as one gate_up_proj, stacked in that order along the rows. */
+export const FUSED_MODULES: Readonly<Record<string, { fused: string; parts: readonly LoraModuleName[] }>> = {
+  q_proj: { fused: 'qkv_proj', parts: ['q_proj', 'k_proj', 'v_proj'] },
+  k_proj: { fused: 'qkv_proj', parts: ['q_proj', 'k_proj', 'v_proj'] },
+  v_proj: { fused: 'qkv_proj', parts: ['q_proj', 'k_proj', 'v_proj'] },
+  gate_proj: { fused: 'gate_up_proj', parts: ['gate_proj', 'up_proj'] },
+  up_proj: { fused: 'gate_up_proj', parts: ['gate_proj', 'up_proj'] },
+};
+
+/** Where `module` sits in its fused tensor: the fused name, its shape, and the first row of `module`. */
+export function fusedSlice(spec: ModelSpecFields, module: LoraModuleName): { fused: string; rows: number; row: number } | null {
+  const f = FUSED_MODULES[module];
+  if (spec.arch !== 'phi3' || f === undefined) return null;
+  let row = 0;
+  let rows = 0;
+  for (const part of f.parts) {
+    const n = projectionFeatures(spec, part).outFeatures;
+    if (part === module) row = rows;
+    rows += n;
+  }
+  return { fused: f.fused, rows, row };
 }
 
 export const INDEX_FILE = 'model.safetensors.index.json';
@@ -52,9 +102,23 @@ export function expectedModelTensors(spec: ModelSpecFields): ExpectedTensor[] {
     const p = `model.layers.${i}`;
     out.push({ name: `${p}.input_layernorm.weight`, shape: [h] });
     out.push({ name: `${p}.post_attention_layernorm.weight`, shape: [h] });
+    if (spec.sandwichNorm) {
+      out.push({ name: `${p}.pre_feedforward_layernorm.weight`, shape: [h] });
+      out.push({ name: `${p}.post_feedforward_layernorm.weight`, shape: [h] });
+    }
+    if (spec.qkNorm) {
+      out.push({ name: `${p}.self_attn.q_norm.weight`, shape: [spec.headDim] });
+      out.push({ name: `${p}.self_attn.k_norm.weight`, shape: [spec.headDim] });
+    }
     for (const module of LORA_MODULES) {
       const { inFeatures, outFeatures } = projectionFeatures(spec, module);
       const name = `${p}.${moduleParent(module)}.${module}`;
+      const fused = fusedSlice(spec, module);
+      if (fused !== null) {
+        const of = `${p}.${moduleParent(module)}.${fused.fused}.weight`;
+        out.push({ name: `${name}.weight`, shape: [outFeatures, inFeatures], slice: { of, shape: [fused.rows, inFeatures], row: fused.row } });
+        continue;
+      }
       out.push({ name: `${name}.weight`, shape: [outFeatures, inFeatures] });
       if (spec.attentionBias && (module === 'q_proj' || module === 'k_proj' || module === 'v_proj')) {
         out.push({ name: `${name}.bias`, shape: [outFeatures] });
@@ -144,7 +208,17 @@ async function locateWeights(dir: string, needed: readonly string[]): Promise<We
   throw new Error(`${dir}: no weights found (expected ${INDEX_FILE}, ${SINGLE_FILE} or *.safetensors)${hint}`);
 }
 
-function tensorRef(dir: string, expected: ExpectedTensor, locator: WeightLocator): NativeTensorRef {
+function tensorRef(dir: string, wanted: ExpectedTensor, locator: WeightLocator): NativeTensorRef {
+  if (wanted.slice !== undefined) {
+    // Check the fused tensor whole, then hand the engine a byte range of its rows (row-major, so contiguous).
+    const whole = tensorRef(dir, { name: wanted.slice.of, shape: wanted.slice.shape }, locator);
+    const rowBytes = whole.nbytes! / wanted.slice.shape[0]!;
+    return {
+      name: wanted.name, dtype: whole.dtype, shape: [...wanted.shape], file: whole.file,
+      offset: whole.offset! + wanted.slice.row * rowBytes, nbytes: wanted.shape[0]! * rowBytes,
+    };
+  }
+  const expected = wanted;
   const file = locator.fileFor(expected.name);
   const header = file !== undefined ? locator.headers.get(file) : undefined;
   const entry = header?.tensors.get(expected.name);
@@ -163,14 +237,45 @@ function tensorRef(dir: string, expected: ExpectedTensor, locator: WeightLocator
 }
 
 /** Opens a model directory: validates config.json and locates and checks every weight the engine needs. */
-export async function openModelDir(dirArg: string): Promise<ModelDir> {
+export async function openModelDir(dirArg: string, options: OpenModelOptions = {}): Promise<ModelDir> {
   const dir = path.resolve(dirArg);
   const configPath = path.join(dir, 'config.json');
-  const config = parseModelConfig(await readJsonFile(configPath), configPath);
+  const rawConfig = await readJsonFile(configPath);
+  const config = parseModelConfig(rawConfig, configPath);
+  const scheme = resolveQuantization(rawConfig, options.quantize, configPath);
   const fields = modelSpecFields(config);
   const expected = expectedModelTensors(fields);
-  const locator = await locateWeights(dir, expected.map((t) => t.name));
-  const tensors = expected.map((t) => tensorRef(dir, t, locator));
-  const weightBytes = tensors.reduce((n, t) => n + (t.nbytes ?? 0), 0);
-  return { dir, spec: { ...fields, tensors }, config, weightBytes };
+  // Pre-quantized checkpoints may quantize lm_head too; the at-load methods leave it 16-bit, as bitsandbytes does.
+  const atLoad = scheme !== null && (scheme.method === 'fp8-at-load' || scheme.method.startsWith('bitsandbytes'));
+  const quantizable = (name: string): boolean => scheme !== null && (LINEAR_WEIGHT.test(name) || (!atLoad && name === 'lm_head.weight'));
+  const needed = expected.flatMap((t) =>
+    quantizable(t.name) ? [t.slice?.of ?? t.name, ...QUANTIZED_PARTS.map((s) => `${t.name.slice(0, -'.weight'.length)}.${s}`)] : [t.slice?.of ?? t.name]);
+  const locator = await locateWeights(dir, needed);
+  const lookup: EntryLookup = (name) => {
+    const file = locator.fileFor(name);
+    const entry = file !== undefined ? locator.headers.get(file)?.tensors.get(name) : undefined;
+    return file !== undefined && entry !== undefined ? { file, entry } : undefined;
+  };
+  const tensors: NativeTensorRef[] = [];
+  let weightBytes = 0;
+  let layers = 0;
+  let dequantizedValues = 0;
+  for (const t of expected) {
+    const q = quantizable(t.name)
+      ? await loadQuantizedLinear(scheme!, t.name.slice(0, -'.weight'.length), t.shape[0]!, t.shape[1]!, lookup, () => tensorRef(dir, t, locator))
+      : null;
+    if (q !== null) {
+      tensors.push(q.ref);
+      weightBytes += q.diskBytes;
+      layers++;
+      dequantizedValues += q.ref.data!.length;
+      continue;
+    }
+    const ref = tensorRef(dir, t, locator);
+    tensors.push(ref);
+    weightBytes += ref.nbytes ?? 0;
+  }
+  const quantization = scheme !== null ? { scheme, description: describeScheme(scheme), layers, dequantizedValues } : null;
+  if (quantization !== null && layers === 0) throw new Error(`${dir}: ${quantization.description} was asked for, but no linear layer of the checkpoint is quantized that way`);
+  return { dir, spec: { ...fields, tensors }, config, weightBytes, quantization };
 }

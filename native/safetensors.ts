@@ -171,6 +171,32 @@ export async function readSafetensorsHeader(file: string): Promise<SafetensorsHe
   }
 }
 
+/**
+ * The raw bytes of one tensor, for the quantized loaders (I32 / U8 / F8_E4M3 / 16-bit scale tensors the
+ * engine does not take as weights). The range was checked against the file when the header was read.
+ */
+export async function readTensorBytes(file: string, entry: SafetensorsEntry): Promise<Uint8Array> {
+  let handle;
+  try {
+    handle = await open(file, 'r');
+  } catch (err) {
+    throw new Error(`${file}: cannot open: ${(err as Error).message}`);
+  }
+  try {
+    // A fresh ArrayBuffer: aligned for any typed-array view of it.
+    const bytes = new Uint8Array(entry.nbytes);
+    let done = 0;
+    while (done < entry.nbytes) {
+      const { bytesRead } = await handle.read(bytes, done, entry.nbytes - done, entry.offset + done);
+      if (bytesRead === 0) throw new Error(`${file}: file ends inside tensor ${entry.name} (truncated?)`);
+      done += bytesRead;
+    }
+    return bytes;
+  } finally {
+    await handle.close();
+  }
+}
+
 // ---- Encoding: the format's other half, used to build fixtures. ----
 
 export type WritableDType = NativeDType | 'F64' | 'I64' | 'I32';
