@@ -21,7 +21,7 @@ export interface ModelDir {
   /** Sum of the bytes of the tensors in spec.tensors, as stored on disk (packed bytes for quantized layers). */
   weightBytes: number;
   /** How quantized weights were loaded (dequantised at load into inline float32 refs), or null. */
-  quantization: ModelQuantization | null;
+  quantization?: ModelQuantization | null;
 }
 
 export interface ModelQuantization {

@@ -24,7 +24,7 @@ for (const [name, variant] of Object.entries(reference.variants)) {
 
     it('matches every case, and differs from the 16-bit model', async () => {
       const model = await openModelDir(variant.dir !== null ? join(QUANT, variant.dir) : join(FIXTURES, 'models', 'llama'), { quantize: variant.quantize ?? undefined });
-      assert.ok(model.quantization !== null && model.quantization.layers === 14, `${name}: 14 quantized projections`);
+      assert.ok(model.quantization?.layers === 14, `${name}: 14 quantized projections`);
       const engine = await Engine.open(model, { device: 'cpu', numBlocks: ref.cases.length * blocksPerCase(ref), blockSize: BLOCK_SIZE, maxAdapters: 4 });
       try {
         const slots = await loadAdapters(engine, 'llama', ref);
