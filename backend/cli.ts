@@ -168,7 +168,7 @@ async function main(argv: string[]): Promise<void> {
     // Fill the hub cache (for an image build or an air-gapped start later), check it opens, exit.
     const [{ resolveServedModel }, { openModelDir }] = await Promise.all([import('./hub/download.ts'), import('../native/model-dir.ts')]);
     const { dir, hub } = await resolveServedModel(config, say);
-    const model = await openModelDir(dir);
+    const model = await openModelDir(dir, { quantize: config.quantize });
     say(hub ? `${hub.repoId}@${hub.revision} (commit ${hub.commit}, ${(model.weightBytes / 1e9).toFixed(2)} GB of weights) is in the cache` : `${dir} is a local directory: nothing to download`);
     process.stdout.write(`${dir}\n`);
     return;

@@ -3,6 +3,7 @@
 // One table drives parsing, environment lookup, defaults and --help.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { QUANTIZE_METHODS, refuseQuantizeValue } from '../native/quantized/scheme.ts';
 import { DEFAULT_ADAPTER_SOURCE, SERVED_ADAPTER_SOURCES } from '../protocol/index.ts';
 
 /** Headings of `serve --help`, in the order LoRAX's launcher lists its flags. */
@@ -55,7 +56,7 @@ const OPTIONS = {
   revision: { flag: 'revision', env: 'REVISION', group: 'model', schema: z.string().min(1).optional(), help: 'Hub revision of --model-id: branch, tag or commit (default: main)' },
   source: { flag: 'source', env: 'SOURCE', group: 'model', schema: z.string().default('hub'), help: 'Where --model-id comes from: hub (a directory or the Hub); s3 is refused', refuse: (v: string) => (v === 'hub' ? undefined : `models load from a directory or the Hub only ("${v}" is not supported: download the model, then pass its directory)`) },
   dtype: { flag: 'dtype', env: 'DTYPE', group: 'model', schema: z.enum(['auto', 'float32', 'float16', 'bfloat16']).default('auto'), help: 'CUDA engine element type (auto: the checkpoint\'s 16-bit type)' },
-  quantize: { flag: 'quantize', env: 'QUANTIZE', group: 'model', schema: z.string().optional(), help: 'Quantization: none is supported yet; every method (awq, gptq, bitsandbytes, fp8, ...) is refused by name', refuse: (v: string) => (v === 'none' ? undefined : `"${v}" is not supported: this engine serves unquantized weights only (float32/float16/bfloat16); drop --quantize and serve the unquantized model`) },
+  quantize: { flag: 'quantize', env: 'QUANTIZE', group: 'model', schema: z.string().optional(), help: `Quantized base: ${QUANTIZE_METHODS.join(', ')} (none or absent: follow config.json's quantization_config). awq/gptq/fp8 load pre-quantized checkpoints; bitsandbytes(-nf4/-fp4) and fp8 on a 16-bit checkpoint quantize at load. Weights are dequantised at load: no memory saving yet`, refuse: (v: string) => refuseQuantizeValue(v) },
   tokenizerConfigPath: { flag: 'tokenizer-config-path', env: 'TOKENIZER_CONFIG_PATH', ...refused('a tokenizer_config.json elsewhere than in the model directory is not supported: put it (with its chat_template) in the model directory'), help: 'Refused: the model directory\'s tokenizer_config.json is used' },
   downloadOnly: { flag: 'download-only', env: 'DOWNLOAD_ONLY', group: 'model', schema: bool().default(false), help: 'Download --model-id into the hub cache, then exit', boolean: true },
   // Adapters

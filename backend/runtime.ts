@@ -74,7 +74,11 @@ export class Runtime {
     const modelDir = resolved.dir;
     log(`loading tokenizer from ${modelDir}`);
     // Limits follow LoRAX's launcher: 4096 tokens or the model's context, whichever is smaller.
-    const probe = await openModelDir(modelDir);
+    const probe = await openModelDir(modelDir, { quantize: config.quantize });
+    if (probe.quantization) {
+      const q = probe.quantization;
+      log(`quantized weights: ${q.description}; ${q.layers} linear layers dequantised at load (${((q.dequantizedValues * 4) / 1e6).toFixed(1)} MB as float32 in host memory; the CUDA engine stores them at 16 bits: no device-memory saving and no quantized kernels yet)`);
+    }
     const ctx = probe.config.maxPositionEmbeddings ?? 4096;
     const maxTotalTokens = config.maxTotalTokens ?? Math.min(ctx, 4096);
     const maxInputLength = config.maxInputLength ?? maxTotalTokens - 1;

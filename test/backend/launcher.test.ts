@@ -45,9 +45,11 @@ describe('LoRAX launcher flags', () => {
     for (const flag of LORAX_FLAGS) assert.match(help, new RegExp(`--${flag}\\s`), `--help lists --${flag}`);
   });
 
-  it('refuses quantization and sharding by name, from flags and from the environment', () => {
-    assert.throws(() => parse([], { QUANTIZE: 'awq', NUM_SHARD: '2' }), refusedAs(/^QUANTIZE "awq" is not supported/));
-    assert.throws(() => parse(['--quantize', 'gptq']), refusedAs(/^--quantize "gptq" is not supported/));
+  it('refuses unknown quantization methods and sharding by name, from flags and from the environment', () => {
+    assert.throws(() => parse([], { QUANTIZE: 'eetq', NUM_SHARD: '2' }), refusedAs(/^QUANTIZE "eetq" is not supported \(supported: awq, gptq, fp8, bitsandbytes, bitsandbytes-nf4, bitsandbytes-fp4\)/));
+    assert.throws(() => parse(['--quantize', 'exl2']), refusedAs(/^--quantize "exl2" is not supported/));
+    for (const q of ['awq', 'gptq', 'fp8', 'bitsandbytes', 'bitsandbytes-nf4', 'bitsandbytes-fp4']) assert.equal(parse(['--quantize', q]).quantize, q);
+    assert.equal(parse([], { QUANTIZE: 'bitsandbytes-nf4' }).quantize, 'bitsandbytes-nf4');
     assert.throws(() => parse([], { NUM_SHARD: '2' }), refusedAs(/^NUM_SHARD 2 is not supported/));
     assert.throws(() => parse(['--num-shard', '4']), refusedAs(/^--num-shard 4 is not supported/));
     assert.throws(() => parse(['--sharded', 'true']), refusedAs(/^--sharded true is not supported/));
@@ -176,6 +178,35 @@ describe('LoRAX endpoints on the CPU engine', () => {
     assert.equal(res.headers.get('access-control-expose-headers'), 'x-request-id');
     const other = await fetch(`${srv.url}/info`, { headers: { origin: 'https://evil.example' } });
     assert.equal(other.headers.get('access-control-allow-origin'), null);
+  });
+
+  it('applies frequency/presence penalties on /generate and /v1, logit_bias on /v1', async () => {
+    const gen = async (parameters: Record<string, unknown>) => {
+      const res = await postJson(`${srv.url}/generate`, { inputs: 'Hello there', parameters: { max_new_tokens: 40, details: true, ...parameters } });
+      assert.equal(res.status, 200, await res.clone().text());
+      return ((await res.json()) as { details: { tokens: { id: number }[] } }).details.tokens.map((t) => t.id);
+    };
+    const plain = await gen({});
+    assert.ok(new Set(plain).size < plain.length, 'the greedy run repeats tokens (else no penalty could change it)');
+    const freq = await gen({ frequency_penalty: 2 });
+    const pres = await gen({ presence_penalty: 2 });
+    assert.notDeepEqual(freq, plain);
+    assert.notDeepEqual(pres, plain);
+    assert.ok(new Set(pres).size > new Set(plain).size, 'presence_penalty: more distinct tokens');
+    const v1 = async (extra: Record<string, unknown>) => {
+      const res = await postJson(`${srv.url}/v1/completions`, { model: '', prompt: 'Hello there', max_tokens: 12, temperature: 0, ...extra });
+      return { status: res.status, body: (await res.json()) as { choices?: { text: string }[]; error?: { param?: string; message: string } } };
+    };
+    const base = await v1({});
+    const penalised = await v1({ frequency_penalty: 2, presence_penalty: 1 });
+    assert.equal(penalised.status, 200, JSON.stringify(penalised.body));
+    const biased = await v1({ logit_bias: { [String(plain[0])]: -100 } });
+    assert.equal(biased.status, 200);
+    assert.notEqual(biased.body.choices![0]!.text, base.body.choices![0]!.text, 'banning the first greedy token changes the text');
+    const bad = await v1({ logit_bias: { '99999999': 5 } });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error?.param, 'logit_bias');
+    assert.match(bad.body.error!.message, /outside the vocabulary/);
   });
 
   it('/health answers 503 in LoRAX\'s error shape when the engine cannot generate', async () => {
