@@ -15,6 +15,7 @@ import { IncrementalDecoder } from './text/tokenizer.ts';
 import { TooManyTokensError } from './text/tokenize-pool.ts';
 import { noteGenerated, noteGenerationStart } from './access-log.ts';
 import { RequestError } from './errors.ts';
+import type { Penalties } from './penalties.ts';
 
 export interface SamplingRequest {
   doSample: boolean;
@@ -47,6 +48,8 @@ export interface GenerationRequest {
   signal: AbortSignal;
   /** Keeps prefix-cache blocks apart beyond the adapter: the caller's tenant (null without a service key). */
   cacheSalt?: string | null | undefined;
+  /** OpenAI's frequency/presence penalties and logit_bias (applied on every route). */
+  penalties?: Penalties | null | undefined;
   /** Parent for the generation's spans (the HTTP request's span). */
   traceContext?: TraceContext | undefined;
 }
@@ -232,6 +235,7 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
         promptLogprobs: req.promptLogprobs,
         topLogprobs: req.topLogprobs,
         cacheSalt: req.cacheSalt ?? null,
+        penalties: req.penalties ?? null,
         ...(req.mask || req.constraint ? { mask: req.mask ?? req.constraint!.newMask(maxNew) } : {}),
       },
       (e) => {

@@ -13,6 +13,7 @@ import type { Sampling, SeqInput, SeqOutput } from '../native/engine.ts';
 import type { NativeTopLogprobs } from '../native/addon.d.ts';
 import { BlockManager } from './block-manager.ts';
 import { BlockHashes, rootHash } from './prefix-cache.ts';
+import { biasFor, penaltiesActive, TokenCounts, type Penalties } from './penalties.ts';
 
 /** What the scheduler calls on the engine: one step over a batch (native/engine.ts's Engine is one). */
 export interface StepRunner {
@@ -61,6 +62,8 @@ export interface GenerateParams {
    * tenant can time another's prompts through cache hits, even on the base model.
    */
   cacheSalt?: string | null;
+  /** OpenAI's frequency/presence penalties and logit_bias (penalties.ts); absent: none. */
+  penalties?: Penalties | null;
 }
 
 export interface SchedulerOptions {
@@ -112,6 +115,8 @@ class Sequence {
   done = false;
   cancelled = false;
   pinned = false;
+  /** Generated-token counts for the frequency/presence penalties (null when none apply). */
+  readonly counts: TokenCounts | null;
 
   constructor(
     readonly params: GenerateParams,
@@ -120,6 +125,7 @@ class Sequence {
     this.tokens = [...params.promptIds];
     this.promptLen = params.promptIds.length;
     this.wantPromptLogprobs = params.promptLogprobs;
+    this.counts = penaltiesActive(params.penalties) ? new TokenCounts(this.promptLen) : null;
   }
 }
 
@@ -410,6 +416,7 @@ export class Scheduler {
         topLogprobs: p.topLogprobs,
         sampling: p.sampling,
         penaltyTokens: p.sampling.repetitionPenalty !== 1 ? s.tokens : undefined,
+        bias: sample && s.counts ? biasFor(p.penalties!, s.counts.update(s.tokens).counts) : undefined,
         mask: sample && p.mask ? p.mask(s.tokens.slice(s.promptLen)) : undefined,
       });
       members.push({ s, chunk, sample });

@@ -114,6 +114,8 @@ struct RowFinish {
   int32_t topN;             // alternatives wanted (best raw log-probabilities)
   int32_t sample;           // 1: choose a token
   int32_t workRow;          // row of `work` ([*, vocab] fp32) for the processed logits when sampling
+  int32_t biasOffset, biasCount;  // additive biases: biasCount distinct token ids at biasOffset in
+                                  // penaltyTokens, then their float bits, added after the penalty
 };
 // Result words per row (resultStride >= 4 + 2 * max topN): [0] chosen token, [1] its raw
 // log-probability (float bits), [2] the target's log-probability, [3] status (1 = the mask allows

@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(FINISH_THREADS) finishRowsKernel(const float* 
     prevId = id;
   }
   if (!p.sample) return;
-  const bool plain = p.temperature <= 0.0f && p.maskOffset < 0 && p.penaltyCount == 0;
+  const bool plain = p.temperature <= 0.0f && p.maskOffset < 0 && p.penaltyCount == 0 && p.biasCount == 0;
   if (plain) {
     if (threadIdx.x == 0) {
       res[0] = bestId;
@@ -211,7 +211,7 @@ __global__ void __launch_bounds__(FINISH_THREADS) finishRowsKernel(const float* 
     }
     return;
   }
-  // z: the processed logits (mask, then penalty, then temperature), in this row's work space.
+  // z: the processed logits (mask, then penalty, then biases, then temperature), in this row's work space.
   float* z = work + static_cast<int64_t>(p.workRow) * vocab;
   const uint32_t* mk = p.maskOffset >= 0 ? masks + p.maskOffset : nullptr;
   forRow(x, vocab, [&](int i, float v, bool valid) {
@@ -224,6 +224,13 @@ __global__ void __launch_bounds__(FINISH_THREADS) finishRowsKernel(const float* 
     if (t < 0 || t >= vocab) continue;
     const float l = z[t];
     z[t] = l > 0 ? l / p.repetitionPenalty : l * p.repetitionPenalty;
+  }
+  __syncthreads();
+  // Additive biases (OpenAI's logit_bias and frequency/presence penalties), distinct tokens.
+  for (int j = threadIdx.x; j < p.biasCount; j += blockDim.x) {
+    const int t = penaltyTokens[p.biasOffset + j];
+    if (t < 0 || t >= vocab) continue;
+    z[t] += __int_as_float(penaltyTokens[p.biasOffset + p.biasCount + j]);
   }
   __syncthreads();
   float zBest = -INFINITY;

@@ -124,6 +124,11 @@ export interface SeqInput {
   /** Allowed-token bitset (bit t of word t>>5), or omitted for no constraint. */
   mask?: Uint32Array;
 }
+  /**
+   * Added to the logits of these tokens before sampling (after the repetition penalty, before
+   * temperature): OpenAI's logit_bias and frequency/presence penalties. Distinct tokens.
+   */
+  bias?: { tokens: Int32Array | readonly number[]; values: Float32Array | readonly number[] };
 
 export const GREEDY: NativeSampling = { temperature: 0, topK: 0, topP: 1, typicalP: 1, repetitionPenalty: 1, seed: 0 };
 
@@ -133,7 +138,7 @@ export const GREEDY: NativeSampling = { temperature: 0, topK: 0, topP: 1, typica
 const SEQ_NAMES = [
   'position', 'adapterSlot', 'promptLogprobs', 'nextToken', 'sample', 'topLogprobs',
   'sampling.temperature', 'sampling.topK', 'sampling.topP', 'sampling.typicalP', 'sampling.repetitionPenalty', 'sampling.seed',
-  'tokens', 'blockTable', 'penaltyTokens', 'mask',
+  'tokens', 'blockTable', 'penaltyTokens', 'bias', 'mask',
 ] as const;
 const OUT_NAMES = ['token', 'top', 'prompt', 'promptTop'] as const;
 
@@ -189,7 +194,7 @@ function packBatch(batch: readonly SeqInput[], layout: StepLayout): [Float64Arra
   let numInts = 0;
   let numWords = 0;
   for (const s of batch) {
-    numInts += s.tokens.length + s.blockTable.length + (s.penaltyTokens?.length ?? 0);
+    numInts += s.tokens.length + s.blockTable.length + (s.penaltyTokens?.length ?? 0) + 2 * (s.bias?.tokens.length ?? 0);
     numWords += s.mask?.length ?? 0;
   }
   if (scratch.seqs.length < numSeqs) scratch.seqs = new Float64Array(2 * numSeqs);
@@ -209,6 +214,16 @@ function packBatch(batch: readonly SeqInput[], layout: StepLayout): [Float64Arra
   const putMask = (mask: Uint32Array | undefined) => {
     if (!mask) return 0;
     masks.set(mask, word);
+  // A bias is its token ids, then its values as float32 bit patterns, in `ints` (addon.cc).
+  const putBias = (bias: SeqInput['bias']) => {
+    if (!bias) return 0;
+    const n = bias.tokens.length;
+    if (bias.values.length !== n) throw new TypeError(`bias: ${n} tokens but ${bias.values.length} values`);
+    ints.set(bias.tokens, at);
+    new Float32Array(ints.buffer, ints.byteOffset + (at + n) * 4, n).set(bias.values);
+    at += 2 * n;
+    return n;
+  };
     word += mask.length;
     return mask.length;
   };
@@ -235,6 +250,7 @@ function packBatch(batch: readonly SeqInput[], layout: StepLayout): [Float64Arra
     seqs[f + SEQ.mask] = putMask(s.mask);
   }
   return [seqs, ints, masks];
+    seqs[f + SEQ.bias] = putBias(s.bias);
 }
 
 /** Rebuilds the per-sequence outputs from a packed step result (layout: NativeStepResult). */

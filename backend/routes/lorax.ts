@@ -59,6 +59,7 @@ async function generationRequest(rt: Runtime, c: Ctx, inputs: string, p: Generat
     signal,
     cacheSalt: c.get('caller').tenant,
     traceContext: c.get('traceContext'),
+    penalties: { frequency: p.frequency_penalty ?? 0, presence: p.presence_penalty ?? 0, logitBias: null },
   };
 }
 

@@ -54,10 +54,16 @@ interface Common {
 }
 
 async function baseRequest(rt: Runtime, c: Ctx, r: Common, prompt: string | number[], maxNewTokens: number | undefined, topLogprobs: number, signal: AbortSignal): Promise<GenerationRequest> {
-  if ((r.presence_penalty ?? 0) !== 0 || (r.frequency_penalty ?? 0) !== 0) {
-    throw new RequestError('presence_penalty and frequency_penalty are not supported (use repetition_penalty)', 400);
+  const vocab = rt.engine.model.spec.vocabSize;
+  let logitBias: Map<number, number> | null = null;
+  if (r.logit_bias && Object.keys(r.logit_bias).length > 0) {
+    logitBias = new Map();
+    for (const [k, v] of Object.entries(r.logit_bias)) {
+      const id = Number(k);
+      if (!Number.isSafeInteger(id) || id >= vocab) throw new RequestError(`logit_bias: token id ${k} is outside the vocabulary (0..${vocab - 1})`, 400, 'validation', { param: 'logit_bias' });
+      logitBias.set(id, v);
+    }
   }
-  if (r.logit_bias && Object.keys(r.logit_bias).length > 0) throw new RequestError('logit_bias is not supported', 400);
   const constraint = await openaiConstraint(rt, r.response_format, r.stop); // 400 naming unsupported schema features; stops never cut a value
   // OpenAI samples at temperature 1 unless told otherwise; 0 (or top_p 0) means greedy.
   const greedy = r.temperature === 0 || r.top_p === 0;
@@ -77,6 +83,7 @@ async function baseRequest(rt: Runtime, c: Ctx, r: Common, prompt: string | numb
     signal,
     cacheSalt: c.get('caller').tenant,
     traceContext: c.get('traceContext'),
+    penalties: { frequency: r.frequency_penalty ?? 0, presence: r.presence_penalty ?? 0, logitBias },
   };
 }
 

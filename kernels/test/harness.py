@@ -98,7 +98,8 @@ class RowFinish(ctypes.Structure):
     _fields_ = [("seed", ctypes.c_uint64), ("position", ctypes.c_uint64), ("temperature", ctypes.c_float), ("topP", ctypes.c_float),
                 ("repetitionPenalty", ctypes.c_float), ("topK", ctypes.c_int32), ("maskOffset", ctypes.c_int32),
                 ("penaltyOffset", ctypes.c_int32), ("penaltyCount", ctypes.c_int32), ("target", ctypes.c_int32),
-                ("topN", ctypes.c_int32), ("sample", ctypes.c_int32), ("workRow", ctypes.c_int32)]
+                ("topN", ctypes.c_int32), ("sample", ctypes.c_int32), ("workRow", ctypes.c_int32),
+                ("biasOffset", ctypes.c_int32), ("biasCount", ctypes.c_int32)]
 
 
 def proj_set(offsets, cols, outs):

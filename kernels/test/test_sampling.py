@@ -7,7 +7,7 @@ import torch
 from harness import RowFinish, main, p, run, uniform, verdict
 
 
-def ref_choose(x, r, mask_bits, pen):
+def ref_choose(x, r, mask_bits, pen, bias=None):
     """The documented semantics of sampling.cuh, written plainly (float32 logits, exact int64 weights)."""
     z = x.clone()
     if mask_bits is not None:
@@ -16,6 +16,8 @@ def ref_choose(x, r, mask_bits, pen):
         idx = torch.tensor(sorted(set(pen)), device=x.device).long()
         zz, pt = z[idx], torch.tensor(r.repetitionPenalty, device=x.device)
         z[idx] = torch.where(zz > 0, zz / pt, zz * pt)  # tensor / tensor: true division, as the kernel
+    for t, v in (bias or {}).items():  # additive biases (logit_bias, frequency/presence penalties)
+        z[t] = z[t] + torch.tensor(v, device=x.device)
     fin = z != float("-inf")
     if not fin.any():
         return -1
@@ -50,7 +52,7 @@ def test_finish_rows(lib):
         logits[0, 100] = logits[0, 200] = 50.0  # a tie: the lower id wins, as torch.argmax
         logits[5, :300] = 30.0  # many ties at the k-th value: top-k keeps them all
         params = (RowFinish * rows)()
-        masks, pens, mask_of, pen_of = [], [], {}, {}
+        masks, pens, mask_of, pen_of, bias_of = [], [], {}, {}, {}
         words = (vocab + 31) // 32
         for i in range(rows):
             r = params[i]
@@ -79,6 +81,14 @@ def test_finish_rows(lib):
                 r.repetitionPenalty, r.penaltyOffset, r.penaltyCount = 1.3, sum(len(q) for q in pens), len(pen)
                 pens.append(pen)
                 pen_of[i] = pen.tolist()
+            if i % 6 == 1:
+                # Biases: push the third-best token up, ban the best (OpenAI's -100), one random.
+                order = logits[i].argsort(descending=True)
+                b = {int(order[2]): 8.5, int(order[0]): -100.0, int((i * 977) % vocab): -1.25}
+                r.biasOffset, r.biasCount = sum(len(q) for q in pens), len(b)
+                words_ = torch.tensor(list(b.values()), dtype=torch.float32).view(torch.int32).tolist()
+                pens.append(torch.tensor(list(b.keys()) + words_, dtype=torch.int32, device="cuda"))
+                bias_of[i] = b
         dev_params = torch.frombuffer(bytearray(params), dtype=torch.uint8).cuda()
         dmask = torch.cat(masks)  # 32-bit words held in int64: wrap into int32
         dmask = torch.where(dmask >= 2**31, dmask - 2**32, dmask).int()
@@ -105,7 +115,7 @@ def test_finish_rows(lib):
                 lp_err.append((lps.double() - lsm[i, ref_ids]).abs().max().item())
             if not r.sample:
                 continue
-            want = ref_choose(logits[i], r, mask_of.get(i), pen_of.get(i, []))
+            want = ref_choose(logits[i], r, mask_of.get(i), pen_of.get(i, []), bias_of.get(i))
             got = int(out[0])
             if got != want:
                 bad.append(f"row {i}: token {got}, reference {want}")

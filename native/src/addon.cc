@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -162,13 +163,13 @@ EngineOptions parseOptions(const Napi::Object& opts) {
 enum SeqField {
   kPosition, kAdapterSlot, kPromptLogprobs, kNextToken, kSample, kTopLogprobs,
   kTemperature, kTopK, kTopP, kTypicalP, kRepetitionPenalty, kSeed,
-  kNumTokens, kNumBlocks, kNumPenaltyTokens, kNumMaskWords, kSeqFields
+  kNumTokens, kNumBlocks, kNumPenaltyTokens, kNumBias, kNumMaskWords, kSeqFields
 };
 const char* const kSeqFieldNames[kSeqFields] = {
     "position", "adapterSlot", "promptLogprobs", "nextToken", "sample", "topLogprobs",
     "sampling.temperature", "sampling.topK", "sampling.topP", "sampling.typicalP",
     "sampling.repetitionPenalty", "sampling.seed",
-    "tokens", "blockTable", "penaltyTokens", "mask"};
+    "tokens", "blockTable", "penaltyTokens", "bias", "mask"};
 
 // Messages are only built on failure: a decode step must not pay for strings it never shows.
 [[noreturn]] void seqError(Napi::Env env, size_t i, SeqField k, const std::string& what) {
@@ -281,6 +282,15 @@ Napi::Object stepLayout(Napi::Env env) {
   return o;
 }
 
+    // bias: its length n counts entries; `ints` holds n token ids, then their n float32 biases
+    // as bit patterns (the one float list of a step: no pool of its own for it).
+    std::vector<int32_t> bias = takeFromPool(env, f, i, kNumBias, ints, "ints", intsUsed);
+    const size_t nb = bias.size();
+    if (nb > ints.ElementLength() - intsUsed) seqError(env, i, kNumBias, "values run past the end of ints");
+    s.biasTokens = std::move(bias);
+    s.biasValues.resize(nb);
+    if (nb) std::memcpy(s.biasValues.data(), ints.Data() + intsUsed, nb * 4);
+    intsUsed += nb;
 // ids and logprobs are parallel; the min keeps an engine bug from reading past either.
 size_t altCount(const TopLogprobs& t) { return std::min(t.ids.size(), t.logprobs.size()); }
 

@@ -729,7 +729,18 @@ std::vector<SeqOutput> CudaEngine::finish(const std::vector<SeqInput>& batch, co
       r.penaltyCount = int(seen.size());
       pens.insert(pens.end(), seen.begin(), seen.end());
     }
-    if (r.temperature > 0 || r.maskOffset >= 0 || r.penaltyCount > 0) r.workRow = workRows++;
+    if (!in.biasTokens.empty()) {
+      // Token ids, then their float bits, in the same 4-byte pool as the penalty tokens.
+      r.biasOffset = int(pens.size());
+      r.biasCount = int(in.biasTokens.size());
+      pens.insert(pens.end(), in.biasTokens.begin(), in.biasTokens.end());
+      for (float v : in.biasValues) {
+        int32_t w;
+        std::memcpy(&w, &v, 4);
+        pens.push_back(w);
+      }
+    }
+    if (r.temperature > 0 || r.maskOffset >= 0 || r.penaltyCount > 0 || r.biasCount > 0) r.workRow = workRows++;
   }
   for (const auto& r : rf) maxTopN = std::max(maxTopN, r.topN);
   const int stride = 4 + 2 * maxTopN;

@@ -121,6 +121,10 @@ struct SeqOutput {
   float logprob = 0.0f;
   bool hasTop = false;
   TopLogprobs top;
+  // Added to the logits before temperature (after the repetition penalty): OpenAI's logit_bias
+  // and its frequency/presence penalties, computed by the caller. Distinct tokens.
+  std::vector<int32_t> biasTokens;
+  std::vector<float> biasValues;
   bool hasPromptLogprobs = false;
   std::vector<float> promptLogprobs;
   std::vector<TopLogprobs> promptTop;

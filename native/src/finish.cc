@@ -39,7 +39,7 @@ void finishOnHost(const SeqInput& in, int vocab, const std::function<const float
   logSoftmax(row, vocab, lp);
   // The sampler edits its row (mask, penalty, warpers): a copy, so the caller's logits stay.
   std::vector<float> work(row, row + vocab);
-  out.token = sampleToken(work.data(), vocab, in.sampling, in.mask, in.penaltyTokens, uint64_t(in.position) + uint64_t(n));
+  out.token = sampleToken(work.data(), vocab, in.sampling, in.mask, in.penaltyTokens, uint64_t(in.position) + uint64_t(n), in.biasTokens, in.biasValues);
   out.logprob = lp[out.token];
   if (in.topLogprobs > 0) {
     out.hasTop = true;

@@ -40,7 +40,8 @@ static bool allowed(const std::vector<uint32_t>& mask, int t) {
 }
 
 int sampleToken(float* logits, int vocab, const SamplingParams& p, const std::vector<uint32_t>& mask,
-                const std::vector<int32_t>& penaltyTokens, uint64_t position) {
+                const std::vector<int32_t>& penaltyTokens, uint64_t position,
+                const std::vector<int32_t>& biasTokens, const std::vector<float>& biasValues) {
   const float ninf = -std::numeric_limits<float>::infinity();
   if (!mask.empty()) {
     for (int t = 0; t < vocab; t++)
@@ -56,6 +57,11 @@ int sampleToken(float* logits, int vocab, const SamplingParams& p, const std::ve
       float& l = logits[t];
       l = l > 0 ? l / p.repetitionPenalty : l * p.repetitionPenalty;
     }
+  }
+  // Additive biases (logit_bias, frequency/presence penalties), before temperature as OpenAI's.
+  for (size_t j = 0; j < biasTokens.size(); j++) {
+    const int32_t t = biasTokens[j];
+    if (t >= 0 && t < vocab) logits[t] += biasValues[j];
   }
   if (p.temperature <= 0.0f) {
     int best = -1;

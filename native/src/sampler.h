@@ -19,6 +19,7 @@ TopLogprobs topK(const std::vector<float>& logprobs, int k);
 
 // Picks the next token. `logits` is modified in place (mask, penalty, warpers).
 int sampleToken(float* logits, int vocab, const SamplingParams& p, const std::vector<uint32_t>& mask,
-                const std::vector<int32_t>& penaltyTokens, uint64_t position);
+                const std::vector<int32_t>& penaltyTokens, uint64_t position,
+                const std::vector<int32_t>& biasTokens = {}, const std::vector<float>& biasValues = {});
 
 }  // namespace sb

@@ -1,6 +1,8 @@
 // Checks a batch against the model, the KV cache and the adapter slots before any kernel runs,
 // so a caller's mistake is an error message and never an out-of-bounds write.
+#include <algorithm>
 #include <cmath>
+#include <vector>
 #include <string>
 
 #include "engine.h"
@@ -57,6 +59,15 @@ void validateBatch(const std::vector<SeqInput>& batch, const ModelConfig& c,
     if (!(p.typicalP > 0 && p.typicalP <= 1)) throw EngineError(at + "typicalP must be in (0, 1]");
     if (!(p.repetitionPenalty > 0) || !std::isfinite(p.repetitionPenalty))
       throw EngineError(at + "repetitionPenalty must be > 0");
+    if (s.biasTokens.size() != s.biasValues.size()) throw EngineError(at + "bias needs one value per token");
+    if (!s.biasTokens.empty()) {
+      std::vector<int32_t> ids(s.biasTokens);
+      std::sort(ids.begin(), ids.end());
+      if (ids.front() < 0 || ids.back() >= c.vocab) throw EngineError(at + "bias token outside the vocabulary");
+      if (std::adjacent_find(ids.begin(), ids.end()) != ids.end()) throw EngineError(at + "bias lists a token twice");
+      for (float v : s.biasValues)
+        if (!std::isfinite(v)) throw EngineError(at + "bias values must be finite");
+    }
     if (!s.mask.empty() && s.mask.size() != static_cast<size_t>((c.vocab + 31) / 32))
       throw EngineError(at + "mask must have " + std::to_string((c.vocab + 31) / 32) + " words");
   }
