@@ -289,6 +289,11 @@ describe('gateway fuzz: hostile tenants over real HTTP', () => {
           const text = await res.text();
           if (res.status !== 200) healthBad.push(`/health ${res.status} ${text}`);
         }
+        // The backend's own probe (a one-token generation) keeps passing under the fuzz too.
+        const direct = await fetch(`${be.url}/health`, { signal: AbortSignal.timeout(5000) }).catch((e: Error) => e);
+        if (direct instanceof Error) healthBad.push(`backend /health failed: ${direct.message}`);
+        else if (direct.status !== 200) healthBad.push(`backend /health ${direct.status} ${await direct.text()}`);
+        else await direct.arrayBuffer();
         await new Promise((r) => setTimeout(r, 250));
       }
     })();
