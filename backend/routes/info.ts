@@ -1,4 +1,5 @@
 // Operational routes: /health (and LoRAX's /, /ping, /startup), /info, /metrics (Prometheus text) and /tokenize.
+import { readFileSync } from 'node:fs';
 import { Hono, type Context } from 'hono';
 import { TokenizeRequest, parseLoraxRequest } from '../../protocol/index.ts';
 import { RequestError } from '../errors.ts';
@@ -6,6 +7,9 @@ import { TooManyTokensError } from '../text/tokenize-pool.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AuthEnv } from '../auth.ts';
 import { readJsonBody } from './common.ts';
+
+/** The package version, as /info and the OpenAPI document report it. */
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf-8')) as { version: string }).version;
 
 export function infoRoutes(rt: Runtime): Hono<AuthEnv> {
   const app = new Hono<AuthEnv>();
@@ -44,7 +48,7 @@ export function infoRoutes(rt: Runtime): Hono<AuthEnv> {
       adapter_source: rt.config.defaultAdapterSource ?? rt.config.adapterSource,
       block_size: info.blockSize,
       device_name: info.deviceName,
-      version: '0.1.0',
+      version: VERSION,
       sha: null,
       docker_label: null,
       request_logger_url: null,
@@ -55,6 +59,11 @@ export function infoRoutes(rt: Runtime): Hono<AuthEnv> {
       supports_classification: false,
     });
   });
+
+  // OpenAPI document generated from protocol/'s schemas (openapi.ts); /api-doc/openapi.json is LoRAX's path.
+  const docs = async (c: Context<AuthEnv>) => c.json((await import('../openapi.ts')).openApiDocument(VERSION));
+  app.get('/docs', docs);
+  app.get('/api-doc/openapi.json', docs);
 
   app.get('/metrics', async (c) => {
     rt.metrics.kvBlocksUsed.set(rt.scheduler.blocks.used);

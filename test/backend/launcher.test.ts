@@ -209,6 +209,16 @@ describe('LoRAX endpoints on the CPU engine', () => {
     assert.match(bad.body.error!.message, /outside the vocabulary/);
   });
 
+  it('serves an OpenAPI document generated from protocol/\'s schemas at /docs and LoRAX\'s /api-doc/openapi.json', async () => {
+    const doc = (await (await fetch(`${srv.url}/docs`)).json()) as { openapi: string; paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: { properties: Record<string, { properties?: Record<string, unknown> }> } }> } }>> };
+    assert.equal(doc.openapi, '3.1.0');
+    for (const p of ['/generate', '/generate_stream', '/', '/invocations', '/v1/completions', '/v1/chat/completions', '/health']) assert.ok(doc.paths[p], p);
+    // Fields come from the zod schemas: the penalties and adapter fields of /generate's parameters.
+    const params = doc.paths['/generate']!.post!.requestBody!.content['application/json']!.schema.properties.parameters!.properties!;
+    for (const f of ['adapter_id', 'merged_adapters', 'frequency_penalty', 'presence_penalty', 'max_new_tokens']) assert.ok(f in params, f);
+    assert.deepEqual(await (await fetch(`${srv.url}/api-doc/openapi.json`)).json(), doc);
+  });
+
   it('/health answers 503 in LoRAX\'s error shape when the engine cannot generate', async () => {
     srv.rt.health.noteFailure();
     srv.rt.engine.close();
