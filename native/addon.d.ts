@@ -21,10 +21,10 @@ export interface NativeTensorRef {
   random?: { seed: number; std: number };
 }
 
-export type RopeType = 'default' | 'linear' | 'llama3';
+export type RopeType = 'default' | 'linear' | 'llama3' | 'yarn' | 'dynamic' | 'longrope';
 
 export interface NativeModelSpec {
-  arch: 'llama' | 'mistral' | 'qwen2';
+  arch: 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma2' | 'gemma3' | 'phi3';
   hiddenSize: number;
   intermediateSize: number;
   numLayers: number;
@@ -43,6 +43,33 @@ export interface NativeModelSpec {
   slidingWindow: number[];
   attentionBias: boolean;
   tieWordEmbeddings: boolean;
+  // Family features (issue 18); absent = the Llama behaviour.
+  /** Per-head RMSNorm of q and k before RoPE (q_norm / k_norm: Qwen3, Gemma 3). */
+  qkNorm?: boolean;
+  /** Gemma: every RMSNorm multiplies by (1 + weight). */
+  gemmaNorm?: boolean;
+  /** Gemma: post-attention norm on the attention output, pre/post feed-forward norms around the MLP. */
+  sandwichNorm?: boolean;
+  /** Factor on the token embeddings (Gemma: sqrt(hidden_size) rounded to the weights' dtype). */
+  embedScale?: number;
+  /** MLP activation of the gate: silu (default) or gelu with the tanh approximation. */
+  hiddenAct?: 'silu' | 'gelu_tanh';
+  /** Attention score factor (default headDim^-0.5; Gemma: query_pre_attn_scalar^-0.5). */
+  attnScale?: number;
+  /** cap * tanh(x / cap) on attention scores / final logits; 0 = off. */
+  attnSoftcap?: number;
+  finalSoftcap?: number;
+  /** Gemma 3: RoPE base of the sliding-window layers (default rope); 0 = every layer uses ropeTheta. */
+  ropeLocalTheta?: number;
+  /** yarn / longrope: factor on cos and sin. */
+  ropeAttentionFactor?: number;
+  /** yarn: correction range (beta_fast, beta_slow) and whether its ends are rounded outward. */
+  ropeBetaFast?: number;
+  ropeBetaSlow?: number;
+  ropeTruncate?: boolean;
+  /** longrope: per-frequency divisors, short below ropeOriginalMaxPositions tokens, long above. */
+  ropeShortFactor?: number[];
+  ropeLongFactor?: number[];
   /** Every weight, by its Hugging Face name (model.layers.0.self_attn.q_proj.weight, ...). */
   tensors: NativeTensorRef[];
 }

@@ -155,13 +155,16 @@ describe('parseModelConfig', () => {
   });
 
   test('unsupported RoPE types are named', () => {
-    for (const type of ['yarn', 'dynamic', 'longrope']) {
+    for (const type of ['mrope', 'proportional']) {
       assert.throws(
         () => parseModelConfig({ ...llama3V4, rope_scaling: { rope_type: type, factor: 4.0 } }, 'cfg.json'),
-        { message: `cfg.json: unsupported rope type "${type}" (supported: default, linear, llama3)` },
+        { message: `cfg.json: unsupported rope type "${type}" (supported: default, linear, llama3, yarn, dynamic, longrope)` },
       );
     }
-    assert.throws(() => parseModelConfig({ ...llama3V5, rope_parameters: { ...llama3V5.rope_parameters, rope_type: 'yarn' } }), /unsupported rope type "yarn"/);
+    assert.throws(() => parseModelConfig({ ...llama3V5, rope_parameters: { ...llama3V5.rope_parameters, rope_type: 'mrope' } }), /unsupported rope type "mrope"/);
+    assert.throws(() => parseModelConfig({ ...llama3V4, rope_scaling: { rope_type: 'dynamic' } }), /dynamic\) needs factor/);
+    assert.throws(() => parseModelConfig({ ...llama3V4, rope_scaling: { rope_type: 'longrope', short_factor: [1], long_factor: [1] } }),
+      /short_factor and long_factor need head_dim \/ 2 = \d+ entries, got 1 and 1/);
     assert.throws(() => parseModelConfig({ ...llama3V4, rope_scaling: { rope_type: 'llama3', factor: 8 } }), /llama3\) needs factor, low_freq_factor and high_freq_factor/);
     assert.throws(() => parseModelConfig({ ...llama3V4, rope_scaling: { rope_type: 'linear', type: 'dynamic', factor: 2 } }), /must agree/);
   });
@@ -169,14 +172,14 @@ describe('parseModelConfig', () => {
   test('unsupported architectures and inconsistent configs', () => {
     assert.throws(
       () => parseModelConfig({ architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: 768 }, 'config.json'),
-      { message: 'config.json: unsupported architecture "GPT2LMHeadModel" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)' },
+      { message: 'config.json: unsupported architecture "GPT2LMHeadModel" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM)' },
     );
     assert.throws(() => parseModelConfig({ model_type: 'gemma' }), /unsupported architecture: model_type "gemma"/);
     assert.throws(() => parseModelConfig({ ...llama3V4, model_type: 'mistral' }), /architectures\[0\] is "LlamaForCausalLM" but model_type is "mistral"/);
     assert.throws(() => parseModelConfig({ ...llama3V4, hidden_size: undefined }), /config\.json: hidden_size: /);
     assert.throws(() => parseModelConfig({ ...llama3V4, num_key_value_heads: 5 }), /not a multiple of num_key_value_heads 5/);
     assert.throws(() => parseModelConfig({ ...llama3V4, hidden_act: 'gelu' }), /hidden_act "gelu" is not supported/);
-    assert.throws(() => parseModelConfig({ ...llama3V4, attention_bias: true }), /attention_bias=true is not supported for Llama/);
+    assert.throws(() => parseModelConfig({ ...llama3V4, attention_bias: true }), /attention_bias=true is not supported for llama/);
     assert.throws(() => parseModelConfig({ ...llama3V4, partial_rotary_factor: 0.5 }), /partial_rotary_factor/);
     assert.throws(() => parseModelConfig([]), /expected a JSON object/);
   });

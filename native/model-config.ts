@@ -26,11 +26,27 @@ const ARCHITECTURES: Readonly<Record<string, ModelArch>> = {
   LlamaForCausalLM: 'llama',
   MistralForCausalLM: 'mistral',
   Qwen2ForCausalLM: 'qwen2',
+  Qwen3ForCausalLM: 'qwen3',
+  Gemma2ForCausalLM: 'gemma2',
+  Gemma3ForCausalLM: 'gemma3',
+  Phi3ForCausalLM: 'phi3',
 };
-const CLASS_FOR_TYPE: Readonly<Record<ModelArch, string>> = {
-  llama: 'LlamaForCausalLM',
-  mistral: 'MistralForCausalLM',
-  qwen2: 'Qwen2ForCausalLM',
+/** config.json's model_type of each arch (Gemma 3's text-only model is "gemma3_text"). */
+const TYPE_OF_ARCH: Readonly<Record<ModelArch, string>> = {
+  llama: 'llama', mistral: 'mistral', qwen2: 'qwen2', qwen3: 'qwen3', gemma2: 'gemma2', gemma3: 'gemma3_text', phi3: 'phi3',
+};
+const ARCH_OF_TYPE: Readonly<Record<string, ModelArch>> = Object.fromEntries(
+  Object.entries(TYPE_OF_ARCH).map(([arch, type]) => [type, arch as ModelArch]),
+);
+const CLASS_FOR_TYPE: Readonly<Record<ModelArch, string>> = Object.fromEntries(
+  Object.entries(ARCHITECTURES).map(([cls, arch]) => [arch, cls]),
+) as Record<ModelArch, string>;
+/** Families whose checkpoints need what the engines do not have yet: named in the error instead of "unsupported". */
+const NOT_YET: Readonly<Record<string, string>> = {
+  MixtralForCausalLM: 'mixture-of-experts models (Mixtral) are not supported yet',
+  Qwen2MoeForCausalLM: 'mixture-of-experts models (Qwen2-MoE) are not supported yet',
+  Qwen3MoeForCausalLM: 'mixture-of-experts models (Qwen3-MoE) are not supported yet',
+  Gemma3ForConditionalGeneration: 'Gemma 3 with vision is not supported; use a text-only Gemma3ForCausalLM checkpoint',
 };
 
 /** Per-architecture defaults of the transformers config classes, for keys a config.json leaves out. */
@@ -48,9 +64,15 @@ const ARCH_DEFAULTS: Readonly<Record<ModelArch, ArchDefaults>> = {
   llama: { numKvHeads: null, maxPositionEmbeddings: 2048, rmsNormEps: 1e-6, ropeTheta: 10000, bosTokenId: 1, eosTokenId: 2, slidingWindow: null },
   mistral: { numKvHeads: 8, maxPositionEmbeddings: 4096 * 32, rmsNormEps: 1e-6, ropeTheta: 10000, bosTokenId: 1, eosTokenId: 2, slidingWindow: 4096 },
   qwen2: { numKvHeads: 32, maxPositionEmbeddings: 32768, rmsNormEps: 1e-6, ropeTheta: 10000, bosTokenId: null, eosTokenId: null, slidingWindow: 4096 },
+  qwen3: { numKvHeads: 32, maxPositionEmbeddings: 32768, rmsNormEps: 1e-6, ropeTheta: 10000, bosTokenId: null, eosTokenId: null, slidingWindow: 4096 },
+  gemma2: { numKvHeads: 4, maxPositionEmbeddings: 8192, rmsNormEps: 1e-6, ropeTheta: 10000, bosTokenId: 2, eosTokenId: 1, slidingWindow: 4096 },
+  gemma3: { numKvHeads: 4, maxPositionEmbeddings: 131072, rmsNormEps: 1e-6, ropeTheta: 1e6, bosTokenId: 2, eosTokenId: 1, slidingWindow: 4096 },
+  phi3: { numKvHeads: null, maxPositionEmbeddings: 4096, rmsNormEps: 1e-5, ropeTheta: 10000, bosTokenId: 1, eosTokenId: 32000, slidingWindow: null },
 };
+/** Gemma 3's sliding-window layers: default RoPE with this base unless rope_local_base_freq says otherwise. */
+const GEMMA3_LOCAL_THETA = 10000;
 
-export const SUPPORTED_ROPE_TYPES: readonly RopeType[] = ['default', 'linear', 'llama3'];
+export const SUPPORTED_ROPE_TYPES: readonly RopeType[] = ['default', 'linear', 'llama3', 'yarn', 'dynamic', 'longrope'];
 
 const posInt = z.number().int().positive();
 
@@ -64,6 +86,14 @@ const ropeDictSchema = z.looseObject({
   high_freq_factor: z.number().positive().nullish(),
   original_max_position_embeddings: posInt.nullish(),
   partial_rotary_factor: z.number().nullish(),
+  attention_factor: z.number().positive().nullish(),
+  mscale: z.number().nullish(),
+  mscale_all_dim: z.number().nullish(),
+  beta_fast: z.number().positive().nullish(),
+  beta_slow: z.number().positive().nullish(),
+  truncate: z.boolean().nullish(),
+  short_factor: z.array(z.number().positive()).nullish(),
+  long_factor: z.array(z.number().positive()).nullish(),
 });
 type RopeDict = z.infer<typeof ropeDictSchema>;
 
@@ -78,6 +108,14 @@ export const rawModelConfigSchema = z.looseObject({
   num_key_value_heads: posInt.nullish(),
   head_dim: posInt.nullish(),
   hidden_act: z.string().nullish(),
+  hidden_activation: z.string().nullish(),
+  original_max_position_embeddings: posInt.nullish(),
+  rope_local_base_freq: z.number().positive().nullish(),
+  sliding_window_pattern: posInt.nullish(),
+  query_pre_attn_scalar: z.number().positive().nullish(),
+  attn_logit_softcapping: z.number().positive().nullish(),
+  final_logit_softcapping: z.number().positive().nullish(),
+  use_bidirectional_attention: z.boolean().nullish(),
   max_position_embeddings: posInt.nullish(),
   rms_norm_eps: z.number().positive().nullish(),
   rope_theta: z.number().positive().nullish(),
@@ -109,17 +147,20 @@ export function formatZodError(error: z.ZodError): string {
 function resolveArch(raw: RawModelConfig, source: string): { arch: ModelArch; architecture: string } {
   const supported = Object.keys(ARCHITECTURES).join(', ');
   const declared = raw.architectures?.[0];
-  const fromType = raw.model_type != null ? (raw.model_type as ModelArch) : undefined;
+  const fromType = raw.model_type != null ? ARCH_OF_TYPE[raw.model_type] : undefined;
   if (declared !== undefined) {
     const arch = ARCHITECTURES[declared];
-    if (arch === undefined) throw new Error(`${source}: unsupported architecture "${declared}" (supported: ${supported})`);
+    if (arch === undefined) {
+      const why = NOT_YET[declared];
+      throw new Error(`${source}: unsupported architecture "${declared}"${why ? `: ${why}` : ''} (supported: ${supported})`);
+    }
     // transformers picks the config class (and so the defaults) by model_type: both must agree.
-    if (fromType !== undefined && fromType !== arch) {
+    if (raw.model_type != null && fromType !== arch) {
       throw new Error(`${source}: architectures[0] is "${declared}" but model_type is "${raw.model_type}"`);
     }
     return { arch, architecture: declared };
   }
-  if (fromType !== undefined && fromType in CLASS_FOR_TYPE) return { arch: fromType, architecture: CLASS_FOR_TYPE[fromType] };
+  if (fromType !== undefined) return { arch: fromType, architecture: CLASS_FOR_TYPE[fromType] };
   const what = raw.model_type != null ? `model_type "${raw.model_type}"` : 'no architectures or model_type';
   throw new Error(`${source}: unsupported architecture: ${what} (supported: ${supported})`);
 }
@@ -131,6 +172,24 @@ interface RopeFields {
   ropeLowFreqFactor: number;
   ropeHighFreqFactor: number;
   ropeOriginalMaxPositions: number;
+  ropeAttentionFactor?: number;
+  ropeBetaFast?: number;
+  ropeBetaSlow?: number;
+  ropeTruncate?: boolean;
+  ropeShortFactor?: number[];
+  ropeLongFactor?: number[];
+  ropeLocalTheta?: number;
+}
+
+/** What a rope dict needs besides itself: the config's top-level keys and the head size. */
+interface RopeContext {
+  topTheta: number | null | undefined;
+  defaults: ArchDefaults;
+  maxPositions: number;
+  /** A top-level original_max_position_embeddings (Phi-3 writes it there; it wins, as in transformers). */
+  topOriginalMax: number | null | undefined;
+  headDim: number;
+  source: string;
 }
 
 const LAYER_TYPE_KEYS = new Set(['full_attention', 'sliding_attention']);
@@ -140,14 +199,8 @@ function isNestedByLayerType(params: Record<string, unknown>): boolean {
   return keys.length > 0 && keys.every((k) => LAYER_TYPE_KEYS.has(k));
 }
 
-function resolveRopeDict(
-  dict: RopeDict,
-  topTheta: number | null | undefined,
-  defaults: ArchDefaults,
-  maxPositions: number,
-  source: string,
-  where: string,
-): RopeFields {
+function resolveRopeDict(dict: RopeDict, ctx: RopeContext, where: string): RopeFields {
+  const { topTheta, defaults, maxPositions, source } = ctx;
   if (dict.rope_type != null && dict.type != null && dict.rope_type !== dict.type) {
     throw new Error(`${source}: ${where} has rope_type "${dict.rope_type}" and type "${dict.type}"; they must agree`);
   }
@@ -158,18 +211,26 @@ function resolveRopeDict(
     throw new Error(`${source}: partial_rotary_factor ${dict.partial_rotary_factor} is not supported (only full rotary)`);
   }
   const ropeTheta = dict.rope_theta ?? topTheta ?? defaults.ropeTheta;
-  const type = dict.rope_type ?? dict.type ?? 'default';
+  const declared = dict.rope_type ?? dict.type ?? 'default';
+  // "su" is what the first Phi-3 releases called longrope.
+  const type = declared === 'su' ? 'longrope' : declared;
   // Neutral values for the fields a rope type does not use, so the engine never sees garbage.
   const neutral: RopeFields = {
     ropeTheta, ropeType: 'default', ropeFactor: 1, ropeLowFreqFactor: 1, ropeHighFreqFactor: 1,
     ropeOriginalMaxPositions: maxPositions,
   };
+  const needFactor = (): number => {
+    if (dict.factor == null) throw new Error(`${source}: ${where} (rope type ${type}) needs factor`);
+    return dict.factor;
+  };
   switch (type) {
     case 'default':
       return neutral;
     case 'linear':
-      if (dict.factor == null) throw new Error(`${source}: ${where} (rope type linear) needs factor`);
-      return { ...neutral, ropeType: 'linear', ropeFactor: dict.factor };
+      return { ...neutral, ropeType: 'linear', ropeFactor: needFactor() };
+    case 'dynamic':
+      // transformers scales against max_position_embeddings, whatever else the dict says.
+      return { ...neutral, ropeType: 'dynamic', ropeFactor: needFactor() };
     case 'llama3': {
       const { factor, low_freq_factor: low, high_freq_factor: high } = dict;
       if (factor == null || low == null || high == null) {
@@ -181,11 +242,40 @@ function resolveRopeDict(
       return {
         ropeTheta, ropeType: 'llama3', ropeFactor: factor, ropeLowFreqFactor: low, ropeHighFreqFactor: high,
         // transformers 5 falls back to max_position_embeddings when the key is absent.
-        ropeOriginalMaxPositions: dict.original_max_position_embeddings ?? maxPositions,
+        ropeOriginalMaxPositions: dict.original_max_position_embeddings ?? ctx.topOriginalMax ?? maxPositions,
+      };
+    }
+    case 'yarn': {
+      const original = ctx.topOriginalMax ?? dict.original_max_position_embeddings ?? maxPositions;
+      const factor = dict.factor ?? maxPositions / original;
+      // transformers' get_mscale: 0.1 * m * ln(s) + 1 for s > 1.
+      const mscale = (scale: number, m = 1): number => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
+      const attention = dict.attention_factor ?? (dict.mscale && dict.mscale_all_dim
+        ? mscale(factor, dict.mscale) / mscale(factor, dict.mscale_all_dim)
+        : mscale(factor));
+      return {
+        ...neutral, ropeType: 'yarn', ropeFactor: factor, ropeOriginalMaxPositions: original,
+        ropeAttentionFactor: attention, ropeBetaFast: dict.beta_fast ?? 32, ropeBetaSlow: dict.beta_slow ?? 1,
+        ropeTruncate: dict.truncate ?? true,
+      };
+    }
+    case 'longrope': {
+      const half = ctx.headDim / 2;
+      const { short_factor: short, long_factor: long } = dict;
+      if (short == null || long == null) throw new Error(`${source}: ${where} (rope type longrope) needs short_factor and long_factor`);
+      if (short.length !== half || long.length !== half) {
+        throw new Error(`${source}: ${where}: short_factor and long_factor need head_dim / 2 = ${half} entries, got ${short.length} and ${long.length}`);
+      }
+      const original = ctx.topOriginalMax ?? dict.original_max_position_embeddings ?? maxPositions;
+      const factor = dict.factor ?? maxPositions / original;
+      const attention = dict.attention_factor ?? (factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original)));
+      return {
+        ...neutral, ropeType: 'longrope', ropeFactor: factor, ropeOriginalMaxPositions: original,
+        ropeAttentionFactor: attention, ropeShortFactor: [...short], ropeLongFactor: [...long],
       };
     }
     default:
-      throw new Error(`${source}: unsupported rope type "${type}" (supported: ${SUPPORTED_ROPE_TYPES.join(', ')})`);
+      throw new Error(`${source}: unsupported rope type "${declared}" (supported: ${SUPPORTED_ROPE_TYPES.join(', ')})`);
   }
 }
 
@@ -195,12 +285,39 @@ function parseRopeDict(value: unknown, source: string, where: string): RopeDict 
   return parsed.data;
 }
 
-function resolveRope(raw: RawModelConfig, defaults: ArchDefaults, maxPositions: number, source: string): RopeFields {
+/**
+ * Gemma 3: the full-attention layers take the model's RoPE (rope_theta, rope_scaling), the sliding ones a
+ * plain RoPE of base rope_local_base_freq (transformers 4) or rope_parameters.sliding_attention (5).
+ */
+function resolveGemma3Rope(raw: RawModelConfig, ctx: RopeContext): RopeFields {
+  const params = raw.rope_parameters;
+  const scaling = raw.rope_scaling != null && Object.keys(raw.rope_scaling).length > 0 ? raw.rope_scaling : null;
+  let full: RopeFields;
+  let local: RopeFields;
+  const gctx = { ...ctx, defaults: { ...ctx.defaults, ropeTheta: ctx.defaults.ropeTheta } };
+  if (params != null && isNestedByLayerType(params)) {
+    const f = params.full_attention != null ? parseRopeDict(params.full_attention, ctx.source, 'rope_parameters.full_attention') : {};
+    const l = params.sliding_attention != null ? parseRopeDict(params.sliding_attention, ctx.source, 'rope_parameters.sliding_attention') : {};
+    full = resolveRopeDict(scaling !== null ? { ...f, ...scaling } : f, { ...gctx, topTheta: f.rope_theta ?? raw.rope_theta }, 'rope_parameters.full_attention');
+    local = resolveRopeDict(l, { ...gctx, topTheta: l.rope_theta ?? raw.rope_local_base_freq, defaults: { ...ctx.defaults, ropeTheta: GEMMA3_LOCAL_THETA } }, 'rope_parameters.sliding_attention');
+  } else {
+    const f = scaling ?? (params != null ? parseRopeDict(params, ctx.source, 'rope_parameters') : {});
+    full = resolveRopeDict(f, gctx, scaling !== null ? 'rope_scaling' : 'rope_parameters');
+    local = resolveRopeDict({}, { ...gctx, topTheta: raw.rope_local_base_freq ?? GEMMA3_LOCAL_THETA }, 'rope_local_base_freq');
+  }
+  if (local.ropeType !== 'default') {
+    throw new Error(`${ctx.source}: the sliding-window layers' RoPE must be of type default, got ${local.ropeType}`);
+  }
+  return { ...full, ropeLocalTheta: local.ropeTheta };
+}
+
+function resolveRope(raw: RawModelConfig, arch: ModelArch, ctx: RopeContext): RopeFields {
+  const { source } = ctx;
   if (raw.partial_rotary_factor != null && raw.partial_rotary_factor !== 1) {
     throw new Error(`${source}: partial_rotary_factor ${raw.partial_rotary_factor} is not supported (only full rotary)`);
   }
-  const resolve = (dict: RopeDict, where: string): RopeFields =>
-    resolveRopeDict(dict, raw.rope_theta, defaults, maxPositions, source, where);
+  if (arch === 'gemma3') return resolveGemma3Rope(raw, ctx);
+  const resolve = (dict: RopeDict, where: string): RopeFields => resolveRopeDict(dict, ctx, where);
   // transformers 5 prefers a non-empty legacy rope_scaling over rope_parameters; transformers 4 only knows rope_scaling.
   const scaling = raw.rope_scaling != null && Object.keys(raw.rope_scaling).length > 0 ? raw.rope_scaling : null;
   if (scaling !== null) return resolve(scaling, 'rope_scaling');
@@ -228,7 +345,7 @@ function resolveSlidingWindow(raw: RawModelConfig, arch: ModelArch, defaults: Ar
   const n = raw.num_hidden_layers;
   const window = raw.sliding_window === undefined ? defaults.slidingWindow : raw.sliding_window;
   if (arch === 'llama') return new Array<number>(n).fill(0);
-  if (arch === 'mistral') return new Array<number>(n).fill(window ?? 0);
+  if (arch === 'mistral' || arch === 'phi3') return new Array<number>(n).fill(window ?? 0);
 
   const layerTypes = raw.layer_types ?? null;
   if (layerTypes !== null) {
@@ -239,6 +356,12 @@ function resolveSlidingWindow(raw: RawModelConfig, arch: ModelArch, defaults: Ar
     if (bad !== undefined) {
       throw new Error(`${source}: unsupported layer type "${bad}" (supported: full_attention, sliding_attention)`);
     }
+  }
+  if (arch === 'gemma2' || arch === 'gemma3') {
+    // Gemma: every pattern-th layer is global, the others slide (Gemma 2: 2, Gemma 3: sliding_window_pattern, 6).
+    const pattern = arch === 'gemma2' ? 2 : (raw.sliding_window_pattern ?? 6);
+    const types = layerTypes ?? Array.from({ length: n }, (_, i) => ((i + 1) % pattern !== 0 ? 'sliding_attention' : 'full_attention'));
+    return types.map((t) => (t === 'sliding_attention' ? (window ?? 0) : 0));
   }
   // Qwen2Config drops sliding_window unless use_sliding_window is set, whatever layer_types says.
   const effective = raw.use_sliding_window === true ? window : null;
@@ -264,11 +387,19 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
   const { arch, architecture } = resolveArch(raw, source);
   const defaults = ARCH_DEFAULTS[arch];
 
-  const hiddenAct = raw.hidden_act ?? 'silu';
-  if (hiddenAct !== 'silu') throw new Error(`${source}: hidden_act "${hiddenAct}" is not supported (only silu)`);
-  if (arch === 'llama' && raw.attention_bias === true) {
-    // Llama's attention_bias also adds an o_proj bias, which the engine has no slot for.
-    throw new Error(`${source}: attention_bias=true is not supported for Llama`);
+  const gemma = arch === 'gemma2' || arch === 'gemma3';
+  // Gemma reads hidden_activation (hidden_act is ignored there); both gelu_pytorch_tanh and gelu_new are the tanh form.
+  const hiddenAct = gemma ? (raw.hidden_activation ?? 'gelu_pytorch_tanh') : (raw.hidden_act ?? 'silu');
+  const act = hiddenAct === 'silu' ? 'silu' : hiddenAct === 'gelu_pytorch_tanh' || hiddenAct === 'gelu_new' ? 'gelu_tanh' : null;
+  if (act === null) {
+    throw new Error(`${source}: ${gemma ? 'hidden_activation' : 'hidden_act'} "${hiddenAct}" is not supported (only silu, gelu_pytorch_tanh)`);
+  }
+  if (arch !== 'qwen2' && arch !== 'mistral' && raw.attention_bias === true) {
+    // These families' attention_bias also adds an o_proj bias, which the engine has no slot for.
+    throw new Error(`${source}: attention_bias=true is not supported for ${arch}`);
+  }
+  if (gemma && raw.use_bidirectional_attention === true) {
+    throw new Error(`${source}: use_bidirectional_attention=true (an encoder) is not supported`);
   }
   if (arch === 'llama' && raw.mlp_bias === true) throw new Error(`${source}: mlp_bias=true is not supported`);
 
@@ -290,7 +421,25 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
   if (headDim % 2 !== 0) throw new Error(`${source}: head_dim ${headDim} is odd; RoPE needs an even head_dim`);
 
   const maxPositionEmbeddings = raw.max_position_embeddings ?? defaults.maxPositionEmbeddings;
-  const rope = resolveRope(raw, defaults, maxPositionEmbeddings, source);
+  const rope = resolveRope(raw, arch, {
+    topTheta: raw.rope_theta, defaults, maxPositions: maxPositionEmbeddings, topOriginalMax: raw.original_max_position_embeddings,
+    headDim, source,
+  });
+  // transformers' defaults when the key is absent (an explicit null turns soft-capping off).
+  const softcap = (v: number | null | undefined, dflt: number | null): number => (v === undefined ? (dflt ?? 0) : (v ?? 0));
+  const family: FamilyFields = {};
+  if (arch === 'qwen3' || arch === 'gemma3') family.qkNorm = true;
+  if (gemma) {
+    Object.assign(family, {
+      gemmaNorm: true, sandwichNorm: true,
+      // The embedding is multiplied by sqrt(hidden_size) as a float32 number in a float32 forward.
+      embedScale: Math.fround(Math.sqrt(raw.hidden_size)),
+      attnScale: (raw.query_pre_attn_scalar ?? 256) ** -0.5,
+      attnSoftcap: softcap(raw.attn_logit_softcapping, arch === 'gemma2' ? 50 : null),
+      finalSoftcap: softcap(raw.final_logit_softcapping, arch === 'gemma2' ? 30 : null),
+    });
+  }
+  if (act !== 'silu') family.hiddenAct = act;
 
   return {
     arch,
@@ -305,7 +454,9 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
     ...rope,
     slidingWindow: resolveSlidingWindow(raw, arch, defaults, source),
     attentionBias: arch === 'qwen2',
-    tieWordEmbeddings: raw.tie_word_embeddings ?? false,
+    // Gemma ties by default (its config class says so); the others do not.
+    tieWordEmbeddings: raw.tie_word_embeddings ?? gemma,
+    ...family,
     architecture,
     modelType: arch,
     maxPositionEmbeddings,
@@ -315,6 +466,15 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
   };
 }
 
+/** The optional family fields of NativeModelSpec (absent = the Llama behaviour). */
+type FamilyFields = Partial<Pick<NativeModelSpec,
+  'qkNorm' | 'gemmaNorm' | 'sandwichNorm' | 'embedScale' | 'hiddenAct' | 'attnScale' | 'attnSoftcap' | 'finalSoftcap'>>;
+
+const OPTIONAL_SPEC_FIELDS = [
+  'qkNorm', 'gemmaNorm', 'sandwichNorm', 'embedScale', 'hiddenAct', 'attnScale', 'attnSoftcap', 'finalSoftcap',
+  'ropeLocalTheta', 'ropeAttentionFactor', 'ropeBetaFast', 'ropeBetaSlow', 'ropeTruncate', 'ropeShortFactor', 'ropeLongFactor',
+] as const;
+
 /** The NativeModelSpec fields of a ModelConfig, without the server-side extras. */
 export function modelSpecFields(config: ModelConfig): ModelSpecFields {
   const {
@@ -322,11 +482,16 @@ export function modelSpecFields(config: ModelConfig): ModelSpecFields {
     ropeTheta, ropeType, ropeFactor, ropeLowFreqFactor, ropeHighFreqFactor, ropeOriginalMaxPositions,
     slidingWindow, attentionBias, tieWordEmbeddings,
   } = config;
-  return {
+  const out: ModelSpecFields = {
     arch, hiddenSize, intermediateSize, numLayers, numHeads, numKvHeads, headDim, vocabSize, rmsNormEps,
     ropeTheta, ropeType, ropeFactor, ropeLowFreqFactor, ropeHighFreqFactor, ropeOriginalMaxPositions,
     slidingWindow: [...slidingWindow], attentionBias, tieWordEmbeddings,
   };
+  for (const k of OPTIONAL_SPEC_FIELDS) {
+    const v = config[k];
+    if (v !== undefined) (out as unknown as Record<string, unknown>)[k] = Array.isArray(v) ? [...v] : v;
+  }
+  return out;
 }
 
 export interface ProjectionFeatures {

@@ -300,13 +300,31 @@ function parseTensorName(file: string, name: string): ParsedName {
 interface DecoderModule {
   layer: number;
   module: LoraModuleName;
+  /** Phi-3's fused qkv_proj / gate_up_proj: the pair is split into these projections (module is the first). */
+  parts?: readonly LoraModuleName[];
   /** "layers.0.self_attn.q_proj", for messages. */
   label: string;
 }
 
-function parseModuleKey(file: string, moduleKey: string, numLayers: number): DecoderModule {
-  const supported = `supported: ${LORA_MODULES.join(', ')}`;
+/** Fused projections of Phi-3 checkpoints, by name: PEFT adapts the fused module, the engine its parts. */
+const FUSED_PARTS: Readonly<Record<string, readonly LoraModuleName[]>> = {
+  qkv_proj: ['q_proj', 'k_proj', 'v_proj'],
+  gate_up_proj: ['gate_proj', 'up_proj'],
+};
+
+function parseModuleKey(file: string, moduleKey: string, numLayers: number, arch: string): DecoderModule {
+  const fusedNames = arch === 'phi3' ? Object.keys(FUSED_PARTS) : [];
+  const supported = `supported: ${[...LORA_MODULES, ...fusedNames].join(', ')}`;
   const m = DECODER_MODULE.exec(moduleKey);
+  const parts = m !== null && fusedNames.includes(m[3]!) ? FUSED_PARTS[m[3]!] : undefined;
+  if (m !== null && parts !== undefined && moduleParent(parts[0]!) === m[2]) {
+    const layer = Number(m[1]);
+    const label = moduleKey.replace(/^model\./, '');
+    if (layer >= numLayers) {
+      throw new Error(`${file}: adapter ${label}: the base model has only ${numLayers} layers (is this adapter for another model?)`);
+    }
+    return { layer, module: parts[0]!, parts, label };
+  }
   const module = m?.[3] as LoraModuleName | undefined;
   if (m === null || module === undefined || !LORA_MODULES.includes(module) || moduleParent(module) !== m[2]) {
     const leaf = moduleKey.split('.').at(-1);
@@ -327,10 +345,21 @@ function toRef(entry: SafetensorsEntry & { data?: Float32Array }, file: string):
   return { name: entry.name, dtype, shape: [...entry.shape], file, offset: entry.offset, nbytes: entry.nbytes };
 }
 
+/** Rows [row, row + rows) of a row-major [out, r] matrix, without copying where it lives in a file. */
+function rowsOf(ref: NativeTensorRef, row: number, rows: number): NativeTensorRef {
+  const cols = ref.shape[1]!;
+  if (ref.data !== undefined) {
+    return { ...ref, shape: [rows, cols], data: ref.data.subarray(row * cols, (row + rows) * cols) };
+  }
+  const rowBytes = ref.nbytes! / ref.shape[0]!;
+  return { ...ref, shape: [rows, cols], offset: ref.offset! + row * rowBytes, nbytes: rows * rowBytes };
+}
+
 function checkPair(
   file: string, mod: DecoderModule, a: SafetensorsEntry, b: SafetensorsEntry, model: ModelDir, expectedRank: number,
 ): number {
-  const { inFeatures, outFeatures } = projectionFeatures(model.spec, mod.module);
+  const { inFeatures } = projectionFeatures(model.spec, mod.module);
+  const outFeatures = (mod.parts ?? [mod.module]).reduce((n, p) => n + projectionFeatures(model.spec, p).outFeatures, 0);
   const where = `${file}: adapter ${mod.label}`;
   const hint = '(is this adapter for another model?)';
   if (a.shape.length !== 2) throw new Error(`${where}: lora_A is ${formatShape(a.shape)}, expected [r, ${inFeatures}]`);
@@ -384,7 +413,7 @@ export async function openPeftAdapter(dirArg: string, model: ModelDir): Promise<
   for (const entry of tensors.values()) {
     const parsed = parseTensorName(file, entry.name);
     if (parsed.adapterName !== null) adapterNames.add(parsed.adapterName);
-    const pair = pairs.get(parsed.moduleKey) ?? { mod: parseModuleKey(file, parsed.moduleKey, model.spec.numLayers) };
+    const pair = pairs.get(parsed.moduleKey) ?? { mod: parseModuleKey(file, parsed.moduleKey, model.spec.numLayers, model.spec.arch) };
     const half = parsed.half === 'lora_A' ? 'a' : 'b';
     if (pair[half] !== undefined) throw new Error(`${file}: adapter ${pair.mod.label}: ${parsed.half} appears twice`);
     pair[half] = entry;
@@ -413,7 +442,18 @@ export async function openPeftAdapter(dirArg: string, model: ModelDir): Promise<
     await budget.tick();
     const { rank: expectedRank, scale } = moduleScaling(targeting, moduleKey);
     const rank = checkPair(file, mod, a, b, model, expectedRank);
-    modules.push({ layer: mod.layer, module: mod.module, rank, scale, a: toRef(a, file), b: toRef(b, file) });
+    if (mod.parts === undefined) {
+      modules.push({ layer: mod.layer, module: mod.module, rank, scale, a: toRef(a, file), b: toRef(b, file) });
+      continue;
+    }
+    // A fused module's delta B(Ax) split by output rows: each part shares A and takes its rows of B, which is
+    // exactly PEFT's result for those rows.
+    let row = 0;
+    for (const part of mod.parts) {
+      const rows = projectionFeatures(model.spec, part).outFeatures;
+      modules.push({ layer: mod.layer, module: part, rank, scale, a: toRef(a, file), b: rowsOf(toRef(b, file), row, rows) });
+      row += rows;
+    }
   }
   modules.sort((x, y) => x.layer - y.layer || LORA_MODULES.indexOf(x.module) - LORA_MODULES.indexOf(y.module));
 

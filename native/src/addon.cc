@@ -116,6 +116,9 @@ ModelConfig parseConfig(const Napi::Object& o) {
   if (rt == "default") c.ropeType = RopeType::Default;
   else if (rt == "linear") c.ropeType = RopeType::Linear;
   else if (rt == "llama3") c.ropeType = RopeType::Llama3;
+  else if (rt == "yarn") c.ropeType = RopeType::Yarn;
+  else if (rt == "dynamic") c.ropeType = RopeType::Dynamic;
+  else if (rt == "longrope") c.ropeType = RopeType::LongRope;
   else typeError(o.Env(), "unsupported rope type " + rt);
   c.ropeFactor = getNumber(o, "ropeFactor", at);
   c.ropeLowFreqFactor = getNumber(o, "ropeLowFreqFactor", at);
@@ -127,6 +130,38 @@ ModelConfig parseConfig(const Napi::Object& o) {
   for (uint32_t i = 0; i < swa.Length(); i++) c.slidingWindow.push_back(swa.Get(i).As<Napi::Number>().Int32Value());
   c.attentionBias = getBool(o, "attentionBias", at);
   c.tieWordEmbeddings = getBool(o, "tieWordEmbeddings", at);
+  // Family features (model-config.ts): optional, absent = the Llama behaviour.
+  auto has = [&](const char* k) { return !field(o, k).IsUndefined(); };
+  if (has("qkNorm")) c.qkNorm = getBool(o, "qkNorm", at);
+  if (has("gemmaNorm")) c.gemmaNorm = getBool(o, "gemmaNorm", at);
+  if (has("sandwichNorm")) c.sandwichNorm = getBool(o, "sandwichNorm", at);
+  if (has("embedScale")) c.embedScale = static_cast<float>(getNumber(o, "embedScale", at));
+  if (has("hiddenAct")) {
+    const std::string act = getString(o, "hiddenAct", at);
+    if (act != "silu" && act != "gelu_tanh") typeError(o.Env(), "unsupported hiddenAct " + act);
+    c.geluTanh = act == "gelu_tanh";
+  }
+  if (has("attnScale")) c.attnScale = static_cast<float>(getNumber(o, "attnScale", at));
+  if (has("attnSoftcap")) c.attnSoftcap = static_cast<float>(getNumber(o, "attnSoftcap", at));
+  if (has("finalSoftcap")) c.finalSoftcap = static_cast<float>(getNumber(o, "finalSoftcap", at));
+  if (has("ropeLocalTheta")) c.ropeLocalTheta = getNumber(o, "ropeLocalTheta", at);
+  if (has("ropeAttentionFactor")) c.ropeAttentionFactor = getNumber(o, "ropeAttentionFactor", at);
+  if (has("ropeBetaFast")) c.ropeBetaFast = getNumber(o, "ropeBetaFast", at);
+  if (has("ropeBetaSlow")) c.ropeBetaSlow = getNumber(o, "ropeBetaSlow", at);
+  if (has("ropeTruncate")) c.ropeTruncate = getBool(o, "ropeTruncate", at);
+  auto floats = [&](const char* k, std::vector<float>& out) {
+    if (!has(k)) return;
+    Napi::Value v = field(o, k);
+    if (!v.IsArray()) typeError(o.Env(), at + k + " must be an array of numbers");
+    auto a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value e = a.Get(i);
+      if (!e.IsNumber()) typeError(o.Env(), at + k + " must be an array of numbers");
+      out.push_back(e.As<Napi::Number>().FloatValue());
+    }
+  };
+  floats("ropeShortFactor", c.ropeShortFactor);
+  floats("ropeLongFactor", c.ropeLongFactor);
   if (c.hidden <= 0 || c.intermediate <= 0 || c.layers <= 0 || c.heads <= 0 || c.kvHeads <= 0 ||
       c.headDim <= 0 || c.vocab <= 0)
     typeError(o.Env(), "model dimensions must be positive");
@@ -497,6 +532,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeEngine", EngineWrap::Init(env));
   exports.Set("stepLayout", stepLayout(env));
+  // Why the CUDA engine would refuse this model spec (null when it would serve it), in both addons.
+  exports.Set("cudaUnsupported", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsObject()) typeError(info.Env(), "cudaUnsupported(spec)");
+    const std::string why = cudaUnsupported(parseConfig(info[0].As<Napi::Object>()));
+    return why.empty() ? info.Env().Null() : Napi::String::New(info.Env(), why);
+  }));
 #ifdef SB_CUDA_ADDON
   exports.Set("cudaAvailable", Napi::Boolean::New(env, true));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {

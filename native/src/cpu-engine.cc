@@ -37,6 +37,8 @@ inline float dot(const float* a, const float* b, int n) {
 
 struct LayerWeights {
   std::vector<float> inNorm, postNorm;
+  std::vector<float> preFfNorm, postFfNorm;  // Gemma's sandwich norms
+  std::vector<float> qNorm, kNorm;           // per-head q/k norms [headDim]
   std::array<std::vector<float>, kNumProj> w;  // [out][in], Hugging Face layout
   std::vector<float> bq, bk, bv;
 };
@@ -61,8 +63,12 @@ class CpuEngine final : public Engine {
     if (c_.heads % c_.kvHeads != 0) throw EngineError("num_attention_heads must be a multiple of num_key_value_heads");
     if (c_.headDim % 2 != 0) throw EngineError("head_dim must be even");
     if (static_cast<int>(c_.slidingWindow.size()) != c_.layers) c_.slidingWindow.assign(c_.layers, 0);
+    if (c_.ropeType == RopeType::LongRope &&
+        (int(c_.ropeShortFactor.size()) != c_.headDim / 2 || int(c_.ropeLongFactor.size()) != c_.headDim / 2))
+      throw EngineError("longrope needs head_dim / 2 short and long factors");
     slots_.resize(o_.maxAdapters);
     invFreq_ = ropeInvFreq(c_);
+    if (c_.ropeLocalTheta > 0) invFreqLocal_ = plainInvFreq(static_cast<float>(c_.ropeLocalTheta), c_.headDim);
   }
 
   void load() override {
@@ -77,17 +83,32 @@ class CpuEngine final : public Engine {
       if (required) throw EngineError("missing tensor " + name);
       return std::vector<float>();
     };
+    // Gemma's norms scale by (1 + w), computed in fp32 as transformers does: folded in once here.
+    auto findNorm = [&](const std::string& name, int64_t n) {
+      auto v = find(name, {n});
+      if (c_.gemmaNorm)
+        for (auto& e : v) e = 1.0f + e;
+      return v;
+    };
     const int64_t H = c_.hidden, I = c_.intermediate, Q = int64_t(c_.heads) * c_.headDim,
                   KV = int64_t(c_.kvHeads) * c_.headDim, V = c_.vocab;
     embed_ = find("model.embed_tokens.weight", {V, H});
-    norm_ = find("model.norm.weight", {H});
+    norm_ = findNorm("model.norm.weight", H);
     if (!c_.tieWordEmbeddings) lmHead_ = find("lm_head.weight", {V, H});
     layers_.resize(c_.layers);
     for (int l = 0; l < c_.layers; l++) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
       LayerWeights& L = layers_[l];
-      L.inNorm = find(p + "input_layernorm.weight", {H});
-      L.postNorm = find(p + "post_attention_layernorm.weight", {H});
+      L.inNorm = findNorm(p + "input_layernorm.weight", H);
+      L.postNorm = findNorm(p + "post_attention_layernorm.weight", H);
+      if (c_.sandwichNorm) {
+        L.preFfNorm = findNorm(p + "pre_feedforward_layernorm.weight", H);
+        L.postFfNorm = findNorm(p + "post_feedforward_layernorm.weight", H);
+      }
+      if (c_.qkNorm) {
+        L.qNorm = findNorm(p + "self_attn.q_norm.weight", c_.headDim);
+        L.kNorm = findNorm(p + "self_attn.k_norm.weight", c_.headDim);
+      }
       L.w[kQ] = find(p + "self_attn.q_proj.weight", {Q, H});
       L.w[kK] = find(p + "self_attn.k_proj.weight", {KV, H});
       L.w[kV] = find(p + "self_attn.v_proj.weight", {KV, H});
@@ -195,8 +216,9 @@ class CpuEngine final : public Engine {
     }
   }
 
-  void rmsNorm(const float* x, int T, const std::vector<float>& w, float* y) const {
-    const int H = c_.hidden;
+  void rmsNorm(const float* x, int T, const std::vector<float>& w, float* y) const { rmsNorm(x, T, c_.hidden, w, y); }
+
+  void rmsNorm(const float* x, int T, int H, const std::vector<float>& w, float* y) const {
     for (int t = 0; t < T; t++) {
       const float* xr = x + int64_t(t) * H;
       float* yr = y + int64_t(t) * H;
@@ -210,7 +232,7 @@ class CpuEngine final : public Engine {
   std::vector<TensorRef> refs_;
   EngineOptions o_;
   ThreadPool pool_;
-  std::vector<float> invFreq_;
+  std::vector<float> invFreq_, invFreqLocal_;
   std::vector<float> embed_, norm_, lmHead_;
   std::vector<LayerWeights> layers_;
   std::vector<float> kcache_, vcache_;
@@ -250,11 +272,19 @@ std::vector<SeqOutput> CpuEngine::step(const std::vector<SeqInput>& batch) {
       rowSeq[r] = int(s);
       rowPos[r] = batch[s].position + j;
       std::memcpy(&x[size_t(r) * H], &embed_[size_t(batch[s].tokens[j]) * H], sizeof(float) * H);
+      if (c_.embedScale != 1.0f)
+        for (int i = 0; i < H; i++) x[size_t(r) * H + i] *= c_.embedScale;
     }
+  // Dynamic NTK and longrope: each sequence's frequencies follow its length once this step's tokens are in.
+  std::vector<std::vector<float>> seqInvFreq;
+  if (ropeDependsOnLength(c_))
+    for (const auto& s : batch) seqInvFreq.push_back(ropeInvFreq(c_, int64_t(s.position) + int64_t(s.tokens.size())));
+  const float ropeScale = static_cast<float>(c_.ropeAttentionFactor);
   std::vector<float> h(size_t(T) * H), q(size_t(T) * Q), k(size_t(T) * KV), v(size_t(T) * KV),
       att(size_t(T) * Q), tmpH(size_t(T) * H), g(size_t(T) * I), u(size_t(T) * I);
   const size_t perLayer = size_t(o_.numBlocks) * BS * KV;
-  const float scale = 1.0f / std::sqrt(float(D));
+  const float scale = c_.attnScale > 0 ? c_.attnScale : 1.0f / std::sqrt(float(D));
+  const float softcap = c_.attnSoftcap;
 
   for (int l = 0; l < c_.layers; l++) {
     const LayerWeights& L = layers_[l];
@@ -265,9 +295,17 @@ std::vector<SeqOutput> CpuEngine::step(const std::vector<SeqInput>& batch) {
     applyLora(seqAdapter, rowStart, l, kQ, h.data(), q.data());
     applyLora(seqAdapter, rowStart, l, kK, h.data(), k.data());
     applyLora(seqAdapter, rowStart, l, kV, h.data(), v.data());
+    if (c_.qkNorm) {
+      rmsNorm(q.data(), T * NH, D, L.qNorm, q.data());
+      rmsNorm(k.data(), T * NKV, D, L.kNorm, k.data());
+    }
+    // Gemma 3's sliding-window layers rotate with their own (plain) base.
+    const bool local = c_.slidingWindow[l] > 0 && !invFreqLocal_.empty();
     for (int r = 0; r < T; r++) {
-      for (int hd = 0; hd < NH; hd++) applyRope(&q[size_t(r) * Q + hd * D], D, rowPos[r], invFreq_);
-      for (int hd = 0; hd < NKV; hd++) applyRope(&k[size_t(r) * KV + hd * D], D, rowPos[r], invFreq_);
+      const std::vector<float>& inv = local ? invFreqLocal_ : seqInvFreq.empty() ? invFreq_ : seqInvFreq[rowSeq[r]];
+      const float rs = local ? 1.0f : ropeScale;
+      for (int hd = 0; hd < NH; hd++) applyRope(&q[size_t(r) * Q + hd * D], D, rowPos[r], inv, rs);
+      for (int hd = 0; hd < NKV; hd++) applyRope(&k[size_t(r) * KV + hd * D], D, rowPos[r], inv, rs);
     }
     float* kc = &kcache_[l * perLayer];
     float* vc = &vcache_[l * perLayer];
@@ -291,7 +329,9 @@ std::vector<SeqOutput> CpuEngine::step(const std::vector<SeqInput>& batch) {
         sc.resize(p - lo + 1);
         float mx = -std::numeric_limits<float>::infinity();
         for (int j = lo; j <= p; j++) {
-          sc[j - lo] = dot(qr, kc + slotOf(s, j) + kvh * D, D) * scale;
+          float e = dot(qr, kc + slotOf(s, j) + kvh * D, D) * scale;
+          if (softcap > 0) e = std::tanh(e / softcap) * softcap;
+          sc[j - lo] = e;
           mx = std::max(mx, sc[j - lo]);
         }
         float sum = 0;
@@ -307,16 +347,29 @@ std::vector<SeqOutput> CpuEngine::step(const std::vector<SeqInput>& batch) {
     });
     linear(att.data(), T, Q, L.w[kO], H, tmpH.data());
     applyLora(seqAdapter, rowStart, l, kO, att.data(), tmpH.data());
+    // Gemma normalises each block's output before the residual add (post_attention / post_feedforward);
+    // elsewhere post_attention_layernorm is the MLP's input norm.
+    if (c_.sandwichNorm) rmsNorm(tmpH.data(), T, L.postNorm, tmpH.data());
     for (size_t i = 0; i < x.size(); i++) x[i] += tmpH[i];
 
-    rmsNorm(x.data(), T, L.postNorm, h.data());
+    rmsNorm(x.data(), T, c_.sandwichNorm ? L.preFfNorm : L.postNorm, h.data());
     linear(h.data(), T, H, L.w[kGate], I, g.data());
     linear(h.data(), T, H, L.w[kUp], I, u.data());
     applyLora(seqAdapter, rowStart, l, kGate, h.data(), g.data());
     applyLora(seqAdapter, rowStart, l, kUp, h.data(), u.data());
-    for (size_t i = 0; i < g.size(); i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    if (c_.geluTanh) {
+      // torch's gelu(approximate="tanh") in fp32.
+      const float kBeta = float(M_SQRT2 * M_2_SQRTPI * 0.5), kKappa = 0.044715f;
+      for (size_t i = 0; i < g.size(); i++) {
+        const float a = g[i];
+        g[i] = 0.5f * a * (1.0f + std::tanh(kBeta * (a + kKappa * a * a * a))) * u[i];
+      }
+    } else {
+      for (size_t i = 0; i < g.size(); i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    }
     linear(g.data(), T, I, L.w[kDown], H, tmpH.data());
     applyLora(seqAdapter, rowStart, l, kDown, g.data(), tmpH.data());
+    if (c_.sandwichNorm) rmsNorm(tmpH.data(), T, L.postFfNorm, tmpH.data());
     for (size_t i = 0; i < x.size(); i++) x[i] += tmpH[i];
   }
 
@@ -328,6 +381,8 @@ std::vector<SeqOutput> CpuEngine::step(const std::vector<SeqInput>& batch) {
   rmsNorm(xr.data(), int(logitRows.size()), norm_, xn.data());
   std::vector<float> logits(logitRows.size() * size_t(V));
   linear(xn.data(), int(logitRows.size()), H, c_.tieWordEmbeddings ? embed_ : lmHead_, V, logits.data());
+  if (c_.finalSoftcap > 0)
+    for (auto& e : logits) e = std::tanh(e / c_.finalSoftcap) * c_.finalSoftcap;
   auto rowLogits = [&](int r) -> float* {
     const size_t i = std::lower_bound(logitRows.begin(), logitRows.end(), r) - logitRows.begin();
     return &logits[i * V];

@@ -98,6 +98,9 @@ class CudaEngine final : public Engine {
  public:
   CudaEngine(ModelConfig c, std::vector<TensorRef> tensors, EngineOptions o, Elem elem)
       : c_(std::move(c)), refs_(std::move(tensors)), o_(o), t_(elem) {
+    // Refused here, when the model loads, rather than by every step's kernels.
+    const std::string unsupported = cudaUnsupported(c_);
+    if (!unsupported.empty()) throw EngineError(unsupported);
     if (o_.numBlocks <= 0 || o_.blockSize <= 0) throw EngineError("numBlocks and blockSize must be > 0");
     if (c_.heads % c_.kvHeads != 0) throw EngineError("num_attention_heads must be a multiple of num_key_value_heads");
     if (static_cast<int>(c_.slidingWindow.size()) != c_.layers) c_.slidingWindow.assign(c_.layers, 0);

@@ -35,7 +35,7 @@ struct TensorRef {
   }
 };
 
-enum class RopeType { Default, Linear, Llama3 };
+enum class RopeType { Default, Linear, Llama3, Yarn, Dynamic, LongRope };
 
 struct ModelConfig {
   std::string arch;
@@ -48,6 +48,19 @@ struct ModelConfig {
   std::vector<int> slidingWindow;  // per layer, 0 = full attention
   bool attentionBias = false;
   bool tieWordEmbeddings = false;
+  // Family features (issue 18); the defaults are the Llama behaviour.
+  bool qkNorm = false;        // per-head RMSNorm of q and k before RoPE (Qwen3, Gemma 3)
+  bool gemmaNorm = false;     // every RMSNorm multiplies by (1 + w)
+  bool sandwichNorm = false;  // Gemma: norm on the attention output, pre/post feed-forward norms
+  float embedScale = 1.0f;
+  bool geluTanh = false;      // MLP gate activation: gelu (tanh form) instead of silu
+  float attnScale = 0.0f;     // 0: headDim^-0.5
+  float attnSoftcap = 0.0f, finalSoftcap = 0.0f;  // 0: off
+  double ropeLocalTheta = 0;  // > 0: sliding-window layers use a plain RoPE of this base (Gemma 3)
+  double ropeAttentionFactor = 1.0;  // yarn / longrope: factor on cos and sin
+  double ropeBetaFast = 32, ropeBetaSlow = 1;
+  bool ropeTruncate = true;
+  std::vector<float> ropeShortFactor, ropeLongFactor;  // longrope, headDim / 2 each
 };
 
 // Everything an engine is opened with (addon.cc parses it from NativeEngineOptions, engine.ts
@@ -159,6 +172,10 @@ class Engine {
 
 std::unique_ptr<Engine> makeCpuEngine(ModelConfig config, std::vector<TensorRef> tensors,
                                       EngineOptions options);
+
+// Why the CUDA engine cannot serve this model ("" when it can): checked when a CUDA engine is made,
+// and exported by both addons (cudaUnsupported) so the refusal can be tested without a GPU.
+std::string cudaUnsupported(const ModelConfig& config);
 
 // Only in the CUDA addon (switchboard_cuda.node).
 std::unique_ptr<Engine> makeCudaEngine(ModelConfig config, std::vector<TensorRef> tensors, EngineOptions options);
