@@ -42,13 +42,19 @@ export function dequantAwq(w: AwqWeight): Float32Array {
   if (inF % g !== 0) throw new Error(`in_features ${inF} is not a multiple of the group size ${g}`);
   const groups = inF / g;
   if (w.scales.length !== groups * out) throw new Error(`scales have ${w.scales.length} values, [${groups}, ${out}] needs ${groups * out}`);
-  const q = unpackAwq(w.qweight, inF, out);
+  if (w.qweight.length !== (inF * out) / 8) throw new Error(`qweight has ${w.qweight.length} words, [${inF}, ${out / 8}] needs ${(inF * out) / 8}`);
   const z = unpackAwq(w.qzeros, groups, out);
   const res = new Float32Array(out * inF);
-  for (let i = 0; i < inF; i++) {
-    const gi = Math.floor(i / g);
-    for (let o = 0; o < out; o++) {
-      res[o * inF + i] = (q[i * out + o]! - z[gi * out + o]!) * w.scales[gi * out + o]!;
+  const words = out / 8;
+  // Output rows outer, input inner: the writes stay sequential (the reads stride; cheaper on this side).
+  for (let o = 0; o < out; o++) {
+    const wordCol = o >>> 3;
+    const shift = SHIFT_OF_COLUMN[o & 7]!;
+    const row = o * inF;
+    for (let gi = 0; gi < groups; gi++) {
+      const zero = z[gi * out + o]!;
+      const scale = w.scales[gi * out + o]!;
+      for (let i = gi * g; i < (gi + 1) * g; i++) res[row + i] = (((w.qweight[i * words + wordCol]! >>> shift) & 0xf) - zero) * scale;
     }
   }
   return res;
