@@ -192,6 +192,9 @@ export function attachTokenTail<T extends { text: string; special: boolean }>(to
 export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGenerator<GenerationEvent> {
   const t0 = performance.now();
   const { ids, maxNew } = await prepareInput(rt, req);
+  rt.metrics.validationDuration.observe((performance.now() - t0) / 1000);
+  // LoRAX's queue time: from validation to the first step, waiting for the adapter included.
+  const queuedAt = performance.now();
   const { sampling, seed } = resolveSampling(req.sampling);
   const release = admit(rt);
   rt.metrics.requestCount.inc();
@@ -253,6 +256,7 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
     let flushed = false;
     let stoppedAt = false;
     let tokenTail = '';
+    let scheduledAt: number | null = null;
     for (;;) {
       while (queue.length === 0) {
         if (req.signal.aborted) return;
@@ -261,6 +265,11 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
       const e = queue.shift()!;
       if (e.type === 'error') throw e.error;
       if (e.type === 'scheduled') {
+        // Once per request: a preempted sequence is scheduled again, but queued only once.
+        if (scheduledAt === null) {
+          scheduledAt = performance.now();
+          rt.metrics.queueDuration.observe((scheduledAt - queuedAt) / 1000);
+        }
         endSpan(phase);
         phase = childSpan('switchboard.prefill', genCtx);
         continue;
@@ -313,6 +322,7 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
       rt.metrics.generatedTokens.observe(generated);
       rt.metrics.tokensTotal.inc(generated);
       rt.metrics.requestDuration.observe((performance.now() - t0) / 1000);
+      if (scheduledAt !== null) rt.metrics.inferenceDuration.observe((performance.now() - scheduledAt) / 1000);
       if (generated > 1) rt.metrics.timePerToken.observe((performance.now() - firstTokenAt) / 1000 / (generated - 1));
       ok = true;
       noteGenerated(generated);

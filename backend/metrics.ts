@@ -8,6 +8,7 @@ interface BlockCounts {
   readonly cached: number;
   readonly idleCached: number;
   readonly evictions: number;
+  readonly blockSize?: number;
 }
 
 const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -25,7 +26,13 @@ export class Metrics {
   readonly inputLength = new Histogram({ name: 'lorax_request_input_length', help: 'Prompt tokens', buckets: tokenBuckets, registers: [this.registry] });
   readonly generatedTokens = new Histogram({ name: 'lorax_request_generated_tokens', help: 'Generated tokens per request', buckets: tokenBuckets, registers: [this.registry] });
   readonly tokensTotal = new Counter({ name: 'lorax_tokens_generated_total', help: 'Tokens generated', registers: [this.registry] });
-  readonly queueSize = new Gauge({ name: 'lorax_queue_size', help: 'Requests waiting to join the batch', registers: [this.registry] });
+  readonly queueSize = new Gauge({ name: 'lorax_queue_length', help: 'Requests waiting to join the batch', registers: [this.registry] });
+  readonly validationDuration = new Histogram({ name: 'lorax_request_validation_duration', help: 'Time to tokenize and validate a request (seconds)', buckets: latencyBuckets, registers: [this.registry] });
+  readonly inferenceDuration = new Histogram({ name: 'lorax_request_inference_duration', help: 'Time from the first scheduled step to the last token (seconds)', buckets: latencyBuckets, registers: [this.registry] });
+  readonly batchInferenceCount = new Counter({ name: 'lorax_batch_inference_count', help: 'Engine steps run, by kind (prefill: the step holds prompt tokens; decode: only decode tokens)', labelNames: ['method'], registers: [this.registry] });
+  readonly batchInferenceSuccess = new Counter({ name: 'lorax_batch_inference_success', help: 'Engine steps that returned results, by kind', labelNames: ['method'], registers: [this.registry] });
+  readonly batchInferenceFailure = new Counter({ name: 'lorax_batch_inference_failure', help: 'Engine steps that failed (their requests failed), by kind', labelNames: ['method'], registers: [this.registry] });
+  readonly batchCurrentMaxTokens = new Gauge({ name: 'lorax_batch_current_max_tokens', help: 'KV cache tokens the running batch may reach (blocks held x block size)', registers: [this.registry], collect: () => this.collectBlocks() });
   readonly batchSize = new Gauge({ name: 'lorax_batch_current_size', help: 'Sequences in the running batch', registers: [this.registry] });
   readonly batchStepDuration = new Histogram({ name: 'lorax_batch_inference_duration', help: 'Engine step time (seconds), by kind', labelNames: ['method'], buckets: latencyBuckets, registers: [this.registry] });
   readonly kvBlocksUsed = new Gauge({ name: 'lorax_kv_blocks_used', help: 'KV cache blocks held by running sequences', registers: [this.registry], collect: () => this.collectBlocks() });
@@ -58,6 +65,7 @@ export class Metrics {
     const b = this.blocks;
     if (!b) return;
     this.kvBlocksUsed.set(b.used);
+    this.batchCurrentMaxTokens.set(b.used * (b.blockSize ?? 0));
     this.prefixCacheBlocks.set({ state: 'in_use' }, b.cached - b.idleCached);
     this.prefixCacheBlocks.set({ state: 'idle' }, b.idleCached);
     this.prefixCacheEvictions.inc(b.evictions - this.evictionsSeen);

@@ -157,11 +157,20 @@ export class Runtime {
       {
         onStep: ({ prefillTokens, seconds }) => {
           runtime?.health.noteStep();
+          const method = prefillTokens > 0 ? 'prefill' : 'decode';
+          metrics.batchInferenceCount.inc({ method });
+          metrics.batchInferenceSuccess.inc({ method });
           metrics.batchStepDuration.observe({ method: prefillTokens > 0 ? 'prefill' : 'decode' }, seconds);
         },
         onQueue: (waiting, running) => {
           metrics.queueSize.set(waiting);
           metrics.batchSize.set(running);
+        },
+        onStepError: ({ prefillTokens }) => {
+          const method = prefillTokens > 0 ? 'prefill' : 'decode';
+          metrics.batchInferenceCount.inc({ method });
+          metrics.batchInferenceFailure.inc({ method });
+          runtime?.health.noteFailure();
         },
         onPreempt: () => metrics.preemptions.inc(),
         onPrefixCache: (queried, hit) => {

@@ -85,6 +85,8 @@ export interface SchedulerOptions {
 
 export interface SchedulerObserver {
   onStep?(info: { batchSize: number; prefillTokens: number; decodeTokens: number; seconds: number }): void;
+  /** An engine step failed (its sequences fail; serving goes on). */
+  onStepError?(info: { batchSize: number; prefillTokens: number; error: Error }): void;
   onQueue?(waiting: number, running: number): void;
   onPreempt?(): void;
   /**
@@ -216,6 +218,7 @@ export class Scheduler {
         outs = await this.runner.step(plan.batch);
       } catch (err) {
         // The engine validated nothing it could not handle would reach it; fail this batch, keep serving.
+        this.observer.onStepError?.({ batchSize: plan.batch.length, prefillTokens: plan.prefillTokens, error: err as Error });
         for (const { s } of plan.members) this.fail(s, err as Error);
         continue;
       }

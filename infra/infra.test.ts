@@ -414,7 +414,7 @@ describe('Prometheus', () => {
   it('the issue\'s alerts exist: queue growing, TTFT p95, adapter load failures, error rate', () => {
     const rules = parseYamlFile('infra/helm/switchboard/files/alerts.yml');
     const exprs = rules.groups.flatMap((g: any) => g.rules.map((r: any) => r.expr as string)).join('\n');
-    assert.match(exprs, /deriv\(lorax_queue_size/);
+    assert.match(exprs, /deriv\(lorax_queue_length/);
     assert.match(exprs, /histogram_quantile\(0\.95,[^\n]*lorax_request_time_to_first_token_bucket/);
     assert.match(exprs, /lorax_adapter_load_failures_total/);
     assert.match(exprs, /lorax_request_failure\{err="generation"\}/);

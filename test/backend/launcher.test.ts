@@ -219,6 +219,17 @@ describe('LoRAX endpoints on the CPU engine', () => {
     assert.deepEqual(await (await fetch(`${srv.url}/api-doc/openapi.json`)).json(), doc);
   });
 
+  it('exports LoRAX\'s request and batch metrics, observed', async () => {
+    const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+    const value = (series: string) => Number(new RegExp(`^${series.replace(/[{}"]/g, (ch) => `\\${ch}`)} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+    for (const h of ['lorax_request_queue_duration', 'lorax_request_validation_duration', 'lorax_request_inference_duration']) assert.ok(value(`${h}_count`) > 0, `${h} observed`);
+    assert.ok(value('lorax_batch_inference_count{method="prefill"}') > 0);
+    assert.ok(value('lorax_batch_inference_success{method="decode"}') > 0);
+    assert.ok(Number.isFinite(value('lorax_queue_length')));
+    assert.ok(Number.isFinite(value('lorax_batch_current_max_tokens')));
+    assert.doesNotMatch(metrics, /lorax_queue_size/);
+  });
+
   it('/health answers 503 in LoRAX\'s error shape when the engine cannot generate', async () => {
     srv.rt.health.noteFailure();
     srv.rt.engine.close();
@@ -227,5 +238,7 @@ describe('LoRAX endpoints on the CPU engine', () => {
     const body = (await res.json()) as { error: string; error_type: string };
     assert.equal(body.error_type, 'healthcheck');
     assert.match(body.error, /^unhealthy/);
+    const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+    assert.match(metrics, /^lorax_batch_inference_failure\{method="prefill"\} [1-9]/m, 'the failed probe step is counted');
   });
 });

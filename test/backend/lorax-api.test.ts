@@ -194,7 +194,7 @@ describe('LoRAX REST API', () => {
     assert.ok(answers('route="/tokenize",method="POST",status="200"') >= 1);
     assert.ok(answers('route="unmatched",method="GET",status="404"') >= 1);
     assert.ok(!metrics.includes('/no/such/route'));
-    for (const name of ['lorax_request_count', 'lorax_request_duration_bucket', 'lorax_request_time_to_first_token_bucket', 'lorax_queue_size', 'lorax_batch_current_size', 'lorax_tokens_generated_total', 'lorax_adapter_loads_total{tier="device"}', 'lorax_adapter_load_duration_bucket', 'lorax_active_adapters']) {
+    for (const name of ['lorax_request_count', 'lorax_request_duration_bucket', 'lorax_request_time_to_first_token_bucket', 'lorax_queue_length', 'lorax_batch_current_size', 'lorax_tokens_generated_total', 'lorax_adapter_loads_total{tier="device"}', 'lorax_adapter_load_duration_bucket', 'lorax_active_adapters']) {
       assert.ok(metrics.includes(name), `metrics lack ${name}`);
     }
   });
