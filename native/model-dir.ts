@@ -40,7 +40,8 @@ export interface OpenModelOptions {
 
 /** Suffixes a quantized linear layer may be stored under, besides .weight. */
 const QUANTIZED_PARTS = ['qweight', 'qzeros', 'scales', 'g_idx', 'weight_scale', 'weight_scale_inv'];
-const LINEAR_WEIGHT = /\.(q|k|v|o|gate|up|down)_proj\.weight$/;
+/** Every projection of a decoder layer, fused ones (qkv_proj, gate_up_proj) included. */
+const LINEAR_WEIGHT = /(^|\.)layers\.\d+\..*_proj\.weight$/;
 
 export interface ExpectedTensor {
   name: string;
