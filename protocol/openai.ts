@@ -40,10 +40,15 @@ export const StreamOptions = z.object({
 export type StreamOptions = z.infer<typeof StreamOptions>;
 
 /** Token id (as a string key) -> bias in [-100, 100]. */
-export const LogitBias = z.record(
-  z.string().regex(/^\d+$/, { error: 'keys must be token ids (non-negative integers)' }),
-  z.number().min(-100).max(100),
-);
+/** OpenAI's bound on logit_bias entries; each is applied at every sampled token. */
+export const MAX_LOGIT_BIAS_ENTRIES = 300;
+
+export const LogitBias = z
+  .record(
+    z.string().regex(/^\d+$/, { error: 'keys must be token ids (non-negative integers)' }),
+    z.number().min(-100).max(100),
+  )
+  .refine((o) => Object.keys(o).length <= MAX_LOGIT_BIAS_ENTRIES, { error: `at most ${MAX_LOGIT_BIAS_ENTRIES} token ids` });
 export type LogitBias = z.infer<typeof LogitBias>;
 
 const penalty = () => optional(z.number().min(-2).max(2));

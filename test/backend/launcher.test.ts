@@ -207,6 +207,9 @@ describe('LoRAX endpoints on the CPU engine', () => {
     assert.equal(bad.status, 400);
     assert.equal(bad.body.error?.param, 'logit_bias');
     assert.match(bad.body.error!.message, /outside the vocabulary/);
+    const many = await v1({ logit_bias: Object.fromEntries(Array.from({ length: 301 }, (_, i) => [String(i), 1])) });
+    assert.equal(many.status, 400);
+    assert.match(many.body.error!.message, /at most 300 token ids/);
   });
 
   it('serves an OpenAPI document generated from protocol/\'s schemas at /docs and LoRAX\'s /api-doc/openapi.json', async () => {
