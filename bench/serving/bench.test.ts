@@ -37,12 +37,12 @@ interface Row {
   engineTokS: number;
 }
 
-test('serving bench runs end to end at a tiny shape and reports sane figures', { timeout: 90_000 }, async () => {
+test('serving bench runs end to end at a tiny shape and reports sane figures', { timeout: 120_000 }, async () => {
   const out = await mkdtemp(join(tmpdir(), 'sb-serving-test-'));
   try {
     const r = await run([
       '--shape', 'tiny', '--adapters', '2', '--clients', '2', '--requests', '4', '--poisson-requests', '3', '--rates', '0.5,1',
-      '--load-adapters', '1', '--phase-seconds', '0.6', '--new-tokens', '3,6', '--prompt-words', '4,8', '--threads', '1', '--out', out,
+      '--load-adapters', '1', '--phase-seconds', '0.5', '--new-tokens', '3,6', '--prompt-words', '4,8', '--threads', '1', '--out', out,
     ]);
     assert.equal(r.code, 0, r.stderr.slice(-3000));
     const res = JSON.parse(await readFile(join(out, 'results.json'), 'utf-8')) as { device: string; rows: Row[]; targets: { name: string; value: number; met: boolean }[] };

@@ -21,6 +21,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { ServiceTokenSigner } from '../../gateway/service-token.ts';
 import { mulberry32 } from '../../test/helpers/prng.ts';
 import { SHAPES, writeAdapter, writeCheckpoint, type Dtype } from './checkpoint.ts';
 import { svgPlot } from './plot.ts';
@@ -172,7 +173,7 @@ async function send(req: Req): Promise<Rec> {
       headers: { 'content-type': 'application/json', ...(target.key ? { authorization: `Bearer ${target.key}` } : {}) },
       body: JSON.stringify({
         inputs: prompt(req.words),
-        parameters: { max_new_tokens: req.newTokens, ignore_eos_token: true, details: true, ...(req.adapter ? { adapter_id: req.adapter, adapter_source: 'local' } : {}) },
+        parameters: { max_new_tokens: req.newTokens, ignore_eos_token: true, details: true, ...(req.adapter ? { adapter_id: req.adapter } : {}) },
       }),
     });
     if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 300)}`);
@@ -218,9 +219,18 @@ interface Counters {
 }
 
 let metricsUrl = '';
+// Behind the gateway the backend answers /metrics and /info only to gateway-signed tokens: the
+// bench signs its own with the shared service key, as the gateway does.
+let signer: ServiceTokenSigner | null = null;
+
+async function backendGet(path: string): Promise<Response> {
+  const res = await fetch(`${metricsUrl}${path}`, signer ? { headers: { authorization: `Bearer ${await signer.token('bench')}` } } : {});
+  if (res.status !== 200) throw new Error(`backend ${path}: HTTP ${res.status} ${(await res.text()).slice(0, 300)}`);
+  return res;
+}
 
 async function counters(): Promise<Counters> {
-  const text = await (await fetch(`${metricsUrl}/metrics`)).text();
+  const text = await (await backendGet('/metrics')).text();
   const get = (name: string) => {
     const line = text.split('\n').find((l) => l.startsWith(`${name} `));
     return line ? Number(line.slice(name.length + 1)) : 0;
@@ -437,6 +447,7 @@ export interface Target {
 // ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
+  const loadStart = os.loadavg();
   const work = await mkdtemp(join(a['work-dir'] ?? os.tmpdir(), 'sb-serving-'));
   let backend: Proc | null = null;
   let gateway: Proc | null = null;
@@ -444,7 +455,11 @@ async function main(): Promise<void> {
     let t = performance.now();
     const ck = await writeCheckpoint(join(work, 'model'), a.shape!, DTYPE, 7);
     const adapters: string[] = [];
-    for (let i = 0; i < N + LOAD_N; i++) adapters.push(await writeAdapter(join(work, 'adapters', `a${i}`), ck.spec, DTYPE, RANK, 1000 + i));
+    // Ids relative to --adapter-root: the form a gateway forwards as well (absolute paths are an operator-only opt-in).
+    for (let i = 0; i < N + LOAD_N; i++) {
+      await writeAdapter(join(work, 'adapters', `a${i}`), ck.spec, DTYPE, RANK, 1000 + i);
+      adapters.push(`a${i}`);
+    }
     const writeS = (performance.now() - t) / 1000;
     process.stderr.write(`checkpoint ${a.shape} ${DTYPE} (${(ck.bytes / 1e9).toFixed(2)} GB) and ${N + LOAD_N} adapters written in ${writeS.toFixed(1)} s\n`);
     const warm = adapters.slice(0, N);
@@ -452,7 +467,7 @@ async function main(): Promise<void> {
 
     t = performance.now();
     backend = await start(
-      ['serve', '--model-id', ck.dir, '--port', '0', '--device', a.device!, '--adapter-source', 'local', '--allow-absolute-adapter-paths',
+      ['serve', '--model-id', ck.dir, '--port', '0', '--device', a.device!, '--adapter-source', 'local', '--adapter-root', join(work, 'adapters'),
         '--max-active-adapters', String(N + LOAD_N + 1), '--max-concurrent-requests', String(Math.max(128, 4 * C)),
         ...(a.threads ? ['--threads', a.threads] : [])],
       { SWITCHBOARD_SERVICE_KEY: a.gateway ? SERVICE_KEY : '' },
@@ -464,18 +479,25 @@ async function main(): Promise<void> {
       const res = await fetch(`${gateway.url}/admin/keys`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ tenant: 'bench' }) });
       if (res.status >= 300) throw new Error(`gateway key: HTTP ${res.status} ${await res.text()}`);
       target = { url: gateway.url, key: ((await res.json()) as { key: string }).key };
+      // The gateway forwards only adapters it knows: each one registered as a shared adapter of the backend's root.
+      for (const id of adapters) {
+        const reg = await fetch(`${gateway.url}/admin/shared-adapters/${id}`, { method: 'PUT', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ source: 'local', adapter_id: id }) });
+        if (reg.status >= 300) throw new Error(`gateway shared adapter ${id}: HTTP ${reg.status} ${await reg.text()}`);
+      }
     }
-    const info = (await (await fetch(`${backend.url}/info`)).json()) as { device_name: string; model_device_type: string };
+    if (a.gateway) signer = await ServiceTokenSigner.create(SERVICE_KEY);
+    const info = (await (await backendGet('/info')).json()) as { device_name: string; model_device_type: string };
     const startS = (performance.now() - t) / 1000;
     // The CPU engine's device name already says its thread count ("cpu (2 threads)").
     const device = info.device_name.toLowerCase().includes(info.model_device_type) ? info.device_name : `${info.device_name} (${info.model_device_type})`;
     process.stderr.write(`server up in ${startS.toFixed(1)} s on ${device}${a.gateway ? ', through the gateway' : ''}\n`);
 
     // Warm-up, not measured: V8 compiles the serving path and the CUDA engine captures its graphs
-    // for the batch sizes met; then one request per adapter moves each into an engine slot.
+    // for the batch sizes met (a closed loop of the phases' own lengths, so the first measured
+    // phase does not pay for it); then one request per adapter moves each into an engine slot.
     let wi = 0;
     await Promise.all(Array.from({ length: C }, async () => {
-      while (wi++ < 2 * C) await send({ adapter: null, words: PROMPT_WORDS[0], newTokens: Math.min(16, NEW_TOKENS[1]) });
+      while (wi++ < 2 * C) await send(draw(() => null));
     }));
     const warmRecs = await Promise.all(warm.map((id) => send({ adapter: id, words: PROMPT_WORDS[0], newTokens: 2 })));
     const warmErr = warmRecs.find((r) => r.error);
@@ -517,18 +539,20 @@ async function main(): Promise<void> {
     const out = a.out!;
     await mkdir(out, { recursive: true });
     const cpu = `${os.cpus()[0]?.model.trim() ?? 'CPU'}, ${os.cpus().length} cores`;
-    const cmd = `node --import tsx bench/serving/bench.ts ${process.argv.slice(2).join(' ')}`;
+    const cmd = `node --import tsx bench/serving/bench.ts ${process.argv.slice(2).map((x) => (/^[\w.,:/=@+-]+$/.test(x) ? x : `'${x.replace(/'/g, `'\\''`)}'`)).join(' ')}`;
+    // Other work on the machine moves every figure here: the load average says how much there was.
+    const load = `load average ${loadStart.map((x) => x.toFixed(1)).join(' / ')} at the start, ${os.loadavg().map((x) => x.toFixed(1)).join(' / ')} at the end (1 / 5 / 15 min)`;
     const results = {
       date: new Date().toISOString(), device, host: cpu, shape: a.shape, dtype: DTYPE, spec: ck.spec, weightBytes: ck.bytes, adapters: N, rank: RANK,
       clients: C, requestsPerPhase: R, poissonRequests: PR, rateFractions: RATES, zipf: ZIPF, promptWords: PROMPT_WORDS, newTokens: NEW_TOKENS,
-      loadAdapters: LOAD_N, windowS: WINDOW_S, gateway: a.gateway, writeS, startS, rows, targets, note: a.note, command: cmd,
+      loadAdapters: LOAD_N, windowS: WINDOW_S, gateway: a.gateway, loadAverage: { start: loadStart, end: os.loadavg() }, writeS, startS, rows, targets, note: a.note, command: cmd,
     };
     await writeFile(join(out, 'results.json'), JSON.stringify(results, null, 2) + '\n');
     const md = [
       `# Serving benchmark`,
       '',
       ...(a.note ? [`**${a.note}**`, ''] : []),
-      `${new Date().toISOString().slice(0, 10)}. Device: ${device}; host: ${cpu}. Through ${a.gateway ? 'the gateway in front of the backend' : 'the backend directly'} (\`switchboard serve\` as its own process), over /generate_stream.`,
+      `${new Date().toISOString().slice(0, 10)}. Device: ${device}; host: ${cpu}, ${load}. Through ${a.gateway ? 'the gateway in front of the backend' : 'the backend directly'} (\`switchboard serve\` as its own process), over /generate_stream.`,
       '',
       `Model: random-weight ${a.shape} shape (hidden ${ck.spec.hiddenSize}, ${ck.spec.numLayers} layers, ${ck.spec.numHeads} heads / ${ck.spec.numKvHeads} KV heads, vocab ${ck.spec.vocabSize}), ${DTYPE}, ${(ck.bytes / 1e9).toFixed(2)} GB; ` +
         `${N} rank-${RANK} adapters on all seven projections (+${LOAD_N} loaded mid-run). Each request: ${PROMPT_WORDS.join('-')} random words ` +
