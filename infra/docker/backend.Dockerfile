@@ -66,7 +66,7 @@ ENV NODE_ENV=production \
     PORT=8080 \
     ADAPTER_ROOT=/data/adapters \
     HUGGINGFACE_HUB_CACHE=/data/hub-cache \
-    JSON_LOGS=true \
+    JSON_OUTPUT=true \
     OTEL_SERVICE_NAME=switchboard-backend
 USER 10001:10001
 EXPOSE 8080
