@@ -42,7 +42,7 @@ test('serving bench runs end to end at a tiny shape and reports sane figures', {
   try {
     const r = await run([
       '--shape', 'tiny', '--adapters', '2', '--clients', '2', '--requests', '4', '--poisson-requests', '3', '--rates', '0.5,1',
-      '--load-adapters', '1', '--phase-seconds', '0.5', '--new-tokens', '3,6', '--prompt-words', '4,8', '--threads', '1', '--out', out,
+      '--load-adapters', '1', '--phase-seconds', '0.8', '--new-tokens', '3,6', '--prompt-words', '4,8', '--threads', '1', '--out', out,
     ]);
     assert.equal(r.code, 0, r.stderr.slice(-3000));
     const res = JSON.parse(await readFile(join(out, 'results.json'), 'utf-8')) as { device: string; rows: Row[]; targets: { name: string; value: number; met: boolean }[] };
@@ -54,8 +54,9 @@ test('serving bench runs end to end at a tiny shape and reports sane figures', {
     for (const x of res.rows) {
       const what = `${x.phase} ${x.adapters} ${x.load}`;
       assert.equal(x.errors, 0, what);
-      assert.ok(x.outTokS > 0 && x.reqS > 0, what);
-      assert.ok(x.ttftP50 > 0 && x.ttftP99 >= x.ttftP50, what);
+      assert.ok(x.outTokS > 0, what);
+      // A loading window on a busy machine may see no request start inside it; its streams' tokens and gaps still count.
+      if (x.phase !== 'adapter loading' || x.requests > 0) assert.ok(x.reqS > 0 && x.ttftP50 > 0 && x.ttftP99 >= x.ttftP50, what);
       assert.ok(x.itlP50 >= 0 && x.itlP99 >= x.itlP50, what);
       // Every phase ran engine steps, and the engine alone is never slower than serving through it.
       assert.ok(x.decodeStepMs > 0 && x.engineTokS >= x.outTokS * 0.5, what);
