@@ -24,7 +24,7 @@ export interface NativeTensorRef {
 export type RopeType = 'default' | 'linear' | 'llama3' | 'yarn' | 'dynamic' | 'longrope';
 
 export interface NativeModelSpec {
-  arch: 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma2' | 'gemma3' | 'phi3';
+  arch: 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma2' | 'gemma3' | 'phi3' | 'qwen3_moe';
   hiddenSize: number;
   intermediateSize: number;
   numLayers: number;
@@ -70,6 +70,13 @@ export interface NativeModelSpec {
   /** longrope: per-frequency divisors, short below ropeOriginalMaxPositions tokens, long above. */
   ropeShortFactor?: number[];
   ropeLongFactor?: number[];
+  /** Mixture of experts (Qwen3-MoE): experts per MoE layer, chosen per token, their MLP width, whether the chosen
+   * probabilities are renormalised, and which layers are MoE (the others are dense MLPs of intermediateSize). */
+  numExperts?: number;
+  expertsPerToken?: number;
+  moeIntermediateSize?: number;
+  normTopkProb?: boolean;
+  moeLayers?: boolean[];
   /** Every weight, by its Hugging Face name (model.layers.0.self_attn.q_proj.weight, ...). */
   tensors: NativeTensorRef[];
 }

@@ -172,7 +172,7 @@ describe('parseModelConfig', () => {
   test('unsupported architectures and inconsistent configs', () => {
     assert.throws(
       () => parseModelConfig({ architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: 768 }, 'config.json'),
-      { message: 'config.json: unsupported architecture "GPT2LMHeadModel" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM)' },
+      { message: 'config.json: unsupported architecture "GPT2LMHeadModel" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, Qwen3MoeForCausalLM)' },
     );
     assert.throws(() => parseModelConfig({ model_type: 'gemma' }), /unsupported architecture: model_type "gemma"/);
     assert.throws(() => parseModelConfig({ ...llama3V4, model_type: 'mistral' }), /architectures\[0\] is "LlamaForCausalLM" but model_type is "mistral"/);
@@ -243,5 +243,51 @@ describe('sliding window per layer', () => {
     assert.equal(c.tieWordEmbeddings, false);
     assert.equal(c.bosTokenId, null);
     assert.equal(c.eosTokenId, null);
+  });
+});
+
+describe('issue 18 families', () => {
+  const tiny = { vocab_size: 64, hidden_size: 64, intermediate_size: 96, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16 };
+
+  test('Gemma 2: transformers defaults for soft-capping (an explicit null turns it off), pattern of windows, gelu-tanh', () => {
+    const g = parseModelConfig({ ...tiny, architectures: ['Gemma2ForCausalLM'], model_type: 'gemma2', sliding_window: 8 });
+    assert.deepEqual([g.attnSoftcap, g.finalSoftcap, g.hiddenAct, g.tieWordEmbeddings], [50, 30, 'gelu_tanh', true]);
+    assert.deepEqual(g.slidingWindow, [8, 0, 8, 0]);
+    assert.equal(g.attnScale, 256 ** -0.5);
+    assert.equal(g.embedScale, 8);
+    const off = parseModelConfig({ ...tiny, architectures: ['Gemma2ForCausalLM'], model_type: 'gemma2', attn_logit_softcapping: null, final_logit_softcapping: null });
+    assert.deepEqual([off.attnSoftcap, off.finalSoftcap], [0, 0]);
+    assert.throws(() => parseModelConfig({ ...tiny, architectures: ['Gemma2ForCausalLM'], model_type: 'gemma2', hidden_activation: 'gelu' }), /hidden_activation "gelu" is not supported/);
+  });
+
+  test('Gemma 3: local and global RoPE bases read the same from either config form', () => {
+    const v4 = parseModelConfig({ ...tiny, architectures: ['Gemma3ForCausalLM'], model_type: 'gemma3_text', rope_theta: 1e6, rope_local_base_freq: 1e4, rope_scaling: { rope_type: 'linear', factor: 8 }, sliding_window_pattern: 2 });
+    const v5 = parseModelConfig({ ...tiny, architectures: ['Gemma3ForCausalLM'], model_type: 'gemma3_text', layer_types: ['sliding_attention', 'full_attention', 'sliding_attention', 'full_attention'],
+      rope_parameters: { full_attention: { rope_type: 'linear', factor: 8, rope_theta: 1e6 }, sliding_attention: { rope_type: 'default', rope_theta: 1e4 } } });
+    for (const c of [v4, v5]) {
+      assert.deepEqual([c.ropeType, c.ropeFactor, c.ropeTheta, c.ropeLocalTheta, c.qkNorm], ['linear', 8, 1e6, 1e4, true]);
+      assert.deepEqual(c.slidingWindow, [4096, 0, 4096, 0]);
+    }
+    assert.throws(() => parseModelConfig({ ...tiny, architectures: ['Gemma3ForCausalLM'], model_type: 'gemma3_text',
+      rope_parameters: { full_attention: { rope_type: 'default' }, sliding_attention: { rope_type: 'linear', factor: 2 } } }), /sliding-window layers' RoPE must be of type default/);
+  });
+
+  test('Phi-3 longrope ("su") and yarn: attention factors as transformers computes them', () => {
+    const phi = parseModelConfig({ ...tiny, architectures: ['Phi3ForCausalLM'], model_type: 'phi3', max_position_embeddings: 131072, original_max_position_embeddings: 4096,
+      rope_scaling: { type: 'su', short_factor: Array(8).fill(1), long_factor: Array(8).fill(2) } });
+    assert.equal(phi.ropeType, 'longrope');
+    assert.equal(phi.ropeOriginalMaxPositions, 4096);
+    assert.ok(Math.abs(phi.ropeAttentionFactor! - Math.sqrt(1 + Math.log(32) / Math.log(4096))) < 1e-12);
+    const yarn = parseModelConfig({ ...tiny, architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', rope_scaling: { type: 'yarn', factor: 4, original_max_position_embeddings: 32768 } });
+    assert.deepEqual([yarn.ropeType, yarn.ropeFactor, yarn.ropeOriginalMaxPositions, yarn.ropeBetaFast, yarn.ropeBetaSlow], ['yarn', 4, 32768, 32, 1]);
+    assert.ok(Math.abs(yarn.ropeAttentionFactor! - (0.1 * Math.log(4) + 1)) < 1e-12);
+  });
+
+  test('Qwen3-MoE: experts from either key, dense layers by mlp_only_layers and decoder_sparse_step; other MoE named', () => {
+    const m = parseModelConfig({ ...tiny, architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', num_local_experts: 8, num_experts_per_tok: 2, moe_intermediate_size: 32, decoder_sparse_step: 2, mlp_only_layers: [3] });
+    assert.deepEqual([m.numExperts, m.expertsPerToken, m.moeIntermediateSize, m.normTopkProb], [8, 2, 32, false]);
+    assert.deepEqual(m.moeLayers, [false, true, false, false]);
+    assert.throws(() => parseModelConfig({ ...tiny, architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', num_experts: 8, num_local_experts: 4 }), /disagrees/);
+    assert.throws(() => parseModelConfig({ ...tiny, architectures: ['MixtralForCausalLM'], model_type: 'mixtral' }), /mixture-of-experts models \(Mixtral\) are not supported yet/);
   });
 });

@@ -30,10 +30,12 @@ const ARCHITECTURES: Readonly<Record<string, ModelArch>> = {
   Gemma2ForCausalLM: 'gemma2',
   Gemma3ForCausalLM: 'gemma3',
   Phi3ForCausalLM: 'phi3',
+  Qwen3MoeForCausalLM: 'qwen3_moe',
 };
 /** config.json's model_type of each arch (Gemma 3's text-only model is "gemma3_text"). */
 const TYPE_OF_ARCH: Readonly<Record<ModelArch, string>> = {
   llama: 'llama', mistral: 'mistral', qwen2: 'qwen2', qwen3: 'qwen3', gemma2: 'gemma2', gemma3: 'gemma3_text', phi3: 'phi3',
+  qwen3_moe: 'qwen3_moe',
 };
 const ARCH_OF_TYPE: Readonly<Record<string, ModelArch>> = Object.fromEntries(
   Object.entries(TYPE_OF_ARCH).map(([arch, type]) => [type, arch as ModelArch]),
@@ -45,7 +47,6 @@ const CLASS_FOR_TYPE: Readonly<Record<ModelArch, string>> = Object.fromEntries(
 const NOT_YET: Readonly<Record<string, string>> = {
   MixtralForCausalLM: 'mixture-of-experts models (Mixtral) are not supported yet',
   Qwen2MoeForCausalLM: 'mixture-of-experts models (Qwen2-MoE) are not supported yet',
-  Qwen3MoeForCausalLM: 'mixture-of-experts models (Qwen3-MoE) are not supported yet',
   Gemma3ForConditionalGeneration: 'Gemma 3 with vision is not supported; use a text-only Gemma3ForCausalLM checkpoint',
 };
 
@@ -67,6 +68,7 @@ const ARCH_DEFAULTS: Readonly<Record<ModelArch, ArchDefaults>> = {
   qwen3: { numKvHeads: 32, maxPositionEmbeddings: 32768, rmsNormEps: 1e-6, ropeTheta: 10000, bosTokenId: null, eosTokenId: null, slidingWindow: 4096 },
   gemma2: { numKvHeads: 4, maxPositionEmbeddings: 8192, rmsNormEps: 1e-6, ropeTheta: 10000, bosTokenId: 2, eosTokenId: 1, slidingWindow: 4096 },
   gemma3: { numKvHeads: 4, maxPositionEmbeddings: 131072, rmsNormEps: 1e-6, ropeTheta: 1e6, bosTokenId: 2, eosTokenId: 1, slidingWindow: 4096 },
+  qwen3_moe: { numKvHeads: 4, maxPositionEmbeddings: 32768, rmsNormEps: 1e-6, ropeTheta: 10000, bosTokenId: null, eosTokenId: null, slidingWindow: 4096 },
   phi3: { numKvHeads: null, maxPositionEmbeddings: 4096, rmsNormEps: 1e-5, ropeTheta: 10000, bosTokenId: 1, eosTokenId: 32000, slidingWindow: null },
 };
 /** Gemma 3's sliding-window layers: default RoPE with this base unless rope_local_base_freq says otherwise. */
@@ -116,6 +118,13 @@ export const rawModelConfigSchema = z.looseObject({
   attn_logit_softcapping: z.number().positive().nullish(),
   final_logit_softcapping: z.number().positive().nullish(),
   use_bidirectional_attention: z.boolean().nullish(),
+  num_experts: z.number().int().nonnegative().nullish(),
+  num_local_experts: z.number().int().nonnegative().nullish(),
+  num_experts_per_tok: posInt.nullish(),
+  moe_intermediate_size: posInt.nullish(),
+  norm_topk_prob: z.boolean().nullish(),
+  decoder_sparse_step: posInt.nullish(),
+  mlp_only_layers: z.array(z.number().int().nonnegative()).nullish(),
   max_position_embeddings: posInt.nullish(),
   rms_norm_eps: z.number().positive().nullish(),
   rope_theta: z.number().positive().nullish(),
@@ -398,6 +407,9 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
     // These families' attention_bias also adds an o_proj bias, which the engine has no slot for.
     throw new Error(`${source}: attention_bias=true is not supported for ${arch}`);
   }
+  if (arch === 'qwen3_moe' && raw.use_sliding_window === true) {
+    throw new Error(`${source}: use_sliding_window=true is not supported for Qwen3-MoE`);
+  }
   if (gemma && raw.use_bidirectional_attention === true) {
     throw new Error(`${source}: use_bidirectional_attention=true (an encoder) is not supported`);
   }
@@ -428,7 +440,26 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
   // transformers' defaults when the key is absent (an explicit null turns soft-capping off).
   const softcap = (v: number | null | undefined, dflt: number | null): number => (v === undefined ? (dflt ?? 0) : (v ?? 0));
   const family: FamilyFields = {};
-  if (arch === 'qwen3' || arch === 'gemma3') family.qkNorm = true;
+  if (arch === 'qwen3' || arch === 'gemma3' || arch === 'qwen3_moe') family.qkNorm = true;
+  if (arch === 'qwen3_moe') {
+    // Qwen3MoeConfig's defaults; a layer is MoE unless listed in mlp_only_layers, every decoder_sparse_step-th.
+    // transformers 5 writes num_local_experts (its attribute map's name for num_experts); 4 writes num_experts.
+    if (raw.num_experts != null && raw.num_local_experts != null && raw.num_experts !== raw.num_local_experts) {
+      throw new Error(`${source}: num_experts ${raw.num_experts} disagrees with num_local_experts ${raw.num_local_experts}`);
+    }
+    const experts = raw.num_experts ?? raw.num_local_experts ?? 128;
+    const perToken = raw.num_experts_per_tok ?? 8;
+    if (experts > 0 && perToken > experts) {
+      throw new Error(`${source}: num_experts_per_tok ${perToken} is more than num_experts ${experts}`);
+    }
+    const step = raw.decoder_sparse_step ?? 1;
+    const dense = new Set(raw.mlp_only_layers ?? []);
+    Object.assign(family, {
+      numExperts: experts, expertsPerToken: perToken, moeIntermediateSize: raw.moe_intermediate_size ?? 768,
+      normTopkProb: raw.norm_topk_prob ?? false,
+      moeLayers: Array.from({ length: raw.num_hidden_layers }, (_, i) => experts > 0 && !dense.has(i) && (i + 1) % step === 0),
+    });
+  }
   if (gemma) {
     Object.assign(family, {
       gemmaNorm: true, sandwichNorm: true,
@@ -468,11 +499,13 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
 
 /** The optional family fields of NativeModelSpec (absent = the Llama behaviour). */
 type FamilyFields = Partial<Pick<NativeModelSpec,
-  'qkNorm' | 'gemmaNorm' | 'sandwichNorm' | 'embedScale' | 'hiddenAct' | 'attnScale' | 'attnSoftcap' | 'finalSoftcap'>>;
+  'qkNorm' | 'gemmaNorm' | 'sandwichNorm' | 'embedScale' | 'hiddenAct' | 'attnScale' | 'attnSoftcap' | 'finalSoftcap' |
+  'numExperts' | 'expertsPerToken' | 'moeIntermediateSize' | 'normTopkProb' | 'moeLayers'>>;
 
 const OPTIONAL_SPEC_FIELDS = [
   'qkNorm', 'gemmaNorm', 'sandwichNorm', 'embedScale', 'hiddenAct', 'attnScale', 'attnSoftcap', 'finalSoftcap',
   'ropeLocalTheta', 'ropeAttentionFactor', 'ropeBetaFast', 'ropeBetaSlow', 'ropeTruncate', 'ropeShortFactor', 'ropeLongFactor',
+  'numExperts', 'expertsPerToken', 'moeIntermediateSize', 'normTopkProb', 'moeLayers',
 ] as const;
 
 /** The NativeModelSpec fields of a ModelConfig, without the server-side extras. */

@@ -111,7 +111,19 @@ export function expectedModelTensors(spec: ModelSpecFields): ExpectedTensor[] {
       out.push({ name: `${p}.self_attn.q_norm.weight`, shape: [spec.headDim] });
       out.push({ name: `${p}.self_attn.k_norm.weight`, shape: [spec.headDim] });
     }
+    const moe = spec.moeLayers?.[i] === true;
+    if (moe) {
+      // A mixture-of-experts MLP: the router, then each expert's gate/up/down (as transformers saves them).
+      const h = spec.hiddenSize, m = spec.moeIntermediateSize!;
+      out.push({ name: `${p}.mlp.gate.weight`, shape: [spec.numExperts!, h] });
+      for (let e = 0; e < spec.numExperts!; e++) {
+        out.push({ name: `${p}.mlp.experts.${e}.gate_proj.weight`, shape: [m, h] });
+        out.push({ name: `${p}.mlp.experts.${e}.up_proj.weight`, shape: [m, h] });
+        out.push({ name: `${p}.mlp.experts.${e}.down_proj.weight`, shape: [h, m] });
+      }
+    }
     for (const module of LORA_MODULES) {
+      if (moe && moduleParent(module) === 'mlp') continue;
       const { inFeatures, outFeatures } = projectionFeatures(spec, module);
       const name = `${p}.${moduleParent(module)}.${module}`;
       const fused = fusedSlice(spec, module);

@@ -12,12 +12,17 @@ const TOL = 1e-3;
 
 // Each exercises what its family adds: q/k norms (qwen3); (1+w) norms, embedding scale, gelu-tanh, sandwich norms,
 // soft-capping, alternating windows, query_pre_attn_scalar (gemma2, gemma3 + local/global RoPE bases); fused
-// qkv/gate_up with adapters on the fused modules and longrope (phi3); yarn (qwen2-yarn); dynamic NTK (llama-dynamic).
-export const FAMILIES = ['qwen3', 'gemma2', 'gemma3', 'phi3', 'qwen2-yarn', 'llama-dynamic'];
+// qkv/gate_up with adapters on the fused modules and longrope (phi3); yarn (qwen2-yarn); dynamic NTK (llama-dynamic);
+// mixture of experts with top-k routing and renormalisation, adapters on attention (qwen3-moe).
+export const FAMILIES = ['qwen3', 'gemma2', 'gemma3', 'phi3', 'qwen2-yarn', 'llama-dynamic', 'qwen3-moe'];
+
+// LoRA on the fused expert tensors (PEFT target_parameters) is refused at load for now; its cases are left out.
+const REFUSED_ADAPTERS: Readonly<Record<string, RegExp>> = { 'r4-experts': /target_parameters/ };
 
 for (const model of FAMILIES) {
   describe(`${model}: CPU engine vs transformers + PEFT`, () => {
-    const ref = loadReference(model);
+    const full = loadReference(model);
+    const ref = { ...full, cases: full.cases.filter((c) => c.adapter === null || !(c.adapter in REFUSED_ADAPTERS)) };
     let engine: Engine;
     let slots: Map<string, number>;
     const oneByOne: Result[] = [];
@@ -26,6 +31,10 @@ for (const model of FAMILIES) {
       engine = await Engine.open(join(FIXTURES, 'models', model), { device: 'cpu', numBlocks: ref.cases.length * blocksPerCase(ref), blockSize: BLOCK_SIZE, maxAdapters: 4 });
       slots = await loadAdapters(engine, model, ref);
       assert.ok(slots.size >= 2);
+      for (const a of new Set(full.cases.map((c) => c.adapter))) {
+        if (a === null || !(a in REFUSED_ADAPTERS)) continue;
+        await assert.rejects(engine.loadAdapterDir(slots.size, join(FIXTURES, 'adapters', model, a)), REFUSED_ADAPTERS[a]!);
+      }
     });
 
     it('matches every case, one at a time', async () => {

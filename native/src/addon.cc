@@ -162,6 +162,17 @@ ModelConfig parseConfig(const Napi::Object& o) {
   };
   floats("ropeShortFactor", c.ropeShortFactor);
   floats("ropeLongFactor", c.ropeLongFactor);
+  if (has("numExperts")) c.numExperts = getInt(o, "numExperts", at);
+  if (has("expertsPerToken")) c.expertsPerToken = getInt(o, "expertsPerToken", at);
+  if (has("moeIntermediateSize")) c.moeIntermediate = getInt(o, "moeIntermediateSize", at);
+  if (has("normTopkProb")) c.normTopkProb = getBool(o, "normTopkProb", at);
+  if (has("moeLayers")) {
+    Napi::Value v = field(o, "moeLayers");
+    if (!v.IsArray()) typeError(o.Env(), at + "moeLayers must be an array of booleans");
+    auto a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) c.moeLayer.push_back(a.Get(i).ToBoolean().Value() ? 1 : 0);
+    if (static_cast<int>(c.moeLayer.size()) != c.layers) typeError(o.Env(), at + "moeLayers must have one entry per layer");
+  }
   if (c.hidden <= 0 || c.intermediate <= 0 || c.layers <= 0 || c.heads <= 0 || c.kvHeads <= 0 ||
       c.headDim <= 0 || c.vocab <= 0)
     typeError(o.Env(), "model dimensions must be positive");

@@ -39,6 +39,9 @@ struct LayerWeights {
   std::vector<float> inNorm, postNorm;
   std::vector<float> preFfNorm, postFfNorm;  // Gemma's sandwich norms
   std::vector<float> qNorm, kNorm;           // per-head q/k norms [headDim]
+  bool moe = false;
+  std::vector<float> router;                             // [numExperts][hidden]
+  std::vector<std::array<std::vector<float>, 3>> experts;  // gate [m][H], up [m][H], down [H][m]
   std::array<std::vector<float>, kNumProj> w;  // [out][in], Hugging Face layout
   std::vector<float> bq, bk, bv;
 };
@@ -66,6 +69,11 @@ class CpuEngine final : public Engine {
     if (c_.ropeType == RopeType::LongRope &&
         (int(c_.ropeShortFactor.size()) != c_.headDim / 2 || int(c_.ropeLongFactor.size()) != c_.headDim / 2))
       throw EngineError("longrope needs head_dim / 2 short and long factors");
+    if (!c_.moeLayer.empty() && static_cast<int>(c_.moeLayer.size()) != c_.layers) throw EngineError("moeLayers needs one entry per layer");
+    if (c_.moeLayer.empty()) c_.moeLayer.assign(c_.layers, 0);
+    for (auto m : c_.moeLayer)
+      if (m && (c_.numExperts <= 0 || c_.expertsPerToken <= 0 || c_.expertsPerToken > c_.numExperts || c_.moeIntermediate <= 0))
+        throw EngineError("mixture-of-experts layers need numExperts >= expertsPerToken > 0 and moeIntermediateSize > 0");
     slots_.resize(o_.maxAdapters);
     invFreq_ = ropeInvFreq(c_);
     if (c_.ropeLocalTheta > 0) invFreqLocal_ = plainInvFreq(static_cast<float>(c_.ropeLocalTheta), c_.headDim);
@@ -113,9 +121,22 @@ class CpuEngine final : public Engine {
       L.w[kK] = find(p + "self_attn.k_proj.weight", {KV, H});
       L.w[kV] = find(p + "self_attn.v_proj.weight", {KV, H});
       L.w[kO] = find(p + "self_attn.o_proj.weight", {H, Q});
-      L.w[kGate] = find(p + "mlp.gate_proj.weight", {I, H});
-      L.w[kUp] = find(p + "mlp.up_proj.weight", {I, H});
-      L.w[kDown] = find(p + "mlp.down_proj.weight", {H, I});
+      if (c_.moeLayer[l]) {
+        const int64_t E = c_.numExperts, M = c_.moeIntermediate;
+        L.moe = true;
+        L.router = find(p + "mlp.gate.weight", {E, H});
+        L.experts.resize(E);
+        for (int64_t e = 0; e < E; e++) {
+          const std::string q = p + "mlp.experts." + std::to_string(e) + ".";
+          L.experts[e][0] = find(q + "gate_proj.weight", {M, H});
+          L.experts[e][1] = find(q + "up_proj.weight", {M, H});
+          L.experts[e][2] = find(q + "down_proj.weight", {H, M});
+        }
+      } else {
+        L.w[kGate] = find(p + "mlp.gate_proj.weight", {I, H});
+        L.w[kUp] = find(p + "mlp.up_proj.weight", {I, H});
+        L.w[kDown] = find(p + "mlp.down_proj.weight", {H, I});
+      }
       if (c_.attentionBias) {
         L.bq = find(p + "self_attn.q_proj.bias", {Q});
         L.bk = find(p + "self_attn.k_proj.bias", {KV});
@@ -149,6 +170,9 @@ class CpuEngine final : public Engine {
     for (const auto& m : modules) {
       if (m.layer < 0 || m.layer >= c_.layers) throw EngineError("adapter module for layer " + std::to_string(m.layer) + ", the model has " + std::to_string(c_.layers));
       if (m.proj < 0 || m.proj >= kNumProj) throw EngineError("adapter module with an unknown projection");
+      if (c_.moeLayer[m.layer] && m.proj >= kGate)
+        throw EngineError("layers." + std::to_string(m.layer) + "." + projName(m.proj) +
+                          ": this layer's MLP is a mixture of experts (LoRA on experts is not supported yet)");
       int in, out;
       projDims(c_, m.proj, in, out);
       const std::string where = "layers." + std::to_string(m.layer) + "." + projName(m.proj);
@@ -217,6 +241,49 @@ class CpuEngine final : public Engine {
   }
 
   void rmsNorm(const float* x, int T, const std::vector<float>& w, float* y) const { rmsNorm(x, T, c_.hidden, w, y); }
+
+  // out[T][H] = sum over each row's chosen experts of weight * expert(h), as transformers' Qwen3-MoE
+  // block: softmax of the router logits in fp32, top-k, optionally renormalised, experts added in
+  // ascending expert order. Rows are computed one by one, so batching never changes them.
+  void moeMlp(const LayerWeights& L, const float* h, int T, float* out) {
+    const int H = c_.hidden, E = c_.numExperts, K = c_.expertsPerToken, M = c_.moeIntermediate;
+    std::vector<float> logits(size_t(T) * E);
+    linear(h, T, H, L.router, E, logits.data());
+    std::vector<std::vector<std::pair<int, float>>> rowsOf(E);  // expert -> (row, weight)
+    std::vector<int> order(E);
+    for (int t = 0; t < T; t++) {
+      const float* lg = &logits[size_t(t) * E];
+      const float mx = *std::max_element(lg, lg + E);
+      std::vector<float> p(E);
+      float sum = 0;
+      for (int e = 0; e < E; e++) sum += (p[e] = std::exp(lg[e] - mx));
+      for (int e = 0; e < E; e++) p[e] /= sum;
+      for (int e = 0; e < E; e++) order[e] = e;
+      // Largest first; among equal probabilities the lower index, as torch.topk returns them.
+      std::partial_sort(order.begin(), order.begin() + K, order.end(),
+                        [&](int a, int b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+      float chosen = 0;
+      for (int k = 0; k < K; k++) chosen += p[order[k]];
+      for (int k = 0; k < K; k++) rowsOf[order[k]].push_back({t, c_.normTopkProb ? p[order[k]] / chosen : p[order[k]]});
+    }
+    std::fill(out, out + size_t(T) * H, 0.0f);
+    std::vector<float> xe, ge, ue, ye;
+    for (int e = 0; e < E; e++) {
+      const auto& rows = rowsOf[e];
+      if (rows.empty()) continue;
+      const int n = int(rows.size());
+      xe.resize(size_t(n) * H), ge.resize(size_t(n) * M), ue.resize(size_t(n) * M), ye.resize(size_t(n) * H);
+      for (int i = 0; i < n; i++) std::memcpy(&xe[size_t(i) * H], h + size_t(rows[i].first) * H, sizeof(float) * H);
+      linear(xe.data(), n, H, L.experts[e][0], M, ge.data());
+      linear(xe.data(), n, H, L.experts[e][1], M, ue.data());
+      for (size_t i = 0; i < ge.size(); i++) ge[i] = ge[i] / (1.0f + std::exp(-ge[i])) * ue[i];
+      linear(ge.data(), n, M, L.experts[e][2], H, ye.data());
+      for (int i = 0; i < n; i++) {
+        float* o = out + size_t(rows[i].first) * H;
+        for (int j = 0; j < H; j++) o[j] += ye[size_t(i) * H + j] * rows[i].second;
+      }
+    }
+  }
 
   void rmsNorm(const float* x, int T, int H, const std::vector<float>& w, float* y) const {
     for (int t = 0; t < T; t++) {
@@ -353,6 +420,11 @@ std::vector<SeqOutput> CpuEngine::step(const std::vector<SeqInput>& batch) {
     for (size_t i = 0; i < x.size(); i++) x[i] += tmpH[i];
 
     rmsNorm(x.data(), T, c_.sandwichNorm ? L.preFfNorm : L.postNorm, h.data());
+    if (L.moe) {
+      moeMlp(L, h.data(), T, tmpH.data());
+      for (size_t i = 0; i < x.size(); i++) x[i] += tmpH[i];
+      continue;
+    }
     linear(h.data(), T, H, L.w[kGate], I, g.data());
     linear(h.data(), T, H, L.w[kUp], I, u.data());
     applyLora(seqAdapter, rowStart, l, kGate, h.data(), g.data());

@@ -47,6 +47,7 @@ std::string cudaUnsupported(const ModelConfig& c) {
   if (c.ropeType == RopeType::Dynamic) missing.push_back("rope type dynamic");
   if (c.ropeType == RopeType::LongRope) missing.push_back("rope type longrope");
   if (c.arch == "phi3") missing.push_back("fused qkv/gate_up checkpoints");
+  if (c.numExperts > 0) missing.push_back("mixture of experts");
   if (!missing.empty()) {
     std::string what;
     for (size_t i = 0; i < missing.size(); i++) what += (i ? ", " : "") + missing[i];

@@ -61,6 +61,11 @@ struct ModelConfig {
   double ropeBetaFast = 32, ropeBetaSlow = 1;
   bool ropeTruncate = true;
   std::vector<float> ropeShortFactor, ropeLongFactor;  // longrope, headDim / 2 each
+  // Mixture of experts (Qwen3-MoE): layers with moeLayer[l] route each token to expertsPerToken of
+  // numExperts MLPs of width moeIntermediate (softmax, top-k, optionally renormalised).
+  int numExperts = 0, expertsPerToken = 0, moeIntermediate = 0;
+  bool normTopkProb = false;
+  std::vector<uint8_t> moeLayer;
 };
 
 // Everything an engine is opened with (addon.cc parses it from NativeEngineOptions, engine.ts
