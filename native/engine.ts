@@ -121,14 +121,14 @@ export interface SeqInput {
   sampling?: Partial<NativeSampling>;
   /** Tokens seen so far, for the repetition penalty (omit when it is off). */
   penaltyTokens?: Int32Array | readonly number[];
-  /** Allowed-token bitset (bit t of word t>>5), or omitted for no constraint. */
-  mask?: Uint32Array;
-}
   /**
    * Added to the logits of these tokens before sampling (after the repetition penalty, before
    * temperature): OpenAI's logit_bias and frequency/presence penalties. Distinct tokens.
    */
   bias?: { tokens: Int32Array | readonly number[]; values: Float32Array | readonly number[] };
+  /** Allowed-token bitset (bit t of word t>>5), or omitted for no constraint. */
+  mask?: Uint32Array;
+}
 
 export const GREEDY: NativeSampling = { temperature: 0, topK: 0, topP: 1, typicalP: 1, repetitionPenalty: 1, seed: 0 };
 
@@ -211,9 +211,6 @@ function packBatch(batch: readonly SeqInput[], layout: StepLayout): [Float64Arra
     at += values.length;
     return values.length;
   };
-  const putMask = (mask: Uint32Array | undefined) => {
-    if (!mask) return 0;
-    masks.set(mask, word);
   // A bias is its token ids, then its values as float32 bit patterns, in `ints` (addon.cc).
   const putBias = (bias: SeqInput['bias']) => {
     if (!bias) return 0;
@@ -224,6 +221,9 @@ function packBatch(batch: readonly SeqInput[], layout: StepLayout): [Float64Arra
     at += 2 * n;
     return n;
   };
+  const putMask = (mask: Uint32Array | undefined) => {
+    if (!mask) return 0;
+    masks.set(mask, word);
     word += mask.length;
     return mask.length;
   };
@@ -247,10 +247,10 @@ function packBatch(batch: readonly SeqInput[], layout: StepLayout): [Float64Arra
     seqs[f + SEQ.tokens] = putInts(s.tokens);
     seqs[f + SEQ.blockTable] = putInts(s.blockTable);
     seqs[f + SEQ.penaltyTokens] = putInts(s.penaltyTokens);
+    seqs[f + SEQ.bias] = putBias(s.bias);
     seqs[f + SEQ.mask] = putMask(s.mask);
   }
   return [seqs, ints, masks];
-    seqs[f + SEQ.bias] = putBias(s.bias);
 }
 
 /** Rebuilds the per-sequence outputs from a packed step result (layout: NativeStepResult). */

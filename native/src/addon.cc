@@ -293,6 +293,15 @@ std::vector<SeqInput> parseBatch(const Napi::CallbackInfo& info) {
     s.tokens = takeFromPool(env, f, i, kNumTokens, ints, "ints", intsUsed);
     s.blockTable = takeFromPool(env, f, i, kNumBlocks, ints, "ints", intsUsed);
     s.penaltyTokens = takeFromPool(env, f, i, kNumPenaltyTokens, ints, "ints", intsUsed);
+    // bias: its length n counts entries; `ints` holds n token ids, then their n float32 biases
+    // as bit patterns (the one float list of a step: no pool of its own for it).
+    std::vector<int32_t> bias = takeFromPool(env, f, i, kNumBias, ints, "ints", intsUsed);
+    const size_t nb = bias.size();
+    if (nb > ints.ElementLength() - intsUsed) seqError(env, i, kNumBias, "values run past the end of ints");
+    s.biasTokens = std::move(bias);
+    s.biasValues.resize(nb);
+    if (nb) std::memcpy(s.biasValues.data(), ints.Data() + intsUsed, nb * 4);
+    intsUsed += nb;
     s.mask = takeFromPool(env, f, i, kNumMaskWords, masks, "masks", wordsUsed);
   }
   // A pool longer than its sequences' lengths means the lengths are wrong, not spare room.
@@ -328,15 +337,6 @@ Napi::Object stepLayout(Napi::Env env) {
   return o;
 }
 
-    // bias: its length n counts entries; `ints` holds n token ids, then their n float32 biases
-    // as bit patterns (the one float list of a step: no pool of its own for it).
-    std::vector<int32_t> bias = takeFromPool(env, f, i, kNumBias, ints, "ints", intsUsed);
-    const size_t nb = bias.size();
-    if (nb > ints.ElementLength() - intsUsed) seqError(env, i, kNumBias, "values run past the end of ints");
-    s.biasTokens = std::move(bias);
-    s.biasValues.resize(nb);
-    if (nb) std::memcpy(s.biasValues.data(), ints.Data() + intsUsed, nb * 4);
-    intsUsed += nb;
 // ids and logprobs are parallel; the min keeps an engine bug from reading past either.
 size_t altCount(const TopLogprobs& t) { return std::min(t.ids.size(), t.logprobs.size()); }
 

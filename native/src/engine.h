@@ -126,6 +126,10 @@ struct SeqInput {
   int topLogprobs = 0;
   SamplingParams sampling;
   std::vector<int32_t> penaltyTokens;
+  // Added to the logits before temperature (after the repetition penalty): OpenAI's logit_bias
+  // and its frequency/presence penalties, computed by the caller. Distinct tokens.
+  std::vector<int32_t> biasTokens;
+  std::vector<float> biasValues;
   std::vector<uint32_t> mask;  // empty = unconstrained
 };
 
@@ -139,10 +143,6 @@ struct SeqOutput {
   float logprob = 0.0f;
   bool hasTop = false;
   TopLogprobs top;
-  // Added to the logits before temperature (after the repetition penalty): OpenAI's logit_bias
-  // and its frequency/presence penalties, computed by the caller. Distinct tokens.
-  std::vector<int32_t> biasTokens;
-  std::vector<float> biasValues;
   bool hasPromptLogprobs = false;
   std::vector<float> promptLogprobs;
   std::vector<TopLogprobs> promptTop;
