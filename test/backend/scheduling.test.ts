@@ -130,7 +130,8 @@ describe('hub adapters', () => {
       assert.equal(res.status, 200, await res.clone().text());
       assert.deepEqual(((await res.json()) as { details: { tokens: { id: number }[] } }).details.tokens.map((t) => t.id), want);
       await postJson(`${srv.url}/generate`, { inputs: PROMPTS[1], parameters: { max_new_tokens: 2, adapter_id: 'acme/r8-qv' } });
-      assert.equal(hub.requests.filter((r) => r.includes('/resolve/') && r.includes('acme/r8-qv')).length, 2, 'two files, downloaded once');
+      // The hub client reads each file's metadata with a HEAD, then GETs its bytes: two files, each fetched once.
+      assert.equal(hub.requests.filter((r) => r.startsWith('GET ') && r.includes('/resolve/') && r.includes('acme/r8-qv')).length, 2, 'two files, downloaded once');
     } finally {
       await local.close();
     }
