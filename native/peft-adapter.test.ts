@@ -309,3 +309,28 @@ describe('PEFT matching rules', () => {
     assert.equal(defaults.useRslora, false);
   });
 });
+
+describe('Phi-3 fused modules (issue 18)', () => {
+  const fixtures = path.join(import.meta.dirname, '..', 'test', 'fixtures');
+
+  test('qkv_proj / gate_up_proj adapters split by output rows into q/k/v and gate/up sharing A', async () => {
+    const phi3 = await openModelDir(path.join(fixtures, 'models', 'phi3'));
+    const { spec } = await openPeftAdapter(path.join(fixtures, 'adapters', 'phi3', 'r8-all'), phi3);
+    const layer0 = spec.modules.filter((m) => m.layer === 0);
+    assert.deepEqual(layer0.map((m) => m.module), ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
+    const [q, k, v] = layer0;
+    const header = await readSafetensorsHeader(path.join(fixtures, 'adapters', 'phi3', 'r8-all', 'adapter_model.safetensors'));
+    const b = header.tensors.get('base_model.model.model.layers.0.self_attn.qkv_proj.lora_B.weight')!;
+    // One A for the three; B's rows in q, k, v order, back to back (64 + 32 + 32 rows of rank 8, fp32).
+    assert.deepEqual([q!.a.offset, k!.a.offset, v!.a.offset], [q!.a.offset, q!.a.offset, q!.a.offset]);
+    assert.deepEqual([q!.b.shape, k!.b.shape, v!.b.shape], [[64, 8], [32, 8], [32, 8]]);
+    assert.deepEqual([q!.b.offset, k!.b.offset, v!.b.offset], [b.offset, b.offset + 64 * 8 * 4, b.offset + 96 * 8 * 4]);
+    assert.equal(q!.b.nbytes! + k!.b.nbytes! + v!.b.nbytes!, b.nbytes);
+  });
+
+  test('fused module names are Phi-3 only', async () => {
+    const qwen3 = await openModelDir(path.join(fixtures, 'models', 'qwen3'));
+    await assert.rejects(openPeftAdapter(path.join(fixtures, 'adapters', 'phi3', 'r8-qkv'), qwen3),
+      /LoRA weights for model\.layers\.0\.self_attn\.qkv_proj \(qkv_proj\), which Switchboard does not serve/);
+  });
+});
