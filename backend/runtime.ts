@@ -14,6 +14,9 @@ import { hubCacheDir } from './hub/hub-cache.ts';
 import type { ServeConfig } from './config.ts';
 import { watchLoad } from './load-progress.ts';
 import { Health } from './health.ts';
+import { deviceWeightBytes, elementBytes, kvTokensFromMemory } from './kv-budget.ts';
+import { cudaMemory } from '../native/engine.ts';
+import type { NativeModelSpec } from '../native/addon.d.ts';
 import { Metrics } from './metrics.ts';
 import { Scheduler } from './scheduler.ts';
 import { TokenizePool } from './text/tokenize-pool.ts';
@@ -83,7 +86,7 @@ export class Runtime {
     const maxTotalTokens = config.maxTotalTokens ?? Math.min(ctx, 4096);
     const maxInputLength = config.maxInputLength ?? maxTotalTokens - 1;
     if (maxInputLength >= maxTotalTokens) throw new Error(`--max-input-length (${maxInputLength}) must be < --max-total-tokens (${maxTotalTokens})`);
-    const batchTokens = config.maxBatchTotalTokens ?? maxTotalTokens * 16;
+    const batchTokens = config.maxBatchTotalTokens ?? deviceKvTokens(config, probe.spec, log) ?? maxTotalTokens * 16;
     const numBlocks = Math.ceil(batchTokens / config.blockSize);
     if (numBlocks * config.blockSize < maxTotalTokens) throw new Error('--max-batch-total-tokens must hold at least one full request (--max-total-tokens)');
     const tokenizer = await TextTokenizer.load(modelDir, probe.config.eosTokenId);
@@ -220,4 +223,26 @@ async function preloadAdapters(config: ServeConfig, resolver: AdapterResolver, l
     loaded.push(id);
   }
   return loaded;
+}
+
+/**
+ * LoRAX's default KV cache size on a GPU (kv-budget.ts): null where the engine will not be CUDA
+ * (--device cpu, no usable CUDA build), which keeps the CPU default.
+ */
+function deviceKvTokens(config: ServeConfig, spec: NativeModelSpec, log: (msg: string) => void): number | null {
+  if (config.device === 'cpu') return null;
+  const device = cudaMemory();
+  if (!device) return null;
+  const elem = elementBytes(config.dtype);
+  const budget = kvTokensFromMemory({
+    device,
+    cudaMemoryFraction: config.cudaMemoryFraction,
+    adapterMemoryFraction: config.adapterMemoryFraction,
+    memoryWiggleRoom: config.memoryWiggleRoom,
+    weightBytes: deviceWeightBytes(spec.tensors, elem),
+    kvBytesPerToken: 2 * spec.numLayers * spec.numKvHeads * spec.headDim * elem,
+  });
+  log(`${budget.explain}; --max-batch-total-tokens sets it instead`);
+  if (budget.tokens <= 0) throw new Error(`the weights leave no device memory for the KV cache (${budget.explain}): lower --adapter-memory-fraction, raise --cuda-memory-fraction, or pass --max-batch-total-tokens`);
+  return budget.tokens;
 }

@@ -66,6 +66,15 @@ export function loadCudaAddon(): Addon | null {
   return (cudaAddon = null);
 }
 
+/**
+ * Free and total bytes of the CUDA device the engine would use, or null (no usable CUDA addon,
+ * or one built before it could say). The server sizes the KV cache from it (kv-budget.ts).
+ */
+export function cudaMemory(): { free: number; total: number } | null {
+  const a = loadCudaAddon() as (Addon & { cudaMemory?: () => { free: number; total: number } | null }) | null;
+  return a?.cudaMemory?.() ?? null;
+}
+
 export function cudaUnavailableReason(): string {
   loadCudaAddon();
   return cudaUnavailable;

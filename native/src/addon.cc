@@ -554,6 +554,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 return Napi::Number::New(info.Env(), cudaDevices());
               }));
+  // {free, total} bytes of the current device, or null: the server sizes the KV cache from it.
+  exports.Set("cudaMemory", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                size_t freeBytes = 0, totalBytes = 0;
+                if (!cudaMemory(freeBytes, totalBytes)) return info.Env().Null();
+                Napi::Object o = Napi::Object::New(info.Env());
+                o.Set("free", Napi::Number::New(info.Env(), double(freeBytes)));
+                o.Set("total", Napi::Number::New(info.Env(), double(totalBytes)));
+                return o;
+              }));
 #else
   exports.Set("cudaAvailable", Napi::Boolean::New(env, false));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {

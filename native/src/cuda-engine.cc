@@ -825,4 +825,8 @@ int cudaDevices() {
   return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
 }
 
+bool cudaMemory(size_t& freeBytes, size_t& totalBytes) {
+  return cudaMemGetInfo(&freeBytes, &totalBytes) == cudaSuccess;
+}
+
 }  // namespace sb

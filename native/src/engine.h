@@ -185,6 +185,8 @@ std::string cudaUnsupported(const ModelConfig& config);
 // Only in the CUDA addon (switchboard_cuda.node).
 std::unique_ptr<Engine> makeCudaEngine(ModelConfig config, std::vector<TensorRef> tensors, EngineOptions options);
 int cudaDevices();
+// Free and total bytes of the current device (false when CUDA cannot say), for sizing the KV cache.
+bool cudaMemory(size_t& freeBytes, size_t& totalBytes);
 
 // Validation shared by every engine: the batch must fit the model, the cache and the slots.
 void validateBatch(const std::vector<SeqInput>& batch, const ModelConfig& config,
