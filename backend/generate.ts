@@ -65,7 +65,11 @@ export interface TokenInfo {
 export type GenerationEvent =
   | { type: 'start'; inputIds: number[] }
   | { type: 'prefill'; tokens: { id: number; text: string; logprob: number | null }[] }
-  | { type: 'token'; token: TokenInfo; text: string }
+  /**
+   * `settled`: this token is not the last one and no text is held back that the end could still
+   * add to it, so a stream may send it at once instead of waiting for the next event.
+   */
+  | { type: 'token'; token: TokenInfo; text: string; settled: boolean }
   | {
       type: 'end';
       finishReason: FinishReason;
@@ -304,6 +308,7 @@ export async function* generate(rt: Runtime, req: GenerationRequest): AsyncGener
           type: 'token',
           token: { id: e.id, text: special ? rt.tokenizer.decode([e.id], false) : delta, logprob: e.logprob, special, top },
           text,
+          settled: !stopped && !stoppedAt && next?.type !== 'finish' && !decoder.holding(),
         };
         if (stopped) {
           stoppedAt = true;

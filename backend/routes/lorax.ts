@@ -134,8 +134,10 @@ async function streamResponse(rt: Runtime, c: Ctx, inputs: string, p: GeneratePa
   return it.next().then((first) =>
     streamSSE(c, async (stream) => {
       stream.onAbort(() => ac.abort());
-      // TGI sends the last token together with generated_text and details: hold one token back,
-      // and any special tokens after the last non-special one, which may still get the end's text.
+      // TGI sends the last token together with generated_text and details, and text flushed at
+      // the end goes onto the last normal token: a token waits only when it may be the last or
+      // may still get that text (not `settled`), and special tokens wait behind it. Every other
+      // token goes out at once (holding each back a step would add a decode step to TTFT).
       let pending: Token[] = [];
       const send = async (tokens: Token[]) => {
         for (const token of tokens) await stream.writeSSE({ data: JSON.stringify({ token, generated_text: null, details: null } satisfies StreamResponse) });
@@ -146,10 +148,11 @@ async function streamResponse(rt: Runtime, c: Ctx, inputs: string, p: GeneratePa
           const e = r.value;
           if (e.type === 'token') {
             const t = toToken(e.token);
-            if (t.special) pending.push(t);
+            if (t.special || !e.settled) pending.push(t);
             else {
               await send(pending);
-              pending = [t];
+              pending = [];
+              await send([t]);
             }
           } else if (e.type === 'end') {
             attachTokenTail(pending, e.tokenTail);

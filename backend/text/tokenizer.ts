@@ -166,6 +166,11 @@ export class IncrementalDecoder {
     return this.stream.clone().push(id);
   }
 
+  /** Whether some text is held back now (flush() would release it), leaving this decoder as it is. */
+  holding(): boolean {
+    return this.stream.clone().finish() !== '';
+  }
+
   /** Text still held back, released at the end of generation. The decoder can go on afterwards only as a new sequence. */
   flush(): string {
     return this.stream.finish();
