@@ -195,13 +195,14 @@ export declare class NativeEngine {
    * 64-128, on the JS thread, while the GPU waits). Field meanings are SeqInput's (engine.ts).
    * The arrays are parsed and copied before this returns (a TypeError if malformed), so they
    * may be reused at once; the step itself runs off the JS thread.
-   * @param seqs 16 numbers per sequence, in stepLayout.seq's order (today's, in src/addon.cc): position, adapterSlot (-1 = base model),
+   * @param seqs 17 numbers per sequence, in stepLayout.seq's order (today's, in src/addon.cc): position, adapterSlot (-1 = base model),
    *   promptLogprobs (0/1), nextToken (-1 = none), sample (0/1), topLogprobs, then the sampling
    *   parameters temperature, topK, topP, typicalP, repetitionPenalty, seed (a non-negative safe
    *   integer), then the lengths of the sequence's tokens, blockTable and penaltyTokens in
-   *   `ints` and of its mask in `masks`. Doubles, so that a fractional or NaN integer field is
+   *   `ints`, its number of bias entries, and the length of its mask in `masks`. Doubles, so that a fractional or NaN integer field is
    *   an error rather than a silent int32 conversion.
-   * @param ints Every sequence's tokens, blockTable and penaltyTokens, back to back, sequence by sequence.
+   * @param ints Every sequence's tokens, blockTable, penaltyTokens and bias (its n token ids, then
+   *   their n float32 additive biases as bit patterns), back to back, sequence by sequence.
    * @param masks Every sequence's mask words (none, or one bit per vocabulary token), back to back.
    */
   step(seqs: Float64Array, ints: Int32Array, masks: Uint32Array): Promise<NativeStepResult>;
@@ -222,3 +223,5 @@ export interface NativeStepLayout {
 export declare const stepLayout: NativeStepLayout;
 export declare const cudaAvailable: boolean;
 export declare function cudaDeviceCount(): number;
+/** CUDA addon only: free and total bytes of the current device (null when CUDA cannot say). */
+export declare function cudaMemory(): { free: number; total: number } | null;
