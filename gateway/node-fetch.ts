@@ -7,6 +7,9 @@ import { Agent, request as httpRequest, type IncomingHttpHeaders, type IncomingM
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
 
+/** JSON answers up to this size (with a Content-Length) are buffered rather than streamed. */
+const BUFFER_JSON_BYTES = 1024 * 1024;
+
 function headerObject(h: HeadersInit | undefined): Record<string, string> {
   if (!h) return {};
   if (h instanceof Headers) return Object.fromEntries(h.entries());
@@ -67,9 +70,23 @@ export function createNodeFetch(opts: { maxSockets?: number } = {}): typeof fetc
           // A body cut short by the peer must be an error, never a clean end.
           r.on('aborted', () => r.destroy(new Error('the connection closed before the response was complete')));
           r.on('close', () => signal?.removeEventListener('abort', onAbort));
-          const stream = empty ? null : (Readable.toWeb(r) as unknown as ReadableStream<Uint8Array>);
-          if (empty) r.resume();
-          resolve(new Response(stream, { status, statusText: r.statusMessage ?? '', headers: responseHeaders(r.headers) }));
+          const init = { status, statusText: r.statusMessage ?? '', headers: responseHeaders(r.headers) };
+          if (empty) {
+            r.resume();
+            resolve(new Response(null, init));
+            return;
+          }
+          // A small JSON answer (every non-streaming one) is read whole before it is handed on:
+          // cheaper than a web stream over the socket, and its reader wants all of it anyway.
+          const length = Number(r.headers['content-length'] ?? NaN);
+          if (length <= BUFFER_JSON_BYTES && (r.headers['content-type'] ?? '').includes('json')) {
+            const chunks: Buffer[] = [];
+            r.on('data', (c: Buffer) => chunks.push(c));
+            r.on('error', reject);
+            r.on('end', () => resolve(new Response((chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)) as Uint8Array as Uint8Array<ArrayBuffer>, init)));
+            return;
+          }
+          resolve(new Response(Readable.toWeb(r) as unknown as ReadableStream<Uint8Array>, init));
         },
       );
       signal?.addEventListener('abort', onAbort, { once: true });

@@ -1,15 +1,20 @@
-// Gateway overhead benchmark (not a test): the latency the gateway adds (p50/p99) and the
-// requests/s it sustains, with a real redis-server, on this machine.
+// Gateway overhead benchmark (not a test): the latency the gateway adds (p50/p99), the requests/s
+// it sustains and the CPU it spends per request, with a real redis-server, on this machine, side
+// by side with Portkey's open-source gateway (npm @portkey-ai/gateway, also Hono) proxying the
+// same chat completion to the same upstream in the same run.
 //
-//   node --import tsx bench/gateway/bench.ts [--requests 2000] [--seconds 5] [--concurrency 32] [--real]
+//   node --import tsx bench/gateway/bench.ts [--requests 2000] [--seconds 5] [--concurrency 32] [--real] [--profile DIR] [--only NAME-PART]
 //
 // Processes: an upstream (a stub that answers instantly, so only the gateway is measured; with
-// --real also the real backend on the tiny Llama fixture), the gateway (one process per
-// scenario), and this process as the client (keep-alive node:http). Each scenario is measured
-// directly against the upstream too, and "added" is the difference. Prints a table and writes
-// bench/gateway/results.md.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+// --real also the real backend on the tiny Llama fixture), the gateway under test (one process per
+// scenario; --profile writes its --cpu-prof there), and this process as the client (keep-alive
+// node:http). Each scenario is measured directly against the upstream too, and "added" is the
+// difference. CPU per request of every process (client, gateway, upstream, redis-server) is read
+// from /proc over the throughput window: on a machine whose cores the processes share, that says
+// what each one would sustain on a core of its own (the ceilings beside the req/s figures).
+// Prints a table and writes bench/gateway/results.md.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { Agent, createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -34,6 +39,14 @@ const GEN = JSON.stringify({
   generated_text: ' world',
   details: { finish_reason: 'length', prompt_tokens: 5, generated_tokens: 4, skipped_tokens: 0, seed: null, prefill: [], tokens: [] },
 });
+const CHAT = JSON.stringify({
+  id: 'chatcmpl-1',
+  object: 'chat.completion',
+  created: 1,
+  model: 'stub',
+  choices: [{ index: 0, message: { role: 'assistant', content: ' world' }, logprobs: null, finish_reason: 'length' }],
+  usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 },
+});
 const tokenEvent = (i: number, last: boolean) =>
   `data: ${JSON.stringify({
     token: { id: i, text: ` t${i}`, logprob: -0.5, special: false, skipped: false },
@@ -54,12 +67,32 @@ async function runStub(): Promise<void> {
         for (let i = 0; i < 16; i++) out += tokenEvent(i, i === 15);
         return res.end(out);
       }
-      res.writeHead(200, { 'content-type': 'application/json' }).end(GEN);
+      res.writeHead(200, { 'content-type': 'application/json' }).end(req.url === '/v1/chat/completions' ? CHAT : GEN);
     });
   });
   server.keepAliveTimeout = 60_000;
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   process.stdout.write(`READY http://127.0.0.1:${(server.address() as AddressInfo).port}\n`);
+}
+
+/** Portkey's gateway as its package starts it (no config: the provider and host come per request). */
+async function runPortkey(): Promise<void> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  process.argv = [process.argv[0]!, 'start-server.js', `--port=${port}`, '--headless'];
+  await import(join(ROOT, 'node_modules', '@portkey-ai', 'gateway', 'build', 'start-server.js'));
+  for (;;) {
+    try {
+      await fetch(`http://127.0.0.1:${port}/`);
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(0));
+  process.stdout.write(`READY http://127.0.0.1:${port}\n`);
 }
 
 async function runReal(): Promise<void> {
@@ -83,6 +116,8 @@ async function runGateway(): Promise<void> {
     log: () => {},
     ...(jwtSecret ? { jwt: { issuer: 'bench', audience: 'bench', secret: jwtSecret } } : {}),
   });
+  // A normal exit, so that --cpu-prof writes its profile.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(0));
   process.stdout.write(`READY ${gw.url}\n`);
 }
 
@@ -90,8 +125,8 @@ async function runGateway(): Promise<void> {
 // Driver
 // ---------------------------------------------------------------------------------------------
 
-function child(role: string, env: Record<string, string> = {}): Promise<{ url: string; proc: ChildProcess }> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--role', role], {
+function child(role: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<{ url: string; proc: ChildProcess }> {
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', fileURLToPath(import.meta.url), '--role', role], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -144,9 +179,25 @@ async function latency(t: Target, n: number): Promise<{ p50: number; p99: number
   return { p50: pct(xs, 50), p99: pct(xs, 99) };
 }
 
-async function throughput(t: Target, seconds: number, concurrency: number): Promise<number> {
+/** CPU time (user + system, µs) a process has used so far (Linux /proc). */
+function cpuMicros(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1e6) / 100; // utime + stime, in clock ticks of 1/100 s
+}
+
+interface Throughput {
+  rps: number;
+  /** CPU µs per request of each measured process (client: this process). */
+  cpu: Record<string, number>;
+}
+
+async function throughput(t: Target, seconds: number, concurrency: number, pids: Record<string, number>): Promise<Throughput> {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
-  const end = performance.now() + seconds * 1000;
+  for (let i = 0; i < concurrency * 4; i++) await once(agent, t); // connections open, code warm
+  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMicros(pid)]));
+  const self0 = process.cpuUsage();
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
   let done = 0;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
@@ -156,8 +207,34 @@ async function throughput(t: Target, seconds: number, concurrency: number): Prom
       }
     }),
   );
+  const elapsed = (performance.now() - t0) / 1000;
+  const self = process.cpuUsage(self0);
   agent.destroy();
-  return done / seconds;
+  const cpu: Record<string, number> = { client: (self.user + self.system) / done };
+  for (const [k, pid] of Object.entries(pids)) cpu[k] = (cpuMicros(pid) - before[k]!) / done;
+  return { rps: done / elapsed, cpu };
+}
+
+/** redis-server's pid, from the port it listens on (ss), or null. */
+function redisPid(url: string): number | null {
+  const port = new URL(url).port;
+  try {
+    const out = spawnSync('ss', ['-Hltnp', `sport = :${port}`], { encoding: 'utf8' }).stdout;
+    const m = /pid=(\d+)/.exec(out);
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+interface Scenario {
+  name: string;
+  /** 'switchboard' (this repository's gateway) or 'portkey'. */
+  gateway: 'switchboard' | 'portkey';
+  env: Record<string, string>;
+  auth: 'key' | 'jwt' | 'none';
+  limits: boolean;
+  api: 'lorax' | 'openai' | 'lorax-stream';
 }
 
 async function main(): Promise<void> {
@@ -165,65 +242,98 @@ async function main(): Promise<void> {
   const seconds = arg('seconds', 5);
   const concurrency = arg('concurrency', 32);
   const real = process.argv.includes('--real');
+  const profileDir = process.argv.includes('--profile') ? process.argv[process.argv.indexOf('--profile') + 1]! : null;
   const { startRedis } = await import('../../test/gateway/helpers/redis.ts');
   const redis = await startRedis();
+  const rpid = redisPid(redis.url);
   const procs: ChildProcess[] = [];
   const rows: string[][] = [];
   const { SignJWT } = await import('jose');
   const jwtSecret = 'bench-jwt-secret-0123456789abcdef-0123456789';
+  const fmt = (x: number | undefined, d = 0) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
 
   try {
-    const upstreams: Array<{ name: string; url: string; body: string; stream: string; maxNew: number }> = [];
+    const upstreams: Array<{ name: string; url: string; pid: number; lorax: string; stream: string; chat: string }> = [];
     const stub = await child('stub');
     procs.push(stub.proc);
-    upstreams.push({ name: 'stub upstream', url: stub.url, body: '{"inputs":"Hello","parameters":{"max_new_tokens":4}}', stream: '{"inputs":"Hello","parameters":{"max_new_tokens":16}}', maxNew: 4 });
+    const chat = JSON.stringify({ model: 'stub', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 4 });
+    upstreams.push({ name: 'stub upstream', url: stub.url, pid: stub.proc.pid!, lorax: '{"inputs":"Hello","parameters":{"max_new_tokens":4}}', stream: '{"inputs":"Hello","parameters":{"max_new_tokens":16}}', chat });
     if (real) {
       const be = await child('real');
       procs.push(be.proc);
-      upstreams.push({ name: 'real backend (tiny Llama, CPU, 1 token)', url: be.url, body: '{"inputs":"Hello","parameters":{"max_new_tokens":1}}', stream: '', maxNew: 1 });
+      upstreams.push({ name: 'real backend (tiny Llama, CPU, 1 token)', url: be.url, pid: be.proc.pid!, lorax: '{"inputs":"Hello","parameters":{"max_new_tokens":1}}', stream: '', chat: '' });
     }
     const { ServiceTokenSigner } = await import('../../gateway/service-token.ts');
     const direct = `Bearer ${await (await ServiceTokenSigner.create(SERVICE_KEY, { ttlS: 3600 })).token('bench')}`;
 
     for (const up of upstreams) {
-      const scenarios: Array<{ name: string; env: Record<string, string>; auth: 'key' | 'jwt'; limits: boolean; stream?: boolean }> = [
-        { name: 'gateway, in-process store, API key', env: {}, auth: 'key', limits: false },
-        { name: 'gateway, Redis, API key, rpm+tpm limits', env: { BENCH_REDIS: redis.url }, auth: 'key', limits: true },
-        { name: 'gateway, Redis, tenant JWT, rpm+tpm limits', env: { BENCH_REDIS: redis.url, BENCH_JWT_SECRET: jwtSecret }, auth: 'jwt', limits: true },
+      const redisEnv = { BENCH_REDIS: redis.url };
+      const scenarios: Scenario[] = [
+        { name: 'Switchboard gateway, Redis, API key, rpm+tpm limits, /generate', gateway: 'switchboard', env: redisEnv, auth: 'key', limits: true, api: 'lorax' },
+        { name: 'Switchboard gateway, in-process store, API key, /generate', gateway: 'switchboard', env: {}, auth: 'key', limits: false, api: 'lorax' },
+        { name: 'Switchboard gateway, Redis, tenant JWT, rpm+tpm limits, /generate', gateway: 'switchboard', env: { ...redisEnv, BENCH_JWT_SECRET: jwtSecret }, auth: 'jwt', limits: true, api: 'lorax' },
       ];
-      if (up.stream) scenarios.push({ name: 'gateway, Redis, API key, limits, SSE stream of 16 events', env: { BENCH_REDIS: redis.url }, auth: 'key', limits: true, stream: true });
+      if (up.chat) {
+        scenarios.push({ name: 'Switchboard gateway, Redis, API key, rpm+tpm limits, /v1/chat/completions', gateway: 'switchboard', env: redisEnv, auth: 'key', limits: true, api: 'openai' });
+        scenarios.push({ name: 'Portkey gateway 1.15.2 (no auth, no limits), /v1/chat/completions', gateway: 'portkey', env: {}, auth: 'none', limits: false, api: 'openai' });
+      }
+      if (up.stream) scenarios.push({ name: 'Switchboard gateway, Redis, API key, limits, SSE stream of 16 events', gateway: 'switchboard', env: redisEnv, auth: 'key', limits: true, api: 'lorax-stream' });
+      const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1]! : null;
+      if (only) scenarios.splice(0, scenarios.length, ...scenarios.filter((sc) => sc.name.includes(only)));
+      const baselines = new Map<string, { lat: { p50: number; p99: number }; tp: Throughput }>();
       for (const sc of scenarios) {
-        const path = sc.stream ? '/generate_stream' : '/generate';
-        const body = sc.stream ? up.stream : up.body;
-        const base = await latency({ url: up.url, path, body, headers: { authorization: direct } }, Math.min(n, 1000));
-        const baseRps = await throughput({ url: up.url, path, body, headers: { authorization: direct } }, Math.min(seconds, 3), concurrency);
-        const gw = await child('gateway', { BENCH_BACKEND: up.url, ...sc.env });
-        procs.push(gw.proc);
-        const tenant = `bench-${rows.length}`;
-        const adm = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
-        if (sc.limits) await fetch(`${gw.url}/admin/tenants/${tenant}`, { method: 'PUT', headers: adm, body: JSON.stringify({ limits: { rpm: 100_000_000, tpm: 1_000_000_000 } }) });
-        let auth: string;
-        if (sc.auth === 'key') {
-          const r = await fetch(`${gw.url}/admin/keys`, { method: 'POST', headers: adm, body: JSON.stringify({ tenant }) });
-          auth = `Bearer ${((await r.json()) as { key: string }).key}`;
-        } else {
-          auth = `Bearer ${await new SignJWT({ tenant }).setProtectedHeader({ alg: 'HS256' }).setIssuer('bench').setAudience('bench').setExpirationTime('1h').sign(new TextEncoder().encode(jwtSecret))}`;
+        const path = sc.api === 'openai' ? '/v1/chat/completions' : sc.api === 'lorax-stream' ? '/generate_stream' : '/generate';
+        const body = sc.api === 'openai' ? up.chat : sc.api === 'lorax-stream' ? up.stream : up.lorax;
+        // The upstream alone, with the same request, measured before each gateway (the machine's load drifts).
+        const base = {
+          lat: await latency({ url: up.url, path, body, headers: { authorization: direct } }, Math.min(n, 1000)),
+          tp: await throughput({ url: up.url, path, body, headers: { authorization: direct } }, Math.min(seconds, 3), concurrency, { upstream: up.pid }),
+        };
+        if (!baselines.has(path)) {
+          baselines.set(path, base);
+          const row = [up.name, `the upstream alone (direct, ${path})`, fmt(base.lat.p50, 3), '-', fmt(base.lat.p99, 3), '-', fmt(base.tp.rps), '-', '-', fmt(base.tp.cpu.client), fmt(base.tp.cpu.upstream), '-'];
+          rows.push(row);
+          process.stdout.write(`${row.join(' | ')}\n`);
         }
-        const t: Target = { url: gw.url, path, body, headers: { authorization: auth } };
+        const gw =
+          sc.gateway === 'portkey'
+            ? await child('portkey', {}, profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}/portkey`] : [])
+            : await child('gateway', { BENCH_BACKEND: up.url, ...sc.env }, profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}/switchboard-${rows.length}`] : []);
+        procs.push(gw.proc);
+        let headers: Record<string, string>;
+        if (sc.gateway === 'portkey') {
+          headers = { authorization: direct, 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${up.url.replace('127.0.0.1', 'localhost')}/v1` };
+        } else {
+          const tenant = `bench-${rows.length}`;
+          const adm = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+          if (sc.limits) await fetch(`${gw.url}/admin/tenants/${tenant}`, { method: 'PUT', headers: adm, body: JSON.stringify({ limits: { rpm: 100_000_000, tpm: 1_000_000_000 } }) });
+          if (sc.auth === 'key') {
+            const r = await fetch(`${gw.url}/admin/keys`, { method: 'POST', headers: adm, body: JSON.stringify({ tenant }) });
+            headers = { authorization: `Bearer ${((await r.json()) as { key: string }).key}` };
+          } else {
+            headers = { authorization: `Bearer ${await new SignJWT({ tenant }).setProtectedHeader({ alg: 'HS256' }).setIssuer('bench').setAudience('bench').setExpirationTime('1h').sign(new TextEncoder().encode(jwtSecret))}` };
+          }
+        }
+        const t: Target = { url: gw.url, path, body, headers };
         const lat = await latency(t, n);
-        const rps = await throughput(t, seconds, concurrency);
+        const pids: Record<string, number> = { gateway: gw.proc.pid!, upstream: up.pid };
+        if (rpid) pids.redis = rpid;
+        const tp = await throughput(t, seconds, concurrency, pids);
         gw.proc.kill('SIGTERM');
+        await new Promise((r) => gw.proc.once('exit', r));
         const row = [
           up.name,
           sc.name,
-          base.p50.toFixed(3),
-          lat.p50.toFixed(3),
-          (lat.p50 - base.p50).toFixed(3),
-          base.p99.toFixed(3),
-          lat.p99.toFixed(3),
-          (lat.p99 - base.p99).toFixed(3),
-          baseRps.toFixed(0),
-          rps.toFixed(0),
+          fmt(lat.p50, 3),
+          fmt(lat.p50 - base.lat.p50, 3),
+          fmt(lat.p99, 3),
+          fmt(lat.p99 - base.lat.p99, 3),
+          fmt(tp.rps),
+          `${fmt((tp.rps / base.tp.rps) * 100)}%`,
+          fmt(tp.cpu.gateway),
+          fmt(tp.cpu.client),
+          fmt(tp.cpu.upstream),
+          fmt(tp.cpu.redis),
         ];
         rows.push(row);
         process.stdout.write(`${row.join(' | ')}\n`);
@@ -234,31 +344,46 @@ async function main(): Promise<void> {
     await redis.stop();
   }
 
-  const header = ['upstream', 'path through', 'direct p50 ms', 'gateway p50 ms', 'added p50 ms', 'direct p99 ms', 'gateway p99 ms', 'added p99 ms', `direct req/s (c=${concurrency})`, `gateway req/s (c=${concurrency})`];
-  const table = [
-    `| ${header.join(' | ')} |`,
-    `|${header.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`,
-    ...rows.map((r) => `| ${r.join(' | ')} |`),
-  ].join('\n');
+  const header = [
+    'upstream',
+    'path through',
+    'p50 ms',
+    'added p50 ms',
+    'p99 ms',
+    'added p99 ms',
+    `req/s (c=${concurrency})`,
+    'of the upstream alone',
+    'gateway CPU µs/req',
+    'client CPU µs/req',
+    'upstream CPU µs/req',
+    'redis CPU µs/req',
+  ];
+  const table = [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
   const cpu = os.cpus();
+  const load = os.loadavg().map((x) => x.toFixed(1)).join(', ');
   const md = `# Gateway overhead benchmark
 
-Generated by \`node --import tsx bench/gateway/bench.ts${real ? ' --real' : ''}\` on ${new Date().toISOString().slice(0, 10)}.
+Generated by \`node --import tsx bench/gateway/bench.ts${real ? ' --real' : ''}\` on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC.
 
 Machine: ${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${os.type()} ${os.release()}, Node ${process.version}, redis-server on loopback.
-Client, gateway and upstream are separate processes on the same machine (they share its cores).
+Load average when the run ended: ${load} (other work shared the cores: absolute req/s are noisy; the ratios and CPU per request less so).
 
+- Client (this script: keep-alive node:http), gateway, upstream and redis-server are separate processes sharing the machine's cores.
 - **Latency**: ${n} sequential requests over one keep-alive connection (after a warm-up); "added" is
-  the gateway's p50/p99 minus the same request sent straight to the upstream (with a service token).
-- **Throughput**: ${concurrency} concurrent keep-alive clients for ${seconds} s.
+  the p50/p99 minus the same request sent straight to the upstream, measured just before.
+- **Throughput**: ${concurrency} concurrent keep-alive clients for ${seconds} s. "of the upstream alone" is the
+  gateway's req/s as a share of the same client driving the upstream directly, measured just before (the
+  ceiling on this machine: the client and the upstream use the same cores the gateway does).
+- **CPU µs/req** of each process over the throughput window (/proc): 1e6 / (gateway CPU µs/req) is what the
+  gateway sustains on one core of its own; 1e6 / (client CPU µs/req) is the load generator's own limit.
 - The stub upstream answers instantly, so its rows measure only the gateway: auth (API-key hash
   lookup in the store, or JWT verification), body parsing + zod validation, adapter resolution,
   the rate-limit reservation (one Lua script), forwarding, token counting and trimming, and the
   settlement (a second Lua script, after the answer).
-${real ? '- The real-backend rows put the same gateway in front of the CPU engine (tiny Llama fixture, one generated token).\n' : ''}- With ${cpu.length} cores shared by the client, the gateway, the upstream and redis-server, the
-  req/s columns are bounded by the machine as a whole (the direct column has one process less
-  in the path), and p99 includes scheduler jitter of those processes.
-
+- Portkey's open-source gateway (npm \`@portkey-ai/gateway\`, Hono on @hono/node-server like this one) proxies the same
+  chat completion to the same stub (\`x-portkey-provider: openai\`, \`x-portkey-custom-host\`); it has no API keys or
+  quotas of its own, so its row is a proxy without auth, limits or token counting.
+${real ? '- The real-backend rows put the same gateway in front of the CPU engine (tiny Llama fixture, one generated token).\n' : ''}
 ${table}
 `;
   writeFileSync(join(HERE, 'results.md'), md);
@@ -267,6 +392,7 @@ ${table}
 
 const role = process.argv.includes('--role') ? process.argv[process.argv.indexOf('--role') + 1] : null;
 if (role === 'stub') void runStub();
+else if (role === 'portkey') void runPortkey();
 else if (role === 'real') void runReal();
 else if (role === 'gateway') void runGateway();
 else

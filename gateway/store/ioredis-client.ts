@@ -1,6 +1,11 @@
 // Node only: the RedisLike of RedisStore over ioredis. Fails fast while Redis is unreachable
 // (no offline queue, short command timeout) so a dead Redis never stalls requests; ioredis keeps
 // reconnecting in the background and the store is usable again as soon as it answers.
+//
+// Commands are pipelined per turn of the event loop: every command issued while the loop handles
+// one batch of I/O (many requests' key lookups, reservations and settlements) goes out in one
+// write and comes back in one read, instead of a write and a read each (ioredis' own
+// auto-pipelining batches within one tick only, and each request runs in a tick of its own).
 import { Redis, type RedisOptions } from 'ioredis';
 import { RedisReplyError, type RedisLike } from './redis-store.ts';
 
@@ -11,9 +16,17 @@ export interface IoRedisClientOptions {
   redisOptions?: RedisOptions;
 }
 
+interface Queued {
+  name: string;
+  args: string[];
+  resolve: (v: unknown) => void;
+  reject: (err: unknown) => void;
+}
+
 export class IoRedisClient implements RedisLike {
   readonly redis: Redis;
   private lastErrorLog = 0;
+  private queue: Queued[] = [];
 
   constructor(url: string, opts: IoRedisClientOptions = {}) {
     const log = opts.log ?? (() => {});
@@ -49,11 +62,38 @@ export class IoRedisClient implements RedisLike {
   async command(args: Array<string | number>): Promise<unknown> {
     const [name, ...rest] = args;
     try {
-      return await this.redis.call(String(name), ...rest.map((a) => (typeof a === 'number' ? String(a) : a)));
+      return await new Promise((resolve, reject) => {
+        this.queue.push({ name: String(name), args: rest.map((a) => (typeof a === 'number' ? String(a) : a)), resolve, reject });
+        if (this.queue.length === 1) setImmediate(() => this.flush());
+      });
     } catch (err) {
       if ((err as Error)?.name === 'ReplyError') throw new RedisReplyError((err as Error).message);
       throw err;
     }
+  }
+
+  private flush(): void {
+    const batch = this.queue;
+    this.queue = [];
+    if (batch.length === 1) {
+      const c = batch[0]!;
+      this.redis.call(c.name, ...c.args).then(c.resolve, c.reject);
+      return;
+    }
+    const pipeline = this.redis.pipeline();
+    for (const c of batch) pipeline.call(c.name, ...c.args);
+    pipeline.exec().then(
+      (results) => {
+        batch.forEach((c, i) => {
+          const [err, value] = results?.[i] ?? [new Error('redis: no reply in the pipeline'), null];
+          if (err) c.reject(err);
+          else c.resolve(value);
+        });
+      },
+      (err) => {
+        for (const c of batch) c.reject(err);
+      },
+    );
   }
 
   async close(): Promise<void> {
