@@ -1,6 +1,8 @@
 // Everything one backend process holds: the engine, the model's tokenizer, the adapter tiers and
 // the scheduler, wired to the metrics. Built once at start-up, shared by every route.
+import { randomBytes } from 'node:crypto';
 import { homedir } from 'node:os';
+import { ROOT_CONTEXT, TraceFlags, trace } from '@opentelemetry/api';
 import path from 'node:path';
 import { Engine } from '../native/engine.ts';
 import { openModelDir } from '../native/model-dir.ts';
@@ -64,6 +66,8 @@ export class Runtime {
       promptLogprobs: false,
       topLogprobs: 0,
       signal,
+      // Under an unsampled parent: a load balancer's polling must not fill the trace store.
+      traceContext: trace.setSpan(ROOT_CONTEXT, trace.wrapSpanContext({ traceId: randomBytes(16).toString('hex'), spanId: randomBytes(8).toString('hex'), traceFlags: TraceFlags.NONE })),
     });
     for await (const e of events) if (e.type === 'end') return;
     throw new Error('the one-token generation ended without a token');

@@ -26,14 +26,14 @@ const maskOf = (allowed: number[]) => {
 const FIELDS = [
   'position', 'adapterSlot', 'promptLogprobs', 'nextToken', 'sample', 'topLogprobs',
   'temperature', 'topK', 'topP', 'typicalP', 'repetitionPenalty', 'seed',
-  'tokens', 'blockTable', 'penaltyTokens', 'mask',
+  'tokens', 'blockTable', 'penaltyTokens', 'bias', 'mask',
 ] as const;
 type Row = Record<(typeof FIELDS)[number], number>;
 // Tokens [1, 2, 3] over block 0, greedy: ints = [1, 2, 3, 0].
 const ROW: Row = {
   position: 0, adapterSlot: -1, promptLogprobs: 0, nextToken: -1, sample: 1, topLogprobs: 0,
   temperature: 0, topK: 0, topP: 1, typicalP: 1, repetitionPenalty: 1, seed: 0,
-  tokens: 3, blockTable: 1, penaltyTokens: 0, mask: 0,
+  tokens: 3, blockTable: 1, penaltyTokens: 0, bias: 0, mask: 0,
 };
 const seqsOf = (...rows: Partial<Row>[]) => Float64Array.from(rows.flatMap((r) => FIELDS.map((k) => ({ ...ROW, ...r })[k])));
 const INTS = [1, 2, 3, 0];
@@ -171,7 +171,7 @@ describe('packed steps', () => {
       [[seqsOf({}), Float64Array.from(INTS), none], /ints must be an Int32Array/],
       [[seqsOf({}), ints], /masks must be a Uint32Array/],
       [[seqsOf({}), ints, new Int32Array(0)], /masks must be a Uint32Array/],
-      [[seqsOf({}).subarray(1), ints, none], /seqs must hold 16 numbers per sequence, got 15/],
+      [[seqsOf({}).subarray(1), ints, none], /seqs must hold 17 numbers per sequence, got 16/],
       [[seqsOf({ position: 1.5 }), ints, none], /batch\[0\]\.position must be an integer/],
       [[seqsOf({ position: NaN }), ints, none], /batch\[0\]\.position must be an integer/],
       [[seqsOf({ position: Infinity }), ints, none], /batch\[0\]\.position must be an integer/],
@@ -188,6 +188,8 @@ describe('packed steps', () => {
       [[seqsOf({ tokens: 2 ** 31 - 1 }), ints, none], /batch\[0\]\.tokens needs 2147483647 values from ints\[0\], past its end \(4 values\)/],
       [[seqsOf({ blockTable: 2 }), ints, none], /batch\[0\]\.blockTable needs 2 values from ints\[3\], past its end/],
       [[seqsOf({ penaltyTokens: 1 }), ints, none], /batch\[0\]\.penaltyTokens needs 1 values from ints\[4\]/],
+      [[seqsOf({ bias: 1 }), ints, none], /batch\[0\]\.bias needs 1 values from ints\[4\]/],
+      [[seqsOf({ bias: 1 }), Int32Array.from([...INTS, 7]), none], /batch\[0\]\.bias values run past the end of ints/],
       [[seqsOf({ mask: 3 }), ints, new Uint32Array(2)], /batch\[0\]\.mask needs 3 values from masks\[0\], past its end \(2 values\)/],
       [[seqsOf({}, {}), ints, none], /batch\[1\]\.tokens needs 3 values from ints\[4\], past its end/],
       [[seqsOf({}), Int32Array.from([...INTS, 7]), none], /ints holds 5 values, the sequences use 4/],
