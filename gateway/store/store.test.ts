@@ -7,7 +7,7 @@ import { startRedis, type TestRedis } from '../../test/gateway/helpers/redis.ts'
 import { StoreUnavailableError } from './types.ts';
 import { IoRedisClient } from './ioredis-client.ts';
 import { MemoryStore } from './memory-store.ts';
-import { RedisStore } from './redis-store.ts';
+import { RedisReplyError, RedisStore } from './redis-store.ts';
 import type { ApiKeyRecord, GatewayStore, LimitScope, SettleRequest } from './types.ts';
 
 const keyRecord = (id: string, tenant: string): ApiKeyRecord => ({
@@ -187,6 +187,25 @@ describe('RedisStore on a real redis-server', () => {
     assert.ok(admitted <= 1000 + 1, `admitted ${admitted} tokens`); // +1: refill during the burst
     assert.ok(admitted > 900, `admitted only ${admitted} tokens`);
     await Promise.all([a.close(), b.close()]);
+  });
+
+  it('commands of one event-loop turn go out as one pipeline: replies in order, a failing command fails alone, NOSCRIPT falls back per command', async () => {
+    const c = new IoRedisClient(redis.url);
+    clients.push(c);
+    await c.connect();
+    await c.command(['SET', 'pipe:str', 'not a number']);
+    const incrs = Array.from({ length: 100 }, () => c.command(['INCR', 'pipe:n']));
+    const bad = c.command(['INCR', 'pipe:str']);
+    const more = c.command(['INCRBY', 'pipe:n', 1000]);
+    assert.deepEqual(await Promise.all(incrs), Array.from({ length: 100 }, (_, i) => i + 1));
+    await assert.rejects(bad, RedisReplyError);
+    assert.equal(await more, 1100);
+    // Scripts unknown to a fresh Redis: every EVALSHA of the batch gets NOSCRIPT and retries with EVAL.
+    await c.command(['SCRIPT', 'FLUSH']);
+    const store = new RedisStore(c);
+    const scopes = [{ id: 'tenant', limits: { rpm: 10 } }];
+    const results = await Promise.all(Array.from({ length: 15 }, () => store.acquire({ tenant: 'pipe', scopes, tokens: 0, leaseId: null, leaseTtlMs: 0 })));
+    assert.equal(results.filter((r) => r.ok).length, 10);
   });
 
   it('Redis down: calls fail fast with StoreUnavailableError; settlements queue and replay', async () => {
