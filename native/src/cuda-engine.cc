@@ -693,7 +693,7 @@ std::vector<SeqOutput> CudaEngine::finish(const std::vector<SeqInput>& batch, co
     return outs;
   }
   auto indexOf = [&](int r) { return int(std::lower_bound(sh.logitRows.begin(), sh.logitRows.end(), r) - sh.logitRows.begin()); };
-  std::vector<kern::RowFinish> rf(NL, kern::RowFinish{0, 0, 0.0f, 1.0f, 1.0f, 0, -1, 0, 0, -1, 0, 0, 0});
+  std::vector<kern::RowFinish> rf(NL, kern::RowFinish{0, 0, 0.0f, 1.0f, 1.0f, 0, -1, 0, 0, -1, 0, 0, 0, 0, 0});
   std::vector<uint32_t> masks;
   std::vector<int32_t> pens;
   std::vector<bool> onHost(nseq, false);
