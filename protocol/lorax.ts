@@ -60,6 +60,13 @@ const SPARSIFYING_STRATEGIES: readonly MergeStrategy[] = ['ties', 'dare_linear',
  */
 export const MAX_MERGED_ADAPTERS = 32;
 
+// LoRAX reads these sampling values as f32 / i32: larger ones reached the engine and came back as a
+// 424 generation error instead of a validation error.
+const F32_MAX = 3.4028234663852886e38;
+const I32_MAX = 2147483647;
+const f32Range = 'must be at most 3.4e38 (a 32-bit float)';
+const i32Range = `must be <= ${I32_MAX}`;
+
 export const MergedAdapters = z
   .object({
     ids: z
@@ -165,14 +172,14 @@ export const GenerateParameters = z
     /** Generate `best_of` sequences, return the one with the highest logprob. Needs sampling. */
     best_of: optional(z.int().min(1, { error: 'must be > 0' })),
     /** 0 means greedy (LoRAX allows 0 since predibase/lorax#467; TGI requires > 0). Default 1.0. */
-    temperature: optional(z.number().min(0, { error: 'must be non-negative' })),
+    temperature: optional(z.number().min(0, { error: 'must be non-negative' }).max(F32_MAX, { error: f32Range })),
     /** Default 1.0 (no penalty). */
-    repetition_penalty: optional(z.number().gt(0, { error: positive })),
+    repetition_penalty: optional(z.number().gt(0, { error: positive }).max(F32_MAX, { error: f32Range })),
     /** OpenAI-style penalties, default 0.0. */
     frequency_penalty: optional(z.number().min(-2, { error: penaltyRange }).max(2, { error: penaltyRange })),
     presence_penalty: optional(z.number().min(-2, { error: penaltyRange }).max(2, { error: penaltyRange })),
     /** Default: disabled. */
-    top_k: optional(z.int().gt(0, { error: positive })),
+    top_k: optional(z.int().gt(0, { error: positive }).max(I32_MAX, { error: i32Range })),
     /** (0, 1]; default 1.0. (LoRAX's message says "< 1.0" but its check allows 1.0.) */
     top_p: optional(z.number().gt(0, { error: 'must be > 0.0 and <= 1.0' }).max(1, { error: 'must be > 0.0 and <= 1.0' })),
     /** (0, 1); default 1.0 (disabled). */

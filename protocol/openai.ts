@@ -74,8 +74,9 @@ const samplingFields = {
   logit_bias: optional(LogitBias),
   user: optional(z.string()),
   // LoRAX extensions.
-  repetition_penalty: optional(z.number().gt(0, { error: 'must be strictly positive' })),
-  top_k: optional(z.int().gt(0, { error: 'must be strictly positive' })),
+  // Within f32 / i32 like LoRAX (larger values reached the engine and failed there).
+  repetition_penalty: optional(z.number().gt(0, { error: 'must be strictly positive' }).max(3.4028234663852886e38, { error: 'must be at most 3.4e38 (a 32-bit float)' })),
+  top_k: optional(z.int().gt(0, { error: 'must be strictly positive' }).max(2147483647, { error: 'must be <= 2147483647' })),
   ignore_eos_token: optional(z.boolean()),
   adapter_source: optional(AdapterSource),
   api_token: optional(z.string()),

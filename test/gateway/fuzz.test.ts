@@ -413,4 +413,24 @@ describe('gateway fuzz: hostile tenants over real HTTP', () => {
       assert.ok(Math.max(...health) < 1500, `${what}: /health waited ${Math.max(...health).toFixed(0)} ms`);
     }
   });
+
+  it('sampling values past f32 / i32 are validation errors, not engine failures (were 424)', async () => {
+    const H = { 'content-type': 'application/json', authorization: `Bearer ${keys.bob}` };
+    const cases: [string, unknown, number][] = [
+      ['/generate', { inputs: 'Hi', parameters: { max_new_tokens: 2, do_sample: true, top_k: 2 ** 31 } }, 422],
+      ['/generate', { inputs: 'Hi', parameters: { max_new_tokens: 2, repetition_penalty: 1e308 } }, 422],
+      ['/generate', { inputs: 'Hi', parameters: { max_new_tokens: 2, do_sample: true, temperature: 1e300 } }, 422],
+      ['/v1/completions', { model: 'llama', prompt: 'Hi', max_tokens: 2, top_k: 2 ** 31 }, 400],
+      ['/v1/completions', { model: 'llama', prompt: 'Hi', max_tokens: 2, repetition_penalty: 1e308 }, 400],
+    ];
+    for (const [path, body, status] of cases) {
+      const r = await fetch(gw.url + path, { method: 'POST', headers: H, body: JSON.stringify(body) });
+      const text = await r.text();
+      assert.equal(r.status, status, `${path} ${JSON.stringify(body)}: ${text}`);
+      assert.equal(errorShapeProblem(apiKindOfPath(path), text), null, text);
+    }
+    // The largest representable values still pass validation.
+    const ok = await fetch(gw.url + '/generate', { method: 'POST', headers: H, body: JSON.stringify({ inputs: 'Hi', parameters: { max_new_tokens: 2, do_sample: true, top_k: 2 ** 31 - 1 } }) });
+    assert.equal(ok.status, 200, await ok.text());
+  });
 });
