@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
+import { rawRequest } from '../test/helpers/raw-http.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -183,6 +184,8 @@ describe('a running server', () => {
       const r = await fetch(`${url}/generate`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${await token()}` }, body: JSON.stringify({ inputs: 'Hello', parameters: { max_new_tokens: 1 } }) });
       assert.equal(r.status, 200);
       assert.doesNotMatch(s.stderr(), /warning/);
+      // Host is optional in HTTP/1.0 (and probes omit it): answered, not Node's empty 400.
+      assert.match(await rawRequest(url, 'GET /health HTTP/1.0\r\n\r\n'), /^HTTP\/1\.1 200 [^]*\{"status":"ok"\}$/);
     } finally {
       await s.stop();
     }

@@ -82,7 +82,13 @@ export async function startServer(config: ServeConfig, opts: StartOptions = {}) 
       headers: { 'content-type': 'application/json', 'retry-after': '5' },
     });
   };
-  const server = createAdaptorServer({ fetch: (req: Request) => (handler ? handler(req) : loading(req)) }) as Server;
+  // Host is optional in HTTP/1.0 and some probes omit it: Node would answer an empty 400 of its
+  // own, so the request is taken with a stand-in host (the URL's host is never used for routing).
+  const server = createAdaptorServer({
+    fetch: (req: Request) => (handler ? handler(req) : loading(req)),
+    hostname: 'localhost',
+    serverOptions: { requireHostHeader: false },
+  }) as Server;
   const port = await listen(server, config.port, config.hostname, '--port (or PORT)');
   const url = `http://${config.hostname.includes(':') ? `[${config.hostname}]` : config.hostname}:${port}`;
   const stopHttp = () =>

@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { startStandIn } from '../test/gateway/helpers/standin.ts';
+import { rawRequest } from '../test/helpers/raw-http.ts';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { formatGatewayAccess, GatewayConfigError, gatewayHelp, parseGatewayArgs, startGateway, type GatewayAccessEntry } from './node.ts';
@@ -115,6 +116,8 @@ describe('switchboard gateway (CLI)', () => {
       });
       const h = await fetch(`${url}/health`);
       assert.equal(h.status, 200);
+      // Host is optional in HTTP/1.0: answered in JSON, not with Node's empty 400.
+      assert.match(await rawRequest(url, 'GET /health HTTP/1.0\r\n\r\n'), /^HTTP\/1\.1 200 [^]*\r\n\r\n\{/);
       const k = await fetch(`${url}/admin/keys`, { method: 'POST', headers: { authorization: 'Bearer adm' }, body: JSON.stringify({ tenant: 'acme' }) });
       const key = ((await k.json()) as { key: string }).key;
       const g = await fetch(`${url}/generate`, { method: 'POST', headers: { authorization: `Bearer ${key}` }, body: JSON.stringify({ inputs: 'ok' }) });

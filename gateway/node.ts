@@ -186,7 +186,9 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
   // Node reports a port in use as an 'error' event (a stack trace when unhandled): one line instead.
   const listen = (fetchFn: (req: Request) => Response | Promise<Response>, wanted: number, flag: string) =>
     new Promise<{ server: ReturnType<typeof serve>; port: number }>((resolve, reject) => {
-      const s = createAdaptorServer({ fetch: fetchFn }) as Server;
+      // Host is optional in HTTP/1.0: without it Node answers an empty 400 of its own, so the
+      // request is taken with a stand-in host (routing never reads the URL's host).
+      const s = createAdaptorServer({ fetch: fetchFn, hostname: 'localhost', serverOptions: { requireHostHeader: false } }) as Server;
       s.once('error', (err: NodeJS.ErrnoException) => reject(new GatewayConfigError(listenFailure(err, wanted, hostname, flag))));
       s.listen(wanted, hostname, () => {
         const addr = s.address();

@@ -254,6 +254,12 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
     const n = r.n ?? 1;
     if (r.best_of !== undefined && r.best_of !== n) throw new RequestError('best_of other than n is not supported', 400);
     if (r.max_tokens === 0) throw new RequestError('max_tokens 0 (prompt scoring) is not supported yet', 400);
+    // Every prompt x choice is a generation in flight: more than the server ever admits at once
+    // could only end in 429s that no retry fixes, so it is the request's fault, said up front.
+    const limit = rt.limits.maxConcurrentRequests;
+    if (prompts.length * n > limit) {
+      throw new RequestError(`${prompts.length} prompts x n=${n} is more than this server runs at once (--max-concurrent-requests ${limit}); send fewer per request`, 400, 'validation', { param: 'prompt' });
+    }
     const ac = new AbortController();
     c.req.raw.signal.addEventListener('abort', () => ac.abort());
     const k = r.logprobs ?? 0;

@@ -116,5 +116,13 @@ describe('OpenAI-compatible API through the official client', () => {
       (e: unknown) => e instanceof OpenAI.BadRequestError && /"pattern"/.test(e.message),
     );
     await assert.rejects(client.completions.create({ model: 'llama', prompt: 'x', max_tokens: 100000 }), OpenAI.BadRequestError);
+    // More prompts x choices than the server ever runs at once (default 128): a 400 naming the
+    // limit, not a 429 that no retry could fix.
+    await assert.rejects(
+      client.completions.create({ model: 'llama', prompt: Array.from({ length: 65 }, () => 'ab'), n: 2, max_tokens: 1 }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && /max-concurrent-requests 128/.test(e.message),
+    );
+    const batch = await client.completions.create({ model: 'llama', prompt: Array.from({ length: 64 }, () => 'ab'), n: 2, max_tokens: 1 });
+    assert.equal(batch.choices.length, 128);
   });
 });
