@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
 import { postJson, startBackend, type TestServer } from '../helpers/backend.ts';
 import { startHub, type HubServer } from '../helpers/hub-server.ts';
+import { chunked } from '../helpers/raw-http.ts';
 
 const FIXTURES = new URL('../fixtures', import.meta.url).pathname;
 const adapterDir = (name: string) => join(FIXTURES, 'adapters', 'llama', name);
@@ -22,28 +23,6 @@ const token = (tenant: string, scope?: string) => {
   return jwt.sign(new TextEncoder().encode(SECRET));
 };
 const as = async (tenant: string, scope?: string) => ({ authorization: `Bearer ${await token(tenant, scope)}` });
-
-/** A raw HTTP/1.1 request with a chunked body of `chunks` x 64 KiB; the status and body, or the socket error. */
-function chunked(url: string, path: string, method: string, headers: Record<string, string>, chunks: number): Promise<{ status: number; body: string } | { error: string }> {
-  return new Promise((resolve) => {
-    const u = new URL(url);
-    const req = request({ host: u.hostname, port: u.port, method, path, headers: { ...headers, 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', (e) => resolve({ error: e.message }));
-    let i = 0;
-    const write = () => {
-      while (i < chunks) {
-        i++;
-        if (!req.write(Buffer.alloc(64 * 1024, 0x20))) return void req.once('drain', write);
-      }
-      req.end();
-    };
-    write();
-  });
-}
 
 describe('backend tenant isolation under attack', () => {
   let root: string;

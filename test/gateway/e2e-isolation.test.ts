@@ -11,29 +11,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { RunningGateway } from '../../gateway/node.ts';
 import { startHub, type HubServer } from '../helpers/hub-server.ts';
+import { chunked } from '../helpers/raw-http.ts';
 import { ADAPTERS_DIR, admin, issueKey, makeAdapterRoot, post, startBackend, startTestGateway, uploadFixtureAdapter, type Backend } from './helpers/stack.ts';
-
-/** A raw HTTP/1.1 request with a chunked body of `chunks` x 64 KiB: the status and body, or the socket error. */
-function chunked(url: string, path: string, method: string, headers: Record<string, string>, chunks: number): Promise<{ status: number; body: string } | { error: string }> {
-  return new Promise((resolve) => {
-    const u = new URL(url);
-    const req = request({ host: u.hostname, port: u.port, method, path, headers: { ...headers, 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', (e) => resolve({ error: e.message }));
-    let i = 0;
-    const write = () => {
-      while (i < chunks) {
-        i++;
-        if (!req.write(Buffer.alloc(64 * 1024, 0x20))) return void req.once('drain', write);
-      }
-      req.end();
-    };
-    write();
-  });
-}
 
 describe('gateway e2e: tenant isolation under attack', () => {
   let root: Awaited<ReturnType<typeof makeAdapterRoot>>;
