@@ -65,6 +65,8 @@ export interface StartOptions {
   progress?: boolean;
   /** One access log line per request on stderr (text, or JSON with --json-output) (default: off). */
   accessLog?: boolean;
+  /** Test-only settings that are no flags (runtime.ts's RuntimeInternals). */
+  internal?: import('./runtime.ts').RuntimeInternals;
 }
 
 /**
@@ -101,7 +103,7 @@ export async function startServer(config: ServeConfig, opts: StartOptions = {}) 
   try {
     const [{ Runtime }, routes] = await Promise.all([import('./runtime.ts'), import('./server.ts')]);
     createApp = routes.createApp;
-    rt = await Runtime.start(config, say, opts.progress);
+    rt = await Runtime.start(config, say, opts.progress, opts.internal);
   } catch (err) {
     await stopHttp();
     throw err;

@@ -2,6 +2,12 @@
 // One registry per server instance: tests run several in one process.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+/** What the adapter memory gauge reads (adapter-store.ts's AdapterStore). */
+interface AdapterBytes {
+  readonly usedBytes: number;
+  readonly budgetBytes: number;
+}
+
 /** What the KV block metrics read (block-manager.ts's BlockManager). */
 interface BlockCounts {
   readonly used: number;
@@ -42,6 +48,9 @@ export class Metrics {
   readonly adapterLoadFailures = new Counter({ name: 'lorax_adapter_load_failures_total', help: 'Adapter loads that failed', registers: [this.registry] });
   readonly adapterEvictions = new Counter({ name: 'lorax_adapter_evictions_total', help: 'Adapters moved out of engine slots', registers: [this.registry] });
   readonly activeAdapters = new Gauge({ name: 'lorax_active_adapters', help: 'Adapters resident in engine slots', registers: [this.registry] });
+  // Not a LoRAX metric: engine memory of the adapters in slots against --adapter-memory-fraction's budget.
+  readonly adapterMemory = new Gauge({ name: 'switchboard_adapter_memory_bytes', help: 'Engine memory of adapters in slots, by state (used: loaded or loading; budget: --adapter-memory-fraction x total device memory, host memory on the CPU engine)', labelNames: ['state'], registers: [this.registry], collect: () => this.collectAdapterMemory() });
+  private adapterBytes: AdapterBytes | null = null;
   // Not LoRAX metrics: prefix caching (hit rate = rate(hits) / rate(queries), in prompt tokens).
   readonly prefixCacheQueries = new Counter({ name: 'switchboard_prefix_cache_queries_total', help: 'Prompt tokens looked up in the prefix cache (admissions with prefix caching on, prompt-logprob requests excepted)', registers: [this.registry] });
   readonly prefixCacheHits = new Counter({ name: 'switchboard_prefix_cache_hits_total', help: 'Prompt tokens whose KV came from the prefix cache instead of a prefill', registers: [this.registry] });
@@ -59,6 +68,18 @@ export class Metrics {
   /** The KV block gauges and the eviction counter read `blocks` (the scheduler's) at each scrape. */
   watchBlocks(blocks: BlockCounts): void {
     this.blocks = blocks;
+  }
+
+  /** The adapter memory gauge reads `store` at each scrape. */
+  watchAdapterMemory(store: AdapterBytes): void {
+    this.adapterBytes = store;
+  }
+
+  private collectAdapterMemory(): void {
+    const a = this.adapterBytes;
+    if (!a) return;
+    this.adapterMemory.set({ state: 'used' }, a.usedBytes);
+    this.adapterMemory.set({ state: 'budget' }, a.budgetBytes);
   }
 
   private collectBlocks(): void {

@@ -1,7 +1,7 @@
 // Everything one backend process holds: the engine, the model's tokenizer, the adapter tiers and
 // the scheduler, wired to the metrics. Built once at start-up, shared by every route.
 import { randomBytes } from 'node:crypto';
-import { homedir } from 'node:os';
+import { homedir, totalmem } from 'node:os';
 import { ROOT_CONTEXT, TraceFlags, trace } from '@opentelemetry/api';
 import path from 'node:path';
 import { Engine } from '../native/engine.ts';
@@ -74,7 +74,7 @@ export class Runtime {
   });
 
   /** `progress`: show weight loading progress on stderr (a bar on a terminal, else lines). */
-  static async start(config: ServeConfig, log: (msg: string) => void = () => {}, progress = false): Promise<Runtime> {
+  static async start(config: ServeConfig, log: (msg: string) => void = () => {}, progress = false, internal: RuntimeInternals = {}): Promise<Runtime> {
     const metrics = new Metrics();
     // A directory, or a Hub repo id downloaded into (or found in) the hub cache.
     const resolved = await resolveServedModel(config, log);
@@ -112,6 +112,8 @@ export class Runtime {
     log(`engine ready on ${engine.info().deviceName} in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     let scheduler: Scheduler | undefined;
     let runtime: Runtime | undefined;
+    const adapterMemory = adapterMemoryBudget(config, engine.info().device, internal.adapterMemoryBytes);
+    log(adapterMemory.explain);
     const store = new AdapterStore(
       engine,
       {
@@ -119,6 +121,9 @@ export class Runtime {
         cycleTimeS: config.adapterCycleTimeS,
         maxHostAdapters: config.maxCpuAdapters ?? Math.max(16, config.maxActiveAdapters),
         onChange: () => scheduler?.notify(),
+        memoryBytes: adapterMemory.bytes,
+        memoryBudgetExplain: adapterMemory.source,
+        elementBytes: adapterMemory.elementBytes,
       },
       {
         onLoad: (key, s, tier) => {
@@ -137,6 +142,7 @@ export class Runtime {
         },
       },
     );
+    metrics.watchAdapterMemory(store);
     const cacheDir = config.adapterCacheDir ?? hubCacheDir();
     const resolver = new AdapterResolver(
       store,
@@ -204,6 +210,42 @@ export class Runtime {
     await this.tokenizePool.close();
     this.engine.close();
   }
+}
+
+/** Not flags: settings the tests pass to Runtime.start (through cli.ts's startServer). */
+export interface RuntimeInternals {
+  /** The adapter memory budget in bytes, instead of --adapter-memory-fraction's. */
+  adapterMemoryBytes?: number;
+}
+
+/**
+ * The bytes adapters in engine slots may take together: --adapter-memory-fraction x the device's
+ * total memory on the CUDA engine (LoRAX's meaning), and the same fraction of host memory on the
+ * CPU engine, whose adapters live there; each adapter counted at the engine's element size
+ * (the CUDA engine's compute type, float32 on the CPU engine).
+ */
+export function adapterMemoryBudget(config: ServeConfig, device: 'cpu' | 'cuda', override?: number): { bytes: number; elementBytes: number; source: string; explain: string } {
+  const elem = device === 'cuda' ? elementBytes(config.dtype) : 4;
+  const f = config.adapterMemoryFraction;
+  let bytes: number;
+  let source: string;
+  if (override !== undefined) {
+    bytes = override;
+    source = 'set by the caller';
+  } else if (device === 'cuda' && !cudaMemory()) {
+    // A CUDA build too old to say its memory: no budget rather than none at all.
+    bytes = Infinity;
+    source = 'unlimited: this CUDA build does not report device memory';
+  } else if (device === 'cuda') {
+    const total = cudaMemory()!.total;
+    bytes = Math.floor(f * total);
+    source = `--adapter-memory-fraction ${f} x total device memory ${(total / 2 ** 30).toFixed(2)} GiB`;
+  } else {
+    const total = totalmem();
+    bytes = Math.floor(f * total);
+    source = `--adapter-memory-fraction ${f} x total host memory ${(total / 2 ** 30).toFixed(2)} GiB (CPU engine)`;
+  }
+  return { bytes, elementBytes: elem, source, explain: `adapter memory: ${(bytes / 2 ** 20).toFixed(1)} MiB for adapters in engine slots (${source}), ${elem} bytes per weight` };
 }
 
 /**

@@ -1,11 +1,13 @@
 // The adapter tiers without an engine: a fake slot engine whose loads the test finishes or fails,
 // and a clock the test moves. Host preparation once per key, slots filled in the background,
 // least-recently-used eviction that never touches a pinned or loading slot, cycle-time draining
-// (one adapter at a time, the longest resident first), failed loads, and the host-memory budget.
+// (one adapter at a time, the longest resident first), failed loads, the host-memory budget, and
+// the byte budget of adapters in slots (--adapter-memory-fraction).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { NativeAdapterSpec } from '../../native/addon.d.ts';
-import { AdapterStore, type AdapterSlotEngine, type AdapterStoreOptions } from './adapter-store.ts';
+import { AdapterStore, adapterBytes, type AdapterSlotEngine, type AdapterStoreOptions } from './adapter-store.ts';
+import type { AdapterError } from './source.ts';
 
 interface PendingLoad {
   slot: number;
@@ -53,7 +55,14 @@ class FakeEngine implements AdapterSlotEngine {
 
 const spec = (name: string): NativeAdapterSpec => ({ modules: [], name } as unknown as NativeAdapterSpec);
 
-function setup(opts: Partial<AdapterStoreOptions> = {}) {
+/** An adapter of `bytes` bytes at one byte per element: one module, lora_A [1, bytes/2], lora_B [bytes/2, 1]. */
+const sized = (name: string, bytes: number): NativeAdapterSpec =>
+  ({
+    name,
+    modules: [{ layer: 0, module: 'q_proj', rank: 1, scale: 1, a: { name: 'a', dtype: 'F32', shape: [1, bytes / 2] }, b: { name: 'b', dtype: 'F32', shape: [bytes / 2, 1] } }],
+  }) as unknown as NativeAdapterSpec;
+
+function setup(opts: Partial<AdapterStoreOptions> = {}, sizes: Record<string, number> = {}) {
   const engine = new FakeEngine();
   const clock = { t: 0 };
   const events = { changes: 0, evicted: [] as string[], loaded: [] as string[], errors: [] as string[] };
@@ -71,7 +80,7 @@ function setup(opts: Partial<AdapterStoreOptions> = {}) {
   const prepare = (key: string) =>
     store.prepare(key, async () => {
       loads.set(key, (loads.get(key) ?? 0) + 1);
-      return { spec: spec(key), info: { id: key } };
+      return { spec: sizes[key] === undefined ? spec(key) : sized(key, sizes[key]), info: { id: key } };
     });
   /** Prepares `key` and moves it into a slot; returns the slot. */
   const resident = async (key: string) => {
@@ -274,5 +283,97 @@ describe('AdapterStore with a fake engine', () => {
     store.release('b');
     await prepare('b');
     assert.equal(loads.get('b'), 2, 'not resident, nobody waiting, budget 0: dropped');
+  });
+
+  describe('byte budget of adapters in slots', () => {
+    it('counts lora_A and lora_B elements at the engine element size', () => {
+      assert.equal(adapterBytes(sized('x', 100), 1), 100);
+      assert.equal(adapterBytes(sized('x', 100), 2), 200);
+      assert.equal(adapterBytes(spec('x'), 4), 0);
+    });
+
+    it('a load that would pass the budget evicts the least recently used idle slots first', async () => {
+      const { store, events, clock, resident, engine } = setup({ slots: 4, memoryBytes: 300, elementBytes: 1 }, { a: 100, b: 100, c: 100, d: 100, big: 200 });
+      await resident('a');
+      clock.t = 1;
+      await resident('b');
+      clock.t = 2;
+      await resident('c');
+      assert.equal(store.usedBytes, 300);
+      assert.equal(store.budgetBytes, 300);
+      clock.t = 3;
+      store.slotFor('a'); // a used again: b is now the least recently used
+      clock.t = 4;
+      await resident('d'); // a free slot is left, but not 100 bytes
+      assert.deepEqual(events.evicted, ['b']);
+      assert.equal(store.usedBytes, 300);
+      assert.equal(store.activeCount, 3);
+      // 200 bytes: two idle adapters go, least recently used first (c at t=2, then a at t=3).
+      clock.t = 5;
+      store.slotFor('d');
+      await resident('big');
+      assert.deepEqual(events.evicted, ['b', 'c', 'a']);
+      assert.equal(store.usedBytes, 300);
+      assert.deepEqual(store.resident().map((r) => r.key).sort(), ['big', 'd']);
+      assert.equal(engine.held.size, 2);
+    });
+
+    it('keeps pinned adapters: the load waits, evicting nothing, until one is idle', async () => {
+      const { store, events, clock, resident, prepare, engine } = setup({ slots: 4, memoryBytes: 200, elementBytes: 1 }, { a: 100, b: 100, c: 100 });
+      await resident('a');
+      clock.t = 1;
+      await resident('b');
+      store.pin('a');
+      store.pin('b');
+      await prepare('c');
+      assert.equal(store.slotFor('c'), null);
+      assert.equal(engine.pending.length, 0, 'no room and nothing idle: nothing loads');
+      assert.deepEqual(events.evicted, []);
+      assert.equal(store.usedBytes, 200);
+      // a, the least recently used, is pinned: b goes once it is idle.
+      store.unpin('b');
+      assert.equal(store.slotFor('c'), null);
+      assert.deepEqual(events.evicted, ['b']);
+      await engine.finish();
+      assert.notEqual(store.slotFor('c'), null);
+      assert.equal(store.usedBytes, 200);
+      assert.ok(store.resident().some((r) => r.key === 'a'), 'the pinned adapter kept its slot');
+    });
+
+    it('refuses an adapter larger than the whole budget with a 4xx naming the flag', async () => {
+      const { store, prepare, engine, events } = setup({ slots: 4, memoryBytes: 300, elementBytes: 2, memoryBudgetExplain: '--adapter-memory-fraction 0.1 x total device memory 1.00 GiB' }, { huge: 200 });
+      await assert.rejects(prepare('huge'), (e: AdapterError) => {
+        assert.equal(e.name, 'AdapterError');
+        assert.equal(e.status, 422);
+        assert.match(e.message, /adapter "huge" needs .* more than the whole adapter budget .*--adapter-memory-fraction/);
+        return true;
+      });
+      assert.equal(store.slotFor('huge'), null);
+      assert.equal(engine.pending.length, 0);
+      assert.equal(store.usedBytes, 0);
+      assert.deepEqual(events.errors, ['huge']);
+    });
+
+    it('gives the bytes back on eviction and on a failed slot load', async () => {
+      const { store, resident, prepare, engine, clock } = setup({ slots: 1, memoryBytes: 1000, elementBytes: 1 }, { a: 100, b: 300 });
+      await resident('a');
+      assert.equal(store.usedBytes, 100);
+      clock.t = 1;
+      await prepare('b');
+      assert.equal(store.slotFor('b'), null); // slot count: a is evicted
+      assert.equal(store.usedBytes, 300, 'a unloaded, b loading counts');
+      const p = engine.pending.shift()!;
+      p.reject(new Error('out of memory'));
+      await Promise.resolve();
+      await Promise.resolve();
+      assert.equal(store.usedBytes, 0);
+      assert.match(store.failure('b')?.message ?? '', /out of memory/);
+      assert.equal(store.activeCount, 0);
+    });
+
+    it('no budget: unlimited', () => {
+      const { store } = setup();
+      assert.equal(store.budgetBytes, Infinity);
+    });
   });
 });

@@ -3,9 +3,21 @@
 // the scheduler then asks slotFor() between steps, which moves a prepared adapter into a free or
 // least-recently-used unpinned slot in the background. When every slot is pinned and others wait,
 // adapters active longer than the cycle time stop admitting, drain, and make room (LoRAX's
-// adapter exchange).
+// adapter exchange). Adapters in slots also share a byte budget (--adapter-memory-fraction): a
+// load that would pass it evicts idle slots first, by the same rule, and an adapter larger than
+// the whole budget is refused when it is prepared.
 import type { NativeAdapterSpec } from '../../native/addon.d.ts';
 import type { AdapterSlots } from '../scheduler.ts';
+import { AdapterError } from './source.ts';
+
+/** Bytes an adapter takes in an engine slot: every lora_A and lora_B element at `elementBytes`. */
+export function adapterBytes(spec: NativeAdapterSpec, elementBytes: number): number {
+  let n = 0;
+  for (const m of spec.modules) for (const t of [m.a, m.b]) n += t.shape.reduce((x, y) => x * y, 1);
+  return n * elementBytes;
+}
+
+const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 
 /** What the store calls on the engine (native/engine.ts's Engine is one): fill a slot, empty it. */
 export interface AdapterSlotEngine {
@@ -33,6 +45,8 @@ interface Entry {
   draining: boolean;
   error: Error | null;
   info: Record<string, unknown>;
+  /** Bytes in an engine slot (adapterBytes). */
+  bytes: number;
 }
 
 export interface AdapterStoreOptions {
@@ -44,12 +58,19 @@ export interface AdapterStoreOptions {
   /** Called when a slot load finishes, so the scheduler looks again. */
   onChange: () => void;
   now?: () => number;
+  /** Bytes the adapters in slots may take together (default: unlimited). */
+  memoryBytes?: number;
+  /** Where memoryBytes came from, for the refusal of an adapter larger than all of it. */
+  memoryBudgetExplain?: string;
+  /** Bytes of one adapter element in the engine (default 2: the CUDA engine's 16-bit types). */
+  elementBytes?: number;
 }
 
 export class AdapterStore implements AdapterSlots {
   private readonly entries = new Map<string, Entry>();
   private readonly slotOwner: (string | null)[];
   private readonly now: () => number;
+  private used = 0;
 
   constructor(
     private readonly engine: AdapterSlotEngine,
@@ -68,7 +89,7 @@ export class AdapterStore implements AdapterSlots {
   async prepare(key: string, load: () => Promise<{ spec: NativeAdapterSpec; info?: Record<string, unknown> }>): Promise<void> {
     let e = this.entries.get(key);
     if (!e) {
-      e = { key, spec: null, preparing: null, waiters: 0, slot: null, loadingSlot: false, pins: 0, activeSince: 0, lastUsed: this.now(), draining: false, error: null, info: {} };
+      e = { key, spec: null, preparing: null, waiters: 0, slot: null, loadingSlot: false, pins: 0, activeSince: 0, lastUsed: this.now(), draining: false, error: null, info: {}, bytes: 0 };
       this.entries.set(key, e);
     }
     e.waiters++;
@@ -80,18 +101,26 @@ export class AdapterStore implements AdapterSlots {
       entry.error = null;
       entry.preparing = load().then(
         ({ spec, info }) => {
+          const bytes = adapterBytes(spec, this.opts.elementBytes ?? 2);
+          if (bytes > this.budgetBytes) {
+            const id = typeof info?.id === 'string' ? `"${info.id}"` : key;
+            throw new AdapterError(
+              `adapter ${id} needs ${mib(bytes)} of engine memory, more than the whole adapter budget of ${mib(this.budgetBytes)} (${this.opts.memoryBudgetExplain ?? 'the adapter memory budget'}): raise --adapter-memory-fraction or use an adapter of lower rank`,
+              422,
+            );
+          }
           entry.spec = spec;
+          entry.bytes = bytes;
           entry.info = info ?? {};
           entry.preparing = null;
           this.observer.onLoad?.(key, this.now() - t0, 'host');
           this.trimHost();
         },
-        (err: Error) => {
-          entry.preparing = null;
-          this.observer.onLoadError?.(key, err);
-          throw err;
-        },
-      );
+      ).catch((err: Error) => {
+        entry.preparing = null;
+        this.observer.onLoadError?.(key, err);
+        throw err;
+      });
     }
     try {
       await e.preparing;
@@ -152,22 +181,37 @@ export class AdapterStore implements AdapterSlots {
     return this.slotOwner.filter((k) => k !== null).length;
   }
 
+  /** Bytes the adapters in slots (loaded or loading) take. */
+  get usedBytes(): number {
+    return this.used;
+  }
+
+  /** Bytes they may take together (Infinity: no budget). */
+  get budgetBytes(): number {
+    return this.opts.memoryBytes ?? Infinity;
+  }
+
   private assignSlot(e: Entry): void {
-    let slot = this.slotOwner.indexOf(null);
-    if (slot < 0) slot = this.evictable();
-    if (slot < 0) {
-      this.rotate();
-      return;
+    // Room for one more slot and for e's bytes, made from the least recently used idle slots;
+    // where evicting every idle one would not make it, nothing is evicted and a slot drains.
+    const victims: number[] = [];
+    const candidates = this.evictionOrder();
+    let freeSlots = this.slotOwner.filter((k) => k === null).length;
+    let used = this.used;
+    while (freeSlots === 0 || used + e.bytes > this.budgetBytes) {
+      const v = candidates.shift();
+      if (v === undefined) {
+        this.rotate();
+        return;
+      }
+      victims.push(v);
+      freeSlots++;
+      used -= this.entries.get(this.slotOwner[v]!)!.bytes;
     }
-    const old = this.slotOwner[slot];
-    if (old !== null && old !== undefined) {
-      const o = this.entries.get(old)!;
-      o.slot = null;
-      o.draining = false;
-      this.engine.unloadAdapter(slot);
-      this.observer.onEvict?.(old);
-    }
+    for (const v of victims) this.evict(v);
+    const slot = this.slotOwner.indexOf(null);
     this.slotOwner[slot] = e.key;
+    this.used += e.bytes;
     e.slot = slot;
     e.loadingSlot = true;
     const t0 = this.now();
@@ -183,6 +227,7 @@ export class AdapterStore implements AdapterSlots {
         e.loadingSlot = false;
         e.slot = null;
         this.slotOwner[slot] = null;
+        this.used -= e.bytes;
         e.error = err;
         this.observer.onLoadError?.(e.key, err);
         this.opts.onChange();
@@ -190,20 +235,25 @@ export class AdapterStore implements AdapterSlots {
     );
   }
 
-  /** Least recently used slot whose adapter no running sequence uses. */
-  private evictable(): number {
-    let best = -1;
-    let bestUsed = Infinity;
+  /** Slots whose adapter no running sequence uses and that are not loading: draining ones first, then least recently used. */
+  private evictionOrder(): number[] {
+    const out: { slot: number; used: number }[] = [];
     this.slotOwner.forEach((k, i) => {
       const o = k ? this.entries.get(k) : null;
       if (!o || o.pins > 0 || o.loadingSlot) return;
-      const used = o.draining ? -Infinity : o.lastUsed;
-      if (used < bestUsed) {
-        bestUsed = used;
-        best = i;
-      }
+      out.push({ slot: i, used: o.draining ? -Infinity : o.lastUsed });
     });
-    return best;
+    return out.sort((a, b) => a.used - b.used).map((c) => c.slot);
+  }
+
+  private evict(slot: number): void {
+    const o = this.entries.get(this.slotOwner[slot]!)!;
+    o.slot = null;
+    o.draining = false;
+    this.slotOwner[slot] = null;
+    this.used -= o.bytes;
+    this.engine.unloadAdapter(slot);
+    this.observer.onEvict?.(o.key);
   }
 
   /** Every slot is busy and someone waits: the adapter that has held its slot longest past the cycle time drains. */

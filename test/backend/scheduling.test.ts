@@ -9,6 +9,9 @@ import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { postJson, startBackend, type TestServer } from '../helpers/backend.ts';
 import { startHub, type HubServer } from '../helpers/hub-server.ts';
+import { openModelDir } from '../../native/model-dir.ts';
+import { openPeftAdapter } from '../../native/peft-adapter.ts';
+import { adapterBytes } from '../../backend/adapters/adapter-store.ts';
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
 const adapterDir = (name: string) => join(FIXTURES, 'adapters', 'llama', name);
@@ -44,6 +47,33 @@ describe('continuous batching over HTTP', () => {
     const results = await Promise.all(jobs.map((j) => generateIds(srv.url, j.p, j.a)));
     jobs.forEach((j, i) => assert.deepEqual(results[i], alone.get(`${j.p}|${j.a}`), `${j.p} / ${j.a}`));
     assert.equal(srv.rt.scheduler.blocks.used, 0, 'every KV block returned');
+  });
+
+  it('keeps adapters in slots within the adapter memory budget, and refuses one larger than all of it', async () => {
+    // The CPU engine (4-byte weights), a budget that holds r8-qv (or r8-qv-b) but not both, and not r16-all.
+    const model = await openModelDir(join(FIXTURES, 'models', 'llama'));
+    const size = async (name: string) => adapterBytes((await openPeftAdapter(adapterDir(name), model)).spec, 4);
+    const small = await size('r8-qv');
+    assert.equal(await size('r8-qv-b'), small);
+    assert.ok((await size('r16-all')) > small + 1);
+    const tight = await startBackend(['--device', 'cpu', '--adapter-source', 'local', '--allow-absolute-adapter-paths'], {}, { internal: { adapterMemoryBytes: small + 1 } });
+    try {
+      const gauge = (state: string) => metric(tight.url, `switchboard_adapter_memory_bytes{state="${state}"}`);
+      assert.equal(await gauge('budget'), small + 1);
+      assert.equal(await gauge('used'), 0);
+      await generateIds(tight.url, PROMPTS[0]!, 'r8-qv', 2);
+      assert.equal(await gauge('used'), small);
+      await generateIds(tight.url, PROMPTS[0]!, 'r8-qv-b', 2);
+      assert.equal(await gauge('used'), small, 'r8-qv made room for r8-qv-b');
+      assert.equal(await metric(tight.url, 'lorax_adapter_evictions_total'), 1);
+      const res = await postJson(`${tight.url}/generate`, { inputs: 'x', parameters: { max_new_tokens: 2, adapter_id: adapterDir('r16-all') } });
+      const body = await res.text();
+      assert.equal(res.status, 422, body);
+      assert.match(body, /more than the whole adapter budget.*--adapter-memory-fraction/);
+      assert.equal(await gauge('used'), small);
+    } finally {
+      await tight.close();
+    }
   });
 
   it('exchanges adapters through 2 slots and still answers everyone correctly', async () => {

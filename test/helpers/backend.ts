@@ -1,14 +1,14 @@
 // Starts a real backend (the same code `switchboard serve` runs) on a free loopback port.
 import { parseServeConfig } from '../../backend/config.ts';
-import { startServer } from '../../backend/cli.ts';
+import { startServer, type StartOptions } from '../../backend/cli.ts';
 
 export type TestServer = Awaited<ReturnType<typeof startServer>>;
 
-export async function startBackend(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<TestServer> {
+export async function startBackend(args: string[] = [], env: NodeJS.ProcessEnv = {}, opts: StartOptions = {}): Promise<TestServer> {
   const hasModel = args.some((a) => a.startsWith('--model-id'));
   const fixtures = new URL('../fixtures/models/llama', import.meta.url).pathname;
   const config = parseServeConfig([...(hasModel ? [] : ['--model-id', fixtures]), '--port', '0', '--hostname', '127.0.0.1', ...args], env);
-  return startServer(config);
+  return startServer(config, opts);
 }
 
 /** Reads a whole SSE response into its `data:` payloads. */
