@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Validator } from '@cfworker/json-schema';
 import { LazyDfa } from './automaton.ts';
+import { sample } from './test-sampling.ts';
 import { compileSchema, type CompileOptions } from './compile.ts';
 import { SchemaError } from './schema.ts';
 import { OPEN_SCHEMAS, TEST_SCHEMAS } from './test-schemas.ts';
@@ -33,27 +34,6 @@ function rejects(schema: unknown, ...names: (string | RegExp)[]) {
 }
 
 const rng = mulberry32;
-
-/** A random byte string of the automaton's language (null if it ran past maxLen). */
-function sample(dfa: LazyDfa, rand: () => number, maxLen = 4000): Uint8Array | null {
-  const byClass: number[][] = Array.from({ length: dfa.numClasses }, () => []);
-  for (let b = 0; b < 256; b++) byClass[dfa.classOf[b]!]!.push(b);
-  const out: number[] = [];
-  let s = dfa.start;
-  while (out.length < maxLen) {
-    dfa.expand(s);
-    const C = dfa.numClasses;
-    const moves: number[] = [];
-    for (let c = 0; c < C; c++) if (dfa.trans[s * C + c]! >= 0) moves.push(c);
-    if (dfa.accepting[s] && (moves.length === 0 || rand() < 0.3)) return Uint8Array.from(out);
-    const c = moves[Math.floor(rand() * moves.length)]!;
-    const bytes = byClass[c]!;
-    const b = bytes[Math.floor(rand() * bytes.length)]!;
-    out.push(b);
-    s = dfa.trans[s * C + c]!;
-  }
-  return null;
-}
 
 describe('schema compiler: languages', () => {
   it('objects: properties in order, required, optional, no extras', () => {
