@@ -12,11 +12,11 @@
 // --concurrency clients in a closed loop, over /generate_stream. Reported: time to first token
 // p50 / p90, request latency p50, the prompt tokens served from the cache (hits / queries from
 // /metrics, warm-up excluded). Prints a table; writes bench/prefix-cache/results.md and .json.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFile, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import { writeRandomAdapter, writeRandomModel } from '../../test/helpers/random-model.ts';
+import { spawnServer, type ServerProcess } from '../../test/helpers/spawn-server.ts';
 
 const HERE = import.meta.dirname;
 const ROOT = join(HERE, '..', '..');
@@ -53,21 +53,11 @@ async function writeModel(n: number): Promise<{ dir: string; adapters: string[] 
   return { dir, adapters };
 }
 
-function serve(model: string, caching: boolean): Promise<{ proc: ChildProcess; url: string }> {
-  const proc = spawn(
-    process.execPath,
-    [join(ROOT, 'bin', 'switchboard.mjs'), 'serve', '--model-id', model, '--port', '0', '--threads', THREADS, '--adapter-source', 'local', '--allow-absolute-adapter-paths', '--prefix-caching', String(caching), '--waiting-served-ratio', '0', '--max-batch-total-tokens', '32768'],
-    { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SWITCHBOARD_SERVICE_KEY: '' } },
+function serve(model: string, caching: boolean): Promise<ServerProcess> {
+  return spawnServer(
+    ['serve', '--model-id', model, '--port', '0', '--threads', THREADS, '--adapter-source', 'local', '--allow-absolute-adapter-paths', '--prefix-caching', String(caching), '--waiting-served-ratio', '0', '--max-batch-total-tokens', '32768'],
+    { SWITCHBOARD_SERVICE_KEY: '' },
   );
-  let err = '';
-  return new Promise((resolve, reject) => {
-    proc.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      const m = /listening on (\S+)/.exec(err);
-      if (m) resolve({ proc, url: m[1]! });
-    });
-    proc.once('exit', (code) => reject(new Error(`server exited ${code}: ${err.slice(-2000)}`)));
-  });
 }
 
 /** One streamed request: ms to the first token and to the end. */

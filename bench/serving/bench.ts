@@ -16,13 +16,14 @@
 //
 //   node --import tsx bench/serving/bench.ts --shape small --adapters 8 --clients 8 --threads 2
 //   node --import tsx bench/serving/bench.ts --shape mistral-7b --adapters 32 --clients 64   (GPU machine)
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ServiceTokenSigner } from '../../gateway/service-token.ts';
 import { mulberry32 } from '../../test/helpers/prng.ts';
+import { spawnServer, type ServerProcess } from '../../test/helpers/spawn-server.ts';
 import { SHAPES, writeAdapter, writeCheckpoint, type Dtype } from './checkpoint.ts';
 import { svgPlot } from './plot.ts';
 
@@ -103,26 +104,8 @@ const WORDS = (
 // Processes
 // ---------------------------------------------------------------------------------------------
 
-interface Proc {
-  proc: ChildProcess;
-  url: string;
-  log: () => string;
-}
 
-function start(args: string[], env: NodeJS.ProcessEnv): Promise<Proc> {
-  const proc = spawn(process.execPath, [join(ROOT, 'bin', 'switchboard.mjs'), ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-  let err = '';
-  return new Promise((resolve, reject) => {
-    proc.stderr!.on('data', (d: Buffer) => {
-      err = (err + d.toString()).slice(-20_000);
-      const m = /listening on (\S+)/.exec(err);
-      if (m) resolve({ proc, url: m[1]!, log: () => err });
-    });
-    proc.once('exit', (code) => reject(new Error(`${args[0]} exited ${code}: ${err.slice(-3000)}`)));
-  });
-}
-
-async function stop(p: Proc | null): Promise<void> {
+async function stop(p: ServerProcess | null): Promise<void> {
   if (!p || p.proc.exitCode !== null) return;
   const exited = new Promise((r) => p.proc.once('exit', r));
   p.proc.kill('SIGTERM');
@@ -449,8 +432,8 @@ export interface Target {
 async function main(): Promise<void> {
   const loadStart = os.loadavg();
   const work = await mkdtemp(join(a['work-dir'] ?? os.tmpdir(), 'sb-serving-'));
-  let backend: Proc | null = null;
-  let gateway: Proc | null = null;
+  let backend: ServerProcess | null = null;
+  let gateway: ServerProcess | null = null;
   try {
     let t = performance.now();
     const ck = await writeCheckpoint(join(work, 'model'), a.shape!, DTYPE, 7);
@@ -466,7 +449,7 @@ async function main(): Promise<void> {
     const fresh = adapters.slice(N);
 
     t = performance.now();
-    backend = await start(
+    backend = await spawnServer(
       ['serve', '--model-id', ck.dir, '--port', '0', '--device', a.device!, '--adapter-source', 'local', '--adapter-root', join(work, 'adapters'),
         '--max-active-adapters', String(N + LOAD_N + 1), '--max-concurrent-requests', String(Math.max(128, 4 * C)),
         ...(a.threads ? ['--threads', a.threads] : [])],
@@ -475,7 +458,7 @@ async function main(): Promise<void> {
     metricsUrl = backend.url;
     target = { url: backend.url, key: null };
     if (a.gateway) {
-      gateway = await start(['gateway', '--backend', backend.url, '--port', '0'], { SWITCHBOARD_SERVICE_KEY: SERVICE_KEY, SWITCHBOARD_ADMIN_TOKEN: ADMIN_TOKEN });
+      gateway = await spawnServer(['gateway', '--backend', backend.url, '--port', '0'], { SWITCHBOARD_SERVICE_KEY: SERVICE_KEY, SWITCHBOARD_ADMIN_TOKEN: ADMIN_TOKEN });
       const res = await fetch(`${gateway.url}/admin/keys`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ tenant: 'bench' }) });
       if (res.status >= 300) throw new Error(`gateway key: HTTP ${res.status} ${await res.text()}`);
       target = { url: gateway.url, key: ((await res.json()) as { key: string }).key };

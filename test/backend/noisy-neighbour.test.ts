@@ -12,13 +12,13 @@
 // backtracking on it) held every request for 4-43 s. The abusive requests themselves must answer 2xx or a 4xx in
 // the API's shape, and no KV block may stay held once they stop.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { ROOT, spawnServer, stopServer } from '../helpers/spawn-server.ts';
 import { apiKindOfPath, errorShapeProblem, quantile } from '../helpers/api-shape.ts';
 
-const ROOT = join(import.meta.dirname, '..', '..');
 const MODEL = join(ROOT, 'test', 'fixtures', 'models', 'llama');
 const QUIET_MS = 2500;
 const NOISY_MS = 4500;
@@ -95,16 +95,7 @@ describe('noisy neighbour: every endpoint keeps its latency beside abusive reque
   let maxTotal = 512;
 
   before(async () => {
-    child = spawn(process.execPath, [join(ROOT, 'bin', 'switchboard.mjs'), 'serve', '--model-id', MODEL, '--port', '0', '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    url = await new Promise<string>((resolve, reject) => {
-      let err = '';
-      child.stderr!.on('data', (d: Buffer) => {
-        err += d.toString();
-        const m = /listening on (\S+)/.exec(err);
-        if (m) resolve(m[1]!);
-      });
-      child.once('exit', (code) => reject(new Error(`backend exited ${code}: ${err}`)));
-    });
+    ({ proc: child, url } = await spawnServer(['serve', '--model-id', MODEL, '--port', '0', '--threads', '1']));
     const info = JSON.parse((await call(url, '/info', null, smallAgent)).text) as { max_total_tokens?: number };
     maxTotal = info.max_total_tokens ?? maxTotal;
     // Warm every path (worker threads, schema compiler) so start-up is not measured.
@@ -112,11 +103,7 @@ describe('noisy neighbour: every endpoint keeps its latency beside abusive reque
     await call(url, '/generate', json({ inputs: text(100_000), parameters: { max_new_tokens: 1, truncate: 8 } }), smallAgent);
     await call(url, '/generate', json({ inputs: 'x', parameters: { max_new_tokens: 2, response_format: { type: 'json_object', schema: { type: 'object', properties: { a: { type: 'string', pattern: '^a+$' } } } } } }), smallAgent);
   });
-  after(async () => {
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    await exited;
-  });
+  after(() => stopServer(child));
 
   async function kvBlocksUsed(): Promise<number> {
     const m = /^lorax_kv_blocks_used\s+(\d+)/m.exec((await call(url, '/metrics', null, smallAgent)).text);

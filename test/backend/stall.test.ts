@@ -5,12 +5,12 @@
 // machine's own latency without the large prompts (shared CI machines can be very busy): before
 // the pool and the off-loop body parser, the same /health calls waited for seconds.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { ROOT, spawnServer, stopServer } from '../helpers/spawn-server.ts';
 
-const ROOT = join(import.meta.dirname, '..', '..');
 const MODEL = join(ROOT, 'test', 'fixtures', 'models', 'llama');
 const agent = new Agent({ keepAlive: true });
 
@@ -53,26 +53,13 @@ describe('large prompts do not stall other requests', () => {
   let child: ChildProcess;
   let url: string;
   before(async () => {
-    child = spawn(process.execPath, [join(ROOT, 'bin', 'switchboard.mjs'), 'serve', '--model-id', MODEL, '--port', '0', '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    url = await new Promise<string>((resolve, reject) => {
-      let err = '';
-      child.stderr!.on('data', (d: Buffer) => {
-        err += d.toString();
-        const m = /listening on (\S+)/.exec(err);
-        if (m) resolve(m[1]!);
-      });
-      child.once('exit', (code) => reject(new Error(`backend exited ${code}: ${err}`)));
-    });
+    ({ proc: child, url } = await spawnServer(['serve', '--model-id', MODEL, '--port', '0', '--threads', '1']));
     // Warm the worker threads (tokenizer, JSON body parser) so their start-up is not measured.
     await post(`${url}/generate`, Buffer.from(JSON.stringify({ inputs: prompt(100_000), parameters: { max_new_tokens: 1, truncate: 8 } })));
     const quiet = await probeWhile(url, new Promise((r) => setTimeout(r, 2000)));
     bound = Math.max(300, 3 * p99(quiet));
   });
-  after(async () => {
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    await exited;
-  });
+  after(() => stopServer(child));
 
   it('a 4 MB prompt (LoRAX, then chat) is refused at the token bound without holding /health', async () => {
     const body = Buffer.from(JSON.stringify({ inputs: prompt(4_000_000), parameters: { max_new_tokens: 4 } }));
