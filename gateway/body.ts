@@ -11,8 +11,8 @@ import { GatewayError } from './errors.ts';
 export type NativeBody = AsyncIterable<Uint8Array> & { destroy?: (err?: Error) => void };
 
 export async function readBytes(req: Request, maxBytes: number, what = 'request body', native?: NativeBody | null): Promise<Uint8Array<ArrayBuffer>> {
-  const declared = Number(req.headers.get('content-length') ?? 'NaN');
-  if (Number.isFinite(declared) && declared > maxBytes) throw tooLarge(what, maxBytes);
+  const early = declaredTooLarge(req, maxBytes, what);
+  if (early) throw early;
   const parts: Uint8Array[] = [];
   let total = 0;
   if (native) {
@@ -59,9 +59,13 @@ function tooLarge(what: string, maxBytes: number): GatewayError {
 
 const dec = new TextDecoder('utf-8', { fatal: true });
 
-/** The JSON object of a request body. */
-export async function readJsonObject(req: Request, maxBytes: number, native?: NativeBody | null): Promise<Record<string, unknown>> {
-  const bytes = await readBytes(req, maxBytes, 'request body', native);
+/**
+ * Bytes to the JSON object of a request body: 400 (invalid_json) for bad UTF-8, an empty body,
+ * nesting deeper than MAX_JSON_DEPTH, bad JSON or a non-object. The one implementation, run inline
+ * for small bodies and on a JsonCodec's worker thread for large ones, so a body gets the same
+ * answer whatever its size.
+ */
+export function parseJsonObject(bytes: Uint8Array): Record<string, unknown> {
   let text: string;
   try {
     text = dec.decode(bytes);
@@ -83,6 +87,26 @@ export async function readJsonObject(req: Request, maxBytes: number, native?: Na
     throw new GatewayError(400, 'request body must be a JSON object', { code: 'invalid_json' });
   }
   return value as Record<string, unknown>;
+}
+
+/**
+ * Where large bodies are decoded, depth-checked, parsed and serialised: off the request loop (on
+ * Node, gateway/json-offload.ts: worker threads). Absent (Workers, where the runtime isolates
+ * requests and has no threads), everything runs inline. Duck-typed: no node: imports here.
+ */
+export interface JsonCodec {
+  /** Bodies of at most this many bytes are handled inline (a thread hop costs more than they do). */
+  readonly inlineMaxBytes: number;
+  /** parseJsonObject off the loop; rejects with its GatewayError. Takes ownership of `bytes`. */
+  parse(bytes: Uint8Array): Promise<Record<string, unknown>>;
+  /** JSON.stringify off the loop, as UTF-8 bytes (transferred back, not copied). */
+  stringify(value: unknown): Promise<Uint8Array<ArrayBuffer>>;
+}
+
+/** A request's declared Content-Length past `maxBytes`: the 413 to answer before anything else is done. */
+export function declaredTooLarge(req: Request, maxBytes: number, what = 'request body'): GatewayError | null {
+  const declared = Number(req.headers.get('content-length') ?? 'NaN');
+  return Number.isFinite(declared) && declared > maxBytes ? tooLarge(what, maxBytes) : null;
 }
 
 /** What Node's HTTP server hands a 'clientError' listener (duck-typed: no node: imports here). */

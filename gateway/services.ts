@@ -8,7 +8,7 @@ import type { Context as OtelContext } from '@opentelemetry/api';
 import { AdapterResolver } from './adapters.ts';
 import type { JwtVerifier } from './auth/jwt.ts';
 import { BackendInfoCache } from './backend-info.ts';
-import { readJsonObject, type NativeBody } from './body.ts';
+import { declaredTooLarge, parseJsonObject, readBytes, type JsonCodec, type NativeBody } from './body.ts';
 import { DEFAULT_SCHEMA_LIMITS, type SchemaLimits } from './json-schema.ts';
 import type { SecretBox } from './lib/crypto.ts';
 import { QuotaScopes } from './quota.ts';
@@ -70,6 +70,8 @@ export interface GatewayDeps {
   runtime?: 'node' | 'workers';
   /** Told about every answer (the Node gateway's Prometheus metrics, gateway/metrics.ts). */
   metrics?: RequestObserver | null;
+  /** Large JSON bodies parsed and serialised off the event loop (Node: gateway/json-offload.ts); absent: inline. */
+  json?: JsonCodec | null;
   /** Told what each generation used, once, when it is settled (the Node gateway's access log). */
   onUsage?: ((req: Request, usage: RequestUsage) => void) | null;
 }
@@ -108,6 +110,8 @@ export type GatewayEnv = {
     principal: Principal;
     /** Memoised by Services.clientSignal. */
     clientSignal: AbortSignal;
+    /** Size of the JSON body Services.readBody read. */
+    bodyBytes: number;
   };
 };
 
@@ -157,10 +161,31 @@ export class Services {
     return h;
   }
 
-  /** The request's JSON object body, within maxBodyBytes. */
-  readBody(c: Context): Promise<Record<string, unknown>> {
-    return readJsonObject(c.req.raw, this.opts.maxBodyBytes, this.nativeBody(c));
+  /** The request's JSON object body, within maxBodyBytes (large ones parsed off the event loop). */
+  async readBody(c: Context): Promise<Record<string, unknown>> {
+    const bytes = await readBytes(c.req.raw, this.opts.maxBodyBytes, 'request body', this.nativeBody(c));
+    (c as GatewayContext).set('bodyBytes', bytes.byteLength);
+    const codec = this.deps.json;
+    if (codec && bytes.byteLength > codec.inlineMaxBytes) return codec.parse(bytes);
+    return parseJsonObject(bytes);
   }
+
+  /**
+   * A JSON body for a backend: serialised off the event loop when it came from a large request
+   * body (the prompt dominates it), inline otherwise.
+   */
+  async encodeBody(c: GatewayContext, value: unknown): Promise<string | Uint8Array<ArrayBuffer>> {
+    const codec = this.deps.json;
+    if (codec && (c.get('bodyBytes') ?? 0) > codec.inlineMaxBytes) return codec.stringify(value);
+    return JSON.stringify(value);
+  }
+
+  /** Middleware: 413 for a declared Content-Length past maxBodyBytes, before credentials are looked up or a byte is read. */
+  readonly declaredSize = async (c: Context, next: () => Promise<void>): Promise<void> => {
+    const tooLarge = declaredTooLarge(c.req.raw, this.opts.maxBodyBytes);
+    if (tooLarge) throw tooLarge;
+    await next();
+  };
 
   private nativeBody(c: Context): NativeBody | null {
     const inc = this.onNode ? (c.env as NodeEnv | undefined)?.incoming : undefined;

@@ -77,7 +77,7 @@ export function inference(svc: Services, api: ApiKind, path: string, parse: (raw
 }
 
 async function forward(svc: Services, c: GatewayContext, path: string, req: ParsedRequest, sel: AdapterSelection, fwd: ActiveSpan): Promise<Upstream> {
-  const body = JSON.stringify(req.forwardBody(sel));
+  const body = await svc.encodeBody(c, req.forwardBody(sel));
   const accept = req.stream ? 'text/event-stream' : 'application/json';
   return callUpstream(
     svc.router,
