@@ -279,6 +279,8 @@ const FLAGS: Record<string, Flag> = {
   'default-tpm': { env: 'SWITCHBOARD_DEFAULT_TPM', help: 'Tokens per minute of a tenant without its own limits' },
   'default-concurrent-streams': { env: 'SWITCHBOARD_DEFAULT_CONCURRENT_STREAMS', help: 'Concurrent streams of a tenant without its own limits' },
   'max-body-bytes': { env: 'SWITCHBOARD_MAX_BODY_BYTES', help: 'Largest JSON request body [default: 1048576]' },
+  'json-threads': { env: 'SWITCHBOARD_GATEWAY_JSON_THREADS', help: 'Worker threads that parse JSON bodies over 64 KiB off the event loop; 0: parse every body inline [default: 1 below 4 cores, else 2]' },
+  'max-uploads-per-tenant': { env: 'SWITCHBOARD_MAX_UPLOADS_PER_TENANT', help: 'Adapter uploads one tenant may have in flight through this instance (429 past it) [default: 2]' },
   'health-interval-ms': { env: 'SWITCHBOARD_HEALTH_INTERVAL_MS', help: 'Backend health check period [default: 2000]' },
   'load-factor': { env: 'SWITCHBOARD_LOAD_FACTOR', help: 'Bounded-load factor of adapter affinity [default: 1.25]' },
   'min-load': { env: 'SWITCHBOARD_MIN_LOAD', help: 'In-flight requests per replica before it can count as overloaded [default: 16]' },
@@ -411,6 +413,12 @@ export function parseGatewayArgs(
   const options: Partial<GatewayOptions> = {};
   if (Object.keys(defaults).length) options.defaultTenantLimits = defaults;
   if (num('max-body-bytes')) options.maxBodyBytes = num('max-body-bytes')!;
+  const uploads = num('max-uploads-per-tenant');
+  if (uploads !== undefined) {
+    if (uploads < 1) throw new GatewayConfigError('--max-uploads-per-tenant: must be at least 1 (0 would refuse every upload)');
+    options.maxUploadsPerTenant = uploads;
+  }
+  const jsonThreads = num('json-threads');
   return {
     help: raw.help !== undefined,
     version: raw.version !== undefined,
@@ -426,6 +434,7 @@ export function parseGatewayArgs(
     ...(num('health-interval-ms') ? { healthIntervalMs: num('health-interval-ms')! } : {}),
     ...(get('load-factor') ? { loadFactor: loadFactor(get('load-factor')!) } : {}),
     ...(num('min-load') !== undefined ? { minLoad: num('min-load')! } : {}),
+    ...(jsonThreads !== undefined ? { jsonOffload: jsonThreads === 0 ? null : { threads: jsonThreads } } : {}),
     options,
   };
 }
@@ -456,7 +465,7 @@ export async function gatewayMain(argv: readonly string[]): Promise<void> {
   const log = (msg: string) => process.stderr.write(json ? `${JSON.stringify({ time: new Date().toISOString(), level: 'info', msg })}\n` : `[gateway] ${msg}\n`);
   let gw: RunningGateway;
   try {
-    gw = await startGateway({ ...parsed, jsonOffload: { warm: true }, log, accessLog: (e) => process.stderr.write(`${formatGatewayAccess(e, json)}\n`) });
+    gw = await startGateway({ ...parsed, jsonOffload: parsed.jsonOffload === null ? null : { ...parsed.jsonOffload, warm: true }, log, accessLog: (e) => process.stderr.write(`${formatGatewayAccess(e, json)}\n`) });
   } catch (err) {
     // A bad key, a port in use, an unreachable Redis URL: one line, no stack trace.
     process.stderr.write(`switchboard gateway: ${(err as Error).message}\n`);
