@@ -8,17 +8,70 @@ import { GatewayError } from './errors.ts';
  * A runtime's native body stream, when it has one cheaper than `Request.body` (Node: the
  * IncomingMessage @hono/node-server passes as env.incoming). Duck-typed: no node: imports here.
  */
-export type NativeBody = AsyncIterable<Uint8Array> & { destroy?: (err?: Error) => void };
+export type NativeBody = AsyncIterable<Uint8Array> & {
+  destroy?: (err?: Error) => void;
+  /** Node's stream events: read by listeners, cheaper than an async iterator per request. */
+  on?(ev: 'data', fn: (chunk: Uint8Array) => void): unknown;
+  on?(ev: 'end' | 'close', fn: () => void): unknown;
+  on?(ev: 'error', fn: (err: Error) => void): unknown;
+  removeListener?(ev: string, fn: (...a: never[]) => void): unknown;
+  pause?(): unknown;
+  readableEnded?: boolean;
+};
+
+/** A Node stream read to its end by listeners, refused past `maxBytes` (the rest left unread). */
+function readNodeStream(s: NativeBody, maxBytes: number, what: string): Promise<{ parts: Uint8Array[]; total: number }> {
+  return new Promise((resolve, reject) => {
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    const done = () => {
+      s.removeListener!('data', onData);
+      s.removeListener!('end', onEnd);
+      s.removeListener!('error', onError);
+      s.removeListener!('close', onClose);
+    };
+    const onData = (chunk: Uint8Array) => {
+      total += chunk.byteLength;
+      if (total > maxBytes) {
+        // Paused, not destroyed: destroying would reset the socket, so the client would see a
+        // reset instead of the 413. Left unread, Node discards the rest of the body after the
+        // answer, and the connection survives.
+        done();
+        s.pause!();
+        reject(tooLarge(what, maxBytes));
+        return;
+      }
+      parts.push(chunk);
+    };
+    const onEnd = () => {
+      done();
+      resolve({ parts, total });
+    };
+    const onError = (err: Error) => {
+      done();
+      reject(err);
+    };
+    const onClose = () => {
+      done();
+      reject(new GatewayError(499, 'client closed the request before its body was complete'));
+    };
+    s.on!('data', onData);
+    s.on!('end', onEnd);
+    s.on!('error', onError);
+    s.on!('close', onClose);
+  });
+}
 
 export async function readBytes(req: Request, maxBytes: number, what = 'request body', native?: NativeBody | null): Promise<Uint8Array<ArrayBuffer>> {
   const early = declaredTooLarge(req, maxBytes, what);
   if (early) throw early;
-  const parts: Uint8Array[] = [];
+  let parts: Uint8Array[] = [];
   let total = 0;
-  if (native) {
+  if (native && typeof native.on === 'function' && typeof native.removeListener === 'function' && typeof native.pause === 'function' && !native.readableEnded) {
+    ({ parts, total } = await readNodeStream(native, maxBytes, what));
+  } else if (native) {
     // Iterated by hand: leaving a for-await early would destroy the stream and with it the socket,
-    // so the client would see a reset instead of the 413. Left unread, Node discards the rest of
-    // the body after the answer, and the connection survives.
+    // so the client would see a reset instead of the 413.
     const it = native[Symbol.asyncIterator]();
     for (;;) {
       const { done, value } = await it.next();
