@@ -168,8 +168,17 @@ export interface GatewayStore {
 }
 
 /** "2025-01-31" (UTC) for usage buckets. */
+// The day of the last call and where it ends: every settlement asks, formatting a date each time is wasted.
+let dayStart = 0;
+let dayEnd = -1;
+let dayName = '';
+
 export function utcDay(ms = Date.now()): string {
-  return new Date(ms).toISOString().slice(0, 10);
+  if (ms >= dayStart && ms < dayEnd) return dayName;
+  dayStart = ms - (((ms % 86_400_000) + 86_400_000) % 86_400_000);
+  dayEnd = dayStart + 86_400_000;
+  dayName = new Date(dayStart).toISOString().slice(0, 10);
+  return dayName;
 }
 
 /** The store (Redis) cannot be reached: the app fails closed with a 503 (see gateway/README.md). */
