@@ -6,7 +6,8 @@
 // one batch of I/O (many requests' key lookups, reservations and settlements) goes out in one
 // write (the socket corked while they are queued) and comes back in one read, instead of a write
 // and a read each (ioredis' own auto-pipelining batches within one tick only, and each request
-// runs in a tick of its own). One timer bounds the whole batch rather than one per command, and no
+// runs in a tick of its own). Deferrable commands (settlements, which nobody waits for) wait up to
+// DEFER_MS for the next batch rather than take a write (and a Redis wake-up) of their own. One timer bounds the whole batch rather than one per command, and no
 // Pipeline object is built per batch: both showed in the gateway's profile.
 import { Redis, type RedisOptions } from 'ioredis';
 import { RedisReplyError, type RedisLike } from './redis-store.ts';
@@ -17,6 +18,9 @@ export interface IoRedisClientOptions {
   log?: (msg: string) => void;
   redisOptions?: RedisOptions;
 }
+
+/** How long a deferrable command may wait for other commands to share its write. */
+const DEFER_MS = 2;
 
 interface Queued {
   name: string;
@@ -29,6 +33,8 @@ export class IoRedisClient implements RedisLike {
   readonly redis: Redis;
   private lastErrorLog = 0;
   private queue: Queued[] = [];
+  private immediate = false;
+  private deferTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly timeoutMs: number;
 
   constructor(url: string, opts: IoRedisClientOptions = {}) {
@@ -62,12 +68,17 @@ export class IoRedisClient implements RedisLike {
     }
   }
 
-  async command(args: Array<string | number>): Promise<unknown> {
+  async command(args: Array<string | number>, opts?: { deferrable?: boolean }): Promise<unknown> {
     const [name, ...rest] = args;
     try {
       return await new Promise((resolve, reject) => {
         this.queue.push({ name: String(name), args: rest.map((a) => (typeof a === 'number' ? String(a) : a)), resolve, reject });
-        if (this.queue.length === 1) setImmediate(() => this.flush());
+        if (opts?.deferrable) {
+          if (!this.immediate && !this.deferTimer) this.deferTimer = setTimeout(() => this.flush(), DEFER_MS);
+        } else if (!this.immediate) {
+          this.immediate = true;
+          setImmediate(() => this.flush());
+        }
       });
     } catch (err) {
       if ((err as Error)?.name === 'ReplyError') throw new RedisReplyError((err as Error).message);
@@ -76,8 +87,14 @@ export class IoRedisClient implements RedisLike {
   }
 
   private flush(): void {
+    this.immediate = false;
+    if (this.deferTimer) {
+      clearTimeout(this.deferTimer);
+      this.deferTimer = null;
+    }
     const batch = this.queue;
     this.queue = [];
+    if (batch.length === 0) return;
     // A Redis that stops answering fails the batch after timeoutMs ("unavailable": 503), as
     // ioredis' commandTimeout would; a late reply then settles nothing.
     let left = batch.length;
@@ -109,6 +126,7 @@ export class IoRedisClient implements RedisLike {
   }
 
   async close(): Promise<void> {
+    this.flush(); // deferred settlements go out before QUIT
     try {
       await this.redis.quit();
     } catch {

@@ -29,8 +29,12 @@ import {
 export class RedisReplyError extends Error {}
 
 export interface RedisLike {
-  /** Runs one command. Throws RedisReplyError for error replies, anything else when unreachable. */
-  command(args: Array<string | number>): Promise<unknown>;
+  /**
+   * Runs one command. Throws RedisReplyError for error replies, anything else when unreachable.
+   * `deferrable`: nobody waits for the reply (settlements), so a client may hold the command a few
+   * milliseconds to send it with the next batch instead of a write of its own.
+   */
+  command(args: Array<string | number>, opts?: { deferrable?: boolean }): Promise<unknown>;
   close(): Promise<void>;
 }
 
@@ -38,14 +42,14 @@ class Script {
   private sha: Promise<string> | null = null;
   constructor(readonly source: string) {}
 
-  async run(redis: RedisLike, keys: string[], args: Array<string | number>): Promise<unknown> {
+  async run(redis: RedisLike, keys: string[], args: Array<string | number>, opts?: { deferrable?: boolean }): Promise<unknown> {
     this.sha ??= sha1Hex(this.source);
     const sha = await this.sha;
     try {
-      return await redis.command(['EVALSHA', sha, keys.length, ...keys, ...args]);
+      return await redis.command(['EVALSHA', sha, keys.length, ...keys, ...args], opts);
     } catch (err) {
       if (err instanceof RedisReplyError && /NOSCRIPT/.test(err.message)) {
-        return redis.command(['EVAL', this.source, keys.length, ...keys, ...args]);
+        return redis.command(['EVAL', this.source, keys.length, ...keys, ...args], opts);
       }
       throw err;
     }
@@ -117,9 +121,9 @@ export class RedisStore implements GatewayStore {
     }
   }
 
-  private async script(s: Script, keys: string[], args: Array<string | number>): Promise<unknown> {
+  private async script(s: Script, keys: string[], args: Array<string | number>, opts?: { deferrable?: boolean }): Promise<unknown> {
     try {
-      return await s.run(this.redis, keys, args);
+      return await s.run(this.redis, keys, args, opts);
     } catch (err) {
       throw this.wrap(err);
     }
@@ -287,7 +291,8 @@ export class RedisStore implements GatewayStore {
       Math.max(0, Math.round(req.usage.completionTokens)),
       ...req.scopes.map((s) => limitValue(s.limits.tpm)),
     ];
-    await this.script(settleScript, keys, args);
+    // Settled after the answer, in the background: it may ride with the next batch of commands.
+    await this.script(settleScript, keys, args, { deferrable: true });
   }
 
   private queueSettle(req: SettleRequest): void {
