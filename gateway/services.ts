@@ -12,9 +12,12 @@ import { declaredTooLarge, parseJsonObject, readBytes, type JsonCodec, type Nati
 import { DEFAULT_SCHEMA_LIMITS, type SchemaLimits } from './json-schema.ts';
 import type { SecretBox } from './lib/crypto.ts';
 import { QuotaScopes } from './quota.ts';
+import { INVALID_KEY, verifyKeyHash } from './auth/api-keys.ts';
+import { TtlCache } from './lib/ttl-cache.ts';
+import { GatewayError } from './errors.ts';
 import type { Router } from './routing.ts';
 import type { ServiceTokenSigner } from './service-token.ts';
-import type { GatewayStore, Limits } from './store/types.ts';
+import type { ApiKeyRecord, GatewayStore, Limits } from './store/types.ts';
 import { injectContext } from './telemetry.ts';
 import { AdapterManager } from './tenant-adapters.ts';
 
@@ -94,6 +97,10 @@ export interface Principal {
   tenant: string;
   /** API key id, or null for a JWT. */
   keyId: string | null;
+  /** The API key's hash (null for a JWT). */
+  keyHash?: string | null;
+  /** The key's record came from this instance's cache: confirm it before any answer but a reservation's (Services.confirmKey). */
+  keyCached?: boolean;
   /** Who to count per-key limits against: the key id, or jwt:<sub>. */
   subject: string;
   via: 'api_key' | 'jwt';
@@ -137,6 +144,8 @@ export class Services {
   readonly adapters: AdapterManager;
   readonly quota: QuotaScopes;
   readonly backendInfo: BackendInfoCache;
+  /** Known API keys' records by hash, for the routes that reserve (their reservation re-checks revocation). */
+  readonly keyCache: TtlCache<ApiKeyRecord>;
   private readonly onNode: boolean;
 
   constructor(readonly deps: GatewayDeps) {
@@ -152,6 +161,19 @@ export class Services {
     this.adapters = new AdapterManager({ store: this.store, router: this.router, signer: this.signer, box: this.box, fetch: this.fetch, maxUploadsPerTenant: this.opts.maxUploadsPerTenant });
     this.quota = new QuotaScopes(this.store, this.opts);
     this.backendInfo = new BackendInfoCache(this);
+    this.keyCache = new TtlCache(this.opts.tenantCacheTtlMs);
+  }
+
+  /**
+   * On a route that authenticated from the key cache, any answer other than a reservation's (a
+   * validation error, an unknown adapter...) first confirms the key with the store, so a revoked
+   * key gets its 401 there too, as it would without the cache.
+   */
+  async confirmKey(p: Principal): Promise<void> {
+    if (!p.keyCached || !p.keyHash) return;
+    if (await verifyKeyHash(this.store, p.keyHash)) return;
+    this.keyCache.delete(p.keyHash);
+    throw new GatewayError(401, INVALID_KEY, { code: 'invalid_api_key', loraxType: 'unauthorized', headers: { 'www-authenticate': 'Bearer' } });
   }
 
   /** Headers that authenticate the gateway to a backend for `tenant` and carry the trace context. */

@@ -173,7 +173,9 @@ export class RedisStore implements GatewayStore {
   async revokeKey(id: string, at: string): Promise<ApiKeyRecord | null> {
     const e = await this.getJson<{ hash: string; record: ApiKeyRecord }>(this.keyIdKey(id));
     if (!e) return null;
-    // The hash entry goes first: from that moment on the key no longer authenticates anywhere.
+    // The revoked mark goes first: from that moment on no reservation takes the key, even on an
+    // instance that cached its record; then the hash entry: no fresh lookup finds it.
+    await this.cmd(['SADD', `${this.t(e.record.tenant)}:revoked`, id]);
     await this.cmd(['DEL', this.keyHashKey(e.hash)]);
     if (!e.record.revoked_at) e.record.revoked_at = at;
     await this.cmd(['SET', this.keyIdKey(id), JSON.stringify(e)]);
@@ -253,7 +255,10 @@ export class RedisStore implements GatewayStore {
       keys.push(`${this.t(req.tenant)}:b:${s.id}:rpm`, `${this.t(req.tenant)}:b:${s.id}:tpm`, `${this.t(req.tenant)}:l:${s.id}`);
       args.push(limitValue(s.limits.rpm), limitValue(s.limits.tpm), limitValue(s.limits.concurrent_streams));
     }
+    keys.push(`${this.t(req.tenant)}:revoked`);
+    args.push(req.keyId ?? '');
     const r = (await this.script(acquireScript, keys, args)) as Array<string | number>;
+    if (String(r[1]) === 'revoked') return { ok: false, reason: 'revoked', scope: '', limit: 0, retryAfterMs: 0 };
     if (Number(r[0]) !== 1) {
       return {
         ok: false,

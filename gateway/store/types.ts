@@ -82,6 +82,12 @@ export interface AcquireRequest {
   /** A concurrency lease (streams); null for requests that take no stream slot. */
   leaseId: string | null;
   leaseTtlMs: number;
+  /**
+   * The API key the request came with (null: a JWT): refused with reason "revoked" when it was
+   * revoked, checked in the same atomic step as the reservation, so a key record cached by an
+   * instance can never outlive a revocation on a request that reserves.
+   */
+  keyId?: string | null;
 }
 
 export interface RateInfo {
@@ -93,7 +99,8 @@ export interface RateInfo {
 
 export type AcquireResult =
   | { ok: true; requests: RateInfo | null; tokens: RateInfo | null }
-  | { ok: false; reason: 'rpm' | 'tpm' | 'concurrency'; scope: string; limit: number; retryAfterMs: number };
+  | { ok: false; reason: 'rpm' | 'tpm' | 'concurrency'; scope: string; limit: number; retryAfterMs: number }
+  | { ok: false; reason: 'revoked'; scope: ''; limit: 0; retryAfterMs: 0 };
 
 export interface UsageDelta {
   keyId: string | null;
