@@ -19,9 +19,10 @@ bool prefillAttentionSupported(Elem t, int dim) {
 
 int prefillAttention(Elem t, const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables,
                      int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, const int32_t* tiles, int numTiles, int heads,
-                     int kvHeads, int dim, int blockSize, int window, float scale, void* out, Stream s) {
+                     int kvHeads, int dim, int blockSize, int window, float scale, float softcap, void* out, Stream s) {
   if (numTiles == 0) return 0;
   if (!prefillAttentionSupported(t, dim) || heads % kvHeads != 0) return static_cast<int>(cudaErrorInvalidValue);
+  constexpr float kLog2e = 1.4426950408889634f;
   auto launch = [&](auto tag, auto dt) {
     using T = decltype(tag);
     constexpr int D = decltype(dt)::value;
@@ -36,7 +37,8 @@ int prefillAttention(Elem t, const void* q, int ldq, const void* kCache, const v
     }
     prefillAttentionKernel<T, D><<<dim3(numTiles, heads), PFA_THREADS, smem, s>>>(
         static_cast<const T*>(q), ldq, static_cast<const T*>(kCache), static_cast<const T*>(vCache), blockTables, maxBlocks, rowSeq,
-        rowPos, tiles, heads, kvHeads, blockSize, window, scale * 1.4426950408889634f, static_cast<T*>(out));
+        rowPos, tiles, heads, kvHeads, blockSize, window, softcap > 0 ? 1.0f : scale * kLog2e, softcap > 0 ? scale / softcap : 0.0f,
+        softcap * kLog2e, static_cast<T*>(out));
     return launched();
   };
   auto withDim = [&](auto tag) {

@@ -95,13 +95,15 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 // grid (tiles, heads). tiles[2 i] is the first batch row of tile i and tiles[2 i + 1] its row
 // count (<= 64); a tile's rows belong to one sequence and have consecutive positions. Blocks run
 // the tiles in reverse order: later tiles of a prompt see more keys, so they start first.
-// scaleLog2 = softmax scale * log2(e) (the softmax runs in base 2).
+// scaleLog2 = softmax scale * log2(e) (the softmax runs in base 2). Soft-capping (Gemma 2), when
+// capIn > 0: each raw score s becomes capOut * tanh(s * capIn) (capIn = scale / cap, capOut =
+// cap * log2(e)), already in base 2, and scaleLog2 is then 1.
 template <typename T, int D>
 __global__ void __launch_bounds__(PFA_THREADS, 3) prefillAttentionKernel(
     const T* __restrict__ q, int ldq, const T* __restrict__ kCache, const T* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, int maxBlocks, const int32_t* __restrict__ rowSeq,
     const int32_t* __restrict__ rowPos, const int32_t* __restrict__ tiles, int heads, int kvHeads, int blockSize,
-    int window, float scaleLog2, T* __restrict__ out) {
+    int window, float scaleLog2, float capIn, float capOut, T* __restrict__ out) {
   using C = PfaCfg<D>;
   constexpr int KT = D / 16;  // k-steps of Q K^T, and pairs of 8-column output tiles of P V
   extern __shared__ __align__(128) unsigned char pfaSmem[];
@@ -199,6 +201,12 @@ __global__ void __launch_bounds__(PFA_THREADS, 3) prefillAttentionKernel(
           mma16816<T>(s[2 * np], qf[kk], b[0], b[1]);
           mma16816<T>(s[2 * np + 1], qf[kk], b[2], b[3]);
         }
+      }
+      if (capIn > 0.0f) {
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) s[nt][e] = capOut * tanhf(s[nt][e] * capIn);
       }
       // Causal and window masks, only where the tile crosses the diagonal or the window's edge.
       const bool full = base + PFA_KEYS - 1 <= wFirst && (window <= 0 || base > wLast - window);
