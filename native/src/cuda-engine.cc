@@ -90,7 +90,7 @@ struct Layer {
   DevBuf inNorm, postNorm, wqkv, bqkv, wo, wgu, wd;
 };
 
-// What the families of issue 18 add to a layer (cuda-families.cc uses them): per-head q/k norms,
+// What the families of issue 18 add to a layer (loadFamilyLayer, forward, moeMlp): per-head q/k norms,
 // Gemma's pre/post feed-forward norms, and a mixture-of-experts MLP (router [E, H], per expert
 // gate|up [2 M, H] and down [H, M]) in place of the dense one.
 struct FamilyLayer {
@@ -650,9 +650,10 @@ void CudaEngine::forward(const StepShape& sh) {
   const float scale = c_.attnScale > 0 ? c_.attnScale : 1.0f / std::sqrt(float(D));
   char* qkv = qkv_.as<char>();
   // Gemma's norms multiply by (1 + w); everyone else's by w.
+  const int rows = T;  // a plain variable: lambdas may not capture structured bindings in C++17
   auto norm = [&](const void* x, void* residual, const DevBuf& w, void* out, const char* what) {
-    checkK(c_.gemmaNorm ? kern::gemmaRmsnorm(t_, x, residual, w.p, T, H, c_.rmsNormEps, out, st)
-                        : kern::rmsnorm(t_, x, residual, w.p, T, H, c_.rmsNormEps, out, st), what);
+    checkK(c_.gemmaNorm ? kern::gemmaRmsnorm(t_, x, residual, w.p, rows, H, c_.rmsNormEps, out, st)
+                        : kern::rmsnorm(t_, x, residual, w.p, rows, H, c_.rmsNormEps, out, st), what);
   };
 
   if (c_.embedScale != 1.0f) checkK(kern::embeddingScaled(t_, embed_.p, dTokens_, T, H, c_.embedScale, res_.p, st), "embedding");
