@@ -8,10 +8,15 @@
 // experts (qwen3-moe). float32 is held to the CPU engine's bounds (logprobs within 1e-3, top-5 and
 // greedy tokens identical); bf16 (the checkpoints' type) to 0.25 on logprobs, with greedy tokens
 // identical wherever the reference's own margin is not a near tie, as test/gpu/cuda-engine.test.ts.
+// Then every head dim the families use (64, 80, 96, 128, 256), on tiny synthetic models (weights
+// from the counter-based generator both engines share), against the CPU engine.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { Engine, cudaUnavailableReason, loadCudaAddon } from '../../native/engine.ts';
+import type { NativeTensorRef } from '../../native/addon.d.ts';
+import { Engine, cudaUnavailableReason, loadCudaAddon, type SeqInput } from '../../native/engine.ts';
+import { modelSpecFields, parseModelConfig } from '../../native/model-config.ts';
+import { expectedModelTensors, type ModelDir } from '../../native/model-dir.ts';
 import { BLOCK_SIZE, FIXTURES, blocksPerCase, loadAdapters, loadReference, maxAbsDiff, runCases, type Result } from '../helpers/hf-reference.ts';
 
 const cuda = loadCudaAddon();
@@ -84,4 +89,74 @@ describe('qwen3-moe: LoRA on expert MLPs is refused by the CUDA engine as by the
       engine.close();
     }
   });
+});
+
+// A tiny model of `cfg`'s family with synthetic weights: norms N(0, 1), matrices N(0, 0.05), the same
+// numbers on both engines (kernels/rng.h).
+function synthetic(cfg: Record<string, unknown>): ModelDir {
+  const config = parseModelConfig({ vocab_size: 256, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, torch_dtype: 'bfloat16', ...cfg });
+  const fields = modelSpecFields(config);
+  let seed = 11;
+  const tensors: NativeTensorRef[] = expectedModelTensors(fields).map(({ name, shape }) => ({
+    name, dtype: 'BF16', shape, random: { seed: seed++, std: shape.length === 1 ? 1 : 0.05 },
+  }));
+  return { dir: '(synthetic)', spec: { ...fields, tensors }, config, weightBytes: 0 };
+}
+
+// Two sequences: a 40-token prompt (prompt logprobs; tensor-core attention where it serves the
+// dim) and then 12 decode steps each scoring a given next token, so no greedy choice can diverge.
+async function scoreStreams(engine: Engine): Promise<number[][]> {
+  const streams = [0, 1].map((s) => Array.from({ length: 53 }, (_, i) => (i * 37 + s * 101 + 5) % 256));
+  const per = 4;
+  const out: number[][] = [[], []];
+  let batch: SeqInput[] = streams.map((t, s) => ({
+    tokens: t.slice(0, 40), position: 0, blockTable: Array.from({ length: per }, (_, b) => s * per + b), promptLogprobs: true, nextToken: t[40], sample: false,
+  }));
+  for (let pos = 40; pos < 53; pos++) {
+    const outs = await engine.step(batch);
+    outs.forEach((o, s) => out[s]!.push(...Array.from(o.promptLogprobs!)));
+    if (pos === 52) break;
+    batch = streams.map((t, s) => ({ tokens: [t[pos]!], position: pos, blockTable: batch[s]!.blockTable, nextToken: t[pos + 1], sample: false }));
+  }
+  return out;
+}
+
+const HEAD_DIM_MODELS: [string, Record<string, unknown>][] = [
+  ['llama d64', { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 256, intermediate_size: 512, head_dim: 64 }],
+  ['llama d80', { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 320, intermediate_size: 512, head_dim: 80 }],
+  ['phi3 d96', { architectures: ['Phi3ForCausalLM'], model_type: 'phi3', hidden_size: 384, intermediate_size: 512, num_key_value_heads: 4 }],
+  ['qwen3 d128', { architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', hidden_size: 256, intermediate_size: 512, head_dim: 128 }],
+  ['gemma2 d256', {
+    architectures: ['Gemma2ForCausalLM'], model_type: 'gemma2', hidden_size: 256, intermediate_size: 512, head_dim: 256, sliding_window: 16,
+    query_pre_attn_scalar: 256, attn_logit_softcapping: 50, final_logit_softcapping: 30, hidden_activation: 'gelu_pytorch_tanh',
+  }],
+  ['qwen3-moe d128', {
+    architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', hidden_size: 256, intermediate_size: 512, moe_intermediate_size: 128,
+    head_dim: 128, num_experts: 16, num_experts_per_tok: 4, norm_topk_prob: true,
+  }],
+];
+
+describe('every head dim of the families (64, 80, 96, 128, 256): CUDA engine vs CPU engine on synthetic weights', { skip }, () => {
+  for (const [name, cfg] of HEAD_DIM_MODELS) {
+    it(name, async () => {
+      const model = synthetic(cfg);
+      const cpu = await Engine.open(model, { device: 'cpu', numBlocks: 8, blockSize: BLOCK_SIZE, maxAdapters: 1 });
+      const want = await scoreStreams(cpu);
+      cpu.close();
+      const line: string[] = [];
+      for (const dtype of ['float32', 'bfloat16'] as const) {
+        const engine = await Engine.open(model, { device: 'cuda', dtype, numBlocks: 8, blockSize: BLOCK_SIZE, maxAdapters: 1 });
+        try {
+          const got = await scoreStreams(engine);
+          const d = Math.max(...got.map((g, s) => maxAbsDiff(g, want[s]!)));
+          line.push(`${dtype} ${d.toExponential(2)}`);
+          // bf16 rounds the weights too (a slightly different model): its bound is the looser one.
+          assert.ok(d < (dtype === 'float32' ? 1e-3 : BF16_TOL), `${name} ${dtype}: logprobs differ from the CPU engine by ${d}`);
+        } finally {
+          engine.close();
+        }
+      }
+      console.log(`  ${name}: max |logprob - CPU engine| over 2 x 52 scored tokens: ${line.join(', ')}`);
+    });
+  }
 });
