@@ -106,7 +106,7 @@ int64_t attentionWorkspaceFloats(int rows, int heads, int kvHeads, int dim, int 
 
 // The same attention for prompt chunks, on tensor cores (prefill_attention.cuh): tiles[2 i] is
 // the first row of tile i and tiles[2 i + 1] its row count (1..64); a tile's rows are consecutive
-// rows of one sequence with consecutive positions. Only fp16/bf16, head dims 16/32/64/128, sm_80+:
+// rows of one sequence with consecutive positions. Only fp16/bf16, head dims 16/32/64/80/96/128, sm_80+:
 // prefillAttentionSupported says whether this device and shape can take it.
 constexpr int kPrefillTileRows = 64;
 constexpr int kPrefillMinRows = 8;  // a sequence's rows in a step from which it pays
