@@ -158,11 +158,13 @@ _PLAIN_CASES = [(32, 8, 128, 0, _prefill), (4, 2, 16, 5, _prefill), (28, 4, 128,
                    (32, 8, 128, 0, _batch64), (32, 8, 128, 0, _long1), (28, 4, 128, 0, _mixed), (16, 2, 64, 0, _mixed),
                    (32, 8, 128, 1000, _mixed), (32, 8, 128, 0, _chunks), (12, 4, 96, 0, _chunks), (8, 2, 256, 0, _long1),
                    (8, 2, 128, 0, _prompt), (8, 2, 128, 64, _chunked), (8, 4, 64, 0, _chunked), (4, 2, 16, 0, _prompt), (8, 8, 32, 5, _prefill)]
-# Issue 18: head dim 80 (paged kernel only: 16 P.V lanes of 5), and Gemma 2's attention-logit
+# Issue 18: head dims 80 (the paged kernel's P.V on 16 lanes of 5) and 96 with prompts (the
+# tensor-core kernel's tail swizzle), and Gemma 2's attention-logit
 # soft-capping on both kernels (cap 5 bites on random unit data scaled by 1/sqrt(d); 50 is Gemma 2's).
 _FAMILY_CASES = [(32, 32, 80, 0, _prefill, 0.0), (20, 4, 80, 0, _decode, 0.0), (8, 2, 80, 0, _chunks, 0.0), (16, 8, 80, 64, _chunked, 0.0),
                  (4, 2, 16, 5, _prefill, 5.0), (8, 2, 32, 0, _prompt, 1.0), (16, 8, 256, 0, _long1, 50.0), (8, 4, 64, 64, _chunked, 2.0),
-                 (32, 8, 128, 0, _decode, 3.0), (8, 2, 128, 0, _prompt, 1.5), (20, 4, 80, 7, _prefill, 2.0)]
+                 (32, 8, 128, 0, _decode, 3.0), (8, 2, 128, 0, _prompt, 1.5), (20, 4, 80, 7, _prefill, 2.0),
+                 (12, 4, 96, 0, _prompt, 0.0), (24, 8, 96, 32, _chunked, 0.0), (32, 32, 96, 0, _prefill, 4.0), (8, 2, 80, 0, _prompt, 0.0)]
 ATTENTION_CASES = [c + (0.0,) for c in _PLAIN_CASES] + _FAMILY_CASES
 
 
