@@ -124,6 +124,11 @@ int moeRoute(Elem t, const void* logits, int rows, int experts, int topK, bool r
 int moePlan(const int32_t* choice, int rows, int topK, int experts, int32_t* offsets, int32_t* order, int32_t* slotPos, Stream s);
 // xg[i] = x[order[i] / topK] for i < n (rows of hidden): the expert GEMMs' inputs, grouped by expert.
 int moeGather(Elem t, const void* x, const int32_t* order, int n, int topK, int hidden, void* xg, Stream s);
+// For steps of few rows: y[i] = x[i] W_e^T for every grouped row i of every expert e (rows
+// offsets[e] .. offsets[e + 1] of x [*, in] and y [*, out]), weights[e] the device address of
+// expert e's [out, in] matrix; one launch whatever the routing (capturable into a CUDA graph).
+// in * sizeof(t) <= 48 KiB.
+int moeGemv(Elem t, const void* x, int in, const int32_t* offsets, const void* const* weights, int experts, int out, void* y, Stream s);
 // out[r] = sum over r's choices in ascending expert order of y[slotPos[slot]] * weight[slot] (weight
 // cast to t), rounded to t after each product and add, as transformers' per-expert index_add_.
 int moeCombine(Elem t, const void* y, const int32_t* choice, const float* weight, const int32_t* slotPos, int rows, int topK, int hidden,

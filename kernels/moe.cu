@@ -3,6 +3,8 @@
 // and returns its launch error.
 #include "moe.cuh"
 
+#include <algorithm>
+
 namespace sb::kern {
 
 int moeRoute(Elem t, const void* logits, int rows, int experts, int topK, bool renormalize, int32_t* choice, float* weight, Stream s) {
@@ -41,6 +43,20 @@ int moeCombine(Elem t, const void* y, const int32_t* choice, const float* weight
     using T = decltype(tag);
     moeCombineKernel<T><<<rows, threadsFor(hidden), 0, s>>>(static_cast<const T*>(y), choice, weight, slotPos, topK, hidden,
                                                            static_cast<T*>(out));
+    return launched();
+  });
+}
+
+int moeGemv(Elem t, const void* x, int in, const int32_t* offsets, const void* const* weights, int experts, int out, void* y, Stream s) {
+  if (experts == 0 || out == 0) return 0;
+  const int es = t == Elem::F32 ? 4 : 2;
+  if (in <= 0 || in * es > MOE_GEMV_SMEM) return static_cast<int>(cudaErrorInvalidValue);
+  const int rowsPerPass = std::min(MOE_GEMV_MAXR, MOE_GEMV_SMEM / (in * es));
+  const size_t smem = size_t(rowsPerPass) * in * es;
+  return dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    moeGemvKernel<T><<<dim3(experts, (out + MOE_GEMV_OUT - 1) / MOE_GEMV_OUT), MOE_GEMV_THREADS, smem, s>>>(
+        static_cast<const T*>(x), in, offsets, weights, out, rowsPerPass, static_cast<T*>(y));
     return launched();
   });
 }

@@ -138,4 +138,79 @@ __global__ void moeCombineKernel(const T* __restrict__ y, const int32_t* __restr
   }
 }
 
+// Expert GEMMs for steps of few rows, all experts in one launch (capturable: the grid does not
+// depend on the routing). grid (experts, out / MOE_GEMV_OUT): a block takes MOE_GEMV_OUT output
+// features of expert e for e's rows (offsets[e] .. offsets[e + 1] of the grouped x), rowsPerPass
+// rows at a time staged in shared memory; a warp per output feature streams its weight row with
+// 16-byte loads. fp32 accumulation, one rounding to T (what cuBLAS stores).
+constexpr int MOE_GEMV_THREADS = 256;
+constexpr int MOE_GEMV_OUT = 32;
+constexpr int MOE_GEMV_MAXR = 8;
+constexpr int MOE_GEMV_SMEM = 48 * 1024;  // staged rows: no opt-in beyond the default
+
+template <typename T>
+__global__ void __launch_bounds__(MOE_GEMV_THREADS) moeGemvKernel(const T* __restrict__ x, int in, const int32_t* __restrict__ offsets,
+                                                                  const void* const* __restrict__ weights, int out, int rowsPerPass,
+                                                                  T* __restrict__ y) {
+  extern __shared__ __align__(16) unsigned char moeSmem[];
+  T* xs = reinterpret_cast<T*>(moeSmem);
+  const int e = blockIdx.x;
+  const int r0 = offsets[e], n = offsets[e + 1] - r0;
+  if (n <= 0) return;
+  const T* W = static_cast<const T*>(weights[e]);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int o0 = blockIdx.y * MOE_GEMV_OUT;
+  constexpr int VE = 16 / static_cast<int>(sizeof(T));
+  const bool vec = in % VE == 0;
+  for (int p0 = 0; p0 < n; p0 += rowsPerPass) {
+    const int rn = min(rowsPerPass, n - p0);
+    __syncthreads();  // the previous pass is done with xs
+    const T* src = x + static_cast<int64_t>(r0 + p0) * in;
+    for (int i = threadIdx.x; i < rn * in; i += blockDim.x) xs[i] = src[i];
+    __syncthreads();
+    for (int oi = warp; oi < MOE_GEMV_OUT; oi += MOE_GEMV_THREADS / 32) {
+      const int o = o0 + oi;
+      if (o >= out) break;
+      const T* wr = W + static_cast<int64_t>(o) * in;
+      float acc[MOE_GEMV_MAXR];
+#pragma unroll
+      for (int r = 0; r < MOE_GEMV_MAXR; r++) acc[r] = 0.0f;
+      if (vec) {
+        for (int k = lane * VE; k < in; k += 32 * VE) {
+          const uint4 wraw = *reinterpret_cast<const uint4*>(wr + k);
+          const T* wv = reinterpret_cast<const T*>(&wraw);
+          float wf[VE];
+#pragma unroll
+          for (int i = 0; i < VE; i++) wf[i] = toF(wv[i]);
+#pragma unroll
+          for (int r = 0; r < MOE_GEMV_MAXR; r++) {
+            if (r >= rn) break;
+            const uint4 xraw = *reinterpret_cast<const uint4*>(xs + r * in + k);
+            const T* xv = reinterpret_cast<const T*>(&xraw);
+            float sum = 0.0f;
+#pragma unroll
+            for (int i = 0; i < VE; i++) sum += wf[i] * toF(xv[i]);
+            acc[r] += sum;
+          }
+        }
+      } else {
+        for (int k = lane; k < in; k += 32) {
+          const float w = toF(wr[k]);
+#pragma unroll
+          for (int r = 0; r < MOE_GEMV_MAXR; r++) {
+            if (r >= rn) break;
+            acc[r] += w * toF(xs[r * in + k]);
+          }
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < MOE_GEMV_MAXR; r++) {
+        if (r >= rn) break;
+        const float v = warpSum(acc[r]);
+        if (lane == 0) y[static_cast<int64_t>(r0 + p0 + r) * out + o] = fromF<T>(v);
+      }
+    }
+  }
+}
+
 }  // namespace sb::kern

@@ -22,6 +22,7 @@ int sb_softcap(float* x, int64_t n, float cap) { return softcap(x, n, cap, gStre
 int sb_moe_route(int t, const void* logits, int rows, int experts, int topK, int renormalize, int32_t* choice, float* weight) { return moeRoute(E(t), logits, rows, experts, topK, renormalize != 0, choice, weight, gStream); }
 int sb_moe_plan(const int32_t* choice, int rows, int topK, int experts, int32_t* offsets, int32_t* order, int32_t* slotPos) { return moePlan(choice, rows, topK, experts, offsets, order, slotPos, gStream); }
 int sb_moe_gather(int t, const void* x, const int32_t* order, int n, int topK, int hidden, void* xg) { return moeGather(E(t), x, order, n, topK, hidden, xg, gStream); }
+int sb_moe_gemv(int t, const void* x, int in, const int32_t* offsets, const void* const* weights, int experts, int out, void* y) { return moeGemv(E(t), x, in, offsets, weights, experts, out, y, gStream); }
 int sb_moe_combine(int t, const void* y, const int32_t* choice, const float* weight, const int32_t* slotPos, int rows, int topK, int hidden, void* out) { return moeCombine(E(t), y, choice, weight, slotPos, rows, topK, hidden, out, gStream); }
 int sb_silu_mul(int t, const void* g, const void* u, int ld, int rows, int inter, void* out) { return siluMul(E(t), g, u, ld, rows, inter, out, gStream); }
 int sb_add_bias(int t, void* y, const void* b, int rows, int cols) { return addBias(E(t), y, b, rows, cols, gStream); }

@@ -1,7 +1,7 @@
 """moe family (moe.cuh, moe.cu): mixture-of-experts routing as transformers computes it (softmax of
 the router logits in fp32, top-k with ties to the lower expert, optional renormalisation), the slots
-grouped by expert, the gather of expert inputs and the weighted combine in ascending expert order,
-against PyTorch.
+grouped by expert, the gather of expert inputs, the one-launch expert GEMMs for few rows, and the
+weighted combine in ascending expert order, against PyTorch.
 Usage: python3 kernels/test/test_moe.py [--arch 90]"""
 import ctypes
 import torch
@@ -61,10 +61,36 @@ def test_moe_ties(lib, t):
     check("moe route: tied weights renormalised", F32, weight[0], torch.full((top_k,), 0.25, device="cuda"))
 
 
+def test_moe_gemv(lib, t):
+    """The one-launch expert GEMMs for few rows: every expert's grouped rows times its own weights."""
+    for rows, experts, top_k, hidden, out in ((3, 128, 8, 2048, 1536), (64, 16, 4, 768, 2048), (5, 8, 2, 100, 70)):
+        logits = (torch.stack([torch.randperm(experts, device="cuda") for _ in range(rows)]).float() * 0.05).to(DT[t])
+        choice = torch.empty((rows, top_k), dtype=torch.int32, device="cuda")
+        weight = torch.empty((rows, top_k), dtype=torch.float32, device="cuda")
+        run(lib, "sb_moe_route", t, p(logits), rows, experts, top_k, 1, p(choice), p(weight))
+        n = rows * top_k
+        offsets = torch.empty((experts + 1,), dtype=torch.int32, device="cuda")
+        order = torch.empty((n,), dtype=torch.int32, device="cuda")
+        slot_pos = torch.empty((n,), dtype=torch.int32, device="cuda")
+        run(lib, "sb_moe_plan", p(choice), rows, top_k, experts, p(offsets), p(order), p(slot_pos))
+        xg = torch.randn(n, hidden, device="cuda").to(DT[t])
+        ws = [(torch.randn(out, hidden, device="cuda") / hidden ** 0.5).to(DT[t]) for _ in range(experts)]
+        ptrs = torch.tensor([w.data_ptr() for w in ws], dtype=torch.int64, device="cuda")
+        y = poison((n, out), DT[t])
+        run(lib, "sb_moe_gemv", t, p(xg), hidden, p(offsets), p(ptrs), experts, out, p(y))
+        off = offsets.tolist()
+        ref = torch.zeros(n, out, dtype=torch.float64, device="cuda")
+        for e in range(experts):
+            if off[e + 1] > off[e]:
+                ref[off[e]:off[e + 1]] = xg[off[e]:off[e + 1]].double() @ ws[e].double().T
+        check(f"moe gemv: {rows} rows, {top_k} of {experts} experts, {hidden} -> {out}", t, y, ref)
+
+
 def run_family(lib):
     for t in TYPES:
         test_moe(lib, t)
         test_moe_ties(lib, t)
+        test_moe_gemv(lib, t)
 
 
 if __name__ == "__main__":

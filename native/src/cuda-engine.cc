@@ -96,6 +96,7 @@ struct Layer {
 struct FamilyLayer {
   DevBuf qNorm, kNorm, preFfNorm, postFfNorm, router;
   std::vector<DevBuf> expGU, expD;
+  DevBuf guPtrs, dPtrs;  // device arrays of the experts' addresses (kern::moeGemv)
   bool moe = false;
 };
 
@@ -406,6 +407,12 @@ class CudaEngine final : public Engine {
   using RefFn = std::function<const TensorRef&(const std::string&, std::vector<int64_t>)>;
   void loadFamilyLayer(int l, const RefFn& ref);
   void moeMlp(const FamilyLayer& F, int T);
+  bool reserveMoe(int T);
+  // Steps of up to this many rows run their experts in one launch per GEMM (kern::moeGemv), with
+  // nothing read back, so MoE decode steps of up to this batch replay CUDA graphs; bigger steps
+  // take cuBLAS per expert.
+  static constexpr int kMoeGemvRows = 64;
+  bool moeGemvOk_ = false;
   cudaGraphExec_t graphFor(const StepShape& sh);
   void clearGraphs();
   std::vector<SeqOutput> finish(const std::vector<SeqInput>& batch, const StepShape& sh);
@@ -487,8 +494,9 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
   if (batch.empty()) return {};
   StepShape sh = prepare(batch);
   const bool decodeOnly = std::all_of(batch.begin(), batch.end(), [](const SeqInput& s) { return s.tokens.size() == 1; });
-  // A mixture of experts sizes its expert GEMMs from the routing (read back mid-step): no graphs.
-  cudaGraphExec_t exec = decodeOnly && o_.cudaGraphs && !hasMoe_ ? graphFor(sh) : nullptr;
+  // A mixture of experts reads its routing back mid-step past kMoeGemvRows rows: no graphs there.
+  const bool capturable = !hasMoe_ || (moeGemvOk_ && int(batch.size()) <= kMoeGemvRows);
+  cudaGraphExec_t exec = decodeOnly && o_.cudaGraphs && capturable ? graphFor(sh) : nullptr;
   check(cudaEventRecord(stepBegin_, stream_), "cudaEventRecord");
   if (exec) {
     check(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
@@ -610,6 +618,7 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   moved |= gu_.reserve(size_t(T) * 2 * I * es, "gate/up");
   moved |= act_.reserve(size_t(T) * I * es, "act");
   if (c_.sandwichNorm) moved |= normTmp_.reserve(size_t(T) * H * es, "sandwich norm");
+  if (hasMoe_) moved |= reserveMoe(T);
   if (anyAdapter_) moved |= loraTmp_.reserve(size_t(T) * 3 * maxRank_ * 4, "lora tmp");
   const int64_t wsFloats = kern::attentionWorkspaceFloats(T, NH, NKV, D, maxKeys);
   if (wsFloats > 0) moved |= attWs_.reserve(size_t(wsFloats) * 4, "attention workspace");
@@ -759,36 +768,59 @@ void CudaEngine::loadFamilyLayer(int l, const RefFn& ref) {
     upload(F.expGU[e], {&ref(q + "gate_proj.weight", {M, H}), &ref(q + "up_proj.weight", {M, H})});
     upload(F.expD[e], {&ref(q + "down_proj.weight", {H, M})});
   }
+  std::vector<const void*> gu(E), d(E);
+  for (int64_t e = 0; e < E; e++) gu[e] = F.expGU[e].p, d[e] = F.expD[e].p;
+  F.guPtrs.reserve(E * sizeof(void*), "expert addresses");
+  F.dPtrs.reserve(E * sizeof(void*), "expert addresses");
+  check(cudaMemcpy(F.guPtrs.p, gu.data(), E * sizeof(void*), cudaMemcpyHostToDevice), "expert addresses");
+  check(cudaMemcpy(F.dPtrs.p, d.data(), E * sizeof(void*), cudaMemcpyHostToDevice), "expert addresses");
+  moeGemvOk_ = int64_t(c_.hidden) * int64_t(elemSize(t_)) <= 48 * 1024 && M * int64_t(elemSize(t_)) <= 48 * 1024;
+}
+
+// Sizes the MoE step buffers for T rows (prepare() calls it before a graph may capture the step).
+bool CudaEngine::reserveMoe(int T) {
+  const int H = c_.hidden, E = c_.numExperts, K = c_.expertsPerToken, M = c_.moeIntermediate;
+  const size_t es = elemSize(t_), n = size_t(T) * K;
+  bool moved = false;
+  moved |= moe_.logits.reserve(size_t(T) * E * es, "router logits");
+  // ints: choice [n], order [n], slotPos [n], offsets [E + 1].
+  moved |= moe_.ints.reserve((3 * n + E + 1) * 4, "routing");
+  moved |= moe_.weights.reserve(n * 4, "routing weights");
+  moved |= moe_.xg.reserve(n * H * es, "expert inputs");
+  moved |= moe_.gu.reserve(n * 2 * M * es, "expert gate/up");
+  moved |= moe_.act.reserve(n * M * es, "expert activations");
+  moved |= moe_.y.reserve(n * H * es, "expert outputs");
+  return moved;
 }
 
 // The mixture-of-experts MLP of one layer, h_ -> x_, as transformers' Qwen3-MoE block: router
 // logits in T, softmax in fp32, top-k (renormalised when the config says so), each expert's rows
-// gathered and run through its gate|up and down GEMMs (cuBLAS, one pair per expert that has rows:
-// the row counts are read back, hence no CUDA graphs for these models), outputs weighted and added
-// in ascending expert order.
+// gathered and run through its gate|up and down GEMMs, outputs weighted and added in ascending
+// expert order. Up to kMoeGemvRows rows, every expert's GEMM is one launch (kern::moeGemv, nothing
+// read back: capturable); beyond, cuBLAS per expert that has rows (the row counts are read back).
 void CudaEngine::moeMlp(const FamilyLayer& F, int T) {
   const int H = c_.hidden, E = c_.numExperts, K = c_.expertsPerToken, M = c_.moeIntermediate;
   const size_t es = elemSize(t_), n = size_t(T) * K;
   auto st = reinterpret_cast<kern::Stream>(stream_);
-  moe_.logits.reserve(size_t(T) * E * es, "router logits");
-  // ints: choice [n], order [n], slotPos [n], offsets [E + 1].
-  moe_.ints.reserve((3 * n + E + 1) * 4, "routing");
-  moe_.weights.reserve(n * 4, "routing weights");
-  moe_.xg.reserve(n * H * es, "expert inputs");
-  moe_.gu.reserve(n * 2 * M * es, "expert gate/up");
-  moe_.act.reserve(n * M * es, "expert activations");
-  moe_.y.reserve(n * H * es, "expert outputs");
-  moe_.hostOffsets.reserve(size_t(E + 1) * 4);
+  reserveMoe(T);  // already sized by prepare(): no allocation here
   int32_t* choice = moe_.ints.as<int32_t>();
   int32_t *order = choice + n, *slotPos = order + n, *offsets = slotPos + n;
   gemm(h_.p, T, H, F.router, E, moe_.logits.p, cudaType(t_));
   checkK(kern::moeRoute(t_, moe_.logits.p, T, E, K, c_.normTopkProb, choice, moe_.weights.as<float>(), st), "moeRoute");
   checkK(kern::moePlan(choice, T, K, E, offsets, order, slotPos, st), "moePlan");
   checkK(kern::moeGather(t_, h_.p, order, int(n), K, H, moe_.xg.p, st), "moeGather");
+  char *xg = moe_.xg.as<char>(), *gu = moe_.gu.as<char>(), *act = moe_.act.as<char>(), *y = moe_.y.as<char>();
+  if (T <= kMoeGemvRows && moeGemvOk_) {
+    checkK(kern::moeGemv(t_, xg, H, offsets, F.guPtrs.as<const void* const>(), E, 2 * M, gu, st), "moeGemv (gate/up)");
+    checkK(kern::siluMul(t_, gu, gu + size_t(M) * es, 2 * M, int(n), M, act, st), "siluMul (experts)");
+    checkK(kern::moeGemv(t_, act, M, offsets, F.dPtrs.as<const void* const>(), E, H, y, st), "moeGemv (down)");
+    checkK(kern::moeCombine(t_, y, choice, moe_.weights.as<float>(), slotPos, T, K, H, x_.p, st), "moeCombine");
+    return;
+  }
+  moe_.hostOffsets.reserve(size_t(E + 1) * 4);
   int32_t* hostOff = static_cast<int32_t*>(moe_.hostOffsets.p);
   check(cudaMemcpyAsync(hostOff, offsets, size_t(E + 1) * 4, cudaMemcpyDeviceToHost, stream_), "expert offsets");
   check(cudaStreamSynchronize(stream_), "expert routing");
-  char *xg = moe_.xg.as<char>(), *gu = moe_.gu.as<char>(), *act = moe_.act.as<char>(), *y = moe_.y.as<char>();
   for (int e = 0; e < E; e++) {
     const int r0 = hostOff[e], rows = hostOff[e + 1] - r0;
     if (rows > 0) gemm(xg + size_t(r0) * H * es, rows, H, F.expGU[e], 2 * M, gu + size_t(r0) * 2 * M * es, cudaType(t_));
