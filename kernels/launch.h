@@ -141,11 +141,11 @@ struct QuantWeight {
 // Whether these kernels take w: in a multiple of 8, groups of whole packed steps (groupSize a multiple
 // of 8, or one group). The engine dequantises other weights to 16 bits at load.
 bool quantGemvSupports(const QuantWeight& w);
-// y [rows, out] = x [rows, in] W^T in element type t, fp32 accumulation, weights dequantised in
+// y [rows, out] (row stride ldy) = x [rows, in] W^T in element type t, fp32 accumulation, weights dequantised in
 // registers: each packed weight is read once per 16 rows of x (decode batches). Needs a workspace of
 // quantGemvWorkspaceBytes (split-K partial sums; x permuted for act-order). Capturable.
 int64_t quantGemvWorkspaceBytes(Elem t, int rows, const QuantWeight& w);
-int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, void* workspace, int64_t workspaceBytes, Stream s);
+int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, int ldy, void* workspace, int64_t workspaceBytes, Stream s);
 // dst [out, in] = W in element type t (permutation undone): long prompt chunks then run a tensor-core GEMM.
 int quantDequant(Elem t, const QuantWeight& w, void* dst, Stream s);
 

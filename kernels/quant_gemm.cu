@@ -60,9 +60,9 @@ int64_t quantGemvWorkspaceBytes(Elem t, int rows, const QuantWeight& w) {
   return permuted + partial;
 }
 
-int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, void* workspace, int64_t workspaceBytes, Stream s) {
+int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, int ldy, void* workspace, int64_t workspaceBytes, Stream s) {
   if (rows == 0) return 0;
-  if (!quantGemvSupports(w) || workspaceBytes < quantGemvWorkspaceBytes(t, rows, w)) return static_cast<int>(cudaErrorInvalidValue);
+  if (ldy < w.out || !quantGemvSupports(w) || workspaceBytes < quantGemvWorkspaceBytes(t, rows, w)) return static_cast<int>(cudaErrorInvalidValue);
   int splits, sliceWords;
   splitsFor(w, splits, sliceWords);
   return dispatch(t, [&](auto tag) {
@@ -80,18 +80,18 @@ int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, vo
     float* partial = splits > 1 ? reinterpret_cast<float*>(ws) : nullptr;
     for (int r0 = 0; r0 < rows; r0 += kMaxPassRows) {
       const int n = std::min(kMaxPassRows, rows - r0);
-      T* yp = static_cast<T*>(y) + int64_t(r0) * w.out;
+      T* yp = static_cast<T*>(y) + int64_t(r0) * ldy;
       const int e = withCodebook(w.codebook, [&](auto cb) {
         return withPassRows(n, [&](auto mt) {
           dim3 grid((w.out + kQuantRowsPerBlock - 1) / kQuantRowsPerBlock, splits);
-          quantGemvKernel<T, decltype(cb)::value, decltype(mt)::value><<<grid, kQuantThreads, 0, s>>>(xs + int64_t(r0) * w.in, n, w, sliceWords, yp, partial);
+          quantGemvKernel<T, decltype(cb)::value, decltype(mt)::value><<<grid, kQuantThreads, 0, s>>>(xs + int64_t(r0) * w.in, n, w, sliceWords, yp, ldy, partial);
           return launched();
         });
       });
       if (e) return e;
       if (partial) {
         const int64_t count = int64_t(n) * w.out;
-        quantReduceKernel<T><<<int(std::min<int64_t>((count + 255) / 256, 2048)), 256, 0, s>>>(partial, splits, count, yp);
+        quantReduceKernel<T><<<int(std::min<int64_t>((count + 255) / 256, 2048)), 256, 0, s>>>(partial, splits, n, w.out, yp, ldy);
         if (int e2 = launched()) return e2;
       }
     }

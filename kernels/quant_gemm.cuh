@@ -71,11 +71,11 @@ __device__ __forceinline__ void decode8(const void* codes, int64_t rowWords, int
   }
 }
 
-// y (or, with splits, partial[blockIdx.y]) [rows, out] = x [rows, in] W^T over this block's input slice
+// y (row stride ldy; or, with splits, partial[blockIdx.y]) [rows, out] = x [rows, in] W^T over this block's input slice
 // [blockIdx.y * sliceWords, ...) in packed steps of 8 inputs. rows <= MT.
 template <typename T, int CB, int MT>
 __global__ void __launch_bounds__(kQuantThreads) quantGemvKernel(const T* __restrict__ x, int rows, QuantWeight w, int sliceWords,
-                                                                 T* __restrict__ y, float* __restrict__ partial) {
+                                                                 T* __restrict__ y, int ldy, float* __restrict__ partial) {
   __shared__ float lut[16];
   if (CB == static_cast<int>(QuantCodebook::Lut4) && threadIdx.x < 16) lut[threadIdx.x] = w.lut[threadIdx.x];
   __syncthreads();
@@ -128,19 +128,20 @@ __global__ void __launch_bounds__(kQuantThreads) quantGemvKernel(const T* __rest
       const int o = o0 + r;
       if (lane == 0 && o < w.out) {
         if (partial) partial[(int64_t(blockIdx.y) * rows + m) * w.out + o] = v;
-        else y[int64_t(m) * w.out + o] = fromF<T>(v);
+        else y[int64_t(m) * ldy + o] = fromF<T>(v);
       }
     }
   }
 }
 
-// y [rows, out] = the sum of `splits` partial results, in order.
+// y [rows, out] (row stride ldy) = the sum of `splits` partial results [rows, out], in order.
 template <typename T>
-__global__ void quantReduceKernel(const float* __restrict__ partial, int splits, int64_t n, T* __restrict__ y) {
+__global__ void quantReduceKernel(const float* __restrict__ partial, int splits, int rows, int out, T* __restrict__ y, int ldy) {
+  const int64_t n = int64_t(rows) * out;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     float s = 0.0f;
     for (int k = 0; k < splits; k++) s += partial[k * n + i];
-    y[i] = fromF<T>(s);
+    y[(i / out) * ldy + i % out] = fromF<T>(s);
   }
 }
 
