@@ -4,6 +4,8 @@
 // engine opens (the engine allocates its cache when it opens), so the weights are counted from
 // their shapes at the compute element size rather than observed.
 
+import { packedByteLength, type PackedLinear } from '../native/quantized/packed.ts';
+
 export interface DeviceMemory {
   free: number;
   total: number;
@@ -47,9 +49,9 @@ export function elementBytes(dtype: string): number {
   return dtype === 'float32' ? 4 : 2;
 }
 
-/** Weight bytes on the device: every tensor's elements at the compute element size. */
-export function deviceWeightBytes(tensors: readonly { shape: readonly number[] }[], elemBytes: number): number {
+/** Weight bytes on the device: every tensor's elements at the compute element size, quantized ones packed. */
+export function deviceWeightBytes(tensors: readonly { shape: readonly number[]; packed?: PackedLinear | undefined }[], elemBytes: number): number {
   let n = 0;
-  for (const t of tensors) n += t.shape.reduce((a, b) => a * b, 1);
-  return n * elemBytes;
+  for (const t of tensors) n += t.packed ? packedByteLength(t.packed) : t.shape.reduce((a, b) => a * b, 1) * elemBytes;
+  return n;
 }

@@ -84,7 +84,7 @@ export class Runtime {
     const probe = await openModelDir(modelDir, { quantize: config.quantize });
     if (probe.quantization) {
       const q = probe.quantization;
-      log(`quantized weights: ${q.description}; ${q.layers} linear layers dequantised at load (${((q.dequantizedValues * 4) / 1e6).toFixed(1)} MB as float32 in host memory; the CUDA engine stores them at 16 bits: no device-memory saving and no quantized kernels yet)`);
+      log(`quantized weights: ${q.description}; ${q.layers} linear layers packed (${(q.packedBytes / 1e6).toFixed(1)} MB: the CUDA engine computes with them as they are; the CPU engine dequantises them to ${((q.quantizedValues * 4) / 1e6).toFixed(1)} MB of float32)`);
     }
     const ctx = probe.config.maxPositionEmbeddings ?? 4096;
     const maxTotalTokens = config.maxTotalTokens ?? Math.min(ctx, 4096);

@@ -157,6 +157,32 @@ struct RowFinish {
 int finishRows(const float* logits, int rows, int vocab, const RowFinish* params, const uint32_t* masks,
                const int32_t* penaltyTokens, float* work, int32_t* results, int resultStride, Stream s);
 
+// Weight-only quantized linear layers (quant_gemm.cuh): W [out, in] in the engines' packed layout
+// (native/quantized/packed.ts, native/src/engine.h PackedWeight), on the device:
+//   W[o, perm[k]] = (value(code[o, k]) - zeros[o, g]) * scales[o, g], g = k / groupSize.
+// Lut4: codes are 32-bit words [out, in / 8], nibble j of word w is input 8 w + j, value = lut[code];
+// U8 / S8 / E4M3: one byte per code [out, in], the byte as unsigned, signed or float8 e4m3fn.
+enum class QuantCodebook : int { Lut4 = 0, U8 = 1, S8 = 2, E4M3 = 3 };
+struct QuantWeight {
+  const void* codes;
+  const float* scales;  // [out, ceil(in / groupSize)]
+  const float* zeros;   // same, or null (no zero points)
+  const float* lut;     // Lut4: 16 values; else null
+  const int32_t* perm;  // [in], or null (identity)
+  int out, in, groupSize;
+  QuantCodebook codebook;
+};
+// Whether these kernels take w: in a multiple of 8, groups of whole packed steps (groupSize a multiple
+// of 8, or one group). The engine dequantises other weights to 16 bits at load.
+bool quantGemvSupports(const QuantWeight& w);
+// y [rows, out] (row stride ldy) = x [rows, in] W^T in element type t, fp32 accumulation, weights dequantised in
+// registers: each packed weight is read once per 16 rows of x (decode batches). Needs a workspace of
+// quantGemvWorkspaceBytes (split-K partial sums; x permuted for act-order). Capturable.
+int64_t quantGemvWorkspaceBytes(Elem t, int rows, const QuantWeight& w);
+int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, int ldy, void* workspace, int64_t workspaceBytes, Stream s);
+// dst [out, in] = W in element type t (permutation undone): long prompt chunks then run a tensor-core GEMM.
+int quantDequant(Elem t, const QuantWeight& w, void* dst, Stream s);
+
 // Converts fp32 host-staged data already on the device into element type t (weights upload).
 int convertF32(Elem t, const float* src, void* dst, int64_t n, Stream s);
 

@@ -10,6 +10,7 @@ import {
   type ModelConfig, type ModelSpecFields,
 } from './model-config.ts';
 import { loadQuantizedLinear, type EntryLookup } from './quantized/load.ts';
+import { packedByteLength } from './quantized/packed.ts';
 import { describeScheme, resolveQuantization, type QuantScheme } from './quantized/scheme.ts';
 import { formatShape, readSafetensorsHeader, requireWeightDtype, type SafetensorsHeader } from './safetensors.ts';
 
@@ -20,17 +21,19 @@ export interface ModelDir {
   config: ModelConfig;
   /** Sum of the bytes of the tensors in spec.tensors, as stored on disk (packed bytes for quantized layers). */
   weightBytes: number;
-  /** How quantized weights were loaded (dequantised at load into inline float32 refs), or null. */
+  /** How quantized weights were loaded (repacked into the engines' packed layout, quantized/packed.ts), or null. */
   quantization?: ModelQuantization | null;
 }
 
 export interface ModelQuantization {
   scheme: QuantScheme;
   description: string;
-  /** Linear layers dequantised (or quantized at load). */
+  /** Linear layers repacked (or quantized at load). */
   layers: number;
-  /** Their values once dequantised (float32 in spec.tensors; the CUDA engine stores them at 2 bytes each). */
-  dequantizedValues: number;
+  /** Their weights (values once dequantised: the CPU engine holds them as float32). */
+  quantizedValues: number;
+  /** Bytes of their packed form (codes, scales, zero points, permutations): what the CUDA engine holds. */
+  packedBytes: number;
 }
 
 export interface OpenModelOptions {
@@ -272,7 +275,8 @@ export async function openModelDir(dirArg: string, options: OpenModelOptions = {
   const tensors: NativeTensorRef[] = [];
   let weightBytes = 0;
   let layers = 0;
-  let dequantizedValues = 0;
+  let quantizedValues = 0;
+  let packedBytes = 0;
   for (const t of expected) {
     const q = quantizable(t.name)
       ? await loadQuantizedLinear(scheme!, t.name.slice(0, -'.weight'.length), t.shape[0]!, t.shape[1]!, lookup, () => tensorRef(dir, t, locator))
@@ -281,14 +285,15 @@ export async function openModelDir(dirArg: string, options: OpenModelOptions = {
       tensors.push(q.ref);
       weightBytes += q.diskBytes;
       layers++;
-      dequantizedValues += q.ref.data!.length;
+      quantizedValues += t.shape[0]! * t.shape[1]!;
+      packedBytes += packedByteLength(q.ref.packed!);
       continue;
     }
     const ref = tensorRef(dir, t, locator);
     tensors.push(ref);
     weightBytes += ref.nbytes ?? 0;
   }
-  const quantization = scheme !== null ? { scheme, description: describeScheme(scheme), layers, dequantizedValues } : null;
+  const quantization = scheme !== null ? { scheme, description: describeScheme(scheme), layers, quantizedValues, packedBytes } : null;
   if (quantization !== null && layers === 0) throw new Error(`${dir}: ${quantization.description} was asked for, but no linear layer of the checkpoint is quantized that way`);
   return { dir, spec: { ...fields, tensors }, config, weightBytes, quantization };
 }

@@ -5,7 +5,7 @@
 # transformers + PEFT fixtures). Logs land in $OUT.
 # Here, first:  scripts/pack-node.sh && scripts/pack-node-modules.sh  (into .devnode/ and
 # .devcarry/, git-ignored), then run it from the repository root with those two folders carried.
-# --bench adds the benchmarks (bench/gpu/: kernels_bench.py, peer.py, bench.ts);
+# --bench adds the benchmarks (bench/gpu/: kernels_bench.py, quant_bench.py, peer.py, bench.ts);
 # --bench --quick skips the kernel tests and kernel benchmarks and shortens the engine benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,7 @@ export PYTHONUNBUFFERED=1
 node --import tsx --test --test-reporter=spec test/gpu/*.test.ts 2>&1 | tee "$OUT/cuda-engine.log" || status=1
 if [ "${1:-}" = "--bench" ]; then
   [ -n "$quick" ] || python3 bench/gpu/kernels_bench.py --arch "$SWITCHBOARD_CUDA_ARCHS" --out "$OUT/lora-bench.json" 2>&1 | tee "$OUT/kernels-bench.log" || status=1
+  [ -n "$quick" ] || python3 bench/gpu/quant_bench.py --arch "$SWITCHBOARD_CUDA_ARCHS" --out "$OUT/quant-bench.json" 2>&1 | tee "$OUT/quant-bench.log" || status=1
   # Ceilings and the PyTorch peer first (they free their memory), then ours, then the plot.
   python3 bench/gpu/peer.py --out "$OUT/ceilings.json" 2>&1 | tee "$OUT/peer.log" || status=1
   kernels=""
@@ -37,5 +38,5 @@ if [ "${1:-}" = "--bench" ]; then
   python3 bench/gpu/plot.py "$OUT/results.json" "$OUT/decode.png" || status=1
 fi
 # The device tool returns at most 8 files: the small side logs travel as one archive.
-(cd "$OUT" && tar -czf side-logs.tgz --remove-files $(ls gpu.txt build.log ceilings.json peer.log kernels-bench.log 2>/dev/null)) || true
+(cd "$OUT" && tar -czf side-logs.tgz --remove-files $(ls gpu.txt build.log ceilings.json peer.log kernels-bench.log quant-bench.json 2>/dev/null)) || true
 exit $status

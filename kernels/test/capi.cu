@@ -35,5 +35,9 @@ int sb_prefill_attention_supported(int t, int dim) { return prefillAttentionSupp
 int sb_prefill_attention(int t, const void* q, int ldq, const void* kc, const void* vc, const int32_t* tables, int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, const int32_t* tiles, int numTiles, int heads, int kvHeads, int dim, int bs, int window, float scale, void* out, float softcap) { return prefillAttention(E(t), q, ldq, kc, vc, tables, maxBlocks, rowSeq, rowPos, tiles, numTiles, heads, kvHeads, dim, bs, window, scale, softcap, out, gStream); }
 int64_t sb_attention_workspace(int rows, int heads, int kvHeads, int dim, int maxKeys) { return attentionWorkspaceFloats(rows, heads, kvHeads, dim, maxKeys); }
 int sb_finish_rows(const float* logits, int rows, int vocab, const RowFinish* params, const uint32_t* masks, const int32_t* pen, float* work, int32_t* results, int stride) { return finishRows(logits, rows, vocab, params, masks, pen, work, results, stride, gStream); }
+int sb_quant_supports(const QuantWeight* w) { return quantGemvSupports(*w) ? 1 : 0; }
+int64_t sb_quant_workspace(int t, int rows, const QuantWeight* w) { return quantGemvWorkspaceBytes(E(t), rows, *w); }
+int sb_quant_gemv(int t, const void* x, int rows, const QuantWeight* w, void* y, int ldy, void* ws, int64_t wsBytes) { return quantGemv(E(t), x, rows, *w, y, ldy, ws, wsBytes, gStream); }
+int sb_quant_dequant(int t, const QuantWeight* w, void* dst) { return quantDequant(E(t), *w, dst, gStream); }
 int sb_random_fill(int t, void* dst, int64_t n, uint64_t seed, float std) { return randomFill(E(t), dst, n, seed, std, gStream); }
 }

@@ -11,7 +11,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = os.path.dirname(HERE)
 # The families of kernels/CMakeLists.txt, each a <family>.cu beside its <family>.cuh.
-FAMILIES = ["norm", "rope", "elementwise", "sgmv", "attention", "prefill_attention", "sampling", "moe"]
+FAMILIES = ["norm", "rope", "elementwise", "sgmv", "attention", "prefill_attention", "sampling", "moe", "quant_gemm"]
 F32, F16, BF16 = 0, 1, 2
 TYPES = (F32, F16, BF16)
 DT = {F32: torch.float32, F16: torch.float16, BF16: torch.bfloat16}
@@ -100,6 +100,11 @@ class RowFinish(ctypes.Structure):
                 ("penaltyOffset", ctypes.c_int32), ("penaltyCount", ctypes.c_int32), ("target", ctypes.c_int32),
                 ("topN", ctypes.c_int32), ("sample", ctypes.c_int32), ("workRow", ctypes.c_int32),
                 ("biasOffset", ctypes.c_int32), ("biasCount", ctypes.c_int32)]
+
+
+class QuantWeight(ctypes.Structure):
+    _fields_ = [("codes", ctypes.c_void_p), ("scales", ctypes.c_void_p), ("zeros", ctypes.c_void_p), ("lut", ctypes.c_void_p),
+                ("perm", ctypes.c_void_p), ("out", ctypes.c_int), ("in_", ctypes.c_int), ("groupSize", ctypes.c_int), ("codebook", ctypes.c_int)]
 
 
 def proj_set(offsets, cols, outs):

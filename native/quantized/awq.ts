@@ -1,7 +1,10 @@
 // AWQ checkpoints in AutoAWQ's GEMM layout (quant_method "awq", version "gemm"), dequantised to
 // W [out, in]: qweight int32 [in, out/8] and qzeros int32 [in/group, out/8] hold eight 4-bit values per
 // word in the interleaved order AutoAWQ packs (nibble i holds column AWQ_PACK_ORDER[i] of each eight),
-// scales [in/group, out]; W^T[i, o] = (q[i, o] - zero[i/group, o]) * scale[i/group, o].
+// scales [in/group, out]; W^T[i, o] = (q[i, o] - zero[i/group, o]) * scale[i/group, o]. repackAwq turns it
+// into the engines' packed layout (packed.ts).
+
+import { checkPacked, dequantPacked, IDENTITY_LUT4, packNibbles, transposeF32, type PackedLinear } from './packed.ts';
 
 /** Column (within each run of eight) stored in nibble i of a packed word. */
 export const AWQ_PACK_ORDER = [0, 2, 4, 6, 1, 3, 5, 7] as const;
@@ -36,26 +39,23 @@ export interface AwqWeight {
   groupSize: number;
 }
 
-/** W [out, in] (the nn.Linear layout) as float32. */
-export function dequantAwq(w: AwqWeight): Float32Array {
+/** The engines' packed layout (packed.ts): codes transposed to [out, in], zeros and scales to [out, groups]. */
+export function repackAwq(w: AwqWeight): PackedLinear {
   const { inFeatures: inF, outFeatures: out, groupSize: g } = w;
   if (inF % g !== 0) throw new Error(`in_features ${inF} is not a multiple of the group size ${g}`);
   const groups = inF / g;
   if (w.scales.length !== groups * out) throw new Error(`scales have ${w.scales.length} values, [${groups}, ${out}] needs ${groups * out}`);
-  if (w.qweight.length !== (inF * out) / 8) throw new Error(`qweight has ${w.qweight.length} words, [${inF}, ${out / 8}] needs ${(inF * out) / 8}`);
-  const z = unpackAwq(w.qzeros, groups, out);
-  const res = new Float32Array(out * inF);
-  const words = out / 8;
-  // Output rows outer, input inner: the writes stay sequential (the reads stride; cheaper on this side).
-  for (let o = 0; o < out; o++) {
-    const wordCol = o >>> 3;
-    const shift = SHIFT_OF_COLUMN[o & 7]!;
-    const row = o * inF;
-    for (let gi = 0; gi < groups; gi++) {
-      const zero = z[gi * out + o]!;
-      const scale = w.scales[gi * out + o]!;
-      for (let i = gi * g; i < (gi + 1) * g; i++) res[row + i] = (((w.qweight[i * words + wordCol]! >>> shift) & 0xf) - zero) * scale;
-    }
-  }
-  return res;
+  const q = unpackAwq(w.qweight, inF, out);
+  return checkPacked({
+    layout: 'q4', codebook: 'lut', lut: IDENTITY_LUT4, outFeatures: out, inFeatures: inF, groupSize: g,
+    codes: packNibbles(out, inF, (o, k) => q[k * out + o]!),
+    scales: transposeF32(w.scales, groups, out),
+    zeros: transposeF32(unpackAwq(w.qzeros, groups, out), groups, out),
+    perm: null,
+  });
+}
+
+/** W [out, in] (the nn.Linear layout) as float32. */
+export function dequantAwq(w: AwqWeight): Float32Array {
+  return dequantPacked(repackAwq(w));
 }

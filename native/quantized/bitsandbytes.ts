@@ -5,6 +5,9 @@
 //  - int8 (LLM.int8's weight side): one absmax per output row, q = round(w * 127 / absmax) in [-127, 127],
 //    w' = q * absmax / 127. Activations stay 16-bit: no outlier decomposition and no int8 activations, so
 //    this is weight-only int8 (what LLM.int8 computes for the non-outlier part only approximately).
+// Both end in the engines' packed layout (packed.ts): q4 with the code values as lookup table, or q8 s8.
+
+import { checkPacked, dequantPacked, packNibbles, type PackedLinear } from './packed.ts';
 
 /** bitsandbytes' NF4 code values, by 4-bit code. */
 export const NF4_CODE = Float32Array.from([
@@ -65,40 +68,68 @@ export function quantize4bit(w: Float32Array, code: Float32Array, blocksize = BN
   return { codes, absmax };
 }
 
-export function dequantize4bit(q: Blockwise4bit, code: Float32Array, blocksize = BNB_BLOCKSIZE): Float32Array {
-  const out = new Float32Array(q.codes.length);
-  for (let i = 0; i < out.length; i++) out[i] = code[q.codes[i]!]! * q.absmax[Math.floor(i / blocksize)]!;
-  return out;
-}
-
 /** Round half to even, as torch.round / numpy.round do. */
 function roundHalfEven(x: number): number {
   const r = Math.round(x);
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-/** Row-wise absmax int8 of W [out, in], returned dequantised. */
-export function int8RowwiseAtLoad(w: Float32Array, outFeatures: number, inFeatures: number): Float32Array {
-  const res = new Float32Array(w.length);
+/** Row-wise absmax int8 of W [out, in] in the engines' packed layout: s8 codes, one scale absmax / 127 per row. */
+export function repackInt8Rowwise(w: Float32Array, outFeatures: number, inFeatures: number): PackedLinear {
+  const codes = new Uint8Array(w.length);
+  const scales = new Float32Array(outFeatures);
   for (let r = 0; r < outFeatures; r++) {
     let scb = 0;
     for (let c = 0; c < inFeatures; c++) scb = Math.max(scb, Math.abs(w[r * inFeatures + c]!));
     if (scb === 0) continue;
+    scales[r] = scb / 127;
     const inv = Math.fround(127 / scb);
     for (let c = 0; c < inFeatures; c++) {
       const i = r * inFeatures + c;
-      const q = Math.max(-127, Math.min(127, roundHalfEven(Math.fround(w[i]! * inv))));
-      res[i] = Math.fround(q * scb) / 127;
+      codes[i] = Math.max(-127, Math.min(127, roundHalfEven(Math.fround(w[i]! * inv)))) & 0xff;
     }
   }
-  return res;
+  return checkPacked({ layout: 'q8', codebook: 's8', lut: null, outFeatures, inFeatures, groupSize: inFeatures, codes, scales, zeros: null, perm: null });
+}
+
+/** Row-wise absmax int8 of W [out, in], returned dequantised. */
+export function int8RowwiseAtLoad(w: Float32Array, outFeatures: number, inFeatures: number): Float32Array {
+  return dequantPacked(repackInt8Rowwise(w, outFeatures, inFeatures));
+}
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+/**
+ * NF4 / FP4 of W [out, in] in the engines' packed layout: q4 with the code values as lookup table. The
+ * blocks of 64 run over the flattened weight; a group of gcd(64, in) inputs never straddles two blocks (nor
+ * two rows), so each group takes its block's absmax.
+ */
+export function repack4bit(w: Float32Array, outFeatures: number, inFeatures: number, code: Float32Array, blocksize = BNB_BLOCKSIZE): PackedLinear {
+  const q = quantize4bit(w, code, blocksize);
+  const g = gcd(blocksize, inFeatures);
+  const groups = inFeatures / g;
+  const scales = new Float32Array(outFeatures * groups);
+  for (let o = 0; o < outFeatures; o++) {
+    for (let j = 0; j < groups; j++) scales[o * groups + j] = q.absmax[Math.floor((o * inFeatures + j * g) / blocksize)]!;
+  }
+  return checkPacked({
+    layout: 'q4', codebook: 'lut', lut: code, outFeatures, inFeatures, groupSize: g,
+    codes: packNibbles(outFeatures, inFeatures, (o, k) => q.codes[o * inFeatures + k]!), scales, zeros: null, perm: null,
+  });
 }
 
 export type BnbMethod = 'bitsandbytes' | 'bitsandbytes-nf4' | 'bitsandbytes-fp4';
 
+/** A bitsandbytes-quantized layer in the engines' packed layout, from the 16-bit weights (W [out, in]). */
+export function bnbRepackAtLoad(method: BnbMethod, w: Float32Array, outFeatures: number, inFeatures: number): PackedLinear {
+  if (method === 'bitsandbytes') return repackInt8Rowwise(w, outFeatures, inFeatures);
+  return repack4bit(w, outFeatures, inFeatures, method === 'bitsandbytes-nf4' ? NF4_CODE : FP4_CODE);
+}
+
 /** The weights a bitsandbytes-quantized layer computes with, from the 16-bit ones (W [out, in]). */
 export function bnbQuantizeAtLoad(method: BnbMethod, w: Float32Array, outFeatures: number, inFeatures: number): Float32Array {
-  if (method === 'bitsandbytes') return int8RowwiseAtLoad(w, outFeatures, inFeatures);
-  const code = method === 'bitsandbytes-nf4' ? NF4_CODE : FP4_CODE;
-  return dequantize4bit(quantize4bit(w, code), code);
+  return dequantPacked(bnbRepackAtLoad(method, w, outFeatures, inFeatures));
 }

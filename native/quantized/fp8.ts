@@ -1,7 +1,10 @@
 // FP8 (float8_e4m3fn) weights: decoding with per-tensor, per-channel or block scales as
 // compressed-tensors / llm-compressor ("weight_scale"), transformers' fbgemm_fp8 ("weight_scale" [out, 1])
 // and transformers' fine-grained fp8 ("weight_scale_inv" per block: despite the name, it multiplies)
-// write them; and quantizing 16-bit weights at load (--quantize fp8 on an unquantized checkpoint).
+// write them; and quantizing 16-bit weights at load (--quantize fp8 on an unquantized checkpoint). Both end in
+// the engines' packed layout (packed.ts, q8 e4m3).
+
+import { checkPacked, dequantPacked, type PackedLinear } from './packed.ts';
 
 /** Every e4m3fn code's value: 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinities, S.1111.111 is NaN. */
 export const E4M3_VALUES: Float32Array = (() => {
@@ -65,40 +68,47 @@ export function fp8ScaleLayout(w: Pick<Fp8Weight, 'outFeatures' | 'inFeatures' |
   throw new Error(`scale shape [${w.scaleShape.join(', ')}] fits neither per-tensor ([1]), per-channel ([${w.outFeatures}, 1])${hint}`);
 }
 
-/** W [out, in] as float32: code value x scale, one float32 product per weight. */
-export function dequantFp8(w: Fp8Weight): Float32Array {
+/**
+ * The engines' packed layout (packed.ts): the codes as they are (q8 e4m3), the scale repeated per output row
+ * (tensor, channel) or per row and block of columns (block: groups of the block's width).
+ */
+export function repackFp8(w: Fp8Weight): PackedLinear {
   const { codes, outFeatures: out, inFeatures: inF, scale } = w;
   if (codes.length !== out * inF) throw new Error(`fp8 weight has ${codes.length} codes, [${out}, ${inF}] needs ${out * inF}`);
   const layout = fp8ScaleLayout(w);
-  const res = new Float32Array(out * inF);
-  const [br, bc] = w.blockSize ?? [1, 1];
-  const blockCols = Math.ceil(inF / bc);
+  const [br, bc] = layout === 'block' ? w.blockSize! : [1, inF];
+  const groups = Math.ceil(inF / bc);
+  const scales = new Float32Array(out * groups);
   for (let r = 0; r < out; r++) {
-    for (let c = 0; c < inF; c++) {
-      const s = layout === 'tensor' ? scale[0]! : layout === 'channel' ? scale[r]! : scale[Math.floor(r / br) * blockCols + Math.floor(c / bc)]!;
-      const v = E4M3_VALUES[codes[r * inF + c]!]!;
-      if (Number.isNaN(v)) throw new Error(`fp8 weight holds a NaN code at [${r}, ${c}]`);
-      res[r * inF + c] = v * s;
-    }
+    for (let j = 0; j < groups; j++) scales[r * groups + j] = layout === 'tensor' ? scale[0]! : layout === 'channel' ? scale[r]! : scale[Math.floor(r / br) * groups + j]!;
   }
-  return res;
+  for (let i = 0; i < codes.length; i++) {
+    if ((codes[i]! & 0x7f) === 0x7f) throw new Error(`fp8 weight holds a NaN code at [${Math.floor(i / inF)}, ${i % inF}]`);
+  }
+  return checkPacked({ layout: 'q8', codebook: 'e4m3', lut: null, outFeatures: out, inFeatures: inF, groupSize: bc, codes, scales, zeros: null, perm: null });
 }
 
-/**
- * --quantize fp8 on a 16-bit checkpoint: per-output-channel scale absmax / 448 (as fbgemm_fp8 does),
- * weights rounded to e4m3fn; returns the dequantised weights the engine then computes with.
- */
-export function fp8QuantizeAtLoad(w: Float32Array, outFeatures: number, inFeatures: number): Float32Array {
-  const res = new Float32Array(w.length);
+/** W [out, in] as float32: code value x scale, one float32 product per weight. */
+export function dequantFp8(w: Fp8Weight): Float32Array {
+  return dequantPacked(repackFp8(w), E4M3_VALUES);
+}
+
+/** --quantize fp8 on a 16-bit checkpoint: per-output-channel scale absmax / 448 (as fbgemm_fp8 does), e4m3fn codes. */
+export function fp8RepackAtLoad(w: Float32Array, outFeatures: number, inFeatures: number): PackedLinear {
+  const codes = new Uint8Array(w.length);
+  const scales = new Float32Array(outFeatures);
   for (let r = 0; r < outFeatures; r++) {
     let absmax = 0;
     for (let c = 0; c < inFeatures; c++) absmax = Math.max(absmax, Math.abs(w[r * inFeatures + c]!));
     const scale = Math.fround(absmax / E4M3_MAX);
     if (scale === 0) continue;
-    for (let c = 0; c < inFeatures; c++) {
-      const i = r * inFeatures + c;
-      res[i] = E4M3_VALUES[encodeE4M3(Math.fround(w[i]! / scale))]! * scale;
-    }
+    scales[r] = scale;
+    for (let c = 0; c < inFeatures; c++) codes[r * inFeatures + c] = encodeE4M3(Math.fround(w[r * inFeatures + c]! / scale));
   }
-  return res;
+  return checkPacked({ layout: 'q8', codebook: 'e4m3', lut: null, outFeatures, inFeatures, groupSize: inFeatures, codes, scales, zeros: null, perm: null });
+}
+
+/** fp8RepackAtLoad's weights dequantised: what the engine then computes with. */
+export function fp8QuantizeAtLoad(w: Float32Array, outFeatures: number, inFeatures: number): Float32Array {
+  return dequantPacked(fp8RepackAtLoad(w, outFeatures, inFeatures), E4M3_VALUES);
 }

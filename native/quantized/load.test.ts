@@ -1,4 +1,4 @@
-// openModelDir on the quantized fixtures: inline dequantised refs for the 14 projections, packed bytes
+// openModelDir on the quantized fixtures: packed refs (packed.ts) for the 14 projections, packed bytes
 // counted, and clear errors for a config that does not fit the stored tensors.
 import assert from 'node:assert/strict';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -19,12 +19,17 @@ async function withConfig(variant: string, edit: (qc: Record<string, unknown>) =
 }
 
 describe('openModelDir with quantized checkpoints', () => {
-  it('AWQ: projections become inline float32 refs, everything else stays a file ref', async () => {
+  it('AWQ: projections become packed refs, everything else stays a file ref', async () => {
     const m = await openModelDir(join(FIX, 'models-quant', 'awq'));
     const q = m.spec.tensors.find((t) => t.name === 'model.layers.0.self_attn.q_proj.weight')!;
     assert.equal(q.dtype, 'F32');
     assert.deepEqual(q.shape, [64, 64]);
-    assert.equal(q.data!.length, 64 * 64);
+    assert.equal(q.packed!.layout, 'q4');
+    assert.equal(q.packed!.codes.length, (64 * 64) / 2);
+    assert.equal(q.packed!.groupSize, 32);
+    // 4-bit codes plus an fp32 scale and zero per 32 weights (and a 16-entry table a layer): ~6 bits a weight.
+    const bits = (8 * m.quantization!.packedBytes) / m.quantization!.quantizedValues;
+    assert.ok(bits > 6 && bits < 6.5, `${bits} bits a weight`);
     assert.equal(m.spec.tensors.find((t) => t.name === 'lm_head.weight')!.file !== undefined, true);
     assert.equal(m.quantization?.layers, 14);
     assert.match(m.quantization!.description, /AWQ 4-bit \(GEMM layout\), group size 32/);
@@ -35,7 +40,8 @@ describe('openModelDir with quantized checkpoints', () => {
   it('the at-load methods quantize the 16-bit projections and leave lm_head alone', async () => {
     const m = await openModelDir(join(FIX, 'models', 'llama'), { quantize: 'bitsandbytes-nf4' });
     assert.equal(m.quantization?.layers, 14);
-    assert.equal(m.spec.tensors.find((t) => t.name === 'lm_head.weight')!.data, undefined);
+    assert.equal(m.spec.tensors.find((t) => t.name === 'lm_head.weight')!.packed, undefined);
+    assert.equal(m.spec.tensors.find((t) => t.name === 'model.layers.1.mlp.down_proj.weight')!.packed!.groupSize, 32, 'gcd(64, 160): no group straddles a block');
   });
 
   it('a group size that does not match the stored tensors is an error naming the tensor', async () => {

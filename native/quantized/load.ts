@@ -1,16 +1,16 @@
-// Quantized linear weights -> engine tensor refs: each quantized projection is decoded (or, for the
-// at-load methods, quantized then decoded) into inline float32 data W [out, in], which both engines take
-// like any other weight. This is dequantise-at-load: correct everywhere, but the engine then holds and
-// reads 16-bit (CUDA) or 32-bit (CPU) weights, so it saves no device memory and gains no speed yet.
+// Quantized linear weights -> engine tensor refs: each quantized projection is repacked (or, for the
+// at-load methods, quantized) into the engines' packed layout (packed.ts), which the CUDA engine keeps on
+// the device and computes with (kernels/quant_gemm.cuh) and the CPU engine dequantises to float32 at load.
 
 import { endianness } from 'node:os';
 import type { NativeTensorRef } from '../addon.d.ts';
 import { bfloat16BitsToFloat32, float16BitsToFloat32, formatShape, readTensorBytes, type SafetensorsEntry } from '../safetensors.ts';
 import { readTensorF32 } from '../tensor-data.ts';
-import { dequantAwq } from './awq.ts';
-import { bnbQuantizeAtLoad } from './bitsandbytes.ts';
-import { dequantFp8, fp8QuantizeAtLoad } from './fp8.ts';
-import { dequantGptq } from './gptq.ts';
+import { repackAwq } from './awq.ts';
+import { bnbRepackAtLoad } from './bitsandbytes.ts';
+import { fp8RepackAtLoad, repackFp8 } from './fp8.ts';
+import { repackGptq } from './gptq.ts';
+import type { PackedLinear } from './packed.ts';
 import type { QuantScheme } from './scheme.ts';
 
 if (endianness() !== 'LE') throw new Error('quantized checkpoints are read on little-endian hosts only');
@@ -71,7 +71,7 @@ class Parts {
 }
 
 /**
- * The dequantised weight of the linear layer `prefix` (e.g. model.layers.0.self_attn.q_proj), or null when
+ * The packed weight of the linear layer `prefix` (e.g. model.layers.0.self_attn.q_proj), or null when
  * the checkpoint holds that layer unquantized (a module the quantizer skipped): the caller then loads
  * `${prefix}.weight` as usual. `plain` gives that usual ref, for the methods that quantize at load.
  */
@@ -88,7 +88,7 @@ export async function loadQuantizedLinear(
     throw new Error(`${prefix}: ${(e as Error).message}`);
   };
   const name = `${prefix}.weight`;
-  const inline = (data: Float32Array): NativeTensorRef => ({ name, dtype: 'F32', shape: [outFeatures, inFeatures], data });
+  const packed = (p: PackedLinear): NativeTensorRef => ({ name, dtype: 'F32', shape: [outFeatures, inFeatures], packed: p });
   try {
     switch (scheme.method) {
       case 'awq': {
@@ -99,7 +99,7 @@ export async function loadQuantizedLinear(
         const qweight = await p.int32('qweight', [inFeatures, outFeatures / 8]);
         const qzeros = await p.int32('qzeros', [inFeatures / g, outFeatures / 8]);
         const scales = (await p.floats('scales', [inFeatures / g, outFeatures])).values;
-        return { ref: inline(dequantAwq({ qweight, qzeros, scales, inFeatures, outFeatures, groupSize: g })), diskBytes: p.diskBytes };
+        return { ref: packed(repackAwq({ qweight, qzeros, scales, inFeatures, outFeatures, groupSize: g })), diskBytes: p.diskBytes };
       }
       case 'gptq': {
         if (!p.has('qweight')) return null;
@@ -114,8 +114,8 @@ export async function loadQuantizedLinear(
         const scales = (await p.floats('scales', [groups, outFeatures])).values;
         const gIdx = p.has('g_idx') ? await p.int32('g_idx', [inFeatures]) : null;
         if (gIdx === null && scheme.descAct) throw new Error('act-order (desc_act) checkpoint without g_idx');
-        const w = dequantGptq({ qweight, qzeros, scales, gIdx, inFeatures, outFeatures, bits: scheme.bits, groupSize: g, zeroOffset: scheme.zeroOffset });
-        return { ref: inline(w), diskBytes: p.diskBytes };
+        const w = repackGptq({ qweight, qzeros, scales, gIdx, inFeatures, outFeatures, bits: scheme.bits, groupSize: g, zeroOffset: scheme.zeroOffset });
+        return { ref: packed(w), diskBytes: p.diskBytes };
       }
       case 'fp8': {
         const found = lookup(name);
@@ -124,8 +124,8 @@ export async function loadQuantizedLinear(
         const scaleName = p.has('weight_scale') ? 'weight_scale' : p.has('weight_scale_inv') ? 'weight_scale_inv' : null;
         if (scaleName === null) throw new Error('FP8 weight without weight_scale or weight_scale_inv');
         const scale = await p.floats(scaleName);
-        const w = dequantFp8({ codes, outFeatures, inFeatures, scale: scale.values, scaleShape: scale.shape, blockSize: scheme.blockSize ?? undefined });
-        return { ref: inline(w), diskBytes: p.diskBytes };
+        const w = repackFp8({ codes, outFeatures, inFeatures, scale: scale.values, scaleShape: scale.shape, blockSize: scheme.blockSize ?? undefined });
+        return { ref: packed(w), diskBytes: p.diskBytes };
       }
       case 'fp8-at-load':
       case 'bitsandbytes':
@@ -133,8 +133,8 @@ export async function loadQuantizedLinear(
       case 'bitsandbytes-fp4': {
         const base = plain();
         const w = await readTensorF32(base);
-        const q = scheme.method === 'fp8-at-load' ? fp8QuantizeAtLoad(w, outFeatures, inFeatures) : bnbQuantizeAtLoad(scheme.method, w, outFeatures, inFeatures);
-        return { ref: inline(q), diskBytes: base.nbytes ?? 0 };
+        const q = scheme.method === 'fp8-at-load' ? fp8RepackAtLoad(w, outFeatures, inFeatures) : bnbRepackAtLoad(scheme.method, w, outFeatures, inFeatures);
+        return { ref: packed(q), diskBytes: base.nbytes ?? 0 };
       }
     }
   } catch (e) {

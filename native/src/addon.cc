@@ -69,6 +69,47 @@ DType parseDType(Napi::Env env, const std::string& s) {
   typeError(env, "unsupported dtype " + s);
 }
 
+// A packed quantized weight (addon.d.ts NativePackedWeight), its sizes checked against the ref's shape.
+std::shared_ptr<const PackedWeight> parsePacked(const Napi::Object& o, const std::vector<int64_t>& shape, const std::string& at) {
+  auto w = std::make_shared<PackedWeight>();
+  Napi::Env env = o.Env();
+  const std::string layout = getString(o, "layout", at), codebook = getString(o, "codebook", at);
+  if (layout != "q4" && layout != "q8") typeError(env, at + "layout must be q4 or q8");
+  w->layout = layout == "q4" ? PackedLayout::Q4 : PackedLayout::Q8;
+  if (codebook == "lut") w->codebook = PackedCodebook::Lut;
+  else if (codebook == "u8") w->codebook = PackedCodebook::U8;
+  else if (codebook == "s8") w->codebook = PackedCodebook::S8;
+  else if (codebook == "e4m3") w->codebook = PackedCodebook::E4M3;
+  else typeError(env, at + "codebook must be lut, u8, s8 or e4m3");
+  if ((w->layout == PackedLayout::Q4) != (w->codebook == PackedCodebook::Lut)) typeError(env, at + "q4 goes with codebook lut, q8 with u8, s8 or e4m3");
+  w->out = getInt(o, "outFeatures", at);
+  w->in = getInt(o, "inFeatures", at);
+  w->groupSize = getInt(o, "groupSize", at);
+  if (shape != std::vector<int64_t>{w->out, w->in}) typeError(env, at + "outFeatures and inFeatures must be the tensor's shape");
+  if (w->out <= 0 || w->in <= 0 || w->groupSize <= 0 || (w->layout == PackedLayout::Q4 && w->in % 2 != 0))
+    typeError(env, at + "sizes must be positive (and in_features even for q4)");
+  w->codes = getTyped<uint8_t, napi_uint8_array>(o, "codes", at, "Uint8Array");
+  w->scales = getTyped<float, napi_float32_array>(o, "scales", at, "Float32Array");
+  auto optional = [&](const char* key) { Napi::Value v = field(o, key); return !v.IsUndefined() && !v.IsNull(); };
+  if (optional("lut")) w->lut = getTyped<float, napi_float32_array>(o, "lut", at, "Float32Array");
+  if (optional("zeros")) w->zeros = getTyped<float, napi_float32_array>(o, "zeros", at, "Float32Array");
+  if (optional("perm")) w->perm = getTyped<int32_t, napi_int32_array>(o, "perm", at, "Int32Array");
+  const size_t n = size_t(w->out) * size_t(w->groups());
+  const size_t codeBytes = w->layout == PackedLayout::Q4 ? size_t(w->out) * size_t(w->in) / 2 : size_t(w->out) * size_t(w->in);
+  if (w->codes.size() != codeBytes || w->scales.size() != n || (!w->zeros.empty() && w->zeros.size() != n) ||
+      (w->layout == PackedLayout::Q4 ? w->lut.size() != 16 : !w->lut.empty()))
+    typeError(env, at + "codes, scales, zeros or lut do not fit the sizes");
+  if (!w->perm.empty()) {
+    if (int64_t(w->perm.size()) != w->in) typeError(env, at + "perm must have in_features entries");
+    std::vector<bool> seen(size_t(w->in), false);
+    for (int32_t i : w->perm) {
+      if (i < 0 || i >= w->in || seen[size_t(i)]) typeError(env, at + "perm must be a permutation");
+      seen[size_t(i)] = true;
+    }
+  }
+  return w;
+}
+
 TensorRef parseTensor(const Napi::Object& o, const std::string& at) {
   TensorRef t;
   t.name = getString(o, "name", at);
@@ -83,7 +124,10 @@ TensorRef parseTensor(const Napi::Object& o, const std::string& at) {
   }
   Napi::Value data = field(o, "data");
   Napi::Value random = field(o, "random");
-  if (random.IsObject()) {
+  Napi::Value packed = field(o, "packed");
+  if (packed.IsObject()) {
+    t.packed = parsePacked(packed.As<Napi::Object>(), t.shape, at + "packed.");
+  } else if (random.IsObject()) {
     Napi::Object r = random.As<Napi::Object>();
     t.random = true;
     t.randomSeed = static_cast<uint64_t>(getNumber(r, "seed", at + "random."));

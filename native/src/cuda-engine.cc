@@ -111,6 +111,18 @@ struct AdapterBufs {
   int maxRank = 0;
 };
 
+// A quantized projection kept packed on the device (kernels/quant_gemm.cuh computes with it): one part
+// when its pieces (q, k, v or gate, up) share a layout, else one per piece, each writing its own columns.
+struct QuantPart {
+  DevBuf codes, scales, zeros, lut, perm;
+  kern::QuantWeight w{};
+  int col = 0;  // first output column of this part in the projection's output
+};
+struct QuantLinear {
+  std::vector<QuantPart> parts;
+  int out = 0, in = 0;
+};
+
 class CudaEngine final : public Engine {
  public:
   CudaEngine(ModelConfig c, std::vector<TensorRef> tensors, EngineOptions o, Elem elem)
@@ -270,6 +282,8 @@ class CudaEngine final : public Engine {
  private:
 
   void upload(DevBuf& dst, std::vector<const TensorRef*> parts) {
+    // Quantized projections stay packed (logits are fp32, so lm_head is dequantised like any other weight).
+    if (&dst != &lmHead_ && uploadPacked(dst, parts)) return;
     weightBytes_ += uploadOn(stream_, dst, parts, stage_);
     check(cudaStreamSynchronize(stream_), "weight upload");
   }
@@ -315,6 +329,10 @@ class CudaEngine final : public Engine {
 
   // y[rows, out] = x[rows, in] W^T (W [out, in] row-major), y in yType.
   void gemm(const void* x, int rows, int in, const DevBuf& w, int out, void* y, cudaDataType yType) {
+    if (!quant_.empty()) {
+      const auto q = quant_.find(&w);
+      if (q != quant_.end()) return quantGemm(x, rows, q->second, y);
+    }
     const float alpha = 1.0f, beta = 0.0f;
     const cudaDataType ct = cudaType(t_);
     checkB(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w.p, ct, in, x, ct, in, &beta, y, yType, out,
@@ -459,7 +477,129 @@ class CudaEngine final : public Engine {
   std::mutex stepMu_, slotMu_, copyMu_;
   int64_t weightBytes_ = 0;
   bool loaded_ = false;
+
+  // Quantized projections (native/quantized/packed.ts), by the DevBuf a 16-bit projection would occupy
+  // (left empty), so the forward pass calls gemm() the same way for both.
+  std::map<const DevBuf*, QuantLinear> quant_;
+  // GEMV workspace (split-K sums, act-order inputs) sized for kQuantGemvRows rows; the 16-bit copy of
+  // the largest quantized projection, for steps of more rows (tensor-core GEMM). Both sized at load, so
+  // CUDA graphs never see them move.
+  DevBuf quantWs_, quantScratch_;
+  static constexpr int kQuantGemvRows = 64;
+  bool uploadPacked(DevBuf& dst, const std::vector<const TensorRef*>& parts);
+  void quantGemm(const void* x, int rows, const QuantLinear& q, void* y);
 };
+
+namespace {
+
+kern::QuantCodebook quantCodebook(PackedCodebook c) {
+  switch (c) {
+    case PackedCodebook::Lut: return kern::QuantCodebook::Lut4;
+    case PackedCodebook::U8: return kern::QuantCodebook::U8;
+    case PackedCodebook::S8: return kern::QuantCodebook::S8;
+    case PackedCodebook::E4M3: return kern::QuantCodebook::E4M3;
+  }
+  return kern::QuantCodebook::Lut4;
+}
+
+// Whether two packed pieces of one projection can be one matrix (their rows stacked).
+bool samePacking(const PackedWeight& a, const PackedWeight& b) {
+  return a.layout == b.layout && a.codebook == b.codebook && a.in == b.in && a.groupSize == b.groupSize && a.lut == b.lut && a.perm == b.perm;
+}
+
+// The pieces' rows stacked into one packed weight (zero points 0 for a piece that has none: exact).
+PackedWeight stackPacked(const std::vector<const PackedWeight*>& ps) {
+  PackedWeight w = *ps[0];
+  const bool anyZeros = std::any_of(ps.begin(), ps.end(), [](const PackedWeight* p) { return !p->zeros.empty(); });
+  if (anyZeros && w.zeros.empty()) w.zeros.assign(w.scales.size(), 0.0f);
+  for (size_t i = 1; i < ps.size(); i++) {
+    const PackedWeight& p = *ps[i];
+    w.out += p.out;
+    w.codes.insert(w.codes.end(), p.codes.begin(), p.codes.end());
+    w.scales.insert(w.scales.end(), p.scales.begin(), p.scales.end());
+    if (anyZeros) {
+      if (p.zeros.empty()) w.zeros.insert(w.zeros.end(), p.scales.size(), 0.0f);
+      else w.zeros.insert(w.zeros.end(), p.zeros.begin(), p.zeros.end());
+    }
+  }
+  return w;
+}
+
+}  // namespace
+
+// Keeps `parts` packed on the device when every one is a packed weight the kernels take; false: the
+// caller uploads them as 16-bit weights (readTensorF32 dequantises packed ones on the host).
+bool CudaEngine::uploadPacked(DevBuf& dst, const std::vector<const TensorRef*>& parts) {
+  std::vector<const PackedWeight*> ps;
+  for (const TensorRef* p : parts) {
+    if (!p->packed) return false;
+    ps.push_back(p->packed.get());
+  }
+  // Sizes and codebook; the pointers are the host arrays' until the upload replaces them (the check
+  // below only asks whether they are there).
+  auto view = [](const PackedWeight& p) {
+    kern::QuantWeight w{};
+    w.out = int(p.out), w.in = int(p.in), w.groupSize = int(p.groupSize), w.codebook = quantCodebook(p.codebook);
+    w.codes = p.codes.data();
+    w.scales = p.scales.data();
+    w.lut = p.lut.empty() ? nullptr : p.lut.data();
+    return w;
+  };
+  for (const PackedWeight* p : ps)
+    if (!kern::quantGemvSupports(view(*p))) return false;
+  // One matrix when the pieces stack; else one part per piece (act-order: each piece its own permutation).
+  std::vector<std::vector<const PackedWeight*>> groups;
+  if (std::all_of(ps.begin(), ps.end(), [&](const PackedWeight* p) { return samePacking(*p, *ps[0]); })) groups.push_back(ps);
+  else for (const PackedWeight* p : ps) groups.push_back({p});
+  QuantLinear q;
+  q.in = int(ps[0]->in);
+  auto put = [&](DevBuf& buf, const void* data, size_t bytes, const char* what) -> const void* {
+    if (bytes == 0) return nullptr;
+    buf.reserve(bytes, what);
+    check(cudaMemcpy(buf.p, data, bytes, cudaMemcpyHostToDevice), what);
+    weightBytes_ += int64_t(bytes);
+    return buf.p;
+  };
+  for (const auto& g : groups) {
+    const PackedWeight w = g.size() == 1 ? *g[0] : stackPacked(g);
+    QuantPart part;
+    part.col = q.out;
+    part.w = view(w);
+    part.w.codes = put(part.codes, w.codes.data(), w.codes.size(), "quantized weights");
+    part.w.scales = static_cast<const float*>(put(part.scales, w.scales.data(), w.scales.size() * 4, "quantized scales"));
+    part.w.zeros = static_cast<const float*>(put(part.zeros, w.zeros.data(), w.zeros.size() * 4, "quantized zero points"));
+    part.w.lut = static_cast<const float*>(put(part.lut, w.lut.data(), w.lut.size() * 4, "quantized lookup table"));
+    part.w.perm = static_cast<const int32_t*>(put(part.perm, w.perm.data(), w.perm.size() * 4, "quantized permutation"));
+    q.out += int(w.out);
+    q.parts.push_back(std::move(part));
+  }
+  // Workspaces for the largest projection (at load: captured graphs never see them move).
+  int64_t ws = 0;
+  for (const QuantPart& p : q.parts) ws = std::max(ws, kern::quantGemvWorkspaceBytes(t_, kQuantGemvRows, p.w));
+  quantWs_.reserve(size_t(std::max<int64_t>(ws, 256)), "quantized GEMV workspace");
+  quantScratch_.reserve(size_t(q.out) * q.in * elemSize(t_), "quantized weights (16-bit copy for prompt chunks)");
+  quant_[&dst] = std::move(q);
+  return true;
+}
+
+// y [rows, q.out] = x [rows, q.in] W^T: decode-sized steps through the quantized GEMV (each packed weight
+// read once per 16 rows), larger ones through a 16-bit copy of W and a tensor-core GEMM.
+void CudaEngine::quantGemm(const void* x, int rows, const QuantLinear& q, void* y) {
+  auto st = reinterpret_cast<kern::Stream>(stream_);
+  const size_t es = elemSize(t_);
+  if (rows <= kQuantGemvRows) {
+    for (const QuantPart& p : q.parts)
+      checkK(kern::quantGemv(t_, x, rows, p.w, static_cast<char*>(y) + size_t(p.col) * es, q.out, quantWs_.p, int64_t(quantWs_.bytes), st), "quantGemv");
+    return;
+  }
+  for (const QuantPart& p : q.parts)
+    checkK(kern::quantDequant(t_, p.w, quantScratch_.as<char>() + size_t(p.col) * q.in * es, st), "quantDequant");
+  const float alpha = 1.0f, beta = 0.0f;
+  const cudaDataType ct = cudaType(t_);
+  checkB(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, q.out, rows, q.in, &alpha, quantScratch_.p, ct, q.in, x, ct, q.in, &beta, y, ct, q.out,
+                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+         "cublasGemmEx (quantized)");
+}
 
 std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
   std::lock_guard<std::mutex> stepLock(stepMu_);

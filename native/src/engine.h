@@ -13,6 +13,23 @@ namespace sb {
 
 enum class DType { F32, F16, BF16 };
 
+// A quantized linear weight W [out, in] in the engines' packed layout (native/quantized/packed.ts):
+// W[o, perm[k]] = (value(code[o, k]) - zeros[o, g]) * scales[o, g], g = k / groupSize. q4: two codes a
+// byte (low nibble = even k), value = lut[code]; q8: a code a byte, as unsigned, signed or e4m3fn.
+enum class PackedLayout { Q4, Q8 };
+enum class PackedCodebook { Lut, U8, S8, E4M3 };
+struct PackedWeight {
+  PackedLayout layout = PackedLayout::Q4;
+  PackedCodebook codebook = PackedCodebook::Lut;
+  int64_t out = 0, in = 0, groupSize = 1;
+  std::vector<uint8_t> codes;
+  std::vector<float> lut;      // q4: 16 values
+  std::vector<float> scales;   // [out, groups]
+  std::vector<float> zeros;    // [out, groups], or empty: no zero points
+  std::vector<int32_t> perm;   // [in], or empty: identity
+  int64_t groups() const { return (in + groupSize - 1) / groupSize; }
+};
+
 struct TensorRef {
   std::string name;
   DType dtype = DType::F32;
@@ -27,6 +44,8 @@ struct TensorRef {
   bool random = false;
   uint64_t randomSeed = 0;
   float randomStd = 0.0f;
+  // A quantized weight (readTensorF32 dequantises it; the CUDA engine keeps it packed). Shared: cheap to copy.
+  std::shared_ptr<const PackedWeight> packed;
 
   int64_t numel() const {
     int64_t n = 1;

@@ -47,7 +47,13 @@ inline float f16ToF32(uint16_t h) {
 
 size_t dtypeSize(DType d);
 
-// Returns the tensor as fp32, from its inline data or its file. Throws EngineError naming the
+// float8 e4m3fn -> fp32 (S.1111.111 is NaN).
+float e4m3ToF32(uint8_t b);
+
+// W [out, in] of a packed quantized weight, as fp32 (the layout's definition, engine.h).
+std::vector<float> dequantPacked(const PackedWeight& w);
+
+// Returns the tensor as fp32 (a packed weight dequantised), from its inline data or its file. Throws EngineError naming the
 // tensor and file when the bytes cannot be read (file changed since it was validated, I/O error).
 std::vector<float> readTensorF32(const TensorRef& t);
 

@@ -1,0 +1,114 @@
+// Host launchers of the quant_gemm family (weight-only quantized GEMV for decode batches, dequantisation
+// for tensor-core GEMMs on prompt chunks), declared in launch.h, beside their kernels in quant_gemm.cuh:
+// each picks a grid, dispatches on the element type, codebook and rows, and returns its launch error.
+#include "quant_gemm.cuh"
+
+#include <algorithm>
+#include <type_traits>
+
+namespace sb::kern {
+
+namespace {
+
+constexpr int kMaxPassRows = 16;  // activation rows one GEMV pass multiplies (registers: 4 x 16 sums a lane)
+
+template <typename F>
+int withCodebook(QuantCodebook cb, F&& f) {
+  switch (cb) {
+    case QuantCodebook::Lut4: return f(std::integral_constant<int, 0>{});
+    case QuantCodebook::U8: return f(std::integral_constant<int, 1>{});
+    case QuantCodebook::S8: return f(std::integral_constant<int, 2>{});
+    case QuantCodebook::E4M3: return f(std::integral_constant<int, 3>{});
+  }
+  return static_cast<int>(cudaErrorInvalidValue);
+}
+
+template <typename F>
+int withPassRows(int rows, F&& f) {
+  if (rows <= 1) return f(std::integral_constant<int, 1>{});
+  if (rows <= 2) return f(std::integral_constant<int, 2>{});
+  if (rows <= 4) return f(std::integral_constant<int, 4>{});
+  if (rows <= 8) return f(std::integral_constant<int, 8>{});
+  return f(std::integral_constant<int, 16>{});
+}
+
+int elemBytes(Elem t) { return t == Elem::F32 ? 4 : 2; }
+
+// Input slices (split-K) and packed steps per slice: enough blocks for about two per SM slot, slices a
+// multiple of 32 steps (one per lane), at most 8.
+void splitsFor(const QuantWeight& w, int& splits, int& sliceWords) {
+  const int words = w.in / 8;
+  const int blocksOut = (w.out + kQuantRowsPerBlock - 1) / kQuantRowsPerBlock;
+  const int want = std::max(1, std::min(8, (smCount() * 8 + blocksOut - 1) / blocksOut));
+  sliceWords = std::max(32, ((words + want - 1) / want + 31) / 32 * 32);
+  splits = (words + sliceWords - 1) / sliceWords;
+}
+
+}  // namespace
+
+bool quantGemvSupports(const QuantWeight& w) {
+  return w.out > 0 && w.in > 0 && w.in % 8 == 0 && w.groupSize > 0 && (w.groupSize % 8 == 0 || w.groupSize >= w.in) &&
+         (w.codebook != QuantCodebook::Lut4 || w.lut != nullptr);
+}
+
+int64_t quantGemvWorkspaceBytes(Elem t, int rows, const QuantWeight& w) {
+  int splits, sliceWords;
+  splitsFor(w, splits, sliceWords);
+  const int64_t pass = std::min(rows, kMaxPassRows);
+  const int64_t partial = splits > 1 ? int64_t(splits) * pass * w.out * 4 : 0;
+  const int64_t permuted = w.perm ? (int64_t(rows) * w.in * elemBytes(t) + 255) / 256 * 256 : 0;
+  return permuted + partial;
+}
+
+int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, int ldy, void* workspace, int64_t workspaceBytes, Stream s) {
+  if (rows == 0) return 0;
+  if (ldy < w.out || !quantGemvSupports(w) || workspaceBytes < quantGemvWorkspaceBytes(t, rows, w)) return static_cast<int>(cudaErrorInvalidValue);
+  int splits, sliceWords;
+  splitsFor(w, splits, sliceWords);
+  return dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xs = static_cast<const T*>(x);
+    char* ws = static_cast<char*>(workspace);
+    if (w.perm) {
+      // Act-order: the activations in the packed input order, once for every pass.
+      const int64_t n = int64_t(rows) * w.in;
+      quantPermuteKernel<T><<<int(std::min<int64_t>((n + 255) / 256, 4096)), 256, 0, s>>>(xs, w.perm, rows, w.in, reinterpret_cast<T*>(ws));
+      if (int e = launched()) return e;
+      xs = reinterpret_cast<const T*>(ws);
+      ws += (n * int64_t(sizeof(T)) + 255) / 256 * 256;
+    }
+    float* partial = splits > 1 ? reinterpret_cast<float*>(ws) : nullptr;
+    for (int r0 = 0; r0 < rows; r0 += kMaxPassRows) {
+      const int n = std::min(kMaxPassRows, rows - r0);
+      T* yp = static_cast<T*>(y) + int64_t(r0) * ldy;
+      const int e = withCodebook(w.codebook, [&](auto cb) {
+        return withPassRows(n, [&](auto mt) {
+          dim3 grid((w.out + kQuantRowsPerBlock - 1) / kQuantRowsPerBlock, splits);
+          quantGemvKernel<T, decltype(cb)::value, decltype(mt)::value><<<grid, kQuantThreads, 0, s>>>(xs + int64_t(r0) * w.in, n, w, sliceWords, yp, ldy, partial);
+          return launched();
+        });
+      });
+      if (e) return e;
+      if (partial) {
+        const int64_t count = int64_t(n) * w.out;
+        quantReduceKernel<T><<<int(std::min<int64_t>((count + 255) / 256, 2048)), 256, 0, s>>>(partial, splits, n, w.out, yp, ldy);
+        if (int e2 = launched()) return e2;
+      }
+    }
+    return 0;
+  });
+}
+
+int quantDequant(Elem t, const QuantWeight& w, void* dst, Stream s) {
+  if (!quantGemvSupports(w)) return static_cast<int>(cudaErrorInvalidValue);
+  return dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    return withCodebook(w.codebook, [&](auto cb) {
+      const int64_t n = int64_t(w.out) * (w.in / 8);
+      quantDequantKernel<T, decltype(cb)::value><<<int(std::min<int64_t>((n + 255) / 256, 8192)), 256, 0, s>>>(w, static_cast<T*>(dst));
+      return launched();
+    });
+  });
+}
+
+}  // namespace sb::kern
