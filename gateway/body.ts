@@ -62,8 +62,9 @@ function readNodeStream(s: NativeBody, maxBytes: number, what: string): Promise<
   });
 }
 
-export async function readBytes(req: Request, maxBytes: number, what = 'request body', native?: NativeBody | null): Promise<Uint8Array<ArrayBuffer>> {
-  const early = declaredTooLarge(req, maxBytes, what);
+/** `contentLength`: the header when the caller has it already (undefined: read from `req`). */
+export async function readBytes(req: Request, maxBytes: number, what = 'request body', native?: NativeBody | null, contentLength?: string | null): Promise<Uint8Array<ArrayBuffer>> {
+  const early = declaredTooLarge(contentLength !== undefined ? contentLength : req.headers.get('content-length'), maxBytes, what);
   if (early) throw early;
   let parts: Uint8Array[] = [];
   let total = 0;
@@ -156,9 +157,9 @@ export interface JsonCodec {
   stringify(value: unknown): Promise<Uint8Array<ArrayBuffer>>;
 }
 
-/** A request's declared Content-Length past `maxBytes`: the 413 to answer before anything else is done. */
-export function declaredTooLarge(req: Request, maxBytes: number, what = 'request body'): GatewayError | null {
-  const declared = Number(req.headers.get('content-length') ?? 'NaN');
+/** A declared Content-Length (the header's value) past `maxBytes`: the 413 to answer before anything else is done. */
+export function declaredTooLarge(contentLength: string | null, maxBytes: number, what = 'request body'): GatewayError | null {
+  const declared = Number(contentLength ?? 'NaN');
   return Number.isFinite(declared) && declared > maxBytes ? tooLarge(what, maxBytes) : null;
 }
 

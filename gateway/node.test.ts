@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import { startStandIn } from '../test/gateway/helpers/standin.ts';
 import { rawRequest } from '../test/helpers/raw-http.ts';
@@ -142,6 +143,38 @@ describe('switchboard gateway (CLI)', () => {
       assert.equal(entries[0]!.tenant, null, 'the admin call is no generation');
       assert.match(formatGatewayAccess(entries[1]!, false), /^\[gateway\] POST \/generate 200 tenant=acme in=\d+ out=\d+ [\d.]+ms$/);
       assert.deepEqual(Object.keys(JSON.parse(formatGatewayAccess(entries[1]!, true)) as object), ['time', 'level', 'msg', 'method', 'route', 'status', 'tenant', 'adapter', 'tokens_in', 'tokens_out', 'duration_ms', 'stream']);
+    } finally {
+      await gw.close();
+      await up.close();
+    }
+  });
+
+  it('reads request headers as Headers would: any case, repeated ones joined, traceparent passed on', async () => {
+    // On Node the gateway reads the raw header list instead of building a Headers per request.
+    const up = await startStandIn();
+    const gw = await startGateway({ backends: [up.url], serviceKey: KEY, adminToken: 'adm', port: 0, log: () => {} });
+    try {
+      const k = await fetch(`${gw.url}/admin/keys`, { method: 'POST', headers: { authorization: 'Bearer adm' }, body: JSON.stringify({ tenant: 'acme' }) });
+      const key = ((await k.json()) as { key: string }).key;
+      const body = '{"inputs":"ok"}';
+      // Written without half-closing (the answer needs the upstream first); Connection: close ends it.
+      const raw = (bytes: string) =>
+        new Promise<string>((resolve, reject) => {
+          const u = new URL(gw.url);
+          const sock = connect(Number(u.port), u.hostname, () => sock.write(bytes));
+          let data = '';
+          sock.on('data', (d: Buffer) => (data += d.toString()));
+          sock.on('close', () => resolve(data));
+          sock.on('error', reject);
+        });
+      const send = (headers: string) => raw(`POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n${headers}\r\n${body}`);
+      const trace = '0af7651916cd43dd8448eb211c80319c';
+      assert.match(await send(`AUTHORIZATION: Bearer ${key}\r\nTraceParent: 00-${trace}-b7ad6b7169203331-01\r\n`), /^HTTP\/1\.1 200 /);
+      assert.match(String(up.lastHeaders.get('/generate')?.traceparent), new RegExp(`^00-${trace}-[0-9a-f]{16}-01$`));
+      // Two Authorization headers read as one joined value, which is no bearer token.
+      assert.match(await send(`Authorization: Bearer ${key}\r\nauthorization: Bearer ${key}\r\n`), /^HTTP\/1\.1 401 /);
+      // A declared length past the limit is refused before anything else, in any case.
+      assert.match(await raw(`POST /generate HTTP/1.1\r\nHost: x\r\nCONTENT-LENGTH: 2000000\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 413 /);
     } finally {
       await gw.close();
       await up.close();

@@ -28,11 +28,17 @@ function tracer() {
   return trace.getTracer(TRACER, VERSION);
 }
 
+/** What extractContext reads: a Headers, or a cheaper view with the same two methods. */
+export interface HeaderSource {
+  get(name: string): string | null | undefined;
+  keys(): Iterable<string>;
+}
+
 /** The parent context of an incoming request (registered propagator first, then W3C by hand). */
-export function extractContext(headers: Headers): Context {
+export function extractContext(headers: HeaderSource): Context {
   const getter = {
-    keys: (h: Headers) => [...h.keys()],
-    get: (h: Headers, k: string) => h.get(k) ?? undefined,
+    keys: (h: HeaderSource) => [...h.keys()],
+    get: (h: HeaderSource, k: string) => h.get(k) ?? undefined,
   };
   const ctx = propagation.extract(ROOT_CONTEXT, headers, getter);
   if (trace.getSpanContext(ctx)) return ctx;

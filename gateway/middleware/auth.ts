@@ -51,7 +51,7 @@ export function authenticate(svc: Services, scope: string, opts: { reserves?: bo
   };
   return async (c, next) => {
     const p = await inSpan('gateway.auth', c.get('otel'), async (s) => {
-      const p = await principalOf(c.req.header('authorization'));
+      const p = await principalOf(svc.header(c, 'authorization'));
       s.span.setAttributes({ 'switchboard.tenant': p.tenant, 'switchboard.auth': p.via });
       return p;
     });

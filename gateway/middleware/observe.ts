@@ -10,7 +10,7 @@ export function observe(svc: Services): MiddlewareHandler<GatewayEnv> {
   const metrics = svc.deps.metrics;
   return async (c, next) => {
     const t0 = performance.now();
-    const s = startServerSpan(`${c.req.method} ${c.req.routePath === '/*' ? c.req.path : c.req.routePath}`, extractContext(c.req.raw.headers), {
+    const s = startServerSpan(`${c.req.method} ${c.req.routePath === '/*' ? c.req.path : c.req.routePath}`, extractContext(svc.headers(c)), {
       'http.request.method': c.req.method,
       'url.path': c.req.path,
     });
