@@ -65,6 +65,26 @@ describe('JSON bodies on worker threads', () => {
   });
 });
 
+describe('JSON worker threads that cannot start', () => {
+  it('parse and serialise inline instead (one log line), with the same answers', async () => {
+    const logs: string[] = [];
+    const pool = new JsonOffload({ threads: 1, inlineMaxBytes: 0, workerEntry: new URL('./no-such-worker.ts', import.meta.url).href }, (m) => logs.push(m));
+    try {
+      const body = enc.encode(JSON.stringify({ inputs: pad(100_000) }));
+      // The first call meets the failure; from then on the pool works inline.
+      await pool.parse(body.slice()).catch(() => {});
+      const v = await pool.parse(body.slice());
+      assert.equal((v.inputs as string).length, 100_000);
+      await assert.rejects(pool.parse(enc.encode('{"a":')), (e: unknown) => e instanceof GatewayError && e.status === 400);
+      assert.equal(new TextDecoder().decode(await pool.stringify({ a: 'é' })), '{"a":"é"}');
+      assert.equal(logs.length, 1);
+      assert.match(logs[0]!, /JSON worker threads unavailable/);
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
 describe('gateway with the JSON worker pool', () => {
   let up: StandIn;
   let gw: RunningGateway;

@@ -9,7 +9,7 @@
 // more than they do. Workers (Cloudflare) never load this module: their runtime isolates requests.
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
-import type { JsonCodec } from './body.ts';
+import { parseJsonObject, type JsonCodec } from './body.ts';
 import { GatewayError } from './errors.ts';
 
 export const DEFAULT_INLINE_MAX_BYTES = 64 * 1024;
@@ -32,29 +32,38 @@ export interface JsonOffloadOptions {
   /** Worker threads (default: 1 on a machine with fewer than 4 cores, else 2). */
   threads?: number;
   inlineMaxBytes?: number;
+  /** The worker module (tests: one that cannot load). */
+  workerEntry?: string;
 }
 
 export class JsonOffload implements JsonCodec {
   readonly inlineMaxBytes: number;
   readonly threads: number;
+  private readonly entry: string;
   private readonly pool: (Thread | null)[];
   private nextId = 1;
   private closed = false;
+  /** A thread that could not start (no answer before it failed): parse inline from then on. */
+  private broken = false;
 
-  constructor(opts: JsonOffloadOptions = {}) {
+  constructor(opts: JsonOffloadOptions = {}, private readonly log: (msg: string) => void = () => {}) {
+
     this.inlineMaxBytes = opts.inlineMaxBytes ?? DEFAULT_INLINE_MAX_BYTES;
     this.threads = Math.max(1, opts.threads ?? (os.availableParallelism() < 4 ? 1 : 2));
+    this.entry = opts.workerEntry ?? new URL('./json-offload-worker.ts', import.meta.url).href;
     // Started on first use: most gateways never see a body over the threshold.
     this.pool = Array.from({ length: this.threads }, () => null);
   }
 
   parse(bytes: Uint8Array): Promise<Record<string, unknown>> {
+    if (this.broken) return inline(() => parseJsonObject(bytes));
     const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer;
     const own = whole ? bytes : bytes.slice();
     return this.send({ op: 'parse', bytes: own }, [own.buffer as ArrayBuffer]) as Promise<Record<string, unknown>>;
   }
 
   stringify(value: unknown): Promise<Uint8Array<ArrayBuffer>> {
+    if (this.broken) return inline(() => new TextEncoder().encode(JSON.stringify(value)) as Uint8Array<ArrayBuffer>);
     return this.send({ op: 'stringify', value }, []) as Promise<Uint8Array<ArrayBuffer>>;
   }
 
@@ -93,15 +102,21 @@ export class JsonOffload implements JsonCodec {
 
   private start(slot: number): Thread {
     // tsx's loader hooks do not reach worker threads: the worker registers them first.
-    const entry = new URL('./json-offload-worker.ts', import.meta.url).href;
-    const worker = new Worker(`import('tsx/esm/api').then((t) => { t.register(); return import(${JSON.stringify(entry)}); });`, { eval: true });
+    const worker = new Worker(`import('tsx/esm/api').then((t) => { t.register(); return import(${JSON.stringify(this.entry)}); });`, { eval: true });
     const t: Thread = { worker, pending: new Map() };
+    let answered = false;
     const fail = (err: Error) => {
       if (this.pool[slot] === t) this.pool[slot] = null; // the next request starts a fresh one
+      if (!answered && !this.closed && !this.broken) {
+        // It never worked (a runtime without the loader it needs, say): correctness over isolation.
+        this.broken = true;
+        this.log(`JSON worker threads unavailable (${err.message}): parsing large bodies on the event loop`);
+      }
       for (const p of t.pending.values()) p.reject(err);
       t.pending.clear();
     };
     worker.on('message', (r: Reply) => {
+      answered = true;
       const p = t.pending.get(r.id);
       if (!p) return;
       t.pending.delete(r.id);
@@ -115,5 +130,13 @@ export class JsonOffload implements JsonCodec {
     // Referenced only while it holds work, so an idle pool never keeps the process alive.
     worker.unref();
     return t;
+  }
+}
+
+function inline<T>(f: () => T): Promise<T> {
+  try {
+    return Promise.resolve(f());
+  } catch (err) {
+    return Promise.reject(err as Error);
   }
 }

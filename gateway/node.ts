@@ -165,7 +165,7 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
     }
   }
   const f = createNodeFetch();
-  const json = o.jsonOffload === null ? null : new JsonOffload(o.jsonOffload ?? {});
+  const json = o.jsonOffload === null ? null : new JsonOffload(o.jsonOffload ?? {}, log);
   if (o.jsonOffload?.warm) json?.warm();
   const metrics = o.metricsPort != null ? new GatewayMetrics() : null;
   const accessLog = o.accessLog ?? null;
