@@ -881,6 +881,7 @@ void CudaEngine::checkFamilyConfig() {
     if (c_.numExperts <= 0 || c_.expertsPerToken <= 0 || c_.expertsPerToken > c_.numExperts || c_.moeIntermediate <= 0)
       throw EngineError("mixture-of-experts layers need numExperts >= expertsPerToken > 0 and moeIntermediateSize > 0");
     hasMoe_ = true;
+    moeGemvOk_ = true;  // until a layer's experts say otherwise (loadFamilyLayer)
   }
 }
 
@@ -909,12 +910,16 @@ void CudaEngine::loadFamilyLayer(int l, const RefFn& ref) {
     upload(F.expD[e], {&ref(q + "down_proj.weight", {H, M})});
   }
   std::vector<const void*> gu(E), d(E);
-  for (int64_t e = 0; e < E; e++) gu[e] = F.expGU[e].p, d[e] = F.expD[e].p;
+  bool dense = true;  // quantized experts stay packed (quant_): only cuBLAS-path gemm() serves them
+  for (int64_t e = 0; e < E; e++) {
+    gu[e] = F.expGU[e].p, d[e] = F.expD[e].p;
+    dense = dense && gu[e] && d[e] && !quant_.count(&F.expGU[e]) && !quant_.count(&F.expD[e]);
+  }
   F.guPtrs.reserve(E * sizeof(void*), "expert addresses");
   F.dPtrs.reserve(E * sizeof(void*), "expert addresses");
   check(cudaMemcpy(F.guPtrs.p, gu.data(), E * sizeof(void*), cudaMemcpyHostToDevice), "expert addresses");
   check(cudaMemcpy(F.dPtrs.p, d.data(), E * sizeof(void*), cudaMemcpyHostToDevice), "expert addresses");
-  moeGemvOk_ = int64_t(c_.hidden) * int64_t(elemSize(t_)) <= 48 * 1024 && M * int64_t(elemSize(t_)) <= 48 * 1024;
+  moeGemvOk_ = moeGemvOk_ && dense && int64_t(c_.hidden) * int64_t(elemSize(t_)) <= 48 * 1024 && M * int64_t(elemSize(t_)) <= 48 * 1024;
 }
 
 // Sizes the MoE step buffers for T rows (prepare() calls it before a graph may capture the step).
