@@ -25,6 +25,14 @@ describe('switchboard serve options', () => {
     assert.equal(c.device, 'auto');
   });
 
+  it('--max-uploads-per-tenant (MAX_UPLOADS_PER_TENANT): 4 by default, at least 1', () => {
+    assert.equal(parseServeConfig(['--model-id', '/m'], {}).maxUploadsPerTenant, 4);
+    assert.equal(parseServeConfig(['--model-id', '/m', '--max-uploads-per-tenant', '9'], {}).maxUploadsPerTenant, 9);
+    assert.equal(parseServeConfig(['--model-id', '/m'], { MAX_UPLOADS_PER_TENANT: '2' }).maxUploadsPerTenant, 2);
+    assert.throws(() => parseServeConfig(['--model-id', '/m', '--max-uploads-per-tenant', '0'], {}), /--max-uploads-per-tenant/);
+    assert.match(serveHelp(), /--max-uploads-per-tenant/);
+  });
+
   it('a flag wins over its environment variable; HOSTNAME alone is not the listen address', () => {
     const c = parseServeConfig(['--model-id', '/m', '--port', '1234'], { PORT: '9000', HOSTNAME: 'my-laptop' });
     assert.equal(c.port, 1234);

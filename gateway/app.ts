@@ -28,20 +28,25 @@ export function createGateway(deps: GatewayDeps): Hono<GatewayEnv> {
   app.notFound(notFound);
 
   const inferenceScope = authenticate(svc, 'inference');
+  // Routes that reserve quota for every request: key records may come from the instance's cache
+  // (the reservation re-checks revocation atomically; see middleware/auth.ts).
+  const reservingInference = authenticate(svc, 'inference', { reserves: true });
+  // JSON routes refuse a declared oversize body before the credential is even looked up.
+  const sized = svc.declaredSize;
   const readAdapters = authenticate(svc, 'adapters:read');
   const writeAdapters = authenticate(svc, 'adapters:write');
 
   // Inference (forwarded, counted against quotas).
   for (const route of ['/generate', '/generate_stream', '/'] as LoraxRoute[]) {
-    app.post(route, inferenceScope, inference(svc, 'lorax', route, (raw) => parseLorax(route, raw)));
+    app.post(route, sized, reservingInference, inference(svc, 'lorax', route, (raw) => parseLorax(route, raw)));
   }
-  app.post('/v1/chat/completions', inferenceScope, inference(svc, 'openai', '/v1/chat/completions', parseChat));
-  app.post('/v1/completions', inferenceScope, inference(svc, 'openai', '/v1/completions', parseCompletion));
+  app.post('/v1/chat/completions', sized, reservingInference, inference(svc, 'openai', '/v1/chat/completions', parseChat));
+  app.post('/v1/completions', sized, reservingInference, inference(svc, 'openai', '/v1/completions', parseCompletion));
 
   // About the model.
   app.get('/v1/models', inferenceScope, listModels(svc));
   app.get('/info', inferenceScope, info(svc));
-  app.post('/tokenize', inferenceScope, tokenize(svc));
+  app.post('/tokenize', sized, reservingInference, tokenize(svc));
   app.get('/health', health(svc));
 
   // A tenant's own adapters.

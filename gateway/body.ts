@@ -8,17 +8,70 @@ import { GatewayError } from './errors.ts';
  * A runtime's native body stream, when it has one cheaper than `Request.body` (Node: the
  * IncomingMessage @hono/node-server passes as env.incoming). Duck-typed: no node: imports here.
  */
-export type NativeBody = AsyncIterable<Uint8Array> & { destroy?: (err?: Error) => void };
+export type NativeBody = AsyncIterable<Uint8Array> & {
+  destroy?: (err?: Error) => void;
+  /** Node's stream events: read by listeners, cheaper than an async iterator per request. */
+  on?(ev: 'data', fn: (chunk: Uint8Array) => void): unknown;
+  on?(ev: 'end' | 'close', fn: () => void): unknown;
+  on?(ev: 'error', fn: (err: Error) => void): unknown;
+  removeListener?(ev: string, fn: (...a: never[]) => void): unknown;
+  pause?(): unknown;
+  readableEnded?: boolean;
+};
+
+/** A Node stream read to its end by listeners, refused past `maxBytes` (the rest left unread). */
+function readNodeStream(s: NativeBody, maxBytes: number, what: string): Promise<{ parts: Uint8Array[]; total: number }> {
+  return new Promise((resolve, reject) => {
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    const done = () => {
+      s.removeListener!('data', onData);
+      s.removeListener!('end', onEnd);
+      s.removeListener!('error', onError);
+      s.removeListener!('close', onClose);
+    };
+    const onData = (chunk: Uint8Array) => {
+      total += chunk.byteLength;
+      if (total > maxBytes) {
+        // Paused, not destroyed: destroying would reset the socket, so the client would see a
+        // reset instead of the 413. Left unread, Node discards the rest of the body after the
+        // answer, and the connection survives.
+        done();
+        s.pause!();
+        reject(tooLarge(what, maxBytes));
+        return;
+      }
+      parts.push(chunk);
+    };
+    const onEnd = () => {
+      done();
+      resolve({ parts, total });
+    };
+    const onError = (err: Error) => {
+      done();
+      reject(err);
+    };
+    const onClose = () => {
+      done();
+      reject(new GatewayError(499, 'client closed the request before its body was complete'));
+    };
+    s.on!('data', onData);
+    s.on!('end', onEnd);
+    s.on!('error', onError);
+    s.on!('close', onClose);
+  });
+}
 
 export async function readBytes(req: Request, maxBytes: number, what = 'request body', native?: NativeBody | null): Promise<Uint8Array<ArrayBuffer>> {
-  const declared = Number(req.headers.get('content-length') ?? 'NaN');
-  if (Number.isFinite(declared) && declared > maxBytes) throw tooLarge(what, maxBytes);
-  const parts: Uint8Array[] = [];
+  const early = declaredTooLarge(req, maxBytes, what);
+  if (early) throw early;
+  let parts: Uint8Array[] = [];
   let total = 0;
-  if (native) {
+  if (native && typeof native.on === 'function' && typeof native.removeListener === 'function' && typeof native.pause === 'function' && !native.readableEnded) {
+    ({ parts, total } = await readNodeStream(native, maxBytes, what));
+  } else if (native) {
     // Iterated by hand: leaving a for-await early would destroy the stream and with it the socket,
-    // so the client would see a reset instead of the 413. Left unread, Node discards the rest of
-    // the body after the answer, and the connection survives.
+    // so the client would see a reset instead of the 413.
     const it = native[Symbol.asyncIterator]();
     for (;;) {
       const { done, value } = await it.next();
@@ -59,9 +112,13 @@ function tooLarge(what: string, maxBytes: number): GatewayError {
 
 const dec = new TextDecoder('utf-8', { fatal: true });
 
-/** The JSON object of a request body. */
-export async function readJsonObject(req: Request, maxBytes: number, native?: NativeBody | null): Promise<Record<string, unknown>> {
-  const bytes = await readBytes(req, maxBytes, 'request body', native);
+/**
+ * Bytes to the JSON object of a request body: 400 (invalid_json) for bad UTF-8, an empty body,
+ * nesting deeper than MAX_JSON_DEPTH, bad JSON or a non-object. The one implementation, run inline
+ * for small bodies and on a JsonCodec's worker thread for large ones, so a body gets the same
+ * answer whatever its size.
+ */
+export function parseJsonObject(bytes: Uint8Array): Record<string, unknown> {
   let text: string;
   try {
     text = dec.decode(bytes);
@@ -83,6 +140,26 @@ export async function readJsonObject(req: Request, maxBytes: number, native?: Na
     throw new GatewayError(400, 'request body must be a JSON object', { code: 'invalid_json' });
   }
   return value as Record<string, unknown>;
+}
+
+/**
+ * Where large bodies are decoded, depth-checked, parsed and serialised: off the request loop (on
+ * Node, gateway/json-offload.ts: worker threads). Absent (Workers, where the runtime isolates
+ * requests and has no threads), everything runs inline. Duck-typed: no node: imports here.
+ */
+export interface JsonCodec {
+  /** Bodies of at most this many bytes are handled inline (a thread hop costs more than they do). */
+  readonly inlineMaxBytes: number;
+  /** parseJsonObject off the loop; rejects with its GatewayError. Takes ownership of `bytes`. */
+  parse(bytes: Uint8Array): Promise<Record<string, unknown>>;
+  /** JSON.stringify off the loop, as UTF-8 bytes (transferred back, not copied). */
+  stringify(value: unknown): Promise<Uint8Array<ArrayBuffer>>;
+}
+
+/** A request's declared Content-Length past `maxBytes`: the 413 to answer before anything else is done. */
+export function declaredTooLarge(req: Request, maxBytes: number, what = 'request body'): GatewayError | null {
+  const declared = Number(req.headers.get('content-length') ?? 'NaN');
+  return Number.isFinite(declared) && declared > maxBytes ? tooLarge(what, maxBytes) : null;
 }
 
 /** What Node's HTTP server hands a 'clientError' listener (duck-typed: no node: imports here). */

@@ -33,8 +33,8 @@ export interface Upstream {
   /** Set when waitFirstByte and the response is a 2xx stream. */
   reader: ReadableStreamDefaultReader<Uint8Array> | null;
   first: Uint8Array | null;
-  /** Aborts the upstream request. */
-  abort: AbortController;
+  /** Aborts the upstream request (a call without waitFirstByte: stops reading its answer). */
+  abort: { abort(reason?: unknown): void };
   /** Ends the replica's in-flight count (idempotent). */
   end: () => void;
   attempts: number;
@@ -73,8 +73,11 @@ export async function callUpstream(router: Router, call: UpstreamCall, f: typeof
     const backend = plan[attempt]!;
     if (call.signal?.aborted) break;
     call.onAttempt?.(backend, attempt);
-    const abort = new AbortController();
-    const unlink = linkAbort(call.signal, abort);
+    // A stream needs its own controller (the relay aborts it when the client stops reading); a
+    // plain answer follows the caller's signal alone, and one AbortController (and a listener
+    // linking it) per request is saved.
+    const ownAbort = call.waitFirstByte ? new AbortController() : null;
+    const unlink = ownAbort ? linkAbort(call.signal, ownAbort) : () => {};
     const endFlight = router.begin(backend);
     const end = () => {
       endFlight();
@@ -86,7 +89,7 @@ export async function callUpstream(router: Router, call: UpstreamCall, f: typeof
         method: call.method,
         headers: call.headers,
         ...(call.body !== undefined && call.body !== null ? { body: call.body } : {}),
-        signal: abort.signal,
+        ...(ownAbort ? { signal: ownAbort.signal } : call.signal ? { signal: call.signal } : {}),
       });
     } catch (err) {
       end();
@@ -95,6 +98,8 @@ export async function callUpstream(router: Router, call: UpstreamCall, f: typeof
       router.reportFailure(backend, (err as Error).message);
       continue;
     }
+    const answer = res;
+    const abort = ownAbort ?? { abort: () => void answer.body?.cancel().catch(() => {}) };
     if (RETRY_STATUS.has(res.status)) {
       // Overloaded or unavailable: another replica may serve it. Keep the answer in case none can.
       if (lastRetryable) {

@@ -110,5 +110,7 @@ export function limitMessage(result: Extract<AcquireResult, { ok: false }>): str
       return `rate limit reached: ${result.limit} tokens per minute for this ${who} (counting prompt + max_tokens of requests in flight); retry in ${secs} s`;
     case 'concurrency':
       return `too many concurrent streams: at most ${result.limit} for this ${who}; retry when one ends`;
+    case 'revoked':
+      return 'invalid API key (unknown, revoked or expired)';
   }
 }

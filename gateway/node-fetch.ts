@@ -27,6 +27,122 @@ function responseHeaders(h: IncomingHttpHeaders): Headers {
   return out;
 }
 
+const UTF8_BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+/**
+ * A JSON answer read whole, with the members of Response the gateway reads (status, ok, headers,
+ * body, text, json, arrayBuffer, clone), at a fraction of an undici Response's cost: no body stream
+ * unless `body` is asked for, no reader to drain it, Headers built only when read. Same observable
+ * behaviour: a body is read once (bodyUsed, then a TypeError), text() decodes UTF-8 with
+ * replacement and drops a BOM.
+ */
+class BufferedResponse {
+  readonly ok: boolean;
+  readonly redirected = false;
+  readonly type = 'basic';
+  private used = false;
+  private hdrs: Headers | null = null;
+  private stream: ReadableStream<Uint8Array> | null = null;
+
+  constructor(
+    private readonly buf: Buffer,
+    readonly status: number,
+    readonly statusText: string,
+    private readonly raw: IncomingHttpHeaders,
+    readonly url: string,
+  ) {
+    this.ok = status >= 200 && status < 300;
+  }
+
+  get headers(): Headers {
+    return (this.hdrs ??= responseHeaders(this.raw));
+  }
+
+  get bodyUsed(): boolean {
+    return this.used;
+  }
+
+  get body(): ReadableStream<Uint8Array> {
+    if (!this.stream) {
+      const self = this;
+      this.stream = new ReadableStream<Uint8Array>(
+        {
+          pull(c) {
+            if (!self.used && self.buf.byteLength > 0) c.enqueue(new Uint8Array(self.buf.buffer, self.buf.byteOffset, self.buf.byteLength));
+            self.used = true;
+            c.close();
+          },
+          cancel() {
+            self.used = true;
+          },
+        },
+        { highWaterMark: 0 },
+      );
+    }
+    return this.stream;
+  }
+
+  private take(): Buffer {
+    if (this.used || this.stream?.locked) throw new TypeError('Body is unusable: Body has already been read');
+    this.used = true;
+    return this.buf;
+  }
+
+  text(): Promise<string> {
+    try {
+      const b = this.take();
+      return Promise.resolve((b.subarray(0, 3).equals(UTF8_BOM) ? b.subarray(3) : b).toString('utf8'));
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+  }
+
+  async json(): Promise<unknown> {
+    return JSON.parse(await this.text()) as unknown;
+  }
+
+  arrayBuffer(): Promise<ArrayBuffer> {
+    try {
+      const b = this.take();
+      return Promise.resolve(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+  }
+
+  async bytes(): Promise<Uint8Array> {
+    return new Uint8Array(await this.arrayBuffer());
+  }
+
+  clone(): BufferedResponse {
+    if (this.used || this.stream?.locked) throw new TypeError('Response.clone: Body has already been consumed.');
+    return new BufferedResponse(this.buf, this.status, this.statusText, this.raw, this.url);
+  }
+}
+
+/** `head` (already read), then the rest of `rest`, as one web stream. */
+function prefixed(head: Buffer[], rest: IncomingMessage): ReadableStream<Uint8Array> {
+  const tail = (Readable.toWeb(rest) as unknown as ReadableStream<Uint8Array>).getReader();
+  let i = 0;
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(c) {
+        if (i < head.length) {
+          c.enqueue(head[i++]!);
+          return;
+        }
+        const r = await tail.read();
+        if (r.done) c.close();
+        else c.enqueue(r.value);
+      },
+      cancel(reason) {
+        return tail.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
 function abortError(signal: AbortSignal): Error {
   const r = signal.reason as unknown;
   return r instanceof Error ? r : new DOMException('This operation was aborted', 'AbortError');
@@ -70,23 +186,43 @@ export function createNodeFetch(opts: { maxSockets?: number } = {}): typeof fetc
           // A body cut short by the peer must be an error, never a clean end.
           r.on('aborted', () => r.destroy(new Error('the connection closed before the response was complete')));
           r.on('close', () => signal?.removeEventListener('abort', onAbort));
-          const init = { status, statusText: r.statusMessage ?? '', headers: responseHeaders(r.headers) };
+          const init = { status, statusText: r.statusMessage ?? '' };
           if (empty) {
             r.resume();
-            resolve(new Response(null, init));
+            resolve(new Response(null, { ...init, headers: responseHeaders(r.headers) }));
             return;
           }
-          // A small JSON answer (every non-streaming one) is read whole before it is handed on:
-          // cheaper than a web stream over the socket, and its reader wants all of it anyway.
+          // A JSON answer (every non-streaming one) is read whole before it is handed on: cheaper
+          // than a web stream over the socket (building one costs tens of µs), and its reader wants
+          // all of it anyway. Without a Content-Length (chunked), it is buffered up to the same
+          // bound and handed on as a stream, what was read first, if it grows past it.
           const length = Number(r.headers['content-length'] ?? NaN);
-          if (length <= BUFFER_JSON_BYTES && (r.headers['content-type'] ?? '').includes('json')) {
+          if ((r.headers['content-type'] ?? '').includes('json') && !(length > BUFFER_JSON_BYTES)) {
             const chunks: Buffer[] = [];
-            r.on('data', (c: Buffer) => chunks.push(c));
+            let total = 0;
+            const off = () => {
+              r.removeListener('data', onData);
+              r.removeListener('end', onEnd);
+              r.removeListener('error', reject);
+            };
+            const onData = (c: Buffer) => {
+              chunks.push(c);
+              total += c.byteLength;
+              if (total <= BUFFER_JSON_BYTES) return;
+              off();
+              r.pause();
+              resolve(new Response(prefixed(chunks, r), { ...init, headers: responseHeaders(r.headers) }));
+            };
+            const onEnd = () => {
+              off();
+              resolve(new BufferedResponse(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), status, init.statusText, r.headers, url.href) as unknown as Response);
+            };
+            r.on('data', onData);
+            r.on('end', onEnd);
             r.on('error', reject);
-            r.on('end', () => resolve(new Response((chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)) as Uint8Array as Uint8Array<ArrayBuffer>, init)));
             return;
           }
-          resolve(new Response(Readable.toWeb(r) as unknown as ReadableStream<Uint8Array>, init));
+          resolve(new Response(Readable.toWeb(r) as unknown as ReadableStream<Uint8Array>, { ...init, headers: responseHeaders(r.headers) }));
         },
       );
       signal?.addEventListener('abort', onAbort, { once: true });

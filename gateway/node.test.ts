@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { request } from 'node:http';
 import { describe, it } from 'node:test';
 import { startStandIn } from '../test/gateway/helpers/standin.ts';
 import { rawRequest } from '../test/helpers/raw-http.ts';
@@ -38,6 +39,54 @@ describe('switchboard gateway (CLI)', () => {
     assert.throws(() => parseGatewayArgs(['--backend', 'http://a:1', '--service-key', KEY, '--port', '-1'], {}), /--port/);
     assert.throws(() => parseGatewayArgs(['--backend', 'http://a:1', '--service-key', KEY, '--jwt-issuer', 'x'], {}), /--jwt-audience/);
     assert.match(gatewayHelp(), /--redis-url/);
+    assert.throws(() => parseGatewayArgs(['--backend', 'http://a:1', '--service-key', KEY, '--max-uploads-per-tenant', '0'], {}), /--max-uploads-per-tenant: must be at least 1/);
+    assert.throws(() => parseGatewayArgs(['--backend', 'http://a:1', '--service-key', KEY, '--json-threads', 'two'], {}), /--json-threads/);
+  });
+
+  it('--max-uploads-per-tenant and --json-threads (and their environment variables)', () => {
+    const base = ['--backend', 'http://a:1', '--service-key', KEY];
+    const d = parseGatewayArgs(base, {});
+    assert.equal(d.options?.maxUploadsPerTenant, undefined, 'the default (2) applies');
+    assert.equal(d.jsonOffload, undefined, 'the default pool applies');
+    const f = parseGatewayArgs([...base, '--max-uploads-per-tenant', '5', '--json-threads', '3'], {});
+    assert.equal(f.options?.maxUploadsPerTenant, 5);
+    assert.deepEqual(f.jsonOffload, { threads: 3 });
+    assert.equal(parseGatewayArgs([...base, '--json-threads', '0'], {}).jsonOffload, null, '0: every body inline');
+    const e = parseGatewayArgs(base, { SWITCHBOARD_MAX_UPLOADS_PER_TENANT: '1', SWITCHBOARD_GATEWAY_JSON_THREADS: '2' });
+    assert.equal(e.options?.maxUploadsPerTenant, 1);
+    assert.deepEqual(e.jsonOffload, { threads: 2 });
+    assert.match(gatewayHelp(), /--max-uploads-per-tenant[^]*SWITCHBOARD_MAX_UPLOADS_PER_TENANT/);
+  });
+
+  it('--max-uploads-per-tenant 1: a second upload while one is in flight gets 429', async () => {
+    const up = await startStandIn();
+    const parsed = parseGatewayArgs(['--backend', up.url, '--service-key', KEY, '--admin-token', 'adm', '--port', '0', '--max-uploads-per-tenant', '1'], {});
+    const gw = await startGateway({ ...parsed, log: () => {} });
+    try {
+      const k = await fetch(`${gw.url}/admin/keys`, { method: 'POST', headers: { authorization: 'Bearer adm' }, body: JSON.stringify({ tenant: 'acme' }) });
+      const key = ((await k.json()) as { key: string }).key;
+      const u = new URL(gw.url);
+      let finish!: () => void;
+      const held = new Promise<number>((resolve, reject) => {
+        const req = request({ host: u.hostname, port: u.port, method: 'PUT', path: '/v1/adapters/one/adapter_model.safetensors', headers: { authorization: `Bearer ${key}`, 'transfer-encoding': 'chunked' } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.write(Buffer.alloc(1024));
+        finish = () => req.end(Buffer.alloc(1024));
+      });
+      // The first upload is in flight once the stand-in sees it.
+      for (let i = 0; i < 100 && !up.hits.get('/adapters/tenants/acme/one/adapter_model.safetensors'); i++) await new Promise((r) => setTimeout(r, 20));
+      const second = await fetch(`${gw.url}/v1/adapters/two/adapter_model.safetensors`, { method: 'PUT', headers: { authorization: `Bearer ${key}` }, body: new Uint8Array(16) });
+      assert.equal(second.status, 429, await second.clone().text());
+      assert.equal(((await second.json()) as { error: { code: string } }).error.code, 'too_many_uploads');
+      finish();
+      await held;
+    } finally {
+      await gw.close();
+      await up.close();
+    }
   });
 
   it('takes secrets from files and the environment first, and warns once for each on the command line', () => {

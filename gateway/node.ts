@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createGateway, type GatewayOptions, type RequestUsage } from './app.ts';
 import { JwtVerifier, type JwtConfig } from './auth/jwt.ts';
+import { JsonOffload, type JsonOffloadOptions } from './json-offload.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { createNodeFetch } from './node-fetch.ts';
 import { Router } from './routing.ts';
@@ -39,6 +40,8 @@ export interface StartGatewayOptions {
   options?: Partial<GatewayOptions>;
   /** Serves Prometheus metrics at GET /metrics on this port (same hostname); absent: no metrics. */
   metricsPort?: number | null;
+  /** JSON bodies over inlineMaxBytes (default 64 KiB) are parsed on worker threads; null: all inline. */
+  jsonOffload?: (JsonOffloadOptions & { warm?: boolean }) | null;
   log?: (msg: string) => void;
   /** Told once per answered request (method, path pattern, status, time): the access log. */
   accessLog?: ((e: GatewayAccessEntry) => void) | null;
@@ -162,6 +165,8 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
     }
   }
   const f = createNodeFetch();
+  const json = o.jsonOffload === null ? null : new JsonOffload(o.jsonOffload ?? {});
+  if (o.jsonOffload?.warm) json?.warm();
   const metrics = o.metricsPort != null ? new GatewayMetrics() : null;
   const accessLog = o.accessLog ?? null;
   const usage = new WeakMap<Request, RequestUsage>();
@@ -179,6 +184,7 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
     log,
     fetch: f,
     runtime: 'node',
+    json,
     metrics,
     onUsage: accessLog ? (req, u) => usage.set(req, u) : null,
   });
@@ -202,6 +208,7 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
     main = await listen(fetchFn, o.port ?? 8000, '--port (or PORT)');
   } catch (err) {
     router.stop();
+    await json?.close();
     if (!o.store) await store.close();
     throw err;
   }
@@ -213,6 +220,7 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
         return new Response(await metrics.registry.metrics(), { headers: { 'content-type': metrics.registry.contentType } });
       }, o.metricsPort!, '--metrics-port').catch(async (err: unknown) => {
         router.stop();
+        await json?.close();
         await new Promise<void>((r) => main.server.close(() => r()));
         if (!o.store) await store!.close();
         throw err;
@@ -233,6 +241,7 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
     async close() {
       router.stop();
       await Promise.all([stop(main.server), ...(scrape ? [stop(scrape.server)] : [])]);
+      await json?.close();
       if (ownStore) await store!.close();
     },
   };
@@ -270,6 +279,8 @@ const FLAGS: Record<string, Flag> = {
   'default-tpm': { env: 'SWITCHBOARD_DEFAULT_TPM', help: 'Tokens per minute of a tenant without its own limits' },
   'default-concurrent-streams': { env: 'SWITCHBOARD_DEFAULT_CONCURRENT_STREAMS', help: 'Concurrent streams of a tenant without its own limits' },
   'max-body-bytes': { env: 'SWITCHBOARD_MAX_BODY_BYTES', help: 'Largest JSON request body [default: 1048576]' },
+  'json-threads': { env: 'SWITCHBOARD_GATEWAY_JSON_THREADS', help: 'Worker threads that parse JSON bodies over 64 KiB off the event loop; 0: parse every body inline [default: 1 below 4 cores, else 2]' },
+  'max-uploads-per-tenant': { env: 'SWITCHBOARD_MAX_UPLOADS_PER_TENANT', help: 'Adapter uploads one tenant may have in flight through this instance (429 past it) [default: 2]' },
   'health-interval-ms': { env: 'SWITCHBOARD_HEALTH_INTERVAL_MS', help: 'Backend health check period [default: 2000]' },
   'load-factor': { env: 'SWITCHBOARD_LOAD_FACTOR', help: 'Bounded-load factor of adapter affinity [default: 1.25]' },
   'min-load': { env: 'SWITCHBOARD_MIN_LOAD', help: 'In-flight requests per replica before it can count as overloaded [default: 16]' },
@@ -402,6 +413,12 @@ export function parseGatewayArgs(
   const options: Partial<GatewayOptions> = {};
   if (Object.keys(defaults).length) options.defaultTenantLimits = defaults;
   if (num('max-body-bytes')) options.maxBodyBytes = num('max-body-bytes')!;
+  const uploads = num('max-uploads-per-tenant');
+  if (uploads !== undefined) {
+    if (uploads < 1) throw new GatewayConfigError('--max-uploads-per-tenant: must be at least 1 (0 would refuse every upload)');
+    options.maxUploadsPerTenant = uploads;
+  }
+  const jsonThreads = num('json-threads');
   return {
     help: raw.help !== undefined,
     version: raw.version !== undefined,
@@ -417,6 +434,7 @@ export function parseGatewayArgs(
     ...(num('health-interval-ms') ? { healthIntervalMs: num('health-interval-ms')! } : {}),
     ...(get('load-factor') ? { loadFactor: loadFactor(get('load-factor')!) } : {}),
     ...(num('min-load') !== undefined ? { minLoad: num('min-load')! } : {}),
+    ...(jsonThreads !== undefined ? { jsonOffload: jsonThreads === 0 ? null : { threads: jsonThreads } } : {}),
     options,
   };
 }
@@ -447,7 +465,7 @@ export async function gatewayMain(argv: readonly string[]): Promise<void> {
   const log = (msg: string) => process.stderr.write(json ? `${JSON.stringify({ time: new Date().toISOString(), level: 'info', msg })}\n` : `[gateway] ${msg}\n`);
   let gw: RunningGateway;
   try {
-    gw = await startGateway({ ...parsed, log, accessLog: (e) => process.stderr.write(`${formatGatewayAccess(e, json)}\n`) });
+    gw = await startGateway({ ...parsed, jsonOffload: parsed.jsonOffload === null ? null : { ...parsed.jsonOffload, warm: true }, log, accessLog: (e) => process.stderr.write(`${formatGatewayAccess(e, json)}\n`) });
   } catch (err) {
     // A bad key, a port in use, an unreachable Redis URL: one line, no stack trace.
     process.stderr.write(`switchboard gateway: ${(err as Error).message}\n`);

@@ -3,6 +3,8 @@
 // atomic step), and the reservation itself, settled once with what the request really used.
 // Tenant records are cached per instance for tenantCacheTtlMs (the admin API invalidates).
 import { GatewayError } from './errors.ts';
+import { INVALID_KEY } from './auth/api-keys.ts';
+import { unauthorized } from './middleware/auth.ts';
 import { TtlCache } from './lib/ttl-cache.ts';
 import { limitMessage, limitValue, mergeLimits, rateLimitHeaders } from './limits.ts';
 import type { GatewayContext, Services } from './services.ts';
@@ -73,16 +75,20 @@ export interface Reservation {
 export async function reserve(
   svc: Services,
   c: GatewayContext,
-  who: { tenant: string; keyId: string | null },
+  who: { tenant: string; keyId: string | null; keyHash?: string | null },
   scopes: LimitScope[],
   tokens: number,
   opts: { leaseId: string | null; onSettle?: (usage: { promptTokens: number; completionTokens: number }) => void },
 ): Promise<Reservation> {
   const { store } = svc;
   const leaseTtlMs = opts.leaseId ? svc.opts.leaseTtlMs : 0;
-  const acquired = await inSpan('gateway.limit', c.get('otel'), () => store.acquire({ tenant: who.tenant, scopes, tokens, leaseId: opts.leaseId, leaseTtlMs }), {
+  const acquired = await inSpan('gateway.limit', c.get('otel'), () => store.acquire({ tenant: who.tenant, scopes, tokens, leaseId: opts.leaseId, leaseTtlMs, keyId: who.keyId }), {
     'switchboard.tokens_reserved': tokens,
   });
+  if (!acquired.ok && acquired.reason === 'revoked') {
+    if (who.keyHash) svc.keyCache.delete(who.keyHash);
+    throw unauthorized(INVALID_KEY);
+  }
   if (!acquired.ok) {
     throw new GatewayError(429, limitMessage(acquired), { code: `rate_limit_${acquired.reason}`, headers: rateLimitHeaders(acquired) });
   }

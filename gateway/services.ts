@@ -8,13 +8,16 @@ import type { Context as OtelContext } from '@opentelemetry/api';
 import { AdapterResolver } from './adapters.ts';
 import type { JwtVerifier } from './auth/jwt.ts';
 import { BackendInfoCache } from './backend-info.ts';
-import { readJsonObject, type NativeBody } from './body.ts';
+import { declaredTooLarge, parseJsonObject, readBytes, type JsonCodec, type NativeBody } from './body.ts';
 import { DEFAULT_SCHEMA_LIMITS, type SchemaLimits } from './json-schema.ts';
 import type { SecretBox } from './lib/crypto.ts';
 import { QuotaScopes } from './quota.ts';
+import { INVALID_KEY, verifyKeyHash } from './auth/api-keys.ts';
+import { TtlCache } from './lib/ttl-cache.ts';
+import { GatewayError } from './errors.ts';
 import type { Router } from './routing.ts';
 import type { ServiceTokenSigner } from './service-token.ts';
-import type { GatewayStore, Limits } from './store/types.ts';
+import type { ApiKeyRecord, GatewayStore, Limits } from './store/types.ts';
 import { injectContext } from './telemetry.ts';
 import { AdapterManager } from './tenant-adapters.ts';
 
@@ -70,6 +73,8 @@ export interface GatewayDeps {
   runtime?: 'node' | 'workers';
   /** Told about every answer (the Node gateway's Prometheus metrics, gateway/metrics.ts). */
   metrics?: RequestObserver | null;
+  /** Large JSON bodies parsed and serialised off the event loop (Node: gateway/json-offload.ts); absent: inline. */
+  json?: JsonCodec | null;
   /** Told what each generation used, once, when it is settled (the Node gateway's access log). */
   onUsage?: ((req: Request, usage: RequestUsage) => void) | null;
 }
@@ -92,6 +97,10 @@ export interface Principal {
   tenant: string;
   /** API key id, or null for a JWT. */
   keyId: string | null;
+  /** The API key's hash (null for a JWT). */
+  keyHash?: string | null;
+  /** The key's record came from this instance's cache: confirm it before any answer but a reservation's (Services.confirmKey). */
+  keyCached?: boolean;
   /** Who to count per-key limits against: the key id, or jwt:<sub>. */
   subject: string;
   via: 'api_key' | 'jwt';
@@ -108,6 +117,8 @@ export type GatewayEnv = {
     principal: Principal;
     /** Memoised by Services.clientSignal. */
     clientSignal: AbortSignal;
+    /** Size of the JSON body Services.readBody read. */
+    bodyBytes: number;
   };
 };
 
@@ -133,6 +144,8 @@ export class Services {
   readonly adapters: AdapterManager;
   readonly quota: QuotaScopes;
   readonly backendInfo: BackendInfoCache;
+  /** Known API keys' records by hash, for the routes that reserve (their reservation re-checks revocation). */
+  readonly keyCache: TtlCache<ApiKeyRecord>;
   private readonly onNode: boolean;
 
   constructor(readonly deps: GatewayDeps) {
@@ -148,6 +161,19 @@ export class Services {
     this.adapters = new AdapterManager({ store: this.store, router: this.router, signer: this.signer, box: this.box, fetch: this.fetch, maxUploadsPerTenant: this.opts.maxUploadsPerTenant });
     this.quota = new QuotaScopes(this.store, this.opts);
     this.backendInfo = new BackendInfoCache(this);
+    this.keyCache = new TtlCache(this.opts.tenantCacheTtlMs);
+  }
+
+  /**
+   * On a route that authenticated from the key cache, any answer other than a reservation's (a
+   * validation error, an unknown adapter...) first confirms the key with the store, so a revoked
+   * key gets its 401 there too, as it would without the cache.
+   */
+  async confirmKey(p: Principal): Promise<void> {
+    if (!p.keyCached || !p.keyHash) return;
+    if (await verifyKeyHash(this.store, p.keyHash)) return;
+    this.keyCache.delete(p.keyHash);
+    throw new GatewayError(401, INVALID_KEY, { code: 'invalid_api_key', loraxType: 'unauthorized', headers: { 'www-authenticate': 'Bearer' } });
   }
 
   /** Headers that authenticate the gateway to a backend for `tenant` and carry the trace context. */
@@ -157,10 +183,31 @@ export class Services {
     return h;
   }
 
-  /** The request's JSON object body, within maxBodyBytes. */
-  readBody(c: Context): Promise<Record<string, unknown>> {
-    return readJsonObject(c.req.raw, this.opts.maxBodyBytes, this.nativeBody(c));
+  /** The request's JSON object body, within maxBodyBytes (large ones parsed off the event loop). */
+  async readBody(c: Context): Promise<Record<string, unknown>> {
+    const bytes = await readBytes(c.req.raw, this.opts.maxBodyBytes, 'request body', this.nativeBody(c));
+    (c as GatewayContext).set('bodyBytes', bytes.byteLength);
+    const codec = this.deps.json;
+    if (codec && bytes.byteLength > codec.inlineMaxBytes) return codec.parse(bytes);
+    return parseJsonObject(bytes);
   }
+
+  /**
+   * A JSON body for a backend: serialised off the event loop when it came from a large request
+   * body (the prompt dominates it), inline otherwise.
+   */
+  async encodeBody(c: GatewayContext, value: unknown): Promise<string | Uint8Array<ArrayBuffer>> {
+    const codec = this.deps.json;
+    if (codec && (c.get('bodyBytes') ?? 0) > codec.inlineMaxBytes) return codec.stringify(value);
+    return JSON.stringify(value);
+  }
+
+  /** Middleware: 413 for a declared Content-Length past maxBodyBytes, before credentials are looked up or a byte is read. */
+  readonly declaredSize = async (c: Context, next: () => Promise<void>): Promise<void> => {
+    const tooLarge = declaredTooLarge(c.req.raw, this.opts.maxBodyBytes);
+    if (tooLarge) throw tooLarge;
+    await next();
+  };
 
   private nativeBody(c: Context): NativeBody | null {
     const inc = this.onNode ? (c.env as NodeEnv | undefined)?.incoming : undefined;

@@ -35,7 +35,7 @@ int64_t attentionWorkspaceFloats(int rows, int heads, int kvHeads, int dim, int 
 template <typename T, int D>
 static int attentionFor(const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables, int maxBlocks,
                         const int32_t* rowSeq, const int32_t* rowPos, const int32_t* rowIndex, int rows, int heads, int kvHeads,
-                        int blockSize, int window, float scale, void* out, int maxKeys, float* ws, int64_t wsFloats, Stream s) {
+                        int blockSize, int window, float scale, float softcap, void* out, int maxKeys, float* ws, int64_t wsFloats, Stream s) {
   using C = AttCfg<T, D>;
   // Once per device: allow the rings' dynamic shared memory (over 48 KiB for fp32 / D 256) and ask
   // for the largest shared-memory carveout, so ATT_BLOCKS_PER_SM blocks fit on an SM.
@@ -54,7 +54,7 @@ static int attentionFor(const void* q, int ldq, const void* kCache, const void* 
   const int64_t mlOffset = static_cast<int64_t>(rows) * heads * splits * D;
   pagedAttentionKernel<T, D><<<grid, C::NW * 32, C::SMEM, s>>>(
       static_cast<const T*>(q), ldq, static_cast<const T*>(kCache), static_cast<const T*>(vCache), blockTables, maxBlocks,
-      rowSeq, rowPos, rowIndex, heads, kvHeads, blockSize, window, scale, static_cast<T*>(out), splits > 1 ? ws : nullptr, mlOffset);
+      rowSeq, rowPos, rowIndex, heads, kvHeads, blockSize, window, scale, softcap, static_cast<T*>(out), splits > 1 ? ws : nullptr, mlOffset);
   if (splits > 1)
     attentionCombineKernel<T><<<rows * heads, ATT_COMBINE_THREADS, splits * sizeof(float), s>>>(ws, splits, D, mlOffset, static_cast<T*>(out));
   return launched();
@@ -62,15 +62,15 @@ static int attentionFor(const void* q, int ldq, const void* kCache, const void* 
 
 int pagedAttention(Elem t, const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables, int maxBlocks,
                    const int32_t* rowSeq, const int32_t* rowPos, const int32_t* rowIndex, int rows, int heads, int kvHeads, int dim,
-                   int blockSize, int window, float scale, void* out, int maxKeys, float* workspace, int64_t workspaceFloats, Stream s) {
+                   int blockSize, int window, float scale, float softcap, void* out, int maxKeys, float* workspace, int64_t workspaceFloats, Stream s) {
   if (rows == 0) return 0;
   if (heads % kvHeads != 0 || heads / kvHeads > ATT_MAX_GROUP) return static_cast<int>(cudaErrorInvalidValue);
   return dispatch(t, [&](auto tag) {
     using T = decltype(tag);
     switch (dim) {
 #define SB_ATT(D) \
-  case D: return attentionFor<T, D>(q, ldq, kCache, vCache, blockTables, maxBlocks, rowSeq, rowPos, rowIndex, rows, heads, kvHeads, blockSize, window, scale, out, maxKeys, workspace, workspaceFloats, s);
-      SB_ATT(16) SB_ATT(32) SB_ATT(64) SB_ATT(96) SB_ATT(128) SB_ATT(256)
+  case D: return attentionFor<T, D>(q, ldq, kCache, vCache, blockTables, maxBlocks, rowSeq, rowPos, rowIndex, rows, heads, kvHeads, blockSize, window, scale, softcap, out, maxKeys, workspace, workspaceFloats, s);
+      SB_ATT(16) SB_ATT(32) SB_ATT(64) SB_ATT(80) SB_ATT(96) SB_ATT(128) SB_ATT(256)
 #undef SB_ATT
       default: return static_cast<int>(cudaErrorInvalidValue);
     }

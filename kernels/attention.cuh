@@ -95,7 +95,8 @@ struct AttCfg {
   static constexpr int SMEM = PIPE > ACC ? PIPE : ACC;
 };
 
-// D: head dim. grid (rows * kvHeads, splits). Each warp takes tiles of 16 keys (tile i of the
+// D: head dim. softcap > 0: scores (already scaled) become softcap * tanh(score / softcap).
+// grid (rows * kvHeads, splits). Each warp takes tiles of 16 keys (tile i of the
 // block's range goes to warp i % NW) and keeps STAGES - 1 tiles in flight ahead of the one it
 // computes. Scores: groups of TG lanes share a key, each lane holding a D/TG slice of up to four
 // query heads in registers (GQA: the heads that share this kv head); the TG partial sums of four
@@ -111,12 +112,13 @@ __global__ void __launch_bounds__(AttCfg<T, D>::NW * 32, ATT_BLOCKS_PER_SM) page
     const T* __restrict__ q, int ldq, const T* __restrict__ kCache, const T* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, int maxBlocks, const int32_t* __restrict__ rowSeq,
     const int32_t* __restrict__ rowPos, const int32_t* __restrict__ rowIndex, int heads, int kvHeads, int blockSize,
-    int window, float scale, T* __restrict__ out, float* __restrict__ partial, int64_t mlOffset) {
+    int window, float scale, float softcap, T* __restrict__ out, float* __restrict__ partial, int64_t mlOffset) {
   using C = AttCfg<T, D>;
   constexpr int TK = C::TK, HC = C::HC, TG = C::TG, DS = C::DS, RV = C::RV, NW = C::NW, S = C::STAGES;
   constexpr int KPW = 32 / TG;  // keys scored at once
-  constexpr int EPL = D >= 32 ? D / 32 : 1;
-  constexpr int ACTIVE = D >= 32 ? 32 : D;
+  // P.V: EPL head-dim elements per lane over ACTIVE lanes (head dim 80: 16 lanes of 5).
+  constexpr int EPL = D < 32 ? 1 : D % 32 == 0 ? D / 32 : D / 16;
+  constexpr int ACTIVE = D / EPL;
   constexpr int VE = 16 / C::ES;          // elements per 16-byte copy
   constexpr int CPR = D / VE;             // copies per key row
   constexpr int COPIES = TK * CPR / 32;   // copies per lane per tile (each of K and V)
@@ -128,6 +130,7 @@ __global__ void __launch_bounds__(AttCfg<T, D>::NW * 32, ATT_BLOCKS_PER_SM) page
   static_assert(TK == 16 && HC == 4, "the softmax maps a half-warp to a head's 16 keys; P.V reads float4 probabilities");
   static_assert(TG == 2 || TG == 4 || TG == 8, "head dim");
   static_assert((TK * CPR) % 32 == 0 && DS % RV == 0, "tile copies");
+  static_assert(ACTIVE * EPL == D && ACTIVE <= 32, "P.V lanes");
 
   extern __shared__ __align__(16) unsigned char attSmem[];
   __shared__ __align__(16) float sp[NW][TK][HC];  // scores, then probabilities, of the warp's tile
@@ -249,7 +252,11 @@ __global__ void __launch_bounds__(AttCfg<T, D>::NW * 32, ATT_BLOCKS_PER_SM) page
         const bool valid = base + t <= hi;
         if ((part & DUP) == 0) {
 #pragma unroll
-          for (int k = 0; k < CF; k++) sp[warp][t][h + k] = valid ? v[k] : -INFINITY;
+          for (int k = 0; k < CF; k++) {
+            // Gemma 2's attention-logit soft-capping: cap * tanh(score / cap), before the mask.
+            const float sc = softcap > 0.0f ? softcap * tanhf(v[k] / softcap) : v[k];
+            sp[warp][t][h + k] = valid ? sc : -INFINITY;
+          }
         }
       }
       __syncwarp();

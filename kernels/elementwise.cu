@@ -3,6 +3,8 @@
 // grid, dispatches on the element type and returns its launch error.
 #include "elementwise.cuh"
 
+#include <algorithm>
+
 namespace sb::kern {
 
 int embedding(Elem t, const void* table, const int32_t* tokens, int rows, int hidden, void* out, Stream s) {
@@ -22,6 +24,32 @@ int siluMul(Elem t, const void* gate, const void* up, int ld, int rows, int inte
     siluMulKernel<T><<<grid, 256, 0, s>>>(static_cast<const T*>(gate), static_cast<const T*>(up), ld, inter, static_cast<T*>(out));
     return launched();
   });
+}
+
+int embeddingScaled(Elem t, const void* table, const int32_t* tokens, int rows, int hidden, float scale, void* out, Stream s) {
+  if (rows == 0) return 0;
+  return dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    embeddingScaledKernel<T><<<rows, threadsFor(hidden), 0, s>>>(static_cast<const T*>(table), tokens, hidden, scale, static_cast<T*>(out));
+    return launched();
+  });
+}
+
+int geluTanhMul(Elem t, const void* gate, const void* up, int ld, int rows, int inter, void* out, Stream s) {
+  if (rows == 0) return 0;
+  return dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    dim3 grid((inter + 255) / 256, rows);
+    geluTanhMulKernel<T><<<grid, 256, 0, s>>>(static_cast<const T*>(gate), static_cast<const T*>(up), ld, inter, static_cast<T*>(out));
+    return launched();
+  });
+}
+
+int softcap(float* x, int64_t n, float cap, Stream s) {
+  if (n == 0) return 0;
+  const int64_t blocks = std::min<int64_t>((n + 255) / 256, 4096);
+  softcapKernel<<<static_cast<unsigned>(blocks), 256, 0, s>>>(x, n, cap);
+  return launched();
 }
 
 int addBias(Elem t, void* y, const void* bias, int rows, int cols, Stream s) {

@@ -1,4 +1,5 @@
-// Small element-wise kernels: embedding gather, SiLU(gate)*up, bias add, dtype conversion.
+// Small element-wise kernels: embedding gather (optionally scaled), SiLU(gate)*up, gelu-tanh(gate)*up,
+// bias add, logit soft-capping, dtype conversion.
 #pragma once
 
 #include "common.cuh"
@@ -11,6 +12,35 @@ __global__ void embeddingKernel(const T* __restrict__ table, const int32_t* __re
   const int64_t row = blockIdx.x;
   const T* src = table + static_cast<int64_t>(tokens[row]) * hidden;
   for (int i = threadIdx.x; i < hidden; i += blockDim.x) out[row * hidden + i] = src[i];
+}
+
+// Gemma's scaled embeddings: the scale is cast to T first (transformers multiplies by a tensor of
+// the embedding's dtype), then one rounded product.
+template <typename T>
+__global__ void embeddingScaledKernel(const T* __restrict__ table, const int32_t* __restrict__ tokens, int hidden, float scale,
+                                      T* __restrict__ out) {
+  const int64_t row = blockIdx.x;
+  const T* src = table + static_cast<int64_t>(tokens[row]) * hidden;
+  const float sc = roundT<T>(scale);
+  for (int i = threadIdx.x; i < hidden; i += blockDim.x) out[row * hidden + i] = fromF<T>(toF(src[i]) * sc);
+}
+
+// gelu(gate, approximate="tanh") * up (Gemma's MLP), the activation rounded to T as torch stores it.
+template <typename T>
+__global__ void geluTanhMulKernel(const T* __restrict__ gate, const T* __restrict__ up, int ld, int inter, T* __restrict__ out) {
+  const int64_t row = blockIdx.y;
+  constexpr float kBeta = 0.7978845608028654f, kKappa = 0.044715f;  // sqrt(2 / pi)
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < inter; i += gridDim.x * blockDim.x) {
+    const float g = toF(gate[row * ld + i]);
+    const float act = roundT<T>(0.5f * g * (1.0f + tanhf(kBeta * (g + kKappa * g * g * g))));
+    out[row * inter + i] = fromF<T>(act * toF(up[row * ld + i]));
+  }
+}
+
+// x = cap * tanh(x / cap) over fp32 logits (Gemma 2's final-logit soft-capping).
+__global__ void softcapKernel(float* __restrict__ x, int64_t n, float cap) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = cap * tanhf(x[i] / cap);
 }
 
 template <typename T>

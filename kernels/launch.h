@@ -14,18 +14,32 @@ typedef struct CUstream_st* Stream;
 
 // out[r] = table[tokens[r]]  (rows of `hidden`)
 int embedding(Elem t, const void* table, const int32_t* tokens, int rows, int hidden, void* out, Stream s);
+// out[r] = table[tokens[r]] * scale, the scale cast to t first (Gemma's sqrt(hidden) normaliser).
+int embeddingScaled(Elem t, const void* table, const int32_t* tokens, int rows, int hidden, float scale, void* out, Stream s);
 
 // If residual != null: residual += x (in place), then out = rmsnorm(residual) * w.
 // Else out = rmsnorm(x) * w. Sums of squares in fp32, as transformers does.
 int rmsnorm(Elem t, const void* x, void* residual, const void* w, int rows, int hidden, float eps, void* out, Stream s);
+// The same with Gemma's weight: out = rmsnorm(x) * (1 + w), in fp32, rounded once.
+int gemmaRmsnorm(Elem t, const void* x, void* residual, const void* w, int rows, int hidden, float eps, void* out, Stream s);
+// Per-head RMSNorm in place (q_norm / k_norm): row r's `heads` vectors of `dim` start at x + r * ld;
+// w [dim] (gemma: (1 + w)).
+int headRmsnorm(Elem t, void* x, int ld, int rows, int heads, int dim, const void* w, float eps, bool gemma, Stream s);
 
 // Rotates q (rows of `ldq` elements, heads x dim at the start) and k (rows of `ldk`, kvHeads x dim)
-// in place (rotate-half layout), angle = positions[r] * invFreq[i] in fp32.
-int rope(Elem t, void* q, int ldq, void* k, int ldk, const int32_t* positions, const float* invFreq, int rows, int heads,
-         int kvHeads, int dim, Stream s);
+// in place (rotate-half layout), angle = positions[r] * invFreq[i] in fp32, cos and sin times
+// attnFactor (yarn, longrope; 1 otherwise). freqRow null: every row uses invFreq[0..dim/2); else row r
+// uses invFreq row freqRow[r] (frequencies that follow each sequence's length: dynamic, longrope).
+int rope(Elem t, void* q, int ldq, void* k, int ldk, const int32_t* positions, const float* invFreq, const int32_t* freqRow,
+         float attnFactor, int rows, int heads, int kvHeads, int dim, Stream s);
 
 // out[r, i] = silu(gate[r, i]) * up[r, i]; gate/up rows have stride `ld` (e.g. a fused [gate|up] buffer).
 int siluMul(Elem t, const void* gate, const void* up, int ld, int rows, int inter, void* out, Stream s);
+// out[r, i] = gelu_tanh(gate[r, i]) * up[r, i] (Gemma's MLP), same layout as siluMul.
+int geluTanhMul(Elem t, const void* gate, const void* up, int ld, int rows, int inter, void* out, Stream s);
+
+// x[i] = cap * tanh(x[i] / cap) over n fp32 values (final-logit soft-capping).
+int softcap(float* x, int64_t n, float cap, Stream s);
 
 // y += bias (broadcast over rows), y [rows, cols].
 int addBias(Elem t, void* y, const void* bias, int rows, int cols, Stream s);
@@ -77,7 +91,8 @@ int writeKv(Elem t, const void* k, const void* v, int ld, const int32_t* slots, 
 // blockTables[rowSeq[r] * maxBlocks + ...]. q rows have stride ldq; out is [rows, heads, dim].
 // The rows served are 0..rows-1, or rowIndex[0..rows-1] when rowIndex is given (the others are
 // left alone, e.g. prompt rows that prefillAttention serves; no split-K then).
-// GQA: kvHeads divides heads (at most 8 query heads per kv head).
+// GQA: kvHeads divides heads (at most 8 query heads per kv head). softcap > 0: each scaled score s
+// becomes softcap * tanh(s / softcap) before the softmax (Gemma 2); 0 = off.
 // With few rows, keys are split over several blocks (flash-decoding): pass an upper bound on the
 // key range any row attends to (maxKeys) and an fp32 workspace; attentionWorkspaceFloats() says
 // how much is used (0 disables splitting). maxKeys only picks the number of splits (and so the
@@ -85,20 +100,39 @@ int writeKv(Elem t, const void* k, const void* v, int ld, const int32_t* slots, 
 // from a CUDA graph, while contexts grow, as long as the same (bucketed) maxKeys is passed.
 int pagedAttention(Elem t, const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables,
                    int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, const int32_t* rowIndex, int rows, int heads,
-                   int kvHeads, int dim, int blockSize, int window, float scale, void* out, int maxKeys, float* workspace,
-                   int64_t workspaceFloats, Stream s);
+                   int kvHeads, int dim, int blockSize, int window, float scale, float softcap, void* out, int maxKeys,
+                   float* workspace, int64_t workspaceFloats, Stream s);
 int64_t attentionWorkspaceFloats(int rows, int heads, int kvHeads, int dim, int maxKeys);
 
 // The same attention for prompt chunks, on tensor cores (prefill_attention.cuh): tiles[2 i] is
 // the first row of tile i and tiles[2 i + 1] its row count (1..64); a tile's rows are consecutive
-// rows of one sequence with consecutive positions. Only fp16/bf16, head dims 16/32/64/128, sm_80+:
+// rows of one sequence with consecutive positions. Only fp16/bf16, head dims 16/32/64/80/96/128, sm_80+:
 // prefillAttentionSupported says whether this device and shape can take it.
 constexpr int kPrefillTileRows = 64;
 constexpr int kPrefillMinRows = 8;  // a sequence's rows in a step from which it pays
 bool prefillAttentionSupported(Elem t, int dim);
 int prefillAttention(Elem t, const void* q, int ldq, const void* kCache, const void* vCache, const int32_t* blockTables,
                      int maxBlocks, const int32_t* rowSeq, const int32_t* rowPos, const int32_t* tiles, int numTiles, int heads,
-                     int kvHeads, int dim, int blockSize, int window, float scale, void* out, Stream s);
+                     int kvHeads, int dim, int blockSize, int window, float scale, float softcap, void* out, Stream s);
+
+// Mixture of experts (moe.cuh). Router logits [rows, experts] (type t) -> each row's topK experts
+// (choice [rows, topK], largest probability first, ties to the lower expert) and weights (fp32
+// softmax probabilities, divided by their sum over the chosen when renormalize). topK <= 32.
+int moeRoute(Elem t, const void* logits, int rows, int experts, int topK, bool renormalize, int32_t* choice, float* weight, Stream s);
+// Groups the rows * topK slots (r * topK + k) by expert: order[offsets[e] .. offsets[e + 1]) are
+// expert e's slots, ascending; slotPos[slot] is the slot's index in order. offsets has experts + 1.
+int moePlan(const int32_t* choice, int rows, int topK, int experts, int32_t* offsets, int32_t* order, int32_t* slotPos, Stream s);
+// xg[i] = x[order[i] / topK] for i < n (rows of hidden): the expert GEMMs' inputs, grouped by expert.
+int moeGather(Elem t, const void* x, const int32_t* order, int n, int topK, int hidden, void* xg, Stream s);
+// For steps of few rows: y[i] = x[i] W_e^T for every grouped row i of every expert e (rows
+// offsets[e] .. offsets[e + 1] of x [*, in] and y [*, out]), weights[e] the device address of
+// expert e's [out, in] matrix; one launch whatever the routing (capturable into a CUDA graph).
+// in * sizeof(t) <= 48 KiB.
+int moeGemv(Elem t, const void* x, int in, const int32_t* offsets, const void* const* weights, int experts, int out, void* y, Stream s);
+// out[r] = sum over r's choices in ascending expert order of y[slotPos[slot]] * weight[slot] (weight
+// cast to t), rounded to t after each product and add, as transformers' per-expert index_add_.
+int moeCombine(Elem t, const void* y, const int32_t* choice, const float* weight, const int32_t* slotPos, int rows, int topK, int hidden,
+               void* out, Stream s);
 
 // What the engine wants from one row of fp32 logits (sampling.cuh has the semantics).
 struct RowFinish {

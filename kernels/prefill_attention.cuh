@@ -9,7 +9,7 @@
 // Shared-memory rows are swizzled by 16-byte chunk (chunk ^ row % 8) so that the eight row
 // addresses of an ldmatrix fall in distinct banks. Q goes straight from global memory into each
 // warp's A fragments (it is read once), so shared memory holds only the K/V stages: 64 KiB at
-// head dim 128, three blocks per SM.
+// head dim 128, three blocks per SM. Head dims 16, 32, 64, 80, 96 and 128.
 #pragma once
 
 #include "attention.cuh"
@@ -27,15 +27,28 @@ template <int D>
 struct PfaCfg {
   static_assert(D % 16 == 0 && D <= 128, "head dims 16..128, multiples of 16");
   static constexpr int CH = D / 8;                       // 16-byte chunks per row
-  static constexpr int SW = CH < 8 ? CH - 1 : 7;         // swizzle mask
+  // Head dims 80 and 96: 8 chunks swizzled by row % 8, then a tail of 2 or 4 by row % tail.
+  static constexpr int FULL = (CH & (CH - 1)) == 0 ? CH : CH / 8 * 8;
+  static constexpr int TAIL = CH - FULL;
+  static_assert(TAIL == 0 || (TAIL & (TAIL - 1)) == 0, "a power-of-two tail of chunks");
+  static constexpr int LOADERS = PFA_THREADS / CH * CH;  // threads that copy (whole rows of chunks)
   static constexpr int KV_ELEMS = PFA_KEYS * D;
   static constexpr int SMEM = 4 * KV_ELEMS * 2;  // (K, V) for two stages
 };
 
+// Swizzled position of 16-byte chunk `chunk` in row `row` (only row % 8 matters): chunk ^ row % 8
+// within whole groups of eight chunks (fewer for head dims 16 and 32), chunk ^ row % tail in the tail.
+template <int D>
+__device__ __forceinline__ int pfaSwz(int chunk, int row) {
+  using C = PfaCfg<D>;
+  if constexpr (C::TAIL == 0) return chunk ^ (row & (C::CH < 8 ? C::CH - 1 : 7));
+  else return chunk < C::FULL ? chunk ^ (row & 7) : chunk ^ (row & (C::TAIL - 1));
+}
+
 // Element offset of (row, col) in a swizzled [rows][D] tile; col a multiple of 8.
 template <int D>
 __device__ __forceinline__ int pfaAt(int row, int col) {
-  return row * D + (((col >> 3) ^ (row & PfaCfg<D>::SW)) << 3);
+  return row * D + (pfaSwz<D>(col >> 3, row) << 3);
 }
 
 // Four 8x8 matrices of 16-bit elements from shared memory, one row address per lane (lanes 8i..8i+7
@@ -95,13 +108,15 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 // grid (tiles, heads). tiles[2 i] is the first batch row of tile i and tiles[2 i + 1] its row
 // count (<= 64); a tile's rows belong to one sequence and have consecutive positions. Blocks run
 // the tiles in reverse order: later tiles of a prompt see more keys, so they start first.
-// scaleLog2 = softmax scale * log2(e) (the softmax runs in base 2).
-template <typename T, int D>
+// scaleLog2 = softmax scale * log2(e) (the softmax runs in base 2). Soft-capping (Gemma 2), when
+// Cap (a template flag, so the other models' kernel keeps its registers): each raw score s becomes capOut * tanh(s * capIn) (capIn = scale / cap, capOut =
+// cap * log2(e)), already in base 2, and scaleLog2 is then 1.
+template <typename T, int D, bool Cap>
 __global__ void __launch_bounds__(PFA_THREADS, 3) prefillAttentionKernel(
     const T* __restrict__ q, int ldq, const T* __restrict__ kCache, const T* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, int maxBlocks, const int32_t* __restrict__ rowSeq,
     const int32_t* __restrict__ rowPos, const int32_t* __restrict__ tiles, int heads, int kvHeads, int blockSize,
-    int window, float scaleLog2, T* __restrict__ out) {
+    int window, float scaleLog2, float capIn, float capOut, T* __restrict__ out) {
   using C = PfaCfg<D>;
   constexpr int KT = D / 16;  // k-steps of Q K^T, and pairs of 8-column output tiles of P V
   extern __shared__ __align__(128) unsigned char pfaSmem[];
@@ -129,6 +144,7 @@ __global__ void __launch_bounds__(PFA_THREADS, 3) prefillAttentionKernel(
   auto loadKv = [&](int base, int stage) {
     T* ks = skv + stage * 2 * C::KV_ELEMS;
     T* vs = ks + C::KV_ELEMS;
+    if (tid >= C::LOADERS) return;  // head dims 80 and 96: 128 threads are not whole rows of chunks
 #pragma unroll
     for (int r = rr; r < PFA_KEYS; r += PFA_THREADS / C::CH) {
       const int j = base + r;
@@ -153,8 +169,8 @@ __global__ void __launch_bounds__(PFA_THREADS, 3) prefillAttentionKernel(
   int kCol[KT], vCol[KT];
 #pragma unroll
   for (int i = 0; i < KT; i++) {
-    kCol[i] = (((2 * i + (mi & 1)) ^ (mr & PfaCfg<D>::SW)) << 3);
-    vCol[i] = (((2 * i + (mi >> 1)) ^ (mr & PfaCfg<D>::SW)) << 3);
+    kCol[i] = pfaSwz<D>(2 * i + (mi & 1), mr) << 3;
+    vCol[i] = pfaSwz<D>(2 * i + (mi >> 1), mr) << 3;
   }
   const int wFirst = pos0 + wr, wLast = wFirst + 15;
   const int pr[2] = {wFirst + g, wFirst + g + 8};
@@ -199,6 +215,12 @@ __global__ void __launch_bounds__(PFA_THREADS, 3) prefillAttentionKernel(
           mma16816<T>(s[2 * np], qf[kk], b[0], b[1]);
           mma16816<T>(s[2 * np + 1], qf[kk], b[2], b[3]);
         }
+      }
+      if constexpr (Cap) {
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) s[nt][e] = capOut * tanhf(s[nt][e] * capIn);
       }
       // Causal and window masks, only where the tile crosses the diagonal or the window's edge.
       const bool full = base + PFA_KEYS - 1 <= wFirst && (window <= 0 || base > wLast - window);

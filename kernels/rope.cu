@@ -5,12 +5,12 @@
 
 namespace sb::kern {
 
-int rope(Elem t, void* q, int ldq, void* k, int ldk, const int32_t* positions, const float* invFreq, int rows, int heads,
-         int kvHeads, int dim, Stream s) {
+int rope(Elem t, void* q, int ldq, void* k, int ldk, const int32_t* positions, const float* invFreq, const int32_t* freqRow,
+         float attnFactor, int rows, int heads, int kvHeads, int dim, Stream s) {
   if (rows == 0) return 0;
   return dispatch(t, [&](auto tag) {
     using T = decltype(tag);
-    ropeKernel<T><<<rows, threadsFor((heads + kvHeads) * dim / 2), 0, s>>>(static_cast<T*>(q), ldq, static_cast<T*>(k), ldk, positions, invFreq, heads, kvHeads, dim);
+    ropeKernel<T><<<rows, threadsFor((heads + kvHeads) * dim / 2), 0, s>>>(static_cast<T*>(q), ldq, static_cast<T*>(k), ldk, positions, invFreq, freqRow, attnFactor, heads, kvHeads, dim);
     return launched();
   });
 }

@@ -1,6 +1,6 @@
 // The CUDA engine's load-time refusal (src/cuda-shapes.cc), asked of the CPU addon so it runs
-// without a GPU: a shape the CUDA kernels cannot serve, or a family only the CPU engine computes,
-// is named with the way out (--device cpu) before any weight is read; supported models pass.
+// without a GPU: a shape the CUDA kernels cannot serve is named with the way out (--device cpu)
+// before any weight is read; supported models (issue 18's families among them) pass.
 // Regression: a small Mistral with head_dim 8 used to load on CUDA and then answer every
 // /generate with 424 "CUDA error in attention: invalid argument".
 import assert from 'node:assert/strict';
@@ -25,13 +25,13 @@ describe('cudaUnsupported', () => {
   test('head_dim 8 (the small Mistral) is refused by name, pointing to --device cpu', () => {
     assert.equal(
       cudaUnsupported(spec(mistral)),
-      'the CUDA engine cannot serve head_dim 8 (its attention kernels take head dims 16, 32, 64, 96, 128 and 256); use --device cpu',
+      'the CUDA engine cannot serve head_dim 8 (its attention kernels take head dims 16, 32, 64, 80, 96, 128 and 256); use --device cpu',
     );
-    assert.match(cudaUnsupported(spec({ ...mistral, head_dim: 80 }))!, /head_dim 80 .*use --device cpu$/);
+    assert.match(cudaUnsupported(spec({ ...mistral, head_dim: 48 }))!, /head_dim 48 .*use --device cpu$/);
   });
 
-  test('every head dim the kernels have is served', () => {
-    for (const d of [16, 32, 64, 96, 128, 256]) assert.equal(cudaUnsupported(spec({ ...mistral, head_dim: d })), null, `head_dim ${d}`);
+  test('every head dim the kernels have is served (issue 18: 64, 80, 96, 128, 256 among them)', () => {
+    for (const d of [16, 32, 64, 80, 96, 128, 256]) assert.equal(cudaUnsupported(spec({ ...mistral, head_dim: d })), null, `head_dim ${d}`);
   });
 
   test('more than 8 query heads per kv head is refused', () => {
@@ -43,13 +43,23 @@ describe('cudaUnsupported', () => {
     for (const m of ['llama', 'mistral', 'qwen2']) assert.equal(cudaUnsupported((await openModelDir(join(FIXTURES, m))).spec), null, m);
   });
 
-  test('families only the CPU engine computes are refused by name', () => {
+  test('every issue 18 family fixture is served (q/k norms, Gemma, phi3, yarn, dynamic, MoE)', async () => {
+    for (const m of ['qwen3', 'gemma2', 'gemma3', 'phi3', 'qwen2-yarn', 'llama-dynamic', 'qwen3-moe']) {
+      assert.equal(cudaUnsupported((await openModelDir(join(FIXTURES, m))).spec), null, m);
+    }
     const base = { vocab_size: 64, hidden_size: 64, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16 };
-    assert.match(cudaUnsupported(spec({ ...base, architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3' }))!,
-      /^the CUDA engine does not serve qwen3 models yet \(q\/k norms\); use --device cpu$/);
-    assert.match(cudaUnsupported(spec({ ...base, architectures: ['Gemma2ForCausalLM'], model_type: 'gemma2' }))!,
-      /does not serve gemma2 models yet \(Gemma norms, scaled embeddings, gelu-tanh MLP, query_pre_attn_scalar, logit soft-capping\)/);
-    assert.match(cudaUnsupported(spec({ ...base, architectures: ['LlamaForCausalLM'], model_type: 'llama', rope_scaling: { rope_type: 'dynamic', factor: 2 } }))!,
-      /does not serve llama models yet \(rope type dynamic\)/);
+    assert.equal(cudaUnsupported(spec({ ...base, architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3' })), null);
+    assert.equal(cudaUnsupported(spec({ ...base, architectures: ['Gemma2ForCausalLM'], model_type: 'gemma2', head_dim: 256 })), null);
+    assert.equal(cudaUnsupported(spec({ ...base, architectures: ['LlamaForCausalLM'], model_type: 'llama', rope_scaling: { rope_type: 'dynamic', factor: 2 } })), null);
+  });
+
+  test('a mixture of experts past the routing kernel\'s bounds is refused by name', () => {
+    const moe = {
+      architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', vocab_size: 64, hidden_size: 64, intermediate_size: 64, moe_intermediate_size: 32,
+      num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, num_experts: 64, num_experts_per_tok: 8,
+    };
+    assert.equal(cudaUnsupported(spec(moe)), null);
+    assert.equal(cudaUnsupported(spec({ ...moe, num_experts: 128, num_experts_per_tok: 40 })),
+      'the CUDA engine cannot serve 40 of 128 experts per token (at most 32 of 3072); use --device cpu');
   });
 });

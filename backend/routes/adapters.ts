@@ -22,8 +22,6 @@ import type { Runtime } from '../runtime.ts';
 export const MAX_ADAPTER_BYTES = 2 * 1024 ** 3;
 /** adapter_config.json is read whole to validate it; real ones are a few KiB. */
 export const MAX_ADAPTER_CONFIG_BYTES = 1024 * 1024;
-/** Uploads one tenant may have in flight on this backend at once. */
-export const MAX_UPLOADS_PER_TENANT = 4;
 /** Where uploads are written before they are moved into place (not a valid adapter id: it starts with "."). */
 const STAGING_DIR = '.uploads';
 
@@ -157,7 +155,7 @@ export function adapterRoutes(rt: Runtime): Hono<AuthEnv> {
     const len = Number(c.req.header('content-length') ?? 'NaN');
     if (Number.isFinite(len) && len > max) return c.json(loraxError(`adapter file is larger than ${max} bytes`, 'validation'), 413);
     const busy = uploading.get(tenant) ?? 0;
-    if (busy >= MAX_UPLOADS_PER_TENANT) {
+    if (busy >= rt.config.maxUploadsPerTenant) {
       return c.json(loraxError(`tenant ${tenant} already has ${busy} uploads in progress on this backend; retry when one finishes`, 'overloaded'), 429, { 'retry-after': '1' });
     }
     uploading.set(tenant, busy + 1);

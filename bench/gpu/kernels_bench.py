@@ -192,9 +192,9 @@ def profile_decode_layer(lib, batch=64, ctx=1024):
     parts = {
         "rmsnorm x2": 2 * timeit(lambda: lib.sb_rmsnorm(t, p(x), p(res), p(w), batch, H, ctypes.c_float(1e-5), p(out))),
         "gemm qkv": timeit(lambda: torch.matmul(x, wqkv.T)),
-        "rope": timeit(lambda: lib.sb_rope(t, p(qkv), QKV, kptr, QKV, p(rp), p(inv), batch, NH, NKV, D)),
+        "rope": timeit(lambda: lib.sb_rope(t, p(qkv), QKV, kptr, QKV, p(rp), p(inv), batch, NH, NKV, D, None, ctypes.c_float(1.0))),
         "write kv": timeit(lambda: lib.sb_write_kv(t, kptr, vptr, QKV, p(slots), batch, NKV * D, p(kc), p(vc))),
-        "attention": timeit(lambda: lib.sb_paged_attention(t, p(qkv), QKV, p(kc), p(vc), p(tables), tables.shape[1], p(rs), p(rp), None, batch, NH, NKV, D, bs, 0, ctypes.c_float(D ** -0.5), p(att), ctx, p(ws), ctypes.c_int64(ws_floats))),
+        "attention": timeit(lambda: lib.sb_paged_attention(t, p(qkv), QKV, p(kc), p(vc), p(tables), tables.shape[1], p(rs), p(rp), None, batch, NH, NKV, D, bs, 0, ctypes.c_float(D ** -0.5), p(att), ctx, p(ws), ctypes.c_int64(ws_floats), ctypes.c_float(0))),
         "gemm o": timeit(lambda: torch.matmul(att, wo.T)),
         "gemm gate|up": timeit(lambda: torch.matmul(x, wgu.T)),
         "silu*mul": timeit(lambda: lib.sb_silu_mul(t, p(gu), up, 2 * I, batch, I, p(act))),
@@ -229,8 +229,8 @@ def bench_prefill_attention(lib, peak_tflops=750.0):
         out = torch.empty(n, NH * D, device="cuda").to(DT[t])
         tiles = torch.tensor(prefill_tiles(0, n), dtype=torch.int32, device="cuda").flatten()
         sc = ctypes.c_float(D ** -0.5)
-        paged = gpu_time(lib, lambda: lib.sb_paged_attention(t, p(q), NH * D, p(kc), p(vc), p(table), nb, p(rs), p(rp), None, n, NH, NKV, D, bs, 0, sc, p(out), n, None, ctypes.c_int64(0)))
-        mma = gpu_time(lib, lambda: lib.sb_prefill_attention(t, p(q), NH * D, p(kc), p(vc), p(table), nb, p(rs), p(rp), p(tiles), tiles.numel() // 2, NH, NKV, D, bs, 0, sc, p(out)))
+        paged = gpu_time(lib, lambda: lib.sb_paged_attention(t, p(q), NH * D, p(kc), p(vc), p(table), nb, p(rs), p(rp), None, n, NH, NKV, D, bs, 0, sc, p(out), n, None, ctypes.c_int64(0), ctypes.c_float(0)))
+        mma = gpu_time(lib, lambda: lib.sb_prefill_attention(t, p(q), NH * D, p(kc), p(vc), p(table), nb, p(rs), p(rp), p(tiles), tiles.numel() // 2, NH, NKV, D, bs, 0, sc, p(out), ctypes.c_float(0)))
         qh = q.view(n, NH, D).transpose(0, 1).unsqueeze(0)
         kh = kc[:n].view(n, NKV, D).transpose(0, 1).repeat_interleave(NH // NKV, 0).unsqueeze(0).contiguous()
         vh = vc[:n].view(n, NKV, D).transpose(0, 1).repeat_interleave(NH // NKV, 0).unsqueeze(0).contiguous()

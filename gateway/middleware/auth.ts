@@ -3,7 +3,7 @@
 // `adminAuth(token)`: the operator's admin token. Failures are thrown GatewayErrors (401/403/404),
 // answered by the app's one onError in the API's shape.
 import type { MiddlewareHandler } from 'hono';
-import { looksLikeApiKey, verifyKey } from '../auth/api-keys.ts';
+import { INVALID_KEY, looksLikeApiKey, verifyKey, verifyKeyCached } from '../auth/api-keys.ts';
 import { JwtError } from '../auth/jwt.ts';
 import { GatewayError } from '../errors.ts';
 import { secretEquals } from '../lib/crypto.ts';
@@ -12,19 +12,30 @@ import { inSpan } from '../telemetry.ts';
 
 const BEARER = /^Bearer\s+(\S+)\s*$/i;
 
-function unauthorized(msg: string): GatewayError {
+export function unauthorized(msg: string): GatewayError {
   return new GatewayError(401, msg, { code: 'invalid_api_key', loraxType: 'unauthorized', headers: { 'www-authenticate': 'Bearer' } });
 }
 
-export function authenticate(svc: Services, scope: string): MiddlewareHandler<GatewayEnv> {
+/**
+ * `opts.reserves`: the route reserves quota for every request it serves (the inference routes,
+ * /tokenize): its key records may come from the per-instance cache, since the reservation re-checks
+ * revocation atomically and every other answer confirms the key first (Services.confirmKey).
+ */
+export function authenticate(svc: Services, scope: string, opts: { reserves?: boolean } = {}): MiddlewareHandler<GatewayEnv> {
   const jwt = svc.deps.jwt ?? null;
   const principalOf = async (header: string | undefined): Promise<Principal> => {
     const m = BEARER.exec(header ?? '');
     if (!m) throw unauthorized('missing credentials: send "Authorization: Bearer <API key>"');
     const token = m[1]!;
     if (looksLikeApiKey(token)) {
+      if (opts.reserves) {
+        const v = await verifyKeyCached(svc.store, token, svc.keyCache);
+        if (!v) throw unauthorized(INVALID_KEY);
+        const rec = v.record;
+        return { tenant: rec.tenant, keyId: rec.id, keyHash: v.hash, keyCached: v.cached, subject: `key:${rec.id}`, via: 'api_key', scopes: rec.scopes ? new Set(rec.scopes) : null, keyLimits: rec.limits };
+      }
       const rec = await verifyKey(svc.store, token);
-      if (!rec) throw unauthorized('invalid API key (unknown, revoked or expired)');
+      if (!rec) throw unauthorized(INVALID_KEY);
       return { tenant: rec.tenant, keyId: rec.id, subject: `key:${rec.id}`, via: 'api_key', scopes: rec.scopes ? new Set(rec.scopes) : null, keyLimits: rec.limits };
     }
     if (jwt && token.split('.').length === 3) {
@@ -45,6 +56,7 @@ export function authenticate(svc: Services, scope: string): MiddlewareHandler<Ga
       return p;
     });
     if (p.scopes && !p.scopes.has(scope)) {
+      await svc.confirmKey(p);
       throw new GatewayError(403, `this credential lacks the "${scope}" scope`, { code: 'insufficient_scope', loraxType: 'forbidden' });
     }
     c.set('principal', p);

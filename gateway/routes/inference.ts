@@ -33,27 +33,19 @@ function adapterLabel(sel: AdapterSelection): string | null {
 export function inference(svc: Services, api: ApiKind, path: string, parse: (raw: unknown) => ParseOutcome): Handler<GatewayEnv> {
   return async (c) => {
     const principal = c.get('principal');
-    const parsed = parse(await svc.readBody(c));
-    if (!parsed.ok) return jsonResponse(parsed.error, parsed.status);
-    const req = parsed.req;
-    for (const s of req.schemas) {
-      const problem = checkJsonSchema(s.schema, svc.opts.schemaLimits);
-      if (problem) throw schemaError(api, s.path, problem);
+    // Until the reservation (which re-checks the key atomically), any answer confirms a cached key first.
+    let before: Awaited<ReturnType<typeof admit>>;
+    try {
+      before = await admit(svc, c, api, path, parse);
+    } catch (err) {
+      await svc.confirmKey(principal);
+      throw err;
     }
-    const bi = await svc.backendInfo.get(principal.tenant, c.get('otel'));
-    const sel = await svc.resolver.select(principal.tenant, bi, req.single, req.merged);
-    const budget = req.budget(bi, { promptBytesPerToken: svc.opts.promptBytesPerToken });
-    const scopes = await svc.quota.of(principal);
-    const big = oversizedFor(scopes, budget.reserve);
-    if (big) {
-      const msg = `this request may use up to ${budget.reserve} tokens (prompt + max tokens for every sequence), more than the ${big.limit} tokens per minute allowed; lower ${api === 'lorax' ? 'parameters.max_new_tokens' : 'max_tokens'}`;
-      throw api === 'lorax' ? new ShapedError(422, loraxError(`Input validation error: ${msg}`, 'validation')) : new GatewayError(400, msg, { code: 'tokens_exceed_limit' });
+    if (before instanceof Response) {
+      await svc.confirmKey(principal);
+      return before;
     }
-    const onUsage = svc.deps.onUsage;
-    const reservation = await reserve(svc, c, principal, scopes, budget.reserve, {
-      leaseId: req.stream ? randomId('lease') : null,
-      onSettle: onUsage ? (u) => onUsage(c.req.raw, { tenant: principal.tenant, adapter: adapterLabel(sel), ...u }) : undefined,
-    });
+    const { req, sel, budget, reservation } = before;
     // From here on the reservation is settled exactly once, however the request ends.
     const settle = (u: TokenUsage) => reservation.settle(u);
 
@@ -76,8 +68,35 @@ export function inference(svc: Services, api: ApiKind, path: string, parse: (raw
   };
 }
 
+/** Body, validation, adapter names, token budget and the reservation: an answer instead when the request goes no further. */
+async function admit(svc: Services, c: GatewayContext, api: ApiKind, path: string, parse: (raw: unknown) => ParseOutcome) {
+  const principal = c.get('principal');
+  const parsed = parse(await svc.readBody(c));
+  if (!parsed.ok) return jsonResponse(parsed.error, parsed.status);
+  const req = parsed.req;
+  for (const s of req.schemas) {
+    const problem = checkJsonSchema(s.schema, svc.opts.schemaLimits);
+    if (problem) throw schemaError(api, s.path, problem);
+  }
+  const bi = await svc.backendInfo.get(principal.tenant, c.get('otel'));
+  const sel = await svc.resolver.select(principal.tenant, bi, req.single, req.merged);
+  const budget = req.budget(bi, { promptBytesPerToken: svc.opts.promptBytesPerToken });
+  const scopes = await svc.quota.of(principal);
+  const big = oversizedFor(scopes, budget.reserve);
+  if (big) {
+    const msg = `this request may use up to ${budget.reserve} tokens (prompt + max tokens for every sequence), more than the ${big.limit} tokens per minute allowed; lower ${api === 'lorax' ? 'parameters.max_new_tokens' : 'max_tokens'}`;
+    throw api === 'lorax' ? new ShapedError(422, loraxError(`Input validation error: ${msg}`, 'validation')) : new GatewayError(400, msg, { code: 'tokens_exceed_limit' });
+  }
+  const onUsage = svc.deps.onUsage;
+  const reservation = await reserve(svc, c, principal, scopes, budget.reserve, {
+    leaseId: req.stream ? randomId('lease') : null,
+    onSettle: onUsage ? (u) => onUsage(c.req.raw, { tenant: principal.tenant, adapter: adapterLabel(sel), ...u }) : undefined,
+  });
+  return { req, sel, budget, reservation };
+}
+
 async function forward(svc: Services, c: GatewayContext, path: string, req: ParsedRequest, sel: AdapterSelection, fwd: ActiveSpan): Promise<Upstream> {
-  const body = JSON.stringify(req.forwardBody(sel));
+  const body = await svc.encodeBody(c, req.forwardBody(sel));
   const accept = req.stream ? 'text/event-stream' : 'application/json';
   return callUpstream(
     svc.router,

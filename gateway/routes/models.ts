@@ -44,12 +44,23 @@ export function info(svc: Services): Handler<GatewayEnv> {
 export function tokenize(svc: Services): Handler<GatewayEnv> {
   return async (c) => {
     const p = c.get('principal');
-    const raw = await svc.readBody(c);
-    const r = parseLoraxRequest(TokenizeRequest, raw);
-    if (!r.success) return c.json(r.error, 422);
-    const reservation = await reserve(svc, c, p, await svc.quota.of(p), 0, { leaseId: null });
+    // Until the reservation (which re-checks the key atomically), any answer confirms a cached key first.
+    let raw: Record<string, unknown>;
+    let reservation: Awaited<ReturnType<typeof reserve>>;
+    try {
+      raw = await svc.readBody(c);
+      const r = parseLoraxRequest(TokenizeRequest, raw);
+      if (!r.success) {
+        await svc.confirmKey(p);
+        return c.json(r.error, 422);
+      }
+      reservation = await reserve(svc, c, p, await svc.quota.of(p), 0, { leaseId: null });
+    } catch (err) {
+      await svc.confirmKey(p);
+      throw err;
+    }
     reservation.settle({ promptTokens: 0, completionTokens: 0 });
-    const up = await callUpstream(svc.router, { path: '/tokenize', method: 'POST', body: JSON.stringify(raw), headers: await svc.serviceHeaders(p.tenant, c.get('otel'), { 'content-type': 'application/json' }), affinity: null, signal: svc.clientSignal(c), waitFirstByte: false }, svc.fetch);
+    const up = await callUpstream(svc.router, { path: '/tokenize', method: 'POST', body: await svc.encodeBody(c, raw), headers: await svc.serviceHeaders(p.tenant, c.get('otel'), { 'content-type': 'application/json' }), affinity: null, signal: svc.clientSignal(c), waitFirstByte: false }, svc.fetch);
     const text = await up.res.text().finally(() => up.end());
     return new Response(text, { status: up.res.status, headers: { 'content-type': up.res.headers.get('content-type') ?? 'application/json', ...reservation.headers } });
   };

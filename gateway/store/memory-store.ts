@@ -126,6 +126,7 @@ export class MemoryStore implements GatewayStore {
   }
 
   async acquire(req: AcquireRequest): Promise<AcquireResult> {
+    if (req.keyId && this.keys.get(req.keyId)?.record.revoked_at) return { ok: false, reason: 'revoked', scope: '', limit: 0, retryAfterMs: 0 };
     const now = this.now();
     const levels: Array<{ rpm?: number; tpm?: number }> = [];
     // Check every scope first; take from none unless all pass.

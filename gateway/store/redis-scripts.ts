@@ -29,9 +29,11 @@ end
 `;
 
 /**
- * KEYS: per scope i (3 each): rpm bucket, tpm bucket, lease zset.
- * ARGV: n, cost, leaseId ('' = none), leaseTtlMs, then per scope: rpm, tpm, concurrent (0 = unlimited).
- * Returns {0, reason, scopeIndex, retryAfterMs, limit} or
+ * KEYS: per scope i (3 each): rpm bucket, tpm bucket, lease zset; then the tenant's set of revoked
+ * key ids.
+ * ARGV: n, cost, leaseId ('' = none), leaseTtlMs, then per scope: rpm, tpm, concurrent (0 = unlimited),
+ * then the API key id ('' = none: a JWT).
+ * Returns {0, 'revoked', 0, '0', '0'} for a revoked key, {0, reason, scopeIndex, retryAfterMs, limit} or
  *         {1, rpmLimit, rpmLevel, tpmLimit, tpmLevel} ('' where no such limit) for the tightest scope.
  */
 export const ACQUIRE = `${PRELUDE}
@@ -39,6 +41,10 @@ local n = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
 local lease = ARGV[3]
 local ttl = tonumber(ARGV[4])
+local kid = ARGV[5 + n * 3]
+if kid and kid ~= '' and KEYS[n * 3 + 1] and redis.call('SISMEMBER', KEYS[n * 3 + 1], kid) == 1 then
+  return {0, 'revoked', 0, '0', '0'}
+end
 local rl, tl = {}, {}
 for i = 1, n do
   local a = 4 + (i - 1) * 3

@@ -29,8 +29,12 @@ import {
 export class RedisReplyError extends Error {}
 
 export interface RedisLike {
-  /** Runs one command. Throws RedisReplyError for error replies, anything else when unreachable. */
-  command(args: Array<string | number>): Promise<unknown>;
+  /**
+   * Runs one command. Throws RedisReplyError for error replies, anything else when unreachable.
+   * `deferrable`: nobody waits for the reply (settlements), so a client may hold the command a few
+   * milliseconds to send it with the next batch instead of a write of its own.
+   */
+  command(args: Array<string | number>, opts?: { deferrable?: boolean }): Promise<unknown>;
   close(): Promise<void>;
 }
 
@@ -38,14 +42,14 @@ class Script {
   private sha: Promise<string> | null = null;
   constructor(readonly source: string) {}
 
-  async run(redis: RedisLike, keys: string[], args: Array<string | number>): Promise<unknown> {
+  async run(redis: RedisLike, keys: string[], args: Array<string | number>, opts?: { deferrable?: boolean }): Promise<unknown> {
     this.sha ??= sha1Hex(this.source);
     const sha = await this.sha;
     try {
-      return await redis.command(['EVALSHA', sha, keys.length, ...keys, ...args]);
+      return await redis.command(['EVALSHA', sha, keys.length, ...keys, ...args], opts);
     } catch (err) {
       if (err instanceof RedisReplyError && /NOSCRIPT/.test(err.message)) {
-        return redis.command(['EVAL', this.source, keys.length, ...keys, ...args]);
+        return redis.command(['EVAL', this.source, keys.length, ...keys, ...args], opts);
       }
       throw err;
     }
@@ -117,9 +121,9 @@ export class RedisStore implements GatewayStore {
     }
   }
 
-  private async script(s: Script, keys: string[], args: Array<string | number>): Promise<unknown> {
+  private async script(s: Script, keys: string[], args: Array<string | number>, opts?: { deferrable?: boolean }): Promise<unknown> {
     try {
-      return await s.run(this.redis, keys, args);
+      return await s.run(this.redis, keys, args, opts);
     } catch (err) {
       throw this.wrap(err);
     }
@@ -169,7 +173,9 @@ export class RedisStore implements GatewayStore {
   async revokeKey(id: string, at: string): Promise<ApiKeyRecord | null> {
     const e = await this.getJson<{ hash: string; record: ApiKeyRecord }>(this.keyIdKey(id));
     if (!e) return null;
-    // The hash entry goes first: from that moment on the key no longer authenticates anywhere.
+    // The revoked mark goes first: from that moment on no reservation takes the key, even on an
+    // instance that cached its record; then the hash entry: no fresh lookup finds it.
+    await this.cmd(['SADD', `${this.t(e.record.tenant)}:revoked`, id]);
     await this.cmd(['DEL', this.keyHashKey(e.hash)]);
     if (!e.record.revoked_at) e.record.revoked_at = at;
     await this.cmd(['SET', this.keyIdKey(id), JSON.stringify(e)]);
@@ -249,7 +255,10 @@ export class RedisStore implements GatewayStore {
       keys.push(`${this.t(req.tenant)}:b:${s.id}:rpm`, `${this.t(req.tenant)}:b:${s.id}:tpm`, `${this.t(req.tenant)}:l:${s.id}`);
       args.push(limitValue(s.limits.rpm), limitValue(s.limits.tpm), limitValue(s.limits.concurrent_streams));
     }
+    keys.push(`${this.t(req.tenant)}:revoked`);
+    args.push(req.keyId ?? '');
     const r = (await this.script(acquireScript, keys, args)) as Array<string | number>;
+    if (String(r[1]) === 'revoked') return { ok: false, reason: 'revoked', scope: '', limit: 0, retryAfterMs: 0 };
     if (Number(r[0]) !== 1) {
       return {
         ok: false,
@@ -287,7 +296,8 @@ export class RedisStore implements GatewayStore {
       Math.max(0, Math.round(req.usage.completionTokens)),
       ...req.scopes.map((s) => limitValue(s.limits.tpm)),
     ];
-    await this.script(settleScript, keys, args);
+    // Settled after the answer, in the background: it may ride with the next batch of commands.
+    await this.script(settleScript, keys, args, { deferrable: true });
   }
 
   private queueSettle(req: SettleRequest): void {

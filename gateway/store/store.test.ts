@@ -59,6 +59,23 @@ function contract(name: string, make: () => Promise<GatewayStore>) {
       assert.equal(await store.revokeKey('nope', 'x'), null);
     });
 
+    it('a reservation naming a revoked key is refused (reason "revoked"), with or without limits; other keys and JWTs are not', async () => {
+      const t = tenant();
+      await store.createKey('h1' + t, keyRecord('key_a' + t, t));
+      await store.createKey('h2' + t, keyRecord('key_b' + t, t));
+      const limited = [{ id: 'tenant', limits: { rpm: 10 } }];
+      for (const scopes of [[], limited]) {
+        assert.equal((await store.acquire({ tenant: t, scopes, tokens: 1, leaseId: null, leaseTtlMs: 0, keyId: 'key_a' + t })).ok, true);
+      }
+      await store.revokeKey('key_a' + t, '2026-01-01T00:00:00Z');
+      for (const scopes of [[], limited]) {
+        const r = await store.acquire({ tenant: t, scopes, tokens: 1, leaseId: null, leaseTtlMs: 0, keyId: 'key_a' + t });
+        assert.deepEqual(r, { ok: false, reason: 'revoked', scope: '', limit: 0, retryAfterMs: 0 });
+        assert.equal((await store.acquire({ tenant: t, scopes, tokens: 1, leaseId: null, leaseTtlMs: 0, keyId: 'key_b' + t })).ok, true);
+        assert.equal((await store.acquire({ tenant: t, scopes, tokens: 1, leaseId: null, leaseTtlMs: 0, keyId: null })).ok, true);
+      }
+    });
+
     it('tenants, adapters and shared adapters', async () => {
       const t = tenant();
       await store.putTenant({ id: t, limits: { rpm: 5 }, created_at: 'now' });

@@ -82,6 +82,12 @@ export interface AcquireRequest {
   /** A concurrency lease (streams); null for requests that take no stream slot. */
   leaseId: string | null;
   leaseTtlMs: number;
+  /**
+   * The API key the request came with (null: a JWT): refused with reason "revoked" when it was
+   * revoked, checked in the same atomic step as the reservation, so a key record cached by an
+   * instance can never outlive a revocation on a request that reserves.
+   */
+  keyId?: string | null;
 }
 
 export interface RateInfo {
@@ -93,7 +99,8 @@ export interface RateInfo {
 
 export type AcquireResult =
   | { ok: true; requests: RateInfo | null; tokens: RateInfo | null }
-  | { ok: false; reason: 'rpm' | 'tpm' | 'concurrency'; scope: string; limit: number; retryAfterMs: number };
+  | { ok: false; reason: 'rpm' | 'tpm' | 'concurrency'; scope: string; limit: number; retryAfterMs: number }
+  | { ok: false; reason: 'revoked'; scope: ''; limit: 0; retryAfterMs: 0 };
 
 export interface UsageDelta {
   keyId: string | null;
@@ -168,8 +175,17 @@ export interface GatewayStore {
 }
 
 /** "2025-01-31" (UTC) for usage buckets. */
+// The day of the last call and where it ends: every settlement asks, formatting a date each time is wasted.
+let dayStart = 0;
+let dayEnd = -1;
+let dayName = '';
+
 export function utcDay(ms = Date.now()): string {
-  return new Date(ms).toISOString().slice(0, 10);
+  if (ms >= dayStart && ms < dayEnd) return dayName;
+  dayStart = ms - (((ms % 86_400_000) + 86_400_000) % 86_400_000);
+  dayEnd = dayStart + 86_400_000;
+  dayName = new Date(dayStart).toISOString().slice(0, 10);
+  return dayName;
 }
 
 /** The store (Redis) cannot be reached: the app fails closed with a 503 (see gateway/README.md). */

@@ -11,7 +11,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = os.path.dirname(HERE)
 # The families of kernels/CMakeLists.txt, each a <family>.cu beside its <family>.cuh.
-FAMILIES = ["norm", "rope", "elementwise", "sgmv", "attention", "prefill_attention", "sampling", "quant_gemm"]
+FAMILIES = ["norm", "rope", "elementwise", "sgmv", "attention", "prefill_attention", "sampling", "moe", "quant_gemm"]
 F32, F16, BF16 = 0, 1, 2
 TYPES = (F32, F16, BF16)
 DT = {F32: torch.float32, F16: torch.float16, BF16: torch.bfloat16}
@@ -157,15 +157,23 @@ _mixed = [(4000, 1), (5, 1), (100, 1), (2047, 1)]  # splits sized by the longest
 _chunks = [(300, 5), (50, 1), (2, 3)]  # a prefill chunk beside decode rows, split-K
 _prompt = [(0, 300), (5, 1)]  # a long prompt (tiles of 64 on tensor cores) beside a decode row
 _chunked = [(100, 130), (0, 20), (7, 2)]  # a later chunk of a prompt (unaligned start), a short prompt, two rows
-# (heads, kv heads, head dim, window, sequences)
-ATTENTION_CASES = [(32, 8, 128, 0, _prefill), (4, 2, 16, 5, _prefill), (28, 4, 128, 0, _prefill), (8, 8, 64, 7, _prefill),
+# (heads, kv heads, head dim, window, sequences, soft-cap); soft-cap 0 = off.
+_PLAIN_CASES = [(32, 8, 128, 0, _prefill), (4, 2, 16, 5, _prefill), (28, 4, 128, 0, _prefill), (8, 8, 64, 7, _prefill),
                    (32, 8, 128, 0, _decode), (28, 4, 128, 0, _decode), (4, 2, 16, 300, _decode),
                    (32, 8, 128, 0, _batch64), (32, 8, 128, 0, _long1), (28, 4, 128, 0, _mixed), (16, 2, 64, 0, _mixed),
                    (32, 8, 128, 1000, _mixed), (32, 8, 128, 0, _chunks), (12, 4, 96, 0, _chunks), (8, 2, 256, 0, _long1),
                    (8, 2, 128, 0, _prompt), (8, 2, 128, 64, _chunked), (8, 4, 64, 0, _chunked), (4, 2, 16, 0, _prompt), (8, 8, 32, 5, _prefill)]
+# Issue 18: head dims 80 (the paged kernel's P.V on 16 lanes of 5) and 96 with prompts (the
+# tensor-core kernel's tail swizzle), and Gemma 2's attention-logit
+# soft-capping on both kernels (cap 5 bites on random unit data scaled by 1/sqrt(d); 50 is Gemma 2's).
+_FAMILY_CASES = [(32, 32, 80, 0, _prefill, 0.0), (20, 4, 80, 0, _decode, 0.0), (8, 2, 80, 0, _chunks, 0.0), (16, 8, 80, 64, _chunked, 0.0),
+                 (4, 2, 16, 5, _prefill, 5.0), (8, 2, 32, 0, _prompt, 1.0), (16, 8, 256, 0, _long1, 50.0), (8, 4, 64, 64, _chunked, 2.0),
+                 (32, 8, 128, 0, _decode, 3.0), (8, 2, 128, 0, _prompt, 1.5), (20, 4, 80, 7, _prefill, 2.0),
+                 (12, 4, 96, 0, _prompt, 0.0), (24, 8, 96, 32, _chunked, 0.0), (32, 32, 96, 0, _prefill, 4.0), (8, 2, 80, 0, _prompt, 0.0)]
+ATTENTION_CASES = [c + (0.0,) for c in _PLAIN_CASES] + _FAMILY_CASES
 
 
-def torch_attention(q, kc, vc, tables, row_seq, row_pos, heads, kvh, dim, bs, window, scale):
+def torch_attention(q, kc, vc, tables, row_seq, row_pos, heads, kvh, dim, bs, window, scale, softcap=0.0):
     out = torch.zeros(q.shape[0], heads, dim, dtype=torch.float64, device="cuda")
     g = heads // kvh
     for r in range(q.shape[0]):
@@ -177,6 +185,8 @@ def torch_attention(q, kc, vc, tables, row_seq, row_pos, heads, kvh, dim, bs, wi
         V = vc[slots].double().view(-1, kvh, dim)
         for h in range(heads):
             s = (K[:, h // g] @ q[r, h].double()) * scale
+            if softcap > 0:
+                s = torch.tanh(s / softcap) * softcap
             out[r, h] = torch.softmax(s, 0) @ V[:, h // g]
     return out
 
@@ -203,8 +213,9 @@ class AttentionCase:
     """Random q and a paged cache over shuffled blocks for `seqs` (this step's new keys and values
     still to be written with write_kv), and the float64 reference output, computed on demand."""
 
-    def __init__(self, t, heads, kvh, dim, window, seqs):
+    def __init__(self, t, heads, kvh, dim, window, seqs, softcap=0.0):
         self.t, self.heads, self.kvh, self.dim, self.window, self.seqs, self.bs = t, heads, kvh, dim, window, seqs, BLOCK
+        self.softcap = softcap
         self.row_seq, self.row_pos = [], []
         for s, (p0, n) in enumerate(seqs):
             for j in range(n):
@@ -228,7 +239,7 @@ class AttentionCase:
         self._ref = None
 
     def name(self):
-        return f"h{self.heads}/kv{self.kvh} d{self.dim} window {self.window}"
+        return f"h{self.heads}/kv{self.kvh} d{self.dim} window {self.window}" + (f" softcap {self.softcap:g}" if self.softcap else "")
 
     def write_kv(self, lib):
         run(lib, "sb_write_kv", self.t, p(self.k_new), p(self.v_new), self.kvdim, p(self.slots), self.rows, self.kvdim, p(self.kc), p(self.vc))
@@ -236,7 +247,7 @@ class AttentionCase:
     def ref(self):
         if self._ref is None:
             self._ref = torch_attention(self.q.view(self.rows, self.heads, self.dim), self.kc, self.vc, self.tables, self.row_seq, self.row_pos,
-                                        self.heads, self.kvh, self.dim, self.bs, self.window, self.scale)
+                                        self.heads, self.kvh, self.dim, self.bs, self.window, self.scale, self.softcap)
         return self._ref
 
 

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <tuple>
 #include <mutex>
@@ -89,6 +90,22 @@ struct Layer {
   DevBuf inNorm, postNorm, wqkv, bqkv, wo, wgu, wd;
 };
 
+// What the families of issue 18 add to a layer (loadFamilyLayer, forward, moeMlp): per-head q/k norms,
+// Gemma's pre/post feed-forward norms, and a mixture-of-experts MLP (router [E, H], per expert
+// gate|up [2 M, H] and down [H, M]) in place of the dense one.
+struct FamilyLayer {
+  DevBuf qNorm, kNorm, preFfNorm, postFfNorm, router;
+  std::vector<DevBuf> expGU, expD;
+  DevBuf guPtrs, dPtrs;  // device arrays of the experts' addresses (kern::moeGemv)
+  bool moe = false;
+};
+
+// Per-step buffers of the mixture-of-experts MLP (sized for the step's rows * experts per token).
+struct MoeBufs {
+  DevBuf logits, ints, weights, xg, gu, act, y;
+  PinnedBuf hostOffsets;
+};
+
 struct AdapterBufs {
   std::vector<DevBuf> bufs;
   int maxRank = 0;
@@ -116,6 +133,7 @@ class CudaEngine final : public Engine {
     if (o_.numBlocks <= 0 || o_.blockSize <= 0) throw EngineError("numBlocks and blockSize must be > 0");
     if (c_.heads % c_.kvHeads != 0) throw EngineError("num_attention_heads must be a multiple of num_key_value_heads");
     if (static_cast<int>(c_.slidingWindow.size()) != c_.layers) c_.slidingWindow.assign(c_.layers, 0);
+    checkFamilyConfig();
     int count = 0;
     check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
     if (count == 0) throw EngineError("no CUDA device");
@@ -161,6 +179,7 @@ class CudaEngine final : public Engine {
     };
     upload(embed_, {&ref("model.embed_tokens.weight", {V, H})});
     upload(norm_, {&ref("model.norm.weight", {H})});
+    fam_.resize(c_.layers);
     if (!c_.tieWordEmbeddings) upload(lmHead_, {&ref("lm_head.weight", {V, H})});
     layers_.resize(c_.layers);
     for (int l = 0; l < c_.layers; l++) {
@@ -173,6 +192,8 @@ class CudaEngine final : public Engine {
       if (c_.attentionBias)
         upload(L.bqkv, {&ref(p + "self_attn.q_proj.bias", {Q}), &ref(p + "self_attn.k_proj.bias", {KV}), &ref(p + "self_attn.v_proj.bias", {KV})});
       upload(L.wo, {&ref(p + "self_attn.o_proj.weight", {H, Q})});
+      loadFamilyLayer(l, ref);
+      if (fam_[l].moe) continue;
       upload(L.wgu, {&ref(p + "mlp.gate_proj.weight", {I, H}), &ref(p + "mlp.up_proj.weight", {I, H})});
       upload(L.wd, {&ref(p + "mlp.down_proj.weight", {H, I})});
     }
@@ -180,6 +201,12 @@ class CudaEngine final : public Engine {
     const auto inv = ropeInvFreq(c_);
     invFreq_.reserve(inv.size() * 4, "invFreq");
     check(cudaMemcpy(invFreq_.p, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice), "invFreq upload");
+    if (c_.ropeLocalTheta > 0) {
+      // Gemma 3: sliding-window layers rotate with their own plain base.
+      const auto local = plainInvFreq(static_cast<float>(c_.ropeLocalTheta), c_.headDim);
+      invFreqLocal_.reserve(local.size() * 4, "invFreq (local)");
+      check(cudaMemcpy(invFreqLocal_.p, local.data(), local.size() * 4, cudaMemcpyHostToDevice), "invFreq upload");
+    }
     const size_t perLayer = size_t(o_.numBlocks) * o_.blockSize * KV * elemSize(t_);
     kcache_.reserve(perLayer * c_.layers, "KV cache (K)");
     vcache_.reserve(perLayer * c_.layers, "KV cache (V)");
@@ -211,6 +238,9 @@ class CudaEngine final : public Engine {
       std::lock_guard<std::mutex> lock(copyMu_);
       for (const auto& m : modules) {
         if (m.layer < 0 || m.layer >= c_.layers || m.proj < 0 || m.proj >= kNumProj) throw EngineError("adapter module out of range");
+        if (!c_.moeLayer.empty() && c_.moeLayer[m.layer] && m.proj >= kGate)
+          throw EngineError("layers." + std::to_string(m.layer) + "." + projName(m.proj) +
+                            ": this layer's MLP is a mixture of experts (LoRA on experts is not supported yet)");
         int in, out;
         projDims(c_, m.proj, in, out);
         if (m.rank <= 0 || m.a.shape != std::vector<int64_t>{m.rank, in} || m.b.shape != std::vector<int64_t>{out, m.rank})
@@ -390,6 +420,17 @@ class CudaEngine final : public Engine {
   static constexpr int kMaxDeviceTopN = 64;
   StepShape prepare(const std::vector<SeqInput>& batch);
   void forward(const StepShape& sh);
+  // Issue 18's families (their definitions follow forward()).
+  void checkFamilyConfig();
+  using RefFn = std::function<const TensorRef&(const std::string&, std::vector<int64_t>)>;
+  void loadFamilyLayer(int l, const RefFn& ref);
+  void moeMlp(const FamilyLayer& F, int T);
+  bool reserveMoe(int T);
+  // Steps of up to this many rows run their experts in one launch per GEMM (kern::moeGemv), with
+  // nothing read back, so MoE decode steps of up to this batch replay CUDA graphs; bigger steps
+  // take cuBLAS per expert.
+  static constexpr int kMoeGemvRows = 64;
+  bool moeGemvOk_ = false;
   cudaGraphExec_t graphFor(const StepShape& sh);
   void clearGraphs();
   std::vector<SeqOutput> finish(const std::vector<SeqInput>& batch, const StepShape& sh);
@@ -403,6 +444,11 @@ class CudaEngine final : public Engine {
   cublasHandle_t blas_ = nullptr;
   DevBuf embed_, norm_, lmHead_, invFreq_, kcache_, vcache_, table_, stage_, copyStage_;
   std::vector<Layer> layers_;
+  std::vector<FamilyLayer> fam_;
+  DevBuf invFreqLocal_, normTmp_;
+  MoeBufs moe_;
+  bool hasMoe_ = false;
+  const float* dRopeFreq_ = nullptr;  // this step's per-sequence inverse frequencies (dynamic, longrope), else null
   std::vector<kern::LoraSlotEntry> hostTable_;
   std::vector<std::unique_ptr<AdapterBufs>> slots_;
   std::vector<std::unique_ptr<AdapterBufs>> graveyard_;
@@ -593,7 +639,9 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
   if (batch.empty()) return {};
   StepShape sh = prepare(batch);
   const bool decodeOnly = std::all_of(batch.begin(), batch.end(), [](const SeqInput& s) { return s.tokens.size() == 1; });
-  cudaGraphExec_t exec = decodeOnly && o_.cudaGraphs ? graphFor(sh) : nullptr;
+  // A mixture of experts reads its routing back mid-step past kMoeGemvRows rows: no graphs there.
+  const bool capturable = !hasMoe_ || (moeGemvOk_ && int(batch.size()) <= kMoeGemvRows);
+  cudaGraphExec_t exec = decodeOnly && o_.cudaGraphs && capturable ? graphFor(sh) : nullptr;
   check(cudaEventRecord(stepBegin_, stream_), "cudaEventRecord");
   if (exec) {
     check(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
@@ -659,8 +707,10 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
 
   const std::vector<LoraSegment>& segs = segs_;
   const int nseg = int(segs.size());
+  // Dynamic NTK / longrope: each sequence's inverse frequencies (floats) close the upload.
+  const size_t ropeFloats = ropeDependsOnLength(c_) ? size_t(nseq) * (D / 2) : 0;
   const size_t nInts = size_t(T) * 4 + size_t(nseq) * maxBlocks + (nseq + 1) + nseq + std::max(NL, 1) + tiles.size() + pagedRows.size() +
-                       (gemmSegs_.empty() ? 0 : nseg);
+                       (gemmSegs_.empty() ? 0 : nseg) + ropeFloats;
   hostMeta_.reserve(nInts * 4);
   int32_t* hm = static_cast<int32_t*>(hostMeta_.p);
   int32_t *hTok = hm, *hPos = hTok + T, *hRowSeq = hPos + T, *hSlots = hRowSeq + T, *hTables = hSlots + T,
@@ -692,6 +742,14 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
     if (!segs[g].gemm) maxSegRows = std::max(maxSegRows, segs[g].rows);
   }
 
+  if (ropeFloats > 0) {
+    float* hf = reinterpret_cast<float*>(hm + (nInts - ropeFloats));
+    for (int s = 0; s < nseq; s++) {
+      const auto inv = ropeInvFreq(c_, int64_t(batch[s].position) + int64_t(batch[s].tokens.size()));
+      std::copy(inv.begin(), inv.end(), hf + size_t(s) * (D / 2));
+    }
+  }
+
   const size_t es = elemSize(t_);
   // Every buffer a decode graph bakes in is sized here: if one moves, the captured graphs go.
   bool moved = false;
@@ -704,6 +762,8 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   moved |= o_buf_.reserve(size_t(T) * H * es, "o");
   moved |= gu_.reserve(size_t(T) * 2 * I * es, "gate/up");
   moved |= act_.reserve(size_t(T) * I * es, "act");
+  if (c_.sandwichNorm) moved |= normTmp_.reserve(size_t(T) * H * es, "sandwich norm");
+  if (hasMoe_) moved |= reserveMoe(T);
   if (anyAdapter_) moved |= loraTmp_.reserve(size_t(T) * 3 * maxRank_ * 4, "lora tmp");
   const int64_t wsFloats = kern::attentionWorkspaceFloats(T, NH, NKV, D, maxKeys);
   if (wsFloats > 0) moved |= attWs_.reserve(size_t(wsFloats) * 4, "attention workspace");
@@ -725,6 +785,7 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   dTiles_ = dm + (hTiles - hm);
   dPagedRows_ = dm + (hPagedRows - hm);
   dSegSlotSgmv_ = gemmSegs_.empty() ? dSegSlot_ : dm + (hSegSlotSgmv - hm);
+  dRopeFreq_ = ropeFloats > 0 ? reinterpret_cast<const float*>(dm + (nInts - ropeFloats)) : nullptr;
   sh.key = {T, nseq, NL, maxBlocks, maxKeys, nseg, maxSegRows, anyAdapter_ ? maxRank_ : 0};
   return sh;
 }
@@ -740,43 +801,181 @@ void CudaEngine::forward(const StepShape& sh) {
   const int64_t wsFloats = kern::attentionWorkspaceFloats(T, NH, NKV, D, maxKeys);
   auto st = reinterpret_cast<kern::Stream>(stream_);
   const size_t perLayer = size_t(o_.numBlocks) * BS * KV * es;
-  const float scale = 1.0f / std::sqrt(float(D));
+  const float scale = c_.attnScale > 0 ? c_.attnScale : 1.0f / std::sqrt(float(D));
   char* qkv = qkv_.as<char>();
+  // Gemma's norms multiply by (1 + w); everyone else's by w.
+  const int rows = T;  // a plain variable: lambdas may not capture structured bindings in C++17
+  auto norm = [&](const void* x, void* residual, const DevBuf& w, void* out, const char* what) {
+    checkK(c_.gemmaNorm ? kern::gemmaRmsnorm(t_, x, residual, w.p, rows, H, c_.rmsNormEps, out, st)
+                        : kern::rmsnorm(t_, x, residual, w.p, rows, H, c_.rmsNormEps, out, st), what);
+  };
 
-  checkK(kern::embedding(t_, embed_.p, dTokens_, T, H, res_.p, st), "embedding");
+  if (c_.embedScale != 1.0f) checkK(kern::embeddingScaled(t_, embed_.p, dTokens_, T, H, c_.embedScale, res_.p, st), "embedding");
+  else checkK(kern::embedding(t_, embed_.p, dTokens_, T, H, res_.p, st), "embedding");
   for (int l = 0; l < c_.layers; l++) {
     const Layer& L = layers_[l];
+    const FamilyLayer& F = fam_[l];
     // Layer 0 normalises the embeddings; later layers first add the previous MLP output.
-    if (l == 0) checkK(kern::rmsnorm(t_, res_.p, nullptr, L.inNorm.p, T, H, c_.rmsNormEps, h_.p, st), "rmsnorm");
-    else checkK(kern::rmsnorm(t_, x_.p, res_.p, L.inNorm.p, T, H, c_.rmsNormEps, h_.p, st), "rmsnorm");
+    if (l == 0) norm(res_.p, nullptr, L.inNorm, h_.p, "rmsnorm");
+    else norm(x_.p, res_.p, L.inNorm, h_.p, "rmsnorm");
     gemm(h_.p, T, H, L.wqkv, QKV, qkv_.p, cudaType(t_));
     if (c_.attentionBias) checkK(kern::addBias(t_, qkv_.p, L.bqkv.p, T, QKV, st), "bias");
     lora(projSet(l, {{kQ, 0, Q}, {kK, Q, KV}, {kV, Q + KV, KV}}), h_.p, H, qkv, QKV, nseg, maxSegRows);
-    checkK(kern::rope(t_, qkv, QKV, qkv + size_t(Q) * es, QKV, dPos_, invFreq_.as<float>(), T, NH, NKV, D, st), "rope");
+    if (c_.qkNorm) {
+      checkK(kern::headRmsnorm(t_, qkv, QKV, T, NH, D, F.qNorm.p, c_.rmsNormEps, c_.gemmaNorm, st), "q norm");
+      checkK(kern::headRmsnorm(t_, qkv + size_t(Q) * es, QKV, T, NKV, D, F.kNorm.p, c_.rmsNormEps, c_.gemmaNorm, st), "k norm");
+    }
+    {
+      // Gemma 3's sliding-window layers use a plain local base; dynamic NTK and longrope take each
+      // sequence's frequencies (uploaded with the step's metadata); yarn and longrope scale cos/sin.
+      const bool local = c_.slidingWindow[l] > 0 && c_.ropeLocalTheta > 0;
+      const float* inv = local ? invFreqLocal_.as<float>() : dRopeFreq_ ? dRopeFreq_ : invFreq_.as<float>();
+      const int32_t* freqRow = !local && dRopeFreq_ ? dRowSeq_ : nullptr;
+      const float factor = local ? 1.0f : static_cast<float>(c_.ropeAttentionFactor);
+      checkK(kern::rope(t_, qkv, QKV, qkv + size_t(Q) * es, QKV, dPos_, inv, freqRow, factor, T, NH, NKV, D, st), "rope");
+    }
     char* kc = kcache_.as<char>() + l * perLayer;
     char* vc = vcache_.as<char>() + l * perLayer;
     checkK(kern::writeKv(t_, qkv + size_t(Q) * es, qkv + size_t(Q + KV) * es, QKV, dSlots_, T, KV, kc, vc, st), "writeKv");
     if (sh.prefillTiles > 0)
       checkK(kern::prefillAttention(t_, qkv, QKV, kc, vc, dTables_, maxBlocks, dRowSeq_, dPos_, dTiles_, sh.prefillTiles, NH, NKV, D, BS,
-                                    c_.slidingWindow[l], scale, att_.p, st), "prefill attention");
+                                    c_.slidingWindow[l], scale, c_.attnSoftcap, att_.p, st), "prefill attention");
     if (sh.pagedRows > 0)
       checkK(kern::pagedAttention(t_, qkv, QKV, kc, vc, dTables_, maxBlocks, dRowSeq_, dPos_, sh.prefillTiles > 0 ? dPagedRows_ : nullptr,
-                                  sh.pagedRows, NH, NKV, D, BS, c_.slidingWindow[l], scale, att_.p, maxKeys, attWs_.as<float>(), wsFloats, st),
+                                  sh.pagedRows, NH, NKV, D, BS, c_.slidingWindow[l], scale, c_.attnSoftcap, att_.p, maxKeys, attWs_.as<float>(), wsFloats, st),
              "attention");
     gemm(att_.p, T, Q, L.wo, H, o_buf_.p, cudaType(t_));
     lora(projSet(l, {{kO, 0, H}}), att_.p, Q, o_buf_.p, H, nseg, maxSegRows);
-    checkK(kern::rmsnorm(t_, o_buf_.p, res_.p, L.postNorm.p, T, H, c_.rmsNormEps, h_.p, st), "rmsnorm");
+    if (c_.sandwichNorm) {
+      // Gemma: the attention output is normalised before the residual add; the MLP has its own input norm.
+      norm(o_buf_.p, nullptr, L.postNorm, normTmp_.p, "post-attention norm");
+      norm(normTmp_.p, res_.p, F.preFfNorm, h_.p, "pre-feed-forward norm");
+    } else {
+      norm(o_buf_.p, res_.p, L.postNorm, h_.p, "rmsnorm");
+    }
+    if (F.moe) {
+      moeMlp(F, T);
+      continue;
+    }
     gemm(h_.p, T, H, L.wgu, 2 * I, gu_.p, cudaType(t_));
     lora(projSet(l, {{kGate, 0, I}, {kUp, I, I}}), h_.p, H, gu_.p, 2 * I, nseg, maxSegRows);
-    checkK(kern::siluMul(t_, gu_.p, gu_.as<char>() + size_t(I) * es, 2 * I, T, I, act_.p, st), "siluMul");
-    gemm(act_.p, T, I, L.wd, H, x_.p, cudaType(t_));
-    lora(projSet(l, {{kDown, 0, H}}), act_.p, I, x_.p, H, nseg, maxSegRows);
+    if (c_.geluTanh) checkK(kern::geluTanhMul(t_, gu_.p, gu_.as<char>() + size_t(I) * es, 2 * I, T, I, act_.p, st), "geluTanhMul");
+    else checkK(kern::siluMul(t_, gu_.p, gu_.as<char>() + size_t(I) * es, 2 * I, T, I, act_.p, st), "siluMul");
+    gemm(act_.p, T, I, L.wd, H, c_.sandwichNorm ? normTmp_.p : x_.p, cudaType(t_));
+    lora(projSet(l, {{kDown, 0, H}}), act_.p, I, c_.sandwichNorm ? normTmp_.p : x_.p, H, nseg, maxSegRows);
+    if (c_.sandwichNorm) norm(normTmp_.p, nullptr, F.postFfNorm, x_.p, "post-feed-forward norm");
   }
   if (NL > 0) {
-    checkK(kern::rmsnorm(t_, x_.p, res_.p, norm_.p, T, H, c_.rmsNormEps, h_.p, st), "final rmsnorm");
+    norm(x_.p, res_.p, norm_, h_.p, "final rmsnorm");
     checkK(kern::embedding(t_, h_.p, dLogitRows_, NL, H, logitsIn_.p, st), "gather rows");
     gemm(logitsIn_.p, NL, H, c_.tieWordEmbeddings ? embed_ : lmHead_, V, logits_.p, CUDA_R_32F);
+    if (c_.finalSoftcap > 0) checkK(kern::softcap(logits_.as<float>(), int64_t(NL) * V, c_.finalSoftcap, st), "final soft-capping");
   }
+}
+
+// The model features of issue 18's families that the config alone decides (cuda-shapes.cc has
+// already refused what no kernel serves): the same checks as the CPU engine's constructor.
+void CudaEngine::checkFamilyConfig() {
+  if (c_.ropeType == RopeType::LongRope &&
+      (int(c_.ropeShortFactor.size()) != c_.headDim / 2 || int(c_.ropeLongFactor.size()) != c_.headDim / 2))
+    throw EngineError("longrope needs head_dim / 2 short and long factors");
+  if (!c_.moeLayer.empty() && static_cast<int>(c_.moeLayer.size()) != c_.layers) throw EngineError("moeLayers needs one entry per layer");
+  if (c_.moeLayer.empty()) c_.moeLayer.assign(c_.layers, 0);
+  for (auto m : c_.moeLayer) {
+    if (!m) continue;
+    if (c_.numExperts <= 0 || c_.expertsPerToken <= 0 || c_.expertsPerToken > c_.numExperts || c_.moeIntermediate <= 0)
+      throw EngineError("mixture-of-experts layers need numExperts >= expertsPerToken > 0 and moeIntermediateSize > 0");
+    hasMoe_ = true;
+  }
+}
+
+// Layer l's family weights: q/k norms, Gemma's feed-forward norms, or the experts of a MoE MLP.
+void CudaEngine::loadFamilyLayer(int l, const RefFn& ref) {
+  const int64_t H = c_.hidden, D = c_.headDim;
+  const std::string p = "model.layers." + std::to_string(l) + ".";
+  FamilyLayer& F = fam_[l];
+  if (c_.qkNorm) {
+    upload(F.qNorm, {&ref(p + "self_attn.q_norm.weight", {D})});
+    upload(F.kNorm, {&ref(p + "self_attn.k_norm.weight", {D})});
+  }
+  if (c_.sandwichNorm) {
+    upload(F.preFfNorm, {&ref(p + "pre_feedforward_layernorm.weight", {H})});
+    upload(F.postFfNorm, {&ref(p + "post_feedforward_layernorm.weight", {H})});
+  }
+  if (!c_.moeLayer[l]) return;
+  const int64_t E = c_.numExperts, M = c_.moeIntermediate;
+  F.moe = true;
+  upload(F.router, {&ref(p + "mlp.gate.weight", {E, H})});
+  F.expGU.resize(E);
+  F.expD.resize(E);
+  for (int64_t e = 0; e < E; e++) {
+    const std::string q = p + "mlp.experts." + std::to_string(e) + ".";
+    upload(F.expGU[e], {&ref(q + "gate_proj.weight", {M, H}), &ref(q + "up_proj.weight", {M, H})});
+    upload(F.expD[e], {&ref(q + "down_proj.weight", {H, M})});
+  }
+  std::vector<const void*> gu(E), d(E);
+  for (int64_t e = 0; e < E; e++) gu[e] = F.expGU[e].p, d[e] = F.expD[e].p;
+  F.guPtrs.reserve(E * sizeof(void*), "expert addresses");
+  F.dPtrs.reserve(E * sizeof(void*), "expert addresses");
+  check(cudaMemcpy(F.guPtrs.p, gu.data(), E * sizeof(void*), cudaMemcpyHostToDevice), "expert addresses");
+  check(cudaMemcpy(F.dPtrs.p, d.data(), E * sizeof(void*), cudaMemcpyHostToDevice), "expert addresses");
+  moeGemvOk_ = int64_t(c_.hidden) * int64_t(elemSize(t_)) <= 48 * 1024 && M * int64_t(elemSize(t_)) <= 48 * 1024;
+}
+
+// Sizes the MoE step buffers for T rows (prepare() calls it before a graph may capture the step).
+bool CudaEngine::reserveMoe(int T) {
+  const int H = c_.hidden, E = c_.numExperts, K = c_.expertsPerToken, M = c_.moeIntermediate;
+  const size_t es = elemSize(t_), n = size_t(T) * K;
+  bool moved = false;
+  moved |= moe_.logits.reserve(size_t(T) * E * es, "router logits");
+  // ints: choice [n], order [n], slotPos [n], offsets [E + 1].
+  moved |= moe_.ints.reserve((3 * n + E + 1) * 4, "routing");
+  moved |= moe_.weights.reserve(n * 4, "routing weights");
+  moved |= moe_.xg.reserve(n * H * es, "expert inputs");
+  moved |= moe_.gu.reserve(n * 2 * M * es, "expert gate/up");
+  moved |= moe_.act.reserve(n * M * es, "expert activations");
+  moved |= moe_.y.reserve(n * H * es, "expert outputs");
+  return moved;
+}
+
+// The mixture-of-experts MLP of one layer, h_ -> x_, as transformers' Qwen3-MoE block: router
+// logits in T, softmax in fp32, top-k (renormalised when the config says so), each expert's rows
+// gathered and run through its gate|up and down GEMMs, outputs weighted and added in ascending
+// expert order. Up to kMoeGemvRows rows, every expert's GEMM is one launch (kern::moeGemv, nothing
+// read back: capturable); beyond, cuBLAS per expert that has rows (the row counts are read back).
+void CudaEngine::moeMlp(const FamilyLayer& F, int T) {
+  const int H = c_.hidden, E = c_.numExperts, K = c_.expertsPerToken, M = c_.moeIntermediate;
+  const size_t es = elemSize(t_), n = size_t(T) * K;
+  auto st = reinterpret_cast<kern::Stream>(stream_);
+  reserveMoe(T);  // already sized by prepare(): no allocation here
+  int32_t* choice = moe_.ints.as<int32_t>();
+  int32_t *order = choice + n, *slotPos = order + n, *offsets = slotPos + n;
+  gemm(h_.p, T, H, F.router, E, moe_.logits.p, cudaType(t_));
+  checkK(kern::moeRoute(t_, moe_.logits.p, T, E, K, c_.normTopkProb, choice, moe_.weights.as<float>(), st), "moeRoute");
+  checkK(kern::moePlan(choice, T, K, E, offsets, order, slotPos, st), "moePlan");
+  checkK(kern::moeGather(t_, h_.p, order, int(n), K, H, moe_.xg.p, st), "moeGather");
+  char *xg = moe_.xg.as<char>(), *gu = moe_.gu.as<char>(), *act = moe_.act.as<char>(), *y = moe_.y.as<char>();
+  if (T <= kMoeGemvRows && moeGemvOk_) {
+    checkK(kern::moeGemv(t_, xg, H, offsets, F.guPtrs.as<const void* const>(), E, 2 * M, gu, st), "moeGemv (gate/up)");
+    checkK(kern::siluMul(t_, gu, gu + size_t(M) * es, 2 * M, int(n), M, act, st), "siluMul (experts)");
+    checkK(kern::moeGemv(t_, act, M, offsets, F.dPtrs.as<const void* const>(), E, H, y, st), "moeGemv (down)");
+    checkK(kern::moeCombine(t_, y, choice, moe_.weights.as<float>(), slotPos, T, K, H, x_.p, st), "moeCombine");
+    return;
+  }
+  moe_.hostOffsets.reserve(size_t(E + 1) * 4);
+  int32_t* hostOff = static_cast<int32_t*>(moe_.hostOffsets.p);
+  check(cudaMemcpyAsync(hostOff, offsets, size_t(E + 1) * 4, cudaMemcpyDeviceToHost, stream_), "expert offsets");
+  check(cudaStreamSynchronize(stream_), "expert routing");
+  for (int e = 0; e < E; e++) {
+    const int r0 = hostOff[e], rows = hostOff[e + 1] - r0;
+    if (rows > 0) gemm(xg + size_t(r0) * H * es, rows, H, F.expGU[e], 2 * M, gu + size_t(r0) * 2 * M * es, cudaType(t_));
+  }
+  checkK(kern::siluMul(t_, gu, gu + size_t(M) * es, 2 * M, int(n), M, act, st), "siluMul (experts)");
+  for (int e = 0; e < E; e++) {
+    const int r0 = hostOff[e], rows = hostOff[e + 1] - r0;
+    if (rows > 0) gemm(act + size_t(r0) * M * es, rows, M, F.expD[e], H, y + size_t(r0) * H * es, cudaType(t_));
+  }
+  checkK(kern::moeCombine(t_, y, choice, moe_.weights.as<float>(), slotPos, T, K, H, x_.p, st), "moeCombine");
 }
 
 // A decode step's forward pass as a CUDA graph (hundreds of launches become one), captured the

@@ -234,7 +234,7 @@ describe('backend operator opt-ins', () => {
     hub = await startHub({ 'operator/private': { dir: adapterDir('r8-qv'), token: 'hf_server_wide' } });
     srv = await startBackend([
       '--adapter-source', 'local', '--adapter-root', root, '--service-key', SECRET, '--hub-endpoint', hub.endpoint, '--adapter-cache-dir', cache,
-      '--hub-token', 'hf_server_wide', '--allow-hub-token-fallback', '--allow-absolute-adapter-paths',
+      '--hub-token', 'hf_server_wide', '--allow-hub-token-fallback', '--allow-absolute-adapter-paths', '--max-uploads-per-tenant', '1',
     ]);
   });
   after(async () => {
@@ -253,6 +253,35 @@ describe('backend operator opt-ins', () => {
       assert.equal(r.status, 404, id);
       assert.deepEqual(await r.json(), { error: `adapter "${id}" not found`, error_type: 'adapter' });
     }
+  });
+
+  it('--max-uploads-per-tenant 1: a second upload of the tenant gets 429 while one is in flight', async () => {
+    const w = await as('acme', 'adapters:write');
+    const u = new URL(srv.url);
+    let end!: () => void;
+    let answered = false;
+    const first = new Promise<number>((resolve, reject) => {
+      const req = request({ host: u.hostname, port: u.port, method: 'PUT', path: '/adapters/tenants/acme/held/adapter_model.safetensors', headers: { ...w, 'transfer-encoding': 'chunked' } }, (res) => {
+        answered = true;
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', reject);
+      req.write(Buffer.alloc(1024));
+      end = () => req.end();
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(answered, false, 'the first upload is in flight');
+      const second = await fetch(`${srv.url}/adapters/tenants/acme/other/adapter_model.safetensors`, { method: 'PUT', headers: w, body: new Uint8Array(10) });
+      assert.equal(second.status, 429);
+      assert.match(((await second.json()) as { error: string }).error, /already has 1 uploads in progress/);
+    } finally {
+      end();
+    }
+    assert.equal(await first, 200);
+    const again = await fetch(`${srv.url}/adapters/tenants/acme/other/adapter_model.safetensors`, { method: 'PUT', headers: w, body: new Uint8Array(10) });
+    assert.equal(again.status, 200, 'the slot is free again');
   });
 
   it('--allow-hub-token-fallback: a token-less hub reference is fetched with the server-wide token', async () => {

@@ -94,6 +94,38 @@ describe('gateway e2e: API', () => {
       assert.equal(((await openai.json()) as any).error.type, 'authentication_error');
     });
 
+    it('a key another instance has cached is refused there at once after a revocation, whatever the request', async () => {
+      // The inference routes cache key records per instance (one Redis round trip less); the
+      // reservation re-checks revocation atomically and every other answer re-reads the key.
+      const other = await startTestGateway({ backends: [be.url], redisUrl: redis.url });
+      try {
+        const issued = await admin(gw, 'POST', '/keys', { tenant: 'dave', scopes: ['inference'] });
+        const key = issued.json.key as string;
+        for (let i = 0; i < 2; i++) assert.equal((await post(`${other.url}/generate`, { inputs: 'Hello', parameters: { max_new_tokens: 1 } }, key)).status, 200);
+        assert.equal((await post(`${other.url}/v1/completions`, { model: '', prompt: 'x', max_tokens: 100_000_000 }, key)).status, 400, 'cached and valid: the body error');
+        assert.equal((await admin(gw, 'DELETE', `/keys/${issued.json.id}`)).status, 200);
+        const refused = [
+          await post(`${other.url}/generate`, { inputs: 'Hello', parameters: { max_new_tokens: 1 } }, key),
+          await post(`${other.url}/generate_stream`, { inputs: 'Hello', parameters: { max_new_tokens: 1 } }, key),
+          await post(`${other.url}/generate`, { inputs: 'Hello', parameters: { max_new_tokens: -3 } }, key),
+          await post(`${other.url}/generate`, '{not json', key),
+          await post(`${other.url}/generate`, { inputs: 'Hello', parameters: { adapter_id: 'nowhere' } }, key),
+          await post(`${other.url}/v1/completions`, { model: '', prompt: 'x', max_tokens: 100_000_000 }, key),
+          await post(`${other.url}/tokenize`, { inputs: 'Hello' }, key),
+          await post(`${other.url}/tokenize`, { nope: 1 }, key),
+          await fetch(`${other.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } }),
+        ];
+        for (const r of refused) {
+          assert.equal(r.status, 401, `${r.url}: ${await r.clone().text()}`);
+          assert.equal(r.headers.get('www-authenticate'), 'Bearer');
+        }
+        assert.deepEqual(await refused[0]!.json(), { error: 'invalid API key (unknown, revoked or expired)', error_type: 'unauthorized' });
+        assert.equal(((await refused[5]!.json()) as { error: { code: string } }).error.code, 'invalid_api_key');
+      } finally {
+        await other.close();
+      }
+    });
+
     it('missing or malformed credentials: 401 with WWW-Authenticate; scopes are enforced (403)', async () => {
       const none = await post(`${gw.url}/generate`, { inputs: 'x' }, null);
       assert.equal(none.status, 401);

@@ -1,0 +1,124 @@
+// A/B comparison of gateway builds (not a test): the same redis-server and stub upstream, each
+// build's gateway started from its own checkout (bench.ts --role gateway there), then alternating
+// throughput windows so that the machine's drifting load falls on every build alike. Prints the
+// gateway's CPU µs per request (/proc) and req/s, median and every window.
+//
+//   git worktree add /tmp/before <commit>   (or git archive <commit> | tar -x -C /tmp/before; link node_modules)
+//   node --import tsx bench/gateway/ab.ts /tmp/before . [--windows 5] [--seconds 3] [--concurrency 32]
+//        [--path /generate|/generate_stream|/v1/chat/completions] [--in-process] [--profile DIR]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { resolve } from 'node:path';
+
+const argv = process.argv.slice(2);
+const opt = (name: string, def: string) => (argv.includes(`--${name}`) ? argv[argv.indexOf(`--${name}`) + 1]! : def);
+const flags = new Set(['--windows', '--seconds', '--concurrency', '--path', '--profile']);
+const roots = argv.filter((a, i) => !a.startsWith('--') && !flags.has(argv[i - 1] ?? '')).map((r) => resolve(r));
+const windows = Number(opt('windows', '5'));
+const seconds = Number(opt('seconds', '3'));
+const conc = Number(opt('concurrency', '32'));
+const path = opt('path', '/generate');
+const profile = argv.includes('--profile') ? opt('profile', '') : null;
+const body =
+  path === '/generate_stream'
+    ? '{"inputs":"Hello","parameters":{"max_new_tokens":16}}'
+    : path === '/generate'
+      ? '{"inputs":"Hello","parameters":{"max_new_tokens":4}}'
+      : JSON.stringify({ model: 'stub', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 4 });
+const ADMIN = { authorization: 'Bearer bench-admin-token', 'content-type': 'application/json' };
+
+function child(root: string, role: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<{ url: string; proc: ChildProcess }> {
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', `${root}/bench/gateway/bench.ts`, '--role', role], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((res, rej) => {
+    let out = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /READY (\S+)/.exec(out);
+      if (m) res({ url: m[1]!, proc });
+    });
+    proc.once('exit', (code) => rej(new Error(`${role} (${root}) exited ${code}`)));
+  });
+}
+
+/** CPU time (user + system, µs) of a process so far (Linux /proc, clock ticks of 1/100 s). */
+const cpuMicros = (pid: number) => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) * 1e4;
+};
+
+function once(agent: Agent, url: string, key: string): Promise<void> {
+  const u = new URL(url);
+  return new Promise((res, rej) => {
+    const req = request({ agent, hostname: u.hostname, port: u.port, path, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${key}` } }, (r) => {
+      r.on('data', () => {});
+      r.on('end', () => (r.statusCode === 200 ? res() : rej(new Error(`status ${r.statusCode}`))));
+    });
+    req.on('error', rej);
+    req.end(body);
+  });
+}
+
+async function window(g: { url: string; proc: ChildProcess; key: string }, secs: number): Promise<{ rps: number; us: number }> {
+  const agent = new Agent({ keepAlive: true, maxSockets: conc });
+  for (let i = 0; i < conc * 4; i++) await once(agent, g.url, g.key);
+  const c0 = cpuMicros(g.proc.pid!);
+  const t0 = performance.now();
+  const end = t0 + secs * 1000;
+  let done = 0;
+  await Promise.all(
+    Array.from({ length: conc }, async () => {
+      while (performance.now() < end) {
+        await once(agent, g.url, g.key);
+        done++;
+      }
+    }),
+  );
+  const elapsed = (performance.now() - t0) / 1000;
+  agent.destroy();
+  return { rps: done / elapsed, us: (cpuMicros(g.proc.pid!) - c0) / done };
+}
+
+async function main(): Promise<void> {
+  if (roots.length === 0) throw new Error('name at least one checkout');
+  const { startRedis } = await import('../../test/gateway/helpers/redis.ts');
+  const redis = await startRedis();
+  const procs: ChildProcess[] = [];
+  try {
+    const stub = await child(roots[0]!, 'stub');
+    procs.push(stub.proc);
+    const gws: { root: string; url: string; proc: ChildProcess; key: string }[] = [];
+    for (const [i, root] of roots.entries()) {
+      const env = { BENCH_BACKEND: stub.url, BENCH_REDIS: argv.includes('--in-process') ? '' : redis.url };
+      const g = await child(root, 'gateway', env, profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}/${i}`] : []);
+      procs.push(g.proc);
+      const tenant = `ab-${i}`;
+      await fetch(`${g.url}/admin/tenants/${tenant}`, { method: 'PUT', headers: ADMIN, body: JSON.stringify({ limits: { rpm: 100_000_000, tpm: 1_000_000_000 } }) });
+      const r = await fetch(`${g.url}/admin/keys`, { method: 'POST', headers: ADMIN, body: JSON.stringify({ tenant }) });
+      gws.push({ root, ...g, key: ((await r.json()) as { key: string }).key });
+    }
+    for (const g of gws) await window(g, 2); // warm-up
+    const res = gws.map(() => [] as { rps: number; us: number }[]);
+    for (let w = 0; w < windows; w++) for (const [i, g] of gws.entries()) res[i]!.push(await window(g, seconds));
+    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    for (const [i, g] of gws.entries()) {
+      const r = res[i]!;
+      process.stdout.write(
+        `${g.root}: gateway CPU ${med(r.map((x) => x.us)).toFixed(0)} µs/req [${r.map((x) => x.us.toFixed(0)).join(' ')}], ${med(r.map((x) => x.rps)).toFixed(0)} req/s [${r.map((x) => x.rps.toFixed(0)).join(' ')}] (${path}, c=${conc})\n`,
+      );
+    }
+  } finally {
+    for (const p of procs.reverse()) {
+      if (p.exitCode !== null) continue;
+      const exited = new Promise((r) => p.once('exit', r));
+      p.kill('SIGTERM');
+      await exited;
+    }
+    await redis.stop();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,107 @@
+// The Node gateway's upstream fetch (node-fetch.ts) behaves as fetch does for what the gateway
+// reads: JSON answers with or without a Content-Length are buffered (and past 1 MiB streamed,
+// intact), a body reads once, a BOM is dropped, headers are all there, an answer cut short is an
+// error, and an abort reaches the request.
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { createNodeFetch } from './node-fetch.ts';
+
+describe('node fetch', () => {
+  let server: Server;
+  let base: string;
+  const f = createNodeFetch();
+  const big = JSON.stringify({ text: 'y'.repeat(1536 * 1024) });
+
+  before(async () => {
+    server = createServer((req, res) => {
+      switch (req.url) {
+        case '/sized':
+          res.setHeader('content-type', 'application/json');
+          return res.end('{"a":1}'); // headers not written yet: Node sends a Content-Length
+        case '/chunked':
+          res.writeHead(200, { 'content-type': 'application/json', 'x-many': ['1', '2'] });
+          res.write('{"a":');
+          return res.end('2}');
+        case '/big-chunked':
+          res.writeHead(200, { 'content-type': 'application/json' });
+          return res.end(big);
+        case '/bom':
+          res.setHeader('content-type', 'application/json; charset=utf-8');
+          return res.end(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"é":"雪"}')]));
+        case '/cut':
+          res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
+          res.write('{"a":');
+          setTimeout(() => res.socket?.destroy(), 20);
+          return;
+        case '/slow':
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.write('{');
+          return;
+        default:
+          res.writeHead(404, { 'content-type': 'text/plain' });
+          return res.end('no');
+      }
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+
+  it('buffers JSON answers with and without a Content-Length, readable once', async () => {
+    for (const [path, want] of [['/sized', { a: 1 }], ['/chunked', { a: 2 }]] as const) {
+      const r = await f(`${base}${path}`);
+      assert.equal(r.status, 200);
+      assert.equal(r.ok, true);
+      assert.equal(r.bodyUsed, false);
+      assert.ok(r.body, 'a body is there before it is read');
+      assert.deepEqual(await r.json(), want);
+      assert.equal(r.bodyUsed, true);
+      await assert.rejects(r.text(), TypeError);
+    }
+    const c = await f(`${base}/chunked`);
+    assert.equal(c.headers.get('content-type'), 'application/json');
+    assert.equal(c.headers.get('x-many'), '1, 2');
+    const copy = c.clone();
+    assert.equal(await c.text(), '{"a":2}');
+    assert.equal(await copy.text(), '{"a":2}');
+  });
+
+  it('a buffered body read as a stream, and a BOM dropped by text()', async () => {
+    const r = await f(`${base}/chunked`);
+    const reader = r.body!.getReader();
+    const parts: Uint8Array[] = [];
+    for (;;) {
+      const x = await reader.read();
+      if (x.done) break;
+      parts.push(x.value);
+    }
+    assert.equal(Buffer.concat(parts).toString(), '{"a":2}');
+    await assert.rejects(r.text(), TypeError);
+    assert.deepEqual(await (await f(`${base}/bom`)).json(), { é: '雪' });
+  });
+
+  it('a chunked JSON answer past 1 MiB arrives whole, as a stream', async () => {
+    const r = await f(`${base}/big-chunked`);
+    assert.equal(await r.text(), big);
+  });
+
+  it('an answer cut short is an error, never a clean end; an abort reaches the request', async () => {
+    const cut = await f(`${base}/cut`).then((r) => r.text()).then(
+      () => null,
+      (err: Error) => err,
+    );
+    assert.ok(cut instanceof Error, 'the cut answer failed');
+    const ac = new AbortController();
+    const p = f(`${base}/slow`, { signal: ac.signal });
+    setTimeout(() => ac.abort(new Error('client gone')), 30);
+    await assert.rejects(p, /client gone/);
+    const notJson = await f(`${base}/nope`);
+    assert.equal(notJson.status, 404);
+    assert.equal(await notJson.text(), 'no');
+  });
+});
