@@ -33,4 +33,13 @@ describe('KV cache from device memory', () => {
     assert.equal(elementBytes('float32'), 4);
     assert.equal(deviceWeightBytes([{ shape: [4, 8] }, { shape: [8] }], 2), 80);
   });
+
+  it('counts quantized projections at their packed size (the CUDA engine keeps them packed)', () => {
+    const packed = {
+      layout: 'q4' as const, codebook: 'lut' as const, outFeatures: 4, inFeatures: 8, groupSize: 8,
+      codes: new Uint8Array(16), lut: new Float32Array(16), scales: new Float32Array(4), zeros: new Float32Array(4), perm: null,
+    };
+    // 16 code bytes + 64 lookup-table bytes + 16 scale bytes + 16 zero-point bytes, beside 16 bytes of a 16-bit [8]
+    assert.equal(deviceWeightBytes([{ shape: [4, 8], packed }, { shape: [8] }], 2), 16 + 64 + 16 + 16 + 16);
+  });
 });
