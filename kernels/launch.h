@@ -81,6 +81,17 @@ int sgmvExpand(Elem t, const float* tmp, int maxRank, void* y, int ldy, const Lo
 int sgmv(Elem t, const void* x, int in, float* tmp, int maxRank, void* y, int ldy, const LoraSlotEntry* table, int tableStride,
          const LoraProjSet& set, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows, int rows, Stream s);
 
+// LoRA on the model-level modules (lora_model.cu), for rows whose sequence s has seqSlot[s] >= 0 and
+// entries[seqSlot[s]].rank > 0 (entries: one per adapter slot). loraEmbedding: PEFT's Embedding LoRA,
+// x[r] (the scaled embedding of tokens[r]) += round(B A[:, tokens[r]] * scale) * embedScale, with
+// A [rank, vocab], B [hidden, rank]. loraLogits: logit row i (of row logitRows[i], input x[i] [hidden])
+// gets round(round(x[i] A^T) B^T * scale) added to its fp32 logits [vocab]; tmp [rows, maxRank] fp32,
+// maxRank >= every entry's rank. Capturable.
+int loraEmbedding(Elem t, const int32_t* tokens, const int32_t* rowSeq, const int32_t* seqSlot, int rows, const LoraSlotEntry* entries,
+                  int vocab, int hidden, float embedScale, void* x, Stream s);
+int loraLogits(Elem t, const void* x, const int32_t* logitRows, const int32_t* rowSeq, const int32_t* seqSlot, int rows,
+               const LoraSlotEntry* entries, int maxRank, int hidden, int vocab, float* tmp, float* logits, Stream s);
+
 // Writes each row's k and v (kvDim elements at the start of rows of stride `ld`) into the paged
 // caches at slot index slots[r] (block * blockSize + offset); caches are [numBlocks * blockSize, kvDim].
 int writeKv(Elem t, const void* k, const void* v, int ld, const int32_t* slots, int rows, int kvDim, void* kCache,

@@ -125,18 +125,25 @@ export interface NativeEngineOptions {
   prefillAttention?: boolean;
 }
 
-export type LoraModuleName =
+export type LoraProjectionName =
   | 'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj';
+/**
+ * The decoder projections, plus the two model-level modules: embed_tokens (PEFT's Embedding LoRA: the
+ * embedding of token t gains scale * B A[:, t], times the model's embedScale) and lm_head (the logits gain
+ * scale * B A h on the final normed hidden state, before final soft-capping; on a tied model too).
+ */
+export type LoraModuleName = LoraProjectionName | 'embed_tokens' | 'lm_head';
 
 export interface NativeLoraModule {
+  /** The decoder layer; -1 for embed_tokens and lm_head. */
   layer: number;
   module: LoraModuleName;
   rank: number;
   /** lora_alpha / r, or lora_alpha / sqrt(r) with rslora, after rank_pattern / alpha_pattern. */
   scale: number;
-  /** lora_A: [rank, in_features]. */
+  /** lora_A: [rank, in_features] (embed_tokens: lora_embedding_A, [rank, vocab]). */
   a: NativeTensorRef;
-  /** lora_B: [out_features, rank]. */
+  /** lora_B: [out_features, rank] (embed_tokens: lora_embedding_B, [hidden, rank]). */
   b: NativeTensorRef;
 }
 

@@ -4,7 +4,7 @@
 // dtype) are read, so a checkpoint re-saved by either gives the same spec.
 
 import { z } from 'zod';
-import type { LoraModuleName, NativeModelSpec, RopeType } from './addon.d.ts';
+import type { LoraModuleName, LoraProjectionName, NativeModelSpec, RopeType } from './addon.d.ts';
 
 export type ModelArch = NativeModelSpec['arch'];
 
@@ -532,7 +532,10 @@ export interface ProjectionFeatures {
   outFeatures: number;
 }
 
-/** in/out features of a decoder layer's linear projection: the shape contract for weights and LoRA factors. */
+/**
+ * in/out features of a module LoRA may target: the shape contract for weights and LoRA factors (lora_A
+ * [r, in], lora_B [out, r]). embed_tokens reads as vocab -> hidden, the shapes of PEFT's lora_embedding_A / B.
+ */
 export function projectionFeatures(spec: ModelSpecFields, module: LoraModuleName): ProjectionFeatures {
   const q = spec.numHeads * spec.headDim;
   const kv = spec.numKvHeads * spec.headDim;
@@ -546,14 +549,36 @@ export function projectionFeatures(spec: ModelSpecFields, module: LoraModuleName
     case 'gate_proj':
     case 'up_proj': return { inFeatures: h, outFeatures: inter };
     case 'down_proj': return { inFeatures: inter, outFeatures: h };
+    case 'lm_head': return { inFeatures: h, outFeatures: spec.vocabSize };
+    case 'embed_tokens': return { inFeatures: spec.vocabSize, outFeatures: h };
   }
 }
 
-export const LORA_MODULES: readonly LoraModuleName[] = [
+/** The decoder projections (what PEFT's "all-linear" expands to here: every nn.Linear but the output head). */
+export const LORA_MODULES: readonly LoraProjectionName[] = [
   'q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj',
 ];
 
+/** Modules outside the decoder layers that LoRA may target (layer -1 in a NativeLoraModule), by PEFT's module name. */
+export const MODEL_LORA_MODULES: Readonly<Record<'embed_tokens' | 'lm_head', string>> = {
+  embed_tokens: 'model.embed_tokens',
+  lm_head: 'lm_head',
+};
+
+/** A module's place in an adapter's order: the embedding, the projections layer by layer, the head. */
+export function loraModuleOrder(layer: number, module: LoraModuleName): number {
+  if (module === 'embed_tokens') return -1;
+  if (module === 'lm_head') return Number.MAX_SAFE_INTEGER;
+  return layer * LORA_MODULES.length + LORA_MODULES.indexOf(module);
+}
+
+/** PEFT's name of a module inside the base model, e.g. "model.layers.3.self_attn.q_proj" or "lm_head". */
+export function peftModuleName(layer: number, module: LoraModuleName): string {
+  if (module === 'embed_tokens' || module === 'lm_head') return MODEL_LORA_MODULES[module];
+  return `model.layers.${layer}.${moduleParent(module)}.${module}`;
+}
+
 /** The HF submodule (self_attn / mlp) each projection lives under. */
-export function moduleParent(module: LoraModuleName): 'self_attn' | 'mlp' {
+export function moduleParent(module: LoraProjectionName): 'self_attn' | 'mlp' {
   return module === 'gate_proj' || module === 'up_proj' || module === 'down_proj' ? 'mlp' : 'self_attn';
 }

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { LoraModuleName } from './addon.d.ts';
+import type { LoraProjectionName as LoraModuleName } from './addon.d.ts';
 import { openModelDir, type ModelDir } from './model-dir.ts';
 import { findPatternKey, isTargetedModule, loraTargeting, moduleScaling, openPeftAdapter, parseAdapterConfig } from './peft-adapter.ts';
 import { readSafetensorsHeader, writeSafetensors, type TensorToWrite, type WritableDType } from './safetensors.ts';
@@ -220,12 +220,24 @@ describe('openPeftAdapter', () => {
   test('incomplete pairs and modules Switchboard does not serve', async () => {
     const half = await writeAdapter(adapterConfig(), [lora(0, 'q_proj')[0]!]);
     await assert.rejects(openPeftAdapter(half, model), /adapter layers\.0\.self_attn\.q_proj: lora_A is present but lora_B is missing/);
-    const head = await writeAdapter(adapterConfig({ target_modules: ['q_proj', 'lm_head'] }), [
-      ...lora(0, 'q_proj'), tensor('base_model.model.lm_head.lora_A.weight', [4, H]), tensor('base_model.model.lm_head.lora_B.weight', [VOCAB, 4]),
+    const embedHalf = await writeAdapter(adapterConfig({ target_modules: ['embed_tokens'] }), [tensor('base_model.model.model.embed_tokens.lora_embedding_A', [4, VOCAB])]);
+    await assert.rejects(openPeftAdapter(embedHalf, model), /adapter embed_tokens: lora_A is present but lora_B is missing/);
+    const embedLinear = await writeAdapter(adapterConfig({ target_modules: ['embed_tokens'] }), [
+      tensor('base_model.model.model.embed_tokens.lora_A.weight', [4, VOCAB]), tensor('base_model.model.model.embed_tokens.lora_B.weight', [H, 4]),
     ]);
-    await assert.rejects(openPeftAdapter(head, model), /adapter has LoRA weights for lm_head \(lm_head\), which Switchboard does not serve/);
-    const embed = await writeAdapter(adapterConfig(), [tensor('base_model.model.model.embed_tokens.lora_embedding_A', [4, VOCAB])]);
-    await assert.rejects(openPeftAdapter(embed, model), /LoRA on embeddings \(embed_tokens\) is not supported/);
+    await assert.rejects(openPeftAdapter(embedLinear, model), /the embeddings' LoRA must be lora_embedding_A\/B, found lora_A\/lora_B/);
+    const embedElsewhere = await writeAdapter(adapterConfig(), [
+      tensor('base_model.model.model.layers.0.self_attn.q_proj.lora_embedding_A', [4, VOCAB]), tensor('base_model.model.model.layers.0.self_attn.q_proj.lora_embedding_B', [8, 4]),
+    ]);
+    await assert.rejects(openPeftAdapter(embedElsewhere, model), /embedding LoRA weights \(lora_embedding_A\/B\) for model\.layers\.0\.self_attn\.q_proj/);
+    const headWrongVocab = await writeAdapter(adapterConfig({ target_modules: ['lm_head'] }), [
+      tensor('base_model.model.lm_head.lora_A.weight', [4, H]), tensor('base_model.model.lm_head.lora_B.weight', [VOCAB + 2, 4]),
+    ]);
+    await assert.rejects(openPeftAdapter(headWrongVocab, model), /adapter lm_head: lora_B is \[18, 4\] but the base model's lm_head gives 16 outputs/);
+    const norm = await writeAdapter(adapterConfig({ target_modules: ['norm'] }), [
+      tensor('base_model.model.model.norm.lora_A.weight', [4, H]), tensor('base_model.model.model.norm.lora_B.weight', [H, 4]),
+    ]);
+    await assert.rejects(openPeftAdapter(norm, model), /adapter has LoRA weights for model\.norm \(norm\), which Switchboard does not serve \(supported: .*lm_head, embed_tokens\)/);
     const misplaced = await writeAdapter(adapterConfig(), [
       tensor('base_model.model.model.layers.0.mlp.q_proj.lora_A.weight', [4, H]), tensor('base_model.model.model.layers.0.mlp.q_proj.lora_B.weight', [8, 4]),
     ]);
@@ -236,6 +248,46 @@ describe('openPeftAdapter', () => {
     await assert.rejects(openPeftAdapter(two, model), /several adapters \(x, y\)/);
     const f64 = await writeAdapter(adapterConfig(), lora(0, 'q_proj', { dtype: 'F64' }));
     await assert.rejects(openPeftAdapter(f64, model), /unsupported dtype F64 for tensor base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_A\.weight \(supported: F32, F16, BF16\)/);
+  });
+
+  test('LoRA on lm_head and embed_tokens, as PEFT saves them (Linear and Embedding LoRA)', async () => {
+    const dir = await writeAdapter(adapterConfig({ target_modules: ['q_proj', 'lm_head', 'embed_tokens'], rank_pattern: { lm_head: 2 }, alpha_pattern: { embed_tokens: 2 } }), [
+      ...lora(0, 'q_proj'),
+      tensor('base_model.model.lm_head.lora_A.weight', [2, H]), tensor('base_model.model.lm_head.lora_B.weight', [VOCAB, 2]),
+      tensor('base_model.model.model.embed_tokens.lora_embedding_A', [4, VOCAB]), tensor('base_model.model.model.embed_tokens.lora_embedding_B', [H, 4]),
+    ]);
+    const { spec, config } = await openPeftAdapter(dir, model);
+    assert.deepEqual(spec.modules.map((m) => [m.layer, m.module, m.rank, m.scale]), [
+      [-1, 'embed_tokens', 4, 2 / 4], [0, 'q_proj', 4, 2], [-1, 'lm_head', 2, 4],
+    ]);
+    const embed = spec.modules[0]!;
+    assert.deepEqual([embed.a.shape, embed.b.shape], [[4, VOCAB], [H, 4]]);
+    assert.equal(embed.a.name, 'base_model.model.model.embed_tokens.lora_embedding_A');
+    assert.equal(config.weightBytes, 4 * (4 * H * 2 + 2 * H + VOCAB * 2 + 4 * VOCAB + H * 4));
+    // Not targeted by the config: ignored as PEFT ignores them; all-linear leaves the head out, as PEFT does.
+    const ignored = await writeAdapter(adapterConfig({ target_modules: 'all-linear' }), [
+      ...lora(0, 'q_proj'), tensor('base_model.model.lm_head.lora_A.weight', [4, H]), tensor('base_model.model.lm_head.lora_B.weight', [VOCAB, 4]),
+    ]);
+    const opened = await openPeftAdapter(ignored, model);
+    assert.deepEqual(opened.config.ignoredModules, ['lm_head']);
+    // PEFT's default save_embedding_layers="auto" also writes the base embedding layers: not loaded, said so.
+    const withCopies = await writeAdapter(adapterConfig({ target_modules: ['embed_tokens'] }), [
+      tensor('base_model.model.model.embed_tokens.lora_embedding_A', [4, VOCAB]), tensor('base_model.model.model.embed_tokens.lora_embedding_B', [H, 4]),
+      tensor('base_model.model.model.embed_tokens.base_layer.weight', [VOCAB, H]), tensor('base_model.model.lm_head.weight', [VOCAB, H]),
+    ]);
+    const copies = await openPeftAdapter(withCopies, model);
+    assert.deepEqual(copies.spec.modules.map((m) => m.module), ['embed_tokens']);
+    assert.match(copies.config.warnings.join('\n'), /holds the base model's embedding layers \(PEFT's save_embedding_layers: base_model\.model\.model\.embed_tokens\.base_layer\.weight, base_model\.model\.lm_head\.weight\)/);
+    const resized = await writeAdapter(adapterConfig({ target_modules: ['embed_tokens'] }), [
+      tensor('base_model.model.model.embed_tokens.lora_embedding_A', [4, VOCAB + 8]), tensor('base_model.model.model.embed_tokens.lora_embedding_B', [H, 4]),
+      tensor('base_model.model.model.embed_tokens.base_layer.weight', [VOCAB + 8, H]),
+    ]);
+    await assert.rejects(openPeftAdapter(resized, model), /embed_tokens\.base_layer\.weight \(the embed_tokens weights saved with the adapter\) is \[24, 8\] but the base model's is \[16, 8\]: the adapter was trained with a resized vocabulary/);
+    // A tied base and ensure_weight_tying: PEFT would tie the head's LoRA to the embedding's, which is not served.
+    const tied = await writeAdapter(adapterConfig({ target_modules: ['embed_tokens'], ensure_weight_tying: true }), [
+      tensor('base_model.model.model.embed_tokens.lora_embedding_A', [4, VOCAB]), tensor('base_model.model.model.embed_tokens.lora_embedding_B', [H, 4]),
+    ]);
+    await assert.rejects(openPeftAdapter(tied, model), /ensure_weight_tying=true on a model with tied embeddings, with LoRA on embed_tokens: tied LoRA between embed_tokens and lm_head is not supported/);
   });
 
   test('adapter_config.json options Switchboard refuses', async () => {

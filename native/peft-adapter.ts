@@ -3,14 +3,16 @@
 //
 // Which modules get LoRA, and with what rank and alpha, follows PEFT's own rules (peft/tuners/tuners_utils.py
 // check_target_module_exists, peft/utils/other.py get_pattern_key), applied to the module name PEFT uses inside
-// the base model, e.g. "model.layers.3.self_attn.q_proj". A module present in the file that PEFT would not
+// the base model, e.g. "model.layers.3.self_attn.q_proj". Besides the decoder projections, "lm_head" (a Linear)
+// and "model.embed_tokens" (PEFT's Embedding LoRA, saved as lora_embedding_A [r, vocab] / lora_embedding_B
+// [hidden, r]) may be targeted. A module present in the file that PEFT would not
 // target is dropped, as PEFT drops it (it creates no LoRA layer there, so the weights are unexpected keys).
 
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import type { LoraModuleName, NativeAdapterSpec, NativeLoraModule, NativeTensorRef } from './addon.d.ts';
-import { formatZodError, LORA_MODULES, moduleParent, projectionFeatures } from './model-config.ts';
+import type { LoraModuleName, LoraProjectionName, NativeAdapterSpec, NativeLoraModule, NativeTensorRef } from './addon.d.ts';
+import { formatZodError, LORA_MODULES, loraModuleOrder, MODEL_LORA_MODULES, moduleParent, projectionFeatures } from './model-config.ts';
 import { readJsonFile, type ModelDir } from './model-dir.ts';
 import { formatShape, readSafetensorsHeader, requireWeightDtype, type SafetensorsEntry } from './safetensors.ts';
 import { readTorchCheckpoint } from './torch-checkpoint.ts';
@@ -49,6 +51,7 @@ export const adapterConfigSchema = z.looseObject({
   base_model_name_or_path: z.string().nullish(),
   task_type: z.string().nullish(),
   init_lora_weights: z.union([z.boolean(), z.string()]).nullish(),
+  ensure_weight_tying: z.boolean().nullish(),
 });
 export type RawAdapterConfig = z.infer<typeof adapterConfigSchema>;
 
@@ -280,41 +283,53 @@ interface ParsedName {
   /** PEFT's name of the module inside the base model, e.g. "model.layers.0.self_attn.q_proj". */
   moduleKey: string;
   half: 'lora_A' | 'lora_B';
+  /** An Embedding LoRA's factor (lora_embedding_A / lora_embedding_B, parameters without ".weight"). */
+  embedding: boolean;
   adapterName: string | null;
 }
 
 const LORA_WEIGHT = /^(?:base_model\.model\.)?(.+?)\.(lora_A|lora_B)(?:\.([^.]+))?\.weight$/;
+const LORA_EMBEDDING = /^(?:base_model\.model\.)?(.+?)\.lora_embedding_(A|B)(?:\.(?!weight$)([^.]+))?$/;
 const DECODER_MODULE = /^model\.layers\.(\d+)\.([a-z_]+)\.([a-z_]+)$/;
 
 function parseTensorName(file: string, name: string): ParsedName {
   const m = LORA_WEIGHT.exec(name);
-  if (m !== null) return { moduleKey: m[1]!, half: m[2] as 'lora_A' | 'lora_B', adapterName: m[3] ?? null };
+  if (m !== null) return { moduleKey: m[1]!, half: m[2] as 'lora_A' | 'lora_B', embedding: false, adapterName: m[3] ?? null };
+  const e = LORA_EMBEDDING.exec(name);
+  if (e !== null) return { moduleKey: e[1]!, half: e[2] === 'A' ? 'lora_A' : 'lora_B', embedding: true, adapterName: e[3] ?? null };
   if (name.includes('lora_magnitude_vector')) throw new Error(`${file}: tensor ${name} is a DoRA magnitude; DoRA is not supported`);
   if (/\.lora_B(\.[^.]+)?\.bias$/.test(name)) throw new Error(`${file}: tensor ${name} is a lora_B bias, which Switchboard does not serve`);
-  if (name.includes('lora_embedding_')) {
-    throw new Error(`${file}: tensor ${name}: LoRA on embeddings (embed_tokens) is not supported`);
-  }
-  throw new Error(`${file}: unexpected tensor ${name} (an adapter for Switchboard holds only lora_A/lora_B weights)`);
+  throw new Error(`${file}: unexpected tensor ${name} (an adapter for Switchboard holds only lora_A/lora_B and lora_embedding_A/B weights)`);
 }
 
 interface DecoderModule {
+  /** -1 for embed_tokens and lm_head. */
   layer: number;
   module: LoraModuleName;
   /** Phi-3's fused qkv_proj / gate_up_proj: the pair is split into these projections (module is the first). */
-  parts?: readonly LoraModuleName[];
+  parts?: readonly LoraProjectionName[];
   /** "layers.0.self_attn.q_proj", for messages. */
   label: string;
 }
 
 /** Fused projections of Phi-3 checkpoints, by name: PEFT adapts the fused module, the engine its parts. */
-const FUSED_PARTS: Readonly<Record<string, readonly LoraModuleName[]>> = {
+const FUSED_PARTS: Readonly<Record<string, readonly LoraProjectionName[]>> = {
   qkv_proj: ['q_proj', 'k_proj', 'v_proj'],
   gate_up_proj: ['gate_proj', 'up_proj'],
 };
 
-function parseModuleKey(file: string, moduleKey: string, numLayers: number, arch: string): DecoderModule {
+function parseModuleKey(file: string, moduleKey: string, numLayers: number, arch: string, embedding: boolean): DecoderModule {
   const fusedNames = arch === 'phi3' ? Object.keys(FUSED_PARTS) : [];
-  const supported = `supported: ${[...LORA_MODULES, ...fusedNames].join(', ')}`;
+  const supported = `supported: ${[...LORA_MODULES, ...fusedNames, 'lm_head', 'embed_tokens'].join(', ')}`;
+  // PEFT's Embedding LoRA holds lora_embedding_A/B, its Linear LoRA lora_A/B: anything else is another layer type.
+  if (moduleKey === MODEL_LORA_MODULES.embed_tokens || embedding) {
+    if (moduleKey !== MODEL_LORA_MODULES.embed_tokens) {
+      throw new Error(`${file}: adapter has embedding LoRA weights (lora_embedding_A/B) for ${moduleKey}, which Switchboard does not serve (only on embed_tokens)`);
+    }
+    if (!embedding) throw new Error(`${file}: adapter ${moduleKey}: the embeddings' LoRA must be lora_embedding_A/B, found lora_A/lora_B`);
+    return { layer: -1, module: 'embed_tokens', label: 'embed_tokens' };
+  }
+  if (moduleKey === MODEL_LORA_MODULES.lm_head) return { layer: -1, module: 'lm_head', label: 'lm_head' };
   const m = DECODER_MODULE.exec(moduleKey);
   const parts = m !== null && fusedNames.includes(m[3]!) ? FUSED_PARTS[m[3]!] : undefined;
   if (m !== null && parts !== undefined && moduleParent(parts[0]!) === m[2]) {
@@ -325,7 +340,7 @@ function parseModuleKey(file: string, moduleKey: string, numLayers: number, arch
     }
     return { layer, module: parts[0]!, parts, label };
   }
-  const module = m?.[3] as LoraModuleName | undefined;
+  const module = m?.[3] as LoraProjectionName | undefined;
   if (m === null || module === undefined || !LORA_MODULES.includes(module) || moduleParent(module) !== m[2]) {
     const leaf = moduleKey.split('.').at(-1);
     throw new Error(`${file}: adapter has LoRA weights for ${moduleKey} (${leaf}), which Switchboard does not serve (${supported})`);
@@ -336,6 +351,24 @@ function parseModuleKey(file: string, moduleKey: string, numLayers: number, arch
     throw new Error(`${file}: adapter ${label}: the base model has only ${numLayers} layers (is this adapter for another model?)`);
   }
   return { layer, module, label };
+}
+
+/**
+ * The base weights of the embedding layers, which PEFT's save_pretrained adds by default when an adapter targets
+ * embed_tokens (save_embedding_layers="auto"): "model.embed_tokens.base_layer.weight", "lm_head.base_layer.weight",
+ * or without ".base_layer" for a layer the adapter does not target.
+ */
+const EMBEDDING_LAYER_COPY = /^(?:base_model\.model\.)?(model\.embed_tokens|lm_head)(?:\.base_layer)?\.weight$/;
+
+/** A saved embedding layer must have the base model's shape: a resized vocabulary is another model. */
+function checkEmbeddingCopy(file: string, entry: SafetensorsEntry, module: 'embed_tokens' | 'lm_head', model: ModelDir): void {
+  const want = [model.spec.vocabSize, model.spec.hiddenSize];
+  if (entry.shape.length !== 2 || entry.shape[0] !== want[0] || entry.shape[1] !== want[1]) {
+    throw new Error(
+      `${file}: ${entry.name} (the ${module} weights saved with the adapter) is ${formatShape(entry.shape)} but the base model's is ` +
+        `${formatShape(want)}: the adapter was trained with a resized vocabulary, which Switchboard does not serve`,
+    );
+  }
 }
 
 function toRef(entry: SafetensorsEntry & { data?: Float32Array }, file: string): NativeTensorRef {
@@ -410,11 +443,21 @@ export async function openPeftAdapter(dirArg: string, model: ModelDir): Promise<
   // Group the file's tensors into A/B pairs per module, validating names and structure for every one of them.
   const pairs = new Map<string, { mod: DecoderModule; a?: SafetensorsEntry; b?: SafetensorsEntry }>();
   const adapterNames = new Set<string>();
+  const embeddingCopies: string[] = [];
   for (const entry of tensors.values()) {
+    const copy = EMBEDDING_LAYER_COPY.exec(entry.name);
+    if (copy !== null) {
+      checkEmbeddingCopy(file, entry, copy[1] === 'lm_head' ? 'lm_head' : 'embed_tokens', model);
+      embeddingCopies.push(entry.name);
+      continue;
+    }
     const parsed = parseTensorName(file, entry.name);
     if (parsed.adapterName !== null) adapterNames.add(parsed.adapterName);
-    const pair = pairs.get(parsed.moduleKey) ?? { mod: parseModuleKey(file, parsed.moduleKey, model.spec.numLayers, model.spec.arch) };
+    const pair = pairs.get(parsed.moduleKey) ?? { mod: parseModuleKey(file, parsed.moduleKey, model.spec.numLayers, model.spec.arch, parsed.embedding) };
     const half = parsed.half === 'lora_A' ? 'a' : 'b';
+    if ((pair.mod.module === 'embed_tokens') !== parsed.embedding) {
+      throw new Error(`${file}: adapter ${pair.mod.label}: mixes lora_A/lora_B and lora_embedding_A/B tensors`);
+    }
     if (pair[half] !== undefined) throw new Error(`${file}: adapter ${pair.mod.label}: ${parsed.half} appears twice`);
     pair[half] = entry;
     pairs.set(parsed.moduleKey, pair);
@@ -455,9 +498,19 @@ export async function openPeftAdapter(dirArg: string, model: ModelDir): Promise<
       row += rows;
     }
   }
-  modules.sort((x, y) => x.layer - y.layer || LORA_MODULES.indexOf(x.module) - LORA_MODULES.indexOf(y.module));
+  modules.sort((x, y) => loraModuleOrder(x.layer, x.module) - loraModuleOrder(y.layer, y.module));
+  if (raw.ensure_weight_tying === true && model.spec.tieWordEmbeddings && modules.some((m) => m.layer === -1)) {
+    // PEFT then ties the head's LoRA to the embedding's (a layer Switchboard does not build): refused, not approximated.
+    throw new Error(
+      `${configPath}: ensure_weight_tying=true on a model with tied embeddings, with LoRA on ${modules.filter((m) => m.layer === -1).map((m) => m.module).join(' and ')}: ` +
+        'tied LoRA between embed_tokens and lm_head is not supported',
+    );
+  }
 
   const warnings: string[] = [];
+  if (embeddingCopies.length > 0) {
+    warnings.push(`${ADAPTER_WEIGHTS_FILE} holds the base model's embedding layers (PEFT's save_embedding_layers: ${embeddingCopies.join(', ')}); they are not loaded, the base model's own are used (same shape, and frozen while the adapter trained)`);
+  }
   if (ignoredModules.length > 0) {
     warnings.push(`${ignoredModules.length} module(s) in ${ADAPTER_WEIGHTS_FILE} are not targeted by ${ADAPTER_CONFIG_FILE} and are ignored, as PEFT ignores them: ${ignoredModules.join(', ')}`);
   }

@@ -406,6 +406,17 @@ describe('mergeAdapters', () => {
     assert.deepEqual(await catAdapters([a1, r8, a3], weights), merged);
   });
 
+  test('lm_head and embed_tokens LoRA merge like the projections (layer -1, PEFT\'s module names for targeting)', async () => {
+    const h1 = await adapter('h1', { r: 4, alpha: 8, targets: ['q_proj', 'lm_head', 'embed_tokens'], seed: 41 });
+    const h2 = await adapter('h2', { r: 4, alpha: 4, targets: ['lm_head'], seed: 42 });
+    assert.deepEqual(h1.spec.modules.map(key), ['-1.embed_tokens', '0.q_proj', '1.q_proj', '-1.lm_head']);
+    for (const [kind, ref] of [['linear', (s: Src[], w: number[]) => refTaskArithmetic('linear', s, w, 0, 'total')], ['cat', (s: Src[], w: number[]) => refCat(s, w)]] as const) {
+      const merged = await mergeAdapters([h1, h2, a1], [0.7, -0.5, 0.9], kind, 0, 'total');
+      assert.deepEqual(merged.modules.map(key), ['-1.embed_tokens', '0.q_proj', '0.v_proj', '1.q_proj', '1.v_proj', '-1.lm_head']);
+      await checkModules(merged, [h1, h2, a1], [0.7, -0.5, 0.9], ref);
+    }
+  });
+
   test('use_rslora on the first adapter: the merged adapter scales by sqrt(new r) (alpha = r, alpha/sqrt(r))', async () => {
     const rs = await adapter('rs', { r: 4, alpha: 8, targets: ['q_proj'], seed: 21 }, { use_rslora: true });
     assert.equal(rs.spec.modules[0]!.scale, 4); // 8 / sqrt(4)

@@ -57,7 +57,7 @@
 //   * PEFT's SVD combination types (svd, ties_svd, ...) are not implemented.
 
 import type { LoraModuleName, NativeAdapterSpec, NativeLoraModule, NativeTensorRef } from '../../native/addon.d.ts';
-import { LORA_MODULES, moduleParent } from '../../native/model-config.ts';
+import { LORA_MODULES, loraModuleOrder, peftModuleName } from '../../native/model-config.ts';
 import { isTargetedModule, type LoraTargeting } from '../../native/peft-adapter.ts';
 import { readTensorF32 } from '../../native/tensor-data.ts';
 import { AdapterError } from './source.ts';
@@ -254,7 +254,7 @@ function sourceName(adapters: readonly MergeSource[], i: number): string {
 }
 
 function moduleKey(layer: number, module: LoraModuleName): string {
-  return `model.layers.${layer}.${moduleParent(module)}.${module}`;
+  return peftModuleName(layer, module);
 }
 
 /** PEFT's rank of an adapter for add_weighted_adapter: max(r, *rank_pattern.values()), or null if unknown. */
@@ -381,7 +381,7 @@ export async function mergeAdapters(
   const ordered = [...groups.entries()]
     .filter(([key]) => targeting === null || isTargetedModule(targeting, key))
     .map(([key, g]) => ({ key, ...g }))
-    .sort((x, y) => x.layer - y.layer || LORA_MODULES.indexOf(x.module) - LORA_MODULES.indexOf(y.module));
+    .sort((x, y) => loraModuleOrder(x.layer, x.module) - loraModuleOrder(y.layer, y.module));
 
   const modules: NativeLoraModule[] = [];
   for (const { key, layer, module, present } of ordered) {
@@ -413,7 +413,8 @@ export async function mergeAdapters(
     }
 
     const split = present.map((p) => factorWeights(weights[p.source]!, p.mod.scale));
-    const moduleIndex = LORA_MODULES.indexOf(module);
+    // (embed_tokens and lm_head, layer -1, take indices past the projections': distinct DARE streams)
+    const moduleIndex = module === 'embed_tokens' ? LORA_MODULES.length : module === 'lm_head' ? LORA_MODULES.length + 1 : LORA_MODULES.indexOf(module);
     const streams = (half: number) => present.map((p) => seededUniform(seed, layer, moduleIndex, half, p.source));
     const dare = kind === 'dare_linear' || kind === 'dare_ties';
     const a = combineFactor(kind, as, split.map(([wa]) => wa), density, majoritySignMethod, dare ? streams(0) : undefined);

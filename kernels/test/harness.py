@@ -11,7 +11,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = os.path.dirname(HERE)
 # The families of kernels/CMakeLists.txt, each a <family>.cu beside its <family>.cuh.
-FAMILIES = ["norm", "rope", "elementwise", "sgmv", "attention", "prefill_attention", "sampling", "moe", "quant_gemm"]
+FAMILIES = ["norm", "rope", "elementwise", "sgmv", "attention", "prefill_attention", "sampling", "moe", "quant_gemm", "lora_model"]
 F32, F16, BF16 = 0, 1, 2
 TYPES = (F32, F16, BF16)
 DT = {F32: torch.float32, F16: torch.float16, BF16: torch.bfloat16}

@@ -539,7 +539,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       LoraModuleSpec s;
       s.layer = getInt(m, "layer", at);
       s.proj = projFromName(getString(m, "module", at));
-      if (s.proj < 0) typeError(env, at + "module is not one of q/k/v/o/gate/up/down_proj");
+      if (s.proj < 0) typeError(env, at + "module is not one of q/k/v/o/gate/up/down_proj, embed_tokens, lm_head");
       s.rank = getInt(m, "rank", at);
       s.scale = static_cast<float>(getNumber(m, "scale", at));
       s.a = parseTensor(getObject(m, "a", at), at + "a.");

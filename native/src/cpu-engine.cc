@@ -54,6 +54,8 @@ struct LoraWeights {
 
 struct Adapter {
   std::vector<std::array<LoraWeights, kNumProj>> layers;
+  LoraWeights embed;  // a: lora_embedding_A [rank][vocab], b: lora_embedding_B [hidden][rank]
+  LoraWeights head;   // a: [rank][hidden], b: [vocab][rank]
 };
 
 class CpuEngine final : public Engine {
@@ -168,18 +170,22 @@ class CpuEngine final : public Engine {
     auto ad = std::make_shared<Adapter>();
     ad->layers.resize(c_.layers);
     for (const auto& m : modules) {
-      if (m.layer < 0 || m.layer >= c_.layers) throw EngineError("adapter module for layer " + std::to_string(m.layer) + ", the model has " + std::to_string(c_.layers));
-      if (m.proj < 0 || m.proj >= kNumProj) throw EngineError("adapter module with an unknown projection");
-      if (c_.moeLayer[m.layer] && m.proj >= kGate)
-        throw EngineError("layers." + std::to_string(m.layer) + "." + projName(m.proj) +
-                          ": this layer's MLP is a mixture of experts (LoRA on experts is not supported yet)");
+      if (m.proj < 0 || m.proj >= kNumModules) throw EngineError("adapter module with an unknown projection");
+      if (modelLevel(m.proj)) {
+        if (m.layer != -1) throw EngineError(std::string(projName(m.proj)) + ": layer must be -1 (it is not in a decoder layer)");
+      } else {
+        if (m.layer < 0 || m.layer >= c_.layers) throw EngineError("adapter module for layer " + std::to_string(m.layer) + ", the model has " + std::to_string(c_.layers));
+        if (c_.moeLayer[m.layer] && m.proj >= kGate)
+          throw EngineError("layers." + std::to_string(m.layer) + "." + projName(m.proj) +
+                            ": this layer's MLP is a mixture of experts (LoRA on experts is not supported yet)");
+      }
       int in, out;
       projDims(c_, m.proj, in, out);
-      const std::string where = "layers." + std::to_string(m.layer) + "." + projName(m.proj);
+      const std::string where = modelLevel(m.proj) ? std::string(projName(m.proj)) : "layers." + std::to_string(m.layer) + "." + projName(m.proj);
       if (m.rank <= 0) throw EngineError(where + ": rank must be > 0");
       if (m.a.shape != std::vector<int64_t>{m.rank, in} || m.b.shape != std::vector<int64_t>{out, m.rank})
         throw EngineError(where + ": lora_A/lora_B shapes do not fit the base model");
-      LoraWeights& w = ad->layers[m.layer][m.proj];
+      LoraWeights& w = m.proj == kEmbedTokens ? ad->embed : m.proj == kLmHead ? ad->head : ad->layers[m.layer][m.proj];
       if (w.rank) throw EngineError(where + ": given twice");
       w.rank = m.rank;
       w.scale = m.scale;
@@ -238,6 +244,27 @@ class CpuEngine final : public Engine {
             y[int64_t(r0 + t) * out + o] += dot(tmp.data() + size_t(t) * w.rank, w.b.data() + o * w.rank, w.rank) * w.scale;
       });
     }
+  }
+
+  // PEFT's Embedding LoRA for one token: x += (A[:, token] . B[i]) * scale * embedScale, in that order
+  // (peft/tuners/lora/layer.py Embedding.forward: (after_A @ B^T) * scaling, then * the base layer's embed_scale).
+  void addEmbedLora(const LoraWeights& w, int token, float* x) const {
+    std::vector<float> col(w.rank);
+    for (int k = 0; k < w.rank; k++) col[k] = w.a[size_t(k) * c_.vocab + token];
+    for (int i = 0; i < c_.hidden; i++) {
+      float d = dot(col.data(), w.b.data() + size_t(i) * w.rank, w.rank) * w.scale;
+      if (c_.embedScale != 1.0f) d *= c_.embedScale;
+      x[i] += d;
+    }
+  }
+
+  // lm_head LoRA for one logit row: logits += scale * B(A h), h the final normed hidden state.
+  void addHeadLora(const LoraWeights& w, const float* h, float* logits) {
+    std::vector<float> t(w.rank);
+    for (int k = 0; k < w.rank; k++) t[k] = dot(h, w.a.data() + size_t(k) * c_.hidden, c_.hidden);
+    pool_.parallelFor(c_.vocab, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; o++) logits[o] += dot(t.data(), w.b.data() + o * w.rank, w.rank) * w.scale;
+    });
   }
 
   void rmsNorm(const float* x, int T, const std::vector<float>& w, float* y) const { rmsNorm(x, T, c_.hidden, w, y); }
@@ -341,6 +368,7 @@ std::vector<SeqOutput> CpuEngine::step(const std::vector<SeqInput>& batch) {
       std::memcpy(&x[size_t(r) * H], &embed_[size_t(batch[s].tokens[j]) * H], sizeof(float) * H);
       if (c_.embedScale != 1.0f)
         for (int i = 0; i < H; i++) x[size_t(r) * H + i] *= c_.embedScale;
+      if (seqAdapter[s] && seqAdapter[s]->embed.rank) addEmbedLora(seqAdapter[s]->embed, batch[s].tokens[j], &x[size_t(r) * H]);
     }
   // Dynamic NTK and longrope: each sequence's frequencies follow its length once this step's tokens are in.
   std::vector<std::vector<float>> seqInvFreq;
@@ -453,6 +481,11 @@ std::vector<SeqOutput> CpuEngine::step(const std::vector<SeqInput>& batch) {
   rmsNorm(xr.data(), int(logitRows.size()), norm_, xn.data());
   std::vector<float> logits(logitRows.size() * size_t(V));
   linear(xn.data(), int(logitRows.size()), H, c_.tieWordEmbeddings ? embed_ : lmHead_, V, logits.data());
+  // lm_head LoRA on the base head (tied or not), before soft-capping, for the rows of sequences that have one.
+  for (size_t i = 0; i < logitRows.size(); i++) {
+    const Adapter* ad = seqAdapter[rowSeq[logitRows[i]]];
+    if (ad && ad->head.rank) addHeadLora(ad->head, &xn[i * H], &logits[i * V]);
+  }
   if (c_.finalSoftcap > 0)
     for (auto& e : logits) e = std::tanh(e / c_.finalSoftcap) * c_.finalSoftcap;
   auto rowLogits = [&](int r) -> float* {

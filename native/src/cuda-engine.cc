@@ -108,7 +108,9 @@ struct MoeBufs {
 
 struct AdapterBufs {
   std::vector<DevBuf> bufs;
-  int maxRank = 0;
+  int maxRank = 0;      // of the decoder projections
+  bool embed = false;   // has LoRA on embed_tokens
+  int headRank = 0;     // of its lm_head LoRA (0: none)
 };
 
 // A quantized projection kept packed on the device (kernels/quant_gemm.cuh computes with it): one part
@@ -153,6 +155,7 @@ class CudaEngine final : public Engine {
     blasWs_.reserve(size_t(32) << 20, "cuBLAS workspace");
     checkB(cublasSetWorkspace(blas_, blasWs_.p, blasWs_.bytes), "cublasSetWorkspace");
     hostTable_.assign(static_cast<size_t>(std::max(1, o_.maxAdapters)) * c_.layers * kNumProj, kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
+    hostModelTable_.assign(2 * static_cast<size_t>(std::max(1, o_.maxAdapters)), kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
     slots_.resize(o_.maxAdapters);
   }
 
@@ -212,6 +215,8 @@ class CudaEngine final : public Engine {
     vcache_.reserve(perLayer * c_.layers, "KV cache (V)");
     table_.reserve(hostTable_.size() * sizeof(kern::LoraSlotEntry), "adapter table");
     check(cudaMemcpy(table_.p, hostTable_.data(), hostTable_.size() * sizeof(kern::LoraSlotEntry), cudaMemcpyHostToDevice), "adapter table");
+    modelTable_.reserve(hostModelTable_.size() * sizeof(kern::LoraSlotEntry), "adapter table (embed_tokens, lm_head)");
+    check(cudaMemcpy(modelTable_.p, hostModelTable_.data(), hostModelTable_.size() * sizeof(kern::LoraSlotEntry), cudaMemcpyHostToDevice), "adapter table");
     check(cudaDeviceSynchronize(), "load");
     loaded_ = true;
   }
@@ -233,19 +238,23 @@ class CudaEngine final : public Engine {
     if (slot < 0 || slot >= o_.maxAdapters) throw EngineError("adapter slot " + std::to_string(slot) + " out of range");
     auto bufs = std::make_unique<AdapterBufs>();
     std::vector<kern::LoraSlotEntry> entries(size_t(c_.layers) * kNumProj, kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
+    kern::LoraSlotEntry embedEntry{nullptr, nullptr, 0, 0.0f}, headEntry{nullptr, nullptr, 0, 0.0f};
     {
       // Reads and uploads on the copy stream, outside the step lock: steps keep running.
       std::lock_guard<std::mutex> lock(copyMu_);
       for (const auto& m : modules) {
-        if (m.layer < 0 || m.layer >= c_.layers || m.proj < 0 || m.proj >= kNumProj) throw EngineError("adapter module out of range");
-        if (!c_.moeLayer.empty() && c_.moeLayer[m.layer] && m.proj >= kGate)
+        if (m.proj < 0 || m.proj >= kNumModules) throw EngineError("adapter module out of range");
+        const bool model = modelLevel(m.proj);
+        if (model ? m.layer != -1 : (m.layer < 0 || m.layer >= c_.layers)) throw EngineError("adapter module out of range");
+        if (!model && !c_.moeLayer.empty() && c_.moeLayer[m.layer] && m.proj >= kGate)
           throw EngineError("layers." + std::to_string(m.layer) + "." + projName(m.proj) +
                             ": this layer's MLP is a mixture of experts (LoRA on experts is not supported yet)");
         int in, out;
         projDims(c_, m.proj, in, out);
+        const std::string where = model ? std::string(projName(m.proj)) : "layers." + std::to_string(m.layer) + "." + projName(m.proj);
         if (m.rank <= 0 || m.a.shape != std::vector<int64_t>{m.rank, in} || m.b.shape != std::vector<int64_t>{out, m.rank})
-          throw EngineError("layers." + std::to_string(m.layer) + "." + projName(m.proj) + ": lora_A/lora_B shapes do not fit the base model");
-        auto& e = entries[size_t(m.layer) * kNumProj + m.proj];
+          throw EngineError(where + ": lora_A/lora_B shapes do not fit the base model");
+        auto& e = m.proj == kEmbedTokens ? embedEntry : m.proj == kLmHead ? headEntry : entries[size_t(m.layer) * kNumProj + m.proj];
         if (e.rank) throw EngineError("adapter module given twice");
         bufs->bufs.emplace_back();
         uploadOn(copyStream_, bufs->bufs.back(), {&m.a}, copyStage_);
@@ -253,13 +262,17 @@ class CudaEngine final : public Engine {
         bufs->bufs.emplace_back();
         uploadOn(copyStream_, bufs->bufs.back(), {&m.b}, copyStage_);
         e = kern::LoraSlotEntry{a, bufs->bufs.back().p, m.rank, m.scale};
-        bufs->maxRank = std::max(bufs->maxRank, m.rank);
+        if (m.proj == kEmbedTokens) bufs->embed = true;
+        else if (m.proj == kLmHead) bufs->headRank = m.rank;
+        else bufs->maxRank = std::max(bufs->maxRank, m.rank);
       }
       check(cudaStreamSynchronize(copyStream_), "adapter upload");
     }
     std::lock_guard<std::mutex> lock(slotMu_);
     const size_t off = size_t(slot) * c_.layers * kNumProj;
     std::copy(entries.begin(), entries.end(), hostTable_.begin() + off);
+    hostModelTable_[slot] = embedEntry;
+    hostModelTable_[size_t(std::max(1, o_.maxAdapters)) + slot] = headEntry;
     // The next step uploads the table before it runs: it changes between steps, never under one
     // (and nothing is enqueued on the step stream while a step may be capturing a graph).
     if (slots_[slot]) graveyard_.push_back(std::move(slots_[slot]));
@@ -272,6 +285,7 @@ class CudaEngine final : public Engine {
     std::lock_guard<std::mutex> lock(slotMu_);
     const size_t off = size_t(slot) * c_.layers * kNumProj;
     std::fill(hostTable_.begin() + off, hostTable_.begin() + off + size_t(c_.layers) * kNumProj, kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
+    hostModelTable_[slot] = hostModelTable_[size_t(std::max(1, o_.maxAdapters)) + slot] = kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f};
     tableDirty_ = true;
     // Freed after the next step boundary, when no kernel can still read them.
     if (slots_[slot]) graveyard_.push_back(std::move(slots_[slot]));
@@ -409,8 +423,9 @@ class CudaEngine final : public Engine {
   }
 
   // One step's host-side shape. `key` identifies a decode step's CUDA graph: (rows, sequences,
-  // logit rows, block-table width, key bucket, adapter segments, longest segment, adapter rank).
-  using GraphKey = std::tuple<int, int, int, int, int, int, int, int>;
+  // logit rows, block-table width, key bucket, adapter segments, longest segment, adapter rank,
+  // model-level LoRA: lm_head rank * 4 + 2 if the embedding LoRA runs + 1 if the head LoRA runs).
+  using GraphKey = std::tuple<int, int, int, int, int, int, int, int, int>;
   struct StepShape {
     std::vector<int> rowStart, logitRows;
     GraphKey key;
@@ -443,6 +458,13 @@ class CudaEngine final : public Engine {
   cudaStream_t stream_ = nullptr, copyStream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   DevBuf embed_, norm_, lmHead_, invFreq_, kcache_, vcache_, table_, stage_, copyStage_;
+  // LoRA on embed_tokens and lm_head: per slot, the embedding entries then the head entries (maxAdapters
+  // each); which loaded slots have any (step(), under the slot lock); whether this step runs them.
+  std::vector<kern::LoraSlotEntry> hostModelTable_;
+  DevBuf modelTable_, headTmp_;
+  bool anyEmbedSlot_ = false, embedLora_ = false, headLora_ = false;
+  int maxHeadRank_ = 0;
+  int32_t* dSeqSlot_ = nullptr;
   std::vector<Layer> layers_;
   std::vector<FamilyLayer> fam_;
   DevBuf invFreqLocal_, normTmp_;
@@ -613,9 +635,14 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
     std::lock_guard<std::mutex> lock(slotMu_);
     std::vector<bool> loadedSlots(slots_.size());
     maxRank_ = 0;
+    maxHeadRank_ = 0;
+    anyEmbedSlot_ = false;
     for (size_t i = 0; i < slots_.size(); i++) {
       loadedSlots[i] = slots_[i] != nullptr;
-      if (slots_[i]) maxRank_ = std::max(maxRank_, slots_[i]->maxRank);
+      if (!slots_[i]) continue;
+      maxRank_ = std::max(maxRank_, slots_[i]->maxRank);
+      maxHeadRank_ = std::max(maxHeadRank_, slots_[i]->headRank);
+      anyEmbedSlot_ = anyEmbedSlot_ || slots_[i]->embed;
     }
     validateBatch(batch, c_, o_, loadedSlots);
     // The step's adapter segments. Steps replayed from CUDA graphs (decode only) keep every
@@ -633,6 +660,8 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
     if (tableDirty_) {
       // Pageable source: the copy is staged before this returns, so later edits cannot race it.
       check(cudaMemcpyAsync(table_.p, hostTable_.data(), hostTable_.size() * sizeof(kern::LoraSlotEntry), cudaMemcpyHostToDevice, stream_), "adapter table");
+      check(cudaMemcpyAsync(modelTable_.p, hostModelTable_.data(), hostModelTable_.size() * sizeof(kern::LoraSlotEntry), cudaMemcpyHostToDevice, stream_),
+            "adapter table");
       tableDirty_ = false;
     }
   }
@@ -672,6 +701,8 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
     maxKeys = std::max(maxKeys, s.position + int(s.tokens.size()));
     anyAdapter_ = anyAdapter_ || s.adapterSlot >= 0;
   }
+  embedLora_ = anyAdapter_ && anyEmbedSlot_;
+  headLora_ = anyAdapter_ && maxHeadRank_ > 0;
   anyAdapter_ = anyAdapter_ && maxRank_ > 0;
   // Powers of two: decode steps keep one shape (and one CUDA graph) while contexts grow. Padding
   // block-table entries point at block 0 and are never read; maxKeys only chooses attention splits.
@@ -710,7 +741,7 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   // Dynamic NTK / longrope: each sequence's inverse frequencies (floats) close the upload.
   const size_t ropeFloats = ropeDependsOnLength(c_) ? size_t(nseq) * (D / 2) : 0;
   const size_t nInts = size_t(T) * 4 + size_t(nseq) * maxBlocks + (nseq + 1) + nseq + std::max(NL, 1) + tiles.size() + pagedRows.size() +
-                       (gemmSegs_.empty() ? 0 : nseg) + ropeFloats;
+                       (gemmSegs_.empty() ? 0 : nseg) + nseq + ropeFloats;
   hostMeta_.reserve(nInts * 4);
   int32_t* hm = static_cast<int32_t*>(hostMeta_.p);
   int32_t *hTok = hm, *hPos = hTok + T, *hRowSeq = hPos + T, *hSlots = hRowSeq + T, *hTables = hSlots + T,
@@ -741,6 +772,9 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
     if (!gemmSegs_.empty()) hSegSlotSgmv[g] = segs[g].gemm ? -1 : segs[g].slot;
     if (!segs[g].gemm) maxSegRows = std::max(maxSegRows, segs[g].rows);
   }
+  // Each sequence's adapter slot, for the LoRA of embed_tokens and lm_head (looked up per row on the device).
+  int32_t* hSeqSlot = hSegSlotSgmv + (gemmSegs_.empty() ? 0 : nseg);
+  for (int s = 0; s < nseq; s++) hSeqSlot[s] = batch[s].adapterSlot;
 
   if (ropeFloats > 0) {
     float* hf = reinterpret_cast<float*>(hm + (nInts - ropeFloats));
@@ -765,6 +799,7 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   if (c_.sandwichNorm) moved |= normTmp_.reserve(size_t(T) * H * es, "sandwich norm");
   if (hasMoe_) moved |= reserveMoe(T);
   if (anyAdapter_) moved |= loraTmp_.reserve(size_t(T) * 3 * maxRank_ * 4, "lora tmp");
+  if (headLora_ && NL > 0) moved |= headTmp_.reserve(size_t(NL) * maxHeadRank_ * 4, "lm_head lora tmp");
   const int64_t wsFloats = kern::attentionWorkspaceFloats(T, NH, NKV, D, maxKeys);
   if (wsFloats > 0) moved |= attWs_.reserve(size_t(wsFloats) * 4, "attention workspace");
   if (NL > 0) {
@@ -786,15 +821,18 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   dPagedRows_ = dm + (hPagedRows - hm);
   dSegSlotSgmv_ = gemmSegs_.empty() ? dSegSlot_ : dm + (hSegSlotSgmv - hm);
   dRopeFreq_ = ropeFloats > 0 ? reinterpret_cast<const float*>(dm + (nInts - ropeFloats)) : nullptr;
-  sh.key = {T, nseq, NL, maxBlocks, maxKeys, nseg, maxSegRows, anyAdapter_ ? maxRank_ : 0};
+  dSeqSlot_ = dm + (hSeqSlot - hm);
+  sh.key = {T, nseq, NL, maxBlocks, maxKeys, nseg, maxSegRows, anyAdapter_ ? maxRank_ : 0,
+            (headLora_ ? maxHeadRank_ * 4 + 1 : 0) + (embedLora_ ? 2 : 0)};
   return sh;
 }
 
 // Embedding to logits, all on the stream; enqueues only (capturable into a CUDA graph).
 void CudaEngine::forward(const StepShape& sh) {
-  const auto [T, nseq, NL, maxBlocks, maxKeys, nseg, maxSegRows, rank] = sh.key;
+  const auto [T, nseq, NL, maxBlocks, maxKeys, nseg, maxSegRows, rank, modelLora] = sh.key;
   (void)nseq;
   (void)rank;
+  (void)modelLora;
   const int H = c_.hidden, I = c_.intermediate, D = c_.headDim, NH = c_.heads, NKV = c_.kvHeads;
   const int Q = NH * D, KV = NKV * D, QKV = Q + 2 * KV, V = c_.vocab, BS = o_.blockSize;
   const size_t es = elemSize(t_);
@@ -812,6 +850,9 @@ void CudaEngine::forward(const StepShape& sh) {
 
   if (c_.embedScale != 1.0f) checkK(kern::embeddingScaled(t_, embed_.p, dTokens_, T, H, c_.embedScale, res_.p, st), "embedding");
   else checkK(kern::embedding(t_, embed_.p, dTokens_, T, H, res_.p, st), "embedding");
+  if (embedLora_)
+    checkK(kern::loraEmbedding(t_, dTokens_, dRowSeq_, dSeqSlot_, T, modelTable_.as<kern::LoraSlotEntry>(), V, H, c_.embedScale, res_.p, st),
+           "embed_tokens LoRA");
   for (int l = 0; l < c_.layers; l++) {
     const Layer& L = layers_[l];
     const FamilyLayer& F = fam_[l];
@@ -869,6 +910,11 @@ void CudaEngine::forward(const StepShape& sh) {
     norm(x_.p, res_.p, norm_, h_.p, "final rmsnorm");
     checkK(kern::embedding(t_, h_.p, dLogitRows_, NL, H, logitsIn_.p, st), "gather rows");
     gemm(logitsIn_.p, NL, H, c_.tieWordEmbeddings ? embed_ : lmHead_, V, logits_.p, CUDA_R_32F);
+    // lm_head LoRA on the base head (tied or not), before soft-capping.
+    if (headLora_)
+      checkK(kern::loraLogits(t_, logitsIn_.p, dLogitRows_, dRowSeq_, dSeqSlot_, NL, modelTable_.as<kern::LoraSlotEntry>() + std::max(1, o_.maxAdapters),
+                              maxHeadRank_, H, V, headTmp_.as<float>(), logits_.as<float>(), st),
+             "lm_head LoRA");
     if (c_.finalSoftcap > 0) checkK(kern::softcap(logits_.as<float>(), int64_t(NL) * V, c_.finalSoftcap, st), "final soft-capping");
   }
 }

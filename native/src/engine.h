@@ -99,10 +99,13 @@ struct EngineOptions {
   bool prefillAttention = true;        // CUDA engine: prompt chunks attend on tensor cores
 };
 
-// The seven projections a LoRA adapter may target, in a fixed order used for indexing.
-enum Proj { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumProj };
+// The seven projections a LoRA adapter may target in each layer, in a fixed order used for indexing,
+// then the two model-level modules (LoraModuleSpec.layer -1): the token embeddings (PEFT's Embedding
+// LoRA: row t gains scale * B A[:, t], times embedScale) and the output head (logits += scale * B A h).
+enum Proj { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumProj, kEmbedTokens = kNumProj, kLmHead, kNumModules };
 const char* projName(int p);
 int projFromName(const std::string& name);  // -1 when unknown
+inline bool modelLevel(int proj) { return proj == kEmbedTokens || proj == kLmHead; }
 
 // Input and output features of projection `proj` in `c` (what its LoRA A and B must fit).
 inline void projDims(const ModelConfig& c, int proj, int& in, int& out) {
@@ -112,12 +115,14 @@ inline void projDims(const ModelConfig& c, int proj, int& in, int& out) {
     case kK: case kV: in = H; out = KV; break;
     case kO: in = Q; out = H; break;
     case kGate: case kUp: in = H; out = I; break;
+    case kEmbedTokens: in = c.vocab; out = H; break;  // lora_embedding_A [r, vocab], lora_embedding_B [hidden, r]
+    case kLmHead: in = H; out = c.vocab; break;
     default: in = I; out = H; break;
   }
 }
 
 struct LoraModuleSpec {
-  int layer = 0;
+  int layer = 0;  // -1 for the model-level modules (kEmbedTokens, kLmHead)
   int proj = 0;
   int rank = 0;
   float scale = 1.0f;

@@ -10,13 +10,13 @@
 namespace sb {
 
 const char* projName(int p) {
-  static const char* names[kNumProj] = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                        "gate_proj", "up_proj", "down_proj"};
-  return p >= 0 && p < kNumProj ? names[p] : "?";
+  static const char* names[kNumModules] = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                           "gate_proj", "up_proj", "down_proj", "embed_tokens", "lm_head"};
+  return p >= 0 && p < kNumModules ? names[p] : "?";
 }
 
 int projFromName(const std::string& name) {
-  for (int p = 0; p < kNumProj; p++)
+  for (int p = 0; p < kNumModules; p++)
     if (name == projName(p)) return p;
   return -1;
 }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Engine } from '../../native/engine.ts';
-import { BLOCK_SIZE, FIXTURES, blocksPerCase, loadAdapters, loadReference, maxAbsDiff, runCases, type Result } from './hf-reference.ts';
+import { BLOCK_SIZE, FIXTURES, blocksPerCase, loadAdapters, loadReference, maxAbsDiff, runCases, type Reference, type Result } from './hf-reference.ts';
 
 const TOL = 1e-3;
 
@@ -17,11 +17,15 @@ export interface SuiteOptions {
   minAdapters: number;
   /** Adapters of the fixture the engine refuses at load (their cases are left out): name -> expected error. */
   refusedAdapters?: Readonly<Record<string, RegExp>>;
+  /** Another reference for this model's fixture (default: reference/<model>.json). */
+  reference?: () => Reference;
+  /** What the suite's title adds, for a reference other than the default. */
+  label?: string;
 }
 
-export function engineVsHfSuite(model: string, { maxAdapters, minAdapters, refusedAdapters = {} }: SuiteOptions): void {
-  describe(`${model}: CPU engine vs transformers + PEFT`, () => {
-    const full = loadReference(model);
+export function engineVsHfSuite(model: string, { maxAdapters, minAdapters, refusedAdapters = {}, reference, label }: SuiteOptions): void {
+  describe(`${model}${label ? ` (${label})` : ''}: CPU engine vs transformers + PEFT`, () => {
+    const full = reference ? reference() : loadReference(model);
     const ref = { ...full, cases: full.cases.filter((c) => c.adapter === null || !(c.adapter in refusedAdapters)) };
     let engine: Engine;
     let slots: Map<string, number>;

@@ -89,7 +89,7 @@ export async function writeRandomModel(opts: RandomModelOptions = {}): Promise<s
 export async function writeRandomAdapter(
   modelDir: string,
   name: string,
-  opts: { r: number; alpha: number; targets: string[]; seed: number; hidden?: number; intermediate?: number; heads?: number; kvHeads?: number; layers?: number },
+  opts: { r: number; alpha: number; targets: string[]; seed: number; hidden?: number; intermediate?: number; heads?: number; kvHeads?: number; layers?: number; vocab?: number },
 ): Promise<string> {
   const H = opts.hidden ?? 32, I = opts.intermediate ?? 64, L = opts.layers ?? 2;
   const NH = opts.heads ?? 4, NKV = opts.kvHeads ?? 2, D = H / NH;
@@ -101,8 +101,20 @@ export async function writeRandomAdapter(
   const dir = join(modelDir, 'adapters', name);
   await mkdir(dir, { recursive: true });
   const t: { name: string; dtype: 'F32'; shape: number[]; data: Float32Array }[] = [];
+  // The model-level modules, named as PEFT saves them (an Embedding LoRA's factors have no ".weight").
+  const V = opts.vocab ?? 96;
+  if (opts.targets.includes('embed_tokens')) {
+    const p = 'base_model.model.model.embed_tokens.';
+    t.push({ name: p + 'lora_embedding_A', dtype: 'F32', shape: [opts.r, V], data: tensor(rand, [opts.r, V], 1) });
+    t.push({ name: p + 'lora_embedding_B', dtype: 'F32', shape: [H, opts.r], data: tensor(rand, [H, opts.r], 0.3) });
+  }
+  if (opts.targets.includes('lm_head')) {
+    t.push({ name: 'base_model.model.lm_head.lora_A.weight', dtype: 'F32', shape: [opts.r, H], data: tensor(rand, [opts.r, H], 1 / Math.sqrt(H)) });
+    t.push({ name: 'base_model.model.lm_head.lora_B.weight', dtype: 'F32', shape: [V, opts.r], data: tensor(rand, [V, opts.r], 0.3) });
+  }
   for (let l = 0; l < L; l++) {
     for (const m of opts.targets) {
+      if (m === 'embed_tokens' || m === 'lm_head') continue;
       const [inF, outF] = dims[m]!;
       const mod = ['gate_proj', 'up_proj', 'down_proj'].includes(m) ? 'mlp' : 'self_attn';
       const p = `base_model.model.model.layers.${l}.${mod}.${m}.`;

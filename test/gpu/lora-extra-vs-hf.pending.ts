@@ -1,0 +1,62 @@
+// The CUDA engine against transformers + PEFT for adapters with LoRA on lm_head and embed_tokens
+// (issue 17; references by scripts/make-lora-extra-fixtures.py, run on the GPU machine): llama and gemma2
+// (tied head, scaled embeddings, final soft-capping), each case alone, then all cases and the base model
+// as ONE mixed batch (decode steps replayed from CUDA graphs). float32 is held to the CPU engine's
+// bounds; bfloat16 to cuda-engine.test.ts's. Skipped where no CUDA device works. Runs once the fixtures
+// are committed (rename to lora-extra-vs-hf.test.ts); missing fixtures then fail it, naming the script.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { Engine, cudaUnavailableReason, loadCudaAddon } from '../../native/engine.ts';
+import { BLOCK_SIZE, FIXTURES, blocksPerCase, loadAdapters, maxAbsDiff, runCases, type Result } from '../helpers/hf-reference.ts';
+import { LORA_EXTRA_MODELS, loadLoraExtraReference } from '../helpers/lora-extra-reference.ts';
+
+const cuda = loadCudaAddon();
+const skip = cuda ? false : `no CUDA engine here: ${cudaUnavailableReason()}`;
+
+for (const dtype of ['float32', 'auto'] as const) {
+  for (const model of LORA_EXTRA_MODELS) {
+    describe(`${model} (LoRA on lm_head / embed_tokens): CUDA engine (${dtype}) vs transformers + PEFT`, { skip }, () => {
+      const tol = dtype === 'float32' ? 1e-3 : 0.25;
+      it('matches every case, alone and in one mixed batch', async () => {
+        const ref = loadLoraExtraReference(model);
+        const engine = await Engine.open(join(FIXTURES, 'models', model), {
+          device: 'cuda', dtype, numBlocks: ref.cases.length * blocksPerCase(ref), blockSize: BLOCK_SIZE, maxAdapters: 4,
+        });
+        try {
+          assert.equal(engine.info().device, 'cuda');
+          const slots = await loadAdapters(engine, model, ref);
+          let worst = 0;
+          let greedyExact = 0;
+          const alone: Result[] = [];
+          for (const c of ref.cases) {
+            const [r] = await runCases(engine, ref, slots, [c]);
+            alone.push(r!);
+            const where = `adapter ${c.adapter ?? 'none'}, prompt ${c.prompt}`;
+            const d = maxAbsDiff(r!.promptLogprobs, c.prompt_logprobs);
+            worst = Math.max(worst, d);
+            assert.ok(d < tol, `${where}: prompt logprobs differ by ${d}`);
+            const same = r!.greedy.every((t, i) => t === c.greedy.ids[i]);
+            if (same) greedyExact++;
+            if (dtype === 'float32' || c.greedy.min_margin > 4 * tol) assert.ok(same, `${where}: greedy tokens ${r!.greedy} vs ${c.greedy.ids}`);
+            if (dtype === 'float32') {
+              assert.deepEqual(r!.top5, c.top5.ids, `${where}: top-5`);
+              assert.ok(maxAbsDiff(r!.greedyLogprobs, c.greedy.logprobs) < tol, `${where}: greedy logprobs`);
+            }
+          }
+          const graphsBefore = engine.info().graphSteps;
+          const mixed = await runCases(engine, ref, slots, ref.cases);
+          let batchDiff = 0;
+          mixed.forEach((r, i) => {
+            batchDiff = Math.max(batchDiff, maxAbsDiff(r.promptLogprobs, alone[i]!.promptLogprobs), maxAbsDiff(r.greedyLogprobs, alone[i]!.greedyLogprobs));
+            if (dtype === 'float32') assert.deepEqual(r.greedy, alone[i]!.greedy, `case ${i}: greedy changed in the mixed batch`);
+          });
+          assert.ok(batchDiff < (dtype === 'float32' ? 1e-4 : tol), `mixed batch moved logprobs by ${batchDiff}`);
+          console.log(`  ${model} ${engine.info().deviceName}: ${ref.cases.length} cases, worst |logprob - HF| = ${worst.toExponential(2)}, greedy exact ${greedyExact}/${ref.cases.length}, mixed-batch drift ${batchDiff.toExponential(2)}, graph steps in the mixed run ${engine.info().graphSteps - graphsBefore}`);
+        } finally {
+          engine.close();
+        }
+      });
+    });
+  }
+}
