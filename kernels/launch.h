@@ -188,8 +188,7 @@ struct QuantWeight {
 bool quantGemvSupports(const QuantWeight& w);
 // y [rows, out] (row stride ldy) = x [rows, in] W^T in element type t, fp32 accumulation, weights dequantised in
 // registers: each packed weight is read once per 16 rows of x (decode batches). Needs a workspace of
-// quantGemvWorkspaceBytes (split-K arrival counters and partial sums; x permuted for act-order), zeroed
-// once before its first use (the counters are left at zero after every launch). Capturable.
+// quantGemvWorkspaceBytes (split-K partial sums; x permuted for act-order). Capturable.
 int64_t quantGemvWorkspaceBytes(Elem t, int rows, const QuantWeight& w);
 int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, int ldy, void* workspace, int64_t workspaceBytes, Stream s);
 // dst [out, in] = W in element type t (permutation undone): long prompt chunks then run a tensor-core GEMM.

@@ -44,16 +44,10 @@ void splitsFor(const QuantWeight& w, int& splits, int& sliceWords) {
   splits = (words + sliceWords - 1) / sliceWords;
 }
 
-// Split-K arrival counters, one per block of output rows, at the start of the workspace: a fixed region,
-// so that launches for projections of every size can share one workspace (the counters are only ever
-// counters there, never another launch's partial sums).
-constexpr int kMaxArrivals = 16384;
-int64_t arrivalBytes(const QuantWeight&) { return int64_t(kMaxArrivals) * 4; }
-
 }  // namespace
 
 bool quantGemvSupports(const QuantWeight& w) {
-  return w.out > 0 && w.in > 0 && w.in % 8 == 0 && (w.out + kQuantRowsPerBlock - 1) / kQuantRowsPerBlock <= kMaxArrivals && w.groupSize > 0 && (w.groupSize % 8 == 0 || w.groupSize >= w.in) &&
+  return w.out > 0 && w.in > 0 && w.in % 8 == 0 && w.groupSize > 0 && (w.groupSize % 8 == 0 || w.groupSize >= w.in) &&
          (w.codebook != QuantCodebook::Lut4 || w.lut != nullptr);
 }
 
@@ -63,7 +57,7 @@ int64_t quantGemvWorkspaceBytes(Elem t, int rows, const QuantWeight& w) {
   const int64_t pass = std::min(rows, kMaxPassRows);
   const int64_t partial = splits > 1 ? int64_t(splits) * pass * w.out * 4 : 0;
   const int64_t permuted = w.perm ? (int64_t(rows) * w.in * elemBytes(t) + 255) / 256 * 256 : 0;
-  return arrivalBytes(w) + permuted + partial;
+  return permuted + partial;
 }
 
 int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, int ldy, void* workspace, int64_t workspaceBytes, Stream s) {
@@ -74,8 +68,7 @@ int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, in
   return dispatch(t, [&](auto tag) {
     using T = decltype(tag);
     const T* xs = static_cast<const T*>(x);
-    int* arrivals = static_cast<int*>(workspace);
-    char* ws = static_cast<char*>(workspace) + arrivalBytes(w);
+    char* ws = static_cast<char*>(workspace);
     if (w.perm) {
       // Act-order: the activations in the packed input order, once for every pass.
       const int64_t n = int64_t(rows) * w.in;
@@ -91,11 +84,16 @@ int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, in
       const int e = withCodebook(w.codebook, [&](auto cb) {
         return withPassRows(n, [&](auto mt) {
           dim3 grid((w.out + kQuantRowsPerBlock - 1) / kQuantRowsPerBlock, splits);
-          quantGemvKernel<T, decltype(cb)::value, decltype(mt)::value><<<grid, kQuantThreads, 0, s>>>(xs + int64_t(r0) * w.in, n, w, sliceWords, yp, ldy, partial, arrivals);
+          quantGemvKernel<T, decltype(cb)::value, decltype(mt)::value><<<grid, kQuantThreads, 0, s>>>(xs + int64_t(r0) * w.in, n, w, sliceWords, yp, ldy, partial);
           return launched();
         });
       });
       if (e) return e;
+      if (partial) {
+        const int64_t count = int64_t(n) * w.out;
+        quantReduceKernel<T><<<int(std::min<int64_t>((count + 255) / 256, 2048)), 256, 0, s>>>(partial, splits, n, w.out, yp, ldy);
+        if (int e2 = launched()) return e2;
+      }
     }
     return 0;
   });

@@ -5,8 +5,8 @@
 //    for q4), dequantises its 8 weights in registers and multiplies them into up to MT activation rows,
 //    so every packed weight is read once per pass. Scale (and zero point) per output row and group; the
 //    scale multiplies the group's partial dot product. Inputs are split over blockIdx.y (split-K) when the
-//    output alone gives too few blocks; the last slice to finish for a set of output rows adds the
-//    slices' fp32 partial sums in slice order (deterministic; one atomic counter per set of rows).
+//    output alone gives too few blocks; the slices' fp32 partial sums are added in order by
+//    quantReduceKernel (deterministic: no atomics).
 //  - quantDequantKernel: W as T (permutation undone), for long prompt chunks that then run a tensor-core
 //    GEMM (cuBLAS, in the engine).
 //  - quantPermuteKernel: x in the kernel's input order (act-order GPTQ: perm sorts inputs by group).
@@ -75,7 +75,7 @@ __device__ __forceinline__ void decode8(const void* codes, int64_t rowWords, int
 // [blockIdx.y * sliceWords, ...) in packed steps of 8 inputs. rows <= MT.
 template <typename T, int CB, int MT>
 __global__ void __launch_bounds__(kQuantThreads) quantGemvKernel(const T* __restrict__ x, int rows, QuantWeight w, int sliceWords,
-                                                                 T* __restrict__ y, int ldy, float* __restrict__ partial, int* __restrict__ arrivals) {
+                                                                 T* __restrict__ y, int ldy, float* __restrict__ partial) {
   __shared__ float lut[16];
   if (CB == static_cast<int>(QuantCodebook::Lut4) && threadIdx.x < 16) lut[threadIdx.x] = w.lut[threadIdx.x];
   __syncthreads();
@@ -132,24 +132,17 @@ __global__ void __launch_bounds__(kQuantThreads) quantGemvKernel(const T* __rest
       }
     }
   }
-  if (!partial) return;
-  // Split-K: the last slice to finish for these output rows adds every slice's sums, in slice order
-  // (deterministic), writes y and rearms its arrival counter for the next launch.
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(arrivals + blockIdx.x, 1) == int(gridDim.y) - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int i = threadIdx.x; i < rows * kQuantRowsPerBlock; i += blockDim.x) {
-    const int m = i / kQuantRowsPerBlock, o = blockIdx.x * kQuantRowsPerBlock + i % kQuantRowsPerBlock;
-    if (o >= w.out) continue;
-    float sum = 0.0f;
-    for (int k = 0; k < int(gridDim.y); k++) sum += __ldcg(partial + (int64_t(k) * rows + m) * w.out + o);
-    y[int64_t(m) * ldy + o] = fromF<T>(sum);
+}
+
+// y [rows, out] (row stride ldy) = the sum of `splits` partial results [rows, out], in order.
+template <typename T>
+__global__ void quantReduceKernel(const float* __restrict__ partial, int splits, int rows, int out, T* __restrict__ y, int ldy) {
+  const int64_t n = int64_t(rows) * out;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    float s = 0.0f;
+    for (int k = 0; k < splits; k++) s += partial[k * n + i];
+    y[(i / out) * ldy + i % out] = fromF<T>(s);
   }
-  if (threadIdx.x == 0) arrivals[blockIdx.x] = 0;
 }
 
 // dst [out, in] in T: W with the permutation undone (one packed step of 8 weights a thread).

@@ -567,12 +567,8 @@ bool CudaEngine::uploadPacked(DevBuf& dst, const std::vector<const TensorRef*>& 
     w.lut = p.lut.empty() ? nullptr : p.lut.data();
     return w;
   };
-  for (size_t i = 0; i < ps.size(); i++) {
-    if (kern::quantGemvSupports(view(*ps[i]))) continue;
-    std::fprintf(stderr, "switchboard: %s is packed in a way the quantized CUDA kernels do not take (in_features %lld, group size %lld); dequantised to 16 bits\n",
-                 parts[i]->name.c_str(), static_cast<long long>(ps[i]->in), static_cast<long long>(ps[i]->groupSize));
-    return false;
-  }
+  for (const PackedWeight* p : ps)
+    if (!kern::quantGemvSupports(view(*p))) return false;
   // One matrix when the pieces stack; else one part per piece (act-order: each piece its own permutation).
   std::vector<std::vector<const PackedWeight*>> groups;
   if (std::all_of(ps.begin(), ps.end(), [&](const PackedWeight* p) { return samePacking(*p, *ps[0]); })) groups.push_back(ps);
@@ -602,8 +598,7 @@ bool CudaEngine::uploadPacked(DevBuf& dst, const std::vector<const TensorRef*>& 
   // Workspaces for the largest projection (at load: captured graphs never see them move).
   int64_t ws = 0;
   for (const QuantPart& p : q.parts) ws = std::max(ws, kern::quantGemvWorkspaceBytes(t_, kQuantGemvRows, p.w));
-  // Zeroed once: the split-K arrival counters in it start at zero, and every launch leaves them so.
-  if (quantWs_.reserve(size_t(std::max<int64_t>(ws, 256)), "quantized GEMV workspace")) check(cudaMemset(quantWs_.p, 0, quantWs_.bytes), "quantized GEMV workspace");
+  quantWs_.reserve(size_t(std::max<int64_t>(ws, 256)), "quantized GEMV workspace");
   quantScratch_.reserve(size_t(q.out) * q.in * elemSize(t_), "quantized weights (16-bit copy for prompt chunks)");
   quant_[&dst] = std::move(q);
   return true;
