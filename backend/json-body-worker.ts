@@ -2,6 +2,9 @@
 // JsonBodyError's message and status).
 import { parentPort } from 'node:worker_threads';
 import { JsonBodyError, parseJsonBody } from './json-body.ts';
+import { lowerWorkerThreadPriority } from './worker-priority.ts';
+
+lowerWorkerThreadPriority();
 
 parentPort!.on('message', ({ id, bytes }: { id: number; bytes: Uint8Array }) => {
   try {

@@ -4,6 +4,18 @@
 import { parentPort } from 'node:worker_threads';
 import { parseJsonObject } from './body.ts';
 import { GatewayError } from './errors.ts';
+import os from 'node:os';
+
+// Large bodies wait for CPU instead of the gateway's loop: this thread runs at nice 10. Linux keeps
+// nice per thread, so setpriority(0) lowers this worker alone (elsewhere it would lower the whole
+// process, hence the platform check). backend/worker-priority.ts does the same for the backend's pools.
+if (process.platform === 'linux') {
+  try {
+    os.setPriority(Math.max(os.getPriority(), 10));
+  } catch {
+    // Forbidden by a sandbox: the worker keeps the loop's priority.
+  }
+}
 
 const enc = new TextEncoder();
 

@@ -3,6 +3,9 @@
 import { parentPort } from 'node:worker_threads';
 import { compileSchema, type CompileOptions } from './compile.ts';
 import { SchemaError } from './schema.ts';
+import { lowerWorkerThreadPriority } from '../worker-priority.ts';
+
+lowerWorkerThreadPriority();
 
 export interface CompileJob {
   id: number;

@@ -5,6 +5,9 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { tokensAtLeast } from './tokenize-pool.ts';
 import { ChatTemplateError, TextTokenizer, type ChatTurn } from './tokenizer.ts';
+import { lowerWorkerThreadPriority } from '../worker-priority.ts';
+
+lowerWorkerThreadPriority();
 
 export type TokenizeJob =
   | { id: number; op: 'encode'; text: string; addSpecial: boolean; maxTokens: number | null }
