@@ -265,7 +265,7 @@ function report(results: { scenario: Scenario; without: Phase[]; with: Phase[] }
     `on its event loop, as before). What remains elsewhere in the "with" columns is the cost of moving multi-megabyte bodies at all\n` +
     `(socket reads, copies between threads, garbage collection of the large strings) and, above all, CPU contention: the large-prompt\n` +
     `client, the worker threads, the engine thread, the gateway and the small-request client share ${cpus.length} cores (with other work on the\n` +
-    `machine, see the load average), so encoding 1-4 MB prompts in full (truncate) slows everyone on this machine whatever thread does it.\n`;
+    `machine, see the load average), so the worker threads that encode and parse large inputs run at nice 10 (backend/worker-priority.ts): the scheduler serves the request loops first and the large prompts wait for CPU instead.\n`;
   process.stdout.write(`\n${md}\n`);
   if (write) {
     writeFileSync(join(HERE, 'results.md'), md);
