@@ -13,7 +13,7 @@ import type {
   NativeTopLogprobs,
 } from './addon.d.ts';
 import { openModelDir, type ModelDir } from './model-dir.ts';
-import { openPeftAdapter, type PeftAdapter } from './peft-adapter.ts';
+import { modelLoraRefusal, openPeftAdapter, type PeftAdapter } from './peft-adapter.ts';
 
 export type { NativeSeqOutput as SeqOutput, NativeSampling as Sampling };
 
@@ -105,6 +105,12 @@ export interface EngineOptions {
   cudaGraphs?: boolean;
   /** CUDA engine: prompt chunks attend on tensor cores (default: SWITCHBOARD_PREFILL_ATTENTION, else true). */
   prefillAttention?: boolean;
+  /**
+   * CUDA engine: serve LoRA on embed_tokens / lm_head, whose kernels have not yet run on a GPU (default false:
+   * such adapters are refused, see peft-adapter.ts modelLoraRefusal). For the GPU tests that verify them; the
+   * server never sets it.
+   */
+  unverifiedModelLora?: boolean;
   /** Where fallbacks are reported (default: console.warn). */
   log?: (msg: string) => void;
 }
@@ -320,6 +326,7 @@ export function resolveEngineOptions(options: EngineOptions = {}) {
     device,
     cudaGraphs: options.cudaGraphs ?? envFlag('SWITCHBOARD_CUDA_GRAPHS') ?? true,
     prefillAttention: options.prefillAttention ?? envFlag('SWITCHBOARD_PREFILL_ATTENTION') ?? true,
+    unverifiedModelLora: options.unverifiedModelLora ?? false,
   };
 }
 
@@ -329,11 +336,12 @@ export class Engine {
     private readonly native: NativeEngine,
     private readonly layout: StepLayout,
     readonly options: { numBlocks: number; blockSize: number; maxAdapters: number },
+    private readonly unverifiedModelLora = false,
   ) {}
 
   /** Opens a model directory (or one already validated by openModelDir) and loads its weights. */
   static async open(modelDir: string | ModelDir, options: EngineOptions = {}): Promise<Engine> {
-    const { device, cudaGraphs, prefillAttention, ...opts } = resolveEngineOptions(options);
+    const { device, cudaGraphs, prefillAttention, unverifiedModelLora, ...opts } = resolveEngineOptions(options);
     const model = typeof modelDir === 'string' ? await openModelDir(modelDir) : modelDir;
     const log = options.log ?? ((m: string) => console.warn(`[switchboard] ${m}`));
     if (device !== 'cpu') {
@@ -343,7 +351,7 @@ export class Engine {
         try {
           const native = new cuda.NativeEngine(model.spec, { ...opts, dtype, cudaGraphs, prefillAttention });
           await native.load();
-          return new Engine(model, native, stepLayoutOf(cuda, 'switchboard_cuda.node'), opts);
+          return new Engine(model, native, stepLayoutOf(cuda, 'switchboard_cuda.node'), opts, unverifiedModelLora);
         } catch (err) {
           // A CUDA build that cannot start (driver, architecture, memory) must not take the server down.
           if (device === 'cuda') throw err;
@@ -358,22 +366,29 @@ export class Engine {
     const cpu = loadAddon();
     const native = new cpu.NativeEngine(model.spec, { ...opts, ...(options.threads ? { threads: options.threads } : {}) });
     await native.load();
-    return new Engine(model, native, stepLayoutOf(cpu, 'switchboard_native.node'), opts);
+    return new Engine(model, native, stepLayoutOf(cpu, 'switchboard_native.node'), opts, unverifiedModelLora);
   }
 
   info(): NativeEngineInfo {
     return this.native.info();
   }
 
+  /** Why this engine would refuse `spec` (modelLoraRefusal), or null; the adapter store asks before it loads one. */
+  adapterRefusal(spec: NativeAdapterSpec): string | null {
+    return modelLoraRefusal(spec, this.native.info().device, this.unverifiedModelLora);
+  }
+
   /** Reads a PEFT adapter directory (validated against this model) into `slot`. */
   async loadAdapterDir(slot: number, dir: string): Promise<PeftAdapter> {
     const adapter = await openPeftAdapter(dir, this.model);
-    await this.native.loadAdapter(slot, adapter.spec);
+    await this.loadAdapter(slot, adapter.spec);
     return adapter;
   }
 
   /** Loads already-resolved LoRA modules (e.g. a merge computed in JS) into `slot`. */
-  loadAdapter(slot: number, spec: NativeAdapterSpec): Promise<void> {
+  async loadAdapter(slot: number, spec: NativeAdapterSpec): Promise<void> {
+    const refusal = this.adapterRefusal(spec);
+    if (refusal !== null) throw new Error(refusal);
     return this.native.loadAdapter(slot, spec);
   }
 

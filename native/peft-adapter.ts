@@ -424,6 +424,20 @@ async function exists(file: string): Promise<boolean> {
   }
 }
 
+/**
+ * Why an engine on `device` refuses this adapter's LoRA on embed_tokens / lm_head, or null when it serves it.
+ * The CPU engine serves them (checked against the adapter merged into the weights); the CUDA engine's kernels for
+ * them (kernels/lora_model.cu) have not yet run on a GPU, so it refuses them unless `allowUnverified` is set
+ * (EngineOptions.unverifiedModelLora: the GPU tests that verify them set it; the server never does).
+ */
+export function modelLoraRefusal(spec: NativeAdapterSpec, device: 'cpu' | 'cuda', allowUnverified: boolean): string | null {
+  if (device !== 'cuda' || allowUnverified) return null;
+  const modules = [...new Set(spec.modules.filter((m) => m.layer === -1).map((m) => m.module))];
+  if (modules.length === 0) return null;
+  return `LoRA on ${modules.join(' and ')} is not yet served by the CUDA engine (its kernels await verification on a GPU); ` +
+    'the CPU engine serves it (--device cpu), or use an adapter without it';
+}
+
 /** Opens a PEFT LoRA adapter directory and checks it against the base model it will run on. */
 export async function openPeftAdapter(dirArg: string, model: ModelDir): Promise<PeftAdapter> {
   const dir = path.resolve(dirArg);

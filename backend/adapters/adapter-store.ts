@@ -23,6 +23,8 @@ const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 export interface AdapterSlotEngine {
   loadAdapter(slot: number, spec: NativeAdapterSpec): Promise<void>;
   unloadAdapter(slot: number): void;
+  /** Why the engine would refuse this adapter (e.g. modules it does not serve), or null: asked when it is prepared. */
+  adapterRefusal?(spec: NativeAdapterSpec): string | null;
 }
 
 export interface AdapterStoreObserver {
@@ -101,9 +103,11 @@ export class AdapterStore implements AdapterSlots {
       entry.error = null;
       entry.preparing = load().then(
         ({ spec, info }) => {
+          const id = typeof info?.id === 'string' ? `"${info.id}"` : key;
+          const refusal = this.engine.adapterRefusal?.(spec) ?? null;
+          if (refusal !== null) throw new AdapterError(`adapter ${id}: ${refusal}`, 422);
           const bytes = adapterBytes(spec, this.opts.elementBytes ?? 2);
           if (bytes > this.budgetBytes) {
-            const id = typeof info?.id === 'string' ? `"${info.id}"` : key;
             throw new AdapterError(
               `adapter ${id} needs ${mib(bytes)} of engine memory, more than the whole adapter budget of ${mib(this.budgetBytes)} (${this.opts.memoryBudgetExplain ?? 'the adapter memory budget'}): raise --adapter-memory-fraction or use an adapter of lower rank`,
               422,
