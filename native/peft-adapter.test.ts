@@ -241,7 +241,7 @@ describe('openPeftAdapter', () => {
     const misplaced = await writeAdapter(adapterConfig(), [
       tensor('base_model.model.model.layers.0.mlp.q_proj.lora_A.weight', [4, H]), tensor('base_model.model.model.layers.0.mlp.q_proj.lora_B.weight', [8, 4]),
     ]);
-    await assert.rejects(openPeftAdapter(misplaced, model), /LoRA weights for model\.layers\.0\.mlp\.q_proj/);
+    await assert.rejects(openPeftAdapter(misplaced, model), /none of the adapter's modules exist in this base model \(model\.layers\.0\.mlp\.q_proj\): is it an adapter for another model\?/);
     const dora = await writeAdapter(adapterConfig(), [...lora(0, 'q_proj'), tensor('base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector', [8])]);
     await assert.rejects(openPeftAdapter(dora, model), /DoRA is not supported/);
     const two = await writeAdapter(adapterConfig(), [...lora(0, 'q_proj', { adapterName: 'x' }), ...lora(0, 'v_proj', { adapterName: 'y' })]);
@@ -293,6 +293,23 @@ describe('openPeftAdapter', () => {
     assert.equal(modelLoraRefusal(spec, 'cuda', true), null);
     assert.equal(modelLoraRefusal(opened.spec, 'cuda', false), null, 'projections only');
     assert.match(modelLoraRefusal(spec, 'cuda', false) ?? '', /^LoRA on embed_tokens and lm_head is not yet served by the CUDA engine .*--device cpu/);
+  });
+
+  test('modules the base model lacks are loaded around and named in a warning (LoRAX); modules it has but Switchboard does not adapt are refused', async () => {
+    const extra = await writeAdapter(adapterConfig({ target_modules: ['q_proj', 'v_proj', 'c_attn'] }), [
+      ...lora(0, 'q_proj'), ...lora(1, 'v_proj'),
+      tensor('base_model.model.model.layers.0.self_attn.c_attn.lora_A.weight', [4, H]), tensor('base_model.model.model.layers.0.self_attn.c_attn.lora_B.weight', [24, 4]),
+      tensor('base_model.model.model.layers.1.self_attn.c_attn.lora_A.weight', [4, H]), tensor('base_model.model.model.layers.1.self_attn.c_attn.lora_B.weight', [24, 4]),
+    ]);
+    const a = await openPeftAdapter(extra, model);
+    assert.deepEqual(a.spec.modules.map((m) => `${m.layer}.${m.module}`), ['0.q_proj', '1.v_proj']);
+    assert.ok(a.config.warnings.some((w) => w.includes('2 module(s) in adapter_model.safetensors do not exist in this base model and are ignored: model.layers.0.self_attn.c_attn, model.layers.1.self_attn.c_attn')), a.config.warnings.join('; '));
+    // input_layernorm exists in the base model: skipping its LoRA would change the outputs, so it is refused.
+    const present = await writeAdapter(adapterConfig({ target_modules: ['q_proj', 'input_layernorm'] }), [
+      ...lora(0, 'q_proj'),
+      tensor('base_model.model.model.layers.0.input_layernorm.lora_A.weight', [4, H]), tensor('base_model.model.model.layers.0.input_layernorm.lora_B.weight', [H, 4]),
+    ]);
+    await assert.rejects(openPeftAdapter(present, model), /LoRA weights for model\.layers\.0\.input_layernorm \(input_layernorm\), which Switchboard does not serve/);
   });
 
   test('adapter_config.json options Switchboard refuses', async () => {
@@ -388,6 +405,6 @@ describe('Phi-3 fused modules (issue 18)', () => {
   test('fused module names are Phi-3 only', async () => {
     const qwen3 = await openModelDir(path.join(fixtures, 'models', 'qwen3'));
     await assert.rejects(openPeftAdapter(path.join(fixtures, 'adapters', 'phi3', 'r8-qkv'), qwen3),
-      /LoRA weights for model\.layers\.0\.self_attn\.qkv_proj \(qkv_proj\), which Switchboard does not serve/);
+      /none of the adapter's modules exist in this base model \(model\.layers\.0\.self_attn\.qkv_proj, .*\): is it an adapter for another model\?/);
   });
 });

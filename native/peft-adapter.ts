@@ -318,7 +318,7 @@ const FUSED_PARTS: Readonly<Record<string, readonly LoraProjectionName[]>> = {
   gate_up_proj: ['gate_proj', 'up_proj'],
 };
 
-function parseModuleKey(file: string, moduleKey: string, numLayers: number, arch: string, embedding: boolean): DecoderModule {
+function parseModuleKey(file: string, moduleKey: string, numLayers: number, arch: string, embedding: boolean, modelHas: (moduleKey: string) => boolean): DecoderModule | null {
   const fusedNames = arch === 'phi3' ? Object.keys(FUSED_PARTS) : [];
   const supported = `supported: ${[...LORA_MODULES, ...fusedNames, 'lm_head', 'embed_tokens'].join(', ')}`;
   // PEFT's Embedding LoRA holds lora_embedding_A/B, its Linear LoRA lora_A/B: anything else is another layer type.
@@ -342,6 +342,9 @@ function parseModuleKey(file: string, moduleKey: string, numLayers: number, arch
   }
   const module = m?.[3] as LoraProjectionName | undefined;
   if (m === null || module === undefined || !LORA_MODULES.includes(module) || moduleParent(module) !== m[2]) {
+    // A module this base model does not have at all (LoRAX loads the adapter and warns, naming it); one it has but
+    // Switchboard does not adapt (a MoE router, an expert) would change the outputs if skipped: refused.
+    if (!modelHas(moduleKey)) return null;
     const leaf = moduleKey.split('.').at(-1);
     throw new Error(`${file}: adapter has LoRA weights for ${moduleKey} (${leaf}), which Switchboard does not serve (${supported})`);
   }
@@ -458,6 +461,10 @@ export async function openPeftAdapter(dirArg: string, model: ModelDir): Promise<
   const pairs = new Map<string, { mod: DecoderModule; a?: SafetensorsEntry; b?: SafetensorsEntry }>();
   const adapterNames = new Set<string>();
   const embeddingCopies: string[] = [];
+  // Modules named in the file that the base model does not have: skipped with a warning.
+  const lackedModules = new Set<string>();
+  const modelModules = new Set(model.spec.tensors.map((t) => t.name.slice(0, t.name.lastIndexOf('.'))));
+  const modelHas = (moduleKey: string) => modelModules.has(moduleKey);
   for (const entry of tensors.values()) {
     const copy = EMBEDDING_LAYER_COPY.exec(entry.name);
     if (copy !== null) {
@@ -467,7 +474,13 @@ export async function openPeftAdapter(dirArg: string, model: ModelDir): Promise<
     }
     const parsed = parseTensorName(file, entry.name);
     if (parsed.adapterName !== null) adapterNames.add(parsed.adapterName);
-    const pair = pairs.get(parsed.moduleKey) ?? { mod: parseModuleKey(file, parsed.moduleKey, model.spec.numLayers, model.spec.arch, parsed.embedding) };
+    if (lackedModules.has(parsed.moduleKey)) continue;
+    const known = pairs.get(parsed.moduleKey)?.mod ?? parseModuleKey(file, parsed.moduleKey, model.spec.numLayers, model.spec.arch, parsed.embedding, modelHas);
+    if (known === null) {
+      lackedModules.add(parsed.moduleKey);
+      continue;
+    }
+    const pair = pairs.get(parsed.moduleKey) ?? { mod: known };
     const half = parsed.half === 'lora_A' ? 'a' : 'b';
     if ((pair.mod.module === 'embed_tokens') !== parsed.embedding) {
       throw new Error(`${file}: adapter ${pair.mod.label}: mixes lora_A/lora_B and lora_embedding_A/B tensors`);
@@ -527,6 +540,12 @@ export async function openPeftAdapter(dirArg: string, model: ModelDir): Promise<
   }
   if (ignoredModules.length > 0) {
     warnings.push(`${ignoredModules.length} module(s) in ${ADAPTER_WEIGHTS_FILE} are not targeted by ${ADAPTER_CONFIG_FILE} and are ignored, as PEFT ignores them: ${ignoredModules.join(', ')}`);
+  }
+  if (lackedModules.size > 0 && pairs.size === 0) {
+    throw new Error(`${file}: none of the adapter's modules exist in this base model (${[...lackedModules].slice(0, 4).join(', ')}${lackedModules.size > 4 ? ', ...' : ''}): is it an adapter for another model?`);
+  }
+  if (lackedModules.size > 0) {
+    warnings.push(`${lackedModules.size} module(s) in ${ADAPTER_WEIGHTS_FILE} do not exist in this base model and are ignored: ${[...lackedModules].join(', ')}`);
   }
   if (modules.length === 0) warnings.push('adapter applies to no module: it leaves the base model unchanged');
   const init = raw.init_lora_weights;
