@@ -12,11 +12,11 @@
 // gemma2/lora-embed-head-qv}, ~200 KB), commit those files, then `git mv test/engine-lora-extra-vs-hf.pending.ts
 // test/engine-lora-extra-vs-hf.test.ts` and `git mv test/gpu/lora-extra-vs-hf.pending.ts
 // test/gpu/lora-extra-vs-hf.test.ts`. Missing fixtures then fail them, naming the script.
-import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Engine, cudaUnavailableReason, loadCudaAddon } from '../../native/engine.ts';
-import { BLOCK_SIZE, FIXTURES, blocksPerCase, loadAdapters, maxAbsDiff, runCases, type Result } from '../helpers/hf-reference.ts';
+import { BLOCK_SIZE, FIXTURES, blocksPerCase } from '../helpers/hf-reference.ts';
+import { checkCudaAgainstReference } from '../helpers/cuda-vs-hf.ts';
 import { LORA_EXTRA_MODELS, loadLoraExtraReference } from '../helpers/lora-extra-reference.ts';
 
 const cuda = loadCudaAddon();
@@ -32,35 +32,7 @@ for (const dtype of ['float32', 'auto'] as const) {
           device: 'cuda', dtype, unverifiedModelLora: true, numBlocks: ref.cases.length * blocksPerCase(ref), blockSize: BLOCK_SIZE, maxAdapters: 4,
         });
         try {
-          assert.equal(engine.info().device, 'cuda');
-          const slots = await loadAdapters(engine, model, ref);
-          let worst = 0;
-          let greedyExact = 0;
-          const alone: Result[] = [];
-          for (const c of ref.cases) {
-            const [r] = await runCases(engine, ref, slots, [c]);
-            alone.push(r!);
-            const where = `adapter ${c.adapter ?? 'none'}, prompt ${c.prompt}`;
-            const d = maxAbsDiff(r!.promptLogprobs, c.prompt_logprobs);
-            worst = Math.max(worst, d);
-            assert.ok(d < tol, `${where}: prompt logprobs differ by ${d}`);
-            const same = r!.greedy.every((t, i) => t === c.greedy.ids[i]);
-            if (same) greedyExact++;
-            if (dtype === 'float32' || c.greedy.min_margin > 4 * tol) assert.ok(same, `${where}: greedy tokens ${r!.greedy} vs ${c.greedy.ids}`);
-            if (dtype === 'float32') {
-              assert.deepEqual(r!.top5, c.top5.ids, `${where}: top-5`);
-              assert.ok(maxAbsDiff(r!.greedyLogprobs, c.greedy.logprobs) < tol, `${where}: greedy logprobs`);
-            }
-          }
-          const graphsBefore = engine.info().graphSteps;
-          const mixed = await runCases(engine, ref, slots, ref.cases);
-          let batchDiff = 0;
-          mixed.forEach((r, i) => {
-            batchDiff = Math.max(batchDiff, maxAbsDiff(r.promptLogprobs, alone[i]!.promptLogprobs), maxAbsDiff(r.greedyLogprobs, alone[i]!.greedyLogprobs));
-            if (dtype === 'float32') assert.deepEqual(r.greedy, alone[i]!.greedy, `case ${i}: greedy changed in the mixed batch`);
-          });
-          assert.ok(batchDiff < (dtype === 'float32' ? 1e-4 : tol), `mixed batch moved logprobs by ${batchDiff}`);
-          console.log(`  ${model} ${engine.info().deviceName}: ${ref.cases.length} cases, worst |logprob - HF| = ${worst.toExponential(2)}, greedy exact ${greedyExact}/${ref.cases.length}, mixed-batch drift ${batchDiff.toExponential(2)}, graph steps in the mixed run ${engine.info().graphSteps - graphsBefore}`);
+          await checkCudaAgainstReference(engine, model, ref, dtype, tol);
         } finally {
           engine.close();
         }
