@@ -29,12 +29,9 @@ cached engine does. The others recompute the whole sequence at every step, like 
 import os
 import sys
 
-if os.environ.get("PYTHONHASHSEED") != "0":
-    os.environ["PYTHONHASHSEED"] = "0"
-    os.execv(sys.executable, [sys.executable] + sys.argv)
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# First: it re-runs this script with a fixed hash seed and no network before torch loads.
+from fixture_common import load_model, log, logits_of, r7, sig6, size_of, write_json  # noqa: E402
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -46,7 +43,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 import peft  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 
@@ -66,18 +63,6 @@ VOCAB = 576  # the qwen2 fixture tokenizer has 559 tokens; its model uses 576 ro
 REPO = Path(__file__).resolve().parent.parent
 TOKENIZER_DIR = REPO / "test" / "fixtures" / "models" / "qwen2"
 PROMPTS_FROM = REPO / "test" / "fixtures" / "reference" / "qwen2.json"
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def r7(x):
-    return round(float(x), 7)
-
-
-def sig6(x):
-    return float(f"{float(x):.6g}")
 
 
 # Common tiny sizes; families override what they need.
@@ -197,29 +182,6 @@ def family_specs():
     }
 
 
-def write_json(path, obj):
-    lines = ["{"]
-    items = list(obj.items())
-    for i, (k, v) in enumerate(items):
-        comma = "," if i < len(items) - 1 else ""
-        if isinstance(v, list) and v and all(isinstance(e, dict) for e in v):
-            lines.append(f"  {json.dumps(k)}: [")
-            for j, el in enumerate(v):
-                sep = "," if j < len(v) - 1 else ""
-                lines.append("    " + json.dumps(el, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + sep)
-            lines.append("  ]" + comma)
-        else:
-            lines.append(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False, separators=(',', ':'), allow_nan=False)}{comma}")
-    lines.append("}")
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def load_model(model_dir):
-    m = AutoModelForCausalLM.from_pretrained(str(model_dir), attn_implementation="eager", dtype=torch.float32)
-    m.eval()
-    return m
-
-
 def reinit(model, seed, gemma, tied):
     g = torch.Generator().manual_seed(seed)
     head_std = LOGIT_STD / math.sqrt(model.config.hidden_size)
@@ -280,11 +242,6 @@ def reset_rotary(model):
                     m.register_buffer(attr, orig.clone(), persistent=False)
         if hasattr(m, "original_max_seq_len"):
             m.max_seq_len_cached = m.original_max_seq_len
-
-
-def logits_of(model, ids):
-    with torch.inference_mode():
-        return model(input_ids=torch.tensor([ids], dtype=torch.long), use_cache=False).logits[0].float()
 
 
 def run_case(model, ids, cached):
@@ -485,12 +442,6 @@ def install(stage, out, name):
             dst.unlink()
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst) if src.is_dir() else shutil.copy2(src, dst)
-
-
-def size_of(path):
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def main():

@@ -23,12 +23,9 @@ so every module moves the logprobs; a seed whose greedy margins are near ties is
 import os
 import sys
 
-if os.environ.get("PYTHONHASHSEED") != "0":
-    os.environ["PYTHONHASHSEED"] = "0"
-    os.execv(sys.executable, [sys.executable] + sys.argv)
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# First: it re-runs this script with a fixed hash seed and no network before torch loads.
+from fixture_common import load_model, log, logits_of, r7, sig6, size_of, write_json  # noqa: E402
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -39,7 +36,6 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
 import peft  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 
@@ -71,46 +67,6 @@ ADAPTERS = {
         ("lora-embed-head-qv", dict(r=8, lora_alpha=16, target_modules=["embed_tokens", "lm_head", "q_proj", "v_proj"])),
     ],
 }
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def r7(x):
-    return round(float(x), 7)
-
-
-def sig6(x):
-    return float(f"{float(x):.6g}")
-
-
-def write_json(path, obj):
-    lines = ["{"]
-    items = list(obj.items())
-    for i, (k, v) in enumerate(items):
-        comma = "," if i < len(items) - 1 else ""
-        if isinstance(v, list) and v and all(isinstance(e, dict) for e in v):
-            lines.append(f"  {json.dumps(k)}: [")
-            for j, el in enumerate(v):
-                sep = "," if j < len(v) - 1 else ""
-                lines.append("    " + json.dumps(el, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + sep)
-            lines.append("  ]" + comma)
-        else:
-            lines.append(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False, separators=(',', ':'), allow_nan=False)}{comma}")
-    lines.append("}")
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def load_model(model_dir):
-    m = AutoModelForCausalLM.from_pretrained(str(model_dir), attn_implementation="eager", dtype=torch.float32)
-    m.eval()
-    return m
-
-
-def logits_of(model, ids):
-    with torch.inference_mode():
-        return model(input_ids=torch.tensor([ids], dtype=torch.long), use_cache=False).logits[0].float()
 
 
 def run_case(model, ids):
@@ -230,12 +186,6 @@ def build(model, stage, seed, prompts):
     (stage / "reference").mkdir(parents=True, exist_ok=True)
     write_json(stage / "reference" / f"{model}-lora-extra.json", ref)
     return worst
-
-
-def size_of(path):
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def main():
