@@ -12,6 +12,7 @@ import { serviceKeyFrom } from './auth.ts';
 import { ConfigError, parseServeConfig, serveHelp, type ServeConfig } from './config.ts';
 import type { Runtime } from './runtime.ts';
 import { formatAccess, jsonAccess, type AccessEntry } from './access-log.ts';
+import { boundedLineWriter } from './log-sink.ts';
 // The engine, the routes and the hub client load on first use, so that `--help`, `--version` and
 // a port in use answer at once.
 
@@ -108,7 +109,8 @@ export async function startServer(config: ServeConfig, opts: StartOptions = {}) 
     await stopHttp();
     throw err;
   }
-  const accessLog = opts.accessLog ? (e: AccessEntry) => process.stderr.write(config.json ? `${jsonAccess(e)}\n` : `[switchboard] ${formatAccess(e)}\n`) : null;
+  const line = opts.accessLog ? boundedLineWriter() : null;
+  const accessLog = line ? (e: AccessEntry) => line(config.json ? `${jsonAccess(e)}\n` : `[switchboard] ${formatAccess(e)}\n`) : null;
   handler = createApp(rt, key, { accessLog }).fetch;
   return {
     rt,

@@ -4,7 +4,7 @@
 import { createAdaptorServer, type serve } from '@hono/node-server';
 import type { Server } from 'node:http';
 import { answerClientError } from './body.ts';
-import { readFileSync } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createGateway, type GatewayOptions, type RequestUsage } from './app.ts';
@@ -67,6 +67,22 @@ function listenFailure(err: NodeJS.ErrnoException, port: number, hostname: strin
   if (err.code === 'EACCES') return `no permission to listen on ${hostname}:${port}: pick a port above 1023 with ${flag}`;
   if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND') return `cannot listen on ${hostname}:${port}: no such local address (check --hostname)`;
   return `cannot listen on ${hostname}:${port}: ${err.message}`;
+}
+
+// Access log lines never hold the event loop: process.stderr is written synchronously when it is a
+// pipe (Linux), so a reader that stops reading would stop every request. They go through an
+// asynchronous stream on fd 2, at most 1 MiB unwritten; past that they are dropped and counted.
+// backend/log-sink.ts does the same for the backend (the gateway never imports the backend).
+function boundedLineWriter(limit = 1 << 20): (line: string) => void {
+  const out = createWriteStream('', { fd: 2, autoClose: false });
+  out.on('error', () => {}); // a reader that went away (EPIPE) loses the lines, never the process
+  let dropped = 0;
+  return (line) => {
+    if (out.destroyed || out.writableLength + line.length > limit) return void dropped++;
+    if (dropped > 0) out.write(`[gateway] ${dropped} log line(s) dropped: stderr was not being read\n`);
+    dropped = 0;
+    out.write(line);
+  };
 }
 
 // The routes the access log names; anything else is "other", so a log line never carries a raw
@@ -465,7 +481,7 @@ export async function gatewayMain(argv: readonly string[]): Promise<void> {
   const log = (msg: string) => process.stderr.write(json ? `${JSON.stringify({ time: new Date().toISOString(), level: 'info', msg })}\n` : `[gateway] ${msg}\n`);
   let gw: RunningGateway;
   try {
-    gw = await startGateway({ ...parsed, jsonOffload: parsed.jsonOffload === null ? null : { ...parsed.jsonOffload, warm: true }, log, accessLog: (e) => process.stderr.write(`${formatGatewayAccess(e, json)}\n`) });
+    gw = await startGateway({ ...parsed, jsonOffload: parsed.jsonOffload === null ? null : { ...parsed.jsonOffload, warm: true }, log, accessLog: ((line) => (e: GatewayAccessEntry) => line(`${formatGatewayAccess(e, json)}\n`))(boundedLineWriter()) });
   } catch (err) {
     // A bad key, a port in use, an unreachable Redis URL: one line, no stack trace.
     process.stderr.write(`switchboard gateway: ${(err as Error).message}\n`);
