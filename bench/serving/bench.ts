@@ -543,7 +543,7 @@ async function main(): Promise<void> {
         `Closed loops: ${R} requests, ${C} clients. Poisson: ${PR} requests at ${RATES.join(', ')} x the uniform closed loop's request rate. ` +
         `Adapter loading: the uniform closed loop in three ${WINDOW_S} s windows; in the middle one a side client requests adapters never loaded before, one after another.`,
       '',
-      `TTFT and ITL are client-side (SSE arrival times; the server holds one token back to attach the end's details, so TTFT covers the prefill and one decode step). ` +
+      `TTFT and ITL are client-side (SSE arrival times; each token is sent as soon as its text is settled, so TTFT covers the prefill and its first token). ` +
         `Engine columns come from the server's /metrics over the same phase (lorax_batch_inference_duration: engine.step wall time; mixed steps count as prefill): ` +
         `engine-only tok/s = tokens generated / time in steps, what the same batches give without serving overhead; engine busy = time in steps / wall time.`,
       '',
