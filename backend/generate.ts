@@ -118,7 +118,7 @@ export async function prepareInput(rt: Runtime, req: Pick<GenerationRequest, 'pr
   const { maxInputLength, maxTotalTokens } = rt.limits;
   let ids: number[];
   try {
-    ids = typeof req.prompt === 'string' ? await rt.tokenizePool.encode(req.prompt, true, req.truncate === undefined ? maxInputLength : null) : [...req.prompt];
+    ids = typeof req.prompt === 'string' ? await rt.tokenizePool.encode(req.prompt, true, req.truncate === undefined ? maxInputLength : null, req.truncate ?? null) : [...req.prompt];
   } catch (err) {
     if (!(err instanceof TooManyTokensError)) throw err;
     throw new RequestError(`Input validation error: \`inputs\` must have less than ${maxInputLength} tokens. Given: at least ${err.atLeast}`, 422);

@@ -66,6 +66,11 @@ for (const model of ['llama', 'mistral', 'qwen2']) {
         // Its template refuses roles that do not alternate: the refusal crosses the thread as a ChatTemplateError.
         await assert.rejects(pool.encodeChat([{ role: 'user', content: text }, { role: 'user', content: text }]), (e: unknown) => e instanceof ChatTemplateError && /alternate/.test(e.message));
       }
+      // Truncation (keepLast): the last ids of the full encoding, from the worker and inline alike.
+      const all = tok.encode(text);
+      assert.deepEqual(await pool.encode(text, true, null, 7), all.slice(all.length - 7));
+      assert.deepEqual(await pool.encode(text.slice(0, 100), true, null, 3), tok.encode(text.slice(0, 100)).slice(-3));
+      assert.deepEqual(await pool.encode(text, true, null, all.length + 5), all);
       const d = await pool.detail(text.slice(0, 4000), true);
       assert.deepEqual(d.ids, tok.encode(text.slice(0, 4000)));
       assert.deepEqual(d.texts, d.ids.map((i) => tok.decode([i], false)));

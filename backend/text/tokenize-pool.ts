@@ -154,10 +154,14 @@ export class TokenizePool {
   }
 
   /** Token ids of `text`; TooManyTokensError as soon as it is known to exceed `maxTokens`. */
-  async encode(text: string, addSpecial = true, maxTokens: number | null = null): Promise<number[]> {
+  /** `keepLast`: only the last this many ids are wanted (truncation); the rest never reach the loop. */
+  async encode(text: string, addSpecial = true, maxTokens: number | null = null, keepLast: number | null = null): Promise<number[]> {
     this.checkBound(text.length, maxTokens);
-    if (text.length <= this.inlineMaxChars) return this.tok.encode(text, addSpecial);
-    return Array.from((await this.submit({ op: 'encode', text, addSpecial, maxTokens })).ids);
+    if (text.length <= this.inlineMaxChars) {
+      const ids = this.tok.encode(text, addSpecial);
+      return keepLast !== null && ids.length > keepLast ? ids.slice(ids.length - keepLast) : ids;
+    }
+    return Array.from((await this.submit({ op: 'encode', text, addSpecial, maxTokens, keepLast })).ids);
   }
 
   /** encodeChat, rendered and encoded off the loop when the conversation is large. */

@@ -10,7 +10,8 @@ import { lowerWorkerThreadPriority } from '../worker-priority.ts';
 lowerWorkerThreadPriority();
 
 export type TokenizeJob =
-  | { id: number; op: 'encode'; text: string; addSpecial: boolean; maxTokens: number | null }
+  // keepLast: only the last this many ids come back (truncation), so a multi-megabyte prompt's ids never cross to the loop.
+  | { id: number; op: 'encode'; text: string; addSpecial: boolean; maxTokens: number | null; keepLast: number | null }
   | { id: number; op: 'chat'; messages: ChatTurn[]; addGenerationPrompt: boolean; maxTokens: number | null }
   | { id: number; op: 'detail'; text: string; addSpecial: boolean; maxTokens: number | null };
 
@@ -48,6 +49,7 @@ function run(job: TokenizeJob): TokenizeReply {
     if (atLeast > job.maxTokens) return { id: job.id, ok: false, kind: 'too_long', atLeast };
   }
   const ids = Int32Array.from(tok.encode(text, addSpecial));
+  if (job.op === 'encode' && job.keepLast !== null && ids.length > job.keepLast) return { id: job.id, ok: true, ids: ids.slice(ids.length - job.keepLast) };
   if (job.op !== 'detail') return { id: job.id, ok: true, ids };
   if (job.maxTokens !== null && ids.length > job.maxTokens) return { id: job.id, ok: false, kind: 'too_long', atLeast: ids.length };
   const texts = Array.from(ids, (i) => tok.decode([i], false));
