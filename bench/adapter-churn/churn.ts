@@ -22,6 +22,7 @@ import { parseArgs } from 'node:util';
 
 import { spawnServer, stopServer, type ServerProcess } from '../../test/helpers/spawn-server.ts';
 import { writeAdapter, writeCheckpoint, type Dtype } from '../serving/checkpoint.ts';
+import { quantile } from '../../test/helpers/quantile.ts';
 
 const { values: a } = parseArgs({
   options: {
@@ -65,11 +66,7 @@ function metric(text: string, name: string, label = ''): Map<string, number> {
   return out;
 }
 
-const pct = (xs: number[], p: number) => {
-  if (!xs.length) return NaN;
-  const s = [...xs].sort((x, y) => x - y);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-};
+const pct = (xs: number[], p: number) => quantile(xs, p / 100);
 
 async function main(): Promise<void> {
   const work = await mkdtemp(join(a['work-dir'] ?? os.tmpdir(), 'sb-churn-'));

@@ -26,6 +26,7 @@ import { mulberry32 } from '../../test/helpers/prng.ts';
 import { spawnServer, type ServerProcess } from '../../test/helpers/spawn-server.ts';
 import { SHAPES, writeAdapter, writeCheckpoint, type Dtype } from './checkpoint.ts';
 import { svgPlot } from './plot.ts';
+import { quantile } from '../../test/helpers/quantile.ts';
 
 const HERE = import.meta.dirname;
 const ROOT = join(HERE, '..', '..');
@@ -236,11 +237,7 @@ const minus = (x: Counters, y: Counters): Counters => ({
 // Phases
 // ---------------------------------------------------------------------------------------------
 
-const q = (xs: number[], p: number) => {
-  if (xs.length === 0) return NaN;
-  const s = Float64Array.from(xs).sort();
-  return s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
-};
+const q = quantile;
 
 export interface PhaseResult {
   phase: string;

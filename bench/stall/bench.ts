@@ -17,6 +17,7 @@ import { Agent, request } from 'node:http';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { quantile } from '../../test/helpers/quantile.ts';
 
 const HERE = import.meta.dirname;
 const ROOT = join(HERE, '..', '..');
@@ -127,10 +128,6 @@ function child(args: string[], env: NodeJS.ProcessEnv = {}): { proc: ChildProces
 }
 
 const tsx = ['--import', 'tsx'];
-const quantile = (xs: number[], q: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor(q * s.length))]! : NaN;
-};
 
 interface Phase {
   health: number[];

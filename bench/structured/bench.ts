@@ -17,6 +17,7 @@ import { constraintOf } from '../../backend/structured/index.ts';
 import { OPEN_SCHEMAS, TEST_SCHEMAS, USER_SCHEMAS } from '../../backend/structured/test-schemas.ts';
 import { Vocab } from '../../backend/structured/vocab.ts';
 import { mulberry32 } from '../../test/helpers/prng.ts';
+import { quantile } from '../../test/helpers/quantile.ts';
 
 const QUICK = process.argv.includes('--quick');
 
@@ -124,11 +125,7 @@ function generate(g: Grammar, seed: number, maxTokens: number, idleMs: number, b
   return { perToken, tokens: ids.length };
 }
 
-const pct = (xs: number[], p: number) => {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-};
+const pct = (xs: number[], p: number) => quantile(xs, p / 100);
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const f1 = (x: number) => (Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x.toFixed(1)) : '-');
 
