@@ -21,7 +21,15 @@ import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
+
+# One thread: the references must not depend on the machine's core count; no progress bars in logs.
+torch.set_num_threads(1)
+try:
+    transformers.utils.logging.disable_progress_bar()
+except Exception:
+    pass
 
 
 def log(msg):

@@ -47,12 +47,6 @@ from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 import peft  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 
-torch.set_num_threads(1)
-try:
-    transformers.utils.logging.disable_progress_bar()
-except Exception:
-    pass
-
 N_GREEDY = 16
 LOGIT_STD = 3.0
 LORA_REL = 0.4

@@ -39,12 +39,6 @@ import transformers  # noqa: E402
 import peft  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 
-torch.set_num_threads(1)
-try:
-    transformers.utils.logging.disable_progress_bar()
-except Exception:
-    pass
-
 N_GREEDY = 16
 MARGIN_WANTED = 1e-3
 SEEDS = [7101, 7202, 7303, 7404]
