@@ -5,7 +5,7 @@
 # transformers + PEFT fixtures). Logs land in $OUT.
 # Here, first:  scripts/pack-node.sh && scripts/pack-node-modules.sh  (into .devnode/ and
 # .devcarry/, git-ignored), then run it from the repository root with those two folders carried.
-# --bench adds the benchmarks (bench/gpu/: kernels_bench.py, quant_bench.py, peer.py, bench.ts);
+# --bench adds the benchmarks (bench/gpu/: kernels_bench.py, quant_bench.py, peer.py, bench.ts, bench.ts --weights int4|fp8);
 # --bench --quick skips the kernel tests and kernel benchmarks and shortens the engine benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +35,10 @@ if [ "${1:-}" = "--bench" ]; then
   kernels=""
   [ -f "$OUT/lora-bench.json" ] && kernels="--kernels $OUT/lora-bench.json"
   node --import tsx bench/gpu/bench.ts --ceilings "$OUT/ceilings.json" $kernels --out "$OUT" $quick 2>&1 | tee "$OUT/bench.log" || status=1
+  # Quantized projections at the same shape (issue 19): int4 and fp8, batch 1/64/128 with 0 and 128 adapters.
+  [ -n "$quick" ] || for w in int4 fp8; do
+    node --import tsx bench/gpu/bench.ts --ceilings "$OUT/ceilings.json" --weights $w --out "$OUT" 2>&1 | tee "$OUT/bench-$w.log" || status=1
+  done
   python3 bench/gpu/plot.py "$OUT/results.json" "$OUT/decode.png" || status=1
 fi
 # The device tool returns at most 8 files: the small side logs travel as one archive.
