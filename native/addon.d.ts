@@ -52,7 +52,7 @@ export interface NativePackedWeight {
 export type RopeType = 'default' | 'linear' | 'llama3' | 'yarn' | 'dynamic' | 'longrope';
 
 export interface NativeModelSpec {
-  arch: 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma2' | 'gemma3' | 'phi3' | 'qwen3_moe';
+  arch: 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma2' | 'gemma3' | 'phi3' | 'qwen3_moe' | 'mixtral' | 'qwen2_moe';
   hiddenSize: number;
   intermediateSize: number;
   numLayers: number;
@@ -98,13 +98,17 @@ export interface NativeModelSpec {
   /** longrope: per-frequency divisors, short below ropeOriginalMaxPositions tokens, long above. */
   ropeShortFactor?: number[];
   ropeLongFactor?: number[];
-  /** Mixture of experts (Qwen3-MoE): experts per MoE layer, chosen per token, their MLP width, whether the chosen
-   * probabilities are renormalised, and which layers are MoE (the others are dense MLPs of intermediateSize). */
+  /** Mixture of experts (Qwen3-MoE, Mixtral, Qwen2-MoE): experts per MoE layer, chosen per token, their MLP width,
+   * whether the chosen probabilities are renormalised, and which layers are MoE (the others are dense MLPs of
+   * intermediateSize). The weights are named as Qwen3-MoE's: mlp.gate, mlp.experts.E.{gate,up,down}_proj. */
   numExperts?: number;
   expertsPerToken?: number;
   moeIntermediateSize?: number;
   normTopkProb?: boolean;
   moeLayers?: boolean[];
+  /** Qwen2-MoE: width of the shared expert every token also runs (mlp.shared_expert.{gate,up,down}_proj), whose
+   * output is scaled by sigmoid(mlp.shared_expert_gate h); 0 or absent = none. */
+  sharedExpertIntermediateSize?: number;
   /** Every weight, by its Hugging Face name (model.layers.0.self_attn.q_proj.weight, ...). */
   tensors: NativeTensorRef[];
 }
@@ -132,18 +136,27 @@ export type LoraProjectionName =
  * embedding of token t gains scale * B A[:, t], times the model's embedScale) and lm_head (the logits gain
  * scale * B A h on the final normed hidden state, before final soft-capping; on a tied model too).
  */
-export type LoraModuleName = LoraProjectionName | 'embed_tokens' | 'lm_head';
+export type LoraModuleName = LoraProjectionName | 'embed_tokens' | 'lm_head' | LoraExpertName;
+/**
+ * LoRA on a MoE layer's fused expert weights (PEFT target_parameters on experts.gate_up_proj [E, 2M, H] and
+ * experts.down_proj [E, H, M]): one rank-r LoRA per expert, stacked as PEFT stores them: lora_A [E*r, in] with
+ * expert e's rows at e*r..e*r+r-1, lora_B [out, r*E] with expert e's column k at k*E + e. Expert e's weight gains
+ * scale * B_e A_e (gate_up: out = 2M, gate rows first; down: out = H).
+ */
+export type LoraExpertName = 'experts.gate_up_proj' | 'experts.down_proj';
 
 export interface NativeLoraModule {
   /** The decoder layer; -1 for embed_tokens and lm_head. */
   layer: number;
   module: LoraModuleName;
+  /** Per expert for the expert modules (their tensors stack numExperts LoRAs of this rank). */
   rank: number;
   /** lora_alpha / r, or lora_alpha / sqrt(r) with rslora, after rank_pattern / alpha_pattern. */
   scale: number;
-  /** lora_A: [rank, in_features] (embed_tokens: lora_embedding_A, [rank, vocab]). */
+  /** lora_A: [rank, in_features] (embed_tokens: lora_embedding_A, [rank, vocab]; experts: [numExperts * rank, in]).
+   * In a layer with a shared expert (Qwen2-MoE), gate/up/down_proj are the shared expert's projections. */
   a: NativeTensorRef;
-  /** lora_B: [out_features, rank] (embed_tokens: lora_embedding_B, [hidden, rank]). */
+  /** lora_B: [out_features, rank] (embed_tokens: lora_embedding_B, [hidden, rank]; experts: [out, rank * numExperts]). */
   b: NativeTensorRef;
 }
 

@@ -172,7 +172,7 @@ describe('parseModelConfig', () => {
   test('unsupported architectures and inconsistent configs', () => {
     assert.throws(
       () => parseModelConfig({ architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: 768 }, 'config.json'),
-      { message: 'config.json: unsupported architecture "GPT2LMHeadModel" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, Qwen3MoeForCausalLM)' },
+      { message: 'config.json: unsupported architecture "GPT2LMHeadModel" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, Qwen3MoeForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM)' },
     );
     assert.throws(() => parseModelConfig({ model_type: 'gemma' }), /unsupported architecture: model_type "gemma"/);
     assert.throws(() => parseModelConfig({ ...llama3V4, model_type: 'mistral' }), /architectures\[0\] is "LlamaForCausalLM" but model_type is "mistral"/);
@@ -288,6 +288,27 @@ describe('issue 18 families', () => {
     assert.deepEqual([m.numExperts, m.expertsPerToken, m.moeIntermediateSize, m.normTopkProb], [8, 2, 32, false]);
     assert.deepEqual(m.moeLayers, [false, true, false, false]);
     assert.throws(() => parseModelConfig({ ...tiny, architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', num_experts: 8, num_local_experts: 4 }), /disagrees/);
-    assert.throws(() => parseModelConfig({ ...tiny, architectures: ['MixtralForCausalLM'], model_type: 'mixtral' }), /mixture-of-experts models \(Mixtral\) are not supported yet/);
+  });
+
+  test('Mixtral: every layer MoE, experts of intermediate_size, always renormalised, window on every layer', () => {
+    const m = parseModelConfig({ ...tiny, architectures: ['MixtralForCausalLM'], model_type: 'mixtral', num_local_experts: 4, num_experts_per_tok: 2, sliding_window: 16 });
+    assert.deepEqual([m.numExperts, m.expertsPerToken, m.moeIntermediateSize, m.normTopkProb], [4, 2, tiny.intermediate_size, true]);
+    assert.ok(m.moeLayers!.every((x) => x));
+    assert.ok(m.slidingWindow.every((w) => w === 16));
+    assert.equal(m.sharedExpertIntermediateSize, undefined);
+    // MixtralConfig's defaults: 8 experts, 2 per token, rope_theta 1e6.
+    const d = parseModelConfig({ ...tiny, architectures: ['MixtralForCausalLM'], model_type: 'mixtral' });
+    assert.deepEqual([d.numExperts, d.expertsPerToken, d.ropeTheta], [8, 2, 1e6]);
+  });
+
+  test('Qwen2-MoE: shared expert, qkv bias by qkv_bias, no renormalisation by default, sliding_window 0 = none', () => {
+    const base = { ...tiny, architectures: ['Qwen2MoeForCausalLM'], model_type: 'qwen2_moe', num_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 32, shared_expert_intermediate_size: 48, sliding_window: 0 };
+    const m = parseModelConfig(base);
+    assert.deepEqual([m.numExperts, m.moeIntermediateSize, m.sharedExpertIntermediateSize, m.normTopkProb, m.attentionBias], [4, 32, 48, false, true]);
+    assert.ok(m.slidingWindow.every((w) => w === 0));
+    assert.equal(parseModelConfig({ ...base, qkv_bias: false }).attentionBias, false);
+    assert.equal(parseModelConfig({ ...base, shared_expert_intermediate_size: undefined }).sharedExpertIntermediateSize, 5632);
+    assert.throws(() => parseModelConfig({ ...base, shared_expert_intermediate_size: 0 }), /shared_expert_intermediate_size 0 is not supported/);
+    assert.throws(() => parseModelConfig({ ...base, use_sliding_window: true, sliding_window: 8 }), /use_sliding_window=true is not supported for Qwen2-MoE/);
   });
 });

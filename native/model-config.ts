@@ -4,7 +4,7 @@
 // dtype) are read, so a checkpoint re-saved by either gives the same spec.
 
 import { z } from 'zod';
-import type { LoraModuleName, LoraProjectionName, NativeModelSpec, RopeType } from './addon.d.ts';
+import type { LoraExpertName, LoraModuleName, LoraProjectionName, NativeModelSpec, RopeType } from './addon.d.ts';
 
 export type ModelArch = NativeModelSpec['arch'];
 
@@ -31,11 +31,13 @@ const ARCHITECTURES: Readonly<Record<string, ModelArch>> = {
   Gemma3ForCausalLM: 'gemma3',
   Phi3ForCausalLM: 'phi3',
   Qwen3MoeForCausalLM: 'qwen3_moe',
+  MixtralForCausalLM: 'mixtral',
+  Qwen2MoeForCausalLM: 'qwen2_moe',
 };
 /** config.json's model_type of each arch (Gemma 3's text-only model is "gemma3_text"). */
 const TYPE_OF_ARCH: Readonly<Record<ModelArch, string>> = {
   llama: 'llama', mistral: 'mistral', qwen2: 'qwen2', qwen3: 'qwen3', gemma2: 'gemma2', gemma3: 'gemma3_text', phi3: 'phi3',
-  qwen3_moe: 'qwen3_moe',
+  qwen3_moe: 'qwen3_moe', mixtral: 'mixtral', qwen2_moe: 'qwen2_moe',
 };
 const ARCH_OF_TYPE: Readonly<Record<string, ModelArch>> = Object.fromEntries(
   Object.entries(TYPE_OF_ARCH).map(([arch, type]) => [type, arch as ModelArch]),
@@ -45,8 +47,6 @@ const CLASS_FOR_TYPE: Readonly<Record<ModelArch, string>> = Object.fromEntries(
 ) as Record<ModelArch, string>;
 /** Families whose checkpoints need what the engines do not have yet: named in the error instead of "unsupported". */
 const NOT_YET: Readonly<Record<string, string>> = {
-  MixtralForCausalLM: 'mixture-of-experts models (Mixtral) are not supported yet',
-  Qwen2MoeForCausalLM: 'mixture-of-experts models (Qwen2-MoE) are not supported yet',
   Gemma3ForConditionalGeneration: 'Gemma 3 with vision is not supported; use a text-only Gemma3ForCausalLM checkpoint',
 };
 
@@ -69,6 +69,8 @@ const ARCH_DEFAULTS: Readonly<Record<ModelArch, ArchDefaults>> = {
   gemma2: { numKvHeads: 4, maxPositionEmbeddings: 8192, rmsNormEps: 1e-6, ropeTheta: 10000, bosTokenId: 2, eosTokenId: 1, slidingWindow: 4096 },
   gemma3: { numKvHeads: 4, maxPositionEmbeddings: 131072, rmsNormEps: 1e-6, ropeTheta: 1e6, bosTokenId: 2, eosTokenId: 1, slidingWindow: 4096 },
   qwen3_moe: { numKvHeads: 4, maxPositionEmbeddings: 32768, rmsNormEps: 1e-6, ropeTheta: 10000, bosTokenId: null, eosTokenId: null, slidingWindow: 4096 },
+  mixtral: { numKvHeads: 8, maxPositionEmbeddings: 4096 * 32, rmsNormEps: 1e-5, ropeTheta: 1e6, bosTokenId: 1, eosTokenId: 2, slidingWindow: null },
+  qwen2_moe: { numKvHeads: 16, maxPositionEmbeddings: 32768, rmsNormEps: 1e-6, ropeTheta: 10000, bosTokenId: null, eosTokenId: null, slidingWindow: 4096 },
   phi3: { numKvHeads: null, maxPositionEmbeddings: 4096, rmsNormEps: 1e-5, ropeTheta: 10000, bosTokenId: 1, eosTokenId: 32000, slidingWindow: null },
 };
 /** Gemma 3's sliding-window layers: default RoPE with this base unless rope_local_base_freq says otherwise. */
@@ -122,6 +124,8 @@ export const rawModelConfigSchema = z.looseObject({
   num_local_experts: z.number().int().nonnegative().nullish(),
   num_experts_per_tok: posInt.nullish(),
   moe_intermediate_size: posInt.nullish(),
+  shared_expert_intermediate_size: z.number().int().nonnegative().nullish(),
+  qkv_bias: z.boolean().nullish(),
   norm_topk_prob: z.boolean().nullish(),
   decoder_sparse_step: posInt.nullish(),
   mlp_only_layers: z.array(z.number().int().nonnegative()).nullish(),
@@ -137,7 +141,8 @@ export const rawModelConfigSchema = z.looseObject({
   tie_word_embeddings: z.boolean().nullish(),
   attention_bias: z.boolean().nullish(),
   mlp_bias: z.boolean().nullish(),
-  sliding_window: posInt.nullish(),
+  // 0 = none (transformers 5's Qwen2-MoE writes 0 when use_sliding_window is off).
+  sliding_window: z.number().int().nonnegative().nullish(),
   use_sliding_window: z.boolean().nullish(),
   max_window_layers: z.number().int().nonnegative().nullish(),
   layer_types: z.array(z.string()).nullish(),
@@ -352,9 +357,9 @@ function resolveRope(raw: RawModelConfig, arch: ModelArch, ctx: RopeContext): Ro
  */
 function resolveSlidingWindow(raw: RawModelConfig, arch: ModelArch, defaults: ArchDefaults, source: string): number[] {
   const n = raw.num_hidden_layers;
-  const window = raw.sliding_window === undefined ? defaults.slidingWindow : raw.sliding_window;
+  const window = raw.sliding_window === undefined ? defaults.slidingWindow : (raw.sliding_window || null);
   if (arch === 'llama') return new Array<number>(n).fill(0);
-  if (arch === 'mistral' || arch === 'phi3') return new Array<number>(n).fill(window ?? 0);
+  if (arch === 'mistral' || arch === 'phi3' || arch === 'mixtral') return new Array<number>(n).fill(window ?? 0);
 
   const layerTypes = raw.layer_types ?? null;
   if (layerTypes !== null) {
@@ -378,6 +383,51 @@ function resolveSlidingWindow(raw: RawModelConfig, arch: ModelArch, defaults: Ar
   if (layerTypes !== null) return layerTypes.map((t) => (t === 'sliding_attention' ? effective : 0));
   const maxWindowLayers = raw.max_window_layers ?? 28;
   return Array.from({ length: n }, (_, i) => (i >= maxWindowLayers ? effective : 0));
+}
+
+/** Per-family defaults of the MoE config classes (Qwen3MoeConfig, Qwen2MoeConfig, MixtralConfig). */
+const MOE_DEFAULTS = {
+  qwen3_moe: { experts: 128, perToken: 8, width: 768, shared: 0 },
+  qwen2_moe: { experts: 60, perToken: 4, width: 1408, shared: 5632 },
+  mixtral: { experts: 8, perToken: 2, width: null, shared: 0 },
+} as const;
+
+/**
+ * The mixture-of-experts fields. Qwen3-MoE and Qwen2-MoE: a layer is MoE unless listed in mlp_only_layers, every
+ * decoder_sparse_step-th; experts of moe_intermediate_size; top-k renormalised when norm_topk_prob; Qwen2-MoE adds a
+ * shared expert. Mixtral: every layer, experts of intermediate_size, top-k always renormalised (MixtralTopKRouter).
+ */
+function resolveMoe(raw: RawModelConfig, arch: 'qwen3_moe' | 'qwen2_moe' | 'mixtral', source: string): FamilyFields {
+  // transformers 5 may write num_local_experts (an attribute map's name for num_experts), 4 writes num_experts.
+  if (raw.num_experts != null && raw.num_local_experts != null && raw.num_experts !== raw.num_local_experts) {
+    throw new Error(`${source}: num_experts ${raw.num_experts} disagrees with num_local_experts ${raw.num_local_experts}`);
+  }
+  const d = MOE_DEFAULTS[arch];
+  const experts = raw.num_experts ?? raw.num_local_experts ?? d.experts;
+  const perToken = raw.num_experts_per_tok ?? d.perToken;
+  if (experts > 0 && perToken > experts) {
+    throw new Error(`${source}: num_experts_per_tok ${perToken} is more than num_experts ${experts}`);
+  }
+  if (arch === 'mixtral') {
+    if (experts === 0) throw new Error(`${source}: Mixtral needs num_local_experts > 0`);
+    return {
+      numExperts: experts, expertsPerToken: perToken, moeIntermediateSize: raw.intermediate_size, normTopkProb: true,
+      moeLayers: new Array<boolean>(raw.num_hidden_layers).fill(true),
+    };
+  }
+  const step = raw.decoder_sparse_step ?? 1;
+  const dense = new Set(raw.mlp_only_layers ?? []);
+  const out: FamilyFields = {
+    numExperts: experts, expertsPerToken: perToken, moeIntermediateSize: raw.moe_intermediate_size ?? d.width!,
+    normTopkProb: raw.norm_topk_prob ?? false,
+    moeLayers: Array.from({ length: raw.num_hidden_layers }, (_, i) => experts > 0 && !dense.has(i) && (i + 1) % step === 0),
+  };
+  if (arch === 'qwen2_moe') {
+    const shared = raw.shared_expert_intermediate_size ?? d.shared;
+    if (shared === 0) throw new Error(`${source}: shared_expert_intermediate_size 0 is not supported (Qwen2-MoE always has a shared expert)`);
+    out.sharedExpertIntermediateSize = shared;
+  }
+  return out;
 }
 
 /** Validates a parsed config.json object and derives the spec fields; `source` names the file in errors. */
@@ -407,8 +457,8 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
     // These families' attention_bias also adds an o_proj bias, which the engine has no slot for.
     throw new Error(`${source}: attention_bias=true is not supported for ${arch}`);
   }
-  if (arch === 'qwen3_moe' && raw.use_sliding_window === true) {
-    throw new Error(`${source}: use_sliding_window=true is not supported for Qwen3-MoE`);
+  if ((arch === 'qwen3_moe' || arch === 'qwen2_moe') && raw.use_sliding_window === true) {
+    throw new Error(`${source}: use_sliding_window=true is not supported for ${arch === 'qwen3_moe' ? 'Qwen3-MoE' : 'Qwen2-MoE'}`);
   }
   if (gemma && raw.use_bidirectional_attention === true) {
     throw new Error(`${source}: use_bidirectional_attention=true (an encoder) is not supported`);
@@ -441,25 +491,7 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
   const softcap = (v: number | null | undefined, dflt: number | null): number => (v === undefined ? (dflt ?? 0) : (v ?? 0));
   const family: FamilyFields = {};
   if (arch === 'qwen3' || arch === 'gemma3' || arch === 'qwen3_moe') family.qkNorm = true;
-  if (arch === 'qwen3_moe') {
-    // Qwen3MoeConfig's defaults; a layer is MoE unless listed in mlp_only_layers, every decoder_sparse_step-th.
-    // transformers 5 writes num_local_experts (its attribute map's name for num_experts); 4 writes num_experts.
-    if (raw.num_experts != null && raw.num_local_experts != null && raw.num_experts !== raw.num_local_experts) {
-      throw new Error(`${source}: num_experts ${raw.num_experts} disagrees with num_local_experts ${raw.num_local_experts}`);
-    }
-    const experts = raw.num_experts ?? raw.num_local_experts ?? 128;
-    const perToken = raw.num_experts_per_tok ?? 8;
-    if (experts > 0 && perToken > experts) {
-      throw new Error(`${source}: num_experts_per_tok ${perToken} is more than num_experts ${experts}`);
-    }
-    const step = raw.decoder_sparse_step ?? 1;
-    const dense = new Set(raw.mlp_only_layers ?? []);
-    Object.assign(family, {
-      numExperts: experts, expertsPerToken: perToken, moeIntermediateSize: raw.moe_intermediate_size ?? 768,
-      normTopkProb: raw.norm_topk_prob ?? false,
-      moeLayers: Array.from({ length: raw.num_hidden_layers }, (_, i) => experts > 0 && !dense.has(i) && (i + 1) % step === 0),
-    });
-  }
+  if (arch === 'qwen3_moe' || arch === 'qwen2_moe' || arch === 'mixtral') Object.assign(family, resolveMoe(raw, arch, source));
   if (gemma) {
     Object.assign(family, {
       gemmaNorm: true, sandwichNorm: true,
@@ -484,7 +516,8 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
     rmsNormEps: raw.rms_norm_eps ?? defaults.rmsNormEps,
     ...rope,
     slidingWindow: resolveSlidingWindow(raw, arch, defaults, source),
-    attentionBias: arch === 'qwen2',
+    // Qwen2-MoE's q/k/v biases follow qkv_bias (transformers 4 always had them).
+    attentionBias: arch === 'qwen2' || (arch === 'qwen2_moe' && (raw.qkv_bias ?? true)),
     // Gemma ties by default (its config class says so); the others do not.
     tieWordEmbeddings: raw.tie_word_embeddings ?? gemma,
     ...family,
@@ -500,12 +533,12 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
 /** The optional family fields of NativeModelSpec (absent = the Llama behaviour). */
 type FamilyFields = Partial<Pick<NativeModelSpec,
   'qkNorm' | 'gemmaNorm' | 'sandwichNorm' | 'embedScale' | 'hiddenAct' | 'attnScale' | 'attnSoftcap' | 'finalSoftcap' |
-  'numExperts' | 'expertsPerToken' | 'moeIntermediateSize' | 'normTopkProb' | 'moeLayers'>>;
+  'numExperts' | 'expertsPerToken' | 'moeIntermediateSize' | 'normTopkProb' | 'moeLayers' | 'sharedExpertIntermediateSize'>>;
 
 const OPTIONAL_SPEC_FIELDS = [
   'qkNorm', 'gemmaNorm', 'sandwichNorm', 'embedScale', 'hiddenAct', 'attnScale', 'attnSoftcap', 'finalSoftcap',
   'ropeLocalTheta', 'ropeAttentionFactor', 'ropeBetaFast', 'ropeBetaSlow', 'ropeTruncate', 'ropeShortFactor', 'ropeLongFactor',
-  'numExperts', 'expertsPerToken', 'moeIntermediateSize', 'normTopkProb', 'moeLayers',
+  'numExperts', 'expertsPerToken', 'moeIntermediateSize', 'normTopkProb', 'moeLayers', 'sharedExpertIntermediateSize',
 ] as const;
 
 /** The NativeModelSpec fields of a ModelConfig, without the server-side extras. */
@@ -535,12 +568,16 @@ export interface ProjectionFeatures {
 /**
  * in/out features of a module LoRA may target: the shape contract for weights and LoRA factors (lora_A
  * [r, in], lora_B [out, r]). embed_tokens reads as vocab -> hidden, the shapes of PEFT's lora_embedding_A / B.
+ * The expert modules give one expert's features. With `layer`, gate/up/down_proj of a MoE layer with a shared
+ * expert (Qwen2-MoE) are the shared expert's.
  */
-export function projectionFeatures(spec: ModelSpecFields, module: LoraModuleName): ProjectionFeatures {
+export function projectionFeatures(spec: ModelSpecFields, module: LoraModuleName, layer = -1): ProjectionFeatures {
   const q = spec.numHeads * spec.headDim;
   const kv = spec.numKvHeads * spec.headDim;
   const h = spec.hiddenSize;
-  const inter = spec.intermediateSize;
+  const shared = layer >= 0 && spec.moeLayers?.[layer] === true ? (spec.sharedExpertIntermediateSize ?? 0) : 0;
+  const inter = shared > 0 ? shared : spec.intermediateSize;
+  const m = spec.moeIntermediateSize ?? 0;
   switch (module) {
     case 'q_proj': return { inFeatures: h, outFeatures: q };
     case 'k_proj':
@@ -551,7 +588,16 @@ export function projectionFeatures(spec: ModelSpecFields, module: LoraModuleName
     case 'down_proj': return { inFeatures: inter, outFeatures: h };
     case 'lm_head': return { inFeatures: h, outFeatures: spec.vocabSize };
     case 'embed_tokens': return { inFeatures: spec.vocabSize, outFeatures: h };
+    case 'experts.gate_up_proj': return { inFeatures: h, outFeatures: 2 * m };
+    case 'experts.down_proj': return { inFeatures: m, outFeatures: h };
   }
+}
+
+/** The fused expert parameters PEFT's target_parameters may adapt, in their order in a MoE layer. */
+export const EXPERT_LORA_MODULES: readonly LoraExpertName[] = ['experts.gate_up_proj', 'experts.down_proj'];
+
+export function isExpertModule(module: LoraModuleName): module is LoraExpertName {
+  return module === 'experts.gate_up_proj' || module === 'experts.down_proj';
 }
 
 /** The decoder projections (what PEFT's "all-linear" expands to here: every nn.Linear but the output head). */
@@ -569,12 +615,14 @@ export const MODEL_LORA_MODULES: Readonly<Record<'embed_tokens' | 'lm_head', str
 export function loraModuleOrder(layer: number, module: LoraModuleName): number {
   if (module === 'embed_tokens') return -1;
   if (module === 'lm_head') return Number.MAX_SAFE_INTEGER;
-  return layer * LORA_MODULES.length + LORA_MODULES.indexOf(module);
+  const per = LORA_MODULES.length + EXPERT_LORA_MODULES.length;
+  return layer * per + (isExpertModule(module) ? LORA_MODULES.length + EXPERT_LORA_MODULES.indexOf(module) : LORA_MODULES.indexOf(module));
 }
 
 /** PEFT's name of a module inside the base model, e.g. "model.layers.3.self_attn.q_proj" or "lm_head". */
 export function peftModuleName(layer: number, module: LoraModuleName): string {
   if (module === 'embed_tokens' || module === 'lm_head') return MODEL_LORA_MODULES[module];
+  if (isExpertModule(module)) return `model.layers.${layer}.mlp.${module}`;
   return `model.layers.${layer}.${moduleParent(module)}.${module}`;
 }
 

@@ -265,7 +265,7 @@ describe('openModelDir', () => {
     await assert.rejects(openModelDir(bad), new RegExp(`config\\.json: invalid JSON: `));
     const gpt2 = await freshDir();
     await writeFile(path.join(gpt2, 'config.json'), JSON.stringify({ architectures: ['GPT2LMHeadModel'], model_type: 'gpt2' }));
-    await assert.rejects(openModelDir(gpt2), /unsupported architecture "GPT2LMHeadModel" \(supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, Qwen3MoeForCausalLM\)/);
+    await assert.rejects(openModelDir(gpt2), /unsupported architecture "GPT2LMHeadModel" \(supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, Qwen3MoeForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM\)/);
     const yarn = await freshDir();
     await writeModel(yarn, llamaConfig({ rope_scaling: { rope_type: 'mrope', factor: 4 } }), checkpoint());
     await assert.rejects(openModelDir(yarn), /unsupported rope type "mrope"/);

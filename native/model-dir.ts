@@ -54,6 +54,8 @@ export interface ExpectedTensor {
    * them under `name` as if the checkpoint held the split projection.
    */
   slice?: { of: string; shape: number[]; row: number };
+  /** The checkpoint's own name when it differs (Mixtral's block_sparse_moe.experts.E.w1, ...): read under `name`. */
+  from?: string;
 }
 
 /** Phi-3 stores q/k/v as one qkv_proj and gate/up as one gate_up_proj, stacked in that order along the rows. */
@@ -116,13 +118,25 @@ export function expectedModelTensors(spec: ModelSpecFields): ExpectedTensor[] {
     }
     const moe = spec.moeLayers?.[i] === true;
     if (moe) {
-      // A mixture-of-experts MLP: the router, then each expert's gate/up/down (as transformers saves them).
+      // A mixture-of-experts MLP: the router, then each expert's gate/up/down (as transformers saves them). The
+      // engines read Qwen-MoE's names; Mixtral checkpoints say block_sparse_moe.gate and experts.E.w1 (gate),
+      // w3 (up), w2 (down).
       const h = spec.hiddenSize, m = spec.moeIntermediateSize!;
-      out.push({ name: `${p}.mlp.gate.weight`, shape: [spec.numExperts!, h] });
+      const mixtral = spec.arch === 'mixtral';
+      const from = (mixtralName: string) => (mixtral ? { from: `${p}.block_sparse_moe.${mixtralName}.weight` } : {});
+      out.push({ name: `${p}.mlp.gate.weight`, shape: [spec.numExperts!, h], ...from('gate') });
       for (let e = 0; e < spec.numExperts!; e++) {
-        out.push({ name: `${p}.mlp.experts.${e}.gate_proj.weight`, shape: [m, h] });
-        out.push({ name: `${p}.mlp.experts.${e}.up_proj.weight`, shape: [m, h] });
-        out.push({ name: `${p}.mlp.experts.${e}.down_proj.weight`, shape: [h, m] });
+        out.push({ name: `${p}.mlp.experts.${e}.gate_proj.weight`, shape: [m, h], ...from(`experts.${e}.w1`) });
+        out.push({ name: `${p}.mlp.experts.${e}.up_proj.weight`, shape: [m, h], ...from(`experts.${e}.w3`) });
+        out.push({ name: `${p}.mlp.experts.${e}.down_proj.weight`, shape: [h, m], ...from(`experts.${e}.w2`) });
+      }
+      const shared = spec.sharedExpertIntermediateSize ?? 0;
+      if (shared > 0) {
+        // Qwen2-MoE: the shared expert every token runs, scaled by sigmoid(shared_expert_gate h).
+        out.push({ name: `${p}.mlp.shared_expert.gate_proj.weight`, shape: [shared, h] });
+        out.push({ name: `${p}.mlp.shared_expert.up_proj.weight`, shape: [shared, h] });
+        out.push({ name: `${p}.mlp.shared_expert.down_proj.weight`, shape: [h, shared] });
+        out.push({ name: `${p}.mlp.shared_expert_gate.weight`, shape: [1, h] });
       }
     }
     for (const module of LORA_MODULES) {
@@ -235,18 +249,19 @@ function tensorRef(dir: string, wanted: ExpectedTensor, locator: WeightLocator):
     };
   }
   const expected = wanted;
-  const file = locator.fileFor(expected.name);
+  const stored = expected.from ?? expected.name;
+  const file = locator.fileFor(stored);
   const header = file !== undefined ? locator.headers.get(file) : undefined;
-  const entry = header?.tensors.get(expected.name);
+  const entry = header?.tensors.get(stored);
   if (file === undefined || entry === undefined) {
     const where = file !== undefined ? `in ${path.basename(file)} ${locator.describe}` : locator.describe;
-    throw new Error(`${dir}: missing tensor ${expected.name} (expected shape ${formatShape(expected.shape)}; looked ${where})`);
+    throw new Error(`${dir}: missing tensor ${stored} (expected shape ${formatShape(expected.shape)}; looked ${where})`);
   }
   const dtype = requireWeightDtype(entry, file);
   const sameShape = entry.shape.length === expected.shape.length && entry.shape.every((d, i) => d === expected.shape[i]);
   if (!sameShape) {
     throw new Error(
-      `${file}: tensor ${expected.name} has shape ${formatShape(entry.shape)} but config.json implies ${formatShape(expected.shape)}`,
+      `${file}: tensor ${stored} has shape ${formatShape(entry.shape)} but config.json implies ${formatShape(expected.shape)}`,
     );
   }
   return { name: expected.name, dtype, shape: [...entry.shape], file, offset: entry.offset, nbytes: entry.nbytes };
@@ -263,9 +278,11 @@ export async function openModelDir(dirArg: string, options: OpenModelOptions = {
   const expected = expectedModelTensors(fields);
   // Pre-quantized checkpoints may quantize lm_head too; the at-load methods leave it 16-bit, as bitsandbytes does.
   const atLoad = scheme !== null && (scheme.method === 'fp8-at-load' || scheme.method.startsWith('bitsandbytes'));
-  const quantizable = (name: string): boolean => scheme !== null && (LINEAR_WEIGHT.test(name) || (!atLoad && name === 'lm_head.weight'));
+  const quantizableName = (name: string): boolean => scheme !== null && (LINEAR_WEIGHT.test(name) || (!atLoad && name === 'lm_head.weight'));
+  const stored = (t: ExpectedTensor): string => t.slice?.of ?? t.from ?? t.name;
+  const quantizable = (t: ExpectedTensor): boolean => quantizableName(t.from ?? t.name) || (t.from !== undefined && quantizableName(t.name));
   const needed = expected.flatMap((t) =>
-    quantizable(t.name) ? [t.slice?.of ?? t.name, ...QUANTIZED_PARTS.map((s) => `${t.name.slice(0, -'.weight'.length)}.${s}`)] : [t.slice?.of ?? t.name]);
+    quantizable(t) ? [stored(t), ...QUANTIZED_PARTS.map((s) => `${(t.from ?? t.name).slice(0, -'.weight'.length)}.${s}`)] : [stored(t)]);
   const locator = await locateWeights(dir, needed);
   const lookup: EntryLookup = (name) => {
     const file = locator.fileFor(name);
@@ -278,11 +295,11 @@ export async function openModelDir(dirArg: string, options: OpenModelOptions = {
   let quantizedValues = 0;
   let packedBytes = 0;
   for (const t of expected) {
-    const q = quantizable(t.name)
-      ? await loadQuantizedLinear(scheme!, t.name.slice(0, -'.weight'.length), t.shape[0]!, t.shape[1]!, lookup, () => tensorRef(dir, t, locator))
+    const q = quantizable(t)
+      ? await loadQuantizedLinear(scheme!, (t.from ?? t.name).slice(0, -'.weight'.length), t.shape[0]!, t.shape[1]!, lookup, () => tensorRef(dir, t, locator))
       : null;
     if (q !== null) {
-      tensors.push(q.ref);
+      tensors.push({ ...q.ref, name: t.name });
       weightBytes += q.diskBytes;
       layers++;
       quantizedValues += t.shape[0]! * t.shape[1]!;

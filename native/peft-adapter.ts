@@ -7,12 +7,17 @@
 // and "model.embed_tokens" (PEFT's Embedding LoRA, saved as lora_embedding_A [r, vocab] / lora_embedding_B
 // [hidden, r]) may be targeted. A module present in the file that PEFT would not
 // target is dropped, as PEFT drops it (it creates no LoRA layer there, so the weights are unexpected keys).
+// On mixture-of-experts layers, PEFT's target_parameters LoRA on the fused expert weights
+// (experts.gate_up_proj, experts.down_proj: lora.ParamWrapper, nested one per parameter) is read too; in
+// Qwen2-MoE, gate/up/down_proj name the shared expert's projections (mlp.shared_expert.*).
 
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import type { LoraModuleName, LoraProjectionName, NativeAdapterSpec, NativeLoraModule, NativeTensorRef } from './addon.d.ts';
-import { formatZodError, LORA_MODULES, loraModuleOrder, MODEL_LORA_MODULES, moduleParent, projectionFeatures } from './model-config.ts';
+import type { LoraExpertName, LoraModuleName, LoraProjectionName, NativeAdapterSpec, NativeLoraModule, NativeTensorRef } from './addon.d.ts';
+import {
+  EXPERT_LORA_MODULES, formatZodError, isExpertModule, LORA_MODULES, loraModuleOrder, MODEL_LORA_MODULES, moduleParent, projectionFeatures,
+} from './model-config.ts';
 import { readJsonFile, type ModelDir } from './model-dir.ts';
 import { formatShape, readSafetensorsHeader, requireWeightDtype, type SafetensorsEntry } from './safetensors.ts';
 import { readTorchCheckpoint } from './torch-checkpoint.ts';
@@ -40,6 +45,7 @@ export const adapterConfigSchema = z.looseObject({
   rank_pattern: z.record(z.string(), z.number().int().positive()).nullish(),
   alpha_pattern: z.record(z.string(), z.number()).nullish(),
   target_modules: stringOrList.nullish(),
+  target_parameters: z.array(z.string()).nullish(),
   exclude_modules: stringOrList.nullish(),
   fan_in_fan_out: z.boolean().nullish(),
   bias: z.string().nullish(),
@@ -67,6 +73,8 @@ export interface LoraTargeting {
   excludeModules: string[] | string | null;
   layersToTransform: number[] | null;
   layersPattern: string[] | null;
+  /** PEFT target_parameters: parameter names or '.'-suffixes (no regex, no layers_to_transform), e.g. "experts.gate_up_proj". */
+  targetParameters: string[];
 }
 
 export interface PeftAdapterInfo extends LoraTargeting {
@@ -91,7 +99,6 @@ export interface PeftAdapter {
 const UNSUPPORTED_OPTIONS: ReadonlyArray<readonly [key: string, what: string]> = [
   ['trainable_token_indices', 'trainable token embeddings'],
   ['layer_replication', 'layer replication'],
-  ['target_parameters', 'LoRA on parameters (target_parameters)'],
   ['alora_invocation_tokens', 'activated LoRA (aLoRA)'],
   ['use_qalora', 'QALoRA'],
   ['use_bdlora', 'block-diagonal LoRA'],
@@ -156,7 +163,13 @@ export function loraTargeting(cfg: RawAdapterConfig): LoraTargeting {
     excludeModules: cfg.exclude_modules ?? null,
     layersToTransform: ltt == null ? null : typeof ltt === 'number' ? [ltt] : [...ltt],
     layersPattern: lp == null ? null : typeof lp === 'string' ? [lp] : [...lp],
+    targetParameters: [...(cfg.target_parameters ?? [])],
   };
+}
+
+/** PEFT's match of a target_parameters entry: the parameter's full name, or a '.'-aligned suffix of it. */
+export function isTargetedParameter(t: LoraTargeting, paramKey: string): boolean {
+  return t.targetParameters.some((k) => paramKey === k || paramKey.endsWith(`.${k}`));
 }
 
 /**
@@ -207,6 +220,9 @@ export function checkConfigPatterns(cfg: RawAdapterConfig, source = ADAPTER_CONF
     if (typeof v === 'string' && v.length > MAX_PATTERN_LENGTH) fail(`${field} ${JSON.stringify(v.slice(0, 64))}... is ${v.length} characters long (at most ${MAX_PATTERN_LENGTH})`);
     if (Array.isArray(v) && v.length > MAX_MODULE_LIST) fail(`${field} lists ${v.length} modules (at most ${MAX_MODULE_LIST})`);
   }
+  const tp = cfg.target_parameters ?? [];
+  if (tp.length > MAX_MODULE_LIST) fail(`target_parameters lists ${tp.length} parameters (at most ${MAX_MODULE_LIST})`);
+  for (const p of tp) if (p.length > MAX_PATTERN_LENGTH) fail(`target_parameters entry ${JSON.stringify(p.slice(0, 64))}... is ${p.length} characters long (at most ${MAX_PATTERN_LENGTH})`);
   const lp = cfg.layers_pattern == null ? [] : typeof cfg.layers_pattern === 'string' ? [cfg.layers_pattern] : cfg.layers_pattern;
   if (lp.length > MAX_LAYERS_PATTERNS) fail(`layers_pattern has ${lp.length} entries (at most ${MAX_LAYERS_PATTERNS})`);
   for (const p of lp) if (p.length > MAX_PATTERN_LENGTH) fail(`layers_pattern ${JSON.stringify(p.slice(0, 64))}... is ${p.length} characters long (at most ${MAX_PATTERN_LENGTH})`);
@@ -291,6 +307,10 @@ interface ParsedName {
 const LORA_WEIGHT = /^(?:base_model\.model\.)?(.+?)\.(lora_A|lora_B)(?:\.([^.]+))?\.weight$/;
 const LORA_EMBEDDING = /^(?:base_model\.model\.)?(.+?)\.lora_embedding_(A|B)(?:\.(?!weight$)([^.]+))?$/;
 const DECODER_MODULE = /^model\.layers\.(\d+)\.([a-z_]+)\.([a-z_]+)$/;
+/** PEFT's ParamWrapper on a MoE layer's experts, nested once per targeted parameter (".base_layer" per level). */
+const EXPERTS_MODULE = /^model\.layers\.(\d+)\.mlp\.experts((?:\.base_layer)*)$/;
+/** Qwen2-MoE's shared expert, a plain MLP inside the MoE block. */
+const SHARED_EXPERT_MODULE = /^model\.layers\.(\d+)\.mlp\.shared_expert\.(gate_proj|up_proj|down_proj)$/;
 
 function parseTensorName(file: string, name: string): ParsedName {
   const m = LORA_WEIGHT.exec(name);
@@ -310,6 +330,9 @@ interface DecoderModule {
   parts?: readonly LoraProjectionName[];
   /** "layers.0.self_attn.q_proj", for messages. */
   label: string;
+  /** LoRA on the experts' fused parameters: how deep this ParamWrapper is nested (0 = outermost); which parameter
+   * it adapts follows from target_parameters (module is then a placeholder until resolved). */
+  expertDepth?: number;
 }
 
 /** Fused projections of Phi-3 checkpoints, by name: PEFT adapts the fused module, the engine its parts. */
@@ -330,6 +353,29 @@ function parseModuleKey(file: string, moduleKey: string, numLayers: number, arch
     return { layer: -1, module: 'embed_tokens', label: 'embed_tokens' };
   }
   if (moduleKey === MODEL_LORA_MODULES.lm_head) return { layer: -1, module: 'lm_head', label: 'lm_head' };
+  const checkLayer = (layer: number, label: string) => {
+    if (layer >= numLayers) throw new Error(`${file}: adapter ${label}: the base model has only ${numLayers} layers (is this adapter for another model?)`);
+  };
+  const ex = EXPERTS_MODULE.exec(moduleKey);
+  if (ex !== null) {
+    const layer = Number(ex[1]);
+    const label = moduleKey.replace(/^model\./, '');
+    checkLayer(layer, label);
+    if (!modelHas(`model.layers.${layer}.mlp.experts.0.gate_proj`)) {
+      throw new Error(`${file}: adapter has LoRA weights for ${moduleKey}, but layer ${layer} of the base model has no experts (is this adapter for another model?)`);
+    }
+    return { layer, module: 'experts.gate_up_proj', label, expertDepth: ex[2]!.length / '.base_layer'.length };
+  }
+  const sh = SHARED_EXPERT_MODULE.exec(moduleKey);
+  if (sh !== null && modelHas(moduleKey)) {
+    const layer = Number(sh[1]);
+    return { layer, module: sh[2] as LoraProjectionName, label: moduleKey.replace(/^model\./, '') };
+  }
+  if (arch === 'mixtral' && moduleKey.includes('.block_sparse_moe.')) {
+    // transformers 4's Mixtral (experts.E.w1/w2/w3 and the router as nn.Linear): PEFT's per-expert LoRA of then.
+    throw new Error(`${file}: adapter has LoRA weights for ${moduleKey}, a Mixtral expert or router module of transformers 4, which Switchboard does not serve ` +
+      '(LoRA on Mixtral\'s experts is served as PEFT target_parameters on mlp.experts.gate_up_proj / down_proj)');
+  }
   const m = DECODER_MODULE.exec(moduleKey);
   const parts = m !== null && fusedNames.includes(m[3]!) ? FUSED_PARTS[m[3]!] : undefined;
   if (m !== null && parts !== undefined && moduleParent(parts[0]!) === m[2]) {
@@ -341,7 +387,8 @@ function parseModuleKey(file: string, moduleKey: string, numLayers: number, arch
     return { layer, module: parts[0]!, parts, label };
   }
   const module = m?.[3] as LoraProjectionName | undefined;
-  if (m === null || module === undefined || !LORA_MODULES.includes(module) || moduleParent(module) !== m[2]) {
+  // (gate/up/down_proj of a MoE layer: the model has no such module, it is one of its lacked modules below)
+  if (m === null || module === undefined || !LORA_MODULES.includes(module) || moduleParent(module) !== m[2] || (Number(m[1]) < numLayers && !modelHas(moduleKey))) {
     // A module this base model does not have at all (LoRAX loads the adapter and warns, naming it); one it has but
     // Switchboard does not adapt (a MoE router, an expert) would change the outputs if skipped: refused.
     if (!modelHas(moduleKey)) return null;
@@ -394,8 +441,8 @@ function rowsOf(ref: NativeTensorRef, row: number, rows: number): NativeTensorRe
 function checkPair(
   file: string, mod: DecoderModule, a: SafetensorsEntry, b: SafetensorsEntry, model: ModelDir, expectedRank: number,
 ): number {
-  const { inFeatures } = projectionFeatures(model.spec, mod.module);
-  const outFeatures = (mod.parts ?? [mod.module]).reduce((n, p) => n + projectionFeatures(model.spec, p).outFeatures, 0);
+  const { inFeatures } = projectionFeatures(model.spec, mod.module, mod.layer);
+  const outFeatures = (mod.parts ?? [mod.module]).reduce((n, p) => n + projectionFeatures(model.spec, p, mod.layer).outFeatures, 0);
   const where = `${file}: adapter ${mod.label}`;
   const hint = '(is this adapter for another model?)';
   if (a.shape.length !== 2) throw new Error(`${where}: lora_A is ${formatShape(a.shape)}, expected [r, ${inFeatures}]`);
@@ -418,6 +465,61 @@ function checkPair(
   return rank;
 }
 
+/** The MoE layers' fused expert parameters, by PEFT's name ("model.layers.3.mlp.experts.gate_up_proj"). */
+function expertParameters(model: ModelDir): { layer: number; module: LoraExpertName; key: string }[] {
+  const out: { layer: number; module: LoraExpertName; key: string }[] = [];
+  (model.spec.moeLayers ?? []).forEach((moe, layer) => {
+    if (moe) for (const module of EXPERT_LORA_MODULES) out.push({ layer, module, key: `model.layers.${layer}.mlp.${module}` });
+  });
+  return out;
+}
+
+/**
+ * Every target_parameters entry must name expert weights this model has: LoRA on any other parameter (a router,
+ * a norm, a 2-D weight) is refused by name rather than left out.
+ */
+function checkTargetParameters(source: string, t: LoraTargeting, model: ModelDir): void {
+  if (t.targetParameters.length === 0) return;
+  const params = expertParameters(model);
+  for (const entry of t.targetParameters) {
+    if (params.some((p) => p.key === entry || p.key.endsWith(`.${entry}`))) continue;
+    throw new Error(
+      `${source}: target_parameters entry ${JSON.stringify(entry)} names no parameter Switchboard adapts in this model ` +
+        `(LoRA on parameters is served for the fused expert weights of mixture-of-experts layers: ${EXPERT_LORA_MODULES.join(', ')}` +
+        `${params.length === 0 ? '; this model has none' : ''})`,
+    );
+  }
+}
+
+/**
+ * One ParamWrapper's LoRA on a layer's experts. PEFT nests one wrapper per targeted parameter in the order the
+ * experts module registers them (gate_up_proj, then down_proj), the last outermost: its tensors are
+ * "mlp.experts.lora_A", the one inside "mlp.experts.base_layer.lora_A". lora_A is [E * r, in], lora_B [out, r * E].
+ */
+function expertModule(file: string, mod: DecoderModule, a: SafetensorsEntry, b: SafetensorsEntry, model: ModelDir, t: LoraTargeting): NativeLoraModule {
+  const targeted = EXPERT_LORA_MODULES.filter((m) => isTargetedParameter(t, `model.layers.${mod.layer}.mlp.${m}`));
+  const depth = mod.expertDepth!;
+  const where = `${file}: adapter ${mod.label}`;
+  if (depth >= targeted.length) {
+    throw new Error(`${where}: LoRA weights nested ${depth + 1} deep, but ${ADAPTER_CONFIG_FILE}'s target_parameters adapt ${targeted.length} expert parameter(s) of this layer (is this adapter for another model?)`);
+  }
+  const module = targeted[targeted.length - 1 - depth]!;
+  const key = `model.layers.${mod.layer}.mlp.${module}`;
+  const experts = model.spec.numExperts!;
+  const { inFeatures, outFeatures } = projectionFeatures(model.spec, module);
+  const { rank, scale } = moduleScaling(t, key);
+  const stacked = rank * experts;
+  const want = (x: number[]) => formatShape(x);
+  if (a.shape.length !== 2 || a.shape[0] !== stacked || a.shape[1] !== inFeatures ||
+      b.shape.length !== 2 || b.shape[0] !== outFeatures || b.shape[1] !== stacked) {
+    throw new Error(
+      `${where} (${module}): lora_A is ${formatShape(a.shape)} and lora_B ${formatShape(b.shape)}, but ${experts} experts of rank ${rank} ` +
+        `need ${want([stacked, inFeatures])} and ${want([outFeatures, stacked])} (r / rank_pattern; is this adapter for another model?)`,
+    );
+  }
+  return { layer: mod.layer, module, rank, scale, a: toRef(a, file), b: toRef(b, file) };
+}
+
 async function exists(file: string): Promise<boolean> {
   try {
     await access(file);
@@ -434,11 +536,27 @@ async function exists(file: string): Promise<boolean> {
  * (EngineOptions.unverifiedModelLora: the GPU tests that verify them set it; the server never does).
  */
 export function modelLoraRefusal(spec: NativeAdapterSpec, device: 'cpu' | 'cuda', allowUnverified: boolean): string | null {
+  const experts = expertLoraRefusal(spec, device);
+  if (experts !== null) return experts;
   if (device !== 'cuda' || allowUnverified) return null;
   const modules = [...new Set(spec.modules.filter((m) => m.layer === -1).map((m) => m.module))];
   if (modules.length === 0) return null;
   return `LoRA on ${modules.join(' and ')} is not yet served by the CUDA engine (its kernels await verification on a GPU); ` +
     'the CPU engine serves it (--device cpu), or use an adapter without it';
+}
+
+/**
+ * Why an engine on `device` refuses this adapter's LoRA on mixture-of-experts expert weights (PEFT target_parameters),
+ * or null. The CPU engine applies it per expert (checked against transformers + PEFT); the CUDA engine's grouped
+ * expert GEMMs have no LoRA path yet, so it refuses such adapters at load, naming the modules.
+ */
+export function expertLoraRefusal(spec: NativeAdapterSpec, device: 'cpu' | 'cuda'): string | null {
+  if (device !== 'cuda') return null;
+  const names = spec.modules.filter((m) => isExpertModule(m.module)).map((m) => `layers.${m.layer}.mlp.${m.module}`);
+  if (names.length === 0) return null;
+  const shown = names.length > 4 ? `${names.slice(0, 4).join(', ')}, ... (${names.length} in all)` : names.join(', ');
+  return `LoRA on a mixture of experts' expert weights (${shown}; PEFT target_parameters) is not yet served by the CUDA engine; ` +
+    'the CPU engine serves it (--device cpu), or use an adapter without target_parameters';
 }
 
 /** Opens a PEFT LoRA adapter directory and checks it against the base model it will run on. */
@@ -493,6 +611,7 @@ export async function openPeftAdapter(dirArg: string, model: ModelDir): Promise<
     throw new Error(`${file}: tensors belong to several adapters (${[...adapterNames].join(', ')}); save one adapter per directory`);
   }
 
+  checkTargetParameters(configPath, targeting, model);
   const modules: NativeLoraModule[] = [];
   const ignoredModules: string[] = [];
   const budget = new MatchBudget();
@@ -505,6 +624,10 @@ export async function openPeftAdapter(dirArg: string, model: ModelDir): Promise<
     // Patterns come from the adapter's author: linear-time matching, and the event loop is handed
     // back between modules (other requests run), within a total time budget.
     await budget.tick();
+    if (mod.expertDepth !== undefined) {
+      modules.push(expertModule(file, mod, a, b, model, targeting));
+      continue;
+    }
     if (!isTargetedModule(targeting, moduleKey)) {
       ignoredModules.push(moduleKey);
       continue;

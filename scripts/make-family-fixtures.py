@@ -144,9 +144,11 @@ def family_specs():
             adapters=[("r8-qv", 8, 16, ["q_proj", "v_proj"]), ("r8-all", 8, 8, ATTN + MLP)],
             cached=True,
         ),
-        # Mixtral: 4 experts, top-2, softmax then renormalise; adapters on attention.
+        # Mixtral: 4 experts, top-2, softmax then renormalise; adapters on attention (its experts are fused
+        # parameters in transformers 5, no nn.Linear for target_modules: LoRA reaches them by target_parameters).
+        # transformers-4 config form (rope_theta); the checkpoint keeps Mixtral's block_sparse_moe / w1 w2 w3 names.
         "mixtral": dict(
-            model_type="mixtral", legacy_form=False,
+            model_type="mixtral", legacy_form=True,
             config=dict(BASE, intermediate_size=48, num_local_experts=4, num_experts_per_tok=2,
                         rms_norm_eps=1e-5, tie_word_embeddings=False, sliding_window=None,
                         rope_parameters={"rope_type": "default", "rope_theta": 1e6}),
@@ -163,14 +165,15 @@ def family_specs():
             adapters=[("r8-qv", 8, 16, ["q_proj", "v_proj"]), ("r8-attn", 8, 8, ATTN)],
             optional_adapters=[("r4-experts", 4, 8, ["o_proj"], ["experts.gate_up_proj", "experts.down_proj"])],
         ),
-        # Qwen2-MoE: 4 experts, top-2, no renormalisation, a gated shared expert.
+        # Qwen2-MoE: 4 experts, top-2, no renormalisation, a shared expert scaled by sigmoid(shared_expert_gate),
+        # qkv bias. r8-all's gate/up/down_proj are the shared expert's (the only nn.Linear MLP modules there).
         "qwen2-moe": dict(
             model_type="qwen2_moe", legacy_form=False,
             config=dict(no_head_dim(BASE), intermediate_size=64, moe_intermediate_size=32,
                         shared_expert_intermediate_size=48, num_experts=4, num_experts_per_tok=2,
                         norm_topk_prob=False, decoder_sparse_step=1, rms_norm_eps=1e-6, tie_word_embeddings=False,
                         rope_parameters={"rope_type": "default", "rope_theta": 1e6}),
-            adapters=[("r8-qv", 8, 16, ["q_proj", "v_proj"]), ("r8-attn", 8, 8, ATTN)],
+            adapters=[("r8-qv", 8, 16, ["q_proj", "v_proj"]), ("r8-all", 8, 8, ATTN + MLP)],
             optional_adapters=[("r4-experts", 4, 8, ["o_proj"], ["experts.gate_up_proj", "experts.down_proj"])],
         ),
     }

@@ -57,7 +57,7 @@
 //   * PEFT's SVD combination types (svd, ties_svd, ...) are not implemented.
 
 import type { LoraModuleName, NativeAdapterSpec, NativeLoraModule, NativeTensorRef } from '../../native/addon.d.ts';
-import { LORA_MODULES, loraModuleOrder, peftModuleName } from '../../native/model-config.ts';
+import { isExpertModule, LORA_MODULES, loraModuleOrder, peftModuleName } from '../../native/model-config.ts';
 import { isTargetedModule, type LoraTargeting } from '../../native/peft-adapter.ts';
 import { readTensorF32 } from '../../native/tensor-data.ts';
 import { AdapterError } from './source.ts';
@@ -328,6 +328,13 @@ export async function mergeAdapters(
   weights.forEach((w, i) => {
     if (!Number.isFinite(w)) throw new AdapterError(`merge weight ${w} of ${sourceName(adapters, i)} is not a finite number`);
   });
+  // Stacked per-expert factors (PEFT target_parameters) would need merging expert by expert: not done, so refused.
+  adapters.forEach((src, i) => {
+    const expert = src.spec.modules.find((m) => isExpertModule(m.module));
+    if (expert !== undefined) {
+      throw new AdapterError(`${sourceName(adapters, i)} has LoRA on mixture-of-experts expert weights (${moduleKey(expert.layer, expert.module)}); merging such adapters is not supported`, 422);
+    }
+  });
   if (!(PEFT_COMBINATION_TYPES as readonly string[]).includes(strategy)) {
     throw new AdapterError(`unknown merge strategy ${JSON.stringify(strategy)} (one of ${PEFT_COMBINATION_TYPES.join(', ')})`);
   }
@@ -414,6 +421,7 @@ export async function mergeAdapters(
 
     const split = present.map((p) => factorWeights(weights[p.source]!, p.mod.scale));
     // (embed_tokens and lm_head, layer -1, take indices past the projections': distinct DARE streams)
+    if (isExpertModule(module)) throw new AdapterError(`merging ${key}: LoRA on expert weights is not merged`, 422);
     const moduleIndex = module === 'embed_tokens' ? LORA_MODULES.length : module === 'lm_head' ? LORA_MODULES.length + 1 : LORA_MODULES.indexOf(module);
     const streams = (half: number) => present.map((p) => seededUniform(seed, layer, moduleIndex, half, p.source));
     const dare = kind === 'dare_linear' || kind === 'dare_ties';

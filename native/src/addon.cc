@@ -210,6 +210,7 @@ ModelConfig parseConfig(const Napi::Object& o) {
   if (has("expertsPerToken")) c.expertsPerToken = getInt(o, "expertsPerToken", at);
   if (has("moeIntermediateSize")) c.moeIntermediate = getInt(o, "moeIntermediateSize", at);
   if (has("normTopkProb")) c.normTopkProb = getBool(o, "normTopkProb", at);
+  if (has("sharedExpertIntermediateSize")) c.sharedExpertIntermediate = getInt(o, "sharedExpertIntermediateSize", at);
   if (has("moeLayers")) {
     Napi::Value v = field(o, "moeLayers");
     if (!v.IsArray()) typeError(o.Env(), at + "moeLayers must be an array of booleans");
@@ -539,7 +540,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       LoraModuleSpec s;
       s.layer = getInt(m, "layer", at);
       s.proj = projFromName(getString(m, "module", at));
-      if (s.proj < 0) typeError(env, at + "module is not one of q/k/v/o/gate/up/down_proj, embed_tokens, lm_head");
+      if (s.proj < 0) typeError(env, at + "module is not one of q/k/v/o/gate/up/down_proj, embed_tokens, lm_head, experts.gate_up_proj, experts.down_proj");
       s.rank = getInt(m, "rank", at);
       s.scale = static_cast<float>(getNumber(m, "scale", at));
       s.a = parseTensor(getObject(m, "a", at), at + "a.");

@@ -42,7 +42,9 @@ struct LayerWeights {
   bool moe = false;
   std::vector<float> router;                             // [numExperts][hidden]
   std::vector<std::array<std::vector<float>, 3>> experts;  // gate [m][H], up [m][H], down [H][m]
-  std::array<std::vector<float>, kNumProj> w;  // [out][in], Hugging Face layout
+  std::vector<float> sharedGate;                         // Qwen2-MoE: shared_expert_gate [1][H]
+  // [out][in], Hugging Face layout; in a MoE layer w[kGate/kUp/kDown] are the shared expert's (if any).
+  std::array<std::vector<float>, kNumProj> w;
   std::vector<float> bq, bk, bv;
 };
 
@@ -52,8 +54,17 @@ struct LoraWeights {
   std::vector<float> a, b;  // a: [rank][in], b: [out][rank]
 };
 
+// LoRA on one MoE layer's fused expert weights, regrouped per expert: a [E][rank][in] (PEFT's lora_A
+// as stored), b [E][out][rank] (from PEFT's lora_B [out][rank * E], column k * E + e).
+struct ExpertLora {
+  int rank = 0;
+  float scale = 0;
+  std::vector<float> a, b;
+};
+
 struct Adapter {
   std::vector<std::array<LoraWeights, kNumProj>> layers;
+  std::vector<std::array<ExpertLora, 2>> experts;  // per layer: gate_up, down
   LoraWeights embed;  // a: lora_embedding_A [rank][vocab], b: lora_embedding_B [hidden][rank]
   LoraWeights head;   // a: [rank][hidden], b: [vocab][rank]
 };
@@ -134,6 +145,13 @@ class CpuEngine final : public Engine {
           L.experts[e][1] = find(q + "up_proj.weight", {M, H});
           L.experts[e][2] = find(q + "down_proj.weight", {H, M});
         }
+        if (c_.sharedExpertIntermediate > 0) {
+          const int64_t S = c_.sharedExpertIntermediate;
+          L.w[kGate] = find(p + "mlp.shared_expert.gate_proj.weight", {S, H});
+          L.w[kUp] = find(p + "mlp.shared_expert.up_proj.weight", {S, H});
+          L.w[kDown] = find(p + "mlp.shared_expert.down_proj.weight", {H, S});
+          L.sharedGate = find(p + "mlp.shared_expert_gate.weight", {1, H});
+        }
       } else {
         L.w[kGate] = find(p + "mlp.gate_proj.weight", {I, H});
         L.w[kUp] = find(p + "mlp.up_proj.weight", {I, H});
@@ -169,20 +187,38 @@ class CpuEngine final : public Engine {
     // Read outside the lock: steps keep running while the files load.
     auto ad = std::make_shared<Adapter>();
     ad->layers.resize(c_.layers);
+    ad->experts.resize(c_.layers);
     for (const auto& m : modules) {
       if (m.proj < 0 || m.proj >= kNumModules) throw EngineError("adapter module with an unknown projection");
       if (modelLevel(m.proj)) {
         if (m.layer != -1) throw EngineError(std::string(projName(m.proj)) + ": layer must be -1 (it is not in a decoder layer)");
       } else {
         if (m.layer < 0 || m.layer >= c_.layers) throw EngineError("adapter module for layer " + std::to_string(m.layer) + ", the model has " + std::to_string(c_.layers));
-        if (c_.moeLayer[m.layer] && m.proj >= kGate)
-          throw EngineError("layers." + std::to_string(m.layer) + "." + projName(m.proj) +
-                            ": this layer's MLP is a mixture of experts (LoRA on experts is not supported yet)");
+        const std::string here = "layers." + std::to_string(m.layer) + "." + projName(m.proj);
+        if (expertLevel(m.proj) && !c_.moeLayer[m.layer]) throw EngineError(here + ": this layer has no experts");
+        if (c_.moeLayer[m.layer] && m.proj >= kGate && m.proj <= kDown && c_.sharedExpertIntermediate <= 0)
+          throw EngineError(here + ": this layer's MLP is a mixture of experts, it has no " + projName(m.proj));
       }
       int in, out;
-      projDims(c_, m.proj, in, out);
+      projDimsAt(c_, m.layer, m.proj, in, out);
       const std::string where = modelLevel(m.proj) ? std::string(projName(m.proj)) : "layers." + std::to_string(m.layer) + "." + projName(m.proj);
       if (m.rank <= 0) throw EngineError(where + ": rank must be > 0");
+      if (expertLevel(m.proj)) {
+        const int64_t E = c_.numExperts, R = int64_t(m.rank) * E;
+        if (m.a.shape != std::vector<int64_t>{R, in} || m.b.shape != std::vector<int64_t>{out, R})
+          throw EngineError(where + ": lora_A/lora_B shapes do not fit the base model's experts");
+        ExpertLora& x = ad->experts[m.layer][m.proj == kExpertGateUp ? 0 : 1];
+        if (x.rank) throw EngineError(where + ": given twice");
+        x.rank = m.rank;
+        x.scale = m.scale;
+        x.a = readTensorF32(m.a);
+        const std::vector<float> b = readTensorF32(m.b);
+        x.b.resize(b.size());
+        for (int64_t e = 0; e < E; e++)
+          for (int64_t o = 0; o < out; o++)
+            for (int64_t k = 0; k < m.rank; k++) x.b[(e * out + o) * m.rank + k] = b[o * R + k * E + e];
+        continue;
+      }
       if (m.a.shape != std::vector<int64_t>{m.rank, in} || m.b.shape != std::vector<int64_t>{out, m.rank})
         throw EngineError(where + ": lora_A/lora_B shapes do not fit the base model");
       LoraWeights& w = m.proj == kEmbedTokens ? ad->embed : m.proj == kLmHead ? ad->head : ad->layers[m.layer][m.proj];
@@ -226,7 +262,7 @@ class CpuEngine final : public Engine {
   void applyLora(const std::vector<const Adapter*>& seqAdapter, const std::vector<int>& rowStart,
                  int layer, int proj, const float* x, float* y) {
     int in, out;
-    projDims(c_, proj, in, out);
+    projDimsAt(c_, layer, proj, in, out);
     std::vector<float> tmp;
     for (size_t s = 0; s < seqAdapter.size(); s++) {
       const Adapter* ad = seqAdapter[s];
@@ -269,10 +305,28 @@ class CpuEngine final : public Engine {
 
   void rmsNorm(const float* x, int T, const std::vector<float>& w, float* y) const { rmsNorm(x, T, c_.hidden, w, y); }
 
-  // out[T][H] = sum over each row's chosen experts of weight * expert(h), as transformers' Qwen3-MoE
-  // block: softmax of the router logits in fp32, top-k, optionally renormalised, experts added in
-  // ascending expert order. Rows are computed one by one, so batching never changes them.
-  void moeMlp(const LayerWeights& L, const float* h, int T, float* out) {
+  // Expert e's LoRA (gate_up or down) for the n gathered rows xe of one expert: ye[i] += scale * B_e A_e xe[i]
+  // for each row whose sequence's adapter has one (PEFT: the expert's weight plus scale * B_e A_e).
+  void addExpertLora(const std::vector<const ExpertLora*>& rowLora, int e, const float* xe, int n, int in, int out, float* ye) {
+    std::vector<float> t;
+    for (int i = 0; i < n; i++) {
+      const ExpertLora* w = rowLora[i];
+      if (!w) continue;
+      const int r = w->rank;
+      t.assign(r, 0.0f);
+      const float* a = w->a.data() + size_t(e) * r * in;
+      const float* b = w->b.data() + size_t(e) * out * r;
+      for (int k = 0; k < r; k++) t[k] = dot(xe + size_t(i) * in, a + size_t(k) * in, in);
+      for (int o = 0; o < out; o++) ye[size_t(i) * out + o] += dot(t.data(), b + size_t(o) * r, r) * w->scale;
+    }
+  }
+
+  // out[T][H] = sum over each row's chosen experts of weight * expert(h), as transformers' MoE blocks
+  // (Qwen3-MoE, Mixtral, Qwen2-MoE): softmax of the router logits in fp32, top-k, optionally renormalised,
+  // experts added in ascending expert order; Qwen2-MoE then adds sigmoid(shared_expert_gate h) times its
+  // shared expert. Rows are computed one by one, so batching never changes them.
+  void moeMlp(const LayerWeights& L, int layer, const float* h, int T, float* out,
+              const std::vector<const Adapter*>& seqAdapter, const std::vector<int>& rowStart) {
     const int H = c_.hidden, E = c_.numExperts, K = c_.expertsPerToken, M = c_.moeIntermediate;
     std::vector<float> logits(size_t(T) * E);
     linear(h, T, H, L.router, E, logits.data());
@@ -294,7 +348,20 @@ class CpuEngine final : public Engine {
       for (int k = 0; k < K; k++) rowsOf[order[k]].push_back({t, c_.normTopkProb ? p[order[k]] / chosen : p[order[k]]});
     }
     std::fill(out, out + size_t(T) * H, 0.0f);
-    std::vector<float> xe, ge, ue, ye;
+    // Each row's expert LoRA (gate_up, down), from its sequence's adapter.
+    std::array<std::vector<const ExpertLora*>, 2> loraOfRow;
+    bool anyLora = false;
+    for (int j = 0; j < 2; j++) {
+      loraOfRow[j].assign(T, nullptr);
+      for (size_t s = 0; s < seqAdapter.size(); s++) {
+        const Adapter* ad = seqAdapter[s];
+        if (!ad || !ad->experts[layer][j].rank) continue;
+        for (int r = rowStart[s]; r < rowStart[s + 1]; r++) loraOfRow[j][r] = &ad->experts[layer][j];
+        anyLora = true;
+      }
+    }
+    std::vector<float> xe, ge, ue, ye, gu;
+    std::array<std::vector<const ExpertLora*>, 2> rowLora;
     for (int e = 0; e < E; e++) {
       const auto& rows = rowsOf[e];
       if (rows.empty()) continue;
@@ -303,12 +370,43 @@ class CpuEngine final : public Engine {
       for (int i = 0; i < n; i++) std::memcpy(&xe[size_t(i) * H], h + size_t(rows[i].first) * H, sizeof(float) * H);
       linear(xe.data(), n, H, L.experts[e][0], M, ge.data());
       linear(xe.data(), n, H, L.experts[e][1], M, ue.data());
+      if (anyLora) {
+        for (int j = 0; j < 2; j++) {
+          rowLora[j].resize(n);
+          for (int i = 0; i < n; i++) rowLora[j][i] = loraOfRow[j][rows[i].first];
+        }
+        // gate_up's LoRA output is [gate | up] (PEFT's chunk(2) of the fused projection).
+        gu.assign(size_t(n) * 2 * M, 0.0f);
+        addExpertLora(rowLora[0], e, xe.data(), n, H, 2 * M, gu.data());
+        for (int i = 0; i < n; i++)
+          for (int k = 0; k < M; k++) {
+            ge[size_t(i) * M + k] += gu[size_t(i) * 2 * M + k];
+            ue[size_t(i) * M + k] += gu[size_t(i) * 2 * M + M + k];
+          }
+      }
       for (size_t i = 0; i < ge.size(); i++) ge[i] = ge[i] / (1.0f + std::exp(-ge[i])) * ue[i];
       linear(ge.data(), n, M, L.experts[e][2], H, ye.data());
+      if (anyLora) addExpertLora(rowLora[1], e, ge.data(), n, M, H, ye.data());
       for (int i = 0; i < n; i++) {
         float* o = out + size_t(rows[i].first) * H;
         for (int j = 0; j < H; j++) o[j] += ye[size_t(i) * H + j] * rows[i].second;
       }
+    }
+    if (c_.sharedExpertIntermediate <= 0) return;
+    // Qwen2-MoE's shared expert, a plain MLP (with its LoRA, if any, in the gate/up/down slots).
+    const int S = c_.sharedExpertIntermediate;
+    std::vector<float> g(size_t(T) * S), u(size_t(T) * S), y(size_t(T) * H), gate(T);
+    linear(h, T, H, L.w[kGate], S, g.data());
+    linear(h, T, H, L.w[kUp], S, u.data());
+    applyLora(seqAdapter, rowStart, layer, kGate, h, g.data());
+    applyLora(seqAdapter, rowStart, layer, kUp, h, u.data());
+    for (size_t i = 0; i < g.size(); i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    linear(g.data(), T, S, L.w[kDown], H, y.data());
+    applyLora(seqAdapter, rowStart, layer, kDown, g.data(), y.data());
+    linear(h, T, H, L.sharedGate, 1, gate.data());
+    for (int t = 0; t < T; t++) {
+      const float sg = 1.0f / (1.0f + std::exp(-gate[t]));
+      for (int j = 0; j < H; j++) out[size_t(t) * H + j] += sg * y[size_t(t) * H + j];
     }
   }
 
@@ -449,7 +547,7 @@ std::vector<SeqOutput> CpuEngine::step(const std::vector<SeqInput>& batch) {
 
     rmsNorm(x.data(), T, c_.sandwichNorm ? L.preFfNorm : L.postNorm, h.data());
     if (L.moe) {
-      moeMlp(L, h.data(), T, tmpH.data());
+      moeMlp(L, l, h.data(), T, tmpH.data(), seqAdapter, rowStart);
       for (size_t i = 0; i < x.size(); i++) x[i] += tmpH[i];
       continue;
     }

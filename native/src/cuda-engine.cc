@@ -244,6 +244,9 @@ class CudaEngine final : public Engine {
       std::lock_guard<std::mutex> lock(copyMu_);
       for (const auto& m : modules) {
         if (m.proj < 0 || m.proj >= kNumModules) throw EngineError("adapter module out of range");
+        if (expertLevel(m.proj))  // also refused before the load (peft-adapter.ts moeLoraRefusal)
+          throw EngineError("layers." + std::to_string(m.layer) + "." + projName(m.proj) +
+                            ": LoRA on a mixture of experts' expert weights is not served by the CUDA engine yet; use --device cpu");
         const bool model = modelLevel(m.proj);
         if (model ? m.layer != -1 : (m.layer < 0 || m.layer >= c_.layers)) throw EngineError("adapter module out of range");
         if (!model && !c_.moeLayer.empty() && c_.moeLayer[m.layer] && m.proj >= kGate)

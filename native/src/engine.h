@@ -80,11 +80,14 @@ struct ModelConfig {
   double ropeBetaFast = 32, ropeBetaSlow = 1;
   bool ropeTruncate = true;
   std::vector<float> ropeShortFactor, ropeLongFactor;  // longrope, headDim / 2 each
-  // Mixture of experts (Qwen3-MoE): layers with moeLayer[l] route each token to expertsPerToken of
-  // numExperts MLPs of width moeIntermediate (softmax, top-k, optionally renormalised).
+  // Mixture of experts (Qwen3-MoE, Mixtral, Qwen2-MoE): layers with moeLayer[l] route each token to
+  // expertsPerToken of numExperts MLPs of width moeIntermediate (softmax, top-k, optionally renormalised).
   int numExperts = 0, expertsPerToken = 0, moeIntermediate = 0;
   bool normTopkProb = false;
   std::vector<uint8_t> moeLayer;
+  // Qwen2-MoE: > 0: every MoE layer also runs a shared expert MLP of this width, scaled by
+  // sigmoid(shared_expert_gate . h), added to the routed experts' sum.
+  int sharedExpertIntermediate = 0;
 };
 
 // Everything an engine is opened with (addon.cc parses it from NativeEngineOptions, engine.ts
@@ -101,11 +104,16 @@ struct EngineOptions {
 
 // The seven projections a LoRA adapter may target in each layer, in a fixed order used for indexing,
 // then the two model-level modules (LoraModuleSpec.layer -1): the token embeddings (PEFT's Embedding
-// LoRA: row t gains scale * B A[:, t], times embedScale) and the output head (logits += scale * B A h).
-enum Proj { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumProj, kEmbedTokens = kNumProj, kLmHead, kNumModules };
+// LoRA: row t gains scale * B A[:, t], times embedScale) and the output head (logits += scale * B A h),
+// then a MoE layer's fused expert weights (PEFT target_parameters): numExperts LoRAs of one rank,
+// stacked as PEFT's ParamWrapper stores them (A [E*r, in]: expert e's rows e*r..; B [out, r*E]:
+// expert e's column k at k*E + e), expert e's weight gaining scale * B_e A_e. In a MoE layer with a
+// shared expert, kGate/kUp/kDown are the shared expert's projections.
+enum Proj { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumProj, kEmbedTokens = kNumProj, kLmHead, kExpertGateUp, kExpertDown, kNumModules };
 const char* projName(int p);
 int projFromName(const std::string& name);  // -1 when unknown
 inline bool modelLevel(int proj) { return proj == kEmbedTokens || proj == kLmHead; }
+inline bool expertLevel(int proj) { return proj == kExpertGateUp || proj == kExpertDown; }
 
 // Input and output features of projection `proj` in `c` (what its LoRA A and B must fit).
 inline void projDims(const ModelConfig& c, int proj, int& in, int& out) {
@@ -117,8 +125,19 @@ inline void projDims(const ModelConfig& c, int proj, int& in, int& out) {
     case kGate: case kUp: in = H; out = I; break;
     case kEmbedTokens: in = c.vocab; out = H; break;  // lora_embedding_A [r, vocab], lora_embedding_B [hidden, r]
     case kLmHead: in = H; out = c.vocab; break;
+    case kExpertGateUp: in = H; out = 2 * c.moeIntermediate; break;  // one expert's
+    case kExpertDown: in = c.moeIntermediate; out = H; break;
     default: in = I; out = H; break;
   }
+}
+
+// projDims in layer `layer`: a MoE layer's gate/up/down are its shared expert's (Qwen2-MoE).
+inline void projDimsAt(const ModelConfig& c, int layer, int proj, int& in, int& out) {
+  projDims(c, proj, in, out);
+  const bool shared = layer >= 0 && layer < int(c.moeLayer.size()) && c.moeLayer[layer] && c.sharedExpertIntermediate > 0;
+  if (!shared) return;
+  if (proj == kGate || proj == kUp) out = c.sharedExpertIntermediate;
+  if (proj == kDown) in = c.sharedExpertIntermediate;
 }
 
 struct LoraModuleSpec {

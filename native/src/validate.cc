@@ -11,7 +11,8 @@ namespace sb {
 
 const char* projName(int p) {
   static const char* names[kNumModules] = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                           "gate_proj", "up_proj", "down_proj", "embed_tokens", "lm_head"};
+                                           "gate_proj", "up_proj", "down_proj", "embed_tokens", "lm_head",
+                                           "experts.gate_up_proj", "experts.down_proj"};
   return p >= 0 && p < kNumModules ? names[p] : "?";
 }
 
