@@ -77,7 +77,7 @@ export interface StartOptions {
 export async function startServer(config: ServeConfig, opts: StartOptions = {}) {
   const say = opts.log ?? logger(config.json);
   const key = config.serviceKey ? await serviceKeyFrom(config.serviceKey) : null;
-  let handler: ((req: Request) => Response | Promise<Response>) | null = null;
+  let handler: ((req: Request, env: unknown) => Response | Promise<Response>) | null = null;
   const loading = (req: Request) => {
     const body = loraxError('the model is still loading', 'overloaded');
     return new Response(JSON.stringify(new URL(req.url).pathname.startsWith('/v1/') ? openaiError(body.error, 'server_error') : body), {
@@ -88,7 +88,8 @@ export async function startServer(config: ServeConfig, opts: StartOptions = {}) 
   // Host is optional in HTTP/1.0 and some probes omit it: Node would answer an empty 400 of its
   // own, so the request is taken with a stand-in host (the URL's host is never used for routing).
   const server = createAdaptorServer({
-    fetch: (req: Request) => (handler ? handler(req) : loading(req)),
+    // env carries Node's IncomingMessage, which readJsonBody reads large bodies from directly.
+    fetch: (req: Request, env: unknown) => (handler ? handler(req, env) : loading(req)),
     hostname: 'localhost',
     serverOptions: { requireHostHeader: false },
   }) as Server;

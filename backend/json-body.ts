@@ -1,9 +1,11 @@
-// Request bodies from bytes to a JSON value, off the event loop when large. Decoding, the nesting
-// check and JSON.parse of a 4 MiB body cost tens of milliseconds (more on a busy machine), long
-// enough to show in every other request's latency when such bodies arrive back to back; bodies
-// over INLINE_MAX_BYTES go to a worker thread (the bytes are transferred, not copied; the value
-// comes back by structured clone, a copy of a few strings). One implementation, parseJsonBody,
-// runs in both places, so a body gets the same answer whatever its size.
+// Request bodies from bytes to a JSON value, off the event loop when large. Gathering, decoding,
+// the nesting check and JSON.parse of a 4 MiB body cost tens of milliseconds of loop time (more on
+// a busy machine), long enough to show in every other request's latency. So a body that is (or
+// grows) larger than INLINE_MAX_BYTES goes to a worker thread piece by piece, as its socket chunks
+// arrive: each chunk is posted as it comes (copied natively into the message, never gathered in a
+// JavaScript buffer on the loop) and the worker joins, decodes and parses them. Smaller bodies are
+// parsed inline, where a thread hop would cost more. One implementation, parseJsonBody, runs in
+// both places, so a body gets the same answer whatever its size.
 import { Worker } from 'node:worker_threads';
 import { jsonTooDeep, MAX_JSON_DEPTH } from '../protocol/json-depth.ts';
 
@@ -32,11 +34,31 @@ export function parseJsonBody(bytes: Uint8Array): unknown {
   }
 }
 
-type Reply = { id: number; ok: true; value: unknown } | { id: number; ok: false; message: string; status: number | null };
+/** Loop -> parser thread. A body is `chunk`s then `end` (or `cancel`), or one whole `parse`. */
+export type ParserMessage =
+  | { op: 'parse'; id: number; bytes: Uint8Array }
+  | { op: 'chunk'; id: number; bytes: Uint8Array }
+  | { op: 'end'; id: number }
+  | { op: 'cancel'; id: number };
+
+export type ParserReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; message: string; status: number | null };
+
+/**
+ * What the loop did with request bodies: `gatheredBytes` were joined into one buffer here (small
+ * bodies, and bodies read without a Node stream), `streamedBytes` went to the parser thread chunk
+ * by chunk. Tests read them to check that a large body is never gathered on the loop.
+ */
+export const bodyStats = { gatheredBytes: 0, streamedBytes: 0, streamedBodies: 0 };
 
 let worker: Worker | null = null;
 let nextId = 1;
 const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+/** Bodies being streamed to the thread: referenced while any is open, like pending answers. */
+let open = 0;
+
+function holdsWork(w: Worker): void {
+  if (pending.size === 0 && open === 0) w.unref();
+}
 
 function parser(): Worker {
   if (worker) return worker;
@@ -48,11 +70,11 @@ function parser(): Worker {
     for (const p of pending.values()) p.reject(err);
     pending.clear();
   };
-  w.on('message', (r: Reply) => {
+  w.on('message', (r: ParserReply) => {
     const p = pending.get(r.id);
     if (!p) return;
     pending.delete(r.id);
-    if (pending.size === 0) w.unref();
+    holdsWork(w);
     if (r.ok) p.resolve(r.value);
     else p.reject(r.status !== null ? new JsonBodyError(r.message, r.status) : new Error(`JSON body parser: ${r.message}`));
   });
@@ -66,6 +88,7 @@ function parser(): Worker {
 
 /** parseJsonBody, on the worker thread for bodies over INLINE_MAX_BYTES. Takes ownership of `bytes`. */
 export function parseJsonBodyAsync(bytes: Uint8Array): Promise<unknown> {
+  bodyStats.gatheredBytes += bytes.byteLength;
   if (bytes.byteLength <= INLINE_MAX_BYTES) {
     try {
       return Promise.resolve(parseJsonBody(bytes));
@@ -80,6 +103,125 @@ export function parseJsonBodyAsync(bytes: Uint8Array): Promise<unknown> {
     w.ref();
     const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer;
     const own = whole ? bytes : bytes.slice();
-    w.postMessage({ id, bytes: own }, [own.buffer as ArrayBuffer]);
+    w.postMessage({ op: 'parse', id, bytes: own } satisfies ParserMessage, [own.buffer as ArrayBuffer]);
+  });
+}
+
+/** A body on its way to the parser thread, one chunk at a time. */
+class StreamedBody {
+  private readonly id = nextId++;
+  private readonly w = parser();
+  private done = false;
+
+  constructor() {
+    open++;
+    bodyStats.streamedBodies++;
+    this.w.ref();
+  }
+
+  /**
+   * The chunk is copied into the message by the runtime (no JavaScript allocation on the loop); it
+   * is not transferred, because a socket chunk's memory belongs to Node's HTTP parser.
+   */
+  push(bytes: Uint8Array): void {
+    bodyStats.streamedBytes += bytes.byteLength;
+    this.w.postMessage({ op: 'chunk', id: this.id, bytes } satisfies ParserMessage);
+  }
+
+  end(): Promise<unknown> {
+    this.close();
+    return new Promise((resolve, reject) => {
+      pending.set(this.id, { resolve, reject });
+      this.w.postMessage({ op: 'end', id: this.id } satisfies ParserMessage);
+    });
+  }
+
+  cancel(): void {
+    if (this.done) return;
+    this.close();
+    this.w.postMessage({ op: 'cancel', id: this.id } satisfies ParserMessage);
+    holdsWork(this.w);
+  }
+
+  private close(): void {
+    if (!this.done) open--;
+    this.done = true;
+  }
+}
+
+/** What readJsonStream needs of a Node request stream (IncomingMessage), duck-typed. */
+export interface NodeBodyStream {
+  on(ev: 'data', fn: (chunk: Uint8Array) => void): unknown;
+  on(ev: 'end' | 'close', fn: () => void): unknown;
+  on(ev: 'error', fn: (err: Error) => void): unknown;
+  removeListener(ev: string, fn: (...a: never[]) => void): unknown;
+  pause(): unknown;
+  readableEnded: boolean;
+}
+
+export interface StreamOptions {
+  maxBytes: number;
+  /** The Content-Length header when there is one (a body that says it is large goes to the thread from its first chunk). */
+  declaredBytes?: number | null;
+  /** The error for a body past maxBytes (the caller's shape and headers). */
+  tooLarge: () => Error;
+}
+
+/**
+ * Reads a Node request stream to its end and parses it (parseJsonBody's answers). Up to
+ * INLINE_MAX_BYTES the chunks are gathered and parsed here; past that (or declared past it) every
+ * chunk goes to the parser thread as it arrives, so a large body is never gathered, decoded or
+ * parsed on the loop. Past maxBytes it stops reading with tooLarge() and leaves the stream paused,
+ * not destroyed: destroying would reset the socket, so the client would see a reset instead of
+ * the answer (Node discards the rest of the body after the answer).
+ */
+export function readJsonStream(s: NodeBodyStream, opts: StreamOptions): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let parts: Uint8Array[] = [];
+    let total = 0;
+    let streamed: StreamedBody | null = opts.declaredBytes != null && opts.declaredBytes > INLINE_MAX_BYTES ? new StreamedBody() : null;
+    const detach = () => {
+      s.removeListener('data', onData);
+      s.removeListener('end', onEnd);
+      s.removeListener('error', onError);
+      s.removeListener('close', onClose);
+    };
+    const fail = (err: Error) => {
+      detach();
+      streamed?.cancel();
+      reject(err);
+    };
+    const onData = (chunk: Uint8Array) => {
+      total += chunk.byteLength;
+      if (total > opts.maxBytes) {
+        s.pause();
+        return fail(opts.tooLarge());
+      }
+      if (streamed) return streamed.push(chunk);
+      parts.push(chunk);
+      if (total > INLINE_MAX_BYTES) {
+        // Larger than it said (or it said nothing): the rest goes to the thread too.
+        streamed = new StreamedBody();
+        for (const p of parts) streamed.push(p);
+        parts = [];
+      }
+    };
+    const onEnd = () => {
+      detach();
+      if (streamed) return void streamed.end().then(resolve, reject);
+      bodyStats.gatheredBytes += total;
+      try {
+        resolve(parseJsonBody(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)));
+      } catch (err) {
+        reject(err as Error);
+      }
+    };
+    const onError = (err: Error) => fail(err);
+    // The client went away before the end: nobody will read the answer.
+    const onClose = () => fail(new JsonBodyError('client closed the request before its body was complete', 499));
+    s.on('data', onData);
+    s.on('end', onEnd);
+    s.on('error', onError);
+    s.on('close', onClose);
   });
 }

@@ -8,7 +8,7 @@ import { RequestError } from '../errors.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AuthEnv } from '../auth.ts';
 import { checkLocalAdapterId } from '../../protocol/adapter-id.ts';
-import { JsonBodyError, parseJsonBodyAsync } from '../json-body.ts';
+import { JsonBodyError, parseJsonBodyAsync, readJsonStream, type NodeBodyStream } from '../json-body.ts';
 
 export type Ctx = Context<AuthEnv>;
 
@@ -19,12 +19,14 @@ export const MAX_BODY_BYTES = 4 * 1024 * 1024;
  * Content-Length to trust). Past the limit it stops reading without cancelling the stream: a
  * cancel would tear the socket down and the client would see a reset instead of the 413.
  */
+function bodyTooLarge(c: Context<AuthEnv>, maxBytes: number, what = 'request body'): RequestError {
+  // The rest of the body is never read, so the connection must not be reused after the answer.
+  c.header('connection', 'close');
+  return new RequestError(`${what} is larger than ${maxBytes} bytes`, 413);
+}
+
 export async function readBodyBytes(c: Context<AuthEnv>, maxBytes: number, what = 'request body'): Promise<Uint8Array> {
-  const tooLarge = () => {
-    // The rest of the body is never read, so the connection must not be reused after the answer.
-    c.header('connection', 'close');
-    return new RequestError(`${what} is larger than ${maxBytes} bytes`, 413);
-  };
+  const tooLarge = () => bodyTooLarge(c, maxBytes, what);
   const len = Number(c.req.header('content-length') ?? 'NaN');
   if (Number.isFinite(len) && len > maxBytes) throw tooLarge();
   const body = c.req.raw.body;
@@ -53,12 +55,23 @@ export async function readBodyBytes(c: Context<AuthEnv>, maxBytes: number, what 
 
 /**
  * Parses the JSON body; 413 past the limit, 400 for bad JSON or nesting deeper than
- * MAX_JSON_DEPTH. Large bodies are decoded and parsed off the event loop (json-body.ts).
+ * MAX_JSON_DEPTH. Large bodies are gathered, decoded and parsed off the event loop (json-body.ts).
  */
 export async function readJsonBody(c: Context<AuthEnv>): Promise<unknown> {
-  const bytes = await readBodyBytes(c, MAX_BODY_BYTES);
   try {
-    return await parseJsonBodyAsync(bytes);
+    // On Node, straight from the IncomingMessage: a large body's chunks go to the parser thread as
+    // they arrive (never gathered on the loop, nor copied again by a web stream).
+    const incoming = (c.env as { incoming?: Partial<NodeBodyStream> } | undefined)?.incoming;
+    if (incoming && typeof incoming.on === 'function' && typeof incoming.pause === 'function' && incoming.readableEnded === false) {
+      const declared = Number(c.req.header('content-length') ?? 'NaN');
+      if (Number.isFinite(declared) && declared > MAX_BODY_BYTES) throw bodyTooLarge(c, MAX_BODY_BYTES);
+      return await readJsonStream(incoming as NodeBodyStream, {
+        maxBytes: MAX_BODY_BYTES,
+        declaredBytes: Number.isFinite(declared) ? declared : null,
+        tooLarge: () => bodyTooLarge(c, MAX_BODY_BYTES),
+      });
+    }
+    return await parseJsonBodyAsync(await readBodyBytes(c, MAX_BODY_BYTES));
   } catch (err) {
     if (err instanceof JsonBodyError) throw new RequestError(err.message, err.status);
     throw err;
