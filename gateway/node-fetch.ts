@@ -120,6 +120,179 @@ class BufferedResponse {
   }
 }
 
+type ReadResult = ReadableStreamReadResult<Uint8Array>;
+
+/**
+ * Reads an IncomingMessage without a web stream: each chunk as Node delivered it, or, when several
+ * arrived while the reader was busy (the client slower than the backend), all of them at once, so
+ * they leave in one write. The socket is read only while a read is pending or nothing is queued
+ * (pause on the first chunk nobody asked for), so a slow reader slows the backend down. An answer
+ * cut short rejects the pending read; it never ends cleanly.
+ */
+class IncomingReader {
+  private queue: Buffer[] = [];
+  private ended = false;
+  private failure: Error | null = null;
+  private waiter: { resolve: (r: ReadResult) => void; reject: (e: Error) => void } | null = null;
+  private closedAt: { promise: Promise<undefined>; resolve: () => void } | null = null;
+
+  constructor(private readonly r: IncomingMessage) {
+    r.on('data', (c: Buffer) => {
+      const w = this.waiter;
+      if (w) {
+        this.waiter = null;
+        w.resolve({ done: false, value: c });
+        return;
+      }
+      this.queue.push(c);
+      r.pause();
+    });
+    r.on('end', () => {
+      this.ended = true;
+      this.wake();
+    });
+    r.on('error', (err: Error) => {
+      this.failure ??= err;
+      this.wake();
+    });
+    r.on('close', () => {
+      if (!this.ended) this.failure ??= new Error('the connection closed before the response was complete');
+      this.wake();
+    });
+  }
+
+  private wake(): void {
+    if (this.ended || this.failure) this.closedAt?.resolve();
+    const w = this.waiter;
+    if (!w || this.queue.length > 0) return;
+    this.waiter = null;
+    if (this.failure) w.reject(this.failure);
+    else w.resolve({ done: true, value: undefined });
+  }
+
+  read(): Promise<ReadResult> {
+    if (this.queue.length > 0) {
+      const q = this.queue;
+      this.queue = [];
+      if (!this.ended && !this.failure) this.r.resume();
+      return Promise.resolve({ done: false, value: q.length === 1 ? q[0]! : Buffer.concat(q) });
+    }
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.ended) return Promise.resolve({ done: true, value: undefined });
+    return new Promise<ReadResult>((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  cancel(reason?: unknown): Promise<void> {
+    this.queue = [];
+    this.ended = true;
+    this.r.destroy(reason instanceof Error ? reason : undefined);
+    this.wake();
+    return Promise.resolve();
+  }
+
+  get closed(): Promise<undefined> {
+    if (!this.closedAt) {
+      let resolve!: () => void;
+      const promise = new Promise<undefined>((r) => (resolve = () => r(undefined)));
+      this.closedAt = { promise, resolve };
+      if (this.ended || this.failure) resolve();
+    }
+    return this.closedAt.promise;
+  }
+
+  releaseLock(): void {}
+}
+
+/**
+ * An answer that is not buffered (an event stream, or anything not JSON), with the members of
+ * Response the gateway reads. The relay takes its body through `directReader()` (forward.ts), no
+ * web stream in between; `body` builds one on the same reader for anyone else.
+ */
+class StreamedResponse {
+  readonly ok: boolean;
+  readonly redirected = false;
+  readonly type = 'basic';
+  private taken = false;
+  private hdrs: Headers | null = null;
+  private stream: ReadableStream<Uint8Array> | null = null;
+  private readonly reader: IncomingReader;
+
+  constructor(
+    r: IncomingMessage,
+    readonly status: number,
+    readonly statusText: string,
+    readonly url: string,
+  ) {
+    this.ok = status >= 200 && status < 300;
+    this.reader = new IncomingReader(r);
+    this.raw = r.headers;
+  }
+
+  private readonly raw: IncomingHttpHeaders;
+
+  get headers(): Headers {
+    return (this.hdrs ??= responseHeaders(this.raw));
+  }
+
+  get bodyUsed(): boolean {
+    return this.taken;
+  }
+
+  /** The body's reader, once (instead of `body.getReader()`). */
+  directReader(): ReadableStreamDefaultReader<Uint8Array> {
+    if (this.taken || this.stream) throw new TypeError('Body is unusable: Body has already been read');
+    this.taken = true;
+    return this.reader as unknown as ReadableStreamDefaultReader<Uint8Array>;
+  }
+
+  get body(): ReadableStream<Uint8Array> {
+    if (!this.stream) {
+      const reader = this.reader;
+      const self = this;
+      this.stream = new ReadableStream<Uint8Array>(
+        {
+          async pull(c) {
+            self.taken = true;
+            const r = await reader.read();
+            if (r.done) c.close();
+            else c.enqueue(r.value);
+          },
+          cancel(reason) {
+            return reader.cancel(reason);
+          },
+        },
+        { highWaterMark: 0 },
+      );
+    }
+    return this.stream;
+  }
+
+  async arrayBuffer(): Promise<ArrayBuffer> {
+    const reader = this.directReader();
+    const parts: Uint8Array[] = [];
+    for (;;) {
+      const r = await reader.read();
+      if (r.done) break;
+      parts.push(r.value);
+    }
+    const b = Buffer.concat(parts);
+    return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+  }
+
+  async text(): Promise<string> {
+    const b = Buffer.from(await this.arrayBuffer());
+    return (b.subarray(0, 3).equals(UTF8_BOM) ? b.subarray(3) : b).toString('utf8');
+  }
+
+  async json(): Promise<unknown> {
+    return JSON.parse(await this.text()) as unknown;
+  }
+
+  async bytes(): Promise<Uint8Array> {
+    return new Uint8Array(await this.arrayBuffer());
+  }
+}
+
 /** `head` (already read), then the rest of `rest`, as one web stream. */
 function prefixed(head: Buffer[], rest: IncomingMessage): ReadableStream<Uint8Array> {
   const tail = (Readable.toWeb(rest) as unknown as ReadableStream<Uint8Array>).getReader();
@@ -222,7 +395,8 @@ export function createNodeFetch(opts: { maxSockets?: number } = {}): typeof fetc
             r.on('error', reject);
             return;
           }
-          resolve(new Response(Readable.toWeb(r) as unknown as ReadableStream<Uint8Array>, { ...init, headers: responseHeaders(r.headers) }));
+          // Anything else (event streams) is read as it comes, without a web stream in between.
+          resolve(new StreamedResponse(r, status, init.statusText, url.href) as unknown as Response);
         },
       );
       signal?.addEventListener('abort', onAbort, { once: true });

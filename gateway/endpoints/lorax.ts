@@ -2,7 +2,7 @@
 // forwarded body (details always on, for the token count) and trimming of what the client did not ask for.
 import { CompatGenerateRequest, GenerateRequest, GenerateStreamRequest, loraxError, parseLoraxRequest, type GenerateParameters } from '../../protocol/index.ts';
 import type { StreamInspector } from '../forward.ts';
-import { utf8Length } from '../lib/bytes.ts';
+import { bytesAt, indexOfBytes, utf8, utf8Length } from '../lib/bytes.ts';
 import { applyAdapter, guessTokens, type ParsedRequest, type ParseOutcome, type TokenUsage } from './types.ts';
 
 export type LoraxRoute = '/generate' | '/generate_stream' | '/';
@@ -12,11 +12,21 @@ function loraxSchemas(p: GenerateParameters): ParsedRequest['schemas'] {
   return rf && rf.type !== 'text' && rf.schema ? [{ path: 'parameters.response_format.schema', schema: rf.schema }] : [];
 }
 
+const ERROR_START = utf8('{"error"');
+const DETAILS_NULL = utf8('"details":null');
+
 class LoraxStreamInspector implements StreamInspector {
   events = 0;
   private final: TokenUsage | null = null;
   private errored = false;
   constructor(private readonly wantDetails: boolean) {}
+
+  /** A token event (`"details":null`) on bytes: counted, passed on; anything else goes to event(). */
+  quick(b: Uint8Array, start: number, end: number): true | null {
+    if (bytesAt(b, start, ERROR_START, end) || indexOfBytes(b, DETAILS_NULL, start, end) < 0) return null;
+    this.events++;
+    return true;
+  }
 
   event(data: string): string | null {
     if (data.startsWith('{"error"')) {

@@ -1,13 +1,17 @@
 // OpenAI's inference routes (/v1/chat/completions, /v1/completions): parsing, budget, forwarded
 // body (include_usage always on when streaming, for the token count), the usage chunk the client
 // did not ask for dropped, and the backend's adapter id renamed back to the client's model name.
-import { ChatCompletionRequest, CompletionRequest, chatMaxTokens, contentToText, openaiError, parseOpenAIRequest } from '../../protocol/index.ts';
+import { ChatCompletionRequest, CompletionRequest, chatMaxTokens, completionPrompts, contentToText, openaiError, parseOpenAIRequest } from '../../protocol/index.ts';
 import type { AdapterSelection } from '../adapters.ts';
 import type { StreamInspector } from '../forward.ts';
-import { utf8Length } from '../lib/bytes.ts';
+import { bytesAt, indexOfBytes, utf8, utf8Length } from '../lib/bytes.ts';
 import { applyAdapter, guessTokens, type ParsedRequest, type ParseOutcome, type TokenUsage } from './types.ts';
 
 const USAGE_NULL_TAIL = ',"usage":null}';
+const USAGE_NULL_TAIL_BYTES = utf8(USAGE_NULL_TAIL);
+const USAGE_OBJECT = utf8('"usage":{');
+const ERROR_START = utf8('{"error"');
+const CLOSE_BRACE = utf8('}');
 
 class OpenAIStreamInspector implements StreamInspector {
   events = 0;
@@ -16,6 +20,8 @@ class OpenAIStreamInspector implements StreamInspector {
   private counted: TokenUsage | null = null;
   private readonly modelFrom: string | null;
   private readonly modelTo: string | null;
+  private readonly modelFromBytes: Uint8Array | null;
+  private readonly modelToBytes: Uint8Array | null;
 
   constructor(
     private readonly wantUsage: boolean,
@@ -23,6 +29,24 @@ class OpenAIStreamInspector implements StreamInspector {
   ) {
     this.modelFrom = rename ? `"model":${JSON.stringify(rename.from)}` : null;
     this.modelTo = rename ? `"model":${JSON.stringify(rename.to)}` : null;
+    this.modelFromBytes = this.modelFrom ? utf8(this.modelFrom) : null;
+    this.modelToBytes = this.modelTo ? utf8(this.modelTo) : null;
+  }
+
+  /**
+   * A token chunk on bytes, as event() would treat it: the adapter id renamed back to the
+   * client's model name, the `"usage":null` the client did not ask for cut. [DONE], errors and
+   * the usage chunk go to event().
+   */
+  quick(b: Uint8Array, start: number, end: number): true | Uint8Array[] | null {
+    if (b[start] !== 0x7b || bytesAt(b, start, ERROR_START, end) || indexOfBytes(b, USAGE_OBJECT, start, end) >= 0) return null;
+    this.events++;
+    const trim = !this.wantUsage && end - start >= USAGE_NULL_TAIL_BYTES.length && bytesAt(b, end - USAGE_NULL_TAIL_BYTES.length, USAGE_NULL_TAIL_BYTES, end);
+    const cut = trim ? end - USAGE_NULL_TAIL_BYTES.length : end;
+    const m = this.modelFromBytes ? indexOfBytes(b, this.modelFromBytes, start, end) : -1;
+    if (m < 0) return trim ? [b.subarray(start, cut), CLOSE_BRACE] : true;
+    const after = m + this.modelFromBytes!.length;
+    return [b.subarray(start, m), this.modelToBytes!, b.subarray(after, Math.max(after, cut)), ...(trim ? [CLOSE_BRACE] : [])];
   }
 
   event(raw: string): string | null {
@@ -138,20 +162,23 @@ export function parseCompletion(raw: unknown): ParseOutcome {
   const parsed = parseOpenAIRequest(CompletionRequest, raw);
   if (!parsed.success) return { ok: false, status: parsed.status, error: parsed.error };
   const r = parsed.data;
-  const prompts = typeof r.prompt === 'string' ? [r.prompt] : r.prompt;
+  const prompts = completionPrompts(r.prompt);
   return {
     ok: true,
     req: openaiRequest(raw as Record<string, unknown>, r, [], (info, opts) => {
       let reserve = 0;
       let bytes = 0;
+      let ids = 0;
       for (const p of prompts) {
-        const b = utf8Length(p);
+        if (typeof p !== 'string') ids += p.length;
+        // Token ids are counted exactly; text is estimated from its bytes.
+        const b = typeof p === 'string' ? utf8Length(p) : 0;
         bytes += b;
-        const prompt = Math.min(Math.ceil(b / opts.promptBytesPerToken) + 4, info.maxInputLength);
+        const prompt = Math.min(typeof p === 'string' ? Math.ceil(b / opts.promptBytesPerToken) + 4 : p.length, info.maxInputLength);
         // OpenAI's (and the backend's) default for completions is 16 new tokens.
         reserve += Math.min(prompt + (r.max_tokens ?? 16), info.maxTotalTokens) * Math.max(r.n ?? 1, r.best_of ?? 1);
       }
-      return { reserve, promptGuess: guessTokens(bytes) };
+      return { reserve, promptGuess: guessTokens(bytes) + ids };
     }),
   };
 }

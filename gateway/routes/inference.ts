@@ -9,7 +9,7 @@ import { replicasOf, scrubIds, type AdapterSelection } from '../adapters.ts';
 import type { LoraxRoute } from '../endpoints/lorax.ts';
 import type { ParsedRequest, ParseOutcome, TokenUsage } from '../endpoints/types.ts';
 import { GatewayError, jsonResponse, ShapedError, type ApiKind } from '../errors.ts';
-import { callUpstream, relayStream, type StreamOutcome, type Upstream } from '../forward.ts';
+import { callUpstream, relayStream, type StreamInspector, type StreamOutcome, type Upstream } from '../forward.ts';
 import { checkJsonSchema } from '../json-schema.ts';
 import { randomId } from '../lib/crypto.ts';
 import { oversizedFor } from '../limits.ts';
@@ -119,10 +119,12 @@ async function forward(svc: Services, c: GatewayContext, path: string, req: Pars
 /** A streamed answer, relayed event by event while its tokens are counted. */
 function relay(up: Upstream, req: ParsedRequest, sel: AdapterSelection, headers: Record<string, string>, fwd: ActiveSpan, settle: (u: TokenUsage) => void, promptGuess: number): Response {
   const base = req.inspector(sel);
-  const inspector = {
+  // Error events go through event() (their ids are scrubbed): the endpoints' quick paths never take them.
+  const inspector: StreamInspector = {
     event: (d: string) => base.event(d.startsWith('{"error"') ? scrubIds(d, sel) : d),
     end: (failure: string | null) => base.end(failure),
   };
+  if (base.quick) inspector.quick = base.quick.bind(base);
   const body = relayStream(up, inspector, {
     onFinish: (outcome: StreamOutcome) => {
       // Exact counts from the backend when the stream finished; otherwise what was seen.

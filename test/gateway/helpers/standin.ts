@@ -1,6 +1,6 @@
 // A stand-in upstream for tests of the gateway's own behaviour that a healthy real backend cannot
 // produce on demand: dying mid-stream, dying before the first byte, ending a stream early,
-// streaming forever, flooding a slow client. Plain node:http so the test controls the socket.
+// streaming forever, flooding a slow client, a stream cut into awkward chunks. Plain node:http so the test controls the socket.
 // Everything about API semantics is tested against the real backend elsewhere.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -67,6 +67,27 @@ export async function startStandIn(opts: StandInOptions = {}): Promise<StandIn> 
         }
         await new Promise((r) => setTimeout(r, 30));
         return req.socket.destroy();
+      }
+      case 'split': {
+        // One stream written in pieces cut at awkward places (inside "data:", inside a CRLF CRLF
+        // separator, inside a multi-byte character), each piece a write of its own a few ms
+        // apart, so they reach the gateway as separate chunks.
+        const events = openai
+          ? [chunk('é'), chunk('😀'), chunk('漢字'), JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: body.model, choices: [], usage: { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 } }), '[DONE]']
+          : [token(0).replace('"t0"', '"é"'), token(1).replace('"t1"', '"😀"'), final(3).replace('"xxx"', '"é😀漢"')];
+        const bytes = Buffer.from(events.map((e, i) => `data: ${e}${i % 2 ? '\r\n\r\n' : '\n\n'}`).join(''));
+        const cuts = new Set<number>([3]);
+        for (let i = 0; i < bytes.length; i++) {
+          if (bytes[i] === 0x0d && bytes[i + 1] === 0x0a && bytes[i + 2] === 0x0d) cuts.add(i + 1).add(i + 3);
+          if (bytes[i]! >= 0xc0) cuts.add(i + 1); // just after a lead byte: the character is cut
+        }
+        let at = 0;
+        for (const c of [...cuts].sort((a, b) => a - b)) {
+          res.write(bytes.subarray(at, c));
+          at = c;
+          await new Promise((r) => setTimeout(r, 3));
+        }
+        return res.end(bytes.subarray(at));
       }
       case 'end-early':
         if (openai) send(chunk('a'));
