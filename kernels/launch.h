@@ -144,6 +144,9 @@ int moeGemv(Elem t, const void* x, int in, const int32_t* offsets, const void* c
 // cast to t), rounded to t after each product and add, as transformers' per-expert index_add_.
 int moeCombine(Elem t, const void* y, const int32_t* choice, const float* weight, const int32_t* slotPos, int rows, int topK, int hidden,
                void* out, Stream s);
+// Qwen2-MoE's shared expert: out[r] += sigmoid(gate[r]) * y[r] for rows of hidden (gate [rows], all
+// type t), rounded to t after the sigmoid, the product and the add, as transformers computes it.
+int moeSharedAdd(Elem t, const void* y, const void* gate, int rows, int hidden, void* out, Stream s);
 
 // What the engine wants from one row of fp32 logits (sampling.cuh has the semantics).
 struct RowFinish {

@@ -47,6 +47,16 @@ int moeCombine(Elem t, const void* y, const int32_t* choice, const float* weight
   });
 }
 
+int moeSharedAdd(Elem t, const void* y, const void* gate, int rows, int hidden, void* out, Stream s) {
+  if (rows == 0) return 0;
+  return dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    moeSharedAddKernel<T><<<rows, threadsFor(hidden), 0, s>>>(static_cast<const T*>(y), static_cast<const T*>(gate), hidden,
+                                                             static_cast<T*>(out));
+    return launched();
+  });
+}
+
 int moeGemv(Elem t, const void* x, int in, const int32_t* offsets, const void* const* weights, int experts, int out, void* y, Stream s) {
   if (experts == 0 || out == 0) return 0;
   const int es = t == Elem::F32 ? 4 : 2;

@@ -138,6 +138,17 @@ __global__ void moeCombineKernel(const T* __restrict__ y, const int32_t* __restr
   }
 }
 
+// A block per row: out += round(round(sigmoid(gate)) * y), rounded to T (Qwen2-MoE's shared expert).
+template <typename T>
+__global__ void moeSharedAddKernel(const T* __restrict__ y, const T* __restrict__ gate, int hidden, T* __restrict__ out) {
+  const int64_t row = blockIdx.x;
+  const float g = roundT<T>(1.0f / (1.0f + expf(-toF(gate[row]))));
+  for (int c = threadIdx.x; c < hidden; c += blockDim.x) {
+    const int64_t i = row * hidden + c;
+    out[i] = fromF<T>(toF(out[i]) + roundT<T>(g * toF(y[i])));
+  }
+}
+
 // Expert GEMMs for steps of few rows, all experts in one launch (capturable: the grid does not
 // depend on the routing). grid (experts, out / MOE_GEMV_OUT): a block takes MOE_GEMV_OUT output
 // features of expert e for e's rows (offsets[e] .. offsets[e + 1] of the grouped x), rowsPerPass

@@ -6,6 +6,7 @@ import type {
   NativeAdapterSpec,
   NativeEngine,
   NativeEngineInfo,
+  NativeModelSpec,
   NativeSampling,
   NativeSeqOutput,
   NativeStepLayout,
@@ -111,6 +112,12 @@ export interface EngineOptions {
    * server never sets it.
    */
   unverifiedModelLora?: boolean;
+  /**
+   * CUDA engine: serve models with a shared expert (Qwen2-MoE), whose CUDA path (kernels/moe.cu moeSharedAdd) has not
+   * yet run on a GPU (default false: such models are refused on CUDA, see cudaUnverifiedRefusal). For the GPU tests
+   * that verify it; the server never sets it.
+   */
+  unverifiedSharedExpert?: boolean;
   /** Where fallbacks are reported (default: console.warn). */
   log?: (msg: string) => void;
 }
@@ -327,7 +334,18 @@ export function resolveEngineOptions(options: EngineOptions = {}) {
     cudaGraphs: options.cudaGraphs ?? envFlag('SWITCHBOARD_CUDA_GRAPHS') ?? true,
     prefillAttention: options.prefillAttention ?? envFlag('SWITCHBOARD_PREFILL_ATTENTION') ?? true,
     unverifiedModelLora: options.unverifiedModelLora ?? false,
+    unverifiedSharedExpert: options.unverifiedSharedExpert ?? false,
   };
+}
+
+/**
+ * Why the CUDA engine refuses this model until its path is verified on a GPU, or null: Qwen2-MoE's shared expert.
+ * (What no CUDA kernel serves at all is the addon's cudaUnsupported.)
+ */
+export function cudaUnverifiedRefusal(spec: Pick<NativeModelSpec, 'sharedExpertIntermediateSize'>, allowUnverified: boolean): string | null {
+  if (allowUnverified || (spec.sharedExpertIntermediateSize ?? 0) <= 0) return null;
+  return 'the CUDA engine does not yet serve a shared expert (Qwen2-MoE\'s mlp.shared_expert and shared_expert_gate: its kernels await ' +
+    'verification on a GPU); use --device cpu';
 }
 
 export class Engine {
@@ -341,7 +359,7 @@ export class Engine {
 
   /** Opens a model directory (or one already validated by openModelDir) and loads its weights. */
   static async open(modelDir: string | ModelDir, options: EngineOptions = {}): Promise<Engine> {
-    const { device, cudaGraphs, prefillAttention, unverifiedModelLora, ...opts } = resolveEngineOptions(options);
+    const { device, cudaGraphs, prefillAttention, unverifiedModelLora, unverifiedSharedExpert, ...opts } = resolveEngineOptions(options);
     const model = typeof modelDir === 'string' ? await openModelDir(modelDir) : modelDir;
     const log = options.log ?? ((m: string) => console.warn(`[switchboard] ${m}`));
     if (device !== 'cpu') {
@@ -349,6 +367,8 @@ export class Engine {
       if (cuda) {
         const dtype = resolveDtype(options.dtype ?? 'auto', model.config.dtype);
         try {
+          const unverified = cudaUnverifiedRefusal(model.spec, unverifiedSharedExpert);
+          if (unverified !== null) throw new Error(unverified);
           const native = new cuda.NativeEngine(model.spec, { ...opts, dtype, cudaGraphs, prefillAttention });
           await native.load();
           return new Engine(model, native, stepLayoutOf(cuda, 'switchboard_cuda.node'), opts, unverifiedModelLora);
@@ -375,7 +395,7 @@ export class Engine {
 
   /** Why this engine would refuse `spec` (modelLoraRefusal), or null; the adapter store asks before it loads one. */
   adapterRefusal(spec: NativeAdapterSpec): string | null {
-    return modelLoraRefusal(spec, this.native.info().device, this.unverifiedModelLora);
+    return modelLoraRefusal(spec, this.native.info().device, this.unverifiedModelLora, this.model.spec);
   }
 
   /** Reads a PEFT adapter directory (validated against this model) into `slot`. */

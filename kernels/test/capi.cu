@@ -24,6 +24,7 @@ int sb_moe_plan(const int32_t* choice, int rows, int topK, int experts, int32_t*
 int sb_moe_gather(int t, const void* x, const int32_t* order, int n, int topK, int hidden, void* xg) { return moeGather(E(t), x, order, n, topK, hidden, xg, gStream); }
 int sb_moe_gemv(int t, const void* x, int in, const int32_t* offsets, const void* const* weights, int experts, int out, void* y) { return moeGemv(E(t), x, in, offsets, weights, experts, out, y, gStream); }
 int sb_moe_combine(int t, const void* y, const int32_t* choice, const float* weight, const int32_t* slotPos, int rows, int topK, int hidden, void* out) { return moeCombine(E(t), y, choice, weight, slotPos, rows, topK, hidden, out, gStream); }
+int sb_moe_shared_add(int t, const void* y, const void* gate, int rows, int hidden, void* out) { return moeSharedAdd(E(t), y, gate, rows, hidden, out, gStream); }
 int sb_silu_mul(int t, const void* g, const void* u, int ld, int rows, int inter, void* out) { return siluMul(E(t), g, u, ld, rows, inter, out, gStream); }
 int sb_add_bias(int t, void* y, const void* b, int rows, int cols) { return addBias(E(t), y, b, rows, cols, gStream); }
 int sb_sgmv_shrink(int t, const void* x, int in, float* tmp, int maxRank, const LoraSlotEntry* table, int stride, const LoraProjSet* set, const int32_t* segStart, const int32_t* segSlot, int nseg, int maxSegRows, int rows) { return sgmvShrink(E(t), x, in, tmp, maxRank, table, stride, *set, segStart, segSlot, nseg, maxSegRows, rows, gStream); }

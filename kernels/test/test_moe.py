@@ -1,7 +1,7 @@
 """moe family (moe.cuh, moe.cu): mixture-of-experts routing as transformers computes it (softmax of
 the router logits in fp32, top-k with ties to the lower expert, optional renormalisation), the slots
 grouped by expert, the gather of expert inputs, the one-launch expert GEMMs for few rows, and the
-weighted combine in ascending expert order, against PyTorch.
+weighted combine in ascending expert order, and Qwen2-MoE's sigmoid-gated shared-expert add, against PyTorch.
 Usage: python3 kernels/test/test_moe.py [--arch 90]"""
 import ctypes
 import torch
@@ -86,11 +86,23 @@ def test_moe_gemv(lib, t):
         check(f"moe gemv: {rows} rows, {top_k} of {experts} experts, {hidden} -> {out}", t, y, ref)
 
 
+def test_moe_shared_add(lib, t):
+    """Qwen2-MoE's shared expert: out += sigmoid(gate) * y, in t as Qwen2MoeSparseMoeBlock (a rounding after each op)."""
+    for rows, hidden in ((1, 64), (37, 2048), (300, 100)):
+        y = torch.randn(rows, hidden, device="cuda").to(DT[t])
+        gate = (torch.randn(rows, 1, device="cuda") * 3).to(DT[t])
+        out = torch.randn(rows, hidden, device="cuda").to(DT[t])
+        ref = out + torch.sigmoid(gate) * y  # in t, as transformers runs it
+        run(lib, "sb_moe_shared_add", t, p(y), p(gate), rows, hidden, p(out))
+        check(f"moe shared expert add: {rows} rows of {hidden}", t, out, ref.double())
+
+
 def run_family(lib):
     for t in TYPES:
         test_moe(lib, t)
         test_moe_ties(lib, t)
         test_moe_gemv(lib, t)
+        test_moe_shared_add(lib, t)
 
 
 if __name__ == "__main__":

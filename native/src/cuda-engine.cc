@@ -97,6 +97,7 @@ struct FamilyLayer {
   DevBuf qNorm, kNorm, preFfNorm, postFfNorm, router;
   std::vector<DevBuf> expGU, expD;
   DevBuf guPtrs, dPtrs;  // device arrays of the experts' addresses (kern::moeGemv)
+  DevBuf sharedGU, sharedD, sharedGate;  // Qwen2-MoE's shared expert: gate|up [2 S, H], down [H, S], gate [1, H]
   bool moe = false;
 };
 
@@ -443,6 +444,7 @@ class CudaEngine final : public Engine {
   using RefFn = std::function<const TensorRef&(const std::string&, std::vector<int64_t>)>;
   void loadFamilyLayer(int l, const RefFn& ref);
   void moeMlp(const FamilyLayer& F, int T);
+  void sharedExpert(const FamilyLayer& F, int T);
   bool reserveMoe(int T);
   // Steps of up to this many rows run their experts in one launch per GEMM (kern::moeGemv), with
   // nothing read back, so MoE decode steps of up to this batch replay CUDA graphs; bigger steps
@@ -894,6 +896,7 @@ void CudaEngine::forward(const StepShape& sh) {
     }
     if (F.moe) {
       moeMlp(F, T);
+      if (c_.sharedExpertIntermediate > 0) sharedExpert(F, T);
       continue;
     }
     gemm(h_.p, T, H, L.wgu, 2 * I, gu_.p, cudaType(t_));
@@ -958,6 +961,12 @@ void CudaEngine::loadFamilyLayer(int l, const RefFn& ref) {
     upload(F.expGU[e], {&ref(q + "gate_proj.weight", {M, H}), &ref(q + "up_proj.weight", {M, H})});
     upload(F.expD[e], {&ref(q + "down_proj.weight", {H, M})});
   }
+  if (c_.sharedExpertIntermediate > 0) {
+    const int64_t S = c_.sharedExpertIntermediate;
+    upload(F.sharedGU, {&ref(p + "mlp.shared_expert.gate_proj.weight", {S, H}), &ref(p + "mlp.shared_expert.up_proj.weight", {S, H})});
+    upload(F.sharedD, {&ref(p + "mlp.shared_expert.down_proj.weight", {H, S})});
+    upload(F.sharedGate, {&ref(p + "mlp.shared_expert_gate.weight", {1, H})});
+  }
   std::vector<const void*> gu(E), d(E);
   bool dense = true;  // quantized experts stay packed (quant_): only cuBLAS-path gemm() serves them
   for (int64_t e = 0; e < E; e++) {
@@ -981,8 +990,10 @@ bool CudaEngine::reserveMoe(int T) {
   moved |= moe_.ints.reserve((3 * n + E + 1) * 4, "routing");
   moved |= moe_.weights.reserve(n * 4, "routing weights");
   moved |= moe_.xg.reserve(n * H * es, "expert inputs");
-  moved |= moe_.gu.reserve(n * 2 * M * es, "expert gate/up");
-  moved |= moe_.act.reserve(n * M * es, "expert activations");
+  // (the shared expert, S wide, reuses gu and act once the routed experts are combined)
+  const size_t S = size_t(std::max(0, c_.sharedExpertIntermediate));
+  moved |= moe_.gu.reserve(std::max(n * 2 * M, size_t(T) * 2 * S) * es, "expert gate/up");
+  moved |= moe_.act.reserve(std::max(n * M, size_t(T) * S) * es, "expert activations");
   moved |= moe_.y.reserve(n * H * es, "expert outputs");
   return moved;
 }
@@ -1025,6 +1036,22 @@ void CudaEngine::moeMlp(const FamilyLayer& F, int T) {
     if (rows > 0) gemm(act + size_t(r0) * M * es, rows, M, F.expD[e], H, y + size_t(r0) * H * es, cudaType(t_));
   }
   checkK(kern::moeCombine(t_, y, choice, moe_.weights.as<float>(), slotPos, T, K, H, x_.p, st), "moeCombine");
+}
+
+// Qwen2-MoE's shared expert, added to the routed experts' sum in x_: x_ += sigmoid(h_ . gate) *
+// down(silu(gate_proj h_) * up_proj h_), as Qwen2MoeSparseMoeBlock (rounded to T after the sigmoid,
+// the product and the add). Its buffers are the routed experts' (free once moeCombine has run); the
+// gate logits take the router logits' (read by moeRoute already).
+void CudaEngine::sharedExpert(const FamilyLayer& F, int T) {
+  const int H = c_.hidden, S = c_.sharedExpertIntermediate;
+  const size_t es = elemSize(t_);
+  auto st = reinterpret_cast<kern::Stream>(stream_);
+  char *gu = moe_.gu.as<char>(), *act = moe_.act.as<char>();
+  gemm(h_.p, T, H, F.sharedGU, 2 * S, gu, cudaType(t_));
+  checkK(kern::siluMul(t_, gu, gu + size_t(S) * es, 2 * S, T, S, act, st), "siluMul (shared expert)");
+  gemm(act, T, S, F.sharedD, H, moe_.y.p, cudaType(t_));
+  gemm(h_.p, T, H, F.sharedGate, 1, moe_.logits.p, cudaType(t_));
+  checkK(kern::moeSharedAdd(t_, moe_.y.p, moe_.logits.p, T, H, x_.p, st), "moeSharedAdd");
 }
 
 // A decode step's forward pass as a CUDA graph (hundreds of launches become one), captured the

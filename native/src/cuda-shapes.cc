@@ -38,10 +38,6 @@ std::string cudaUnsupported(const ModelConfig& c) {
     return "the CUDA engine cannot serve " + std::to_string(c.expertsPerToken) + " of " + std::to_string(c.numExperts) +
            " experts per token (at most 32 of 3072)" + kUseCpu;
   }
-  // Qwen2-MoE's shared expert (and its gate) has no CUDA path yet: refused rather than left out.
-  if (c.sharedExpertIntermediate > 0) {
-    return std::string("the CUDA engine does not serve a shared expert (Qwen2-MoE's shared_expert, shared_expert_gate) yet") + kUseCpu;
-  }
   return "";
 }
 
