@@ -16,6 +16,7 @@ import {
   OPENAI_STREAM_DONE,
   OpenAIErrorResponse,
   chatMaxTokens,
+  completionPrompts,
   contentToText,
   formatZodIssue,
   openaiError,
@@ -324,6 +325,20 @@ describe('OpenAI requests: bodies the openai npm client sends', () => {
     assert.deepEqual(sreq.stop, ['END']);
   });
 
+  it('completions.create with token-id prompts (one, and a batch)', async () => {
+    const one = recordingClient({ json: Completion.parse(completion) });
+    await one.client.completions.create({ model: 'base', prompt: [1212, 318, 257], max_tokens: 1 });
+    const r1 = ok(CompletionRequest, one.sent[0]?.body);
+    assert.deepEqual(r1.prompt, [1212, 318, 257]);
+    assert.deepEqual(completionPrompts(r1.prompt), [[1212, 318, 257]]);
+    const batch = recordingClient({ json: Completion.parse(completion) });
+    await batch.client.completions.create({ model: 'base', prompt: [[1212, 318], [257]], max_tokens: 1 });
+    const r2 = ok(CompletionRequest, batch.sent[0]?.body);
+    assert.deepEqual(completionPrompts(r2.prompt), [[1212, 318], [257]]);
+    assert.deepEqual(completionPrompts(ok(CompletionRequest, { model: 'base', prompt: 'x' }).prompt), ['x']);
+    assert.deepEqual(completionPrompts(ok(CompletionRequest, { model: 'base', prompt: ['x', 'y'] }).prompt), ['x', 'y']);
+  });
+
   it('models.list consumes our ModelList', async () => {
     const list = ModelList.parse({
       object: 'list',
@@ -554,17 +569,13 @@ describe('OpenAI requests: validation errors', () => {
     // completions
     ['missing prompt', CompletionRequest, { model: 'x' }, { message: 'prompt: is required', param: 'prompt', code: 'missing_required_parameter' }],
     [
-      'token-id prompt',
+      'mixed strings and token ids',
       CompletionRequest,
-      completions({ prompt: [1212, 318, 257] }),
-      { message: 'prompt[0]: token-id prompts are not supported; send a string or an array of strings', param: 'prompt[0]', code: 'invalid_type' },
+      completions({ prompt: ['a', 318] }),
+      { message: 'prompt: must be a string, or a non-empty array of strings, of token ids (integers >= 0) or of token-id arrays', param: 'prompt', code: 'invalid_value' },
     ],
-    [
-      'batched token-id prompt',
-      CompletionRequest,
-      completions({ prompt: [[1212, 318], [257]] }),
-      { message: 'prompt[0]: token-id prompts are not supported; send a string or an array of strings', param: 'prompt[0]', code: 'invalid_type' },
-    ],
+    ['negative token id', CompletionRequest, completions({ prompt: [5, -1] }), { message: 'prompt[1]: must be >= 0', param: 'prompt[1]', code: 'invalid_value' }],
+    ['empty token-id list in a batch', CompletionRequest, completions({ prompt: [[1], []] }), { message: 'prompt[1]: must contain at least 1 item', param: 'prompt[1]', code: 'invalid_value' }],
     ['empty prompt array', CompletionRequest, completions({ prompt: [] }), { message: 'prompt: must contain at least 1 item', param: 'prompt', code: 'invalid_value' }],
     [
       'non-empty suffix',

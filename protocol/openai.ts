@@ -255,24 +255,30 @@ export function chatMaxTokens(req: Pick<ChatCompletionRequest, 'max_tokens' | 'm
   return req.max_completion_tokens ?? req.max_tokens;
 }
 
-const tokenPromptMessage = 'token-id prompts are not supported; send a string or an array of strings';
+const TokenIds = z.array(z.int().min(0)).min(1);
 
 /**
- * `prompt`: a string or a non-empty array of strings (one choice set per
- * prompt). OpenAI's token-id forms (number[] / number[][]) are refused.
+ * `prompt`: a string, a token-id array, or a non-empty array of either (one choice set per
+ * prompt), as OpenAI's legacy completions take it. Token ids skip the tokenizer (no BOS is
+ * added: the ids are the whole prompt) and are checked against the vocabulary by the server.
+ * The token-id forms come first: a long id array fails `string[]` on every element.
  */
-export const Prompt = z.union([
-  z.string(),
-  z
-    .array(
-      z.string({
-        error: (iss) =>
-          typeof iss.input === 'number' || Array.isArray(iss.input) ? tokenPromptMessage : undefined,
-      }),
-    )
-    .min(1),
-]);
+export const Prompt = z.union([z.string(), TokenIds, z.array(TokenIds).min(1), z.array(z.string()).min(1)], {
+  error: (iss) =>
+    Array.isArray(iss.input)
+      ? iss.input.length === 0
+        ? 'must contain at least 1 item'
+        : 'must be a string, or a non-empty array of strings, of token ids (integers >= 0) or of token-id arrays'
+      : undefined,
+});
 export type Prompt = z.infer<typeof Prompt>;
+
+/** A completion request's prompts, one per choice set: texts, or token-id arrays used as they are. */
+export function completionPrompts(prompt: Prompt): (string | number[])[] {
+  if (typeof prompt === 'string') return [prompt];
+  if (prompt.length > 0 && typeof prompt[0] === 'number') return [prompt as number[]];
+  return prompt as (string | number[])[];
+}
 
 /** `POST /v1/completions` body. */
 export const CompletionRequest = z

@@ -7,6 +7,7 @@ import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import {
   ChatCompletionRequest,
   CompletionRequest,
+  completionPrompts,
   OPENAI_STREAM_DONE,
   chatMaxTokens,
   contentToText,
@@ -250,7 +251,7 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
     const parsed = parseOpenAIRequest(CompletionRequest, await readJsonBody(c));
     if (!parsed.success) return c.json(parsed.error, 400);
     const r = parsed.data;
-    const prompts = typeof r.prompt === 'string' ? [r.prompt] : r.prompt;
+    const prompts = completionPrompts(r.prompt);
     const n = r.n ?? 1;
     if (r.best_of !== undefined && r.best_of !== n) throw new RequestError('best_of other than n is not supported', 400);
     if (r.max_tokens === 0) throw new RequestError('max_tokens 0 (prompt scoring) is not supported yet', 400);
@@ -265,10 +266,13 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
     const k = r.logprobs ?? 0;
     const maxTokens = r.max_tokens ?? 16; // OpenAI's default for completions
     const reqs: GenerationRequest[] = [];
+    // What echo returns for each prompt: its text, or the text of its token ids (special tokens kept).
+    const echoed: string[] = [];
     for (const p of prompts) {
       const base = { ...(await baseRequest(rt, c, r, p, maxTokens, k, ac.signal)), promptLogprobs: r.echo && r.logprobs !== undefined };
       // Encoded once (off the event loop when large); the choices reuse the ids.
       base.prompt = (await prepareInput(rt, base)).ids;
+      echoed.push(typeof p === 'string' ? p : r.echo ? rt.tokenizer.decode(p, false) : '');
       reqs.push(...choiceRequests(base, n));
     }
     const id = newId('cmpl');
@@ -286,7 +290,7 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
         created,
         model: r.model,
         choices: results.map((x, index) => {
-          const promptText = prompts[Math.floor(index / n)]!;
+          const promptText = echoed[Math.floor(index / n)]!;
           let logprobs: CompletionLogprobs | null = null;
           if (r.logprobs !== undefined) {
             const toks = [...(r.echo ? x.prefill.map((t) => ({ text: t.text, logprob: t.logprob, top: null as TokenInfo['top'] })) : []), ...x.tokens];
@@ -322,7 +326,7 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
       async (stream, index, e) => {
         if (e.type === 'start') {
           if (index % n === 0) promptTokens += e.inputIds.length;
-          if (r.echo) await stream.writeSSE({ data: chunk([{ index, text: prompts[Math.floor(index / n)]!, logprobs: null, finish_reason: null }]) });
+          if (r.echo) await stream.writeSSE({ data: chunk([{ index, text: echoed[Math.floor(index / n)]!, logprobs: null, finish_reason: null }]) });
         } else if (e.type === 'token' && e.text !== '') {
           const logprobs = r.logprobs !== undefined
             ? { tokens: [e.token.text], token_logprobs: [e.token.logprob], top_logprobs: [e.token.top ? Object.fromEntries(e.token.top.map((a) => [a.text, a.logprob])) : null], text_offset: [0] }

@@ -96,6 +96,25 @@ describe('OpenAI-compatible API through the official client', () => {
     assert.equal(text, plain.choices[0]!.text);
   });
 
+  it('completions from token-id prompts: the same answer as the text they encode, echo decodes them', async () => {
+    // transformers' ids for the prompt text (BOS included, as the server's own encoding adds it).
+    const { text, ids } = ref.prompts[0]!;
+    const fromText = await client.completions.create({ model: 'llama', prompt: text, max_tokens: 6, temperature: 0 });
+    const fromIds = await client.completions.create({ model: 'llama', prompt: ids, max_tokens: 6, temperature: 0 });
+    assert.equal(fromIds.choices[0]!.text, fromText.choices[0]!.text);
+    assert.equal(fromIds.usage!.prompt_tokens, ids.length);
+    assert.equal(fromText.usage!.prompt_tokens, ids.length);
+    const echo = await client.completions.create({ model: 'llama', prompt: ids.slice(1), max_tokens: 2, temperature: 0, echo: true });
+    assert.ok(echo.choices[0]!.text.startsWith(text), `echo of the ids without BOS: ${JSON.stringify(echo.choices[0]!.text)}`);
+    const batch = await client.completions.create({ model: 'llama', prompt: [ids, ids.slice(0, 3)], max_tokens: 2, temperature: 0 });
+    assert.equal(batch.choices.length, 2);
+    assert.equal(batch.choices[0]!.text, fromText.choices[0]!.text.slice(0, batch.choices[0]!.text.length));
+    await assert.rejects(
+      client.completions.create({ model: 'llama', prompt: [1, 10_000_000], max_tokens: 1 }),
+      (e: unknown) => e instanceof OpenAI.APIError && e.status !== undefined && e.status >= 400 && e.status < 500 && /outside the vocabulary/.test(e.message),
+    );
+  });
+
   it('lists the base model and the adapters in use', async () => {
     await client.chat.completions.create({ model: adapter, messages: [{ role: 'user', content: 'x' }], max_tokens: 1 });
     const models = await client.models.list();
