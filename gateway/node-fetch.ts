@@ -122,15 +122,21 @@ class BufferedResponse {
 
 type ReadResult = ReadableStreamReadResult<Uint8Array>;
 
+/** Bytes an IncomingReader holds for a slow reader before it stops reading the socket. */
+const QUEUE_BYTES = 64 * 1024;
+
 /**
  * Reads an IncomingMessage without a web stream: each chunk as Node delivered it, or, when several
  * arrived while the reader was busy (the client slower than the backend), all of them at once, so
- * they leave in one write. The socket is read only while a read is pending or nothing is queued
- * (pause on the first chunk nobody asked for), so a slow reader slows the backend down. An answer
+ * they leave in one write. Past 64 KiB queued the socket is no longer read until the reader
+ * catches up, so a slow reader slows the backend down (pausing on every queued chunk instead
+ * made each chunk cost a pause and a resume of the socket when the gateway is busy). An answer
  * cut short rejects the pending read; it never ends cleanly.
  */
 class IncomingReader {
   private queue: Buffer[] = [];
+  private queued = 0;
+  private paused = false;
   private ended = false;
   private failure: Error | null = null;
   private waiter: { resolve: (r: ReadResult) => void; reject: (e: Error) => void } | null = null;
@@ -145,7 +151,11 @@ class IncomingReader {
         return;
       }
       this.queue.push(c);
-      r.pause();
+      this.queued += c.byteLength;
+      if (this.queued > QUEUE_BYTES && !this.paused) {
+        this.paused = true;
+        r.pause();
+      }
     });
     r.on('end', () => {
       this.ended = true;
@@ -174,7 +184,11 @@ class IncomingReader {
     if (this.queue.length > 0) {
       const q = this.queue;
       this.queue = [];
-      if (!this.ended && !this.failure) this.r.resume();
+      this.queued = 0;
+      if (this.paused && !this.ended && !this.failure) {
+        this.paused = false;
+        this.r.resume();
+      }
       return Promise.resolve({ done: false, value: q.length === 1 ? q[0]! : Buffer.concat(q) });
     }
     if (this.failure) return Promise.reject(this.failure);
@@ -184,6 +198,7 @@ class IncomingReader {
 
   cancel(reason?: unknown): Promise<void> {
     this.queue = [];
+    this.queued = 0;
     this.ended = true;
     this.r.destroy(reason instanceof Error ? reason : undefined);
     this.wake();

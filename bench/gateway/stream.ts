@@ -367,6 +367,7 @@ async function main(): Promise<void> {
         if (rpid && gw.kind === 'switchboard') pids.redis = rpid;
         entries.push({ name, t: { url: g.url, path, body, headers }, pids, proc: g.proc, lat: fresh(), windows: [] });
       }
+      if (entries.length === 1) continue; // --only left no gateway on this route
       const rounds = Math.max(1, Math.min(4, streams));
       await setGap(stub.url, gapMs);
       for (let r = 0; r < rounds; r++) for (const e of entries) await latency(e.t, Math.ceil(streams / rounds), api, n, e.lat);
