@@ -113,9 +113,9 @@ export interface EngineOptions {
    */
   unverifiedModelLora?: boolean;
   /**
-   * CUDA engine: serve models with a shared expert (Qwen2-MoE), whose CUDA path (kernels/moe.cu moeSharedAdd) has not
-   * yet run on a GPU (default false: such models are refused on CUDA, see cudaUnverifiedRefusal). For the GPU tests
-   * that verify it; the server never sets it.
+   * CUDA engine: serve models with a shared expert (Qwen2-MoE), whose CUDA path (kernels/moe.cu moeSharedAdd, and
+   * LoRA on the shared expert's projections) has not yet run on a GPU (default false: such models are refused on
+   * CUDA, see cudaUnverifiedRefusal). For the GPU tests that verify it; the server never sets it.
    */
   unverifiedSharedExpert?: boolean;
   /** Where fallbacks are reported (default: console.warn). */
@@ -395,7 +395,7 @@ export class Engine {
 
   /** Why this engine would refuse `spec` (modelLoraRefusal), or null; the adapter store asks before it loads one. */
   adapterRefusal(spec: NativeAdapterSpec): string | null {
-    return modelLoraRefusal(spec, this.native.info().device, this.unverifiedModelLora, this.model.spec);
+    return modelLoraRefusal(spec, this.native.info().device, this.unverifiedModelLora);
   }
 
   /** Reads a PEFT adapter directory (validated against this model) into `slot`. */

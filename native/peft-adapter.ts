@@ -14,7 +14,7 @@
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import type { LoraExpertName, LoraModuleName, LoraProjectionName, NativeAdapterSpec, NativeLoraModule, NativeModelSpec, NativeTensorRef } from './addon.d.ts';
+import type { LoraExpertName, LoraModuleName, LoraProjectionName, NativeAdapterSpec, NativeLoraModule, NativeTensorRef } from './addon.d.ts';
 import {
   EXPERT_LORA_MODULES, formatZodError, isExpertModule, LORA_MODULES, loraModuleOrder, MODEL_LORA_MODULES, moduleParent, projectionFeatures,
 } from './model-config.ts';
@@ -535,10 +535,8 @@ async function exists(file: string): Promise<boolean> {
  * them (kernels/lora_model.cu) have not yet run on a GPU, so it refuses them unless `allowUnverified` is set
  * (EngineOptions.unverifiedModelLora: the GPU tests that verify them set it; the server never does).
  */
-export function modelLoraRefusal(
-  spec: NativeAdapterSpec, device: 'cpu' | 'cuda', allowUnverified: boolean, model?: Pick<NativeModelSpec, 'moeLayers'>,
-): string | null {
-  const experts = expertLoraRefusal(spec, device, model);
+export function modelLoraRefusal(spec: NativeAdapterSpec, device: 'cpu' | 'cuda', allowUnverified: boolean): string | null {
+  const experts = expertLoraRefusal(spec, device);
   if (experts !== null) return experts;
   if (device !== 'cuda' || allowUnverified) return null;
   const modules = [...new Set(spec.modules.filter((m) => m.layer === -1).map((m) => m.module))];
@@ -548,19 +546,18 @@ export function modelLoraRefusal(
 }
 
 /**
- * Why an engine on `device` refuses this adapter's LoRA inside a mixture-of-experts MLP, or null: on the expert
- * weights (PEFT target_parameters) or, given the model, on a MoE layer's shared expert (Qwen2-MoE's
- * mlp.shared_expert.*). The CPU engine applies both (checked against transformers + PEFT); the CUDA engine's MoE path
- * has no LoRA yet, so it refuses such adapters at load, naming the modules.
+ * Why an engine on `device` refuses this adapter's LoRA on mixture-of-experts expert weights (PEFT target_parameters),
+ * or null. The CPU engine applies it per expert (checked against transformers + PEFT); the CUDA engine's grouped expert
+ * GEMMs have no LoRA yet, so it refuses such adapters at load, naming the modules. (LoRA on Qwen2-MoE's shared expert
+ * runs through the CUDA engine's usual LoRA path, with the shared expert itself: see engine.ts cudaUnverifiedRefusal.)
  */
-export function expertLoraRefusal(spec: NativeAdapterSpec, device: 'cpu' | 'cuda', model?: Pick<NativeModelSpec, 'moeLayers'>): string | null {
+export function expertLoraRefusal(spec: NativeAdapterSpec, device: 'cpu' | 'cuda'): string | null {
   if (device !== 'cuda') return null;
-  const inMoe = (m: NativeLoraModule) => isExpertModule(m.module) || (m.layer >= 0 && model?.moeLayers?.[m.layer] === true && moduleParent(m.module as LoraProjectionName) === 'mlp');
-  const names = spec.modules.filter(inMoe).map((m) => `layers.${m.layer}.mlp.${isExpertModule(m.module) ? m.module : `shared_expert.${m.module}`}`);
+  const names = spec.modules.filter((m) => isExpertModule(m.module)).map((m) => `layers.${m.layer}.mlp.${m.module}`);
   if (names.length === 0) return null;
   const shown = names.length > 4 ? `${names.slice(0, 4).join(', ')}, ... (${names.length} in all)` : names.join(', ');
-  return `LoRA inside a mixture of experts (${shown}) is not yet served by the CUDA engine; ` +
-    'the CPU engine serves it (--device cpu), or use an adapter without LoRA on the experts';
+  return `LoRA on a mixture of experts' expert weights (${shown}; PEFT target_parameters) is not yet served by the CUDA engine; ` +
+    'the CPU engine serves it (--device cpu), or use an adapter without target_parameters';
 }
 
 /** Opens a PEFT LoRA adapter directory and checks it against the base model it will run on. */

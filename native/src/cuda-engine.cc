@@ -250,11 +250,12 @@ class CudaEngine final : public Engine {
                             ": LoRA on a mixture of experts' expert weights is not served by the CUDA engine yet; use --device cpu");
         const bool model = modelLevel(m.proj);
         if (model ? m.layer != -1 : (m.layer < 0 || m.layer >= c_.layers)) throw EngineError("adapter module out of range");
-        if (!model && !c_.moeLayer.empty() && c_.moeLayer[m.layer] && m.proj >= kGate)
+        // (a MoE layer's gate/up/down are its shared expert's, where it has one: Qwen2-MoE)
+        if (!model && !c_.moeLayer.empty() && c_.moeLayer[m.layer] && m.proj >= kGate && c_.sharedExpertIntermediate <= 0)
           throw EngineError("layers." + std::to_string(m.layer) + "." + projName(m.proj) +
                             ": this layer's MLP is a mixture of experts (LoRA on experts is not supported yet)");
         int in, out;
-        projDims(c_, m.proj, in, out);
+        projDimsAt(c_, m.layer, m.proj, in, out);
         const std::string where = model ? std::string(projName(m.proj)) : "layers." + std::to_string(m.layer) + "." + projName(m.proj);
         if (m.rank <= 0 || m.a.shape != std::vector<int64_t>{m.rank, in} || m.b.shape != std::vector<int64_t>{out, m.rank})
           throw EngineError(where + ": lora_A/lora_B shapes do not fit the base model");
@@ -444,7 +445,7 @@ class CudaEngine final : public Engine {
   using RefFn = std::function<const TensorRef&(const std::string&, std::vector<int64_t>)>;
   void loadFamilyLayer(int l, const RefFn& ref);
   void moeMlp(const FamilyLayer& F, int T);
-  void sharedExpert(const FamilyLayer& F, int T);
+  void sharedExpert(const FamilyLayer& F, int l, int T, int nseg, int maxSegRows);
   bool reserveMoe(int T);
   // Steps of up to this many rows run their experts in one launch per GEMM (kern::moeGemv), with
   // nothing read back, so MoE decode steps of up to this batch replay CUDA graphs; bigger steps
@@ -896,7 +897,7 @@ void CudaEngine::forward(const StepShape& sh) {
     }
     if (F.moe) {
       moeMlp(F, T);
-      if (c_.sharedExpertIntermediate > 0) sharedExpert(F, T);
+      if (c_.sharedExpertIntermediate > 0) sharedExpert(F, l, T, nseg, maxSegRows);
       continue;
     }
     gemm(h_.p, T, H, L.wgu, 2 * I, gu_.p, cudaType(t_));
@@ -1042,14 +1043,17 @@ void CudaEngine::moeMlp(const FamilyLayer& F, int T) {
 // down(silu(gate_proj h_) * up_proj h_), as Qwen2MoeSparseMoeBlock (rounded to T after the sigmoid,
 // the product and the add). Its buffers are the routed experts' (free once moeCombine has run); the
 // gate logits take the router logits' (read by moeRoute already).
-void CudaEngine::sharedExpert(const FamilyLayer& F, int T) {
+void CudaEngine::sharedExpert(const FamilyLayer& F, int l, int T, int nseg, int maxSegRows) {
   const int H = c_.hidden, S = c_.sharedExpertIntermediate;
   const size_t es = elemSize(t_);
   auto st = reinterpret_cast<kern::Stream>(stream_);
   char *gu = moe_.gu.as<char>(), *act = moe_.act.as<char>();
+  // Its LoRA (PEFT's gate/up/down_proj inside mlp.shared_expert) sits in the layer's gate/up/down slots.
   gemm(h_.p, T, H, F.sharedGU, 2 * S, gu, cudaType(t_));
+  lora(projSet(l, {{kGate, 0, S}, {kUp, S, S}}), h_.p, H, gu, 2 * S, nseg, maxSegRows);
   checkK(kern::siluMul(t_, gu, gu + size_t(S) * es, 2 * S, T, S, act, st), "siluMul (shared expert)");
   gemm(act, T, S, F.sharedD, H, moe_.y.p, cudaType(t_));
+  lora(projSet(l, {{kDown, 0, H}}), act, S, moe_.y.p, H, nseg, maxSegRows);
   gemm(h_.p, T, H, F.sharedGate, 1, moe_.logits.p, cudaType(t_));
   checkK(kern::moeSharedAdd(t_, moe_.y.p, moe_.logits.p, T, H, x_.p, st), "moeSharedAdd");
 }
