@@ -13,6 +13,7 @@ import { childSpan, endSpan, trace } from './tracing.ts';
 import { ROOT_CONTEXT as ROOT, type Context as TraceContext, type Span } from '@opentelemetry/api';
 import { IncrementalDecoder } from './text/tokenizer.ts';
 import { TooManyTokensError } from './text/tokenize-pool.ts';
+import type { LargeText } from './json-body.ts';
 import { noteGenerated, noteGenerationStart } from './access-log.ts';
 import { RequestError } from './errors.ts';
 import type { Penalties } from './penalties.ts';
@@ -28,8 +29,8 @@ export interface SamplingRequest {
 }
 
 export interface GenerationRequest {
-  /** Text to tokenize (special tokens added as the tokenizer does), or ready token ids. */
-  prompt: string | number[];
+  /** Text to tokenize (special tokens added as the tokenizer does; a LargeText stays off the loop), or ready token ids. */
+  prompt: string | LargeText | number[];
   adapter: AdapterChoice;
   /** Absent: up to --max-total-tokens. */
   maxNewTokens?: number | undefined;
@@ -118,7 +119,7 @@ export async function prepareInput(rt: Runtime, req: Pick<GenerationRequest, 'pr
   const { maxInputLength, maxTotalTokens } = rt.limits;
   let ids: number[];
   try {
-    ids = typeof req.prompt === 'string' ? await rt.tokenizePool.encode(req.prompt, true, req.truncate === undefined ? maxInputLength : null, req.truncate ?? null) : [...req.prompt];
+    ids = Array.isArray(req.prompt) ? [...req.prompt] : await rt.tokenizePool.encode(req.prompt, true, req.truncate === undefined ? maxInputLength : null, req.truncate ?? null);
   } catch (err) {
     if (!(err instanceof TooManyTokensError)) throw err;
     throw new RequestError(`Input validation error: \`inputs\` must have less than ${maxInputLength} tokens. Given: at least ${err.atLeast}`, 422);

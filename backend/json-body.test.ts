@@ -17,7 +17,7 @@ before(async () => {
   server = createServer((req: IncomingMessage, res) => {
     const declared = Number(req.headers['content-length'] ?? 'NaN');
     readJsonStream(req, { maxBytes: MAX, declaredBytes: Number.isFinite(declared) ? declared : null, tooLarge: () => new JsonBodyError('too large', 413) }).then(
-      (value) => {
+      ({ value }) => {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify(value));
       },

@@ -6,7 +6,14 @@
 // JavaScript buffer on the loop) and the worker joins, decodes and parses them. Smaller bodies are
 // parsed inline, where a thread hop would cost more. One implementation, parseJsonBody, runs in
 // both places, so a body gets the same answer whatever its size.
-import { Worker } from 'node:worker_threads';
+//
+// The prompt of a large body need not come back at all: a route names its prompt field (`keep`),
+// and a string there longer than LARGE_TEXT_MIN_CHARS stays on the parser thread as a LargeText
+// (the loop gets its length and a handle). Making a multi-megabyte string on the loop costs about
+// 3 ms per MB here (a fresh large-object allocation and the incremental marking it pays for), more
+// than everything else a large body costs the loop. The tokenizer threads fetch the text from the
+// parser thread over their own MessagePorts; the loop copies it only to echo it in an answer.
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { jsonTooDeep, MAX_JSON_DEPTH } from '../protocol/json-depth.ts';
 
 export const INLINE_MAX_BYTES = Number(process.env.SWITCHBOARD_JSON_INLINE_MAX_BYTES) || 64 * 1024;
@@ -38,21 +45,97 @@ export function parseJsonBody(bytes: Uint8Array): unknown {
 export type ParserMessage =
   | { op: 'parse'; id: number; bytes: Uint8Array }
   | { op: 'chunk'; id: number; bytes: Uint8Array }
-  | { op: 'end'; id: number }
-  | { op: 'cancel'; id: number };
+  /** `keep`: the top-level field whose long string stays on the thread (its id is the body's). */
+  | { op: 'end'; id: number; keep: string | null }
+  | { op: 'cancel'; id: number }
+  /** The text of a kept string, copied to the loop (id: this request's; text: the LargeText's). */
+  | { op: 'text'; id: number; text: number }
+  | { op: 'release'; text: number }
+  /** A tokenizer thread's end of a channel on which it asks for kept texts (TextRequest / TextReply). */
+  | { op: 'port'; port: MessagePort };
 
-export type ParserReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; message: string; status: number | null };
+export type ParserReply =
+  | { id: number; ok: true; value: unknown; kept?: { field: string; length: number } }
+  | { id: number; ok: false; message: string; status: number | null };
+
+/** Tokenizer thread -> parser thread, on a port from textPort(), and the answer (null: released). */
+export interface TextRequest {
+  job: number;
+  text: number;
+}
+export interface TextReply {
+  job: number;
+  text: string | null;
+}
+
+/**
+ * Top-level strings at least this long are kept on the parser thread when the route asks (in
+ * bodies over INLINE_MAX_BYTES). SWITCHBOARD_LARGE_TEXT_MIN_CHARS overrides it (tests set it low so
+ * a prompt under the fixture's token limit is kept).
+ */
+export const LARGE_TEXT_MIN_CHARS = Number(process.env.SWITCHBOARD_LARGE_TEXT_MIN_CHARS) || 64 * 1024;
+
+/**
+ * A request's prompt held by the parser thread: the loop knows its length (enough for the token
+ * bound) and hands its id to the tokenizer pool. release() when the request is over; the routes'
+ * body reader does it when the response closes.
+ */
+export class LargeText {
+  private released = false;
+  constructor(
+    readonly id: number,
+    readonly length: number,
+  ) {
+    bodyStats.keptTexts++;
+  }
+
+  /** The text itself, copied to the loop: only for answers that echo the prompt. */
+  text(): Promise<string> {
+    if (this.released) return Promise.reject(new Error('the text was released'));
+    bodyStats.textsToLoop++;
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      const w = parser();
+      pending.set(id, { resolve: (r) => resolve(r.value as string), reject });
+      w.ref();
+      w.postMessage({ op: 'text', id, text: this.id } satisfies ParserMessage);
+    });
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    worker?.postMessage({ op: 'release', text: this.id } satisfies ParserMessage);
+  }
+}
+
+/** A string, or a LargeText's text fetched to the loop. */
+export function textOf(t: string | LargeText): Promise<string> {
+  return typeof t === 'string' ? Promise.resolve(t) : t.text();
+}
+
+/**
+ * A new channel to the parser thread: the caller (a tokenizer thread) posts TextRequests on the
+ * returned port and gets TextReplies. When the parser thread ends, the port closes.
+ */
+export function textPort(): MessagePort {
+  const ch = new MessageChannel();
+  parser().postMessage({ op: 'port', port: ch.port2 } satisfies ParserMessage, [ch.port2]);
+  return ch.port1;
+}
 
 /**
  * What the loop did with request bodies: `gatheredBytes` were joined into one buffer here (small
  * bodies, and bodies read without a Node stream), `streamedBytes` went to the parser thread chunk
- * by chunk. Tests read them to check that a large body is never gathered on the loop.
+ * by chunk; `keptTexts` prompts stayed there, `textsToLoop` of them were copied to the loop
+ * (answers that echo the prompt). Tests read them to check that a large body and its prompt never
+ * reach the loop.
  */
-export const bodyStats = { gatheredBytes: 0, streamedBytes: 0, streamedBodies: 0 };
+export const bodyStats = { gatheredBytes: 0, streamedBytes: 0, streamedBodies: 0, keptTexts: 0, textsToLoop: 0 };
 
 let worker: Worker | null = null;
 let nextId = 1;
-const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+const pending = new Map<number, { resolve: (r: Extract<ParserReply, { ok: true }>) => void; reject: (e: Error) => void }>();
 /** Bodies being streamed to the thread: referenced while any is open, like pending answers. */
 let open = 0;
 
@@ -75,7 +158,7 @@ function parser(): Worker {
     if (!p) return;
     pending.delete(r.id);
     holdsWork(w);
-    if (r.ok) p.resolve(r.value);
+    if (r.ok) p.resolve(r);
     else p.reject(r.status !== null ? new JsonBodyError(r.message, r.status) : new Error(`JSON body parser: ${r.message}`));
   });
   w.on('error', fail);
@@ -99,7 +182,7 @@ export function parseJsonBodyAsync(bytes: Uint8Array): Promise<unknown> {
   const id = nextId++;
   return new Promise((resolve, reject) => {
     const w = parser();
-    pending.set(id, { resolve, reject });
+    pending.set(id, { resolve: (r) => resolve(r.value), reject });
     w.ref();
     const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer;
     const own = whole ? bytes : bytes.slice();
@@ -128,11 +211,11 @@ class StreamedBody {
     this.w.postMessage({ op: 'chunk', id: this.id, bytes } satisfies ParserMessage);
   }
 
-  end(): Promise<unknown> {
+  end(keep: string | null): Promise<ParsedBody> {
     this.close();
     return new Promise((resolve, reject) => {
-      pending.set(this.id, { resolve, reject });
-      this.w.postMessage({ op: 'end', id: this.id } satisfies ParserMessage);
+      pending.set(this.id, { resolve: (r) => resolve({ value: r.value, kept: r.kept ? new LargeText(r.id, r.kept.length) : null }), reject });
+      this.w.postMessage({ op: 'end', id: this.id, keep } satisfies ParserMessage);
     });
   }
 
@@ -161,11 +244,27 @@ export interface NodeBodyStream {
 
 export interface StreamOptions {
   maxBytes: number;
+  /** A top-level field whose string, when LARGE_TEXT_MIN_CHARS or longer in a streamed body, stays on the parser thread. */
+  keep?: string | null;
   /** The Content-Length header when there is one (a body that says it is large goes to the thread from its first chunk). */
   declaredBytes?: number | null;
   /** The error for a body past maxBytes (the caller's shape and headers). */
   tooLarge: () => Error;
 }
+
+/**
+ * A parsed body. `kept`: the `keep` field's string stayed on the parser thread; in `value` that
+ * field holds a one-character stand-in instead, so the route's schema sees a non-empty string
+ * exactly as it would have (no check on a prompt depends on more than that), and the route uses
+ * `kept` as the prompt.
+ */
+export interface ParsedBody {
+  value: unknown;
+  kept: LargeText | null;
+}
+
+/** What stands in for a kept string in a ParsedBody's value. */
+export const KEPT_STAND_IN = '\u2026';
 
 /**
  * Reads a Node request stream to its end and parses it (parseJsonBody's answers). Up to
@@ -175,7 +274,7 @@ export interface StreamOptions {
  * not destroyed: destroying would reset the socket, so the client would see a reset instead of
  * the answer (Node discards the rest of the body after the answer).
  */
-export function readJsonStream(s: NodeBodyStream, opts: StreamOptions): Promise<unknown> {
+export function readJsonStream(s: NodeBodyStream, opts: StreamOptions): Promise<ParsedBody> {
   return new Promise((resolve, reject) => {
     let parts: Uint8Array[] = [];
     let total = 0;
@@ -208,10 +307,10 @@ export function readJsonStream(s: NodeBodyStream, opts: StreamOptions): Promise<
     };
     const onEnd = () => {
       detach();
-      if (streamed) return void streamed.end().then(resolve, reject);
+      if (streamed) return void streamed.end(opts.keep ?? null).then(resolve, reject);
       bodyStats.gatheredBytes += total;
       try {
-        resolve(parseJsonBody(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)));
+        resolve({ value: parseJsonBody(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)), kept: null });
       } catch (err) {
         reject(err as Error);
       }

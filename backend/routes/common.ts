@@ -8,7 +8,7 @@ import { RequestError } from '../errors.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AuthEnv } from '../auth.ts';
 import { checkLocalAdapterId } from '../../protocol/adapter-id.ts';
-import { JsonBodyError, parseJsonBodyAsync, readJsonStream, type NodeBodyStream } from '../json-body.ts';
+import { JsonBodyError, parseJsonBodyAsync, readJsonStream, type LargeText, type NodeBodyStream } from '../json-body.ts';
 
 export type Ctx = Context<AuthEnv>;
 
@@ -58,6 +58,16 @@ export async function readBodyBytes(c: Context<AuthEnv>, maxBytes: number, what 
  * MAX_JSON_DEPTH. Large bodies are gathered, decoded and parsed off the event loop (json-body.ts).
  */
 export async function readJsonBody(c: Context<AuthEnv>): Promise<unknown> {
+  return (await readPromptBody(c, null)).value;
+}
+
+/**
+ * readJsonBody for a route whose prompt is the top-level field `keep`: in a large body, a long
+ * string there stays on the parser thread (json-body.ts's LargeText, released when the response
+ * closes) and `value` holds a stand-in the schema accepts as it would the prompt. Use `prompt`
+ * (when not null) in its place.
+ */
+export async function readPromptBody(c: Context<AuthEnv>, keep: string | null): Promise<{ value: unknown; prompt: LargeText | null }> {
   try {
     // On Node, straight from the IncomingMessage: a large body's chunks go to the parser thread as
     // they arrive (never gathered on the loop, nor copied again by a web stream).
@@ -65,13 +75,24 @@ export async function readJsonBody(c: Context<AuthEnv>): Promise<unknown> {
     if (incoming && typeof incoming.on === 'function' && typeof incoming.pause === 'function' && incoming.readableEnded === false) {
       const declared = Number(c.req.header('content-length') ?? 'NaN');
       if (Number.isFinite(declared) && declared > MAX_BODY_BYTES) throw bodyTooLarge(c, MAX_BODY_BYTES);
-      return await readJsonStream(incoming as NodeBodyStream, {
+      const { value, kept } = await readJsonStream(incoming as NodeBodyStream, {
         maxBytes: MAX_BODY_BYTES,
         declaredBytes: Number.isFinite(declared) ? declared : null,
         tooLarge: () => bodyTooLarge(c, MAX_BODY_BYTES),
+        keep,
       });
+      if (kept) {
+        const outgoing = (c.env as { outgoing?: { once(ev: 'close', fn: () => void): unknown } } | undefined)?.outgoing;
+        if (!outgoing) {
+          // Nothing says when the request ends: the text comes to the loop now.
+          const text = await kept.text().finally(() => kept.release());
+          return { value: Object.assign(value as Record<string, unknown>, { [keep!]: text }), prompt: null };
+        }
+        outgoing.once('close', () => kept.release());
+      }
+      return { value, prompt: kept };
     }
-    return await parseJsonBodyAsync(await readBodyBytes(c, MAX_BODY_BYTES));
+    return { value: await parseJsonBodyAsync(await readBodyBytes(c, MAX_BODY_BYTES)), prompt: null };
   } catch (err) {
     if (err instanceof JsonBodyError) throw new RequestError(err.message, err.status);
     throw err;

@@ -20,7 +20,8 @@ import { errorBody, RequestError } from '../errors.ts';
 import { attachTokenTail, generate, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
 import type { Runtime } from '../runtime.ts';
 import { loraxConstraint } from '../structured/index.ts';
-import { loraxAdapterChoice, readJsonBody, type Ctx } from './common.ts';
+import { loraxAdapterChoice, readPromptBody, type Ctx } from './common.ts';
+import { textOf, type LargeText } from '../json-body.ts';
 
 const toToken = (t: TokenInfo): Token => ({
   id: t.id,
@@ -31,7 +32,7 @@ const toToken = (t: TokenInfo): Token => ({
   ...(t.top ? { alternative_tokens: t.top.map((a) => ({ id: a.id, text: a.text, logprob: Number.isFinite(a.logprob) ? a.logprob : null })) } : {}),
 });
 
-async function generationRequest(rt: Runtime, c: Ctx, inputs: string, p: GenerateParameters, signal: AbortSignal): Promise<GenerationRequest> {
+async function generationRequest(rt: Runtime, c: Ctx, inputs: string | LargeText, p: GenerateParameters, signal: AbortSignal): Promise<GenerationRequest> {
   const issues = checkGenerateLimits(p, rt.limits);
   if (issues.length > 0) throw new RequestError(loraxValidationError(issues).error, 422);
   const constraint = await loraxConstraint(rt, p.response_format, p.stop); // 422 naming unsupported schema features; stops never cut a value
@@ -99,7 +100,7 @@ async function collect(rt: Runtime, req: GenerationRequest): Promise<Collected> 
   };
 }
 
-async function runGenerate(rt: Runtime, c: Ctx, inputs: string, p: GenerateParameters): Promise<GenerateResponse> {
+async function runGenerate(rt: Runtime, c: Ctx, inputs: string | LargeText, p: GenerateParameters): Promise<GenerateResponse> {
   const signal = c.req.raw.signal;
   const bestOf = p.best_of ?? 1;
   const base = await generationRequest(rt, c, inputs, p, signal);
@@ -109,12 +110,14 @@ async function runGenerate(rt: Runtime, c: Ctx, inputs: string, p: GenerateParam
   );
   runs.sort((a, b) => b.r.logprobSum - a.r.logprobSum || a.i - b.i);
   const best = runs[0]!.r;
-  const fullText = p.return_full_text ? inputs + best.text : best.text;
+  // A kept prompt (a large body's) comes to the loop only here, when the answer repeats it.
+  const prefix = p.return_full_text ? await textOf(inputs) : '';
+  const fullText = prefix + best.text;
   if (!p.details && !p.decoder_input_details) return { generated_text: fullText };
   const details: Details = { ...best.details };
   if (bestOf > 1) {
     details.best_of_sequences = runs.slice(1).map(({ r }) => ({
-      generated_text: p.return_full_text ? inputs + r.text : r.text,
+      generated_text: prefix + r.text,
       finish_reason: r.details.finish_reason,
       generated_tokens: r.details.generated_tokens,
       seed: r.details.seed,
@@ -125,10 +128,11 @@ async function runGenerate(rt: Runtime, c: Ctx, inputs: string, p: GenerateParam
   return { generated_text: fullText, details };
 }
 
-async function streamResponse(rt: Runtime, c: Ctx, inputs: string, p: GenerateParameters) {
+async function streamResponse(rt: Runtime, c: Ctx, inputs: string | LargeText, p: GenerateParameters) {
   const ac = new AbortController();
   c.req.raw.signal.addEventListener('abort', () => ac.abort());
   const req = await generationRequest(rt, c, inputs, p, ac.signal);
+  const prefix = p.return_full_text ? await textOf(inputs) : '';
   // Validation and admission happen before the 200: pull the first event eagerly.
   const it = generate(rt, req);
   return it.next().then((first) =>
@@ -160,7 +164,7 @@ async function streamResponse(rt: Runtime, c: Ctx, inputs: string, p: GeneratePa
             await send(pending);
             const msg: StreamResponse = {
               token: last,
-              generated_text: p.return_full_text ? inputs + e.generatedText : e.generatedText,
+              generated_text: prefix + e.generatedText,
               details: p.details ? { finish_reason: e.finishReason, prompt_tokens: e.inputLength, generated_tokens: e.generatedTokens, seed: e.seed } : null,
             };
             await stream.writeSSE({ data: JSON.stringify(msg) });
@@ -184,22 +188,26 @@ export function loraxRoutes(rt: Runtime): Hono<AuthEnv> {
 
   // Failures are thrown: the app's onError answers them in LoRAX's shape (errors.ts).
   app.post('/generate', async (c) => {
-    const parsed = parseLoraxRequest(GenerateRequest, await readJsonBody(c));
+    const body = await readPromptBody(c, 'inputs');
+    const parsed = parseLoraxRequest(GenerateRequest, body.value);
     if (!parsed.success) return c.json(parsed.error, 422);
-    return c.json(await runGenerate(rt, c, parsed.data.inputs, parsed.data.parameters));
+    return c.json(await runGenerate(rt, c, body.prompt ?? parsed.data.inputs, parsed.data.parameters));
   });
 
   app.post('/generate_stream', async (c) => {
-    const parsed = parseLoraxRequest(GenerateStreamRequest, await readJsonBody(c));
+    const body = await readPromptBody(c, 'inputs');
+    const parsed = parseLoraxRequest(GenerateStreamRequest, body.value);
     if (!parsed.success) return c.json(parsed.error, 422);
-    return streamResponse(rt, c, parsed.data.inputs, parsed.data.parameters);
+    return streamResponse(rt, c, body.prompt ?? parsed.data.inputs, parsed.data.parameters);
   });
 
   // LoRAX serves its compat route at / and at SageMaker's /invocations alike.
   app.on('POST', ['/', '/invocations'], async (c) => {
-    const parsed = parseLoraxRequest(CompatGenerateRequest, await readJsonBody(c));
+    const body = await readPromptBody(c, 'inputs');
+    const parsed = parseLoraxRequest(CompatGenerateRequest, body.value);
     if (!parsed.success) return c.json(parsed.error, 422);
-    const { inputs, parameters, stream } = parsed.data;
+    const { parameters, stream } = parsed.data;
+    const inputs = body.prompt ?? parsed.data.inputs;
     if (stream) return streamResponse(rt, c, inputs, parameters);
     return c.json([await runGenerate(rt, c, inputs, parameters)]);
   });

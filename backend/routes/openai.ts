@@ -29,7 +29,8 @@ import { attachTokenTail, generate, prepareInput, type GenerationEvent, type Gen
 import type { FinishReason } from '../scheduler.ts';
 import type { Runtime } from '../runtime.ts';
 import { openaiConstraint } from '../structured/index.ts';
-import { openaiAdapterChoice, readJsonBody, type Ctx } from './common.ts';
+import { openaiAdapterChoice, readJsonBody, readPromptBody, type Ctx } from './common.ts';
+import { LargeText } from '../json-body.ts';
 
 const finish = (r: FinishReason): OpenAIFinishReason => (r === 'length' ? 'length' : 'stop');
 const now = () => Math.floor(Date.now() / 1000);
@@ -54,7 +55,7 @@ interface Common {
   response_format?: OpenAIResponseFormat | undefined;
 }
 
-async function baseRequest(rt: Runtime, c: Ctx, r: Common, prompt: string | number[], maxNewTokens: number | undefined, topLogprobs: number, signal: AbortSignal): Promise<GenerationRequest> {
+async function baseRequest(rt: Runtime, c: Ctx, r: Common, prompt: string | LargeText | number[], maxNewTokens: number | undefined, topLogprobs: number, signal: AbortSignal): Promise<GenerationRequest> {
   const vocab = rt.engine.model.spec.vocabSize;
   let logitBias: Map<number, number> | null = null;
   if (r.logit_bias && Object.keys(r.logit_bias).length > 0) {
@@ -248,10 +249,12 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
   });
 
   app.post('/v1/completions', async (c) => {
-    const parsed = parseOpenAIRequest(CompletionRequest, await readJsonBody(c));
+    const body = await readPromptBody(c, 'prompt');
+    const parsed = parseOpenAIRequest(CompletionRequest, body.value);
     if (!parsed.success) return c.json(parsed.error, 400);
     const r = parsed.data;
-    const prompts = completionPrompts(r.prompt);
+    // A large body's single string prompt stays on the JSON parser thread (json-body.ts).
+    const prompts: (string | LargeText | number[])[] = body.prompt ? [body.prompt] : completionPrompts(r.prompt);
     const n = r.n ?? 1;
     if (r.best_of !== undefined && r.best_of !== n) throw new RequestError('best_of other than n is not supported', 400);
     if (r.max_tokens === 0) throw new RequestError('max_tokens 0 (prompt scoring) is not supported yet', 400);
@@ -272,7 +275,7 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
       const base = { ...(await baseRequest(rt, c, r, p, maxTokens, k, ac.signal)), promptLogprobs: r.echo && r.logprobs !== undefined };
       // Encoded once (off the event loop when large); the choices reuse the ids.
       base.prompt = (await prepareInput(rt, base)).ids;
-      echoed.push(typeof p === 'string' ? p : r.echo ? rt.tokenizer.decode(p, false) : '');
+      echoed.push(typeof p === 'string' ? p : !r.echo ? '' : p instanceof LargeText ? await p.text() : rt.tokenizer.decode(p, false));
       reqs.push(...choiceRequests(base, n));
     }
     const id = newId('cmpl');

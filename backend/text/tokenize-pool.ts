@@ -7,8 +7,9 @@
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { Worker, type MessagePort } from 'node:worker_threads';
 import type { TokenizeJob, TokenizeReply, WorkerInit } from './tokenize-worker.ts';
+import { LargeText, textPort } from '../json-body.ts';
 import { ChatTemplateError, type ChatTurn, type TextTokenizer } from './tokenizer.ts';
 
 /**
@@ -153,10 +154,18 @@ export class TokenizePool {
     return this.init.maxCharsPerToken;
   }
 
-  /** Token ids of `text`; TooManyTokensError as soon as it is known to exceed `maxTokens`. */
-  /** `keepLast`: only the last this many ids are wanted (truncation); the rest never reach the loop. */
-  async encode(text: string, addSpecial = true, maxTokens: number | null = null, keepLast: number | null = null): Promise<number[]> {
+  /**
+   * Token ids of `text`; TooManyTokensError as soon as it is known to exceed `maxTokens`.
+   * `keepLast`: only the last this many ids are wanted (truncation); the rest never reach the loop.
+   * A LargeText (a prompt the JSON body parser thread kept) is refused by its length alone, or
+   * encoded by a thread that fetches it from the parser thread: its text never reaches the loop.
+   */
+  async encode(text: string | LargeText, addSpecial = true, maxTokens: number | null = null, keepLast: number | null = null): Promise<number[]> {
     this.checkBound(text.length, maxTokens);
+    if (text instanceof LargeText) {
+      const port = textPort();
+      return Array.from((await this.submit({ op: 'encode', text: { ref: text.id, port }, addSpecial, maxTokens, keepLast }, [port])).ids);
+    }
     if (text.length <= this.inlineMaxChars) {
       const ids = this.tok.encode(text, addSpecial);
       return keepLast !== null && ids.length > keepLast ? ids.slice(ids.length - keepLast) : ids;
@@ -226,7 +235,7 @@ export class TokenizePool {
     return s;
   }
 
-  private submit(job: DistributiveOmit<TokenizeJob, 'id'>): Promise<Extract<TokenizeReply, { ok: true }>> {
+  private submit(job: DistributiveOmit<TokenizeJob, 'id'>, transfer: MessagePort[] = []): Promise<Extract<TokenizeReply, { ok: true }>> {
     if (this.closed) return Promise.reject(new Error('the tokenizer pool is closed'));
     // The least busy thread takes the job (threads start only when needed).
     let best = 0;
@@ -243,7 +252,7 @@ export class TokenizePool {
     return new Promise((resolve, reject) => {
       s.pending.set(id, { resolve, reject });
       s.worker.ref();
-      s.worker.postMessage({ ...job, id } as TokenizeJob);
+      s.worker.postMessage({ ...job, id } as TokenizeJob, transfer);
     });
   }
 

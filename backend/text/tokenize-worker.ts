@@ -1,17 +1,28 @@
 // The worker side of tokenize-pool.ts: holds its own copy of the model's tokenizer and chat
 // template, and runs the jobs whose cost grows with the input (encoding, chat rendering, the
 // per-token texts of /tokenize) so the request loop never does. The token bound is checked on the
-// rendered text before encoding it, so an over-long chat costs a render, never an encode.
-import { parentPort, workerData } from 'node:worker_threads';
+// rendered text before encoding it, so an over-long chat costs a render, never an encode. A prompt
+// the JSON body parser kept (json-body.ts) is fetched from that thread first.
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import type { TextReply, TextRequest } from '../json-body.ts';
 import { tokensAtLeast } from './tokenize-pool.ts';
 import { ChatTemplateError, TextTokenizer, type ChatTurn } from './tokenizer.ts';
 import { lowerWorkerThreadPriority } from '../worker-priority.ts';
 
 lowerWorkerThreadPriority();
 
+/**
+ * A prompt kept by the JSON body parser thread (json-body.ts's LargeText): this thread asks for it
+ * on `port` (a channel to the parser thread made for this one job), so it never crosses the loop.
+ */
+export interface TextRef {
+  ref: number;
+  port: MessagePort;
+}
+
 export type TokenizeJob =
   // keepLast: only the last this many ids come back (truncation), so a multi-megabyte prompt's ids never cross to the loop.
-  | { id: number; op: 'encode'; text: string; addSpecial: boolean; maxTokens: number | null; keepLast: number | null }
+  | { id: number; op: 'encode'; text: string | TextRef; addSpecial: boolean; maxTokens: number | null; keepLast: number | null }
   | { id: number; op: 'chat'; messages: ChatTurn[]; addGenerationPrompt: boolean; maxTokens: number | null }
   | { id: number; op: 'detail'; text: string; addSpecial: boolean; maxTokens: number | null };
 
@@ -30,7 +41,9 @@ export interface WorkerInit {
 const init = workerData as WorkerInit;
 const tok = await TextTokenizer.load(init.modelDir, init.eos);
 
-function run(job: TokenizeJob): TokenizeReply {
+type Resolved = Exclude<TokenizeJob, { op: 'encode' }> | (Extract<TokenizeJob, { op: 'encode' }> & { text: string });
+
+function run(job: Resolved): TokenizeReply {
   let text: string;
   let addSpecial: boolean;
   if (job.op === 'chat') {
@@ -57,7 +70,7 @@ function run(job: TokenizeJob): TokenizeReply {
   return { id: job.id, ok: true, ids, texts, special };
 }
 
-parentPort!.on('message', (job: TokenizeJob) => {
+function handle(job: Resolved): void {
   let reply: TokenizeReply;
   try {
     reply = run(job);
@@ -65,5 +78,21 @@ parentPort!.on('message', (job: TokenizeJob) => {
     reply = { id: job.id, ok: false, kind: 'error', message: (err as Error).message ?? String(err) };
   }
   parentPort!.postMessage(reply, reply.ok ? [reply.ids.buffer as ArrayBuffer] : []);
+}
+
+parentPort!.on('message', (job: TokenizeJob) => {
+  if (job.op !== 'encode' || typeof job.text === 'string') return handle(job as Resolved);
+  const { ref, port } = job.text;
+  let answered = false;
+  const fail = (message: string) => parentPort!.postMessage({ id: job.id, ok: false, kind: 'error', message } satisfies TokenizeReply);
+  port.once('message', (r: TextReply) => {
+    answered = true;
+    port.close();
+    if (r.text === null) fail("the request's prompt is gone (the request ended)");
+    else handle({ ...job, text: r.text });
+  });
+  // The parser thread ended before it answered.
+  port.once('close', () => answered || fail('the JSON body parser thread ended'));
+  port.postMessage({ job: job.id, text: ref } satisfies TextRequest);
 });
 parentPort!.postMessage({ ready: true });
