@@ -1,7 +1,7 @@
 // The Node gateway's upstream fetch (node-fetch.ts) behaves as fetch does for what the gateway
 // reads: JSON answers with or without a Content-Length are buffered (and past 1 MiB streamed,
 // intact), a body reads once, a BOM is dropped, headers are all there, an answer cut short is an
-// error, and an abort reaches the request.
+// error, and an abort reaches the request; event streams are read without a web stream.
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -38,6 +38,22 @@ describe('node fetch', () => {
         case '/slow':
           res.writeHead(200, { 'content-type': 'application/json' });
           res.write('{');
+          return;
+        case '/events': {
+          // Three events a few ms apart, then one more after the reader has waited a while.
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          let i = 0;
+          const next = () => {
+            res.write(`data: ${i}\n\n`);
+            if (++i < 4) setTimeout(next, i === 3 ? 150 : 5);
+            else res.end();
+          };
+          return next();
+        }
+        case '/events-cut':
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          res.write('data: 0\n\n');
+          setTimeout(() => res.socket?.destroy(), 20);
           return;
         default:
           res.writeHead(404, { 'content-type': 'text/plain' });
@@ -88,6 +104,30 @@ describe('node fetch', () => {
   it('a chunked JSON answer past 1 MiB arrives whole, as a stream', async () => {
     const r = await f(`${base}/big-chunked`);
     assert.equal(await r.text(), big);
+  });
+
+  it('an event stream is read without a web stream: chunks that queued meanwhile come as one, an end is an end', async () => {
+    const r = await f(`${base}/events`);
+    assert.equal(r.headers.get('content-type'), 'text/event-stream');
+    const reader = (r as unknown as { directReader(): ReadableStreamDefaultReader<Uint8Array> }).directReader();
+    assert.throws(() => (r as unknown as { directReader(): unknown }).directReader(), TypeError, 'a body reads once');
+    await new Promise((res) => setTimeout(res, 100)); // events 0-2 arrive while nobody reads
+    const first = await reader.read();
+    assert.equal(Buffer.from(first.value!).toString(), 'data: 0\n\ndata: 1\n\ndata: 2\n\n');
+    const second = await reader.read(); // waits for the last event
+    assert.equal(Buffer.from(second.value!).toString(), 'data: 3\n\n');
+    assert.equal((await reader.read()).done, true);
+    // The same answer through `body` and text(), for callers that want those.
+    assert.equal(await (await f(`${base}/events`)).text(), 'data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n');
+    const web = (await f(`${base}/events`)).body!.getReader();
+    let all = '';
+    for (let x = await web.read(); !x.done; x = await web.read()) all += Buffer.from(x.value).toString();
+    assert.equal(all, 'data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n');
+    // Cut short: the pending read fails, it never ends cleanly.
+    const cut = (await f(`${base}/events-cut`)) as unknown as { directReader(): ReadableStreamDefaultReader<Uint8Array> };
+    const cr = cut.directReader();
+    assert.equal(Buffer.from((await cr.read()).value!).toString(), 'data: 0\n\n');
+    await assert.rejects(cr.read(), Error);
   });
 
   it('an answer cut short is an error, never a clean end; an abort reaches the request', async () => {
