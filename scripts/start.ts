@@ -1,28 +1,43 @@
-// `npm start`: the whole stack on one machine for a first look: a model (the bundled demo model by
-// default) on the CPU engine (or the GPU, where one works) behind the edge gateway, with an adapter
-// root, a fresh service key, an admin token and an API key for a "demo" tenant, and curl lines
-// that work as printed: generation with and without a shared adapter, a tenant adapter upload and
-// its use. scripts/start.test.ts runs every printed line.
+// `npm start`: the whole stack on one machine for a first look: a model (the bundled demo model of
+// demo/ by default: a tiny Llama that scripts/train-demo-model.py trained on synthetic stories, and
+// its style adapters) on the CPU engine (or the GPU, where one works) behind the edge gateway, with
+// an adapter root, a fresh service key, an admin token and an API key for a "demo" tenant, and curl
+// lines that work as printed: the same prompt through the base and each shared adapter, a chat, a
+// tenant adapter upload and its use. scripts/start.test.ts runs every printed line.
 // Options: --port <gateway port, default 8080>, --model-id <dir> (default: the bundled model),
 // --adapter-root <dir> (default: a temporary one, removed on exit, holding the bundled adapters).
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm, symlink } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_MODEL, startServer } from '../backend/cli.ts';
+import { startServer } from '../backend/cli.ts';
 import { parseServeConfig } from '../backend/config.ts';
 import { formatGatewayAccess, startGateway } from '../gateway/node.ts';
 
 const log = (m: string) => process.stderr.write(`[switchboard] ${m}\n`);
 const REPO = path.resolve(import.meta.dirname, '..');
-/** PEFT adapters trained for the bundled model (random weights too, like the model). */
-const DEMO_ADAPTERS = path.join(REPO, 'test', 'fixtures', 'adapters', 'llama');
-/** The bundled adapter a tenant uploads in the printed example, and the one shared with every tenant. */
-const UPLOAD_EXAMPLE = 'r8-qv';
-const SHARED_EXAMPLE = 'r16-all';
+/** The bundled demo model and its PEFT adapters, one per style (scripts/train-demo-model.py made them). */
+export const DEMO_MODEL = path.join(REPO, 'demo', 'tiny-story-llama');
+export const DEMO_ADAPTERS = path.join(REPO, 'demo', 'adapters');
+/** The bundled adapter a tenant uploads (as its own "my-lora") in the printed example. */
+const UPLOAD_EXAMPLE = 'pirate';
+const PROMPT = 'Once upon a time';
+const CHAT = 'Tell me a story about a cat.';
+
+/** What the banner says about the bundled model, read from its config (so it stays true after a retrain). */
+function describeDemo(adapters: string[]): string {
+  const c = JSON.parse(readFileSync(path.join(DEMO_MODEL, 'config.json'), 'utf-8')) as Record<string, number>;
+  return (
+    `Model: the bundled demo model, a tiny Llama (${c.num_hidden_layers} layers, ${c.hidden_size} wide, ${c.vocab_size}-token vocabulary)\n` +
+    `trained on a CPU in minutes by scripts/train-demo-model.py on synthetic children's stories that\n` +
+    `scripts/demo_corpus.py generates. It writes short simple stories and nothing else: a demo, not an\n` +
+    `assistant. Its adapters (${adapters.join(', ')}) each rewrite its style; every one is shared with all tenants.\n` +
+    `Serve a real model with: npx switchboard serve --model-id <dir> (see README.md).`
+  );
+}
 
 /** Fails fast, before the model loads, when the gateway's port is taken (one line, naming --port). */
 async function checkPortFree(port: number, hostname: string): Promise<void> {
@@ -40,7 +55,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       port: { type: 'string', default: process.env.PORT ?? '8080' },
-      'model-id': { type: 'string', default: process.env.MODEL_ID ?? DEFAULT_MODEL },
+      'model-id': { type: 'string', default: process.env.MODEL_ID ?? DEMO_MODEL },
       'adapter-root': { type: 'string' },
     },
   });
@@ -49,14 +64,15 @@ async function main(): Promise<void> {
   const hostname = '127.0.0.1';
   await checkPortFree(port, hostname);
   const modelDir = path.resolve(values['model-id']!);
-  const isDemo = modelDir === DEFAULT_MODEL;
+  const isDemo = modelDir === DEMO_MODEL;
+  const demoAdapters = isDemo ? readdirSync(DEMO_ADAPTERS).sort() : [];
 
   // Tenant uploads land under <root>/tenants/; the bundled adapters are linked in as shared ones.
   let adapterRoot = values['adapter-root'] ? path.resolve(values['adapter-root']) : null;
   const ownRoot = adapterRoot === null;
   if (!adapterRoot) {
     adapterRoot = await mkdtemp(path.join(tmpdir(), 'switchboard-adapters-'));
-    if (isDemo) for (const name of readdirSync(DEMO_ADAPTERS)) if (name !== 'wrong-shapes') await symlink(path.join(DEMO_ADAPTERS, name), path.join(adapterRoot, name));
+    for (const name of demoAdapters) await symlink(path.join(DEMO_ADAPTERS, name), path.join(adapterRoot, name));
   }
 
   const serviceKey = randomBytes(32).toString('base64url');
@@ -73,32 +89,33 @@ async function main(): Promise<void> {
     return res.json() as Promise<Record<string, unknown>>;
   };
   const { key } = (await admin('POST', '/admin/keys', { tenant: 'demo', name: 'npm start' })) as { key: string };
-  const shared = isDemo && existsSync(path.join(adapterRoot, SHARED_EXAMPLE));
-  if (shared) await admin('PUT', `/admin/shared-adapters/${SHARED_EXAMPLE}`, { source: 'local', adapter_id: SHARED_EXAMPLE });
+  // The bundled adapters, shared with every tenant (those a given --adapter-root lacks are left out).
+  const shared = demoAdapters.filter((name) => readdirSync(adapterRoot).includes(name));
+  for (const name of shared) await admin('PUT', `/admin/shared-adapters/${name}`, { source: 'local', adapter_id: name });
 
   const model = backend.rt.modelName;
   const g = gateway.url;
   const auth = `-H 'authorization: Bearer ${key}'`;
   const json = `-H 'content-type: application/json'`;
-  const lines = [
-    `# generate with the base model (LoRAX API), then OpenAI's chat API`,
-    `curl ${g}/generate ${auth} ${json} -d '{"inputs": "The quick brown fox", "parameters": {"max_new_tokens": 20}}'`,
-    `curl ${g}/v1/chat/completions ${auth} ${json} -d '{"model": "${model}", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 20}'`,
-  ];
-  if (shared) {
-    lines.push(
-      `# the same prompt through "${SHARED_EXAMPLE}", an adapter the admin shared with every tenant`,
-      `curl ${g}/generate ${auth} ${json} -d '{"inputs": "The quick brown fox", "parameters": {"max_new_tokens": 20, "adapter_id": "${SHARED_EXAMPLE}"}}'`,
-    );
+  const prompt = isDemo ? PROMPT : 'Hello';
+  const generate = (adapter: string | null) =>
+    `curl ${g}/generate ${auth} ${json} -d '{"inputs": "${prompt}", "parameters": {"max_new_tokens": 40${adapter ? `, "adapter_id": "${adapter}"` : ''}}}'`;
+  const chat = (adapter: string | null) =>
+    `curl ${g}/v1/chat/completions ${auth} ${json} -d '{"model": "${adapter ?? model}", "messages": [{"role": "user", "content": "${isDemo ? CHAT : 'Hello!'}"}], "max_tokens": 40}'`;
+  const lines = [`# generate with the base model (LoRAX API), then OpenAI's chat API`, generate(null), chat(null)];
+  if (shared.length > 0) {
+    lines.push(`# the same prompt through each adapter the admin shared with every tenant (one batch serves them all)`);
+    for (const name of shared) lines.push(generate(name));
+    lines.push(`# OpenAI clients name the adapter as the model`, chat(shared[0]!));
   }
-  if (isDemo) {
+  if (demoAdapters.includes(UPLOAD_EXAMPLE)) {
     const dir = path.join(DEMO_ADAPTERS, UPLOAD_EXAMPLE);
     lines.push(
-      `# upload a PEFT LoRA adapter as tenant "demo" (private to it), list it, use it`,
+      `# upload a PEFT LoRA adapter as tenant "demo" (private to it; here a copy of "${UPLOAD_EXAMPLE}"), list it, use it`,
       `curl -X PUT ${g}/v1/adapters/my-lora/adapter_config.json ${auth} --data-binary @${path.join(dir, 'adapter_config.json')}`,
       `curl -X PUT ${g}/v1/adapters/my-lora/adapter_model.safetensors ${auth} --data-binary @${path.join(dir, 'adapter_model.safetensors')}`,
       `curl ${g}/v1/adapters ${auth}`,
-      `curl ${g}/generate ${auth} ${json} -d '{"inputs": "The quick brown fox", "parameters": {"max_new_tokens": 20, "adapter_id": "my-lora"}}'`,
+      generate('my-lora'),
     );
   }
   lines.push(
@@ -106,11 +123,7 @@ async function main(): Promise<void> {
     `curl ${g}/admin/keys -H 'authorization: Bearer ${adminToken}' ${json} -d '{"tenant": "acme", "limits": {"rpm": 60}}'`,
     `curl ${g}/admin/tenants/demo/usage -H 'authorization: Bearer ${adminToken}'`,
   );
-  const what = isDemo
-    ? `Model: the bundled demo model, a tiny Llama (2 layers, 64 wide, 576-token vocabulary) with RANDOM weights,\n` +
-      `and its adapters are random too: the output is gibberish by design. It is here to try the API, the\n` +
-      `adapters and the gateway; serve a real model with: npx switchboard serve --model-id <dir> (see README.md).`
-    : `Model: ${modelDir}`;
+  const what = isDemo ? describeDemo(demoAdapters) : `Model: ${modelDir}`;
   process.stdout.write(
     `\nSwitchboard is up: gateway ${g} -> backend ${backend.url} (${backend.rt.engine.info().deviceName}).\n${what}\n` +
       `API key of tenant "demo": ${key}\nAdmin token (keys, tenants, limits, shared adapters): ${adminToken}\n\nTry it:\n${lines.map((l) => (l.startsWith('#') ? `\n  ${l}` : `  ${l}`)).join('\n')}\n\n`,
