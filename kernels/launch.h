@@ -147,6 +147,12 @@ int moeCombine(Elem t, const void* y, const int32_t* choice, const float* weight
 // Qwen2-MoE's shared expert: out[r] += sigmoid(gate[r]) * y[r] for rows of hidden (gate [rows], all
 // type t), rounded to t after the sigmoid, the product and the add, as transformers computes it.
 int moeSharedAdd(Elem t, const void* y, const void* gate, int rows, int hidden, void* out, Stream s);
+// LoRA on the experts' weights (PEFT target_parameters) for the n grouped rows of an expert GEMM (x [n, in],
+// y [n, ldy]): row i is slot order[i] (token row order[i] / topK, expert choice[order[i]]); its sequence's adapter
+// slot seqSlot[rowSeq[row]] (-1: none) picks table[slot * stride + offset] = {a [E][r][in], b [E][out][r], rank,
+// scale}, and y[i, :out] += scale * B_e (A_e x[i]) (fp32 sums, one rounding to t). maxRank bounds the ranks.
+int moeLora(Elem t, const void* x, int in, void* y, int ldy, int out, int n, int topK, const int32_t* order, const int32_t* choice,
+            const int32_t* rowSeq, const int32_t* seqSlot, const LoraSlotEntry* table, int stride, int offset, int maxRank, Stream s);
 
 // What the engine wants from one row of fp32 logits (sampling.cuh has the semantics).
 struct RowFinish {

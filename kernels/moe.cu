@@ -57,6 +57,18 @@ int moeSharedAdd(Elem t, const void* y, const void* gate, int rows, int hidden, 
   });
 }
 
+int moeLora(Elem t, const void* x, int in, void* y, int ldy, int out, int n, int topK, const int32_t* order, const int32_t* choice,
+            const int32_t* rowSeq, const int32_t* seqSlot, const LoraSlotEntry* table, int stride, int offset, int maxRank, Stream s) {
+  if (n == 0 || maxRank <= 0) return 0;
+  if (topK <= 0 || maxRank * sizeof(float) > 48 * 1024) return static_cast<int>(cudaErrorInvalidValue);
+  return dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    moeLoraKernel<T><<<n, 256, size_t(maxRank) * sizeof(float), s>>>(static_cast<const T*>(x), in, static_cast<T*>(y), ldy, out, topK, order,
+                                                                     choice, rowSeq, seqSlot, table, stride, offset);
+    return launched();
+  });
+}
+
 int moeGemv(Elem t, const void* x, int in, const int32_t* offsets, const void* const* weights, int experts, int out, void* y, Stream s) {
   if (experts == 0 || out == 0) return 0;
   const int es = t == Elem::F32 ? 4 : 2;

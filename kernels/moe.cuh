@@ -149,6 +149,40 @@ __global__ void moeSharedAddKernel(const T* __restrict__ y, const T* __restrict_
   }
 }
 
+// A block per grouped row: its adapter's expert-e factors, shrink (a warp per rank, into shared memory),
+// then expand over the output features, added to y in fp32 and rounded once.
+template <typename T>
+__global__ void moeLoraKernel(const T* __restrict__ x, int in, T* __restrict__ y, int ldy, int out, int topK,
+                              const int32_t* __restrict__ order, const int32_t* __restrict__ choice, const int32_t* __restrict__ rowSeq,
+                              const int32_t* __restrict__ seqSlot, const LoraSlotEntry* __restrict__ table, int stride, int offset) {
+  extern __shared__ float moeLoraT[];
+  const int64_t i = blockIdx.x;
+  const int slot = order[i];
+  const int adapter = seqSlot[rowSeq[slot / topK]];
+  if (adapter < 0) return;
+  const LoraSlotEntry ent = table[static_cast<int64_t>(adapter) * stride + offset];
+  if (ent.rank == 0) return;
+  const int r = ent.rank, e = choice[slot];
+  const T* A = static_cast<const T*>(ent.a) + static_cast<int64_t>(e) * r * in;
+  const T* B = static_cast<const T*>(ent.b) + static_cast<int64_t>(e) * out * r;
+  const T* xr = x + i * in;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  for (int k = warp; k < r; k += warps) {
+    float acc = 0.0f;
+    for (int j = lane; j < in; j += 32) acc += toF(A[static_cast<int64_t>(k) * in + j]) * toF(xr[j]);
+    acc = warpSum(acc);
+    if (lane == 0) moeLoraT[k] = acc;
+  }
+  __syncthreads();
+  for (int o = threadIdx.x; o < out; o += blockDim.x) {
+    const T* br = B + static_cast<int64_t>(o) * r;
+    float acc = 0.0f;
+    for (int k = 0; k < r; k++) acc += moeLoraT[k] * toF(br[k]);
+    T* yo = y + i * ldy + o;
+    *yo = fromF<T>(toF(*yo) + ent.scale * acc);
+  }
+}
+
 // Expert GEMMs for steps of few rows, all experts in one launch (capturable: the grid does not
 // depend on the routing). grid (experts, out / MOE_GEMV_OUT): a block takes MOE_GEMV_OUT output
 // features of expert e for e's rows (offsets[e] .. offsets[e + 1] of the grouped x), rowsPerPass

@@ -118,6 +118,12 @@ export interface EngineOptions {
    * CUDA, see cudaUnverifiedRefusal). For the GPU tests that verify it; the server never sets it.
    */
   unverifiedSharedExpert?: boolean;
+  /**
+   * CUDA engine: serve LoRA on mixture-of-experts expert weights (PEFT target_parameters), whose kernel
+   * (kernels/moe.cu moeLora) has not yet run on a GPU (default false: such adapters are refused, see peft-adapter.ts
+   * expertLoraRefusal). For the GPU tests that verify it; the server never sets it.
+   */
+  unverifiedExpertLora?: boolean;
   /** Where fallbacks are reported (default: console.warn). */
   log?: (msg: string) => void;
 }
@@ -335,6 +341,7 @@ export function resolveEngineOptions(options: EngineOptions = {}) {
     prefillAttention: options.prefillAttention ?? envFlag('SWITCHBOARD_PREFILL_ATTENTION') ?? true,
     unverifiedModelLora: options.unverifiedModelLora ?? false,
     unverifiedSharedExpert: options.unverifiedSharedExpert ?? false,
+    unverifiedExpertLora: options.unverifiedExpertLora ?? false,
   };
 }
 
@@ -355,11 +362,12 @@ export class Engine {
     private readonly layout: StepLayout,
     readonly options: { numBlocks: number; blockSize: number; maxAdapters: number },
     private readonly unverifiedModelLora = false,
+    private readonly unverifiedExpertLora = false,
   ) {}
 
   /** Opens a model directory (or one already validated by openModelDir) and loads its weights. */
   static async open(modelDir: string | ModelDir, options: EngineOptions = {}): Promise<Engine> {
-    const { device, cudaGraphs, prefillAttention, unverifiedModelLora, unverifiedSharedExpert, ...opts } = resolveEngineOptions(options);
+    const { device, cudaGraphs, prefillAttention, unverifiedModelLora, unverifiedSharedExpert, unverifiedExpertLora, ...opts } = resolveEngineOptions(options);
     const model = typeof modelDir === 'string' ? await openModelDir(modelDir) : modelDir;
     const log = options.log ?? ((m: string) => console.warn(`[switchboard] ${m}`));
     if (device !== 'cpu') {
@@ -371,7 +379,7 @@ export class Engine {
           if (unverified !== null) throw new Error(unverified);
           const native = new cuda.NativeEngine(model.spec, { ...opts, dtype, cudaGraphs, prefillAttention });
           await native.load();
-          return new Engine(model, native, stepLayoutOf(cuda, 'switchboard_cuda.node'), opts, unverifiedModelLora);
+          return new Engine(model, native, stepLayoutOf(cuda, 'switchboard_cuda.node'), opts, unverifiedModelLora, unverifiedExpertLora);
         } catch (err) {
           // A CUDA build that cannot start (driver, architecture, memory) must not take the server down.
           if (device === 'cuda') throw err;
@@ -386,7 +394,7 @@ export class Engine {
     const cpu = loadAddon();
     const native = new cpu.NativeEngine(model.spec, { ...opts, ...(options.threads ? { threads: options.threads } : {}) });
     await native.load();
-    return new Engine(model, native, stepLayoutOf(cpu, 'switchboard_native.node'), opts, unverifiedModelLora);
+    return new Engine(model, native, stepLayoutOf(cpu, 'switchboard_native.node'), opts, unverifiedModelLora, unverifiedExpertLora);
   }
 
   info(): NativeEngineInfo {
@@ -395,7 +403,7 @@ export class Engine {
 
   /** Why this engine would refuse `spec` (modelLoraRefusal), or null; the adapter store asks before it loads one. */
   adapterRefusal(spec: NativeAdapterSpec): string | null {
-    return modelLoraRefusal(spec, this.native.info().device, this.unverifiedModelLora);
+    return modelLoraRefusal(spec, this.native.info().device, this.unverifiedModelLora, this.unverifiedExpertLora);
   }
 
   /** Reads a PEFT adapter directory (validated against this model) into `slot`. */

@@ -535,8 +535,8 @@ async function exists(file: string): Promise<boolean> {
  * them (kernels/lora_model.cu) have not yet run on a GPU, so it refuses them unless `allowUnverified` is set
  * (EngineOptions.unverifiedModelLora: the GPU tests that verify them set it; the server never does).
  */
-export function modelLoraRefusal(spec: NativeAdapterSpec, device: 'cpu' | 'cuda', allowUnverified: boolean): string | null {
-  const experts = expertLoraRefusal(spec, device);
+export function modelLoraRefusal(spec: NativeAdapterSpec, device: 'cpu' | 'cuda', allowUnverified: boolean, allowUnverifiedExperts = false): string | null {
+  const experts = expertLoraRefusal(spec, device, allowUnverifiedExperts);
   if (experts !== null) return experts;
   if (device !== 'cuda' || allowUnverified) return null;
   const modules = [...new Set(spec.modules.filter((m) => m.layer === -1).map((m) => m.module))];
@@ -547,16 +547,18 @@ export function modelLoraRefusal(spec: NativeAdapterSpec, device: 'cpu' | 'cuda'
 
 /**
  * Why an engine on `device` refuses this adapter's LoRA on mixture-of-experts expert weights (PEFT target_parameters),
- * or null. The CPU engine applies it per expert (checked against transformers + PEFT); the CUDA engine's grouped expert
- * GEMMs have no LoRA yet, so it refuses such adapters at load, naming the modules. (LoRA on Qwen2-MoE's shared expert
- * runs through the CUDA engine's usual LoRA path, with the shared expert itself: see engine.ts cudaUnverifiedRefusal.)
+ * or null. The CPU engine applies it per expert (checked against transformers + PEFT); the CUDA engine's kernel for it
+ * (kernels/moe.cu moeLora) has not yet run on a GPU, so it refuses such adapters at load, naming the modules, unless
+ * `allowUnverified` (EngineOptions.unverifiedExpertLora: the GPU tests that verify it; the server never sets it).
+ * (LoRA on Qwen2-MoE's shared expert runs through the CUDA engine's usual LoRA path, gated with the shared expert
+ * itself: see engine.ts cudaUnverifiedRefusal.)
  */
-export function expertLoraRefusal(spec: NativeAdapterSpec, device: 'cpu' | 'cuda'): string | null {
-  if (device !== 'cuda') return null;
+export function expertLoraRefusal(spec: NativeAdapterSpec, device: 'cpu' | 'cuda', allowUnverified = false): string | null {
+  if (device !== 'cuda' || allowUnverified) return null;
   const names = spec.modules.filter((m) => isExpertModule(m.module)).map((m) => `layers.${m.layer}.mlp.${m.module}`);
   if (names.length === 0) return null;
   const shown = names.length > 4 ? `${names.slice(0, 4).join(', ')}, ... (${names.length} in all)` : names.join(', ');
-  return `LoRA on a mixture of experts' expert weights (${shown}; PEFT target_parameters) is not yet served by the CUDA engine; ` +
+  return `LoRA on a mixture of experts' expert weights (${shown}; PEFT target_parameters) is not yet served by the CUDA engine (its kernel awaits verification on a GPU); ` +
     'the CPU engine serves it (--device cpu), or use an adapter without target_parameters';
 }
 

@@ -1,11 +1,12 @@
 """moe family (moe.cuh, moe.cu): mixture-of-experts routing as transformers computes it (softmax of
 the router logits in fp32, top-k with ties to the lower expert, optional renormalisation), the slots
 grouped by expert, the gather of expert inputs, the one-launch expert GEMMs for few rows, and the
-weighted combine in ascending expert order, and Qwen2-MoE's sigmoid-gated shared-expert add, against PyTorch.
+weighted combine in ascending expert order, Qwen2-MoE's sigmoid-gated shared-expert add, and LoRA on the experts'
+weights (PEFT target_parameters) for grouped rows, against PyTorch.
 Usage: python3 kernels/test/test_moe.py [--arch 90]"""
 import ctypes
 import torch
-from harness import DT, F32, SHORT, TYPES, check, main, p, poison, run, verdict
+from harness import DT, F32, SHORT, TYPES, Entry, check, main, p, poison, run, upload_table, verdict
 
 
 def test_moe(lib, t):
@@ -97,12 +98,48 @@ def test_moe_shared_add(lib, t):
         check(f"moe shared expert add: {rows} rows of {hidden}", t, out, ref.double())
 
 
+def test_moe_lora(lib, t):
+    """LoRA on the experts' weights for grouped rows: each row's adapter (by its sequence; one without an adapter, one
+    whose adapter lacks this module) adds scale * B_e A_e x for its own expert e, B_e regrouped [E][out][r]."""
+    rows, experts, top_k, hin, out, stride = 7, 4, 2, 64, 96, 4  # stride: 2 layers x (gate_up, down)
+    logits = (torch.stack([torch.randperm(experts, device="cuda") for _ in range(rows)]).float() * 0.05).to(DT[t])
+    choice = torch.empty((rows, top_k), dtype=torch.int32, device="cuda")
+    weight = torch.empty((rows, top_k), dtype=torch.float32, device="cuda")
+    run(lib, "sb_moe_route", t, p(logits), rows, experts, top_k, 1, p(choice), p(weight))
+    n = rows * top_k
+    offsets = torch.empty((experts + 1,), dtype=torch.int32, device="cuda")
+    order = torch.empty((n,), dtype=torch.int32, device="cuda")
+    slot_pos = torch.empty((n,), dtype=torch.int32, device="cuda")
+    run(lib, "sb_moe_plan", p(choice), rows, top_k, experts, p(offsets), p(order), p(slot_pos))
+    row_seq = torch.tensor([0, 0, 1, 1, 2, 3, 3], dtype=torch.int32, device="cuda")
+    seq_slot = torch.tensor([1, -1, 0, 2], dtype=torch.int32, device="cuda")  # slot 2 has no LoRA at this offset
+    ranks, scales, offset = {0: 4, 1: 8}, {0: 2.0, 1: 0.5}, 3  # offset: layer 1, down (any entry of the row)
+    A = {a: (torch.randn(experts, r, hin, device="cuda") / hin ** 0.5).to(DT[t]) for a, r in ranks.items()}
+    B = {a: (torch.randn(experts, out, r, device="cuda") / r ** 0.5).to(DT[t]) for a, r in ranks.items()}
+    entries = [Entry(None, None, 0, 0.0) for _ in range(3 * stride)]
+    for a, r in ranks.items():
+        entries[a * stride + offset] = Entry(A[a].data_ptr(), B[a].data_ptr(), r, scales[a])
+    table = upload_table(entries)
+    x = torch.randn(n, hin, device="cuda").to(DT[t])
+    y = torch.randn(n, out, device="cuda").to(DT[t])
+    ref = y.double().clone()
+    for i, slot in enumerate(order.tolist()):
+        a = seq_slot[row_seq[slot // top_k]].item()
+        if a not in ranks:
+            continue
+        e = choice.flatten()[slot].item()
+        ref[i] += scales[a] * (B[a][e].double() @ (A[a][e].double() @ x[i].double()))
+    run(lib, "sb_moe_lora", t, p(x), hin, p(y), out, out, n, top_k, p(order), p(choice), p(row_seq), p(seq_slot), p(table), stride, offset, 8)
+    check(f"moe lora: {rows} rows, {top_k} of {experts} experts, ranks 4/8", t, y, ref)
+
+
 def run_family(lib):
     for t in TYPES:
         test_moe(lib, t)
         test_moe_ties(lib, t)
         test_moe_gemv(lib, t)
         test_moe_shared_add(lib, t)
+        test_moe_lora(lib, t)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,7 @@ struct AdapterBufs {
   int maxRank = 0;      // of the decoder projections
   bool embed = false;   // has LoRA on embed_tokens
   int headRank = 0;     // of its lm_head LoRA (0: none)
+  int expertRank = 0;   // of its LoRA on MoE expert weights (0: none)
 };
 
 // A quantized projection kept packed on the device (kernels/quant_gemm.cuh computes with it): one part
@@ -156,7 +157,8 @@ class CudaEngine final : public Engine {
     blasWs_.reserve(size_t(32) << 20, "cuBLAS workspace");
     checkB(cublasSetWorkspace(blas_, blasWs_.p, blasWs_.bytes), "cublasSetWorkspace");
     hostTable_.assign(static_cast<size_t>(std::max(1, o_.maxAdapters)) * c_.layers * kNumProj, kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
-    hostModelTable_.assign(2 * static_cast<size_t>(std::max(1, o_.maxAdapters)), kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
+    // embed_tokens entries, lm_head entries (maxAdapters each), then per slot each layer's expert LoRA (gate_up, down).
+    hostModelTable_.assign((2 + size_t(c_.layers) * 2) * static_cast<size_t>(std::max(1, o_.maxAdapters)), kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
     slots_.resize(o_.maxAdapters);
   }
 
@@ -240,14 +242,17 @@ class CudaEngine final : public Engine {
     auto bufs = std::make_unique<AdapterBufs>();
     std::vector<kern::LoraSlotEntry> entries(size_t(c_.layers) * kNumProj, kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
     kern::LoraSlotEntry embedEntry{nullptr, nullptr, 0, 0.0f}, headEntry{nullptr, nullptr, 0, 0.0f};
+    std::vector<kern::LoraSlotEntry> expertEntries(size_t(c_.layers) * 2, kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
     {
       // Reads and uploads on the copy stream, outside the step lock: steps keep running.
       std::lock_guard<std::mutex> lock(copyMu_);
       for (const auto& m : modules) {
         if (m.proj < 0 || m.proj >= kNumModules) throw EngineError("adapter module out of range");
-        if (expertLevel(m.proj))  // also refused before the load (peft-adapter.ts moeLoraRefusal)
-          throw EngineError("layers." + std::to_string(m.layer) + "." + projName(m.proj) +
-                            ": LoRA on a mixture of experts' expert weights is not served by the CUDA engine yet; use --device cpu");
+        if (expertLevel(m.proj)) {
+          // (refused before the load unless the engine was opened with unverifiedExpertLora: peft-adapter.ts)
+          loadExpertLora(m, *bufs, expertEntries);
+          continue;
+        }
         const bool model = modelLevel(m.proj);
         if (model ? m.layer != -1 : (m.layer < 0 || m.layer >= c_.layers)) throw EngineError("adapter module out of range");
         // (a MoE layer's gate/up/down are its shared expert's, where it has one: Qwen2-MoE)
@@ -278,6 +283,7 @@ class CudaEngine final : public Engine {
     std::copy(entries.begin(), entries.end(), hostTable_.begin() + off);
     hostModelTable_[slot] = embedEntry;
     hostModelTable_[size_t(std::max(1, o_.maxAdapters)) + slot] = headEntry;
+    std::copy(expertEntries.begin(), expertEntries.end(), hostModelTable_.begin() + expertTableOffset(slot));
     // The next step uploads the table before it runs: it changes between steps, never under one
     // (and nothing is enqueued on the step stream while a step may be capturing a graph).
     if (slots_[slot]) graveyard_.push_back(std::move(slots_[slot]));
@@ -291,6 +297,7 @@ class CudaEngine final : public Engine {
     const size_t off = size_t(slot) * c_.layers * kNumProj;
     std::fill(hostTable_.begin() + off, hostTable_.begin() + off + size_t(c_.layers) * kNumProj, kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
     hostModelTable_[slot] = hostModelTable_[size_t(std::max(1, o_.maxAdapters)) + slot] = kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f};
+    std::fill_n(hostModelTable_.begin() + expertTableOffset(slot), size_t(c_.layers) * 2, kern::LoraSlotEntry{nullptr, nullptr, 0, 0.0f});
     tableDirty_ = true;
     // Freed after the next step boundary, when no kernel can still read them.
     if (slots_[slot]) graveyard_.push_back(std::move(slots_[slot]));
@@ -444,8 +451,12 @@ class CudaEngine final : public Engine {
   void checkFamilyConfig();
   using RefFn = std::function<const TensorRef&(const std::string&, std::vector<int64_t>)>;
   void loadFamilyLayer(int l, const RefFn& ref);
-  void moeMlp(const FamilyLayer& F, int T);
+  void moeMlp(const FamilyLayer& F, int l, int T);
   void sharedExpert(const FamilyLayer& F, int l, int T, int nseg, int maxSegRows);
+  // LoRA on MoE expert weights (PEFT target_parameters): entries in hostModelTable_ after the model-level ones.
+  size_t expertTableOffset(int slot) const { return 2 * size_t(std::max(1, o_.maxAdapters)) + size_t(slot) * c_.layers * 2; }
+  void loadExpertLora(const LoraModuleSpec& m, AdapterBufs& bufs, std::vector<kern::LoraSlotEntry>& entries);
+  void expertLora(int l, int which, const void* x, int in, void* y, int out, int n);
   bool reserveMoe(int T);
   // Steps of up to this many rows run their experts in one launch per GEMM (kern::moeGemv), with
   // nothing read back, so MoE decode steps of up to this batch replay CUDA graphs; bigger steps
@@ -470,6 +481,8 @@ class CudaEngine final : public Engine {
   DevBuf modelTable_, headTmp_;
   bool anyEmbedSlot_ = false, embedLora_ = false, headLora_ = false;
   int maxHeadRank_ = 0;
+  int maxExpertRank_ = 0;      // of the loaded slots' expert LoRA (step(), under the slot lock)
+  bool expertLora_ = false;    // this step runs it
   int32_t* dSeqSlot_ = nullptr;
   std::vector<Layer> layers_;
   std::vector<FamilyLayer> fam_;
@@ -637,12 +650,14 @@ std::vector<SeqOutput> CudaEngine::step(const std::vector<SeqInput>& batch) {
     std::vector<bool> loadedSlots(slots_.size());
     maxRank_ = 0;
     maxHeadRank_ = 0;
+    maxExpertRank_ = 0;
     anyEmbedSlot_ = false;
     for (size_t i = 0; i < slots_.size(); i++) {
       loadedSlots[i] = slots_[i] != nullptr;
       if (!slots_[i]) continue;
       maxRank_ = std::max(maxRank_, slots_[i]->maxRank);
       maxHeadRank_ = std::max(maxHeadRank_, slots_[i]->headRank);
+      maxExpertRank_ = std::max(maxExpertRank_, slots_[i]->expertRank);
       anyEmbedSlot_ = anyEmbedSlot_ || slots_[i]->embed;
     }
     validateBatch(batch, c_, o_, loadedSlots);
@@ -704,6 +719,7 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   }
   embedLora_ = anyAdapter_ && anyEmbedSlot_;
   headLora_ = anyAdapter_ && maxHeadRank_ > 0;
+  expertLora_ = anyAdapter_ && hasMoe_ && maxExpertRank_ > 0;
   anyAdapter_ = anyAdapter_ && maxRank_ > 0;
   // Powers of two: decode steps keep one shape (and one CUDA graph) while contexts grow. Padding
   // block-table entries point at block 0 and are never read; maxKeys only chooses attention splits.
@@ -824,7 +840,7 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   dRopeFreq_ = ropeFloats > 0 ? reinterpret_cast<const float*>(dm + (nInts - ropeFloats)) : nullptr;
   dSeqSlot_ = dm + (hSeqSlot - hm);
   sh.key = {T, nseq, NL, maxBlocks, maxKeys, nseg, maxSegRows, anyAdapter_ ? maxRank_ : 0,
-            (headLora_ ? maxHeadRank_ * 4 + 1 : 0) + (embedLora_ ? 2 : 0)};
+            (headLora_ ? maxHeadRank_ * 4 + 1 : 0) + (embedLora_ ? 2 : 0) + (expertLora_ ? (maxExpertRank_ << 16) : 0)};
   return sh;
 }
 
@@ -896,7 +912,7 @@ void CudaEngine::forward(const StepShape& sh) {
       norm(o_buf_.p, res_.p, L.postNorm, h_.p, "rmsnorm");
     }
     if (F.moe) {
-      moeMlp(F, T);
+      moeMlp(F, l, T);
       if (c_.sharedExpertIntermediate > 0) sharedExpert(F, l, T, nseg, maxSegRows);
       continue;
     }
@@ -1004,7 +1020,7 @@ bool CudaEngine::reserveMoe(int T) {
 // gathered and run through its gate|up and down GEMMs, outputs weighted and added in ascending
 // expert order. Up to kMoeGemvRows rows, every expert's GEMM is one launch (kern::moeGemv, nothing
 // read back: capturable); beyond, cuBLAS per expert that has rows (the row counts are read back).
-void CudaEngine::moeMlp(const FamilyLayer& F, int T) {
+void CudaEngine::moeMlp(const FamilyLayer& F, int l, int T) {
   const int H = c_.hidden, E = c_.numExperts, K = c_.expertsPerToken, M = c_.moeIntermediate;
   const size_t es = elemSize(t_), n = size_t(T) * K;
   auto st = reinterpret_cast<kern::Stream>(stream_);
@@ -1018,8 +1034,10 @@ void CudaEngine::moeMlp(const FamilyLayer& F, int T) {
   char *xg = moe_.xg.as<char>(), *gu = moe_.gu.as<char>(), *act = moe_.act.as<char>(), *y = moe_.y.as<char>();
   if (T <= kMoeGemvRows && moeGemvOk_) {
     checkK(kern::moeGemv(t_, xg, H, offsets, F.guPtrs.as<const void* const>(), E, 2 * M, gu, st), "moeGemv (gate/up)");
+    if (expertLora_) expertLora(l, 0, xg, H, gu, 2 * M, int(n));
     checkK(kern::siluMul(t_, gu, gu + size_t(M) * es, 2 * M, int(n), M, act, st), "siluMul (experts)");
     checkK(kern::moeGemv(t_, act, M, offsets, F.dPtrs.as<const void* const>(), E, H, y, st), "moeGemv (down)");
+    if (expertLora_) expertLora(l, 1, act, M, y, H, int(n));
     checkK(kern::moeCombine(t_, y, choice, moe_.weights.as<float>(), slotPos, T, K, H, x_.p, st), "moeCombine");
     return;
   }
@@ -1031,12 +1049,56 @@ void CudaEngine::moeMlp(const FamilyLayer& F, int T) {
     const int r0 = hostOff[e], rows = hostOff[e + 1] - r0;
     if (rows > 0) gemm(xg + size_t(r0) * H * es, rows, H, F.expGU[e], 2 * M, gu + size_t(r0) * 2 * M * es, cudaType(t_));
   }
+  if (expertLora_) expertLora(l, 0, xg, H, gu, 2 * M, int(n));
   checkK(kern::siluMul(t_, gu, gu + size_t(M) * es, 2 * M, int(n), M, act, st), "siluMul (experts)");
   for (int e = 0; e < E; e++) {
     const int r0 = hostOff[e], rows = hostOff[e + 1] - r0;
     if (rows > 0) gemm(act + size_t(r0) * M * es, rows, M, F.expD[e], H, y + size_t(r0) * H * es, cudaType(t_));
   }
+  if (expertLora_) expertLora(l, 1, act, M, y, H, int(n));
   checkK(kern::moeCombine(t_, y, choice, moe_.weights.as<float>(), slotPos, T, K, H, x_.p, st), "moeCombine");
+}
+
+// One module of an adapter's LoRA on expert weights: lora_A [E*r, in] as PEFT stores it (expert e's rows
+// e*r..), lora_B [out, r*E] (expert e's column k at k*E + e) regrouped to [E][out][r] so each expert's
+// factor is contiguous, both uploaded in T.
+void CudaEngine::loadExpertLora(const LoraModuleSpec& m, AdapterBufs& bufs, std::vector<kern::LoraSlotEntry>& entries) {
+  const std::string where = "layers." + std::to_string(m.layer) + "." + projName(m.proj);
+  if (m.layer < 0 || m.layer >= c_.layers || c_.moeLayer.empty() || !c_.moeLayer[m.layer]) throw EngineError(where + ": this layer has no experts");
+  int in, out;
+  projDims(c_, m.proj, in, out);
+  const int64_t E = c_.numExperts, R = int64_t(m.rank) * E;
+  if (m.rank <= 0 || m.a.shape != std::vector<int64_t>{R, in} || m.b.shape != std::vector<int64_t>{out, R})
+    throw EngineError(where + ": lora_A/lora_B shapes do not fit the base model's experts");
+  kern::LoraSlotEntry& e = entries[size_t(m.layer) * 2 + (m.proj == kExpertGateUp ? 0 : 1)];
+  if (e.rank) throw EngineError(where + ": given twice");
+  const std::vector<float> b = readTensorF32(m.b);
+  TensorRef grouped;
+  grouped.name = m.b.name;
+  grouped.shape = {E * out, m.rank};
+  grouped.hasInline = true;
+  grouped.inlineData.resize(b.size());
+  for (int64_t x = 0; x < E; x++)
+    for (int64_t o = 0; o < out; o++)
+      for (int64_t k = 0; k < m.rank; k++) grouped.inlineData[(x * out + o) * m.rank + k] = b[o * R + k * E + x];
+  bufs.bufs.emplace_back();
+  uploadOn(copyStream_, bufs.bufs.back(), {&m.a}, copyStage_);
+  const void* a = bufs.bufs.back().p;
+  bufs.bufs.emplace_back();
+  uploadOn(copyStream_, bufs.bufs.back(), {&grouped}, copyStage_);
+  e = kern::LoraSlotEntry{a, bufs.bufs.back().p, m.rank, m.scale};
+  bufs.expertRank = std::max(bufs.expertRank, m.rank);
+}
+
+// y[i, :out] += scale * B_e A_e x[i] for the n grouped expert rows whose sequence's adapter has LoRA on
+// this layer's experts (which: 0 gate_up, 1 down), PEFT's ParamWrapper delta; rows are in moePlan's order.
+void CudaEngine::expertLora(int l, int which, const void* x, int in, void* y, int out, int n) {
+  const int32_t* choice = moe_.ints.as<int32_t>();  // moeMlp's layout: choice [n], order [n], ...
+  const int32_t* order = choice + n;
+  checkK(kern::moeLora(t_, x, in, y, out, out, n, c_.expertsPerToken, order, choice, dRowSeq_, dSeqSlot_,
+                       modelTable_.as<kern::LoraSlotEntry>() + expertTableOffset(0), c_.layers * 2, l * 2 + which, maxExpertRank_,
+                       reinterpret_cast<kern::Stream>(stream_)),
+         "moeLora");
 }
 
 // Qwen2-MoE's shared expert, added to the routed experts' sum in x_: x_ += sigmoid(h_ . gate) *

@@ -8,8 +8,8 @@
 // experts (qwen3-moe; mixtral: its checkpoint names, always renormalised; qwen2-moe: not renormalised,
 // qkv bias, and the sigmoid-gated shared expert, whose CUDA path is still gated: unverifiedSharedExpert).
 // qwen2-moe's r8-all adapts the shared expert (the CUDA engine's usual LoRA path). LoRA on the experts
-// (r4-experts: PEFT target_parameters) is refused by the CUDA engine, naming the modules, and checked on
-// the CPU only. float32 is held to the CPU engine's bounds (logprobs within 1e-3, top-5 and
+// (r4-experts: PEFT target_parameters; kernels/moe.cu moeLora) is refused by the CUDA engine, naming the
+// modules, unless opened with unverifiedExpertLora, as the suite at the end does to verify it. float32 is held to the CPU engine's bounds (logprobs within 1e-3, top-5 and
 // greedy tokens identical); bf16 (the checkpoints' type) to 0.25 on logprobs, with greedy tokens
 // identical wherever the reference's own margin is not a near tie, as test/gpu/cuda-engine.test.ts.
 // Then every head dim the families use (64, 80, 96, 128, 256), on tiny synthetic models (weights
@@ -19,7 +19,6 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { NativeTensorRef } from '../../native/addon.d.ts';
 import { Engine, cudaUnavailableReason, loadCudaAddon, type SeqInput } from '../../native/engine.ts';
-import { openPeftAdapter } from '../../native/peft-adapter.ts';
 import { modelSpecFields, parseModelConfig } from '../../native/model-config.ts';
 import { expectedModelTensors, type ModelDir } from '../../native/model-dir.ts';
 import { BLOCK_SIZE, FIXTURES, blocksPerCase, loadReference, maxAbsDiff } from '../helpers/hf-reference.ts';
@@ -29,8 +28,8 @@ const cuda = loadCudaAddon();
 const skip = cuda ? false : `no CUDA engine here: ${cudaUnavailableReason()}`;
 
 const FAMILIES = ['qwen3', 'gemma2', 'gemma3', 'phi3', 'qwen2-yarn', 'llama-dynamic', 'qwen3-moe', 'mixtral', 'qwen2-moe'];
-// The CUDA engine has no LoRA on expert weights yet (peft-adapter.ts expertLoraRefusal): those adapters' cases run
-// on the CPU engine only (test/engine-families-vs-hf.test.ts).
+// LoRA on expert weights is refused by default (peft-adapter.ts expertLoraRefusal): its cases run in their own suite
+// below, with unverifiedExpertLora.
 const CUDA_REFUSED: Readonly<Record<string, readonly string[]>> = { 'qwen3-moe': ['r4-experts'], mixtral: ['r4-experts'], 'qwen2-moe': ['r4-experts'] };
 const BF16_TOL = 0.25;
 
@@ -71,12 +70,8 @@ describe('LoRA on expert weights is refused by the CUDA engine at load, naming t
       try {
         for (const a of adapters) {
           await assert.rejects(engine.loadAdapterDir(0, join(FIXTURES, 'adapters', model, a)),
-            /LoRA on a mixture of experts' expert weights \(layers\.0\.mlp\.experts\.gate_up_proj, .*not yet served by the CUDA engine; the CPU engine serves it \(--device cpu\)/);
+            /LoRA on a mixture of experts' expert weights \(layers\.0\.mlp\.experts\.gate_up_proj, .*not yet served by the CUDA engine .*the CPU engine serves it \(--device cpu\)/);
         }
-        // and the C++ engine itself, if asked directly (what the store's check keeps it from seeing)
-        const spec = (await openPeftAdapter(join(FIXTURES, 'adapters', model, adapters[0]!), engine.model)).spec;
-        await assert.rejects((engine as unknown as { native: { loadAdapter(s: number, x: unknown): Promise<void> } }).native.loadAdapter(0, spec),
-          /mixture of experts|use --device cpu/);
       } finally {
         engine.close();
       }
@@ -87,6 +82,28 @@ describe('LoRA on expert weights is refused by the CUDA engine at load, naming t
       /does not yet serve a shared expert .*use --device cpu/);
   });
 });
+
+// LoRA on expert weights (kernels/moe.cu moeLora after the expert GEMMs, both the one-launch and the cuBLAS path),
+// still gated (unverifiedExpertLora): the base and r4-experts cases of each MoE fixture, alone and mixed.
+for (const dtype of ['float32', 'auto'] as const) {
+  for (const model of Object.keys(CUDA_REFUSED)) {
+    describe(`${model}: LoRA on expert weights, CUDA engine (${dtype}, unverifiedExpertLora) vs transformers + PEFT`, { skip }, () => {
+      const full = loadReference(model);
+      const ref = { ...full, cases: full.cases.filter((c) => c.adapter === null || c.adapter === 'r4-experts') };
+      it('matches every case, alone and in one mixed batch', async () => {
+        const engine = await Engine.open(join(FIXTURES, 'models', model), {
+          device: 'cuda', dtype, numBlocks: ref.cases.length * blocksPerCase(ref), blockSize: BLOCK_SIZE, maxAdapters: 4,
+          unverifiedSharedExpert: true, unverifiedExpertLora: true,
+        });
+        try {
+          await checkCudaAgainstReference(engine, model, ref, dtype, dtype === 'float32' ? 1e-3 : BF16_TOL);
+        } finally {
+          engine.close();
+        }
+      });
+    });
+  }
+}
 
 // A tiny model of `cfg`'s family with synthetic weights: norms N(0, 1), matrices N(0, 0.05), the same
 // numbers on both engines (kernels/rng.h).
