@@ -5,11 +5,13 @@ them (demo/reference.json, greedy ids and text; demo/samples.md, for people).
 scripts/start.test.ts serves the model through our CPU engine and must produce the same ids.
 
     scripts/python-env.sh                                  # torch (CPU), transformers 5, peft
-    nice -n 19 ~/.cache/sb-py/bin/python scripts/train-demo-model.py [--out demo] [--threads 2]
+    nice -n 19 ~/.cache/sb-py/bin/python scripts/train-demo-model.py [--out demo] [--phase base|adapters|reference]
 
-About 15 minutes on one CPU core (one torch thread: results then do not depend on the machine's
+About 20 minutes on one shared CPU core (one torch thread: results then do not depend on the machine's
 core count); no GPU, no download. Seeds are fixed, so a rerun with the same torch, transformers and
-peft writes the same files. --phase base|adapters|reference reruns one step on what earlier ones wrote.
+peft should write the same files (the reference step alone was rerun and matched byte for byte).
+--phase base|adapters|reference reruns one step on what the earlier ones wrote. After a retrain,
+run scripts/start.test.ts and update the samples in README.md and demo/README.md.
 
 How the styles are taught: the base model sees every style, in a tenth of its documents each,
 behind a tag ("[pirate] ..."), so it knows the words; an adapter is trained on untagged styled text
@@ -17,7 +19,8 @@ only, so with the adapter the style is what the model writes by default. Without
 adapter, the base writes plain stories. The tags are a training device, not part of the demo.
 """
 
-import fixture_common  # noqa: F401  (first: fixed hash seed, offline, before torch loads)
+# First: a fixed hash seed (PEFT orders target_modules by it), offline, one torch thread, before torch loads.
+from fixture_common import log, r7, size_of, write_json  # isort: skip
 
 import argparse
 import json
@@ -35,7 +38,6 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import demo_corpus as dc
-from fixture_common import log, r7, size_of, write_json
 
 BOS, EOT_TEXT, SH, EH, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
 SPECIALS = [BOS, EOT_TEXT, SH, EH, EOT]
