@@ -9,7 +9,7 @@ import { startBackend, type TestServer } from '../helpers/backend.ts';
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
 const ref = JSON.parse(readFileSync(join(FIXTURES, 'reference', 'llama.json'), 'utf-8')) as {
-  prompts: { text: string }[];
+  prompts: { text: string; ids: number[] }[];
   chat: { messages: { role: 'system' | 'user' | 'assistant'; content: string }[]; ids: number[] }[];
 };
 
