@@ -372,7 +372,7 @@ function parseModuleKey(file: string, moduleKey: string, numLayers: number, arch
     return { layer, module: sh[2] as LoraProjectionName, label: moduleKey.replace(/^model\./, '') };
   }
   if (arch === 'mixtral' && moduleKey.includes('.block_sparse_moe.')) {
-    // transformers 4's Mixtral (experts.E.w1/w2/w3 and the router as nn.Linear): PEFT's per-expert LoRA of then.
+    // transformers 4's Mixtral (experts.E.w1/w2/w3 and the router as nn.Linear): what PEFT adapted per expert then.
     throw new Error(`${file}: adapter has LoRA weights for ${moduleKey}, a Mixtral expert or router module of transformers 4, which Switchboard does not serve ` +
       '(LoRA on Mixtral\'s experts is served as PEFT target_parameters on mlp.experts.gate_up_proj / down_proj)');
   }
@@ -509,12 +509,11 @@ function expertModule(file: string, mod: DecoderModule, a: SafetensorsEntry, b: 
   const { inFeatures, outFeatures } = projectionFeatures(model.spec, module);
   const { rank, scale } = moduleScaling(t, key);
   const stacked = rank * experts;
-  const want = (x: number[]) => formatShape(x);
   if (a.shape.length !== 2 || a.shape[0] !== stacked || a.shape[1] !== inFeatures ||
       b.shape.length !== 2 || b.shape[0] !== outFeatures || b.shape[1] !== stacked) {
     throw new Error(
       `${where} (${module}): lora_A is ${formatShape(a.shape)} and lora_B ${formatShape(b.shape)}, but ${experts} experts of rank ${rank} ` +
-        `need ${want([stacked, inFeatures])} and ${want([outFeatures, stacked])} (r / rank_pattern; is this adapter for another model?)`,
+        `need ${formatShape([stacked, inFeatures])} and ${formatShape([outFeatures, stacked])} (r / rank_pattern; is this adapter for another model?)`,
     );
   }
   return { layer: mod.layer, module, rank, scale, a: toRef(a, file), b: toRef(b, file) };
