@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ADMIN_TOKEN, issueKey, post, sseData, startTestGateway } from '../test/gateway/helpers/stack.ts';
 import { startStandIn, type StandIn } from '../test/gateway/helpers/standin.ts';
-import type { RunningGateway } from './node.ts';
+import type { GatewayAccessEntry, RunningGateway } from './node.ts';
 import type { AdapterSelection } from './adapters.ts';
 import { parseLorax } from './endpoints/lorax.ts';
 import { parseChat } from './endpoints/openai.ts';
@@ -231,6 +231,33 @@ describe('forwarding (stand-in upstreams)', () => {
     const c = good.closed.get('flood')!;
     assert.equal(c.blocked, true, 'the upstream had to wait for the client');
     assert.ok(c.bytes < 48 * 1024 * 1024, `upstream wrote ${(c.bytes / 1e6).toFixed(1)} MB for a client that read one chunk`);
+  });
+});
+
+describe('streams through the access log wrapper (the relay body read as an async iterable)', () => {
+  it('events arrive whole, the line is written with the stream\'s counts, a client that leaves still cancels the upstream', async () => {
+    const up = await startStandIn();
+    const entries: GatewayAccessEntry[] = [];
+    const gw = await startTestGateway({ backends: [up.url], store: new MemoryStore(), accessLog: (e) => entries.push(e) });
+    try {
+      const key = await issueKey(gw, 'logged');
+      const res = await post(`${gw.url}/generate_stream`, { inputs: 'split' }, key);
+      assert.deepEqual(sseData(await res.text()).map((e) => JSON.parse(e).token.text), ['é', '😀', 't3']);
+      await until(() => entries.some((e) => e.route === '/generate_stream'));
+      const line = entries.find((e) => e.route === '/generate_stream')!;
+      assert.deepEqual([line.stream, line.status, line.tokensIn, line.tokensOut], [true, 200, 7, 3]);
+      const ac = new AbortController();
+      const slow = await post(`${gw.url}/generate_stream`, { inputs: 'slow-forever' }, key, {}, ac.signal);
+      const reader = slow.body!.getReader();
+      await reader.read();
+      const t0 = Date.now();
+      ac.abort();
+      await until(() => up.closed.has('slow-forever'));
+      assert.ok(up.closed.get('slow-forever')!.at - t0 < 1000);
+    } finally {
+      await gw.close();
+      await up.close();
+    }
   });
 });
 
