@@ -17,8 +17,12 @@ import { boundedLineWriter } from './log-sink.ts';
 // a port in use answer at once.
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-/** The model `npm start` serves: the tiny random-weight Llama bundled with the test fixtures. */
-export const DEFAULT_MODEL = path.join(repoRoot, 'test', 'fixtures', 'models', 'llama');
+/**
+ * What `switchboard start` serves: the bundled demo model (a tiny Llama scripts/train-demo-model.py
+ * trained on synthetic stories) and its style adapters as a local adapter root.
+ */
+export const DEFAULT_MODEL = path.join(repoRoot, 'demo', 'tiny-story-llama');
+export const DEFAULT_ADAPTER_ROOT = path.join(repoRoot, 'demo', 'adapters');
 
 /** The package version (`switchboard --version`). */
 export function version(): string {
@@ -145,8 +149,8 @@ const TOP_HELP = `switchboard <command>
 Commands:
   serve     run the inference server (see switchboard serve --help)
   gateway   run the edge gateway (see switchboard gateway --help)
-  start     serve the bundled demo model (tiny, random weights: output is gibberish by design;
-            backend only: npm start adds the gateway and an adapter root)
+  start     serve the bundled demo model (a tiny Llama trained on synthetic children's stories,
+            with its "pirate" and "shout" style adapters; backend only: npm start adds the gateway)
 
   --version print the version
 `;
@@ -171,7 +175,8 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   const isDemo = cmd === 'start' && !rest.some((a) => a.startsWith('--model-id')) && !process.env.MODEL_ID;
-  const args = isDemo ? ['--model-id', DEFAULT_MODEL, ...rest] : rest;
+  const adapterFlags = rest.some((a) => a.startsWith('--adapter-root') || a.startsWith('--adapter-source')) ? [] : ['--adapter-source', 'local', '--adapter-root', DEFAULT_ADAPTER_ROOT];
+  const args = isDemo ? ['--model-id', DEFAULT_MODEL, ...adapterFlags, ...rest] : rest;
   const config = parseServeConfig(args, process.env, { warn: (m) => log(`warning: ${m}`) });
   const say = logger(config.json);
   if (config.printEnv) say(await runtimeEnv());
@@ -184,14 +189,16 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`${dir}\n`);
     return;
   }
-  if (isDemo) say('serving the bundled demo model: a tiny Llama with random weights, for trying the API; its output is gibberish by design');
+  if (isDemo) say(`serving the bundled demo model: a tiny Llama trained on synthetic children's stories (demo/README.md), with the style adapters of ${DEFAULT_ADAPTER_ROOT}; it writes short simple stories and nothing else`);
   const server = await startServer(config, { progress: !config.json, accessLog: true, log: say });
   say(`listening on ${server.url}`);
   const model = server.rt.modelName;
   const auth = config.serviceKey ? ` (send a gateway service token: this server has --service-key)` : '';
   process.stdout.write(
-    `\nTry it${auth}:\n  curl ${server.url}/generate -H 'content-type: application/json' -d '{"inputs": "The quick brown fox", "parameters": {"max_new_tokens": 20}}'\n` +
-      `  curl ${server.url}/v1/chat/completions -H 'content-type: application/json' -d '{"model": "${model}", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 20}'\n\n`,
+    `\nTry it${auth}:\n  curl ${server.url}/generate -H 'content-type: application/json' -d '{"inputs": "${isDemo ? 'Once upon a time' : 'The quick brown fox'}", "parameters": {"max_new_tokens": 20}}'\n` +
+      `  curl ${server.url}/v1/chat/completions -H 'content-type: application/json' -d '{"model": "${model}", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 20}'\n` +
+      (isDemo ? `  curl ${server.url}/generate -H 'content-type: application/json' -d '{"inputs": "Once upon a time", "parameters": {"max_new_tokens": 40, "adapter_id": "pirate"}}'\n` : '') +
+      '\n',
   );
   let closing = false;
   const stop = async (sig: string) => {
