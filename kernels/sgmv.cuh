@@ -454,4 +454,271 @@ __global__ void __launch_bounds__(SGMV_THREADS, 3) sgmvFusedKernel(const T* __re
   else expandPart<T, R>(tsh, LDT, n, rank, b, e.scale, yb, ldy, oBegin, oEnd);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// The tensor-core path (sgmvTcKernel; sgmv() takes it when LoraKernel::TensorCore is chosen and
+// the call fits, see launch.h). Why: at decode the CUDA-core kernels above are bound by latency
+// and parallelism, not bytes (batch 64, Mistral-7B shapes: ~15 us per set while its bytes take
+// ~1 us): fp32 FMAs on CUDA cores, and A re-read for every 4-row tile. Here both products run as
+// mma.sync m16n8k16 (16-bit inputs, fp32 accumulators), one launch per projection set.
+//
+// A cluster of C blocks (C <= 16, C = 1: no cluster) owns one (segment, tile of up to 8 rows,
+// output share e of E) and every projection of the set:
+//  - shrink, as T^T [rank x 8] = A [rank x in] . X^T [in x 8] (A row-major is the mma's A
+//    operand, x rows are its column-major B operand, so both come straight from global memory):
+//    block c takes slice c of `in`; inside the block, warps take (16-rank tile, part of the slice)
+//    units. A is read once per 8-row tile (once per segment at decode), x once per cluster.
+//  - the partial sums meet in fixed order (deterministic, no atomics, no workspace): warp parts
+//    in shared memory, then across the cluster: block c sums its 1/C of the elements over all C
+//    blocks' shared memory (DSMEM), rounds to T (PEFT's lora_A output is a T tensor) and pushes
+//    the values into every block's T tile; two cluster barriers in all.
+//  - expand, as Y [16 x 32] = T [16 x rank] . B^T [rank x 32] per warp step (rows 8..15 of the
+//    mma are padding; B [out x rank] row-major is the column-major B operand), the set's outputs
+//    split over the E x C blocks of the row tile, y += round(round(acc) * scale) as PEFT rounds.
+// The k order inside a 32-wide chunk is permuted so that each lane loads 16 contiguous bytes: the
+// mma sums over k, so any order works as long as both operands use the same one. Lane (g, t4)
+// loads elements 8 t4 .. 8 t4 + 7 of its row's chunk; its registers for logical k 2 t4, 2 t4 + 1
+// (and + 8) hold words 0 (1) of those 16 bytes in the chunk's first k-step, words 2 (3) in its
+// second. In the expand, output column n of n-tile j is o0 + 8 (n / 2) + 2 j + n % 2, so the four
+// n-tiles' accumulators of a lane are 8 consecutive outputs of one row: one 16-byte y access.
+constexpr int TC_ROWS = 8;              // rows of a segment per cluster (the shrink's mma n)
+constexpr int TC_THREADS = 256;
+constexpr int TC_WARPS = TC_THREADS / 32;
+constexpr int TC_MAX_RANK = 128;
+constexpr int TC_MAX_TILES = 3 * TC_MAX_RANK / 16;  // 16-rank tiles of a whole set
+constexpr int TC_RED_SLOTS = 32;        // (tile, part of the slice) units of the in-block sum
+constexpr int TC_MAX_CLUSTER = 16;
+constexpr int TC_TLD = 3 * TC_MAX_RANK + 8;  // row stride of the T tile (elements; 16-byte rows)
+constexpr int TC_UNROLL = 4;            // 32-wide chunks of `in` loaded together per warp
+constexpr int TC_GROUPS = 1;            // 32-output groups a warp expands together
+
+// c += A (16 x 16: registers a0 (row g, k lo), a1 (row g + 8, k lo), a2 (row g, k hi), a3
+// (row g + 8, k hi)) . B (16 x 8: b0 k lo, b1 k hi of column g), fp32 accumulators.
+template <typename T>
+__device__ __forceinline__ void tcMma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  } else {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+#else
+  __trap();
+#endif
+}
+
+// The 8 elements at p as 16 bytes: the first `valid` of them (<= 0: none, the rest read as zero,
+// nothing past them is touched); vec: p is 16-byte aligned (else element loads).
+template <typename T>
+__device__ __forceinline__ uint4 tcLoad8(const T* p, int valid, bool vec) {
+  if (valid >= 8 && vec) return ld16(p);
+  uint4 v = make_uint4(0u, 0u, 0u, 0u);
+  if (valid > 0) {
+    T* e = reinterpret_cast<T*>(&v);
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+      if (i < valid) e[i] = p[i];
+  }
+  return v;
+}
+
+// v0, v1 or v2 by a run-time index (registers, not a local-memory array).
+template <typename V>
+__device__ __forceinline__ V tcPick(int p, V v0, V v1, V v2) { return p == 0 ? v0 : p == 1 ? v1 : v2; }
+
+__device__ __forceinline__ bool tcAligned(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// grid (numSegs * E * C, ceil(maxSegRows / 8)), block 256, clusters of (C, 1, 1) when C > 1: block
+// x = (segment * E + e) * C + rank in cluster. Every value up to the first cluster barrier depends
+// only on the cluster's (segment, row tile), so either all its blocks leave early or none does.
+template <typename T>
+__global__ void __launch_bounds__(TC_THREADS, 2) sgmvTcKernel(const T* __restrict__ x, int in, T* __restrict__ y, int ldy,
+                                                            const LoraSlotEntry* __restrict__ table, int tableStride, const LoraProjSet set,
+                                                            const int32_t* __restrict__ segStart, const int32_t* __restrict__ segSlot,
+                                                            int C, int E) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  __shared__ __align__(16) float red[TC_RED_SLOTS * 128];  // warp units' fragments
+  __shared__ __align__(16) float part[TC_MAX_TILES * 128];  // this block's sums over its slice (peers read it)
+  __shared__ __align__(16) T tsh[TC_ROWS * TC_TLD];          // T rounded: [row][p * 128 + rank] (peers write it)
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
+  const int item = blockIdx.x / C, seg = item / E, e = item % E;
+  // Prologue loads all in flight together (a decode block's life is a few memory round trips).
+  const int slot = segSlot[seg], s0 = segStart[seg], s1 = segStart[seg + 1];
+  const int r0 = s0 + blockIdx.y * TC_ROWS;
+  const int n = min(TC_ROWS, s1 - r0);
+  if (slot < 0 || n <= 0) return;
+  const int c = C > 1 ? static_cast<int>(cg::this_cluster().block_rank()) : 0;
+
+  // The set's projections: rank (0 = absent), 16-rank tiles from tileBase, 32-output groups from groupBase.
+  const T* pa[3];
+  const T* pb[3];
+  int rk[3], tb[3], gb[3];
+  float sc[3];
+  int MT = 0, NG = 0;
+#pragma unroll
+  for (int p = 0; p < 3; p++) {
+    LoraSlotEntry en{};
+    if (p < set.count) en = table[slot * tableStride + set.entryOffset[p]];
+    pa[p] = static_cast<const T*>(en.a);
+    pb[p] = static_cast<const T*>(en.b);
+    rk[p] = p < set.count ? max(0, min(en.rank, TC_MAX_RANK)) : 0;
+    sc[p] = en.scale;
+    tb[p] = MT;
+    gb[p] = NG;
+    MT += (rk[p] + 15) / 16;
+    NG += rk[p] > 0 ? (set.out[p] + 31) / 32 : 0;
+  }
+  if (MT == 0) return;
+
+  // ---- shrink: units (tile t, part kp of this block's slice), G parts per tile ----
+  int G = 8 / min(MT & -MT, 8);
+  while (G > 1 && G * MT > TC_RED_SLOTS) G >>= 1;
+  const int nch = (in + 31) / 32;
+  const int cb0 = static_cast<int>(static_cast<int64_t>(c) * nch / C), cb1 = static_cast<int>(static_cast<int64_t>(c + 1) * nch / C);
+  const T* xr = x + static_cast<int64_t>(r0 + min(g, n - 1)) * in;
+  const bool xv_ok = g < n;
+  for (int u = warp; u < MT * G; u += TC_WARPS) {
+    const int t = u / G, kp = u % G;
+    const int p = t >= tb[2] ? 2 : t >= tb[1] ? 1 : 0;
+    const int rank = tcPick(p, rk[0], rk[1], rk[2]);
+    const T* a = tcPick(p, pa[0], pa[1], pa[2]);
+    const int j0 = 16 * (t - tcPick(p, tb[0], tb[1], tb[2])) + g, j1 = j0 + 8;
+    const bool vecA = tcAligned(a);
+    const T* a0 = a + static_cast<int64_t>(min(j0, rank - 1)) * in;
+    const T* a1 = a + static_cast<int64_t>(min(j1, rank - 1)) * in;
+    const int q0 = cb0 + kp * (cb1 - cb0) / G, q1 = cb0 + (kp + 1) * (cb1 - cb0) / G;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int q = q0; q < q1; q += TC_UNROLL) {
+      uint4 av0[TC_UNROLL], av1[TC_UNROLL], xv[TC_UNROLL];
+#pragma unroll
+      for (int i = 0; i < TC_UNROLL; i++) {
+        const int col = (q + i) * 32 + 8 * t4;
+        const int valid = q + i < q1 ? min(8, in - col) : 0;
+        av0[i] = tcLoad8(a0 + col, j0 < rank ? valid : 0, vecA);
+        av1[i] = tcLoad8(a1 + col, j1 < rank ? valid : 0, vecA);
+        xv[i] = tcLoad8(xr + col, xv_ok ? valid : 0, true);
+      }
+#pragma unroll
+      for (int i = 0; i < TC_UNROLL; i++) {
+        tcMma<T>(acc, av0[i].x, av1[i].x, av0[i].y, av1[i].y, xv[i].x, xv[i].y);
+        tcMma<T>(acc, av0[i].z, av1[i].z, av0[i].w, av1[i].w, xv[i].z, xv[i].w);
+      }
+    }
+    *reinterpret_cast<float4*>(red + (kp * MT + t) * 128 + lane * 4) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+  }
+  __syncthreads();
+  // part[t * 128 + 4 lane + i] is T^T[16 m + g + 8 (i / 2)][row 2 t4 + i % 2] of tile t (m its
+  // index within its projection), lane = 4 g + t4: the accumulator layout, summed over parts.
+  const int NE = MT * 128;
+  for (int i = tid; i < NE; i += TC_THREADS) {
+    const int t = i >> 7, f = i & 127;
+    float s = 0.0f;
+    for (int kp = 0; kp < G; kp++) s += red[(kp * MT + t) * 128 + f];
+    part[i] = s;
+  }
+  // Where element i of part goes in the T tile.
+  auto tOffset = [&](int i) {
+    const int t = i >> 7, f = i & 127, ln = f >> 2, k = f & 3;
+    const int p = t >= tb[2] ? 2 : t >= tb[1] ? 1 : 0;
+    const int j = 16 * (t - tcPick(p, tb[0], tb[1], tb[2])) + (ln >> 2) + 8 * (k >> 1);
+    const int row = 2 * (ln & 3) + (k & 1);
+    return row * TC_TLD + p * TC_MAX_RANK + j;
+  };
+  if (C > 1) {
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();  // every block's part is complete
+    const int per = (NE + C - 1) / C, i1 = min(NE, (c + 1) * per);
+    for (int i = c * per + tid; i < i1; i += TC_THREADS) {
+      float s = 0.0f;
+      for (int b = 0; b < C; b++) s += cluster.map_shared_rank(part, b)[i];
+      const T v = fromF<T>(s);
+      const int off = tOffset(i);
+      for (int b = 0; b < C; b++) cluster.map_shared_rank(tsh, b)[off] = v;
+    }
+    cluster.sync();  // every T tile is complete, and no block reads another's part any more
+  } else {
+    __syncthreads();
+    for (int i = tid; i < NE; i += TC_THREADS) tsh[tOffset(i)] = fromF<T>(part[i]);
+    __syncthreads();
+  }
+
+  // ---- expand: this block's share of the set's 32-output groups, two groups per warp step ----
+  const int parts = E * C, P = e * C + c;
+  const int g0 = static_cast<int>(static_cast<int64_t>(P) * NG / parts), g1 = static_cast<int>(static_cast<int64_t>(P + 1) * NG / parts);
+  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+  for (int gi = g0 + warp; gi < g1; gi += TC_GROUPS * TC_WARPS) {
+    constexpr int H = TC_GROUPS;
+    int kEnd[H], rank[H], out[H], o0[H], pj[H];
+    const T* b[H];
+    T* yp[H];
+    bool yok[H], vecB[H];
+    float scale[H];
+    uint4 yv[H];
+    float acc[H][4][4];
+#pragma unroll
+    for (int h = 0; h < H; h++) {
+      const int gg = gi + h * TC_WARPS;
+      const bool has = gg < g1;
+      const int p = gg >= gb[2] ? 2 : gg >= gb[1] ? 1 : 0;  // projections without groups have gb[p] == gb[p + 1]
+      pj[h] = p;
+      rank[h] = has ? tcPick(p, rk[0], rk[1], rk[2]) : 0;
+      kEnd[h] = (rank[h] + 15) / 16 * 16;
+      out[h] = tcPick(p, set.out[0], set.out[1], set.out[2]);
+      o0[h] = 32 * (gg - tcPick(p, gb[0], gb[1], gb[2]));
+      b[h] = tcPick(p, pb[0], pb[1], pb[2]);
+      vecB[h] = rank[h] % 8 == 0 && tcAligned(b[h]);
+      scale[h] = tcPick(p, sc[0], sc[1], sc[2]);
+      yok[h] = has && g < n && o0[h] + 8 * t4 < out[h];
+      yp[h] = y + static_cast<int64_t>(r0 + g) * ldy + tcPick(p, set.yCol[0], set.yCol[1], set.yCol[2]) + o0[h] + 8 * t4;
+      yv[h] = yok[h] ? *reinterpret_cast<const uint4*>(yp[h]) : zero;
+#pragma unroll
+      for (int j = 0; j < 4; j++) acc[h][j][0] = acc[h][j][1] = acc[h][j][2] = acc[h][j][3] = 0.0f;
+    }
+    int kMax = 0;
+#pragma unroll
+    for (int h = 0; h < H; h++) kMax = max(kMax, kEnd[h]);
+    for (int kc = 0; kc < kMax; kc += 32) {
+      const int k = kc + 8 * t4;
+      uint4 tw[H], bv[H][4];
+#pragma unroll
+      for (int h = 0; h < H; h++) {
+        tw[h] = k < kEnd[h] ? *reinterpret_cast<const uint4*>(tsh + g * TC_TLD + pj[h] * TC_MAX_RANK + k) : zero;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+          const int o = o0[h] + 8 * (g >> 1) + 2 * j + (g & 1);
+          const bool ok = k < rank[h] && o < out[h];
+          bv[h][j] = tcLoad8(b[h] + (ok ? static_cast<int64_t>(o) * rank[h] + k : 0), ok ? rank[h] - k : 0, vecB[h]);
+        }
+      }
+#pragma unroll
+      for (int h = 0; h < H; h++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+          tcMma<T>(acc[h][j], tw[h].x, 0u, tw[h].y, 0u, bv[h][j].x, bv[h][j].y);
+          tcMma<T>(acc[h][j], tw[h].z, 0u, tw[h].w, 0u, bv[h][j].z, bv[h][j].w);
+        }
+    }
+    // PEFT: result + lora_B(lora_A(x)) * scaling, each op rounded to T. acc[h][j][0..1] are this
+    // lane's row g at outputs o0 + 8 t4 + 2 j + (0, 1).
+#pragma unroll
+    for (int h = 0; h < H; h++) {
+      if (!yok[h]) continue;
+      T* ye = reinterpret_cast<T*>(&yv[h]);
+#pragma unroll
+      for (int j = 0; j < 4; j++)
+#pragma unroll
+        for (int i = 0; i < 2; i++) ye[2 * j + i] = fromF<T>(toF(ye[2 * j + i]) + roundT<T>(roundT<T>(acc[h][j][i]) * scale[h]));
+      *reinterpret_cast<uint4*>(yp[h]) = yv[h];
+    }
+  }
+#else
+  __trap();
+#endif
+}
+
 }  // namespace sb::kern
