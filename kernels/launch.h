@@ -87,9 +87,9 @@ int sgmv(Elem t, const void* x, int in, float* tmp, int maxRank, void* y, int ld
 // SWITCHBOARD_LORA_KERNEL=tc|simt (read once; unset: simt) so benchmarks can compare the two;
 // setLoraKernel overrides it (kernel tests). clusterBlocks / outSplits > 0 force the tensor-core
 // grid's split of `in` over a cluster (1..16) and of the outputs over clusters (tuning sweeps);
-// 0 = chosen per call.
+// 0 = chosen per call; prefetch false drops the kernel's up-front L2 prefetches (for comparison).
 enum class LoraKernel : int { Simt = 0, TensorCore = 1 };
-void setLoraKernel(LoraKernel k, int clusterBlocks = 0, int outSplits = 0);
+void setLoraKernel(LoraKernel k, int clusterBlocks = 0, int outSplits = 0, bool prefetch = true);
 LoraKernel loraKernel();
 // The path sgmv() takes for these host arguments: 0 shrink + expand through tmp, 1 the fused
 // CUDA-core kernel, 2 the tensor-core kernel.

@@ -114,6 +114,7 @@ static bool sgmvClusters() {
 struct LoraKernelChoice {
   LoraKernel kind = LoraKernel::Simt;
   int clusterBlocks = 0, outSplits = 0;
+  bool prefetch = true;
 };
 static LoraKernelChoice& loraChoice() {
   static LoraKernelChoice c = [] {
@@ -127,9 +128,10 @@ static LoraKernelChoice& loraChoice() {
   return c;
 }
 
-void setLoraKernel(LoraKernel k, int clusterBlocks, int outSplits) {
+void setLoraKernel(LoraKernel k, int clusterBlocks, int outSplits, bool prefetch) {
   LoraKernelChoice& c = loraChoice();
   c.kind = k;
+  c.prefetch = prefetch;
   c.clusterBlocks = std::max(0, std::min(clusterBlocks, TC_MAX_CLUSTER));
   c.outSplits = std::max(0, outSplits);
 }
@@ -208,7 +210,8 @@ static int sgmvTc(const T* x, int in, T* y, int ldy, const LoraSlotEntry* table,
   attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = C > 1 ? 1 : 0;
-  const cudaError_t e = cudaLaunchKernelEx(&cfg, sgmvTcKernel<T>, x, in, y, ldy, table, tableStride, set, segStart, segSlot, C, E);
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, sgmvTcKernel<T>, x, in, y, ldy, table, tableStride, set, segStart, segSlot, C, E,
+                                           choice.prefetch);
   if (e != cudaSuccess) cudaGetLastError();  // returned here; not left behind for the next launch to report
   return e != cudaSuccess ? static_cast<int>(e) : launched();
 }

@@ -532,6 +532,19 @@ __device__ __forceinline__ V tcPick(int p, V v0, V v1, V v2) { return p == 0 ? v
 
 __device__ __forceinline__ bool tcAligned(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
+// Asks L2 for the 128-byte lines of `rows` byte ranges [base + i * stride, + bytes), spread over
+// the block's threads; holds no registers and never faults, so a block can request everything it
+// will read at its start (decode blocks are chains of memory round trips; this makes them one).
+__device__ __forceinline__ void tcPrefetchRows(const void* base, int rows, int64_t stride, int64_t bytes) {
+  if (rows <= 0 || bytes <= 0) return;
+  const int lines = static_cast<int>((bytes + 127) >> 7) + 1;  // a range not 128-aligned spans one more line
+  for (int i = threadIdx.x; i < rows * lines; i += blockDim.x) {
+    const uintptr_t start = reinterpret_cast<uintptr_t>(base) + static_cast<uintptr_t>((i / lines) * stride);
+    const uintptr_t line = (start & ~static_cast<uintptr_t>(127)) + static_cast<uintptr_t>(i % lines) * 128;
+    if (line < start + bytes) asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
+  }
+}
+
 // grid (numSegs * E * C, ceil(maxSegRows / 8)), block 256, clusters of (C, 1, 1) when C > 1: block
 // x = (segment * E + e) * C + rank in cluster. Every value up to the first cluster barrier depends
 // only on the cluster's (segment, row tile), so either all its blocks leave early or none does.
@@ -539,7 +552,7 @@ template <typename T>
 __global__ void __launch_bounds__(TC_THREADS, 2) sgmvTcKernel(const T* __restrict__ x, int in, T* __restrict__ y, int ldy,
                                                             const LoraSlotEntry* __restrict__ table, int tableStride, const LoraProjSet set,
                                                             const int32_t* __restrict__ segStart, const int32_t* __restrict__ segSlot,
-                                                            int C, int E) {
+                                                            int C, int E, bool prefetch) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
   __shared__ __align__(16) float red[TC_RED_SLOTS * 128];  // warp units' fragments
@@ -582,6 +595,24 @@ __global__ void __launch_bounds__(TC_THREADS, 2) sgmvTcKernel(const T* __restric
   const int cb0 = static_cast<int>(static_cast<int64_t>(c) * nch / C), cb1 = static_cast<int>(static_cast<int64_t>(c + 1) * nch / C);
   const T* xr = x + static_cast<int64_t>(r0 + min(g, n - 1)) * in;
   const bool xv_ok = g < n;
+  const int parts = E * C, P = e * C + c;
+  const int g0 = static_cast<int>(static_cast<int64_t>(P) * NG / parts), g1 = static_cast<int>(static_cast<int64_t>(P + 1) * NG / parts);
+  if (prefetch) {
+    // Everything this block reads: its slice of x and of each A, then its outputs' B rows and y.
+    const int64_t sliceBytes = static_cast<int64_t>(min(cb1 * 32, in) - min(cb0 * 32, in)) * sizeof(T);
+    tcPrefetchRows(x + static_cast<int64_t>(r0) * in + cb0 * 32, n, static_cast<int64_t>(in) * sizeof(T), sliceBytes);
+#pragma unroll
+    for (int p = 0; p < 3; p++) tcPrefetchRows(pa[p] + cb0 * 32, rk[p], static_cast<int64_t>(in) * sizeof(T), sliceBytes);
+#pragma unroll
+    for (int p = 0; p < 3; p++) {
+      if (rk[p] == 0) continue;
+      const int out = set.out[p];
+      const int o0 = min(out, 32 * (max(g0, gb[p]) - gb[p])), o1 = min(out, 32 * (min(g1, gb[p] + (out + 31) / 32) - gb[p]));
+      if (o1 <= o0) continue;
+      tcPrefetchRows(pb[p] + static_cast<int64_t>(o0) * rk[p], 1, 0, static_cast<int64_t>(o1 - o0) * rk[p] * sizeof(T));
+      tcPrefetchRows(y + static_cast<int64_t>(r0) * ldy + set.yCol[p] + o0, n, static_cast<int64_t>(ldy) * sizeof(T), static_cast<int64_t>(o1 - o0) * sizeof(T));
+    }
+  }
   for (int u = warp; u < MT * G; u += TC_WARPS) {
     const int t = u / G, kp = u % G;
     const int p = t >= tb[2] ? 2 : t >= tb[1] ? 1 : 0;
@@ -648,8 +679,6 @@ __global__ void __launch_bounds__(TC_THREADS, 2) sgmvTcKernel(const T* __restric
   }
 
   // ---- expand: this block's share of the set's 32-output groups, two groups per warp step ----
-  const int parts = E * C, P = e * C + c;
-  const int g0 = static_cast<int>(static_cast<int64_t>(P) * NG / parts), g1 = static_cast<int>(static_cast<int64_t>(P + 1) * NG / parts);
   const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
   for (int gi = g0 + warp; gi < g1; gi += TC_GROUPS * TC_WARPS) {
     constexpr int H = TC_GROUPS;

@@ -152,17 +152,17 @@ def bench_lora(lib, arch, sweep=True):
                     lib.sb_sgmv_expand(t, p(tmp7), r, p(y_), ldy, p(table7), 7, ctypes.byref(ps_), p(ss_), p(sl_), nseg, seg)
             return rc
         return f
-    def timed(kernel, f, shape=(0, 0)):
+    def timed(kernel, f, shape=(0, 0), prefetch=True):
         """GPU time of f on one LoRA kernel (the choice is made at launch, so it is baked into the
         captured graph); NaN when a launch fails (a cluster shape this device cannot schedule)."""
-        lib.sb_set_lora_kernel(kernel, *shape)
+        lib.sb_set_lora_kernel(kernel, shape[0], shape[1], 1 if prefetch else 0)
         try:
             if f() != 0:
                 torch.cuda.synchronize()
                 return float("nan")
             return gpu_time(lib, f)
         finally:
-            lib.sb_set_lora_kernel(SIMT, 0, 0)
+            lib.sb_set_lora_kernel(SIMT, 0, 0, 1)
     names = ("qkv", "o", "gate|up", "down")
     print(f"  LoRA of one Mistral-7B layer (4 sets, rank 16 on all 7 projections, bf16), GPU time per layer:")
     for nseg, rows in ((1, 64), (8, 64), (64, 64), (1, 1024)):
@@ -188,11 +188,12 @@ def bench_lora(lib, arch, sweep=True):
         for nseg, rows in ((1, 64), (64, 64)):
             for i, nm in enumerate(names):
                 auto = timed(TC, layer(nseg, rows, True, i))
+                plain = timed(TC, layer(nseg, rows, True, i), prefetch=False)
                 got = {sh: timed(TC, layer(nseg, rows, True, i), sh) for sh in shapes}
                 best = min((v, sh) for sh, v in got.items() if v == v) if any(v == v for v in got.values()) else (float("nan"), (0, 0))
                 row = " ".join(f"C{c}E{e} {v:.1f}" for (c, e), v in got.items())
-                print(f"    {nseg:2d} adapter(s) {nm:<8} auto {auto:6.1f}, best C{best[1][0]}E{best[1][1]} {best[0]:6.1f} | {row}")
-                res[f"tc_sweep_{nseg}ad_{nm}"] = {"auto": auto, "best": [best[1][0], best[1][1], best[0]]}
+                print(f"    {nseg:2d} adapter(s) {nm:<8} auto {auto:6.1f} (no prefetch {plain:6.1f}), best C{best[1][0]}E{best[1][1]} {best[0]:6.1f} | {row}")
+                res[f"tc_sweep_{nseg}ad_{nm}"] = {"auto": auto, "no_prefetch": plain, "best": [best[1][0], best[1][1], best[0]], "all": {f"C{c}E{e}": v for (c, e), v in got.items()}}
     return res
 
 
