@@ -475,12 +475,14 @@ __global__ void __launch_bounds__(SGMV_THREADS, 3) sgmvFusedKernel(const T* __re
 //  - expand, as Y [16 x 32] = T [16 x rank] . B^T [rank x 32] per warp step (rows 8..15 of the
 //    mma are padding; B [out x rank] row-major is the column-major B operand), the set's outputs
 //    split over the E x C blocks of the row tile, y += round(round(acc) * scale) as PEFT rounds.
-// The k order inside a 32-wide chunk is permuted so that each lane loads 16 contiguous bytes: the
-// mma sums over k, so any order works as long as both operands use the same one. Lane (g, t4)
-// loads elements 8 t4 .. 8 t4 + 7 of its row's chunk; its registers for logical k 2 t4, 2 t4 + 1
-// (and + 8) hold words 0 (1) of those 16 bytes in the chunk's first k-step, words 2 (3) in its
-// second. In the expand, output column n of n-tile j is o0 + 8 (n / 2) + 2 j + n % 2, so the four
+// The k order is permuted so that each lane loads contiguous bytes: the mma sums over k, so any
+// order works as long as both operands use the same one. Shrink: lane (g, t4) loads elements
+// 8 t4 .. 8 t4 + 7 of its rows' 32-wide chunk (16 bytes); its registers for logical k 2 t4, 2 t4 + 1
+// (and + 8) hold words 0 (1) in the chunk's first k-step, words 2 (3) in its second. Expand: the
+// same over 16-wide steps with 8-byte loads (elements 4 t4 .. 4 t4 + 3), so at rank 16 every lane
+// loads. Output column n of the expand's n-tile j is o0 + 8 (n / 2) + 2 j + n % 2, so the four
 // n-tiles' accumulators of a lane are 8 consecutive outputs of one row: one 16-byte y access.
+// kernels/test/sgmv_tc_mirror.py mirrors this mapping lane by lane (numpy, no GPU needed).
 constexpr int TC_ROWS = 8;              // rows of a segment per cluster (the shrink's mma n)
 constexpr int TC_THREADS = 256;
 constexpr int TC_WARPS = TC_THREADS / 32;
@@ -488,9 +490,9 @@ constexpr int TC_MAX_RANK = 128;
 constexpr int TC_MAX_TILES = 3 * TC_MAX_RANK / 16;  // 16-rank tiles of a whole set
 constexpr int TC_RED_SLOTS = 32;        // (tile, part of the slice) units of the in-block sum
 constexpr int TC_MAX_CLUSTER = 16;
-constexpr int TC_TLD = 3 * TC_MAX_RANK + 8;  // row stride of the T tile (elements; 16-byte rows)
-constexpr int TC_UNROLL = 4;            // 32-wide chunks of `in` loaded together per warp
-constexpr int TC_GROUPS = 1;            // 32-output groups a warp expands together
+constexpr int TC_TLD = 3 * TC_MAX_RANK + 16;  // row stride of the T tile (elements): rows 8 banks apart
+constexpr int TC_UNROLL = 2;            // 32-wide chunks of `in` loaded together per warp
+constexpr int TC_GROUPS = 2;            // 32-output groups a warp expands together
 
 // c += A (16 x 16: registers a0 (row g, k lo), a1 (row g + 8, k lo), a2 (row g, k hi), a3
 // (row g + 8, k hi)) . B (16 x 8: b0 k lo, b1 k hi of column g), fp32 accumulators.
@@ -521,6 +523,20 @@ __device__ __forceinline__ uint4 tcLoad8(const T* p, int valid, bool vec) {
     T* e = reinterpret_cast<T*>(&v);
 #pragma unroll
     for (int i = 0; i < 8; i++)
+      if (i < valid) e[i] = p[i];
+  }
+  return v;
+}
+
+// The same for 4 elements (8 bytes; vec: p 8-byte aligned).
+template <typename T>
+__device__ __forceinline__ uint2 tcLoad4(const T* p, int valid, bool vec) {
+  if (valid >= 4 && vec) return __ldg(reinterpret_cast<const uint2*>(p));
+  uint2 v = make_uint2(0u, 0u);
+  if (valid > 0) {
+    T* e = reinterpret_cast<T*>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; i++)
       if (i < valid) e[i] = p[i];
   }
   return v;
@@ -700,7 +716,7 @@ __global__ void __launch_bounds__(TC_THREADS, 2) sgmvTcKernel(const T* __restric
       out[h] = tcPick(p, set.out[0], set.out[1], set.out[2]);
       o0[h] = 32 * (gg - tcPick(p, gb[0], gb[1], gb[2]));
       b[h] = tcPick(p, pb[0], pb[1], pb[2]);
-      vecB[h] = rank[h] % 8 == 0 && tcAligned(b[h]);
+      vecB[h] = rank[h] % 4 == 0 && (reinterpret_cast<uintptr_t>(b[h]) & 7) == 0;
       scale[h] = tcPick(p, sc[0], sc[1], sc[2]);
       yok[h] = has && g < n && o0[h] + 8 * t4 < out[h];
       yp[h] = y + static_cast<int64_t>(r0 + g) * ldy + tcPick(p, set.yCol[0], set.yCol[1], set.yCol[2]) + o0[h] + 8 * t4;
@@ -711,26 +727,25 @@ __global__ void __launch_bounds__(TC_THREADS, 2) sgmvTcKernel(const T* __restric
     int kMax = 0;
 #pragma unroll
     for (int h = 0; h < H; h++) kMax = max(kMax, kEnd[h]);
-    for (int kc = 0; kc < kMax; kc += 32) {
-      const int k = kc + 8 * t4;
-      uint4 tw[H], bv[H][4];
+    // k-steps of 16: lane t4 holds ranks kc + 4 t4 .. + 3 of its T row and of its B rows (8 bytes
+    // each), words 0 and 1 standing for logical k (2 t4, 2 t4 + 1) and (2 t4 + 8, 2 t4 + 9).
+    for (int kc = 0; kc < kMax; kc += 16) {
+      const int k = kc + 4 * t4;
+      uint2 tw[H], bv[H][4];
 #pragma unroll
       for (int h = 0; h < H; h++) {
-        tw[h] = k < kEnd[h] ? *reinterpret_cast<const uint4*>(tsh + g * TC_TLD + pj[h] * TC_MAX_RANK + k) : zero;
+        tw[h] = kc < kEnd[h] ? *reinterpret_cast<const uint2*>(tsh + g * TC_TLD + pj[h] * TC_MAX_RANK + k) : make_uint2(0u, 0u);
 #pragma unroll
         for (int j = 0; j < 4; j++) {
           const int o = o0[h] + 8 * (g >> 1) + 2 * j + (g & 1);
           const bool ok = k < rank[h] && o < out[h];
-          bv[h][j] = tcLoad8(b[h] + (ok ? static_cast<int64_t>(o) * rank[h] + k : 0), ok ? rank[h] - k : 0, vecB[h]);
+          bv[h][j] = tcLoad4(b[h] + (ok ? static_cast<int64_t>(o) * rank[h] + k : 0), ok ? rank[h] - k : 0, vecB[h]);
         }
       }
 #pragma unroll
       for (int h = 0; h < H; h++)
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-          tcMma<T>(acc[h][j], tw[h].x, 0u, tw[h].y, 0u, bv[h][j].x, bv[h][j].y);
-          tcMma<T>(acc[h][j], tw[h].z, 0u, tw[h].w, 0u, bv[h][j].z, bv[h][j].w);
-        }
+        for (int j = 0; j < 4; j++) tcMma<T>(acc[h][j], tw[h].x, 0u, tw[h].y, 0u, bv[h][j].x, bv[h][j].y);
     }
     // PEFT: result + lora_B(lora_A(x)) * scaling, each op rounded to T. acc[h][j][0..1] are this
     // lane's row g at outputs o0 + 8 t4 + 2 j + (0, 1).

@@ -7,8 +7,8 @@ test, test_sgmv.py, checks both). Keep it in step with the kernel when either ch
 Usage: python3 kernels/test/sgmv_tc_mirror.py"""
 import sys
 import numpy as np
-TC_ROWS, TC_WARPS, TC_MAX_RANK, TC_RED_SLOTS, TC_UNROLL, TC_GROUPS = 8, 8, 128, 32, 4, 1
-TC_TLD = 3 * 128 + 8
+TC_ROWS, TC_WARPS, TC_MAX_RANK, TC_RED_SLOTS, TC_UNROLL, TC_GROUPS = 8, 8, 128, 32, 2, 2
+TC_TLD = 3 * 128 + 16
 
 def mma(c, a, b):
     """c[lane][4] += A.B; a[lane] = 4 words (pairs), b[lane] = 2 words (pairs), per PTX m16n8k16."""
@@ -122,24 +122,24 @@ def run(x, inn, y, ldy, table, stride, cnt, eoff, ycol, outs, seg_start, seg_slo
                             kEnd = (rank + 15) // 16 * 16
                             out, o0, b = outs[p], 32 * (gg - gb[p]), pb[p]
                             acc = [[[0.0]*4 for _ in range(32)] for j in range(4)]
-                            for kc in range(0, kEnd, 32):
+                            for kc in range(0, kEnd, 16):
                                 lanes = {}
                                 for lane in range(32):
                                     g, t4 = lane >> 2, lane & 3
-                                    k = kc + 8 * t4
-                                    tw = tsh[c][g * TC_TLD + p * TC_MAX_RANK + k: g * TC_TLD + p * TC_MAX_RANK + k + 8] if k < kEnd else np.zeros(8)
+                                    k = kc + 4 * t4
+                                    tw = tsh[c][g * TC_TLD + p * TC_MAX_RANK + k: g * TC_TLD + p * TC_MAX_RANK + k + 4]
                                     assert not np.isnan(tw).any(), "read unwritten T"
                                     bv = []
                                     for j in range(4):
                                         o = o0 + 8 * (g >> 1) + 2 * j + (g & 1)
                                         ok = k < rank and o < out
-                                        bv.append(words(load8(b, o * rank + k if ok else 0, rank - k if ok else 0)))
-                                    lanes[lane] = (words(tw), bv)
+                                        v = load8(b, o * rank + k if ok else 0, min(4, rank - k) if ok else 0)[:4]
+                                        bv.append([(v[0], v[1]), (v[2], v[3])])
+                                    lanes[lane] = ([(tw[0], tw[1]), (tw[2], tw[3])], bv)
                                 for j in range(4):
-                                    for ks in range(2):
-                                        afr = [(lanes[l][0][2*ks], ZW, lanes[l][0][2*ks+1], ZW) for l in range(32)]
-                                        bfr = [(lanes[l][1][j][2*ks], lanes[l][1][j][2*ks+1]) for l in range(32)]
-                                        mma(acc[j], afr, bfr)
+                                    afr = [(lanes[l][0][0], ZW, lanes[l][0][1], ZW) for l in range(32)]
+                                    bfr = [(lanes[l][1][j][0], lanes[l][1][j][1]) for l in range(32)]
+                                    mma(acc[j], afr, bfr)
                             for lane in range(32):
                                 g, t4 = lane >> 2, lane & 3
                                 yok = has and g < n and o0 + 8 * t4 < out
