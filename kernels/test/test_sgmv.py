@@ -82,7 +82,7 @@ def sgmv_case(lib, t, name, din, outs, ranks, seg_rows, seg_slot, absent=frozens
 
 def test_sgmv(lib, t):
     """LoRA sets of 1..3 projections sharing one input (like q/k/v), both entry points, both kernels
-    of the one-call sgmv: adapters of ranks 8..128 (and 12, 20: B rows not 16-byte aligned), segments
+    of the one-call sgmv: adapters of ranks 8..128 (and 6, 10, 12, 20), segments
     of 1..300 rows, a segment without adapter, a missing module, decode shapes (64 one-row segments;
     one 64-row segment) at Mistral-7B's q|k|v, o, gate|up and down, odd sizes (fallback paths)."""
     sgmv_case(lib, t, "3 proj, ranks 8..128, mixed segs", 4096, [1024, 256, 256], [8, 16, 64, 128],
@@ -95,9 +95,10 @@ def test_sgmv(lib, t):
     sgmv_case(lib, t, "in 1000, rank 12, 2 proj", 1000, [300, 77], [12, 8], [2, 1, 5], [0, 1, 0])
     sgmv_case(lib, t, "in 1001 (unaligned), ranks 12/8", 1001, [300], [12, 8], [1, 1, 1], [1, 0, -1])
     sgmv_case(lib, t, "prefill 300 rows + 2 decode rows", 4096, [1024], [16, 32], [300, 1, 1], [0, 1, 0])
-    # Tensor-core kernel: generic ranks (12, 20: element loads of B), `in` not a multiple of 32
-    # (a partial last chunk), outputs not a multiple of 32, segments of every row count 1..64.
-    sgmv_case(lib, t, "in 1000, ranks 12/20/8, outs 296+40", 1000, [296, 40], [12, 20, 8], [2, 1, 5, 9], [0, 1, 0, 2], tc_shapes=[(3, 1), (1, 2)])
+    # Tensor-core kernel: ranks that are not multiples of 16 (12, 20) or of 4 (6, 10: element loads
+    # of B), `in` not a multiple of 32 (a partial last chunk), outputs not a multiple of 32.
+    sgmv_case(lib, t, "in 1000, ranks 12/20/6/10, outs 296+40", 1000, [296, 40], [12, 20, 6, 10], [2, 1, 5, 9, 3], [0, 1, 3, 2, 2],
+              tc_shapes=[(3, 1), (1, 2)])
     sgmv_case(lib, t, "segs of 1..64 rows, ranks 16/64", 2048, [512, 128, 128], [16, 64, 16],
               [1, 2, 7, 8, 9, 15, 16, 31, 33, 64], [0, 1, 2, 0, 1, 2, -1, 1, 0, 2], tc_shapes=[(2, 2)])
     sgmv_case(lib, t, "rank 128, 33 + 31 rows, 3 proj", 2048, [512, 256, 256], [128, 128], [33, 31], [1, 0], tc_shapes=[(8, 1), (1, 1)])
