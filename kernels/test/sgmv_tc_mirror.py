@@ -187,5 +187,6 @@ if __name__ == "__main__":
     ok &= case(200, [32], [128], [2], [0], 2, 3)  # rank 128, `in` not a multiple of 32, more blocks than groups
     ok &= case(64, [48, 16, 16], [24, 8], [1, 1, 1, 1], [0, -1, 1, 0], 4, 1, absent={(1, 2)})  # decode rows, a segment without adapter
     ok &= case(96, [32, 16, 16], [128, 48], [3, 8], [0, 1], 1, 2)  # 24 tiles (G 1), 9 tiles (G 2), no cluster
+    ok &= case(160, [24, 8], [6, 10], [2, 3], [0, 1], 2, 1)  # ranks that are not multiples of 4 (element loads of B)
     print("all mirror checks passed" if ok else "mirror checks FAILED")
     sys.exit(0 if ok else 1)
