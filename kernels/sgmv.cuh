@@ -475,6 +475,8 @@ __global__ void __launch_bounds__(SGMV_THREADS, 3) sgmvFusedKernel(const T* __re
 //  - expand, as Y [16 x 32] = T [16 x rank] . B^T [rank x 32] per warp step (rows 8..15 of the
 //    mma are padding; B [out x rank] row-major is the column-major B operand), the set's outputs
 //    split over the E x C blocks of the row tile, y += round(round(acc) * scale) as PEFT rounds.
+//  - each block first asks L2 for its x and A slices, and after its shrink for its B rows and y
+//    (prefetch instructions, within a byte budget), so its DRAM requests go out together.
 // The k order is permuted so that each lane loads contiguous bytes: the mma sums over k, so any
 // order works as long as both operands use the same one. Shrink: lane (g, t4) loads elements
 // 8 t4 .. 8 t4 + 7 of its rows' 32-wide chunk (16 bytes); its registers for logical k 2 t4, 2 t4 + 1
@@ -549,10 +551,16 @@ __device__ __forceinline__ V tcPick(int p, V v0, V v1, V v2) { return p == 0 ? v
 __device__ __forceinline__ bool tcAligned(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 // Asks L2 for the 128-byte lines of `rows` byte ranges [base + i * stride, + bytes), spread over
-// the block's threads; holds no registers and never faults, so a block can request everything it
-// will read at its start (decode blocks are chains of memory round trips; this makes them one).
-__device__ __forceinline__ void tcPrefetchRows(const void* base, int rows, int64_t stride, int64_t bytes) {
-  if (rows <= 0 || bytes <= 0) return;
+// the block's threads, within `budget` bytes (whole rows while they fit, then the head of one; the
+// budget shrinks by what was asked). Holds no registers and never faults, so a block can request
+// what it will read at its start (decode blocks are chains of memory round trips; this makes them
+// one); the budget keeps a full wave's requests within L2 when adapters are many (64 distinct
+// adapters' gate|up weights are 75 MB).
+__device__ __forceinline__ void tcPrefetchRows(const void* base, int rows, int64_t stride, int64_t bytes, int64_t& budget) {
+  if (rows <= 0 || bytes <= 0 || budget <= 0) return;
+  if (bytes > budget) rows = 1, bytes = budget;
+  else rows = static_cast<int>(min(static_cast<int64_t>(rows), budget / bytes));
+  budget -= rows * bytes;
   const int lines = static_cast<int>((bytes + 127) >> 7) + 1;  // a range not 128-aligned spans one more line
   for (int i = threadIdx.x; i < rows * lines; i += blockDim.x) {
     const uintptr_t start = reinterpret_cast<uintptr_t>(base) + static_cast<uintptr_t>((i / lines) * stride);
@@ -560,6 +568,9 @@ __device__ __forceinline__ void tcPrefetchRows(const void* base, int rows, int64
     if (line < start + bytes) asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
   }
 }
+
+constexpr int64_t TC_PREFETCH_SHRINK = 96 << 10;  // bytes of x and A a block asks L2 for up front
+constexpr int64_t TC_PREFETCH_EXPAND = 64 << 10;  // bytes of B and y, asked once its shrink loads are done
 
 // grid (numSegs * E * C, ceil(maxSegRows / 8)), block 256, clusters of (C, 1, 1) when C > 1: block
 // x = (segment * E + e) * C + rank in cluster. Every value up to the first cluster barrier depends
@@ -614,20 +625,12 @@ __global__ void __launch_bounds__(TC_THREADS, 2) sgmvTcKernel(const T* __restric
   const int parts = E * C, P = e * C + c;
   const int g0 = static_cast<int>(static_cast<int64_t>(P) * NG / parts), g1 = static_cast<int>(static_cast<int64_t>(P + 1) * NG / parts);
   if (prefetch) {
-    // Everything this block reads: its slice of x and of each A, then its outputs' B rows and y.
+    // The slice of x and of each A this block's shrink reads, in the order its warps take them.
+    int64_t budget = TC_PREFETCH_SHRINK;
     const int64_t sliceBytes = static_cast<int64_t>(min(cb1 * 32, in) - min(cb0 * 32, in)) * sizeof(T);
-    tcPrefetchRows(x + static_cast<int64_t>(r0) * in + cb0 * 32, n, static_cast<int64_t>(in) * sizeof(T), sliceBytes);
+    tcPrefetchRows(x + static_cast<int64_t>(r0) * in + cb0 * 32, n, static_cast<int64_t>(in) * sizeof(T), sliceBytes, budget);
 #pragma unroll
-    for (int p = 0; p < 3; p++) tcPrefetchRows(pa[p] + cb0 * 32, rk[p], static_cast<int64_t>(in) * sizeof(T), sliceBytes);
-#pragma unroll
-    for (int p = 0; p < 3; p++) {
-      if (rk[p] == 0) continue;
-      const int out = set.out[p];
-      const int o0 = min(out, 32 * (max(g0, gb[p]) - gb[p])), o1 = min(out, 32 * (min(g1, gb[p] + (out + 31) / 32) - gb[p]));
-      if (o1 <= o0) continue;
-      tcPrefetchRows(pb[p] + static_cast<int64_t>(o0) * rk[p], 1, 0, static_cast<int64_t>(o1 - o0) * rk[p] * sizeof(T));
-      tcPrefetchRows(y + static_cast<int64_t>(r0) * ldy + set.yCol[p] + o0, n, static_cast<int64_t>(ldy) * sizeof(T), static_cast<int64_t>(o1 - o0) * sizeof(T));
-    }
+    for (int p = 0; p < 3; p++) tcPrefetchRows(pa[p] + cb0 * 32, rk[p], static_cast<int64_t>(in) * sizeof(T), sliceBytes, budget);
   }
   for (int u = warp; u < MT * G; u += TC_WARPS) {
     const int t = u / G, kp = u % G;
@@ -657,6 +660,20 @@ __global__ void __launch_bounds__(TC_THREADS, 2) sgmvTcKernel(const T* __restric
       }
     }
     *reinterpret_cast<float4*>(red + (kp * MT + t) * 128 + lane * 4) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+  }
+  if (prefetch) {
+    // This block's outputs' B rows and y, landing while the partial sums are exchanged.
+    int64_t budget = TC_PREFETCH_EXPAND;
+#pragma unroll
+    for (int p = 0; p < 3; p++) {
+      if (rk[p] == 0) continue;
+      const int out = set.out[p];
+      const int o0 = min(out, 32 * (max(g0, gb[p]) - gb[p])), o1 = min(out, 32 * (min(g1, gb[p] + (out + 31) / 32) - gb[p]));
+      if (o1 <= o0) continue;
+      tcPrefetchRows(y + static_cast<int64_t>(r0) * ldy + set.yCol[p] + o0, n, static_cast<int64_t>(ldy) * sizeof(T),
+                     static_cast<int64_t>(o1 - o0) * sizeof(T), budget);
+      tcPrefetchRows(pb[p] + static_cast<int64_t>(o0) * rk[p], 1, 0, static_cast<int64_t>(o1 - o0) * rk[p] * sizeof(T), budget);
+    }
   }
   __syncthreads();
   // part[t * 128 + 4 lane + i] is T^T[16 m + g + 8 (i / 2)][row 2 t4 + i % 2] of tile t (m its
