@@ -184,12 +184,12 @@ def bench_lora(lib, arch, sweep=True):
         # The tensor-core grid by hand (cluster blocks C splitting `in`, output splits E), per set at
         # batch 64: what the launcher's choice (auto) leaves on the table.
         print("  tensor-core sgmv grid sweep, batch 64, per set (us; C = cluster blocks over `in`, E = output splits):")
-        shapes = [(c, e) for c in (1, 2, 4, 8, 16) for e in (1, 2, 4, 8)]
+        grid_shapes = [(c, e) for c in (1, 2, 4, 8, 16) for e in (1, 2, 4, 8)]
         for nseg, rows in ((1, 64), (64, 64)):
             for i, nm in enumerate(names):
                 auto = timed(TC, layer(nseg, rows, True, i))
                 plain = timed(TC, layer(nseg, rows, True, i), prefetch=False)
-                got = {sh: timed(TC, layer(nseg, rows, True, i), sh) for sh in shapes}
+                got = {sh: timed(TC, layer(nseg, rows, True, i), sh) for sh in grid_shapes}
                 best = min((v, sh) for sh, v in got.items() if v == v) if any(v == v for v in got.values()) else (float("nan"), (0, 0))
                 row = " ".join(f"C{c}E{e} {v:.1f}" for (c, e), v in got.items())
                 print(f"    {nseg:2d} adapter(s) {nm:<8} auto {auto:6.1f} (no prefetch {plain:6.1f}), best C{best[1][0]}E{best[1][1]} {best[0]:6.1f} | {row}")
@@ -296,8 +296,10 @@ def main():
         res["decode_layer_us"] = profile_decode_layer(lib)
         res.update(bench_prefill_attention(lib))
     if a.out:
+        # NaN (a path or grid shape that did not run) as null: bench.ts reads this file with JSON.parse.
+        clean = lambda v: {k: clean(w) for k, w in v.items()} if isinstance(v, dict) else [clean(w) for w in v] if isinstance(v, list) else None if isinstance(v, float) and v != v else v
         with open(a.out, "w") as f:
-            json.dump(res, f)
+            json.dump(clean(res), f)
 
 
 if __name__ == "__main__":
