@@ -114,24 +114,26 @@ static bool sgmvClusters() {
 struct LoraKernelChoice {
   LoraKernel kind = LoraKernel::Simt;
   int clusterBlocks = 0, outSplits = 0;
-  bool prefetch = true;
+  bool prefetch = true, pdl = false;
 };
 static LoraKernelChoice& loraChoice() {
   static LoraKernelChoice c = [] {
     LoraKernelChoice v;
     const char* e = std::getenv("SWITCHBOARD_LORA_KERNEL");
     if (e && std::strcmp(e, "tc") == 0) v.kind = LoraKernel::TensorCore;
+    else if (e && std::strcmp(e, "tc+pdl") == 0) v.kind = LoraKernel::TensorCore, v.pdl = true;
     else if (e && *e && std::strcmp(e, "simt") != 0)
-      std::fprintf(stderr, "switchboard: SWITCHBOARD_LORA_KERNEL=%s is neither tc nor simt; using simt\n", e);
+      std::fprintf(stderr, "switchboard: SWITCHBOARD_LORA_KERNEL=%s is none of tc, tc+pdl, simt; using simt\n", e);
     return v;
   }();
   return c;
 }
 
-void setLoraKernel(LoraKernel k, int clusterBlocks, int outSplits, bool prefetch) {
+void setLoraKernel(LoraKernel k, int clusterBlocks, int outSplits, bool prefetch, bool pdl) {
   LoraKernelChoice& c = loraChoice();
   c.kind = k;
   c.prefetch = prefetch;
+  c.pdl = pdl;
   c.clusterBlocks = std::max(0, std::min(clusterBlocks, TC_MAX_CLUSTER));
   c.outSplits = std::max(0, outSplits);
 }
@@ -203,13 +205,22 @@ static int sgmvTc(const T* x, int in, T* y, int ldy, const LoraSlotEntry* table,
   cfg.blockDim = dim3(TC_THREADS);
   cfg.dynamicSmemBytes = 0;
   cfg.stream = reinterpret_cast<cudaStream_t>(s);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = C;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
+  cudaLaunchAttribute attr[2];
+  unsigned na = 0;
+  if (C > 1) {
+    attr[na].id = cudaLaunchAttributeClusterDimension;
+    attr[na].val.clusterDim.x = C;
+    attr[na].val.clusterDim.y = 1;
+    attr[na].val.clusterDim.z = 1;
+    na++;
+  }
+  if (choice.pdl) {
+    attr[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[na].val.programmaticStreamSerializationAllowed = 1;
+    na++;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = C > 1 ? 1 : 0;
+  cfg.numAttrs = na;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, sgmvTcKernel<T>, x, in, y, ldy, table, tableStride, set, segStart, segSlot, C, E,
                                            choice.prefetch);
   if (e != cudaSuccess) cudaGetLastError();  // returned here; not left behind for the next launch to report

@@ -625,13 +625,16 @@ __global__ void __launch_bounds__(TC_THREADS, 2) sgmvTcKernel(const T* __restric
   const int parts = E * C, P = e * C + c;
   const int g0 = static_cast<int>(static_cast<int64_t>(P) * NG / parts), g1 = static_cast<int>(static_cast<int64_t>(P + 1) * NG / parts);
   if (prefetch) {
-    // The slice of x and of each A this block's shrink reads, in the order its warps take them.
+    // The slice of each A this block's shrink reads, in the order its warps take them.
     int64_t budget = TC_PREFETCH_SHRINK;
     const int64_t sliceBytes = static_cast<int64_t>(min(cb1 * 32, in) - min(cb0 * 32, in)) * sizeof(T);
-    tcPrefetchRows(x + static_cast<int64_t>(r0) * in + cb0 * 32, n, static_cast<int64_t>(in) * sizeof(T), sliceBytes, budget);
 #pragma unroll
     for (int p = 0; p < 3; p++) tcPrefetchRows(pa[p] + cb0 * 32, rk[p], static_cast<int64_t>(in) * sizeof(T), sliceBytes, budget);
   }
+  // Launched as a programmatic dependent (setLoraKernel's pdl), everything above overlapped the
+  // previous kernel's end; x and y may be its outputs, so wait for it here. Without that launch
+  // attribute this returns at once.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
   for (int u = warp; u < MT * G; u += TC_WARPS) {
     const int t = u / G, kp = u % G;
     const int p = t >= tb[2] ? 2 : t >= tb[1] ? 1 : 0;

@@ -4,8 +4,8 @@
 // figure is printed beside its floor (bytes over the measured copy bandwidth, FLOPs over the
 // measured bf16 matmul rate: ceilings.json from bench/gpu/peer.py in the same run) and the ratio.
 // Usage (GPU machine): node --import tsx bench/gpu/bench.ts --ceilings ceilings.json [--kernels lora-bench.json] --out DIR
-// SWITCHBOARD_LORA_KERNEL=tc|simt picks the LoRA kernel the engine's sgmv runs (kernels/launch.h; simt when unset); the
-// results name it.
+// SWITCHBOARD_LORA_KERNEL=tc|tc+pdl|simt picks the LoRA kernel the engine's sgmv runs (kernels/launch.h; simt when
+// unset); the results name it.
 // (--kernels: bench/gpu/kernels_bench.py's output from the same run, for the LoRA-vs-PyTorch target.)
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -66,7 +66,7 @@ function syntheticAdapter(model: ModelDir, seed: number): NativeAdapterSpec {
 }
 
 // Read by the kernels' launcher (kernels/sgmv.cu) in this process; unset and unknown values mean simt.
-const LORA_KERNEL = process.env.SWITCHBOARD_LORA_KERNEL === 'tc' ? 'tc' : 'simt';
+const LORA_KERNEL = ['tc', 'tc+pdl'].includes(process.env.SWITCHBOARD_LORA_KERNEL ?? '') ? process.env.SWITCHBOARD_LORA_KERNEL! : 'simt';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 

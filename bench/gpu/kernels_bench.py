@@ -152,17 +152,29 @@ def bench_lora(lib, arch, sweep=True):
                     lib.sb_sgmv_expand(t, p(tmp7), r, p(y_), ldy, p(table7), 7, ctypes.byref(ps_), p(ss_), p(sl_), nseg, seg)
             return rc
         return f
-    def timed(kernel, f, shape=(0, 0), prefetch=True):
+    def timed(kernel, f, shape=(0, 0), prefetch=True, pdl=False):
         """GPU time of f on one LoRA kernel (the choice is made at launch, so it is baked into the
-        captured graph); NaN when a launch fails (a cluster shape this device cannot schedule)."""
-        lib.sb_set_lora_kernel(kernel, shape[0], shape[1], 1 if prefetch else 0)
+        captured graph); NaN when a launch fails (a cluster shape this device cannot schedule) or,
+        for programmatic dependent launches, when the graph capture refuses them."""
+        lib.sb_set_lora_kernel(kernel, shape[0], shape[1], 1 if prefetch else 0, 1 if pdl else 0)
+        side = torch.cuda.Stream()  # not the legacy default stream, as in the graphs gpu_time captures
+        lib.sb_set_stream(ctypes.c_void_p(side.cuda_stream))
         try:
-            if f() != 0:
-                torch.cuda.synchronize()
+            with torch.cuda.stream(side):
+                rc = f()
+            torch.cuda.synchronize()
+            if rc != 0:
                 return float("nan")
-            return gpu_time(lib, f)
+            if not pdl:
+                return gpu_time(lib, f)
+            try:
+                return gpu_time(lib, f)
+            except RuntimeError as e:
+                print(f"    (programmatic dependent launch not captured: {e})")
+                return float("nan")
         finally:
-            lib.sb_set_lora_kernel(SIMT, 0, 0, 1)
+            lib.sb_set_stream(None)
+            lib.sb_set_lora_kernel(SIMT, 0, 0, 1, 0)
     names = ("qkv", "o", "gate|up", "down")
     print(f"  LoRA of one Mistral-7B layer (4 sets, rank 16 on all 7 projections, bf16), GPU time per layer:")
     for nseg, rows in ((1, 64), (8, 64), (64, 64), (1, 1024)):
@@ -194,6 +206,18 @@ def bench_lora(lib, arch, sweep=True):
                 row = " ".join(f"C{c}E{e} {v:.1f}" for (c, e), v in got.items())
                 print(f"    {nseg:2d} adapter(s) {nm:<8} auto {auto:6.1f} (no prefetch {plain:6.1f}), best C{best[1][0]}E{best[1][1]} {best[0]:6.1f} | {row}")
                 res[f"tc_sweep_{nseg}ad_{nm}"] = {"auto": auto, "no_prefetch": plain, "best": [best[1][0], best[1][1], best[0]], "all": {f"C{c}E{e}": v for (c, e), v in got.items()}}
+    if fused:
+        # Last (a refused capture could leave the stream in a bad state): the tensor-core kernel as a
+        # programmatic dependent launch, each sgmv's prologue overlapping the previous one's end.
+        print("  tensor-core sgmv as programmatic dependent launches (us, tc / tc+pdl):")
+        for nseg, rows in ((1, 64), (64, 64)):
+            cells = []
+            for i, nm in enumerate(names + ("layer",)):
+                only = i if i < 4 else None
+                a_, b_ = timed(TC, layer(nseg, rows, True, only)), timed(TC, layer(nseg, rows, True, only), pdl=True)
+                cells.append(f"{nm} {a_:.1f}/{b_:.1f}")
+                res[f"tc_pdl_{nseg}ad_{nm}"] = [a_, b_]
+            print(f"    {nseg:2d} adapter(s): " + ", ".join(cells))
     return res
 
 

@@ -53,10 +53,11 @@ def sgmv_case(lib, t, name, din, outs, ranks, seg_rows, seg_slot, absent=frozens
                 continue
             ref[start[i] : start[i] + n, cols[pj] : cols[pj] + outs[pj]] += scales[s_] * (xs @ A[s_][pj].double().T) @ B[s_][pj].double().T
     want_tc = tc_expected(t, din, outs, cols, width, max_rank, seg_rows)
-    runs = [("shrink+expand", None), ("sgmv simt", (SIMT, 0, 0, 1)), ("sgmv tc", (TC, 0, 0, 1))]
-    runs += [(f"sgmv tc C{c} E{e}", (TC, c, e, 1)) for c, e in tc_shapes if want_tc]
+    # kernel: (LoraKernel, cluster blocks, output splits, prefetch, programmatic dependent launch)
+    runs = [("shrink+expand", None), ("sgmv simt", (SIMT, 0, 0, 1, 0)), ("sgmv tc", (TC, 0, 0, 1, 0))]
+    runs += [(f"sgmv tc C{c} E{e}", (TC, c, e, 1, 0)) for c, e in tc_shapes if want_tc]
     if tc_shapes and want_tc:
-        runs.append(("sgmv tc, no prefetch", (TC, 0, 0, 0)))
+        runs += [("sgmv tc, no prefetch", (TC, 0, 0, 0, 0)), ("sgmv tc, pdl", (TC, 0, 0, 1, 1))]
     for api, kernel in runs:
         y = y0.clone()
         tmp = torch.full((rows, nproj * max_rank), float("nan"), device="cuda")
@@ -76,6 +77,15 @@ def sgmv_case(lib, t, name, din, outs, ranks, seg_rows, seg_slot, absent=frozens
                 if rc != 0:
                     print(f"  --  sgmv {name} [{api}]: launch refused (CUDA error {rc}), skipped")
                     continue
+            elif kernel[4]:
+                # A programmatic dependent launch on a stream of its own, right after the copy it depends on.
+                st = torch.cuda.Stream()
+                st.wait_stream(torch.cuda.current_stream())
+                lib.sb_set_stream(ctypes.c_void_p(st.cuda_stream))
+                with torch.cuda.stream(st):
+                    y = y0.clone()
+                    run(lib, "sb_sgmv", t, p(x), din, p(tmp), max_rank, p(y), width, p(table), nproj, ctypes.byref(ps), p(ss), p(sl), len(seg_rows), max(seg_rows), rows)
+                lib.sb_set_stream(None)
             else:
                 run(lib, "sb_sgmv", t, p(x), din, p(tmp), max_rank, p(y), width, p(table), nproj, ctypes.byref(ps), p(ss), p(sl), len(seg_rows), max(seg_rows), rows)
             if api == "sgmv tc" and want_tc:
@@ -85,7 +95,7 @@ def sgmv_case(lib, t, name, din, outs, ranks, seg_rows, seg_slot, absent=frozens
                 verdict(torch.equal(y, y2), f"sgmv {name} [tc] repeats bit for bit", f"sgmv {name} {SHORT[t]}: tc not deterministic")
         # Only the LoRA delta carries kernel error; compare it against the reference delta.
         check(f"sgmv {name} [{api}]", t, y.double() - y0.double(), ref - y0.double())
-    lib.sb_set_lora_kernel(SIMT, 0, 0, 1)
+    lib.sb_set_lora_kernel(SIMT, 0, 0, 1, 0)
 
 
 def test_sgmv(lib, t):
@@ -122,12 +132,12 @@ def test_sgmv(lib, t):
 
 def test_switch(lib):
     """setLoraKernel and loraKernel agree; fp32 never takes the tensor-core kernel."""
-    lib.sb_set_lora_kernel(TC, 0, 0, 1)
+    lib.sb_set_lora_kernel(TC, 0, 0, 1, 0)
     got = lib.sb_lora_kernel()
     x = torch.zeros(8, 64, device="cuda")
     ps = proj_set([0], [0], [64])
     path = lib.sb_sgmv_path(F32, p(x), 64, 16, p(x), 64, ctypes.byref(ps), 1)
-    lib.sb_set_lora_kernel(SIMT, 0, 0, 1)
+    lib.sb_set_lora_kernel(SIMT, 0, 0, 1, 0)
     verdict(got == TC and lib.sb_lora_kernel() == SIMT and path != 2, f"LoRA kernel switch (tc -> {got}, fp32 path {PATH[path]})", "LoRA kernel switch")
 
 
