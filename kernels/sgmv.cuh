@@ -475,7 +475,7 @@ __global__ void __launch_bounds__(SGMV_THREADS, 3) sgmvFusedKernel(const T* __re
 //  - expand, as Y [16 x 32] = T [16 x rank] . B^T [rank x 32] per warp step (rows 8..15 of the
 //    mma are padding; B [out x rank] row-major is the column-major B operand), the set's outputs
 //    split over the E x C blocks of the row tile, y += round(round(acc) * scale) as PEFT rounds.
-//  - each block first asks L2 for its x and A slices, and after its shrink for its B rows and y
+//  - each block first asks L2 for its A slices, and after its shrink for its B rows and y
 //    (prefetch instructions, within a byte budget), so its DRAM requests go out together.
 // The k order is permuted so that each lane loads contiguous bytes: the mma sums over k, so any
 // order works as long as both operands use the same one. Shrink: lane (g, t4) loads elements
@@ -569,7 +569,7 @@ __device__ __forceinline__ void tcPrefetchRows(const void* base, int rows, int64
   }
 }
 
-constexpr int64_t TC_PREFETCH_SHRINK = 96 << 10;  // bytes of x and A a block asks L2 for up front
+constexpr int64_t TC_PREFETCH_SHRINK = 96 << 10;  // bytes of A a block asks L2 for up front
 constexpr int64_t TC_PREFETCH_EXPAND = 64 << 10;  // bytes of B and y, asked once its shrink loads are done
 
 // grid (numSegs * E * C, ceil(maxSegRows / 8)), block 256, clusters of (C, 1, 1) when C > 1: block
