@@ -80,6 +80,24 @@ int sgmvExpand(Elem t, const float* tmp, int maxRank, void* y, int ldy, const Lo
 // choice depends only on the host arguments.
 int sgmv(Elem t, const void* x, int in, float* tmp, int maxRank, void* y, int ldy, const LoraSlotEntry* table, int tableStride,
          const LoraProjSet& set, const int32_t* segStart, const int32_t* segSlot, int numSegs, int maxSegRows, int rows, Stream s);
+// Which kernels sgmv() runs for segments of up to 64 rows. Simt: the CUDA-core cluster kernel
+// above. TensorCore: one launch per set on mma.sync (sgmvTcKernel in sgmv.cuh) for fp16/bf16,
+// ranks <= 128, in, ldy, every yCol and out multiples of 8, x and y 16-byte aligned, sm_90; any
+// other call still takes the Simt choice. The process-wide default comes from
+// SWITCHBOARD_LORA_KERNEL=tc|tc+pdl|simt (read once; unset: simt) so benchmarks can compare the two;
+// setLoraKernel overrides it (kernel tests). clusterBlocks / outSplits > 0 force the tensor-core
+// grid's split of `in` over a cluster (1..16) and of the outputs over clusters (tuning sweeps);
+// 0 = chosen per call; prefetch false drops the kernel's up-front L2 prefetches (for comparison).
+// pdl (SWITCHBOARD_LORA_KERNEL=tc+pdl) launches it as a programmatic dependent launch: its
+// prologue (segments, slot table, prefetch of A) overlaps the end of the kernel before it, so
+// segStart, segSlot, the table and the adapter weights must not be written by that kernel (x and
+// y may be: it waits for that kernel before reading them). Off by default until measured.
+enum class LoraKernel : int { Simt = 0, TensorCore = 1 };
+void setLoraKernel(LoraKernel k, int clusterBlocks = 0, int outSplits = 0, bool prefetch = true, bool pdl = false);
+LoraKernel loraKernel();
+// The path sgmv() takes for these host arguments: 0 shrink + expand through tmp, 1 the fused
+// CUDA-core kernel, 2 the tensor-core kernel.
+int sgmvPath(Elem t, const void* x, int in, int maxRank, const void* y, int ldy, const LoraProjSet& set, int maxSegRows);
 
 // LoRA on the model-level modules (lora_model.cu), for rows whose sequence s has seqSlot[s] >= 0 and
 // entries[seqSlot[s]].rank > 0 (entries: one per adapter slot). loraEmbedding: PEFT's Embedding LoRA,

@@ -4,6 +4,8 @@
 // figure is printed beside its floor (bytes over the measured copy bandwidth, FLOPs over the
 // measured bf16 matmul rate: ceilings.json from bench/gpu/peer.py in the same run) and the ratio.
 // Usage (GPU machine): node --import tsx bench/gpu/bench.ts --ceilings ceilings.json [--kernels lora-bench.json] [--weights bf16|int4|fp8] --out DIR
+// SWITCHBOARD_LORA_KERNEL=tc|tc+pdl|simt picks the LoRA kernel the engine's sgmv runs (kernels/launch.h; simt when
+// unset); the results name it.
 // (--kernels: bench/gpu/kernels_bench.py's output from the same run, for the LoRA-vs-PyTorch target.)
 // --weights int4|fp8 (issue 19): the seven projections of every layer are synthetic packed weights as the
 // quantized loaders produce them (int4: group 128 with zero points, AWQ/GPTQ's form; fp8: e4m3 with one
@@ -116,6 +118,9 @@ function syntheticAdapter(model: ModelDir, seed: number): NativeAdapterSpec {
   return { modules };
 }
 
+// Read by the kernels' launcher (kernels/sgmv.cu) in this process; unset and unknown values mean simt.
+const LORA_KERNEL = ['tc', 'tc+pdl'].includes(process.env.SWITCHBOARD_LORA_KERNEL ?? '') ? process.env.SWITCHBOARD_LORA_KERNEL! : 'simt';
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 // Median wall time of engine.step (what a server waits for) and, beside it, of the step's GPU time
@@ -149,7 +154,7 @@ async function main() {
   const engine = await Engine.open(model, { device: DEVICE, dtype: 'bfloat16', numBlocks, blockSize: BS, maxAdapters });
   const loadS = (performance.now() - t0) / 1000;
   const info = engine.info();
-  console.log(`engine: ${info.deviceName}, weights ${(info.weightBytes / 1e9).toFixed(2)} GB (synthetic, on-device init ${loadS.toFixed(1)} s), KV blocks ${numBlocks}`);
+  console.log(`engine: ${info.deviceName}, LoRA kernel ${LORA_KERNEL}, weights ${(info.weightBytes / 1e9).toFixed(2)} GB (synthetic, on-device init ${loadS.toFixed(1)} s), KV blocks ${numBlocks}`);
   for (let i = 0; i < Math.max(...ADAPTER_COUNTS); i++) await engine.loadAdapter(i, syntheticAdapter(model, i + 1));
   const adapterBytes = model.spec.numLayers * LORA_MODULES.reduce((a, m) => {
     const { inFeatures, outFeatures } = projectionFeatures(model.spec, m as LoraModuleName);
@@ -255,7 +260,7 @@ async function main() {
   // A smoke run never overwrites the committed results.
   const out = args.out ?? (SMOKE ? join(tmpdir(), 'sb-bench-smoke') : 'bench/gpu');
   await mkdir(out, { recursive: true });
-  const results = { device: info.deviceName, ceilings, contextTokens: CTX, rank: RANK, weightBytes: info.weightBytes, adapterBytes, decode, variants, ttft, adapterLoadMs: loadMs, adapterLoadFloorMs: loadFloorMs };
+  const results = { device: info.deviceName, loraKernel: LORA_KERNEL, ceilings, contextTokens: CTX, rank: RANK, weightBytes: info.weightBytes, adapterBytes, decode, variants, ttft, adapterLoadMs: loadMs, adapterLoadFloorMs: loadFloorMs };
   const suffix = QUANTIZED ? `-${WEIGHTS}` : '';
   await writeFile(join(out, `results${suffix}.json`), JSON.stringify({ weights: WEIGHTS, ...results }, null, 2));
   const base = (b: number) => decode.find((d) => d.batch === b && d.adapters === 0)!;
@@ -263,7 +268,7 @@ async function main() {
     `# GPU benchmark: Mistral-7B shapes, ${QUANTIZED ? `${WEIGHTS} projections (${WEIGHTS === 'int4' ? 'group 128, zero points' : 'e4m3, a scale per row'}), bf16 elsewhere` : 'bf16'}, synthetic weights`,
     ``,
     `Device: ${info.deviceName}. Ceilings measured in the same run: copy ${ceilings.copy_gbps.toFixed(0)} GB/s, bf16 matmul ${ceilings.matmul_tflops.toFixed(0)} TFLOP/s (${ceilings.device}).`,
-    `Decode at ${CTX}-token context; rank-${RANK} adapters on all seven projections (${(adapterBytes / 1e6).toFixed(1)} MB each); min(N, batch) distinct adapters per step, each on an equal share of the sequences. ms/step is engine.step's wall time (what a server waits for), medians of ${REPS} steps; GPU ms/step is the step's own device time (forward and sampling kernels, CUDA events).`,
+    `Decode at ${CTX}-token context; rank-${RANK} adapters on all seven projections (${(adapterBytes / 1e6).toFixed(1)} MB each, LoRA kernel ${LORA_KERNEL}); min(N, batch) distinct adapters per step, each on an equal share of the sequences. ms/step is engine.step's wall time (what a server waits for), medians of ${REPS} steps; GPU ms/step is the step's own device time (forward and sampling kernels, CUDA events).`,
     `Device memory the engine holds: weights ${(info.weightBytes / 1e9).toFixed(2)} GB${QUANTIZED ? ` (projections packed as ${WEIGHTS})` : ''}, KV cache ${((numBlocks * BS * kvBytesPerToken) / 1e9).toFixed(2)} GB (${numBlocks} blocks of ${BS} tokens), ${Math.max(...ADAPTER_COUNTS)} adapters ${((Math.max(...ADAPTER_COUNTS) * adapterBytes) / 1e9).toFixed(2)} GB.`,
     ``,
     `## Decode`,

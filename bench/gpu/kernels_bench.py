@@ -3,7 +3,7 @@ bench.ts): SGMV against PyTorch's gather+bmm LoRA (Punica's baseline), the LoRA 
 layer next to its adapter-byte floor, one decoder layer at decode shape piece by piece (ours and
 cuBLAS through torch.matmul), prefill attention (paged kernel, tensor cores, torch sdpa) and the
 sampling kernel's speed. Builds the kernels with the kernel tests' harness (kernels/test/harness.py).
-Usage: python3 bench/gpu/kernels_bench.py [--arch 90] [--out lora-bench.json]
+Usage: python3 bench/gpu/kernels_bench.py [--arch 90] [--out lora-bench.json] [--only lora] [--no-sweep]
 (--out: read by bench.ts --kernels for the LoRA-vs-PyTorch target.)
 """
 import argparse, ctypes, json, math, os, sys
@@ -79,12 +79,16 @@ def bench_finish_rows(lib):
     return res_all
 
 
-def bench_lora(lib, arch):
+SIMT, TC = 0, 1  # launch.h LoraKernel
+
+
+def bench_lora(lib, arch, sweep=True):
     """SGMV GPU time (back-to-back reps between CUDA events): (1) batch 64 decode rows x 64 distinct rank-16
     adapters, 4096 -> 16 -> 4096, against PyTorch gather+bmm (Punica's baseline); (2) the four LoRA sets of
     one Mistral-7B decoder layer (q|k|v, o, gate|up, down; rank 16 on all seven) at batch 64 with 1, 8 and
     64 distinct adapters, next to the adapter-byte floor at 3 TB/s; (3) the same layer at prefill (one
-    adapter, 1024 rows). Each through sgmvShrink + sgmvExpand and (where built) the one-call sgmv."""
+    adapter, 1024 rows). Each through sgmvShrink + sgmvExpand and the one-call sgmv on both of its kernels
+    (CUDA cores, tensor cores); then (sweep) the tensor-core grid shapes per set at batch 64."""
     res = {}
     fused = hasattr(lib, "sb_sgmv")
     t, n, din, dout, r = BF16, 64, 4096, 4096, 16
@@ -139,24 +143,81 @@ def bench_lora(lib, arch):
         ss_ = torch.tensor([i * seg for i in range(nseg + 1)], dtype=torch.int32, device="cuda")
         sl_ = torch.arange(nseg, dtype=torch.int32, device="cuda")
         def f():
+            rc = 0
             for ps_, x_, in_, y_, ldy in (sets if only is None else [sets[only]]):
                 if one_call:
-                    lib.sb_sgmv(t, p(x_), in_, p(tmp7), r, p(y_), ldy, p(table7), 7, ctypes.byref(ps_), p(ss_), p(sl_), nseg, seg, rows)
+                    rc = rc or lib.sb_sgmv(t, p(x_), in_, p(tmp7), r, p(y_), ldy, p(table7), 7, ctypes.byref(ps_), p(ss_), p(sl_), nseg, seg, rows)
                 else:
                     lib.sb_sgmv_shrink(t, p(x_), in_, p(tmp7), r, p(table7), 7, ctypes.byref(ps_), p(ss_), p(sl_), nseg, seg, rows)
                     lib.sb_sgmv_expand(t, p(tmp7), r, p(y_), ldy, p(table7), 7, ctypes.byref(ps_), p(ss_), p(sl_), nseg, seg)
+            return rc
         return f
+    def timed(kernel, f, shape=(0, 0), prefetch=True, pdl=False):
+        """GPU time of f on one LoRA kernel (the choice is made at launch, so it is baked into the
+        captured graph); NaN when a launch fails (a cluster shape this device cannot schedule) or,
+        for programmatic dependent launches, when the graph capture refuses them."""
+        lib.sb_set_lora_kernel(kernel, shape[0], shape[1], 1 if prefetch else 0, 1 if pdl else 0)
+        side = torch.cuda.Stream()  # not the legacy default stream, as in the graphs gpu_time captures
+        lib.sb_set_stream(ctypes.c_void_p(side.cuda_stream))
+        try:
+            with torch.cuda.stream(side):
+                rc = f()
+            torch.cuda.synchronize()
+            if rc != 0:
+                return float("nan")
+            if not pdl:
+                return gpu_time(lib, f)
+            try:
+                return gpu_time(lib, f)
+            except RuntimeError as e:
+                print(f"    (programmatic dependent launch not captured: {e})")
+                return float("nan")
+        finally:
+            lib.sb_set_stream(None)
+            lib.sb_set_lora_kernel(SIMT, 0, 0, 1, 0)
+    names = ("qkv", "o", "gate|up", "down")
     print(f"  LoRA of one Mistral-7B layer (4 sets, rank 16 on all 7 projections, bf16), GPU time per layer:")
     for nseg, rows in ((1, 64), (8, 64), (64, 64), (1, 1024)):
         floor = nseg * per_adapter / 3e12 * 1e6
         t_pair = gpu_time(lib, layer(nseg, rows, False))
-        t_one = gpu_time(lib, layer(nseg, rows, True)) if fused else float("nan")
+        t_one = timed(SIMT, layer(nseg, rows, True)) if fused else float("nan")
+        t_tc = timed(TC, layer(nseg, rows, True)) if fused else float("nan")
         what = f"{rows} rows, {nseg} adapter{'s' if nseg > 1 else ''} ({rows // nseg} rows each)"
-        print(f"    {what:<40} shrink+expand {t_pair:7.1f} us, sgmv {t_one:7.1f} us; adapter bytes {nseg * per_adapter / 1e6:6.1f} MB = floor {floor:5.1f} us")
+        print(f"    {what:<40} shrink+expand {t_pair:7.1f} us, sgmv simt {t_one:7.1f} us, sgmv tc {t_tc:7.1f} us; "
+              f"adapter bytes {nseg * per_adapter / 1e6:6.1f} MB = floor {floor:5.1f} us")
         key = f"layer_{rows}rows_{nseg}ad"
-        res[key + "_pair_us"], res[key + "_sgmv_us"], res[key + "_floor_us"] = t_pair, t_one, floor
-        per_set = [(gpu_time(lib, layer(nseg, rows, False, i)), gpu_time(lib, layer(nseg, rows, True, i)) if fused else float("nan")) for i in range(4)]
-        print("      per set (pair / sgmv): " + ", ".join(f"{nm} {a:.1f}/{b:.1f}" for nm, (a, b) in zip(("qkv", "o", "gate|up", "down"), per_set)))
+        res[key + "_pair_us"], res[key + "_sgmv_us"], res[key + "_tc_us"], res[key + "_floor_us"] = t_pair, t_one, t_tc, floor
+        per_set = [(gpu_time(lib, layer(nseg, rows, False, i)), timed(SIMT, layer(nseg, rows, True, i)), timed(TC, layer(nseg, rows, True, i)))
+                   for i in range(4)] if fused else []
+        print("      per set (pair / simt / tc): " + ", ".join(f"{nm} {a:.1f}/{b:.1f}/{c:.1f}" for nm, (a, b, c) in zip(names, per_set)))
+        for nm, (_, b, c) in zip(names, per_set):
+            res[f"{key}_{nm}_simt_us"], res[f"{key}_{nm}_tc_us"] = b, c
+    if fused and sweep:
+        # The tensor-core grid by hand (cluster blocks C splitting `in`, output splits E), per set at
+        # batch 64: what the launcher's choice (auto) leaves on the table.
+        print("  tensor-core sgmv grid sweep, batch 64, per set (us; C = cluster blocks over `in`, E = output splits):")
+        grid_shapes = [(c, e) for c in (1, 2, 4, 8, 16) for e in (1, 2, 4, 8)]
+        for nseg, rows in ((1, 64), (64, 64)):
+            for i, nm in enumerate(names):
+                auto = timed(TC, layer(nseg, rows, True, i))
+                plain = timed(TC, layer(nseg, rows, True, i), prefetch=False)
+                got = {sh: timed(TC, layer(nseg, rows, True, i), sh) for sh in grid_shapes}
+                best = min((v, sh) for sh, v in got.items() if v == v) if any(v == v for v in got.values()) else (float("nan"), (0, 0))
+                row = " ".join(f"C{c}E{e} {v:.1f}" for (c, e), v in got.items())
+                print(f"    {nseg:2d} adapter(s) {nm:<8} auto {auto:6.1f} (no prefetch {plain:6.1f}), best C{best[1][0]}E{best[1][1]} {best[0]:6.1f} | {row}")
+                res[f"tc_sweep_{nseg}ad_{nm}"] = {"auto": auto, "no_prefetch": plain, "best": [best[1][0], best[1][1], best[0]], "all": {f"C{c}E{e}": v for (c, e), v in got.items()}}
+    if fused:
+        # Last (a refused capture could leave the stream in a bad state): the tensor-core kernel as a
+        # programmatic dependent launch, each sgmv's prologue overlapping the previous one's end.
+        print("  tensor-core sgmv as programmatic dependent launches (us, tc / tc+pdl):")
+        for nseg, rows in ((1, 64), (64, 64)):
+            cells = []
+            for i, nm in enumerate(names + ("layer",)):
+                only = i if i < 4 else None
+                a_, b_ = timed(TC, layer(nseg, rows, True, only)), timed(TC, layer(nseg, rows, True, only), pdl=True)
+                cells.append(f"{nm} {a_:.1f}/{b_:.1f}")
+                res[f"tc_pdl_{nseg}ad_{nm}"] = [a_, b_]
+            print(f"    {nseg:2d} adapter(s): " + ", ".join(cells))
     return res
 
 
@@ -245,17 +306,24 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--arch", default="90")
     ap.add_argument("--out", help="JSON file for the figures (bench.ts --kernels)")
+    ap.add_argument("--only", choices=["lora"], help="only the LoRA benchmarks (with the tensor-core grid sweep)")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the tensor-core grid sweep")
     a = ap.parse_args()
     torch.manual_seed(0)
     lib = build(a.arch)
     lib.sb_attention_workspace.restype = ctypes.c_int64
-    res = bench_finish_rows(lib)
-    res.update(bench_lora(lib, a.arch))
-    res["decode_layer_us"] = profile_decode_layer(lib)
-    res.update(bench_prefill_attention(lib))
+    if a.only == "lora":
+        res = bench_lora(lib, a.arch, sweep=not a.no_sweep)
+    else:
+        res = bench_finish_rows(lib)
+        res.update(bench_lora(lib, a.arch, sweep=not a.no_sweep))
+        res["decode_layer_us"] = profile_decode_layer(lib)
+        res.update(bench_prefill_attention(lib))
     if a.out:
+        # NaN (a path or grid shape that did not run) as null: bench.ts reads this file with JSON.parse.
+        clean = lambda v: {k: clean(w) for k, w in v.items()} if isinstance(v, dict) else [clean(w) for w in v] if isinstance(v, list) else None if isinstance(v, float) and v != v else v
         with open(a.out, "w") as f:
-            json.dump(res, f)
+            json.dump(clean(res), f)
 
 
 if __name__ == "__main__":
