@@ -27,6 +27,10 @@ quick=""
 export PYTHONUNBUFFERED=1
 [ -n "$quick" ] || python3 kernels/test/all.py --arch "$SWITCHBOARD_CUDA_ARCHS" 2>&1 | tee "$OUT/kernels.log" || status=1
 node --import tsx --test --test-reporter=spec test/gpu/*.test.ts 2>&1 | tee "$OUT/cuda-engine.log" || status=1
+# The tensor-core LoRA kernel (kernels/sgmv.cuh sgmvTcKernel, off by default until verified): its numpy mirror,
+# then the engine suites again with it (test_sgmv.py above already ran it against PyTorch).
+python3 kernels/test/sgmv_tc_mirror.py 2>&1 | tee "$OUT/sgmv-tc-mirror.log" || status=1
+SWITCHBOARD_LORA_KERNEL=tc node --import tsx --test --test-reporter=spec test/gpu/*.test.ts 2>&1 | tee "$OUT/cuda-engine-tc.log" || status=1
 if [ "${1:-}" = "--bench" ]; then
   [ -n "$quick" ] || python3 bench/gpu/kernels_bench.py --arch "$SWITCHBOARD_CUDA_ARCHS" --out "$OUT/lora-bench.json" 2>&1 | tee "$OUT/kernels-bench.log" || status=1
   [ -n "$quick" ] || python3 bench/gpu/quant_bench.py --arch "$SWITCHBOARD_CUDA_ARCHS" --out "$OUT/quant-bench.json" 2>&1 | tee "$OUT/quant-bench.log" || status=1
@@ -41,6 +45,7 @@ if [ "${1:-}" = "--bench" ]; then
   done
   python3 bench/gpu/plot.py "$OUT/results.json" "$OUT/decode.png" || status=1
 fi
-# The device tool returns at most 8 files: the small side logs travel as one archive.
-(cd "$OUT" && tar -czf side-logs.tgz --remove-files $(ls gpu.txt build.log ceilings.json peer.log kernels-bench.log quant-bench.json 2>/dev/null)) || true
+# The device tool returns at most 8 files: the main logs and results stay, the rest travels as one archive.
+(cd "$OUT" && others=$(ls | grep -vxE 'kernels\.log|cuda-engine\.log|cuda-engine-tc\.log|results\.md|decode\.png') &&
+  [ -z "$others" ] || tar -czf side-logs.tgz --remove-files $others) || true
 exit $status
