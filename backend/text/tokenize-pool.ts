@@ -162,6 +162,8 @@ export class TokenizePool {
    */
   async encode(text: string | LargeText, addSpecial = true, maxTokens: number | null = null, keepLast: number | null = null): Promise<number[]> {
     this.checkBound(text.length, maxTokens);
+    // Within the inline limit (only when it is raised past LARGE_TEXT_MIN_CHARS, as bench/stall's pool-OFF baseline does) it is encoded here like any text.
+    if (text instanceof LargeText && text.length <= this.inlineMaxChars) text = await text.text();
     if (text instanceof LargeText) {
       const port = textPort();
       return Array.from((await this.submit({ op: 'encode', text: { ref: text.id, port }, addSpecial, maxTokens, keepLast }, [port])).ids);

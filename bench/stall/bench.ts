@@ -254,15 +254,19 @@ function report(results: { scenario: Scenario; without: Phase[]; with: Phase[] }
     `Backend: tiny Llama fixture (max input 511 tokens), CPU engine with 1 thread. Small requests: ${concurrency} loops alternating GET /health and a 4-token /generate, ` +
     `${rounds} rounds of ${seconds} s without and ${seconds} s with one client sending large prompts one after another, ${GAP} ms apart. Latencies in ms (p50 / p99 over all rounds).\n\n` +
     `| scenario | small request | without: p50 / p99 | with: p50 / p99 | p99 change | max with | large prompts answered |\n|---|---|---|---|---|---|---|\n${rows.join('\n')}\n\n` +
-    `How to read it: "pool OFF" is the backend as it was (every prompt encoded on the event loop): each 1 MB prompt held every other\n` +
-    `request for seconds. With the tokenizer pool, the early token bound and the off-loop JSON body parsers (backend, and on the gateway\n` +
-    `its worker thread for bodies over 64 KiB), no request holds a loop for seconds any more. The two "refused by the gateway" scenarios\n` +
-    `isolate the gateway: the large tenant's tpm is below one prompt's budget, so the gateway parses, validates and refuses every 1 MB\n` +
-    `body itself (the backend never sees it), once with the bodies parsed on its worker thread and once with --json-threads 0 (parsed\n` +
-    `on its event loop, as before). What remains elsewhere in the "with" columns is the cost of moving multi-megabyte bodies at all\n` +
-    `(socket reads, copies between threads, garbage collection of the large strings) and, above all, CPU contention: the large-prompt\n` +
-    `client, the worker threads, the engine thread, the gateway and the small-request client share ${cpus.length} cores (with other work on the\n` +
-    `machine, see the load average), so the worker threads that encode and parse large inputs run at nice 10 (backend/worker-priority.ts): the scheduler serves the request loops first and the large prompts wait for CPU instead.\n`;
+    `How to read it: "pool OFF" is the backend as it was before the tokenizer pool (every prompt encoded on the event loop): each 1 MB\n` +
+    `prompt held every other request for seconds. Now no request holds a loop for seconds: the backend reads a body over 64 KiB from the\n` +
+    `socket straight to its JSON parser thread, chunk by chunk, and keeps the prompt there (the loop gets its length, enough for the\n` +
+    `token bound; the tokenizer thread fetches the text from the parser thread), and the gateway parses bodies over 64 KiB on its worker\n` +
+    `thread. The two "refused by the gateway" scenarios isolate the gateway: the large tenant's tpm is below one prompt's budget, so the\n` +
+    `gateway parses, validates and refuses every 1 MB body itself (the backend never sees it), once on its worker thread and once with\n` +
+    `--json-threads 0 (parsed on its loop, as before). What a large body still costs a loop: the socket chunks themselves (Node's HTTP\n` +
+    `parser, about 64 KiB each, each posted to the parser thread), a few to ~15 ms of main-thread CPU per 3.5 MB body on this machine\n` +
+    `(bench/stall/loop.ts measures it per request); the gateway still makes the prompt string on its loop. Above all, the "with" columns\n` +
+    `measure CPU contention: the large-prompt client, the worker threads, the engine thread, the gateway and the small-request client\n` +
+    `share ${cpus.length} cores (with other work on the machine, see the load average; at load 7-10 the p99 of the same phase moves by\n` +
+    `tens of percent between rounds), so the worker threads that parse and encode large inputs run at nice 10\n` +
+    `(backend/worker-priority.ts): the scheduler serves the request loops first and the large prompts wait for CPU instead.\n`;
   process.stdout.write(`\n${md}\n`);
   if (write) {
     writeFileSync(join(HERE, 'results.md'), md);

@@ -11,9 +11,12 @@ import type { TestServer } from '../helpers/backend.ts';
 
 // Low thresholds (read when json-body.ts loads, hence the imports below): a body over 4 KiB streams
 // to the parser thread and a prompt of 600 characters or more stays there, so a kept prompt can be
-// short enough for the fixture's 511-token limit (echo cannot truncate).
+// short enough for the fixture's 511-token limit (echo cannot truncate); prompts over 100
+// characters are encoded on the tokenizer pool.
 process.env.SWITCHBOARD_JSON_INLINE_MAX_BYTES = '4096';
 process.env.SWITCHBOARD_LARGE_TEXT_MIN_CHARS = '600';
+// Below the kept size, as in production (2,048 < 64 Ki): a kept prompt is encoded on the pool.
+process.env.SWITCHBOARD_TOKENIZE_INLINE_MAX_CHARS = '100';
 const { bodyStats, LARGE_TEXT_MIN_CHARS } = await import('../../backend/json-body.ts');
 const { postJson, readSSE, startBackend } = await import('../helpers/backend.ts');
 
