@@ -234,7 +234,7 @@ describe('forwarding (stand-in upstreams)', () => {
   });
 });
 
-describe('streams through the access log wrapper (the relay body read as an async iterable)', () => {
+describe('streams through the access log wrapper', () => {
   it('events arrive whole, the line is written with the stream\'s counts, a client that leaves still cancels the upstream', async () => {
     const up = await startStandIn();
     const entries: GatewayAccessEntry[] = [];

@@ -371,160 +371,71 @@ export interface StreamOptions {
 }
 
 /**
- * The relay of one upstream SSE stream, pulled by the client's side: `next()` gives the next bytes
- * for the client (events re-framed through the inspector; an error event if the backend breaks),
- * or null when there is nothing more. The backend is read only when the client wants more;
- * `cancel()` (the client went away) stops the generation on the backend.
- */
-class Relay {
-  private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
-  private readonly framer: SseFramer;
-  private first: Uint8Array | null;
-  private finished = false;
-  private over = false;
-  private endWaiters: Array<() => void> = [];
-
-  constructor(
-    private readonly up: Upstream,
-    private readonly inspector: StreamInspector,
-    private readonly opts: StreamOptions,
-  ) {
-    this.reader = up.reader!;
-    this.framer = new SseFramer(inspector);
-    this.first = up.first;
-  }
-
-  get ended(): boolean {
-    return this.finished;
-  }
-
-  /** Resolves once the stream is over, however it ended. */
-  whenEnded(): Promise<void> {
-    return this.finished ? Promise.resolve() : new Promise((r) => this.endWaiters.push(r));
-  }
-
-  private finish(outcome: StreamOutcome): void {
-    if (this.finished) return;
-    this.finished = true;
-    this.up.end();
-    this.opts.onFinish(outcome);
-    for (const w of this.endWaiters.splice(0)) w();
-  }
-
-  async next(): Promise<Uint8Array | null> {
-    if (this.over) return null;
-    try {
-      // Loop until there is something to hand over: an empty answer would end the client's body.
-      for (;;) {
-        let chunk: Uint8Array;
-        if (this.first) {
-          chunk = this.first;
-          this.first = null;
-        } else {
-          const r = await this.reader.read();
-          if (this.finished) return null; // cancelled meanwhile
-          if (r.done) {
-            const tail = this.framer.flush();
-            const trailer = this.inspector.end(null);
-            this.over = true;
-            this.finish(trailer !== null ? 'failed' : 'complete');
-            const parts = [tail, trailer !== null ? utf8(sseEvent(trailer)) : null].filter((p): p is Uint8Array => p !== null);
-            return parts.length ? concatBytes(parts) : null;
-          }
-          chunk = r.value;
-        }
-        const out = this.framer.push(chunk);
-        if (out) return out;
-      }
-    } catch (err) {
-      this.over = true;
-      if (this.finished) return null;
-      this.up.abort.abort();
-      const trailer = this.inspector.end(`backend connection failed mid-stream (${(err as Error)?.message ?? 'unknown error'})`);
-      this.finish('failed');
-      return trailer !== null ? utf8(sseEvent(trailer)) : null;
-    }
-  }
-
-  cancel(): void {
-    this.over = true;
-    if (this.finished) return; // over already: nothing to stop (and the upstream connection is kept)
-    this.up.abort.abort();
-    this.reader.cancel().catch(() => {});
-    this.finish('cancelled');
-  }
-}
-
-/**
- * The client's body for an upstream SSE stream as a web ReadableStream (pull-based, high water
- * mark 0): what any runtime takes.
+ * The client's body for an upstream SSE stream: pull-based (the backend is read only when the
+ * client wants more), re-framed per event through the inspector, closed with an error event if
+ * the backend breaks, and cancelling the backend when the client goes away.
  */
 export function relayStream(up: Upstream, inspector: StreamInspector, opts: StreamOptions): ReadableStream<Uint8Array> {
-  const relay = new Relay(up, inspector, opts);
+  const reader = up.reader!;
+  const framer = new SseFramer(inspector);
+  let finished = false;
+  const finish = (outcome: StreamOutcome) => {
+    if (finished) return;
+    finished = true;
+    up.end();
+    opts.onFinish(outcome);
+  };
+  let first: Uint8Array | null = up.first;
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
-        const out = await relay.next();
         try {
-          if (out) controller.enqueue(out);
-          else controller.close();
-        } catch {
-          // the client is gone too
+          // Loop until there is something to hand over: a pull that enqueues nothing would
+          // leave the client's read pending forever.
+          for (;;) {
+            let chunk: Uint8Array;
+            if (first) {
+              chunk = first;
+              first = null;
+            } else {
+              const r = await reader.read();
+              if (r.done) {
+                const tail = framer.flush();
+                const trailer = inspector.end(null);
+                const parts = [tail, trailer !== null ? utf8(sseEvent(trailer)) : null].filter((p): p is Uint8Array => p !== null);
+                if (parts.length) controller.enqueue(concatBytes(parts));
+                controller.close();
+                finish(trailer !== null ? 'failed' : 'complete');
+                return;
+              }
+              chunk = r.value;
+            }
+            const out = framer.push(chunk);
+            if (out) {
+              controller.enqueue(out);
+              return;
+            }
+          }
+        } catch (err) {
+          if (finished) return;
+          up.abort.abort();
+          const trailer = inspector.end(`backend connection failed mid-stream (${(err as Error)?.message ?? 'unknown error'})`);
+          try {
+            if (trailer !== null) controller.enqueue(utf8(sseEvent(trailer)));
+            controller.close();
+          } catch {
+            // the client is gone too
+          }
+          finish('failed');
         }
       },
       cancel() {
-        relay.cancel();
+        // The client went away: stop the generation on the backend.
+        up.abort.abort();
+        reader.cancel().catch(() => {});
+        finish('cancelled');
       },
     },
     { highWaterMark: 0 },
   );
-}
-
-/**
- * The same body for Node, without a web stream: what @hono/node-server's response writer reads
- * from a body (`locked`, `getReader()`: read, cancel, closed), so each chunk costs a promise
- * instead of a ReadableStream's machinery, and the stream is not built at all (Node 20 spends
- * tens of µs constructing one). Anything else that reads it (an undici Response, a
- * `Response.body` asked for by other code) gets it as an async iterable, which the platform
- * Response turns into a ReadableStream of its own.
- */
-export function relayBody(up: Upstream, inspector: StreamInspector, opts: StreamOptions): ReadableStream<Uint8Array> {
-  const relay = new Relay(up, inspector, opts);
-  let locked = false;
-  const reader = {
-    read: async (): Promise<ReadableStreamReadResult<Uint8Array>> => {
-      const value = await relay.next();
-      return value ? { done: false, value } : { done: true, value: undefined };
-    },
-    cancel: (): Promise<void> => {
-      relay.cancel();
-      return Promise.resolve();
-    },
-    get closed(): Promise<undefined> {
-      return relay.whenEnded().then(() => undefined);
-    },
-    releaseLock: () => {},
-  };
-  const body = {
-    get locked() {
-      return locked;
-    },
-    getReader() {
-      if (locked) throw new TypeError('ReadableStream is locked');
-      locked = true;
-      return reader;
-    },
-    cancel: () => reader.cancel(),
-    [Symbol.asyncIterator]() {
-      const r = body.getReader();
-      return {
-        next: () => r.read(),
-        return: async () => {
-          await r.cancel();
-          return { done: true as const, value: undefined };
-        },
-      };
-    },
-  };
-  return body as unknown as ReadableStream<Uint8Array>;
 }

@@ -171,8 +171,7 @@ export class Services {
   readonly backendInfo: BackendInfoCache;
   /** Known API keys' records by hash, for the routes that reserve (their reservation re-checks revocation). */
   readonly keyCache: TtlCache<ApiKeyRecord>;
-  /** Running on Node (not Workers): Node-only shortcuts apply (raw headers, a streamed body without a web stream). */
-  readonly onNode: boolean;
+  private readonly onNode: boolean;
 
   constructor(readonly deps: GatewayDeps) {
     this.opts = { ...DEFAULT_OPTIONS, ...deps.options };

@@ -9,7 +9,7 @@ import { replicasOf, scrubIds, type AdapterSelection } from '../adapters.ts';
 import type { LoraxRoute } from '../endpoints/lorax.ts';
 import type { ParsedRequest, ParseOutcome, TokenUsage } from '../endpoints/types.ts';
 import { GatewayError, jsonResponse, ShapedError, type ApiKind } from '../errors.ts';
-import { callUpstream, relayBody, relayStream, type StreamInspector, type StreamOutcome, type Upstream } from '../forward.ts';
+import { callUpstream, relayStream, type StreamInspector, type StreamOutcome, type Upstream } from '../forward.ts';
 import { checkJsonSchema } from '../json-schema.ts';
 import { randomId } from '../lib/crypto.ts';
 import { oversizedFor } from '../limits.ts';
@@ -63,7 +63,7 @@ export function inference(svc: Services, api: ApiKind, path: string, parse: (raw
     if (svc.opts.exposeBackend) headers['x-switchboard-backend'] = String(up.backend.index);
 
     if (!up.res.ok) return upstreamError(svc, up, sel, headers, fwd, settle);
-    if (req.stream && up.reader) return relay(svc, up, req, sel, headers, fwd, settle, budget.promptGuess);
+    if (req.stream && up.reader) return relay(up, req, sel, headers, fwd, settle, budget.promptGuess);
     return finishJson(svc, c, up, req, sel, headers, fwd, settle, budget.promptGuess);
   };
 }
@@ -117,7 +117,7 @@ async function forward(svc: Services, c: GatewayContext, path: string, req: Pars
 }
 
 /** A streamed answer, relayed event by event while its tokens are counted. */
-function relay(svc: Services, up: Upstream, req: ParsedRequest, sel: AdapterSelection, headers: Record<string, string>, fwd: ActiveSpan, settle: (u: TokenUsage) => void, promptGuess: number): Response {
+function relay(up: Upstream, req: ParsedRequest, sel: AdapterSelection, headers: Record<string, string>, fwd: ActiveSpan, settle: (u: TokenUsage) => void, promptGuess: number): Response {
   const base = req.inspector(sel);
   // Error events go through event() (their ids are scrubbed): the endpoints' quick paths never take them.
   const inspector: StreamInspector = {
@@ -125,8 +125,7 @@ function relay(svc: Services, up: Upstream, req: ParsedRequest, sel: AdapterSele
     end: (failure: string | null) => base.end(failure),
   };
   if (base.quick) inspector.quick = base.quick.bind(base);
-  // Node: a body @hono/node-server reads without a web stream; Workers: a ReadableStream.
-  const body = (svc.onNode ? relayBody : relayStream)(up, inspector, {
+  const body = relayStream(up, inspector, {
     onFinish: (outcome: StreamOutcome) => {
       // Exact counts from the backend when the stream finished; otherwise what was seen.
       settle(base.usage() ?? { promptTokens: promptGuess, completionTokens: base.events });
