@@ -64,6 +64,16 @@ describe('SSE framing', () => {
     assert.deepEqual(run(Array.from({ length: bytes.length - 1 }, (_, i) => i + 1)), whole, 'one byte at a time');
   });
 
+  it('a long event arriving in many small pieces comes out whole and unchanged', () => {
+    const seen: string[] = [];
+    const big = `{"t":"${'é漢'.repeat(40_000)}"}`;
+    const bytes = enc.encode(`data: a\n\ndata: ${big}\r\n\r\ndata: b\n\n`);
+    const cuts = Array.from({ length: Math.floor(bytes.length / 97) }, (_, i) => (i + 1) * 97);
+    const out = feed(new SseFramer({ event: (d) => (seen.push(d), d), end: () => null }), bytes, cuts);
+    assert.deepEqual(seen, ['a', big, 'b']);
+    assert.equal(out, `data: a\n\ndata: ${big}\n\ndata: b\n\n`);
+  });
+
   it('passes a chunk of whole events it need not change as the chunk itself (no copy, no decode)', () => {
     let decoded = 0;
     const f = new SseFramer({

@@ -190,8 +190,9 @@ const BLANK = utf8('\n\n');
  * is passed on goes on as it came (it used to be replaced by U+FFFD).
  */
 export class SseFramer {
-  /** The start of an event whose end has not arrived yet. */
-  private pending: Uint8Array | null = null;
+  /** The start of an event whose end has not arrived yet (its pieces: joined once its end comes). */
+  private pending: Uint8Array[] = [];
+  private pendingLen = 0;
   /** Where in `pending` the separator search resumes. */
   private scanFrom = 0;
   /** Set while the event being scanned has a line break (not a one-line `data:` event). */
@@ -211,16 +212,24 @@ export class SseFramer {
   push(chunk: Uint8Array): Uint8Array | null {
     let buf = chunk;
     let scan = 0;
-    if (this.pending) {
-      buf = concatBytes([this.pending, chunk]);
+    if (this.pending.length > 0) {
+      // A piece without CR or LF cannot end the event: kept as it is, so a long event arriving
+      // in many pieces is joined once, not once per piece.
+      if (!this.atStart && chunk.indexOf(LF) < 0 && chunk.indexOf(CR) < 0) {
+        this.keep(chunk);
+        return null;
+      }
+      this.pending.push(chunk);
+      buf = concatBytes(this.pending);
       scan = this.scanFrom;
-      this.pending = null;
+      this.pending = [];
+      this.pendingLen = 0;
     }
     let start = 0;
     if (this.atStart) {
       // A byte order mark opening the stream is not part of the first event (as TextDecoder did).
       if (buf.length < 3 && bytesAt(BOM, 0, buf)) {
-        this.pending = buf;
+        this.keep(buf);
         return null;
       }
       this.atStart = false;
@@ -233,18 +242,22 @@ export class SseFramer {
       start = sep + this.sepLen;
       scan = start;
     }
-    if (start < buf.length) {
-      this.pending = start === 0 ? buf : buf.subarray(start);
-      // A separator cut by the chunk's end starts in its last 3 bytes.
-      this.scanFrom = Math.max(0, this.pending.length - 3);
-    }
+    if (start < buf.length) this.keep(start === 0 ? buf : buf.subarray(start));
     return this.take();
+  }
+
+  private keep(piece: Uint8Array): void {
+    this.pending.push(piece);
+    this.pendingLen += piece.byteLength;
+    // Nothing kept holds a separator: one cut by the end of what is kept starts in its last 3 bytes.
+    this.scanFrom = Math.max(0, this.pendingLen - 3);
   }
 
   /** Whatever is left when the upstream ends (an event without its blank line still counts). */
   flush(): Uint8Array | null {
-    let rest = this.pending;
-    this.pending = null;
+    let rest = this.pending.length > 0 ? concatBytes(this.pending) : null;
+    this.pending = [];
+    this.pendingLen = 0;
     if (rest && this.atStart && bytesAt(rest, 0, BOM)) rest = rest.subarray(3);
     const text = rest ? this.dec.decode(rest) : '';
     if (text.trim()) {
