@@ -13,8 +13,17 @@
 // 3 ms per MB here (a fresh large-object allocation and the incremental marking it pays for), more
 // than everything else a large body costs the loop. The tokenizer threads fetch the text from the
 // parser thread over their own MessagePorts; the loop copies it only to echo it in an answer.
+//
+// A large body is also validated there (`check`: the route's schema by name, protocol/
+// request-schemas.ts, and the server's limits, request-limits.ts): a valid-JSON body can still be
+// costly to validate and to copy (500,000 token ids, 200,000 logit_bias keys, 100,000 messages:
+// hundreds of ms of zod, issue formatting, structured cloning and GC on the loop). The thread
+// answers with the validated request, or only the error body / refusal, so nothing big crosses back
+// for a request that is refused.
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { jsonTooDeep, MAX_JSON_DEPTH } from '../protocol/json-depth.ts';
+import type { ErrorResponse, OpenAIErrorResponse, RequestSchemaName } from '../protocol/index.ts';
+import type { RefusalLimits, RequestRefusal } from './request-limits.ts';
 
 export const INLINE_MAX_BYTES = Number(process.env.SWITCHBOARD_JSON_INLINE_MAX_BYTES) || 64 * 1024;
 
@@ -43,10 +52,10 @@ export function parseJsonBody(bytes: Uint8Array): unknown {
 
 /** Loop -> parser thread. A body is `chunk`s then `end` (or `cancel`), or one whole `parse`. */
 export type ParserMessage =
-  | { op: 'parse'; id: number; bytes: Uint8Array }
+  | { op: 'parse'; id: number; bytes: Uint8Array; check: BodyCheck | null }
   | { op: 'chunk'; id: number; bytes: Uint8Array }
   /** `keep`: the top-level field whose long string stays on the thread (its id is the body's). */
-  | { op: 'end'; id: number; keep: string | null }
+  | { op: 'end'; id: number; keep: string | null; check: BodyCheck | null }
   | { op: 'cancel'; id: number }
   /** The text of a kept string, copied to the loop (id: this request's; text: the LargeText's). */
   | { op: 'text'; id: number; text: number }
@@ -54,8 +63,23 @@ export type ParserMessage =
   /** A tokenizer thread's end of a channel on which it asks for kept texts (TextRequest / TextReply). */
   | { op: 'port'; port: MessagePort };
 
+/** Validate a parsed body with this schema and these limits where it was parsed. */
+export interface BodyCheck {
+  name: RequestSchemaName;
+  limits: RefusalLimits;
+}
+
+/**
+ * How a checked body fared. `valid`: the value is the schema's output. `invalid`: the schema's
+ * error body and status (parse*Request's), `refused`: requestRefusal()'s; for both the value is null.
+ */
+export type CheckOutcome =
+  | { kind: 'valid' }
+  | { kind: 'invalid'; status: number; error: ErrorResponse | OpenAIErrorResponse }
+  | { kind: 'refused'; refusal: RequestRefusal };
+
 export type ParserReply =
-  | { id: number; ok: true; value: unknown; kept?: { field: string; length: number } }
+  | { id: number; ok: true; value: unknown; kept?: { field: string; length: number }; checked?: CheckOutcome }
   | { id: number; ok: false; message: string; status: number | null };
 
 /** Tokenizer thread -> parser thread, on a port from textPort(), and the answer (null: released). */
@@ -131,11 +155,23 @@ export function textPort(): MessagePort {
  * (answers that echo the prompt). Tests read them to check that a large body and its prompt never
  * reach the loop.
  */
-export const bodyStats = { gatheredBytes: 0, streamedBytes: 0, streamedBodies: 0, keptTexts: 0, textsToLoop: 0 };
+export const bodyStats = {
+  gatheredBytes: 0,
+  streamedBytes: 0,
+  streamedBodies: 0,
+  keptTexts: 0,
+  textsToLoop: 0,
+  /** Bodies validated on the parser thread (any outcome), and of those, refused there (invalid or over a limit). */
+  checkedOnThread: 0,
+  refusedOnThread: 0,
+  /** Bodies validated on the loop (routes/common.ts, small bodies). */
+  checkedOnLoop: 0,
+};
 
 let worker: Worker | null = null;
 let nextId = 1;
-const pending = new Map<number, { resolve: (r: Extract<ParserReply, { ok: true }>) => void; reject: (e: Error) => void }>();
+type Ok = Extract<ParserReply, { ok: true }>;
+const pending = new Map<number, { resolve: (r: Ok) => void; reject: (e: Error) => void }>();
 /** Bodies being streamed to the thread: referenced while any is open, like pending answers. */
 let open = 0;
 
@@ -158,6 +194,10 @@ function parser(): Worker {
     if (!p) return;
     pending.delete(r.id);
     holdsWork(w);
+    if (r.ok && r.checked) {
+      bodyStats.checkedOnThread++;
+      if (r.checked.kind !== 'valid') bodyStats.refusedOnThread++;
+    }
     if (r.ok) p.resolve(r);
     else p.reject(r.status !== null ? new JsonBodyError(r.message, r.status) : new Error(`JSON body parser: ${r.message}`));
   });
@@ -169,12 +209,15 @@ function parser(): Worker {
   return w;
 }
 
-/** parseJsonBody, on the worker thread for bodies over INLINE_MAX_BYTES. Takes ownership of `bytes`. */
-export function parseJsonBodyAsync(bytes: Uint8Array): Promise<unknown> {
+/**
+ * parseJsonBody, on the worker thread for bodies over INLINE_MAX_BYTES (and checked there when
+ * `check` is given; `checked` is null for a body parsed inline). Takes ownership of `bytes`.
+ */
+export function parseJsonBodyAsync(bytes: Uint8Array, check: BodyCheck | null = null): Promise<{ value: unknown; checked: CheckOutcome | null }> {
   bodyStats.gatheredBytes += bytes.byteLength;
   if (bytes.byteLength <= INLINE_MAX_BYTES) {
     try {
-      return Promise.resolve(parseJsonBody(bytes));
+      return Promise.resolve({ value: parseJsonBody(bytes), checked: null });
     } catch (err) {
       return Promise.reject(err);
     }
@@ -182,11 +225,11 @@ export function parseJsonBodyAsync(bytes: Uint8Array): Promise<unknown> {
   const id = nextId++;
   return new Promise((resolve, reject) => {
     const w = parser();
-    pending.set(id, { resolve: (r) => resolve(r.value), reject });
+    pending.set(id, { resolve: (r) => resolve({ value: r.value, checked: r.checked ?? null }), reject });
     w.ref();
     const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer;
     const own = whole ? bytes : bytes.slice();
-    w.postMessage({ op: 'parse', id, bytes: own } satisfies ParserMessage, [own.buffer as ArrayBuffer]);
+    w.postMessage({ op: 'parse', id, bytes: own, check } satisfies ParserMessage, [own.buffer as ArrayBuffer]);
   });
 }
 
@@ -211,11 +254,11 @@ class StreamedBody {
     this.w.postMessage({ op: 'chunk', id: this.id, bytes } satisfies ParserMessage);
   }
 
-  end(keep: string | null): Promise<ParsedBody> {
+  end(keep: string | null, check: BodyCheck | null): Promise<ParsedBody> {
     this.close();
     return new Promise((resolve, reject) => {
-      pending.set(this.id, { resolve: (r) => resolve({ value: r.value, kept: r.kept ? new LargeText(r.id, r.kept.length) : null }), reject });
-      this.w.postMessage({ op: 'end', id: this.id, keep } satisfies ParserMessage);
+      pending.set(this.id, { resolve: (r) => resolve({ value: r.value, kept: r.kept ? new LargeText(r.id, r.kept.length) : null, checked: r.checked ?? null }), reject });
+      this.w.postMessage({ op: 'end', id: this.id, keep, check } satisfies ParserMessage);
     });
   }
 
@@ -250,6 +293,8 @@ export interface StreamOptions {
   declaredBytes?: number | null;
   /** The error for a body past maxBytes (the caller's shape and headers). */
   tooLarge: () => Error;
+  /** Validate a streamed body on the parser thread (ParsedBody.checked); a body parsed inline is not checked here. */
+  check?: BodyCheck | null;
 }
 
 /**
@@ -261,6 +306,8 @@ export interface StreamOptions {
 export interface ParsedBody {
   value: unknown;
   kept: LargeText | null;
+  /** The check's outcome when the thread ran it (the value is null unless valid); null when parsed inline. */
+  checked: CheckOutcome | null;
 }
 
 /** What stands in for a kept string in a ParsedBody's value. */
@@ -307,10 +354,10 @@ export function readJsonStream(s: NodeBodyStream, opts: StreamOptions): Promise<
     };
     const onEnd = () => {
       detach();
-      if (streamed) return void streamed.end(opts.keep ?? null).then(resolve, reject);
+      if (streamed) return void streamed.end(opts.keep ?? null, opts.check ?? null).then(resolve, reject);
       bodyStats.gatheredBytes += total;
       try {
-        resolve({ value: parseJsonBody(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)), kept: null });
+        resolve({ value: parseJsonBody(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)), kept: null, checked: null });
       } catch (err) {
         reject(err as Error);
       }

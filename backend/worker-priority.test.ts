@@ -17,7 +17,7 @@ test('the JSON-body worker runs at WORKER_NICE while the loop keeps its priority
   const want = Math.max(loop, WORKER_NICE);
   assert.ok(!threadNices().includes(want) || loop >= WORKER_NICE, 'no thread runs at the worker nice before the worker starts');
   const big = new TextEncoder().encode(JSON.stringify({ inputs: 'x'.repeat(INLINE_MAX_BYTES + 10) }));
-  const value = (await parseJsonBodyAsync(big)) as { inputs: string };
+  const value = (await parseJsonBodyAsync(big)).value as { inputs: string };
   assert.equal(value.inputs.length, INLINE_MAX_BYTES + 10);
   assert.equal(os.getPriority(), loop, 'the loop thread keeps its priority');
   assert.ok(threadNices().includes(want), `a worker thread runs at nice ${want}: ${threadNices().join(', ')}`);

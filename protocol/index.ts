@@ -16,3 +16,4 @@ export * from './contract.ts';
 
 export * as lorax from './lorax.ts';
 export * as openai from './openai.ts';
+export * from './request-schemas.ts';

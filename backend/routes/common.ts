@@ -8,7 +8,9 @@ import { RequestError } from '../errors.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AuthEnv } from '../auth.ts';
 import { checkLocalAdapterId } from '../../protocol/adapter-id.ts';
-import { JsonBodyError, parseJsonBodyAsync, readJsonStream, type LargeText, type NodeBodyStream } from '../json-body.ts';
+import { bodyStats, JsonBodyError, parseJsonBodyAsync, readJsonStream, type BodyCheck, type CheckOutcome, type LargeText, type NodeBodyStream } from '../json-body.ts';
+import { parseNamedRequest, type ErrorResponse, type NamedRequest, type OpenAIErrorResponse, type RequestSchemaName } from '../../protocol/index.ts';
+import { requestRefusal, type RefusalLimits, type RequestRefusal } from '../request-limits.ts';
 
 export type Ctx = Context<AuthEnv>;
 
@@ -58,7 +60,7 @@ export async function readBodyBytes(c: Context<AuthEnv>, maxBytes: number, what 
  * MAX_JSON_DEPTH. Large bodies are gathered, decoded and parsed off the event loop (json-body.ts).
  */
 export async function readJsonBody(c: Context<AuthEnv>): Promise<unknown> {
-  return (await readPromptBody(c, null)).value;
+  return (await readBody(c, null, null)).value;
 }
 
 /**
@@ -68,6 +70,48 @@ export async function readJsonBody(c: Context<AuthEnv>): Promise<unknown> {
  * (when not null) in its place.
  */
 export async function readPromptBody(c: Context<AuthEnv>, keep: string | null): Promise<{ value: unknown; prompt: LargeText | null }> {
+  const { value, prompt } = await readBody(c, keep, null);
+  return { value, prompt };
+}
+
+/**
+ * A request body read, parsed and validated with the named schema and the server's limits
+ * (request-limits.ts), on the parser thread for a large body and here for a small one, with the
+ * same answers: `invalid` carries the schema's error body and status (the route answers it as it
+ * is), a limit's refusal is thrown as the RequestError the route would throw. `prompt` as in
+ * readPromptBody.
+ */
+export async function readRequest<N extends RequestSchemaName>(
+  c: Context<AuthEnv>,
+  name: N,
+  limits: RefusalLimits,
+  keep: string | null = null,
+): Promise<{ ok: true; data: NamedRequest<N>; prompt: LargeText | null } | { ok: false; status: number; error: ErrorResponse | OpenAIErrorResponse }> {
+  const check: BodyCheck = { name, limits: { maxInputLength: limits.maxInputLength, maxConcurrentRequests: limits.maxConcurrentRequests } };
+  const body = await readBody(c, keep, check);
+  let outcome: CheckOutcome | null = body.checked;
+  let data: unknown = body.value;
+  if (!outcome) {
+    bodyStats.checkedOnLoop++;
+    const parsed = parseNamedRequest(name, body.value);
+    if (!parsed.success) outcome = { kind: 'invalid', status: parsed.status, error: parsed.error };
+    else {
+      data = parsed.data;
+      const refusal = requestRefusal(name, data, check.limits);
+      outcome = refusal ? { kind: 'refused', refusal } : { kind: 'valid' };
+    }
+  }
+  if (outcome.kind !== 'valid') body.prompt?.release();
+  if (outcome.kind === 'invalid') return { ok: false, status: outcome.status, error: outcome.error };
+  if (outcome.kind === 'refused') throw refusalError(outcome.refusal);
+  return { ok: true, data: data as NamedRequest<N>, prompt: body.prompt };
+}
+
+function refusalError(r: RequestRefusal): RequestError {
+  return new RequestError(r.message, r.status, 'validation', r.param !== undefined ? { param: r.param } : {});
+}
+
+async function readBody(c: Context<AuthEnv>, keep: string | null, check: BodyCheck | null): Promise<{ value: unknown; prompt: LargeText | null; checked: CheckOutcome | null }> {
   try {
     // On Node, straight from the IncomingMessage: a large body's chunks go to the parser thread as
     // they arrive (never gathered on the loop, nor copied again by a web stream).
@@ -75,24 +119,27 @@ export async function readPromptBody(c: Context<AuthEnv>, keep: string | null): 
     if (incoming && typeof incoming.on === 'function' && typeof incoming.pause === 'function' && incoming.readableEnded === false) {
       const declared = Number(c.req.header('content-length') ?? 'NaN');
       if (Number.isFinite(declared) && declared > MAX_BODY_BYTES) throw bodyTooLarge(c, MAX_BODY_BYTES);
-      const { value, kept } = await readJsonStream(incoming as NodeBodyStream, {
+      const { value, kept, checked } = await readJsonStream(incoming as NodeBodyStream, {
         maxBytes: MAX_BODY_BYTES,
         declaredBytes: Number.isFinite(declared) ? declared : null,
         tooLarge: () => bodyTooLarge(c, MAX_BODY_BYTES),
         keep,
+        check,
       });
       if (kept) {
         const outgoing = (c.env as { outgoing?: { once(ev: 'close', fn: () => void): unknown } } | undefined)?.outgoing;
         if (!outgoing) {
           // Nothing says when the request ends: the text comes to the loop now.
           const text = await kept.text().finally(() => kept.release());
-          return { value: Object.assign(value as Record<string, unknown>, { [keep!]: text }), prompt: null };
+          if (checked && checked.kind !== 'valid') return { value, prompt: null, checked };
+          return { value: Object.assign(value as Record<string, unknown>, { [keep!]: text }), prompt: null, checked };
         }
         outgoing.once('close', () => kept.release());
       }
-      return { value, prompt: kept };
+      return { value, prompt: kept, checked };
     }
-    return { value: await parseJsonBodyAsync(await readBodyBytes(c, MAX_BODY_BYTES)), prompt: null };
+    const { value, checked } = await parseJsonBodyAsync(await readBodyBytes(c, MAX_BODY_BYTES), check);
+    return { value, prompt: null, checked };
   } catch (err) {
     if (err instanceof JsonBodyError) throw new RequestError(err.message, err.status);
     throw err;

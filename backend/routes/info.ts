@@ -1,12 +1,11 @@
 // Operational routes: /health (and LoRAX's /, /ping, /startup), /info, /metrics (Prometheus text) and /tokenize.
 import { readFileSync } from 'node:fs';
 import { Hono, type Context } from 'hono';
-import { TokenizeRequest, parseLoraxRequest } from '../../protocol/index.ts';
 import { RequestError } from '../errors.ts';
 import { TooManyTokensError } from '../text/tokenize-pool.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AuthEnv } from '../auth.ts';
-import { readJsonBody } from './common.ts';
+import { readRequest } from './common.ts';
 
 /** The package version, as /info and the OpenAPI document report it. */
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf-8')) as { version: string }).version;
@@ -72,8 +71,8 @@ export function infoRoutes(rt: Runtime): Hono<AuthEnv> {
 
   // TGI's /tokenize: each token with its text and character span in the input.
   app.post('/tokenize', async (c) => {
-    const parsed = parseLoraxRequest(TokenizeRequest, await readJsonBody(c));
-    if (!parsed.success) return c.json(parsed.error, 422);
+    const parsed = await readRequest(c, 'lorax.tokenize', rt.limits);
+    if (!parsed.ok) return c.json(parsed.error, 422);
     // Encoded and spelled out off the event loop when large; as long as a whole request may be.
     const limit = rt.limits.maxTotalTokens;
     const { ids, texts, special } = await rt.tokenizePool.detail(parsed.data.inputs, parsed.data.add_special_tokens ?? true, limit).catch((err: unknown) => {

@@ -4,12 +4,8 @@ import { Hono } from 'hono';
 import type { AuthEnv } from '../auth.ts';
 import { streamSSE } from 'hono/streaming';
 import {
-  CompatGenerateRequest,
-  GenerateRequest,
-  GenerateStreamRequest,
   checkGenerateLimits,
   loraxValidationError,
-  parseLoraxRequest,
   type Details,
   type GenerateParameters,
   type GenerateResponse,
@@ -20,7 +16,7 @@ import { errorBody, RequestError } from '../errors.ts';
 import { attachTokenTail, generate, type GenerationEvent, type GenerationRequest, type TokenInfo } from '../generate.ts';
 import type { Runtime } from '../runtime.ts';
 import { loraxConstraint } from '../structured/index.ts';
-import { loraxAdapterChoice, readPromptBody, type Ctx } from './common.ts';
+import { loraxAdapterChoice, readRequest, type Ctx } from './common.ts';
 import { textOf, type LargeText } from '../json-body.ts';
 
 const toToken = (t: TokenInfo): Token => ({
@@ -188,24 +184,24 @@ export function loraxRoutes(rt: Runtime): Hono<AuthEnv> {
 
   // Failures are thrown: the app's onError answers them in LoRAX's shape (errors.ts).
   app.post('/generate', async (c) => {
-    const body = await readPromptBody(c, 'inputs');
-    const parsed = parseLoraxRequest(GenerateRequest, body.value);
-    if (!parsed.success) return c.json(parsed.error, 422);
+    const body = await readRequest(c, 'lorax.generate', rt.limits, 'inputs');
+    if (!body.ok) return c.json(body.error, 422);
+    const parsed = body;
     return c.json(await runGenerate(rt, c, body.prompt ?? parsed.data.inputs, parsed.data.parameters));
   });
 
   app.post('/generate_stream', async (c) => {
-    const body = await readPromptBody(c, 'inputs');
-    const parsed = parseLoraxRequest(GenerateStreamRequest, body.value);
-    if (!parsed.success) return c.json(parsed.error, 422);
+    const body = await readRequest(c, 'lorax.generate_stream', rt.limits, 'inputs');
+    if (!body.ok) return c.json(body.error, 422);
+    const parsed = body;
     return streamResponse(rt, c, body.prompt ?? parsed.data.inputs, parsed.data.parameters);
   });
 
   // LoRAX serves its compat route at / and at SageMaker's /invocations alike.
   app.on('POST', ['/', '/invocations'], async (c) => {
-    const body = await readPromptBody(c, 'inputs');
-    const parsed = parseLoraxRequest(CompatGenerateRequest, body.value);
-    if (!parsed.success) return c.json(parsed.error, 422);
+    const body = await readRequest(c, 'lorax.compat', rt.limits, 'inputs');
+    if (!body.ok) return c.json(body.error, 422);
+    const parsed = body;
     const { parameters, stream } = parsed.data;
     const inputs = body.prompt ?? parsed.data.inputs;
     if (stream) return streamResponse(rt, c, inputs, parameters);

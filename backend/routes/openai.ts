@@ -5,13 +5,10 @@ import { Hono } from 'hono';
 import { mayUseAdapter, type AuthEnv } from '../auth.ts';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import {
-  ChatCompletionRequest,
-  CompletionRequest,
   completionPrompts,
   OPENAI_STREAM_DONE,
   chatMaxTokens,
   contentToText,
-  parseOpenAIRequest,
   type ChatCompletion,
   type ChatCompletionChunk,
   type ChatCompletionTokenLogprob,
@@ -29,7 +26,7 @@ import { attachTokenTail, generate, prepareInput, type GenerationEvent, type Gen
 import type { FinishReason } from '../scheduler.ts';
 import type { Runtime } from '../runtime.ts';
 import { openaiConstraint } from '../structured/index.ts';
-import { openaiAdapterChoice, readJsonBody, readPromptBody, type Ctx } from './common.ts';
+import { openaiAdapterChoice, readRequest, type Ctx } from './common.ts';
 import { LargeText } from '../json-body.ts';
 
 const finish = (r: FinishReason): OpenAIFinishReason => (r === 'length' ? 'length' : 'stop');
@@ -190,10 +187,11 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
   });
 
   app.post('/v1/chat/completions', async (c) => {
-    const parsed = parseOpenAIRequest(ChatCompletionRequest, await readJsonBody(c));
-    if (!parsed.success) return c.json(parsed.error, 400);
+    // Validated (and refused over the server's limits: tools, more messages than input tokens)
+    // where the body was parsed, on the parser thread when large (common.ts readRequest).
+    const parsed = await readRequest(c, 'openai.chat', rt.limits);
+    if (!parsed.ok) return c.json(parsed.error, 400);
     const r = parsed.data;
-    if (r.tools && r.tools.length > 0) throw new RequestError('tools are not supported by this server yet', 400);
     const messages = r.messages.map((m) => ({ role: m.role, content: contentToText(m.content) }));
     const promptIds = await chatPromptIds(rt, messages);
     const ac = new AbortController();
@@ -249,21 +247,15 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
   });
 
   app.post('/v1/completions', async (c) => {
-    const body = await readPromptBody(c, 'prompt');
-    const parsed = parseOpenAIRequest(CompletionRequest, body.value);
-    if (!parsed.success) return c.json(parsed.error, 400);
+    // Validated where parsed (the parser thread for a large body), with request-limits.ts's
+    // refusals: best_of, max_tokens 0, prompts x n over --max-concurrent-requests, token-id
+    // prompts over the input bound.
+    const parsed = await readRequest(c, 'openai.completion', rt.limits, 'prompt');
+    if (!parsed.ok) return c.json(parsed.error, 400);
     const r = parsed.data;
     // A large body's single string prompt stays on the JSON parser thread (json-body.ts).
-    const prompts: (string | LargeText | number[])[] = body.prompt ? [body.prompt] : completionPrompts(r.prompt);
+    const prompts: (string | LargeText | number[])[] = parsed.prompt ? [parsed.prompt] : completionPrompts(r.prompt);
     const n = r.n ?? 1;
-    if (r.best_of !== undefined && r.best_of !== n) throw new RequestError('best_of other than n is not supported', 400);
-    if (r.max_tokens === 0) throw new RequestError('max_tokens 0 (prompt scoring) is not supported yet', 400);
-    // Every prompt x choice is a generation in flight: more than the server ever admits at once
-    // could only end in 429s that no retry fixes, so it is the request's fault, said up front.
-    const limit = rt.limits.maxConcurrentRequests;
-    if (prompts.length * n > limit) {
-      throw new RequestError(`${prompts.length} prompts x n=${n} is more than this server runs at once (--max-concurrent-requests ${limit}); send fewer per request`, 400, 'validation', { param: 'prompt' });
-    }
     const ac = new AbortController();
     c.req.raw.signal.addEventListener('abort', () => ac.abort());
     const k = r.logprobs ?? 0;

@@ -1,0 +1,53 @@
+// Refusals that depend on the server's limits and need nothing but the validated request: decided
+// right after the schema, wherever the schema ran (on the loop for a small body, on the JSON parser
+// thread for a large one: json-body.ts), so a request too big to serve is refused before a big
+// value crosses to the loop, with the same words whatever the body's size. The routes call
+// requestRefusal() after validating inline; the parser thread calls it after validating there.
+import { completionPrompts, type NamedRequest, type RequestSchemaName } from '../protocol/index.ts';
+import type { Limits } from './runtime.ts';
+
+/** A refusal, as the route would throw it (a RequestError of kind 'validation'). */
+export interface RequestRefusal {
+  message: string;
+  status: number;
+  param?: string;
+}
+
+/** The limits a refusal depends on: plain numbers, sent to the parser thread with each body. */
+export type RefusalLimits = Pick<Limits, 'maxInputLength' | 'maxConcurrentRequests'>;
+
+const tooManyTokens = (limits: RefusalLimits, given: string): RequestRefusal => ({
+  message: `Input validation error: \`inputs\` must have less than ${limits.maxInputLength} tokens. Given: ${given}`,
+  status: 422,
+});
+
+/** The first refusal of a validated request, in the order the route checked them before, or null. */
+export function requestRefusal(name: RequestSchemaName, data: unknown, limits: RefusalLimits): RequestRefusal | null {
+  if (name === 'openai.completion') {
+    const r = data as NamedRequest<'openai.completion'>;
+    const n = r.n ?? 1;
+    if (r.best_of !== undefined && r.best_of !== n) return { message: 'best_of other than n is not supported', status: 400 };
+    if (r.max_tokens === 0) return { message: 'max_tokens 0 (prompt scoring) is not supported yet', status: 400 };
+    const prompts = completionPrompts(r.prompt);
+    // Every prompt x choice is a generation in flight: more than the server ever admits at once
+    // could only end in 429s that no retry fixes, so it is the request's fault, said up front.
+    const limit = limits.maxConcurrentRequests;
+    if (prompts.length * n > limit) {
+      return { message: `${prompts.length} prompts x n=${n} is more than this server runs at once (--max-concurrent-requests ${limit}); send fewer per request`, status: 400, param: 'prompt' };
+    }
+    // Token ids are the prompt as it is (no tokenizer, no BOS): prepareInput's bound, decided here.
+    for (const p of prompts) if (typeof p !== 'string' && p.length > limits.maxInputLength) return tooManyTokens(limits, String(p.length));
+    return null;
+  }
+  if (name === 'openai.chat') {
+    const r = data as NamedRequest<'openai.chat'>;
+    if (r.tools && r.tools.length > 0) return { message: 'tools are not supported by this server yet', status: 400 };
+    // Each message renders to at least one token with every chat template we ship (each writes a
+    // turn marker, a role header or an end-of-turn token per message, empty content included;
+    // test/backend/request-limits.test.ts renders every fixture's template to check it), so more
+    // messages than the input bound can only end in the tokenizer's refusal, said here instead.
+    if (r.messages.length > limits.maxInputLength) return tooManyTokens(limits, `at least ${r.messages.length}`);
+    return null;
+  }
+  return null;
+}
