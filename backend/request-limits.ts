@@ -44,7 +44,7 @@ export function requestRefusal(name: RequestSchemaName, data: unknown, limits: R
     if (r.tools && r.tools.length > 0) return { message: 'tools are not supported by this server yet', status: 400 };
     // Each message renders to at least one token with every chat template we ship (each writes a
     // turn marker, a role header or an end-of-turn token per message, empty content included;
-    // test/backend/request-limits.test.ts renders every fixture's template to check it), so more
+    // request-limits.test.ts renders every fixture's template to check it), so more
     // messages than the input bound can only end in the tokenizer's refusal, said here instead.
     if (r.messages.length > limits.maxInputLength) return tooManyTokens(limits, `at least ${r.messages.length}`);
     return null;

@@ -1,6 +1,11 @@
 // Loop-cost probe (not a test): how much of the backend's event loop does ONE large request take?
 //
 //   node --import tsx bench/stall/loop.ts [--repeat 5] [--sizes 1,3.5] [--only ROUTE-PART] [--profile FILE]
+//   node --import tsx bench/stall/loop.ts --pathological [--repeat 5] [--only NAME-PART]
+//
+// --pathological sends valid-JSON bodies of 1-4 MB that are costly to validate or copy rather
+// than long prompts (500,000 token ids, 200,000 logit_bias keys, 100,000 messages, a 100,000-value
+// enum, 4 stop strings of 900 KB); every one is refused or served without the loop validating it.
 //
 // The backend runs in this process (the same startServer `switchboard serve` runs); the client is
 // a child process, so its work never counts. For each case (route, size, truncate or not) the
@@ -40,11 +45,27 @@ interface Case {
   route: '/generate' | '/v1/completions' | '/v1/chat/completions';
   mb: number;
   truncate: boolean;
+  /** One of PATHOLOGICAL's bodies instead of a long prompt. */
+  name?: string;
 }
+
+const hi = [{ role: 'user', content: 'hi' }];
+/** Valid JSON, costly to validate or to copy (issue 15); each one's size in MB is measured, not set. */
+const PATHOLOGICAL: Record<string, { route: Case['route']; body: () => unknown }> = {
+  prompt_ids_500k: { route: '/v1/completions', body: () => ({ model: 'llama', prompt: Array.from({ length: 500_000 }, (_, i) => i % 100), max_tokens: 2 }) },
+  logit_bias_200k: { route: '/v1/completions', body: () => ({ model: 'llama', prompt: 'hi', max_tokens: 2, logit_bias: Object.fromEntries(Array.from({ length: 200_000 }, (_, i) => [String(i), 1])) }) },
+  messages_100k: { route: '/v1/chat/completions', body: () => ({ model: 'llama', max_tokens: 2, messages: Array.from({ length: 100_000 }, () => hi[0]) }) },
+  schema_enum_100k: {
+    route: '/v1/chat/completions',
+    body: () => ({ model: 'llama', max_tokens: 2, messages: hi, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'string', enum: Array.from({ length: 100_000 }, (_, i) => `value${i}`) } } } }),
+  },
+  stop_4x900KB: { route: '/v1/completions', body: () => ({ model: 'llama', prompt: 'hi', max_tokens: 2, stop: Array.from({ length: 4 }, () => 'x'.repeat(900_000)) }) },
+};
 
 const words = 'the quick brown fox jumps over the lazy dog and runs far away ';
 
 function bodyOf(c: Case): string {
+  if (c.name) return JSON.stringify(PATHOLOGICAL[c.name]!.body());
   const n = Math.round(c.mb * 1_000_000);
   const text = words.repeat(Math.ceil(n / words.length)).slice(0, n);
   if (c.route === '/generate') return JSON.stringify({ inputs: text, parameters: { max_new_tokens: 1, ...(c.truncate ? { truncate: 64 } : {}) } });
@@ -99,10 +120,15 @@ async function main(): Promise<void> {
   const repeat = Number(arg('repeat', '5'));
   const sizes = arg('sizes', '1,3.5').split(',').map(Number);
   const cases: Case[] = [];
-  for (const mb of sizes) cases.push({ route: '/generate', mb, truncate: false }, { route: '/generate', mb, truncate: true }, { route: '/v1/completions', mb, truncate: false }, { route: '/v1/chat/completions', mb, truncate: false });
+  if (process.argv.includes('--pathological')) {
+    for (const [name, p] of Object.entries(PATHOLOGICAL)) cases.push({ route: p.route, mb: Buffer.byteLength(JSON.stringify(p.body())) / 1e6, truncate: false, name });
+  } else {
+    for (const mb of sizes) cases.push({ route: '/generate', mb, truncate: false }, { route: '/generate', mb, truncate: true }, { route: '/v1/completions', mb, truncate: false }, { route: '/v1/chat/completions', mb, truncate: false });
+  }
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const only = process.argv.includes('--only') ? arg('only', '') : null;
-  if (only) cases.splice(0, cases.length, ...cases.filter((c) => `${c.route}${c.truncate ? ' truncate' : ''}`.includes(only)));
+  const label = (c: Case) => `${c.name ? `${c.name} ` : ''}${c.route}${c.truncate ? ' truncate' : ''}`;
+  if (only) cases.splice(0, cases.length, ...cases.filter((c) => label(c).includes(only)));
   process.stdout.write(`idle loop active rate ${(idleRate * 100).toFixed(2)}%\n`);
   const profileFile = process.argv.includes('--profile') ? arg('profile', 'loop.cpuprofile') : null;
   const session = profileFile ? new Session() : null;
@@ -144,7 +170,7 @@ async function main(): Promise<void> {
       status = r.status;
     }
     process.stdout.write(
-      `${c.route}${c.truncate ? ' truncate' : ''} ${c.mb} MB -> ${status}: main thread cpu ${med(cpu).toFixed(1)} ms (min ${Math.min(...cpu).toFixed(1)}, max ${Math.max(...cpu).toFixed(1)}), loop active ${med(active).toFixed(1)} ms (min ${Math.min(...active).toFixed(1)}, max ${Math.max(...active).toFixed(1)}), longest block ${med(maxBlock).toFixed(1)} ms (max ${Math.max(...maxBlock).toFixed(1)}), gc ${med(gc).toFixed(1)} ms, request ${med(wall).toFixed(0)} ms\n`,
+      `${label(c)} ${c.mb.toFixed(2)} MB -> ${status}: main thread cpu ${med(cpu).toFixed(1)} ms (min ${Math.min(...cpu).toFixed(1)}, max ${Math.max(...cpu).toFixed(1)}), loop active ${med(active).toFixed(1)} ms (min ${Math.min(...active).toFixed(1)}, max ${Math.max(...active).toFixed(1)}), longest block ${med(maxBlock).toFixed(1)} ms (max ${Math.max(...maxBlock).toFixed(1)}), gc ${med(gc).toFixed(1)} ms, request ${med(wall).toFixed(0)} ms\n`,
     );
   }
   if (session) {
