@@ -127,14 +127,16 @@ async function readBody(c: Context<AuthEnv>, keep: string | null, check: BodyChe
         check,
       });
       if (kept) {
-        const outgoing = (c.env as { outgoing?: { once(ev: 'close', fn: () => void): unknown } } | undefined)?.outgoing;
+        const outgoing = (c.env as { outgoing?: { destroyed?: boolean; once(ev: 'close', fn: () => void): unknown } } | undefined)?.outgoing;
         if (!outgoing) {
           // Nothing says when the request ends: the text comes to the loop now.
           const text = await kept.text().finally(() => kept.release());
           if (checked && checked.kind !== 'valid') return { value, prompt: null, checked };
           return { value: Object.assign(value as Record<string, unknown>, { [keep!]: text }), prompt: null, checked };
         }
-        outgoing.once('close', () => kept.release());
+        // Closed already (the client left while the body was parsed): nobody will use it.
+        if (outgoing.destroyed === true) kept.release();
+        else outgoing.once('close', () => kept.release());
       }
       return { value, prompt: kept, checked };
     }
