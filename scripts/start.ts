@@ -13,15 +13,14 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { startServer } from '../backend/cli.ts';
+import { DEFAULT_ADAPTER_ROOT, DEFAULT_MODEL, startServer } from '../backend/cli.ts';
 import { parseServeConfig } from '../backend/config.ts';
 import { formatGatewayAccess, startGateway } from '../gateway/node.ts';
 
 const log = (m: string) => process.stderr.write(`[switchboard] ${m}\n`);
-const REPO = path.resolve(import.meta.dirname, '..');
 /** The bundled demo model and its PEFT adapters, one per style (scripts/train-demo-model.py made them). */
-export const DEMO_MODEL = path.join(REPO, 'demo', 'tiny-story-llama');
-export const DEMO_ADAPTERS = path.join(REPO, 'demo', 'adapters');
+export const DEMO_MODEL = DEFAULT_MODEL;
+export const DEMO_ADAPTERS = DEFAULT_ADAPTER_ROOT;
 /** The bundled adapter a tenant uploads (as its own "my-lora") in the printed example. */
 const UPLOAD_EXAMPLE = 'pirate';
 const PROMPT = 'Once upon a time';
