@@ -8,6 +8,7 @@ import { parentPort, type MessagePort } from 'node:worker_threads';
 import { parseNamedRequest } from '../protocol/request-schemas.ts';
 import { JsonBodyError, KEPT_STAND_IN, LARGE_TEXT_MIN_CHARS, parseJsonBody, type BodyCheck, type ParserMessage, type ParserReply, type TextReply, type TextRequest } from './json-body.ts';
 import { requestRefusal } from './request-limits.ts';
+import { SCHEMA_TEXT_MIN_CHARS, schemaSlot } from './structured/schema-json.ts';
 import { lowerWorkerThreadPriority } from './worker-priority.ts';
 
 lowerWorkerThreadPriority();
@@ -32,6 +33,15 @@ function validated(id: number, value: unknown, check: BodyCheck, k: { kept?: { f
   if (!parsed.success) return { id, ok: true, value: null, ...k, checked: { kind: 'invalid', status: parsed.status, error: parsed.error } };
   const refusal = requestRefusal(check.name, parsed.data, check.limits);
   if (refusal) return { id, ok: true, value: null, ...k, checked: { kind: 'refused', refusal } };
+  // A large response_format schema goes back as its JSON text (structured/schema-json.ts).
+  const slot = schemaSlot(check.name, parsed.data);
+  if (slot) {
+    const json = JSON.stringify(slot.owner[slot.key]);
+    if (json.length >= SCHEMA_TEXT_MIN_CHARS) {
+      slot.owner[slot.key] = {};
+      return { id, ok: true, value: parsed.data, ...k, checked: { kind: 'valid' }, schemaJson: json };
+    }
+  }
   return { id, ok: true, value: parsed.data, ...k, checked: { kind: 'valid' } };
 }
 

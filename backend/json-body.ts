@@ -79,7 +79,8 @@ export type CheckOutcome =
   | { kind: 'refused'; refusal: RequestRefusal };
 
 export type ParserReply =
-  | { id: number; ok: true; value: unknown; kept?: { field: string; length: number }; checked?: CheckOutcome }
+  /** `schemaJson`: a valid request's large response_format schema, as text (its field holds `{}`). */
+  | { id: number; ok: true; value: unknown; kept?: { field: string; length: number }; checked?: CheckOutcome; schemaJson?: string }
   | { id: number; ok: false; message: string; status: number | null };
 
 /** Tokenizer thread -> parser thread, on a port from textPort(), and the answer (null: released). */
@@ -166,6 +167,8 @@ export const bodyStats = {
   refusedOnThread: 0,
   /** Bodies validated on the loop (routes/common.ts, small bodies). */
   checkedOnLoop: 0,
+  /** Valid requests whose response_format schema came to the loop as JSON text (structured/schema-json.ts). */
+  schemaTexts: 0,
 };
 
 let worker: Worker | null = null;
@@ -213,11 +216,11 @@ function parser(): Worker {
  * parseJsonBody, on the worker thread for bodies over INLINE_MAX_BYTES (and checked there when
  * `check` is given; `checked` is null for a body parsed inline). Takes ownership of `bytes`.
  */
-export function parseJsonBodyAsync(bytes: Uint8Array, check: BodyCheck | null = null): Promise<{ value: unknown; checked: CheckOutcome | null }> {
+export function parseJsonBodyAsync(bytes: Uint8Array, check: BodyCheck | null = null): Promise<{ value: unknown; checked: CheckOutcome | null; schemaJson: string | null }> {
   bodyStats.gatheredBytes += bytes.byteLength;
   if (bytes.byteLength <= INLINE_MAX_BYTES) {
     try {
-      return Promise.resolve({ value: parseJsonBody(bytes), checked: null });
+      return Promise.resolve({ value: parseJsonBody(bytes), checked: null, schemaJson: null });
     } catch (err) {
       return Promise.reject(err);
     }
@@ -225,7 +228,7 @@ export function parseJsonBodyAsync(bytes: Uint8Array, check: BodyCheck | null = 
   const id = nextId++;
   return new Promise((resolve, reject) => {
     const w = parser();
-    pending.set(id, { resolve: (r) => resolve({ value: r.value, checked: r.checked ?? null }), reject });
+    pending.set(id, { resolve: (r) => resolve({ value: r.value, checked: r.checked ?? null, schemaJson: r.schemaJson ?? null }), reject });
     w.ref();
     const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer;
     const own = whole ? bytes : bytes.slice();
@@ -257,7 +260,7 @@ class StreamedBody {
   end(keep: string | null, check: BodyCheck | null): Promise<ParsedBody> {
     this.close();
     return new Promise((resolve, reject) => {
-      pending.set(this.id, { resolve: (r) => resolve({ value: r.value, kept: r.kept ? new LargeText(r.id, r.kept.length) : null, checked: r.checked ?? null }), reject });
+      pending.set(this.id, { resolve: (r) => resolve({ value: r.value, kept: r.kept ? new LargeText(r.id, r.kept.length) : null, checked: r.checked ?? null, schemaJson: r.schemaJson ?? null }), reject });
       this.w.postMessage({ op: 'end', id: this.id, keep, check } satisfies ParserMessage);
     });
   }
@@ -308,6 +311,8 @@ export interface ParsedBody {
   kept: LargeText | null;
   /** The check's outcome when the thread ran it (the value is null unless valid); null when parsed inline. */
   checked: CheckOutcome | null;
+  /** A valid request's large schema as JSON text (ParserReply's schemaJson), or null. */
+  schemaJson: string | null;
 }
 
 /** What stands in for a kept string in a ParsedBody's value. */
@@ -357,7 +362,7 @@ export function readJsonStream(s: NodeBodyStream, opts: StreamOptions): Promise<
       if (streamed) return void streamed.end(opts.keep ?? null, opts.check ?? null).then(resolve, reject);
       bodyStats.gatheredBytes += total;
       try {
-        resolve({ value: parseJsonBody(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)), kept: null, checked: null });
+        resolve({ value: parseJsonBody(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)), kept: null, checked: null, schemaJson: null });
       } catch (err) {
         reject(err as Error);
       }

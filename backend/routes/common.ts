@@ -11,6 +11,7 @@ import { checkLocalAdapterId } from '../../protocol/adapter-id.ts';
 import { bodyStats, JsonBodyError, parseJsonBodyAsync, readJsonStream, type BodyCheck, type CheckOutcome, type LargeText, type NodeBodyStream } from '../json-body.ts';
 import { parseNamedRequest, type ErrorResponse, type NamedRequest, type OpenAIErrorResponse, type RequestSchemaName } from '../../protocol/index.ts';
 import { requestRefusal, type RefusalLimits, type RequestRefusal } from '../request-limits.ts';
+import { SchemaJson, schemaSlot } from '../structured/schema-json.ts';
 
 export type Ctx = Context<AuthEnv>;
 
@@ -104,6 +105,11 @@ export async function readRequest<N extends RequestSchemaName>(
   if (outcome.kind !== 'valid') body.prompt?.release();
   if (outcome.kind === 'invalid') return { ok: false, status: outcome.status, error: outcome.error };
   if (outcome.kind === 'refused') throw refusalError(outcome.refusal);
+  if (body.schemaJson !== null) {
+    const slot = schemaSlot(name, data);
+    if (slot) slot.owner[slot.key] = new SchemaJson(body.schemaJson);
+    bodyStats.schemaTexts++;
+  }
   return { ok: true, data: data as NamedRequest<N>, prompt: body.prompt };
 }
 
@@ -111,7 +117,7 @@ function refusalError(r: RequestRefusal): RequestError {
   return new RequestError(r.message, r.status, 'validation', r.param !== undefined ? { param: r.param } : {});
 }
 
-async function readBody(c: Context<AuthEnv>, keep: string | null, check: BodyCheck | null): Promise<{ value: unknown; prompt: LargeText | null; checked: CheckOutcome | null }> {
+async function readBody(c: Context<AuthEnv>, keep: string | null, check: BodyCheck | null): Promise<{ value: unknown; prompt: LargeText | null; checked: CheckOutcome | null; schemaJson: string | null }> {
   try {
     // On Node, straight from the IncomingMessage: a large body's chunks go to the parser thread as
     // they arrive (never gathered on the loop, nor copied again by a web stream).
@@ -119,7 +125,7 @@ async function readBody(c: Context<AuthEnv>, keep: string | null, check: BodyChe
     if (incoming && typeof incoming.on === 'function' && typeof incoming.pause === 'function' && incoming.readableEnded === false) {
       const declared = Number(c.req.header('content-length') ?? 'NaN');
       if (Number.isFinite(declared) && declared > MAX_BODY_BYTES) throw bodyTooLarge(c, MAX_BODY_BYTES);
-      const { value, kept, checked } = await readJsonStream(incoming as NodeBodyStream, {
+      const { value, kept, checked, schemaJson } = await readJsonStream(incoming as NodeBodyStream, {
         maxBytes: MAX_BODY_BYTES,
         declaredBytes: Number.isFinite(declared) ? declared : null,
         tooLarge: () => bodyTooLarge(c, MAX_BODY_BYTES),
@@ -131,17 +137,16 @@ async function readBody(c: Context<AuthEnv>, keep: string | null, check: BodyChe
         if (!outgoing) {
           // Nothing says when the request ends: the text comes to the loop now.
           const text = await kept.text().finally(() => kept.release());
-          if (checked && checked.kind !== 'valid') return { value, prompt: null, checked };
-          return { value: Object.assign(value as Record<string, unknown>, { [keep!]: text }), prompt: null, checked };
+          if (checked && checked.kind !== 'valid') return { value, prompt: null, checked, schemaJson };
+          return { value: Object.assign(value as Record<string, unknown>, { [keep!]: text }), prompt: null, checked, schemaJson };
         }
         // Closed already (the client left while the body was parsed): nobody will use it.
         if (outgoing.destroyed === true) kept.release();
         else outgoing.once('close', () => kept.release());
       }
-      return { value, prompt: kept, checked };
+      return { value, prompt: kept, checked, schemaJson };
     }
-    const { value, checked } = await parseJsonBodyAsync(await readBodyBytes(c, MAX_BODY_BYTES), check);
-    return { value, prompt: null, checked };
+    return { ...(await parseJsonBodyAsync(await readBodyBytes(c, MAX_BODY_BYTES), check)), prompt: null };
   } catch (err) {
     if (err instanceof JsonBodyError) throw new RequestError(err.message, err.status);
     throw err;

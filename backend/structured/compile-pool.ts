@@ -8,6 +8,7 @@ import type { Nfa } from './automaton.ts';
 import { compileSchema, type CompileOptions } from './compile.ts';
 import type { CompileJob } from './compile-worker.ts';
 import { SchemaError } from './schema.ts';
+import { SchemaJson } from './schema-json.ts';
 
 export const INLINE_MAX_CHARS = 2048;
 
@@ -66,7 +67,17 @@ function compiler(): Worker {
  * compileSchema, off the event loop for large schemas; rejects with SchemaError like it throws.
  * `size`: the schema's JSON length, when the caller has it.
  */
-export function compileSchemaAsync(schema: unknown, options: Partial<CompileOptions> = {}, size = JSON.stringify(schema).length): Promise<Nfa> {
+export function compileSchemaAsync(schema: unknown, options: Partial<CompileOptions> = {}, size = schema instanceof SchemaJson ? schema.json.length : JSON.stringify(schema).length): Promise<Nfa> {
+  if (schema instanceof SchemaJson) {
+    // Parsed by the compiler thread: only the text crosses.
+    const id = nextId++;
+    return new Promise<Nfa>((resolve, reject) => {
+      const w = compiler();
+      pending.set(id, { resolve, reject });
+      w.ref();
+      w.postMessage({ id, schema: null, schemaJson: schema.json, options } satisfies CompileJob);
+    });
+  }
   if (size <= INLINE_MAX_CHARS && !costly(schema)) {
     try {
       return Promise.resolve(compileSchema(schema, options));

@@ -10,12 +10,14 @@ lowerWorkerThreadPriority();
 export interface CompileJob {
   id: number;
   schema: unknown;
+  /** The schema as JSON text instead (schema-json.ts), parsed here. */
+  schemaJson?: string;
   options: Partial<CompileOptions>;
 }
 
-parentPort!.on('message', ({ id, schema, options }: CompileJob) => {
+parentPort!.on('message', ({ id, schema, schemaJson, options }: CompileJob) => {
   try {
-    const nfa = compileSchema(schema, options);
+    const nfa = compileSchema(schemaJson !== undefined ? (JSON.parse(schemaJson) as unknown) : schema, options);
     const buffers = Object.values(nfa).flatMap((v) => (ArrayBuffer.isView(v) ? [v.buffer as ArrayBuffer] : []));
     parentPort!.postMessage({ id, nfa }, [...new Set(buffers)]);
   } catch (err) {

@@ -15,6 +15,7 @@ import { bindGrammar, Grammar } from './grammar.ts';
 import { SchemaError } from './schema.ts';
 import { loadTokenBytes, UnsupportedTokenizerError } from './token-bytes.ts';
 import { Vocab } from './vocab.ts';
+import { SchemaJson } from './schema-json.ts';
 
 export { SchemaError } from './schema.ts';
 export { Grammar, Matcher } from './grammar.ts';
@@ -87,7 +88,8 @@ const compiling = new WeakMap<Vocab, Map<string, Promise<Grammar>>>();
  */
 export function grammarForRequest(vocab: Vocab, schema: unknown, options: Partial<CompileOptions> = {}): Promise<Grammar> {
   const cache = cacheOf(vocab);
-  const key = JSON.stringify([schema, options]);
+  // A SchemaJson's text is what JSON.stringify would have written for its schema: the same key.
+  const key = schema instanceof SchemaJson ? `[${schema.json},${JSON.stringify(options)}]` : JSON.stringify([schema, options]);
   const hit = cached(cache, key);
   if (hit) return Promise.resolve(hit);
   let inflight = compiling.get(vocab);

@@ -13,6 +13,8 @@ import type { TestServer } from '../helpers/backend.ts';
 // Read when json-body.ts loads: bodies over 32 KiB go to the parser thread (64 KiB in production),
 // so the small twins of the pathological requests below stay inline.
 process.env.SWITCHBOARD_JSON_INLINE_MAX_BYTES = String(32 * 1024);
+// A response_format schema of 1,000 characters or more comes back from the thread as text.
+process.env.SWITCHBOARD_SCHEMA_TEXT_MIN_CHARS = '1000';
 const { bodyStats, INLINE_MAX_BYTES } = await import('../../backend/json-body.ts');
 const { startBackend } = await import('../helpers/backend.ts');
 
@@ -96,6 +98,32 @@ describe('pathological request bodies', () => {
     assert.equal(r.status, 400, r.body.slice(0, 300));
     assert.match(r.body, /20000 prompts x n=1 is more than this server runs at once \(--max-concurrent-requests 8\)/);
     refusedOnThread(r);
+  });
+
+  it('refuses a 100,000-value enum schema with the compiler\'s words, the schema crossing as text', async () => {
+    const enumOf = (n: number) => ({ type: 'string', enum: Array.from({ length: n }, (_, i) => `value${i}`) });
+    const r = await send('/v1/chat/completions', JSON.stringify({ model: 'llama', max_tokens: 2, messages: messages(1), response_format: { type: 'json_schema', json_schema: { name: 'x', schema: enumOf(100_000) } } }));
+    assert.equal(r.status, 400, r.body.slice(0, 300));
+    assert.match(r.body, /response_format\.json_schema\.schema: the schema is too large to compile/);
+    assert.equal(r.d.checkedOnLoop, 0);
+    assert.equal(r.d.schemaTexts, 1);
+    // A schema served: the same answer as the same request small (the schema as an object).
+    const strip = (b: string) => {
+      const v = JSON.parse(b) as Record<string, unknown>;
+      delete v.id;
+      delete v.created;
+      return v;
+    };
+    for (const [path, value] of [
+      ['/v1/chat/completions', { model: 'llama', max_tokens: 4, temperature: 0, messages: messages(1), response_format: { type: 'json_schema', json_schema: { name: 'x', schema: enumOf(150) } } }],
+      ['/v1/completions', { model: 'llama', max_tokens: 4, temperature: 0, prompt: 'hi', response_format: { type: 'json_object', schema: enumOf(150) } }],
+      ['/generate', { inputs: 'hi', parameters: { max_new_tokens: 4, response_format: { type: 'json_object', schema: enumOf(150) } } }],
+    ] as const) {
+      const s0 = bodyStats.schemaTexts;
+      const ok = await sameAnswer(path, value, path === '/generate' ? undefined : strip);
+      assert.equal(ok.status, 200, ok.body.slice(0, 300));
+      assert.equal(bodyStats.schemaTexts - s0, 1, `${path}: the large body's schema came as text`);
+    }
   });
 
   it('answers an invalid request the same whether its body is small or large', async () => {
