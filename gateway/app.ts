@@ -38,10 +38,11 @@ export function createGateway(deps: GatewayDeps): Hono<GatewayEnv> {
 
   // Inference (forwarded, counted against quotas).
   for (const route of ['/generate', '/generate_stream', '/'] as LoraxRoute[]) {
-    app.post(route, sized, reservingInference, inference(svc, 'lorax', route, (raw) => parseLorax(route, raw)));
+    const schema = route === '/generate' ? 'lorax.generate' : route === '/generate_stream' ? 'lorax.generate_stream' : 'lorax.compat';
+    app.post(route, sized, reservingInference, inference(svc, 'lorax', route, schema, (raw, valid) => parseLorax(route, raw, valid)));
   }
-  app.post('/v1/chat/completions', sized, reservingInference, inference(svc, 'openai', '/v1/chat/completions', parseChat));
-  app.post('/v1/completions', sized, reservingInference, inference(svc, 'openai', '/v1/completions', parseCompletion));
+  app.post('/v1/chat/completions', sized, reservingInference, inference(svc, 'openai', '/v1/chat/completions', 'openai.chat', parseChat));
+  app.post('/v1/completions', sized, reservingInference, inference(svc, 'openai', '/v1/completions', 'openai.completion', parseCompletion));
 
   // About the model.
   app.get('/v1/models', inferenceScope, listModels(svc));

@@ -3,6 +3,7 @@
 // 400 for something that is not JSON or nests deeper than MAX_JSON_DEPTH.
 import { jsonTooDeep, MAX_JSON_DEPTH } from '../protocol/json-depth.ts';
 import { GatewayError } from './errors.ts';
+import { parseNamedRequest, type RequestSchemaName } from '../protocol/request-schemas.ts';
 
 /**
  * A runtime's native body stream, when it has one cheaper than `Request.body` (Node: the
@@ -155,6 +156,22 @@ export interface JsonCodec {
   parse(bytes: Uint8Array): Promise<Record<string, unknown>>;
   /** JSON.stringify off the loop, as UTF-8 bytes (transferred back, not copied). */
   stringify(value: unknown): Promise<Uint8Array<ArrayBuffer>>;
+  /**
+   * parseJsonObject, then the named request schema, both off the loop (checkJsonBody's answer): a
+   * body the schema refuses never comes back, only its error; a valid one comes back with its
+   * validated form, so the loop runs neither zod nor the error formatting over a large value.
+   */
+  parseChecked?(bytes: Uint8Array, name: RequestSchemaName): Promise<CheckedBody>;
+}
+
+/** A request body parsed and validated by name: the body with the schema's output, or the schema's error (status and body). */
+export type CheckedBody = { raw: Record<string, unknown>; valid: { success: true; data: unknown } } | { raw: null; valid: { success: false; status: number; error: unknown } };
+
+/** parseJsonObject and parseNamedRequest in one, as JsonCodec.parseChecked runs them on its thread. */
+export function checkJsonBody(bytes: Uint8Array, name: RequestSchemaName): CheckedBody {
+  const raw = parseJsonObject(bytes);
+  const r = parseNamedRequest(name, raw);
+  return r.success ? { raw, valid: { success: true, data: r.data } } : { raw: null, valid: { success: false, status: r.status, error: r.error } };
 }
 
 /** A declared Content-Length (the header's value) past `maxBytes`: the 413 to answer before anything else is done. */

@@ -2,7 +2,8 @@
 // the inline path uses (so the answer never depends on the body's size) and serialises forwarded
 // bodies to UTF-8 bytes, which go back transferred.
 import { parentPort } from 'node:worker_threads';
-import { parseJsonObject } from './body.ts';
+import { checkJsonBody, parseJsonObject } from './body.ts';
+import type { RequestSchemaName } from '../protocol/request-schemas.ts';
 import { GatewayError } from './errors.ts';
 import os from 'node:os';
 
@@ -19,9 +20,11 @@ if (process.platform === 'linux') {
 
 const enc = new TextEncoder();
 
-parentPort!.on('message', (m: { id: number; op: 'parse'; bytes: Uint8Array } | { id: number; op: 'stringify'; value: unknown }) => {
+parentPort!.on('message', (m: { id: number; op: 'parse'; bytes: Uint8Array } | { id: number; op: 'check'; bytes: Uint8Array; name: RequestSchemaName } | { id: number; op: 'stringify'; value: unknown }) => {
   try {
-    if (m.op === 'parse') {
+    if (m.op === 'check') {
+      parentPort!.postMessage({ id: m.id, ok: true, checked: checkJsonBody(m.bytes, m.name) });
+    } else if (m.op === 'parse') {
       parentPort!.postMessage({ id: m.id, ok: true, value: parseJsonObject(m.bytes) });
     } else {
       const bytes = enc.encode(JSON.stringify(m.value));

@@ -5,9 +5,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startStandIn, type StandIn } from '../test/gateway/helpers/standin.ts';
-import { parseJsonObject } from './body.ts';
+import { checkJsonBody, parseJsonObject } from './body.ts';
 import { GatewayError } from './errors.ts';
-import { JsonOffload } from './json-offload.ts';
+import { JsonOffload, offloadStats } from './json-offload.ts';
 import { startGateway, type RunningGateway } from './node.ts';
 
 const KEY = 'offload-service-key-0123456789abcdef-0123456789';
@@ -44,6 +44,27 @@ describe('JSON bodies on worker threads', () => {
       const inline = await outcome(() => parseJsonObject(b));
       const off = await outcome(() => pool.parse(b.slice()));
       assert.deepEqual(off, inline);
+    }
+  });
+
+  it('validates a body by schema name as the inline check does, sending back only the error of a refused one', async () => {
+    const bodies: [Uint8Array, Parameters<typeof checkJsonBody>[1]][] = [
+      [enc.encode(JSON.stringify({ model: 'm', prompt: 'hi', logit_bias: Object.fromEntries(Array.from({ length: 50_000 }, (_, i) => [String(i), 1])) })), 'openai.completion'],
+      [enc.encode(JSON.stringify({ model: 'm', prompt: Array.from({ length: 100_000 }, (_, i) => i % 7), max_tokens: 2 })), 'openai.completion'],
+      [enc.encode(JSON.stringify({ model: 'm', messages: [] })), 'openai.chat'],
+      [enc.encode(JSON.stringify({ inputs: pad(100_000), parameters: { max_new_tokens: 0 } })), 'lorax.generate'],
+      [enc.encode(JSON.stringify({ inputs: pad(100_000), parameters: { max_new_tokens: 3 }, extra: [1] })), 'lorax.compat'],
+      [enc.encode('{"inputs":'), 'lorax.generate'],
+    ];
+    for (const [b, name] of bodies) {
+      const s0 = { ...offloadStats };
+      const inline = await outcome(() => checkJsonBody(b, name));
+      const off = await outcome(() => pool.parseChecked(b.slice(), name));
+      assert.deepEqual(off, inline);
+      if (off.ok && !(off.value as { valid: { success: boolean } }).valid.success) {
+        assert.equal((off.value as { raw: unknown }).raw, null, 'a refused body does not come back');
+        assert.equal(offloadStats.refused - s0.refused, 1);
+      }
     }
   });
 
@@ -118,6 +139,32 @@ describe('gateway with the JSON worker pool', () => {
     const o = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}` }, body: `[${JSON.stringify(pad(100_000))}]` });
     assert.equal(o.status, 400);
     assert.deepEqual(((await o.json()) as { error: { message: string; code: string } }).error.code, 'invalid_json');
+  });
+
+  it('answers a large request as the same request small, refusals decided on the worker', async () => {
+    const bias = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [String(i), 1]));
+    const cases: [string, unknown][] = [
+      ['/v1/completions', { model: 'llama', prompt: 'hi', logit_bias: bias(301) }],
+      ['/v1/chat/completions', { model: 'llama', messages: [] }],
+      ['/generate', { inputs: 'hi', parameters: { max_new_tokens: 0 } }],
+      ['/generate', { inputs: 'hi', parameters: { max_new_tokens: 2, stop: ['z'] } }],
+    ];
+    for (const [path, value] of cases) {
+      const compact = JSON.stringify(value);
+      const s0 = { ...offloadStats };
+      const small = await fetch(`${gw.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}` }, body: compact });
+      assert.equal(offloadStats.checked - s0.checked, 0, 'a small body is validated inline');
+      const large = await fetch(`${gw.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}` }, body: `${' '.repeat(100_000)}${compact}` });
+      assert.equal(offloadStats.checked - s0.checked, 1, 'a large body is validated on the worker');
+      assert.equal(large.status, small.status);
+      assert.deepEqual(await large.json(), await small.json());
+    }
+    // 60,000 logit_bias keys (700 KB): refused on the worker.
+    const s0 = { ...offloadStats };
+    const r = await fetch(`${gw.url}/v1/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}` }, body: JSON.stringify({ model: 'llama', prompt: 'hi', logit_bias: bias(60_000) }) });
+    assert.equal(r.status, 400);
+    assert.match(((await r.json()) as { error: { message: string } }).error.message, /at most 300 token ids/);
+    assert.equal(offloadStats.refused - s0.refused, 1);
   });
 
   it('refuses a declared oversize body with 413 before looking at the credential', async () => {

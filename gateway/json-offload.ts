@@ -9,13 +9,17 @@
 // more than they do. Workers (Cloudflare) never load this module: their runtime isolates requests.
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { parseJsonObject, type JsonCodec } from './body.ts';
+import { checkJsonBody, parseJsonObject, type CheckedBody, type JsonCodec } from './body.ts';
+import type { RequestSchemaName } from '../protocol/request-schemas.ts';
 import { GatewayError } from './errors.ts';
 
 export const DEFAULT_INLINE_MAX_BYTES = 64 * 1024;
 
+/** Bodies validated on a worker (parseChecked), and of those refused there (only the error came back). Tests read them. */
+export const offloadStats = { checked: 0, refused: 0 };
+
 type Reply =
-  | { id: number; ok: true; value?: unknown; bytes?: Uint8Array<ArrayBuffer> }
+  | { id: number; ok: true; value?: unknown; bytes?: Uint8Array<ArrayBuffer>; checked?: CheckedBody }
   | { id: number; ok: false; message: string; status: number | null; code: string | null };
 
 interface Pending {
@@ -60,6 +64,13 @@ export class JsonOffload implements JsonCodec {
     const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer;
     const own = whole ? bytes : bytes.slice();
     return this.send({ op: 'parse', bytes: own }, [own.buffer as ArrayBuffer]) as Promise<Record<string, unknown>>;
+  }
+
+  parseChecked(bytes: Uint8Array, name: RequestSchemaName): Promise<CheckedBody> {
+    if (this.broken) return inline(() => checkJsonBody(bytes, name));
+    const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer;
+    const own = whole ? bytes : bytes.slice();
+    return this.send({ op: 'check', bytes: own, name }, [own.buffer as ArrayBuffer]) as Promise<CheckedBody>;
   }
 
   stringify(value: unknown): Promise<Uint8Array<ArrayBuffer>> {
@@ -121,7 +132,11 @@ export class JsonOffload implements JsonCodec {
       if (!p) return;
       t.pending.delete(r.id);
       if (t.pending.size === 0) worker.unref();
-      if (r.ok) p.resolve(r.bytes ?? r.value);
+      if (r.ok && r.checked) {
+        offloadStats.checked++;
+        if (!r.checked.valid.success) offloadStats.refused++;
+      }
+      if (r.ok) p.resolve(r.checked ?? r.bytes ?? r.value);
       else if (r.status !== null) p.reject(new GatewayError(r.status, r.message, { code: r.code }));
       else p.reject(new Error(`JSON worker: ${r.message}`));
     });

@@ -8,7 +8,8 @@ import type { Context as OtelContext } from '@opentelemetry/api';
 import { AdapterResolver } from './adapters.ts';
 import type { JwtVerifier } from './auth/jwt.ts';
 import { BackendInfoCache } from './backend-info.ts';
-import { declaredTooLarge, parseJsonObject, readBytes, type JsonCodec, type NativeBody } from './body.ts';
+import { declaredTooLarge, parseJsonObject, readBytes, type CheckedBody, type JsonCodec, type NativeBody } from './body.ts';
+import type { RequestSchemaName } from '../protocol/request-schemas.ts';
 import { DEFAULT_SCHEMA_LIMITS, type SchemaLimits } from './json-schema.ts';
 import type { SecretBox } from './lib/crypto.ts';
 import { QuotaScopes } from './quota.ts';
@@ -226,6 +227,19 @@ export class Services {
     const codec = this.deps.json;
     if (codec && bytes.byteLength > codec.inlineMaxBytes) return codec.parse(bytes);
     return parseJsonObject(bytes);
+  }
+
+  /**
+   * readBody for an inference route: a large body is validated with the named schema on the
+   * codec's thread too (`valid`, JsonCodec.parseChecked); a small one (or without a codec) comes
+   * with `valid` null and the route validates it inline, with the same schema and answers.
+   */
+  async readRequest(c: Context, name: RequestSchemaName): Promise<CheckedBody | { raw: Record<string, unknown>; valid: null }> {
+    const bytes = await readBytes(c.req.raw, this.opts.maxBodyBytes, 'request body', this.nativeBody(c), this.header(c, 'content-length') ?? null);
+    (c as GatewayContext).set('bodyBytes', bytes.byteLength);
+    const codec = this.deps.json;
+    if (codec?.parseChecked && bytes.byteLength > codec.inlineMaxBytes) return codec.parseChecked(bytes, name);
+    return { raw: parseJsonObject(bytes), valid: null };
   }
 
   /**

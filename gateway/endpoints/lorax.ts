@@ -3,7 +3,7 @@
 import { CompatGenerateRequest, GenerateRequest, GenerateStreamRequest, loraxError, parseLoraxRequest, type GenerateParameters } from '../../protocol/index.ts';
 import type { StreamInspector } from '../forward.ts';
 import { bytesAt, indexOfBytes, utf8, utf8Length } from '../lib/bytes.ts';
-import { applyAdapter, guessTokens, type ParsedRequest, type ParseOutcome, type TokenUsage } from './types.ts';
+import { applyAdapter, guessTokens, type ParsedRequest, type ParseOutcome, type TokenUsage, type Validated } from './types.ts';
 
 export type LoraxRoute = '/generate' | '/generate_stream' | '/';
 
@@ -67,9 +67,9 @@ class LoraxStreamInspector implements StreamInspector {
   }
 }
 
-export function parseLorax(route: LoraxRoute, raw: unknown): ParseOutcome {
+export function parseLorax(route: LoraxRoute, raw: unknown, valid?: Validated): ParseOutcome {
   const schema = route === '/generate' ? GenerateRequest : route === '/generate_stream' ? GenerateStreamRequest : CompatGenerateRequest;
-  const parsed = parseLoraxRequest(schema, raw);
+  const parsed = (valid as ReturnType<typeof parseLoraxRequest<typeof schema>> | undefined) ?? parseLoraxRequest(schema, raw);
   if (!parsed.success) return { ok: false, status: parsed.status, error: parsed.error };
   const data = parsed.data as { inputs: string; parameters: GenerateParameters; stream?: boolean };
   const p = data.parameters;

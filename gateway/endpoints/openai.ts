@@ -5,7 +5,7 @@ import { ChatCompletionRequest, CompletionRequest, chatMaxTokens, completionProm
 import type { AdapterSelection } from '../adapters.ts';
 import type { StreamInspector } from '../forward.ts';
 import { bytesAt, indexOfBytes, utf8, utf8Length } from '../lib/bytes.ts';
-import { applyAdapter, guessTokens, type ParsedRequest, type ParseOutcome, type TokenUsage } from './types.ts';
+import { applyAdapter, guessTokens, type ParsedRequest, type ParseOutcome, type TokenUsage, type Validated } from './types.ts';
 
 const USAGE_NULL_TAIL = ',"usage":null}';
 const USAGE_NULL_TAIL_BYTES = utf8(USAGE_NULL_TAIL);
@@ -139,8 +139,8 @@ function openaiSchemas(rf: unknown, tools: Array<{ function: { parameters?: unkn
   return out;
 }
 
-export function parseChat(raw: unknown): ParseOutcome {
-  const parsed = parseOpenAIRequest(ChatCompletionRequest, raw);
+export function parseChat(raw: unknown, valid?: Validated): ParseOutcome {
+  const parsed = (valid as ReturnType<typeof parseOpenAIRequest<typeof ChatCompletionRequest>> | undefined) ?? parseOpenAIRequest(ChatCompletionRequest, raw);
   if (!parsed.success) return { ok: false, status: parsed.status, error: parsed.error };
   const r = parsed.data;
   return {
@@ -158,8 +158,8 @@ export function parseChat(raw: unknown): ParseOutcome {
   };
 }
 
-export function parseCompletion(raw: unknown): ParseOutcome {
-  const parsed = parseOpenAIRequest(CompletionRequest, raw);
+export function parseCompletion(raw: unknown, valid?: Validated): ParseOutcome {
+  const parsed = (valid as ReturnType<typeof parseOpenAIRequest<typeof CompletionRequest>> | undefined) ?? parseOpenAIRequest(CompletionRequest, raw);
   if (!parsed.success) return { ok: false, status: parsed.status, error: parsed.error };
   const r = parsed.data;
   const prompts = completionPrompts(r.prompt);

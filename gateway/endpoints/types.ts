@@ -44,6 +44,9 @@ export interface ParsedRequest {
 
 export type ParseOutcome = { ok: true; req: ParsedRequest } | { ok: false; status: number; error: unknown };
 
+/** The schema's result for a body, when it was validated where it was parsed (services.readRequest). */
+export type Validated = { success: true; data: unknown } | { success: false; status: number; error: unknown };
+
 /** Prompt tokens charged when the answer never says (about 4 bytes a token). */
 export const guessTokens = (bytes: number) => Math.ceil(bytes / 4);
 

@@ -7,7 +7,8 @@ import type { Handler } from 'hono';
 import { loraxError, openaiError } from '../../protocol/index.ts';
 import { replicasOf, scrubIds, type AdapterSelection } from '../adapters.ts';
 import type { LoraxRoute } from '../endpoints/lorax.ts';
-import type { ParsedRequest, ParseOutcome, TokenUsage } from '../endpoints/types.ts';
+import type { ParsedRequest, ParseOutcome, TokenUsage, Validated } from '../endpoints/types.ts';
+import type { RequestSchemaName } from '../../protocol/request-schemas.ts';
 import { GatewayError, jsonResponse, ShapedError, type ApiKind } from '../errors.ts';
 import { callUpstream, relayStream, type StreamInspector, type StreamOutcome, type Upstream } from '../forward.ts';
 import { checkJsonSchema } from '../json-schema.ts';
@@ -30,13 +31,16 @@ function adapterLabel(sel: AdapterSelection): string | null {
 }
 
 /** A handler for one inference route: `parse` is its endpoints/ parser. */
-export function inference(svc: Services, api: ApiKind, path: string, parse: (raw: unknown) => ParseOutcome): Handler<GatewayEnv> {
+/** An endpoint's parser: the body, and its schema's result when the JSON thread validated it already. */
+export type EndpointParse = (raw: unknown, valid?: Validated) => ParseOutcome;
+
+export function inference(svc: Services, api: ApiKind, path: string, schema: RequestSchemaName, parse: EndpointParse): Handler<GatewayEnv> {
   return async (c) => {
     const principal = c.get('principal');
     // Until the reservation (which re-checks the key atomically), any answer confirms a cached key first.
     let before: Awaited<ReturnType<typeof admit>>;
     try {
-      before = await admit(svc, c, api, path, parse);
+      before = await admit(svc, c, api, path, schema, parse);
     } catch (err) {
       await svc.confirmKey(principal);
       throw err;
@@ -69,9 +73,10 @@ export function inference(svc: Services, api: ApiKind, path: string, parse: (raw
 }
 
 /** Body, validation, adapter names, token budget and the reservation: an answer instead when the request goes no further. */
-async function admit(svc: Services, c: GatewayContext, api: ApiKind, path: string, parse: (raw: unknown) => ParseOutcome) {
+async function admit(svc: Services, c: GatewayContext, api: ApiKind, path: string, schema: RequestSchemaName, parse: EndpointParse) {
   const principal = c.get('principal');
-  const parsed = parse(await svc.readBody(c));
+  const body = await svc.readRequest(c, schema);
+  const parsed = parse(body.raw, body.valid ?? undefined);
   if (!parsed.ok) return jsonResponse(parsed.error, parsed.status);
   const req = parsed.req;
   for (const s of req.schemas) {
