@@ -62,18 +62,16 @@ def test_moe_ties(lib, t):
     check("moe route: tied weights renormalised", F32, weight[0], torch.full((top_k,), 0.25, device="cuda"))
 
 
+def routed_plan(lib, t, rows, experts, top_k):
+    """Distinct random router logits per row, routed (sb_moe_route) and grouped by expert (sb_moe_plan)."""
+    choice, weight, n, offsets, order, slot_pos = routed_plan(lib, t, rows, experts, top_k)
+    return choice, weight, n, offsets, order, slot_pos
+
+
 def test_moe_gemv(lib, t):
     """The one-launch expert GEMMs for few rows: every expert's grouped rows times its own weights."""
     for rows, experts, top_k, hidden, out in ((3, 128, 8, 2048, 1536), (64, 16, 4, 768, 2048), (5, 8, 2, 100, 70)):
-        logits = (torch.stack([torch.randperm(experts, device="cuda") for _ in range(rows)]).float() * 0.05).to(DT[t])
-        choice = torch.empty((rows, top_k), dtype=torch.int32, device="cuda")
-        weight = torch.empty((rows, top_k), dtype=torch.float32, device="cuda")
-        run(lib, "sb_moe_route", t, p(logits), rows, experts, top_k, 1, p(choice), p(weight))
-        n = rows * top_k
-        offsets = torch.empty((experts + 1,), dtype=torch.int32, device="cuda")
-        order = torch.empty((n,), dtype=torch.int32, device="cuda")
-        slot_pos = torch.empty((n,), dtype=torch.int32, device="cuda")
-        run(lib, "sb_moe_plan", p(choice), rows, top_k, experts, p(offsets), p(order), p(slot_pos))
+        choice, weight, n, offsets, order, slot_pos = routed_plan(lib, t, rows, experts, top_k)
         xg = torch.randn(n, hidden, device="cuda").to(DT[t])
         ws = [(torch.randn(out, hidden, device="cuda") / hidden ** 0.5).to(DT[t]) for _ in range(experts)]
         ptrs = torch.tensor([w.data_ptr() for w in ws], dtype=torch.int64, device="cuda")
@@ -102,15 +100,7 @@ def test_moe_lora(lib, t):
     """LoRA on the experts' weights for grouped rows: each row's adapter (by its sequence; one without an adapter, one
     whose adapter lacks this module) adds scale * B_e A_e x for its own expert e, B_e regrouped [E][out][r]."""
     rows, experts, top_k, hin, out, stride = 7, 4, 2, 64, 96, 4  # stride: 2 layers x (gate_up, down)
-    logits = (torch.stack([torch.randperm(experts, device="cuda") for _ in range(rows)]).float() * 0.05).to(DT[t])
-    choice = torch.empty((rows, top_k), dtype=torch.int32, device="cuda")
-    weight = torch.empty((rows, top_k), dtype=torch.float32, device="cuda")
-    run(lib, "sb_moe_route", t, p(logits), rows, experts, top_k, 1, p(choice), p(weight))
-    n = rows * top_k
-    offsets = torch.empty((experts + 1,), dtype=torch.int32, device="cuda")
-    order = torch.empty((n,), dtype=torch.int32, device="cuda")
-    slot_pos = torch.empty((n,), dtype=torch.int32, device="cuda")
-    run(lib, "sb_moe_plan", p(choice), rows, top_k, experts, p(offsets), p(order), p(slot_pos))
+    choice, weight, n, offsets, order, slot_pos = routed_plan(lib, t, rows, experts, top_k)
     row_seq = torch.tensor([0, 0, 1, 1, 2, 3, 3], dtype=torch.int32, device="cuda")
     seq_slot = torch.tensor([1, -1, 0, 2], dtype=torch.int32, device="cuda")  # slot 2 has no LoRA at this offset
     ranks, scales, offset = {0: 4, 1: 8}, {0: 2.0, 1: 0.5}, 3  # offset: layer 1, down (any entry of the row)
