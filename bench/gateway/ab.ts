@@ -6,10 +6,10 @@
 //   git worktree add /tmp/before <commit>   (or git archive <commit> | tar -x -C /tmp/before; link node_modules)
 //   node --import tsx bench/gateway/ab.ts /tmp/before . [--windows 5] [--seconds 3] [--concurrency 32]
 //        [--path /generate|/generate_stream|/v1/chat/completions] [--in-process] [--profile DIR]
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { resolve } from 'node:path';
+import { cpuMicros, spawnRole } from './processes.ts';
 
 const argv = process.argv.slice(2);
 const opt = (name: string, def: string) => (argv.includes(`--${name}`) ? argv[argv.indexOf(`--${name}`) + 1]! : def);
@@ -29,23 +29,8 @@ const body =
 const ADMIN = { authorization: 'Bearer bench-admin-token', 'content-type': 'application/json' };
 
 function child(root: string, role: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<{ url: string; proc: ChildProcess }> {
-  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', `${root}/bench/gateway/bench.ts`, '--role', role], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((res, rej) => {
-    let out = '';
-    proc.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /READY (\S+)/.exec(out);
-      if (m) res({ url: m[1]!, proc });
-    });
-    proc.once('exit', (code) => rej(new Error(`${role} (${root}) exited ${code}`)));
-  });
+  return spawnRole(`${root}/bench/gateway/bench.ts`, role, root, env, nodeArgs);
 }
-
-/** CPU time (user + system, µs) of a process so far (Linux /proc, clock ticks of 1/100 s). */
-const cpuMicros = (pid: number) => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(f[11]) + Number(f[12])) * 1e4;
-};
 
 function once(agent: Agent, url: string, key: string): Promise<void> {
   const u = new URL(url);

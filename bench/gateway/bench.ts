@@ -13,14 +13,15 @@
 // from /proc over the throughput window: on a machine whose cores the processes share, that says
 // what each one would sustain on a core of its own (the ceilings beside the req/s figures).
 // Prints a table and writes bench/gateway/results.md.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { Agent, createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { quantile } from '../../test/helpers/quantile.ts';
+import { cpuMicros, redisPid, runPortkey, spawnRole } from './processes.ts';
 
 const HERE = import.meta.dirname;
 const ROOT = join(HERE, '..', '..');
@@ -76,26 +77,6 @@ async function runStub(): Promise<void> {
   process.stdout.write(`READY http://127.0.0.1:${(server.address() as AddressInfo).port}\n`);
 }
 
-/** Portkey's gateway as its package starts it (no config: the provider and host come per request). */
-async function runPortkey(): Promise<void> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  process.argv = [process.argv[0]!, 'start-server.js', `--port=${port}`, '--headless'];
-  await import(join(ROOT, 'node_modules', '@portkey-ai', 'gateway', 'build', 'start-server.js'));
-  for (;;) {
-    try {
-      await fetch(`http://127.0.0.1:${port}/`);
-      break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(0));
-  process.stdout.write(`READY http://127.0.0.1:${port}\n`);
-}
-
 async function runReal(): Promise<void> {
   const { startServer } = await import('../../backend/cli.ts');
   const { parseServeConfig } = await import('../../backend/config.ts');
@@ -127,20 +108,7 @@ async function runGateway(): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 
 function child(role: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<{ url: string; proc: ChildProcess }> {
-  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', fileURLToPath(import.meta.url), '--role', role], {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    proc.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /READY (\S+)/.exec(out);
-      if (m) resolve({ url: m[1]!, proc });
-    });
-    proc.once('exit', (code) => reject(new Error(`${role} exited (${code})`)));
-  });
+  return spawnRole(fileURLToPath(import.meta.url), role, ROOT, env, nodeArgs);
 }
 
 interface Target {
@@ -175,12 +143,6 @@ async function latency(t: Target, n: number): Promise<{ p50: number; p99: number
   for (let i = 0; i < n; i++) xs.push(await once(agent, t));
   agent.destroy();
   return { p50: pct(xs, 50), p99: pct(xs, 99) };
-}
-
-/** CPU time (user + system, µs) a process has used so far (Linux /proc). */
-function cpuMicros(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1e6) / 100; // utime + stime, in clock ticks of 1/100 s
 }
 
 interface Throughput {
@@ -219,18 +181,6 @@ async function throughputWindow(t: Target, seconds: number, concurrency: number,
   const cpu: Record<string, number> = { client: (self.user + self.system) / done };
   for (const [k, pid] of Object.entries(pids)) cpu[k] = (cpuMicros(pid) - before[k]!) / done;
   return { rps: done / elapsed, cpu };
-}
-
-/** redis-server's pid, from the port it listens on (ss), or null. */
-function redisPid(url: string): number | null {
-  const port = new URL(url).port;
-  try {
-    const out = spawnSync('ss', ['-Hltnp', `sport = :${port}`], { encoding: 'utf8' }).stdout;
-    const m = /pid=(\d+)/.exec(out);
-    return m ? Number(m[1]) : null;
-  } catch {
-    return null;
-  }
 }
 
 interface Scenario {
@@ -411,7 +361,7 @@ ${target}`;
 
 const role = process.argv.includes('--role') ? process.argv[process.argv.indexOf('--role') + 1] : null;
 if (role === 'stub') void runStub();
-else if (role === 'portkey') void runPortkey();
+else if (role === 'portkey') void runPortkey(ROOT);
 else if (role === 'real') void runReal();
 else if (role === 'gateway') void runGateway();
 else

@@ -18,14 +18,15 @@
 // --before DIR adds rows for the gateway of another checkout (bench.ts --role gateway there: the
 // same redis-server and stub), so a change is compared in one run on the same machine load.
 // Prints a table and writes bench/gateway/results-stream.md (or --out).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { Agent, createServer, request, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { quantile } from '../../test/helpers/quantile.ts';
+import { cpuMicros, redisPid, runPortkey, spawnRole } from './processes.ts';
 
 const HERE = import.meta.dirname;
 const ROOT = join(HERE, '..', '..');
@@ -100,52 +101,12 @@ async function runStub(): Promise<void> {
   process.stdout.write(`READY http://127.0.0.1:${(server.address() as AddressInfo).port}\n`);
 }
 
-/**
- * Portkey's gateway as its package starts it (bench.ts --role portkey), with one difference: its
- * streaming path appends headers to the upstream fetch Response, whose headers are immutable under
- * Node's fetch and the @hono/node-server this repository installs ("TypeError: immutable", a 500 for
- * every stream), so each upstream Response is re-made with mutable headers (one object per request).
- */
-async function runPortkey(): Promise<void> {
-  const platformFetch = globalThis.fetch;
-  const PlatformResponse = globalThis.Response;
-  globalThis.fetch = async (input, init) => {
-    const r = await platformFetch(input, init);
-    return new PlatformResponse(r.body, { status: r.status, statusText: r.statusText, headers: new Headers(r.headers) });
-  };
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  process.argv = [process.argv[0]!, 'start-server.js', `--port=${port}`, '--headless'];
-  await import(join(ROOT, 'node_modules', '@portkey-ai', 'gateway', 'build', 'start-server.js'));
-  for (;;) {
-    try {
-      await platformFetch(`http://127.0.0.1:${port}/`);
-      break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(0));
-  process.stdout.write(`READY http://127.0.0.1:${port}\n`);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Driver
 // ---------------------------------------------------------------------------------------------
 
 function child(script: string, role: string, env: Record<string, string> = {}, nodeArgs: string[] = [], cwd = ROOT): Promise<{ url: string; proc: ChildProcess }> {
-  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', script, '--role', role], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((res, rej) => {
-    let out = '';
-    proc.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /READY (\S+)/.exec(out);
-      if (m) res({ url: m[1]!, proc });
-    });
-    proc.once('exit', (code) => rej(new Error(`${role} exited (${code})`)));
-  });
+  return spawnRole(script, role, cwd, env, nodeArgs);
 }
 
 interface Target {
@@ -243,12 +204,6 @@ function latencyOf(x: LatencySamples): { p50: number; p99: number; ttft50: numbe
   return { p50: quantile(x.delays, 0.5) / 1000, p99: quantile(x.delays, 0.99) / 1000, ttft50: quantile(x.ttfts, 0.5) / 1000, ttft99: quantile(x.ttfts, 0.99) / 1000, problem: x.problem };
 }
 
-/** CPU time (user + system, µs) of a process so far (Linux /proc, clock ticks of 1/100 s). */
-function cpuMicros(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(f[11]) + Number(f[12])) * 1e4;
-}
-
 interface Throughput {
   sps: number;
   cpu: Record<string, number>;
@@ -285,12 +240,6 @@ function medianOf(all: Throughput[]): { median: Throughput; all: Throughput[] } 
   const cpu: Record<string, number> = {};
   for (const k of Object.keys(all[0]!.cpu)) cpu[k] = mid(all.map((w) => w.cpu[k]!));
   return { median: { sps: sorted[Math.floor(sorted.length / 2)]!.sps, cpu }, all };
-}
-
-function redisPid(url: string): number | null {
-  const out = spawnSync('ss', ['-Hltnp', `sport = :${new URL(url).port}`], { encoding: 'utf8' }).stdout ?? '';
-  const m = /pid=(\d+)/.exec(out);
-  return m ? Number(m[1]) : null;
 }
 
 interface Row {
@@ -451,7 +400,7 @@ function report(r: Row, n: number): void {
 
 const role = argv.includes('--role') ? opt('role', '') : null;
 if (role === 'stub') void runStub();
-else if (role === 'portkey') void runPortkey();
+else if (role === 'portkey') void runPortkey(ROOT, true);
 else
   main().catch((err) => {
     console.error(err);

@@ -1,0 +1,73 @@
+// What the gateway benchmarks (bench.ts, stream.ts, ab.ts) share about their processes: each role
+// (stub upstream, gateway, Portkey, real backend) runs as its own child process of a bench script and
+// prints `READY <url>` once it listens; the driver reads CPU time per process from /proc.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+
+/** Starts `script --role role` under tsx in `cwd` and resolves with the URL it printed as READY. */
+export function spawnRole(script: string, role: string, cwd: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<{ url: string; proc: ChildProcess }> {
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', script, '--role', role], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /READY (\S+)/.exec(out);
+      if (m) resolve({ url: m[1]!, proc });
+    });
+    proc.once('exit', (code) => reject(new Error(`${role} (${cwd}) exited (${code})`)));
+  });
+}
+
+/**
+ * Portkey's gateway in this process, as its package starts it (no config: provider and host come per
+ * request), on a free port; prints READY. `mutableUpstreamHeaders`: its streaming path appends headers
+ * to the upstream fetch Response, whose headers are immutable under Node's fetch and the
+ * @hono/node-server this repository installs ("TypeError: immutable", a 500 for every stream), so each
+ * upstream Response is re-made with mutable headers (one object per request).
+ */
+export async function runPortkey(root: string, mutableUpstreamHeaders = false): Promise<void> {
+  const platformFetch = globalThis.fetch;
+  if (mutableUpstreamHeaders) {
+    const PlatformResponse = globalThis.Response;
+    globalThis.fetch = async (input, init) => {
+      const r = await platformFetch(input, init);
+      return new PlatformResponse(r.body, { status: r.status, statusText: r.statusText, headers: new Headers(r.headers) });
+    };
+  }
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  process.argv = [process.argv[0]!, 'start-server.js', `--port=${port}`, '--headless'];
+  await import(join(root, 'node_modules', '@portkey-ai', 'gateway', 'build', 'start-server.js'));
+  for (;;) {
+    try {
+      await platformFetch(`http://127.0.0.1:${port}/`);
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(0));
+  process.stdout.write(`READY http://127.0.0.1:${port}\n`);
+}
+
+/** CPU time (user + system, µs) a process has used so far (Linux /proc, clock ticks of 1/100 s). */
+export function cpuMicros(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) * 1e4;
+}
+
+/** redis-server's pid, from the port it listens on (ss), or null. */
+export function redisPid(url: string): number | null {
+  try {
+    const out = spawnSync('ss', ['-Hltnp', `sport = :${new URL(url).port}`], { encoding: 'utf8' }).stdout ?? '';
+    const m = /pid=(\d+)/.exec(out);
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
