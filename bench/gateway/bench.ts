@@ -21,7 +21,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { quantile } from '../../test/helpers/quantile.ts';
-import { cpuMicros, redisPid, runPortkey, spawnRole } from './processes.ts';
+import { closedLoopWindow, redisPid, runPortkey, spawnRole } from './processes.ts';
 
 const HERE = import.meta.dirname;
 const ROOT = join(HERE, '..', '..');
@@ -162,25 +162,9 @@ async function throughput(t: Target, seconds: number, concurrency: number, pids:
 async function throughputWindow(t: Target, seconds: number, concurrency: number, pids: Record<string, number>): Promise<Throughput> {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
   for (let i = 0; i < concurrency * 4; i++) await once(agent, t); // connections open, code warm
-  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMicros(pid)]));
-  const self0 = process.cpuUsage();
-  const t0 = performance.now();
-  const end = t0 + seconds * 1000;
-  let done = 0;
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) {
-        await once(agent, t);
-        done++;
-      }
-    }),
-  );
-  const elapsed = (performance.now() - t0) / 1000;
-  const self = process.cpuUsage(self0);
+  const w = await closedLoopWindow(() => once(agent, t), seconds, concurrency, pids);
   agent.destroy();
-  const cpu: Record<string, number> = { client: (self.user + self.system) / done };
-  for (const [k, pid] of Object.entries(pids)) cpu[k] = (cpuMicros(pid) - before[k]!) / done;
-  return { rps: done / elapsed, cpu };
+  return { rps: w.perSecond, cpu: w.cpu };
 }
 
 interface Scenario {

@@ -71,3 +71,28 @@ export function redisPid(url: string): number | null {
     return null;
   }
 }
+
+/**
+ * One closed-loop window: `concurrency` loops call `op` back to back for `seconds`; returns the
+ * operations per second and each process's CPU µs per operation (`client`: this process).
+ */
+export async function closedLoopWindow(op: () => Promise<unknown>, seconds: number, concurrency: number, pids: Record<string, number>): Promise<{ perSecond: number; cpu: Record<string, number> }> {
+  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMicros(pid)]));
+  const self0 = process.cpuUsage();
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  let done = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        await op();
+        done++;
+      }
+    }),
+  );
+  const elapsed = (performance.now() - t0) / 1000;
+  const self = process.cpuUsage(self0);
+  const cpu: Record<string, number> = { client: (self.user + self.system) / done };
+  for (const [k, pid] of Object.entries(pids)) cpu[k] = (cpuMicros(pid) - before[k]!) / done;
+  return { perSecond: done / elapsed, cpu };
+}

@@ -26,7 +26,7 @@ import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { quantile } from '../../test/helpers/quantile.ts';
-import { cpuMicros, redisPid, runPortkey, spawnRole } from './processes.ts';
+import { closedLoopWindow, redisPid, runPortkey, spawnRole } from './processes.ts';
 
 const HERE = import.meta.dirname;
 const ROOT = join(HERE, '..', '..');
@@ -212,25 +212,9 @@ interface Throughput {
 async function throughputWindow(t: Target, seconds: number, concurrency: number, pids: Record<string, number>): Promise<Throughput> {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
   await Promise.all(Array.from({ length: concurrency }, () => stream(agent, t, false)));
-  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMicros(pid)]));
-  const self0 = process.cpuUsage();
-  const t0 = performance.now();
-  const end = t0 + seconds * 1000;
-  let done = 0;
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) {
-        await stream(agent, t, false);
-        done++;
-      }
-    }),
-  );
-  const elapsed = (performance.now() - t0) / 1000;
-  const self = process.cpuUsage(self0);
+  const w = await closedLoopWindow(() => stream(agent, t, false), seconds, concurrency, pids);
   agent.destroy();
-  const cpu: Record<string, number> = { client: (self.user + self.system) / done };
-  for (const [k, pid] of Object.entries(pids)) cpu[k] = (cpuMicros(pid) - before[k]!) / done;
-  return { sps: done / elapsed, cpu };
+  return { sps: w.perSecond, cpu: w.cpu };
 }
 
 /** The window with the median streams/s, and each process's median CPU per stream over all windows. */
