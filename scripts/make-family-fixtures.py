@@ -33,7 +33,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # First: it re-runs this script with a fixed hash seed and no network before torch loads.
-from fixture_common import load_model, log, logits_of, r7, sig6, size_of, write_json  # noqa: E402
+from fixture_common import load_model, logits_of, reference_case, size_of  # noqa: E402
+from fixture_json import log, sig6, write_json  # noqa: E402
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -49,7 +50,6 @@ from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 import peft  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 
-N_GREEDY = 16
 LOGIT_STD = 3.0
 LORA_REL = 0.4
 MARGIN_WANTED = 1e-3
@@ -247,36 +247,19 @@ def run_case(model, ids, cached):
     reset_rotary(model)
     with torch.inference_mode():
         out = model(input_ids=torch.tensor([ids], dtype=torch.long), use_cache=cached)
-    logits = out.logits[0].float()
     past = out.past_key_values if cached else None
-    lp = torch.log_softmax(logits.double(), dim=-1)
-    prompt_lp = [r7(lp[i - 1, ids[i]].item()) for i in range(1, len(ids))]
-    top = torch.topk(logits[-1], 6)
-    top5_ids = [int(i) for i in top.indices[:5].tolist()]
-    vals = [float(v) for v in top.values.tolist()]
-    top5 = {"ids": top5_ids, "logprobs": [r7(lp[-1, i].item()) for i in top5_ids],
-            "min_gap": sig6(min(vals[i] - vals[i + 1] for i in range(5)))}
-    seq = list(ids)
-    step_logits = logits[-1]
-    g_ids, g_lps, margins = [], [], []
-    for step in range(N_GREEDY):
-        if step > 0:
-            if cached:
-                with torch.inference_mode():
-                    out = model(input_ids=torch.tensor([[seq[-1]]], dtype=torch.long), past_key_values=past,
-                                position_ids=torch.tensor([[len(seq) - 1]], dtype=torch.long), use_cache=True)
-                past = out.past_key_values
-                step_logits = out.logits[0, -1].float()
-            else:
-                step_logits = logits_of(model, seq)[-1]
-        v, i = torch.topk(step_logits, 2)
-        tok = int(i[0])
-        margins.append(float(v[0] - v[1]))
-        g_ids.append(tok)
-        g_lps.append(r7(torch.log_softmax(step_logits.double(), dim=-1)[tok].item()))
-        seq.append(tok)
-    return {"prompt_logprobs": prompt_lp, "top5": top5,
-            "greedy": {"ids": g_ids, "logprobs": g_lps, "min_margin": sig6(min(margins))}}, min(margins)
+
+    def next_logits(seq):
+        nonlocal past
+        if not cached:
+            return logits_of(model, seq)[-1]
+        with torch.inference_mode():
+            step = model(input_ids=torch.tensor([[seq[-1]]], dtype=torch.long), past_key_values=past,
+                         position_ids=torch.tensor([[len(seq) - 1]], dtype=torch.long), use_cache=True)
+        past = step.past_key_values
+        return step.logits[0, -1].float()
+
+    return reference_case(out.logits[0].float(), ids, next_logits)
 
 
 def lora_modules(pm):

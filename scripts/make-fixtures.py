@@ -41,6 +41,9 @@ import tempfile  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_json import log, r7, sig6, write_json  # noqa: E402
+
 import torch  # noqa: E402
 import tokenizers  # noqa: E402
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
@@ -304,42 +307,6 @@ TOKENIZATION_TEXTS = [
 # ----------------------------------------------------------------------------------------------------------
 # Small helpers
 # ----------------------------------------------------------------------------------------------------------
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def r7(x):
-    """Round a logprob: keeps 1e-7 absolute precision."""
-    return round(float(x), 7)
-
-
-def sig6(x):
-    return float(f"{float(x):.6g}")
-
-
-def write_json(path, obj):
-    """Readable but compact JSON: one top-level key per line, one element per line for lists of objects."""
-    items = list(obj.items())
-    lines = ["{"]
-    for i, (k, v) in enumerate(items):
-        comma = "," if i < len(items) - 1 else ""
-        if isinstance(v, list) and v and all(isinstance(e, dict) for e in v):
-            lines.append(f"  {json.dumps(k)}: [")
-            for j, el in enumerate(v):
-                sep = "," if j < len(v) - 1 else ""
-                lines.append("    " + json.dumps(el, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + sep)
-            lines.append("  ]" + comma)
-        else:
-            lines.append(
-                f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False, separators=(',', ':'), allow_nan=False)}{comma}"
-            )
-    lines.append("}")
-    text = "\n".join(lines) + "\n"
-    if json.loads(text) != json.loads(json.dumps(obj, allow_nan=False)):
-        raise AssertionError(f"JSON round trip failed for {path}")
-    Path(path).write_text(text, encoding="utf-8")
 
 
 def dir_bytes(path):

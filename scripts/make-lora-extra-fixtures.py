@@ -25,7 +25,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # First: it re-runs this script with a fixed hash seed and no network before torch loads.
-from fixture_common import load_model, log, logits_of, r7, sig6, size_of, write_json  # noqa: E402
+from fixture_common import load_model, logits_of, reference_case, size_of  # noqa: E402
+from fixture_json import log, sig6, write_json  # noqa: E402
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -39,7 +40,6 @@ import transformers  # noqa: E402
 import peft  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 
-N_GREEDY = 16
 MARGIN_WANTED = 1e-3
 SEEDS = [7101, 7202, 7303, 7404]
 SIZE_LIMIT = 300 * 1024
@@ -65,28 +65,7 @@ ADAPTERS = {
 
 def run_case(model, ids):
     """Prompt logprobs, top-5 and 16 greedy tokens, recomputing the whole sequence each step (as make-fixtures.py)."""
-    logits = logits_of(model, ids)
-    lp = torch.log_softmax(logits.double(), dim=-1)
-    prompt_lp = [r7(lp[i - 1, ids[i]].item()) for i in range(1, len(ids))]
-    top = torch.topk(logits[-1], 6)
-    top5_ids = [int(i) for i in top.indices[:5].tolist()]
-    vals = [float(v) for v in top.values.tolist()]
-    top5 = {"ids": top5_ids, "logprobs": [r7(lp[-1, i].item()) for i in top5_ids],
-            "min_gap": sig6(min(vals[i] - vals[i + 1] for i in range(5)))}
-    seq = list(ids)
-    step_logits = logits[-1]
-    g_ids, g_lps, margins = [], [], []
-    for step in range(N_GREEDY):
-        if step > 0:
-            step_logits = logits_of(model, seq)[-1]
-        v, i = torch.topk(step_logits, 2)
-        tok = int(i[0])
-        margins.append(float(v[0] - v[1]))
-        g_ids.append(tok)
-        g_lps.append(r7(torch.log_softmax(step_logits.double(), dim=-1)[tok].item()))
-        seq.append(tok)
-    return {"prompt_logprobs": prompt_lp, "top5": top5,
-            "greedy": {"ids": g_ids, "logprobs": g_lps, "min_margin": sig6(min(margins))}}, min(margins)
+    return reference_case(logits_of(model, ids), ids, lambda seq: logits_of(model, seq)[-1])
 
 
 def lora_layers(pm):
