@@ -20,7 +20,8 @@ adapter, the base writes plain stories. The tags are a training device, not part
 """
 
 # First: a fixed hash seed (PEFT orders target_modules by it), offline, one torch thread, before torch loads.
-from fixture_common import log, r7, size_of, write_json  # isort: skip
+from fixture_common import size_of  # isort: skip
+from fixture_json import log, r7, write_json  # isort: skip
 
 import argparse
 import json
