@@ -9,7 +9,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { resolve } from 'node:path';
-import { cpuMicros, spawnRole } from './processes.ts';
+import { closedLoopWindow, spawnRole } from './processes.ts';
 
 const argv = process.argv.slice(2);
 const opt = (name: string, def: string) => (argv.includes(`--${name}`) ? argv[argv.indexOf(`--${name}`) + 1]! : def);
@@ -47,21 +47,9 @@ function once(agent: Agent, url: string, key: string): Promise<void> {
 async function window(g: { url: string; proc: ChildProcess; key: string }, secs: number): Promise<{ rps: number; us: number }> {
   const agent = new Agent({ keepAlive: true, maxSockets: conc });
   for (let i = 0; i < conc * 4; i++) await once(agent, g.url, g.key);
-  const c0 = cpuMicros(g.proc.pid!);
-  const t0 = performance.now();
-  const end = t0 + secs * 1000;
-  let done = 0;
-  await Promise.all(
-    Array.from({ length: conc }, async () => {
-      while (performance.now() < end) {
-        await once(agent, g.url, g.key);
-        done++;
-      }
-    }),
-  );
-  const elapsed = (performance.now() - t0) / 1000;
+  const w = await closedLoopWindow(() => once(agent, g.url, g.key), secs, conc, { gateway: g.proc.pid! });
   agent.destroy();
-  return { rps: done / elapsed, us: (cpuMicros(g.proc.pid!) - c0) / done };
+  return { rps: w.perSecond, us: w.cpu.gateway! };
 }
 
 async function main(): Promise<void> {

@@ -15,13 +15,12 @@
 // Prints a table and writes bench/gateway/results.md.
 import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { Agent, createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { Agent, request } from 'node:http';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { quantile } from '../../test/helpers/quantile.ts';
-import { closedLoopWindow, redisPid, runPortkey, spawnRole } from './processes.ts';
+import { closedLoopWindow, redisPid, runPortkey, runStubServer, spawnRole } from './processes.ts';
 
 const HERE = import.meta.dirname;
 const ROOT = join(HERE, '..', '..');
@@ -57,24 +56,15 @@ const tokenEvent = (i: number, last: boolean) =>
   })}\n\n`;
 
 async function runStub(): Promise<void> {
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      if (req.url === '/health') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
-      if (req.url === '/info') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"model_id":"/models/stub","max_total_tokens":4096,"max_input_length":4095}');
-      if (req.url === '/generate_stream') {
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        let out = '';
-        for (let i = 0; i < 16; i++) out += tokenEvent(i, i === 15);
-        return res.end(out);
-      }
-      res.writeHead(200, { 'content-type': 'application/json' }).end(req.url === '/v1/chat/completions' ? CHAT : GEN);
-    });
+  await runStubServer((req, res) => {
+    if (req.url === '/generate_stream') {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      let out = '';
+      for (let i = 0; i < 16; i++) out += tokenEvent(i, i === 15);
+      return res.end(out);
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(req.url === '/v1/chat/completions' ? CHAT : GEN);
   });
-  server.keepAliveTimeout = 60_000;
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  process.stdout.write(`READY http://127.0.0.1:${(server.address() as AddressInfo).port}\n`);
 }
 
 async function runReal(): Promise<void> {

@@ -3,7 +3,7 @@
 // prints `READY <url>` once it listens; the driver reads CPU time per process from /proc.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 
@@ -95,4 +95,23 @@ export async function closedLoopWindow(op: () => Promise<unknown>, seconds: numb
   const cpu: Record<string, number> = { client: (self.user + self.system) / done };
   for (const [k, pid] of Object.entries(pids)) cpu[k] = (cpuMicros(pid) - before[k]!) / done;
   return { perSecond: done / elapsed, cpu };
+}
+
+/**
+ * A stub upstream as the benches run it: answers the backend's /health and /info itself, hands every
+ * other request to `handle` with its whole body, keeps connections alive, and prints READY.
+ */
+export async function runStubServer(handle: (req: IncomingMessage, res: ServerResponse, body: Buffer) => void): Promise<void> {
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (req.url === '/health') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
+      if (req.url === '/info') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"model_id":"/models/stub","max_total_tokens":4096,"max_input_length":4095}');
+      handle(req, res, Buffer.concat(chunks));
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  process.stdout.write(`READY http://127.0.0.1:${(server.address() as AddressInfo).port}\n`);
 }

@@ -20,13 +20,12 @@
 // Prints a table and writes bench/gateway/results-stream.md (or --out).
 import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { Agent, createServer, request, type IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { Agent, request, type IncomingMessage } from 'node:http';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { quantile } from '../../test/helpers/quantile.ts';
-import { closedLoopWindow, redisPid, runPortkey, spawnRole } from './processes.ts';
+import { closedLoopWindow, redisPid, runPortkey, runStubServer, spawnRole } from './processes.ts';
 
 const HERE = import.meta.dirname;
 const ROOT = join(HERE, '..', '..');
@@ -67,38 +66,29 @@ function chatEvents(n: number): (i: number) => string {
 
 async function runStub(): Promise<void> {
   let gapMs = 0;
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      if (req.url === '/health') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
-      if (req.url === '/info') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"model_id":"/models/stub","max_total_tokens":4096,"max_input_length":4095}');
-      if (req.url === '/__gap') {
-        gapMs = Number(Buffer.concat(chunks).toString());
-        return res.writeHead(204).end();
-      }
-      const body = JSON.parse(Buffer.concat(chunks).toString() || '{}') as { parameters?: { max_new_tokens?: number }; max_tokens?: number };
-      const chat = req.url!.endsWith('/chat/completions');
-      const n = (chat ? body.max_tokens : body.parameters?.max_new_tokens) ?? 16;
-      const ev = chat ? chatEvents(n) : loraxEvents(n);
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-      let i = 0;
-      let gone = false;
-      res.on('close', () => (gone = true));
-      const gap = gapMs;
-      const step = () => {
-        if (gone) return;
-        res.write(ev(i));
-        if (++i === n) res.end();
-        else if (gap > 0) setTimeout(step, gap);
-        else setImmediate(step);
-      };
-      step();
-    });
+  await runStubServer((req, res, raw) => {
+    if (req.url === '/__gap') {
+      gapMs = Number(raw.toString());
+      return res.writeHead(204).end();
+    }
+    const body = JSON.parse(raw.toString() || '{}') as { parameters?: { max_new_tokens?: number }; max_tokens?: number };
+    const chat = req.url!.endsWith('/chat/completions');
+    const n = (chat ? body.max_tokens : body.parameters?.max_new_tokens) ?? 16;
+    const ev = chat ? chatEvents(n) : loraxEvents(n);
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    let i = 0;
+    let gone = false;
+    res.on('close', () => (gone = true));
+    const gap = gapMs;
+    const step = () => {
+      if (gone) return;
+      res.write(ev(i));
+      if (++i === n) res.end();
+      else if (gap > 0) setTimeout(step, gap);
+      else setImmediate(step);
+    };
+    step();
   });
-  server.keepAliveTimeout = 60_000;
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  process.stdout.write(`READY http://127.0.0.1:${(server.address() as AddressInfo).port}\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
