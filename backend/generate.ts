@@ -16,6 +16,7 @@ import { TooManyTokensError } from './text/tokenize-pool.ts';
 import type { LargeText } from './json-body.ts';
 import { noteGenerated, noteGenerationStart } from './access-log.ts';
 import { RequestError } from './errors.ts';
+import { inputTooLongMessage } from './request-limits.ts';
 import type { Penalties } from './penalties.ts';
 
 export interface SamplingRequest {
@@ -122,15 +123,12 @@ export async function prepareInput(rt: Runtime, req: Pick<GenerationRequest, 'pr
     ids = Array.isArray(req.prompt) ? [...req.prompt] : await rt.tokenizePool.encode(req.prompt, true, req.truncate === undefined ? maxInputLength : null, req.truncate ?? null);
   } catch (err) {
     if (!(err instanceof TooManyTokensError)) throw err;
-    throw new RequestError(`Input validation error: \`inputs\` must have less than ${maxInputLength} tokens. Given: at least ${err.atLeast}`, 422);
+    throw new RequestError(inputTooLongMessage(maxInputLength, `at least ${err.atLeast}`), 422);
   }
   if (req.truncate !== undefined && ids.length > req.truncate) ids = ids.slice(ids.length - req.truncate);
   if (ids.length === 0) throw new RequestError('Input validation error: `inputs` cannot be empty', 422);
   if (ids.length > maxInputLength) {
-    throw new RequestError(
-      `Input validation error: \`inputs\` must have less than ${maxInputLength} tokens. Given: ${ids.length}`,
-      422,
-    );
+    throw new RequestError(inputTooLongMessage(maxInputLength, ids.length), 422);
   }
   const maxNew = req.maxNewTokens ?? maxTotalTokens - ids.length;
   if (ids.length + maxNew > maxTotalTokens) {

@@ -16,10 +16,11 @@ export interface RequestRefusal {
 /** The limits a refusal depends on: plain numbers, sent to the parser thread with each body. */
 export type RefusalLimits = Pick<Limits, 'maxInputLength' | 'maxConcurrentRequests'>;
 
-const tooManyTokens = (limits: RefusalLimits, given: string): RequestRefusal => ({
-  message: `Input validation error: \`inputs\` must have less than ${limits.maxInputLength} tokens. Given: ${given}`,
-  status: 422,
-});
+/** LoRAX's words for a prompt over the input bound (`given`: a count, or "at least N"), for every place that refuses one. */
+export const inputTooLongMessage = (maxInputLength: number, given: number | string): string =>
+  `Input validation error: \`inputs\` must have less than ${maxInputLength} tokens. Given: ${given}`;
+
+const tooManyTokens = (limits: RefusalLimits, given: string): RequestRefusal => ({ message: inputTooLongMessage(limits.maxInputLength, given), status: 422 });
 
 /** The first refusal of a validated request, in the order the route checked them before, or null. */
 export function requestRefusal(name: RequestSchemaName, data: unknown, limits: RefusalLimits): RequestRefusal | null {

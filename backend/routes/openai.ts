@@ -26,6 +26,7 @@ import { attachTokenTail, generate, prepareInput, type GenerationEvent, type Gen
 import type { FinishReason } from '../scheduler.ts';
 import type { Runtime } from '../runtime.ts';
 import { openaiConstraint } from '../structured/index.ts';
+import { inputTooLongMessage } from '../request-limits.ts';
 import { openaiAdapterChoice, readRequest, type Ctx } from './common.ts';
 import { LargeText } from '../json-body.ts';
 
@@ -169,7 +170,7 @@ async function chatPromptIds(rt: Runtime, messages: ChatTurn[]): Promise<number[
   } catch (err) {
     if (err instanceof ChatTemplateError) throw new RequestError(`chat template: ${err.message}`, 400, 'validation', { param: 'messages' });
     if (!(err instanceof TooManyTokensError)) throw err;
-    throw new RequestError(`Input validation error: \`inputs\` must have less than ${rt.limits.maxInputLength} tokens. Given: at least ${err.atLeast}`, 422);
+    throw new RequestError(inputTooLongMessage(rt.limits.maxInputLength, `at least ${err.atLeast}`), 422);
   }
 }
 
