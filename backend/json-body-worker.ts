@@ -96,5 +96,9 @@ parentPort!.on('message', (m: ParserMessage) => {
 
 /** A tokenizer thread's requests for kept texts. */
 function serve(port: MessagePort): void {
-  port.on('message', (r: TextRequest) => port.postMessage({ job: r.job, text: kept.get(r.text) ?? null } satisfies TextReply));
+  port.on('message', (r: TextRequest) => {
+    const s = kept.get(r.text);
+    const whole = s === undefined || r.tail === undefined || r.tail >= s.length;
+    port.postMessage({ job: r.job, text: s === undefined ? null : whole ? s : s.slice(s.length - r.tail!), whole } satisfies TextReply);
+  });
 }

@@ -83,14 +83,20 @@ export type ParserReply =
   | { id: number; ok: true; value: unknown; kept?: { field: string; length: number }; checked?: CheckOutcome; schemaJson?: string }
   | { id: number; ok: false; message: string; status: number | null };
 
-/** Tokenizer thread -> parser thread, on a port from textPort(), and the answer (null: released). */
+/**
+ * Tokenizer thread -> parser thread, on a port from textPort(), and the answer (null: released).
+ * `tail`: only the last this many characters (truncation needs only the prompt's end: encode-tail.ts);
+ * `whole` says whether the reply is the whole text.
+ */
 export interface TextRequest {
   job: number;
   text: number;
+  tail?: number;
 }
 export interface TextReply {
   job: number;
   text: string | null;
+  whole: boolean;
 }
 
 /**

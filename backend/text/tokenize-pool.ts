@@ -10,6 +10,7 @@ import path from 'node:path';
 import { Worker, type MessagePort } from 'node:worker_threads';
 import type { TokenizeJob, TokenizeReply, WorkerInit } from './tokenize-worker.ts';
 import { LargeText, textPort } from '../json-body.ts';
+import { encodeLast, tailEncodable } from './encode-tail.ts';
 import { ChatTemplateError, type ChatTurn, type TextTokenizer } from './tokenizer.ts';
 
 /**
@@ -147,7 +148,7 @@ export class TokenizePool {
   /** Reads tokenizer.json for the length bound; threads start on the first large job. */
   static async create(modelDir: string, tok: TextTokenizer, eos: number | number[] | null, opts: PoolOptions = {}): Promise<TokenizePool> {
     const json = JSON.parse(await readFile(path.join(modelDir, 'tokenizer.json'), 'utf-8')) as Record<string, unknown>;
-    return new TokenizePool(tok, { modelDir, eos, maxCharsPerToken: maxCharsPerToken(json) }, opts);
+    return new TokenizePool(tok, { modelDir, eos, maxCharsPerToken: maxCharsPerToken(json), tailEncodable: tailEncodable(json) }, opts);
   }
 
   get maxCharsPerToken(): number | null {
@@ -168,10 +169,7 @@ export class TokenizePool {
       const port = textPort();
       return Array.from((await this.submit({ op: 'encode', text: { ref: text.id, port }, addSpecial, maxTokens, keepLast }, [port])).ids);
     }
-    if (text.length <= this.inlineMaxChars) {
-      const ids = this.tok.encode(text, addSpecial);
-      return keepLast !== null && ids.length > keepLast ? ids.slice(ids.length - keepLast) : ids;
-    }
+    if (text.length <= this.inlineMaxChars) return keepLast !== null ? encodeLast(this.tok, text, addSpecial, keepLast, this.init.tailEncodable)! : this.tok.encode(text, addSpecial);
     return Array.from((await this.submit({ op: 'encode', text, addSpecial, maxTokens, keepLast })).ids);
   }
 

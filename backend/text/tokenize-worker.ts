@@ -2,9 +2,11 @@
 // template, and runs the jobs whose cost grows with the input (encoding, chat rendering, the
 // per-token texts of /tokenize) so the request loop never does. The token bound is checked on the
 // rendered text before encoding it, so an over-long chat costs a render, never an encode. A prompt
-// the JSON body parser kept (json-body.ts) is fetched from that thread first.
+// the JSON body parser kept (json-body.ts) is fetched from that thread first; only its end when
+// it is to be truncated (encode-tail.ts).
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { TextReply, TextRequest } from '../json-body.ts';
+import { encodeLast, tailChars } from './encode-tail.ts';
 import { tokensAtLeast } from './tokenize-pool.ts';
 import { ChatTemplateError, TextTokenizer, type ChatTurn } from './tokenizer.ts';
 import { lowerWorkerThreadPriority } from '../worker-priority.ts';
@@ -36,6 +38,8 @@ export interface WorkerInit {
   eos: number | number[] | null;
   /** Longest text one token can cover (UTF-16 units), or null where no such bound holds. */
   maxCharsPerToken: number | null;
+  /** The tokenizer qualifies for truncation from a window of the text's end (encode-tail.ts). */
+  tailEncodable: boolean;
 }
 
 const init = workerData as WorkerInit;
@@ -61,8 +65,8 @@ function run(job: Resolved): TokenizeReply {
     const atLeast = tokensAtLeast(text.length, init.maxCharsPerToken);
     if (atLeast > job.maxTokens) return { id: job.id, ok: false, kind: 'too_long', atLeast };
   }
+  if (job.op === 'encode' && job.keepLast !== null) return { id: job.id, ok: true, ids: Int32Array.from(encodeLast(tok, text, addSpecial, job.keepLast, init.tailEncodable)!) };
   const ids = Int32Array.from(tok.encode(text, addSpecial));
-  if (job.op === 'encode' && job.keepLast !== null && ids.length > job.keepLast) return { id: job.id, ok: true, ids: ids.slice(ids.length - job.keepLast) };
   if (job.op !== 'detail') return { id: job.id, ok: true, ids };
   if (job.maxTokens !== null && ids.length > job.maxTokens) return { id: job.id, ok: false, kind: 'too_long', atLeast: ids.length };
   const texts = Array.from(ids, (i) => tok.decode([i], false));
@@ -83,16 +87,30 @@ function handle(job: Resolved): void {
 parentPort!.on('message', (job: TokenizeJob) => {
   if (job.op !== 'encode' || typeof job.text === 'string') return handle(job as Resolved);
   const { ref, port } = job.text;
-  let answered = false;
-  const fail = (message: string) => parentPort!.postMessage({ id: job.id, ok: false, kind: 'error', message } satisfies TokenizeReply);
-  port.once('message', (r: TextReply) => {
-    answered = true;
+  let done = false;
+  const finish = (reply: () => void) => {
+    done = true;
     port.close();
-    if (r.text === null) fail("the request's prompt is gone (the request ended)");
-    else handle({ ...job, text: r.text });
+    reply();
+  };
+  const fail = (message: string) => parentPort!.postMessage({ id: job.id, ok: false, kind: 'error', message } satisfies TokenizeReply);
+  // Truncation asks for the prompt's end first, and for the whole only if that is not enough.
+  const truncating = job.keepLast !== null && init.tailEncodable;
+  port.on('message', (r: TextReply) => {
+    if (r.text === null) return finish(() => fail("the request's prompt is gone (the request ended)"));
+    if (r.whole) return finish(() => handle({ ...job, text: r.text! }));
+    let ids: number[] | null;
+    try {
+      ids = encodeLast(tok, r.text, job.addSpecial, job.keepLast!, true, false);
+    } catch (err) {
+      return finish(() => fail((err as Error).message ?? String(err)));
+    }
+    if (ids === null) return port.postMessage({ job: job.id, text: ref } satisfies TextRequest);
+    const reply: TokenizeReply = { id: job.id, ok: true, ids: Int32Array.from(ids) };
+    finish(() => parentPort!.postMessage(reply, [reply.ids.buffer as ArrayBuffer]));
   });
   // The parser thread ended before it answered.
-  port.once('close', () => answered || fail('the JSON body parser thread ended'));
-  port.postMessage({ job: job.id, text: ref } satisfies TextRequest);
+  port.once('close', () => done || fail('the JSON body parser thread ended'));
+  port.postMessage({ job: job.id, text: ref, ...(truncating ? { tail: tailChars(job.keepLast!) } : {}) } satisfies TextRequest);
 });
 parentPort!.postMessage({ ready: true });

@@ -8,7 +8,9 @@
 // sending large prompts one after another, `--gap-ms` apart (0: back to back). Each scenario alternates phases without and with the large
 // prompts, `--rounds` times, and compares the small requests' latency (p50 / p99 of all rounds).
 // Large prompts come plain (refused at the token bound before they are encoded) and with
-// `truncate` (encoded in full, on the tokenizer pool). The "inline" scenario sets
+// `truncate`: prose is encoded from a window of its end (backend/text/encode-tail.ts); the
+// same text with its spaces made hyphens ("unbroken") has nowhere to cut, so it is encoded in
+// full, on the tokenizer pool: the worst case for the pool. The "inline" scenario sets
 // SWITCHBOARD_TOKENIZE_INLINE_MAX_CHARS=Infinity: every prompt encodes on the event loop, as
 // before the pool existed. Prints a table and writes bench/stall/results.md and results.json.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -78,7 +80,7 @@ async function runBig(): Promise<void> {
   const truncate = arg('mode', 'plain') === 'truncate';
   const sizes = arg('sizes', '1,2,3,4').split(',').map(Number);
   const unit = arg('unit', 'MB') === 'MB' ? 1_000_000 : 1;
-  const words = 'the quick brown fox jumps over the lazy dog and runs far away ';
+  const words = 'the quick brown fox jumps over the lazy dog and runs far away '.replaceAll(' ', process.argv.includes('--unbroken') ? '-' : ' ');
   const bodies = sizes.map((n) => {
     const inputs = words.repeat(Math.ceil((n * unit) / words.length)).slice(0, n * unit);
     return JSON.stringify({ inputs, parameters: { max_new_tokens: 1, ...(truncate ? { truncate: 64 } : {}) } });
@@ -136,10 +138,10 @@ interface Phase {
   big?: { sent: number; statuses: Record<string, number>; ms: number[] };
 }
 
-async function phase(url: string, key: string | null, seconds: number, concurrency: number, big: { url: string; key: string | null; mode: string; sizes: string; unit: string } | null): Promise<Phase> {
+async function phase(url: string, key: string | null, seconds: number, concurrency: number, big: { url: string; key: string | null; mode: string; sizes: string; unit: string; unbroken: boolean } | null): Promise<Phase> {
   let bigChild: ReturnType<typeof child> | null = null;
   if (big) {
-    bigChild = child([...tsx, self, '--role', 'big', '--url', big.url, '--key', big.key ?? '', '--mode', big.mode, '--sizes', big.sizes, '--unit', big.unit, '--gap-ms', arg('gap-ms', '250')]);
+    bigChild = child([...tsx, self, '--role', 'big', '--url', big.url, '--key', big.key ?? '', '--mode', big.mode, '--sizes', big.sizes, '--unit', big.unit, '--gap-ms', arg('gap-ms', '250'), ...(big.unbroken ? ['--unbroken'] : [])]);
     await bigChild.waitFor(/READY/, 'stdout');
     await new Promise((r) => setTimeout(r, 300)); // the first large body is on its way
   }
@@ -159,6 +161,8 @@ interface Scenario {
   sizes: string;
   unit: 'MB' | 'chars';
   inline?: boolean;
+  /** Prompts without a space (truncation must encode them in full). */
+  unbroken?: boolean;
   /** Extra `switchboard gateway` flags (--json-threads 0: the gateway parses every body on its loop, as before). */
   gatewayArgs?: string[];
   /** Limits of the large-prompt tenant: a tpm below one prompt's budget makes the gateway refuse it itself (the backend never sees it). */
@@ -171,10 +175,11 @@ async function orchestrate(): Promise<void> {
   const concurrency = Number(arg('concurrency', '4'));
   const scenarios: Scenario[] = [
     { name: 'backend, 1-4 MB prompts (refused at the token bound)', via: 'backend', mode: 'plain', sizes: '1,2,3,4', unit: 'MB' },
-    { name: 'backend, 1-4 MB prompts with truncate (encoded on the pool)', via: 'backend', mode: 'truncate', sizes: '1,2,3,4', unit: 'MB' },
+    { name: 'backend, 1-4 MB prompts with truncate (encoded from a window of their end)', via: 'backend', mode: 'truncate', sizes: '1,2,3,4', unit: 'MB' },
+    { name: 'backend, 1-4 MB prompts with truncate and no space to cut at (encoded in full on the pool)', via: 'backend', mode: 'truncate', sizes: '1,2,3,4', unit: 'MB', unbroken: true },
     { name: 'gateway, 1,000,000-char prompts from another tenant', via: 'gateway', mode: 'plain', sizes: '1000000', unit: 'chars' },
     { name: 'gateway, 1,000,000-char prompts with truncate, another tenant', via: 'gateway', mode: 'truncate', sizes: '1000000', unit: 'chars' },
-    { name: 'backend, 1 MB prompts with truncate, pool OFF (encoded inline, as before)', via: 'backend', mode: 'truncate', sizes: '1', unit: 'MB', inline: true },
+    { name: 'backend, 1 MB prompts with truncate and no space to cut at, pool OFF (encoded in full inline, as before)', via: 'backend', mode: 'truncate', sizes: '1', unit: 'MB', inline: true, unbroken: true },
     { name: 'gateway, 1,000,000-char prompts refused by the gateway (tpm), bodies parsed on its worker thread', via: 'gateway', mode: 'plain', sizes: '1000000', unit: 'chars', largeLimits: { tpm: 100 } },
     { name: 'gateway, 1,000,000-char prompts refused by the gateway (tpm), --json-threads 0 (parsed on its loop, as before)', via: 'gateway', mode: 'plain', sizes: '1000000', unit: 'chars', largeLimits: { tpm: 100 }, gatewayArgs: ['--json-threads', '0'] },
   ];
@@ -206,7 +211,7 @@ async function orchestrate(): Promise<void> {
     const withBig: Phase[] = [];
     for (let r = 0; r < rounds; r++) {
       without.push(await phase(url, keys[0], seconds, concurrency, null));
-      withBig.push(await phase(url, keys[0], seconds, concurrency, { url, key: keys[1], mode: sc.mode, sizes: sc.sizes, unit: sc.unit }));
+      withBig.push(await phase(url, keys[0], seconds, concurrency, { url, key: keys[1], mode: sc.mode, sizes: sc.sizes, unit: sc.unit, unbroken: sc.unbroken === true }));
     }
     for (const c of [gateway, backend]) {
       if (!c) continue;

@@ -78,6 +78,21 @@ describe('large prompt bodies', () => {
     assert.equal(a.generated_text, b.generated_text);
   });
 
+  it("truncates from the kept prompt's end, and from the whole where its end has nowhere to cut: the ids of the full encode", async () => {
+    const { TextTokenizer } = await import('../../backend/text/tokenizer.ts');
+    const tok = await TextTokenizer.load(new URL('../fixtures/models/llama', import.meta.url).pathname);
+    // Prose (the tokenizer thread fetches only the end: encode-tail.ts), then prose ending in 30,000
+    // characters without a space (the end is not enough, so it fetches the whole).
+    for (const big of [prompt(300_000), `${prompt(300_000)} ${'-x'.repeat(15_000)}`]) {
+      const r = await call('/generate', { inputs: big, parameters: { max_new_tokens: 1, truncate: 40, details: true, decoder_input_details: true } });
+      assert.equal(r.status, 200, r.text.slice(0, 300));
+      assert.equal(r.d.keptTexts, 1);
+      assert.equal(r.d.textsToLoop, 0);
+      const ids = (JSON.parse(r.text) as { details: { prefill: { id: number }[] } }).details.prefill.map((t) => t.id);
+      assert.deepEqual(ids, tok.encode(big, true).slice(-40));
+    }
+  });
+
   it('repeats a kept prompt where the answer asks for it (return_full_text, echo), never the stand-in', async () => {
     const big = prompt(LARGE_TEXT_MIN_CHARS + 4_000);
     const full = await call('/generate', { inputs: big, parameters: { max_new_tokens: 2, truncate: 16, return_full_text: true } });

@@ -1,0 +1,156 @@
+// Truncation without encoding the whole prompt. A request with `truncate: N` keeps only the last N
+// prompt tokens, yet encoding a 4 MB prompt to keep 500 of its tokens costs seconds of tokenizer
+// CPU. The tokenizers models use split the text before every space that follows a non-space
+// (a regex or Metaspace pre-tokenizer, BERT's whitespace split) and their normalizers act on each
+// character alone, so the tokens after such a split point do not depend on the text before it.
+// encodeLast therefore encodes a suffix window cut at one, minus a margin for the first word after
+// the cut (which a Prepend normalizer or a leading space can tokenize differently); as a second
+// guard two windows cut at different places must agree on the kept ids. Otherwise the window
+// doubles, and at half the text the whole is encoded. A tokenizer that does not qualify
+// (tailEncodable) always encodes the whole. encode-tail.test.ts compares it with the full encode
+// on every fixture tokenizer.
+
+/** What encodeLast needs of a tokenizer (TextTokenizer has it). */
+export interface Encoder {
+  encode(text: string, addSpecial: boolean): number[];
+}
+
+type Json = Record<string, unknown> | null | undefined;
+
+/** Normalizers that act on each character alone, or only at the text's two ends. */
+function localNormalizer(n: Json): boolean {
+  if (!n) return true;
+  switch (n.type) {
+    case 'Sequence':
+      return ((n.normalizers as Json[]) ?? []).every(localNormalizer);
+    case 'NFC':
+    case 'NFD':
+    case 'NFKC':
+    case 'NFKD':
+    case 'Lowercase':
+    case 'StripAccents':
+    case 'BertNormalizer':
+    case 'Prepend':
+    case 'Strip':
+      return true;
+    case 'Replace': {
+      const pattern = (n.pattern as { String?: string } | undefined)?.String;
+      return typeof pattern === 'string' && pattern.length === 1;
+    }
+    default:
+      return false; // regex replacements and Precompiled charsmaps can join characters across a space
+  }
+}
+
+/** Pre-tokenizers that can split the text at spaces (the two-window check guards the rest). */
+function splitsAtSpaces(p: Json): boolean {
+  if (!p) return false;
+  switch (p.type) {
+    case 'Sequence':
+      return ((p.pretokenizers as Json[]) ?? []).some(splitsAtSpaces);
+    case 'ByteLevel':
+      return p.use_regex !== false;
+    case 'Metaspace':
+      return p.split !== false;
+    case 'Split':
+    case 'Whitespace':
+    case 'WhitespaceSplit':
+    case 'BertPreTokenizer':
+      return true;
+    default:
+      return false;
+  }
+}
+
+/**
+ * A BPE model none of whose merges joins a piece ending in something other than a space marker to
+ * one starting with a space marker: then no token can span a space that follows a non-space, even
+ * where nothing splits the text there (Metaspace with split false runs BPE over the whole text).
+ */
+function noMergeIntoSpace(model: Json, pre: Json): boolean {
+  if (!model || model.type !== 'BPE' || !Array.isArray(model.merges)) return false;
+  const markers = new Set([' ', '\u2581', '\u0120']);
+  if (pre?.type === 'Metaspace' && typeof pre.replacement === 'string') markers.add(pre.replacement);
+  for (const m of model.merges as (string | [string, string])[]) {
+    const [a, b] = typeof m === 'string' ? m.split(' ') : m;
+    if (!a || !b) continue;
+    if (markers.has(b[0]!) && !markers.has(a[a.length - 1]!)) return false;
+  }
+  return true;
+}
+
+/**
+ * Whether a tokenizer.json qualifies for encodeLast: a local normalizer, a pre-tokenizer that
+ * splits at spaces (or BPE merges that never join across one), and no added token that could span
+ * a cut (one containing whitespace, or one that strips the spaces after it).
+ */
+export function tailEncodable(tokenizerJson: Record<string, unknown>): boolean {
+  if (!localNormalizer(tokenizerJson.normalizer as Json)) return false;
+  const pre = tokenizerJson.pre_tokenizer as Json;
+  if (!splitsAtSpaces(pre) && !noMergeIntoSpace(tokenizerJson.model as Json, pre)) return false;
+  for (const t of (tokenizerJson.added_tokens as { content?: string; rstrip?: boolean }[]) ?? []) {
+    if (t.rstrip === true || /\s/.test(t.content ?? '')) return false;
+  }
+  return true;
+}
+
+const isSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+/** A split point: a space (U+0020) after a non-space. */
+const splitAt = (text: string, i: number) => text.charCodeAt(i) === 0x20 && !isSpace(text.charCodeAt(i - 1));
+/** How far a cut may move forward to find a split point, and how long the word after it may be. */
+const SEEK = 4096;
+const WORD = 64;
+
+/**
+ * A split point at or after `at` whose next split point is at most WORD characters on, with the
+ * token margin for that first word (a UTF-16 unit is at most 4 byte tokens; a few more for a
+ * prepended marker and special tokens), or null when there is none within SEEK characters.
+ */
+export function cutAt(text: string, at: number): { cut: number; margin: number } | null {
+  const end = Math.min(text.length, at + SEEK);
+  let prev = -1;
+  for (let i = Math.max(1, at); i < end; i++) {
+    if (!splitAt(text, i)) continue;
+    if (prev >= 0 && i - prev <= WORD) return { cut: prev, margin: 4 * (i - prev) + 8 };
+    prev = i;
+  }
+  return null;
+}
+
+const sameTail = (a: number[], b: number[], n: number) => {
+  for (let i = 1; i <= n; i++) if (a[a.length - i] !== b[b.length - i]) return false;
+  return true;
+};
+
+/** The first window: about 8 characters per kept token, which most text needs far less than. */
+const firstWindow = (keepLast: number) => 8 * keepLast + 1024;
+
+/**
+ * The last `keepLast` ids of tok.encode(text, addSpecial). `whole` false: `text` is only the end
+ * of the prompt, and null means the answer needs more of it than was given. `eligible`: the
+ * tokenizer qualifies (tailEncodable); when not, the whole text is encoded.
+ */
+export function encodeLast(tok: Encoder, text: string, addSpecial: boolean, keepLast: number, eligible: boolean, whole = true): number[] | null {
+  if (keepLast <= 0) return [];
+  const full = () => {
+    if (!whole) return null;
+    const ids = tok.encode(text, addSpecial);
+    return ids.length > keepLast ? ids.slice(ids.length - keepLast) : ids;
+  };
+  if (!eligible) return full();
+  for (let window = firstWindow(keepLast); 2 * window < text.length; window *= 2) {
+    const a = cutAt(text, text.length - window);
+    const b = cutAt(text, text.length - Math.floor((3 * window) / 4));
+    if (!a || !b || a.cut >= b.cut) continue;
+    const long = tok.encode(text.slice(a.cut), addSpecial);
+    if (long.length < keepLast + a.margin) continue;
+    const short = tok.encode(text.slice(b.cut), addSpecial);
+    if (short.length >= keepLast + b.margin && sameTail(long, short, keepLast)) return long.slice(long.length - keepLast);
+  }
+  return full();
+}
+
+/** How much of a kept prompt's end a tokenizer thread fetches first for encodeLast. */
+export function tailChars(keepLast: number): number {
+  return 4 * firstWindow(keepLast) + 2 * SEEK;
+}
