@@ -3,7 +3,7 @@
 // thread for a large one: json-body.ts), so a request too big to serve is refused before a big
 // value crosses to the loop, with the same words whatever the body's size. The routes call
 // requestRefusal() after validating inline; the parser thread calls it after validating there.
-import { completionPrompts, type NamedRequest, type RequestSchemaName } from '../protocol/index.ts';
+import { completionPrompts, contentToText, type NamedRequest, type RequestSchemaName } from '../protocol/index.ts';
 import type { Limits } from './runtime.ts';
 
 /** A refusal, as the route would throw it (a RequestError of kind 'validation'). */
@@ -13,8 +13,23 @@ export interface RequestRefusal {
   param?: string;
 }
 
-/** The limits a refusal depends on: plain numbers, sent to the parser thread with each body. */
-export type RefusalLimits = Pick<Limits, 'maxInputLength' | 'maxConcurrentRequests'>;
+/**
+ * The limits a refusal depends on: plain numbers, sent to the parser thread with each body.
+ * maxCharsPerToken: the longest text one token can stand for (tokenize-pool.ts), so a text's
+ * length alone can prove it too long; null where the tokenizer admits no such bound.
+ */
+export type RefusalLimits = Pick<Limits, 'maxInputLength' | 'maxConcurrentRequests'> & { maxCharsPerToken: number | null };
+
+/** The fewest tokens a text of `chars` UTF-16 units can encode to (0 where no bound holds). */
+export function tokensAtLeast(chars: number, maxCharsPerToken: number | null): number {
+  return maxCharsPerToken ? Math.ceil(chars / maxCharsPerToken) : 0;
+}
+
+/** The refusal for a text whose length alone proves it has more tokens than the input bound, or null. */
+function tooLongByLength(limits: RefusalLimits, chars: number): RequestRefusal | null {
+  const atLeast = tokensAtLeast(chars, limits.maxCharsPerToken);
+  return atLeast > limits.maxInputLength ? tooManyTokens(limits, `at least ${atLeast}`) : null;
+}
 
 /** LoRAX's words for a prompt over the input bound (`given`: a count, or "at least N"), for every place that refuses one. */
 export const inputTooLongMessage = (maxInputLength: number, given: number | string): string =>
@@ -36,8 +51,12 @@ export function requestRefusal(name: RequestSchemaName, data: unknown, limits: R
     if (prompts.length * n > limit) {
       return { message: `${prompts.length} prompts x n=${n} is more than this server runs at once (--max-concurrent-requests ${limit}); send fewer per request`, status: 400, param: 'prompt' };
     }
-    // Token ids are the prompt as it is (no tokenizer, no BOS): prepareInput's bound, decided here.
-    for (const p of prompts) if (typeof p !== 'string' && p.length > limits.maxInputLength) return tooManyTokens(limits, String(p.length));
+    // Token ids are the prompt as it is (no tokenizer, no BOS): prepareInput's bound, decided here;
+    // a text by its length, as prepareInput would before encoding it.
+    for (const p of prompts) {
+      const refusal = typeof p !== 'string' ? (p.length > limits.maxInputLength ? tooManyTokens(limits, String(p.length)) : null) : tooLongByLength(limits, p.length);
+      if (refusal) return refusal;
+    }
     return null;
   }
   if (name === 'openai.chat') {
@@ -48,7 +67,12 @@ export function requestRefusal(name: RequestSchemaName, data: unknown, limits: R
     // request-limits.test.ts renders every fixture's template to check it), so more
     // messages than the input bound can only end in the tokenizer's refusal, said here instead.
     if (r.messages.length > limits.maxInputLength) return tooManyTokens(limits, `at least ${r.messages.length}`);
-    return null;
+    // The users' words appear in every template's rendering (some trim them; some rewrite earlier
+    // assistant turns, so only user turns count): their length alone can prove the prompt too long.
+    let chars = 0;
+    for (const m of r.messages) if (m.role === 'user') chars += contentToText(m.content).trim().length;
+    return tooLongByLength(limits, chars);
   }
+  if (name === 'lorax.tokenize') return tooLongByLength(limits, (data as NamedRequest<'lorax.tokenize'>).inputs.length);
   return null;
 }

@@ -10,7 +10,7 @@ import type { AuthEnv } from '../auth.ts';
 import { checkLocalAdapterId } from '../../protocol/adapter-id.ts';
 import { bodyStats, JsonBodyError, parseJsonBodyAsync, readJsonStream, type BodyCheck, type CheckOutcome, type LargeText, type NodeBodyStream } from '../json-body.ts';
 import { parseNamedRequest, type ErrorResponse, type NamedRequest, type OpenAIErrorResponse, type RequestSchemaName } from '../../protocol/index.ts';
-import { requestRefusal, type RefusalLimits, type RequestRefusal } from '../request-limits.ts';
+import { requestRefusal, type RequestRefusal } from '../request-limits.ts';
 import { SchemaJson, schemaSlot } from '../structured/schema-json.ts';
 
 export type Ctx = Context<AuthEnv>;
@@ -85,10 +85,11 @@ export async function readPromptBody(c: Context<AuthEnv>, keep: string | null): 
 export async function readRequest<N extends RequestSchemaName>(
   c: Context<AuthEnv>,
   name: N,
-  limits: RefusalLimits,
+  rt: Pick<Runtime, 'limits' | 'tokenizePool'>,
   keep: string | null = null,
 ): Promise<{ ok: true; data: NamedRequest<N>; prompt: LargeText | null } | { ok: false; status: number; error: ErrorResponse | OpenAIErrorResponse }> {
-  const check: BodyCheck = { name, limits: { maxInputLength: limits.maxInputLength, maxConcurrentRequests: limits.maxConcurrentRequests } };
+  const { maxInputLength, maxConcurrentRequests } = rt.limits;
+  const check: BodyCheck = { name, limits: { maxInputLength, maxConcurrentRequests, maxCharsPerToken: rt.tokenizePool.maxCharsPerToken } };
   const body = await readBody(c, keep, check);
   let outcome: CheckOutcome | null = body.checked;
   let data: unknown = body.value;

@@ -71,7 +71,7 @@ export function infoRoutes(rt: Runtime): Hono<AuthEnv> {
 
   // TGI's /tokenize: each token with its text and character span in the input.
   app.post('/tokenize', async (c) => {
-    const parsed = await readRequest(c, 'lorax.tokenize', rt.limits);
+    const parsed = await readRequest(c, 'lorax.tokenize', rt);
     if (!parsed.ok) return c.json(parsed.error, 422);
     // Encoded and spelled out off the event loop when large; as long as a whole request may be.
     const limit = rt.limits.maxTotalTokens;

@@ -184,14 +184,14 @@ export function loraxRoutes(rt: Runtime): Hono<AuthEnv> {
 
   // Failures are thrown: the app's onError answers them in LoRAX's shape (errors.ts).
   app.post('/generate', async (c) => {
-    const body = await readRequest(c, 'lorax.generate', rt.limits, 'inputs');
+    const body = await readRequest(c, 'lorax.generate', rt, 'inputs');
     if (!body.ok) return c.json(body.error, 422);
     const parsed = body;
     return c.json(await runGenerate(rt, c, body.prompt ?? parsed.data.inputs, parsed.data.parameters));
   });
 
   app.post('/generate_stream', async (c) => {
-    const body = await readRequest(c, 'lorax.generate_stream', rt.limits, 'inputs');
+    const body = await readRequest(c, 'lorax.generate_stream', rt, 'inputs');
     if (!body.ok) return c.json(body.error, 422);
     const parsed = body;
     return streamResponse(rt, c, body.prompt ?? parsed.data.inputs, parsed.data.parameters);
@@ -199,7 +199,7 @@ export function loraxRoutes(rt: Runtime): Hono<AuthEnv> {
 
   // LoRAX serves its compat route at / and at SageMaker's /invocations alike.
   app.on('POST', ['/', '/invocations'], async (c) => {
-    const body = await readRequest(c, 'lorax.compat', rt.limits, 'inputs');
+    const body = await readRequest(c, 'lorax.compat', rt, 'inputs');
     if (!body.ok) return c.json(body.error, 422);
     const parsed = body;
     const { parameters, stream } = parsed.data;

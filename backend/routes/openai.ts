@@ -190,7 +190,7 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
   app.post('/v1/chat/completions', async (c) => {
     // Validated (and refused over the server's limits: tools, more messages than input tokens)
     // where the body was parsed, on the parser thread when large (common.ts readRequest).
-    const parsed = await readRequest(c, 'openai.chat', rt.limits);
+    const parsed = await readRequest(c, 'openai.chat', rt);
     if (!parsed.ok) return c.json(parsed.error, 400);
     const r = parsed.data;
     const messages = r.messages.map((m) => ({ role: m.role, content: contentToText(m.content) }));
@@ -251,7 +251,7 @@ export function openaiRoutes(rt: Runtime): Hono<AuthEnv> {
     // Validated where parsed (the parser thread for a large body), with request-limits.ts's
     // refusals: best_of, max_tokens 0, prompts x n over --max-concurrent-requests, token-id
     // prompts over the input bound.
-    const parsed = await readRequest(c, 'openai.completion', rt.limits, 'prompt');
+    const parsed = await readRequest(c, 'openai.completion', rt, 'prompt');
     if (!parsed.ok) return c.json(parsed.error, 400);
     const r = parsed.data;
     // A large body's single string prompt stays on the JSON parser thread (json-body.ts).

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { mulberry32 } from '../../test/helpers/prng.ts';
-import { INLINE_MAX_CHARS, maxCharsPerToken, tokensAtLeast, TokenizePool, TooManyTokensError } from './tokenize-pool.ts';
+import { tokensAtLeast } from '../request-limits.ts';
+import { INLINE_MAX_CHARS, maxCharsPerToken, TokenizePool, TooManyTokensError } from './tokenize-pool.ts';
 import { ChatTemplateError, TextTokenizer } from './tokenizer.ts';
 
 const MODELS = join(import.meta.dirname, '..', '..', 'test', 'fixtures', 'models');

@@ -11,6 +11,7 @@ import { Worker, type MessagePort } from 'node:worker_threads';
 import type { TokenizeJob, TokenizeReply, WorkerInit } from './tokenize-worker.ts';
 import { LargeText, textPort } from '../json-body.ts';
 import { encodeLast, tailEncodable } from './encode-tail.ts';
+import { tokensAtLeast } from '../request-limits.ts';
 import { ChatTemplateError, type ChatTurn, type TextTokenizer } from './tokenizer.ts';
 
 /**
@@ -27,10 +28,6 @@ export class TooManyTokensError extends Error {
   }
 }
 
-/** The fewest tokens a text of `chars` UTF-16 units can encode to (0 where no bound holds). */
-export function tokensAtLeast(chars: number, maxCharsPerToken: number | null): number {
-  return maxCharsPerToken ? Math.ceil(chars / maxCharsPerToken) : 0;
-}
 
 type Json = Record<string, unknown> | null | undefined;
 

@@ -7,7 +7,7 @@
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { TextReply, TextRequest } from '../json-body.ts';
 import { encodeLast, tailChars } from './encode-tail.ts';
-import { tokensAtLeast } from './tokenize-pool.ts';
+import { tokensAtLeast } from '../request-limits.ts';
 import { ChatTemplateError, TextTokenizer, type ChatTurn } from './tokenizer.ts';
 import { lowerWorkerThreadPriority } from '../worker-priority.ts';
 

@@ -12,7 +12,10 @@
 // same text with its spaces made hyphens ("unbroken") has nowhere to cut, so it is encoded in
 // full, on the tokenizer pool: the worst case for the pool. The "inline" scenario sets
 // SWITCHBOARD_TOKENIZE_INLINE_MAX_CHARS=Infinity: every prompt encodes on the event loop, as
-// before the pool existed. Prints a table and writes bench/stall/results.md and results.json.
+// before the pool existed. The "floor" scenario sends no large prompt: a separate process at
+// nice 19 keeps one core busy with arithmetic, which is what any CPU-bound work beside the
+// server costs the small requests on this machine, however it is scheduled.
+// Prints a table and writes bench/stall/results.md and results.json.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
@@ -71,6 +74,22 @@ async function runSmall(): Promise<void> {
     }),
   );
   process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+/** The floor scenario: one core kept busy with arithmetic (no allocation, no I/O) until SIGTERM. */
+function runBurn(): void {
+  os.setPriority(19);
+  let stop = false;
+  process.on('SIGTERM', () => (stop = true));
+  process.stdout.write('READY\n');
+  let x = 0;
+  const spin = () => {
+    const t = performance.now();
+    while (performance.now() - t < 50) x += Math.sqrt(x + 1);
+    if (stop) process.stdout.write(`${JSON.stringify({ sent: 0, statuses: {}, ms: [], x })}\n`);
+    else setImmediate(spin);
+  };
+  spin();
 }
 
 /** Large prompts back to back until SIGTERM: prints {sent, statuses, ms[]} on the way out. */
@@ -138,10 +157,11 @@ interface Phase {
   big?: { sent: number; statuses: Record<string, number>; ms: number[] };
 }
 
-async function phase(url: string, key: string | null, seconds: number, concurrency: number, big: { url: string; key: string | null; mode: string; sizes: string; unit: string; unbroken: boolean } | null): Promise<Phase> {
+async function phase(url: string, key: string | null, seconds: number, concurrency: number, big: { url: string; key: string | null; mode: string; sizes: string; unit: string; unbroken: boolean; burn: boolean } | null): Promise<Phase> {
   let bigChild: ReturnType<typeof child> | null = null;
   if (big) {
-    bigChild = child([...tsx, self, '--role', 'big', '--url', big.url, '--key', big.key ?? '', '--mode', big.mode, '--sizes', big.sizes, '--unit', big.unit, '--gap-ms', arg('gap-ms', '250'), ...(big.unbroken ? ['--unbroken'] : [])]);
+    if (big.burn) bigChild = child([...tsx, self, '--role', 'burn']);
+    else bigChild = child([...tsx, self, '--role', 'big', '--url', big.url, '--key', big.key ?? '', '--mode', big.mode, '--sizes', big.sizes, '--unit', big.unit, '--gap-ms', arg('gap-ms', '250'), ...(big.unbroken ? ['--unbroken'] : [])]);
     await bigChild.waitFor(/READY/, 'stdout');
     await new Promise((r) => setTimeout(r, 300)); // the first large body is on its way
   }
@@ -163,6 +183,8 @@ interface Scenario {
   inline?: boolean;
   /** Prompts without a space (truncation must encode them in full). */
   unbroken?: boolean;
+  /** No large prompts: a process at nice 19 burns one core (the floor). */
+  burn?: boolean;
   /** Extra `switchboard gateway` flags (--json-threads 0: the gateway parses every body on its loop, as before). */
   gatewayArgs?: string[];
   /** Limits of the large-prompt tenant: a tpm below one prompt's budget makes the gateway refuse it itself (the backend never sees it). */
@@ -174,6 +196,7 @@ async function orchestrate(): Promise<void> {
   const rounds = Number(arg('rounds', '3'));
   const concurrency = Number(arg('concurrency', '4'));
   const scenarios: Scenario[] = [
+    { name: 'floor: no large prompts, one core busy with arithmetic in another process at nice 19', via: 'backend', mode: 'plain', sizes: '1', unit: 'MB', burn: true },
     { name: 'backend, 1-4 MB prompts (refused at the token bound)', via: 'backend', mode: 'plain', sizes: '1,2,3,4', unit: 'MB' },
     { name: 'backend, 1-4 MB prompts with truncate (encoded from a window of their end)', via: 'backend', mode: 'truncate', sizes: '1,2,3,4', unit: 'MB' },
     { name: 'backend, 1-4 MB prompts with truncate and no space to cut at (encoded in full on the pool)', via: 'backend', mode: 'truncate', sizes: '1,2,3,4', unit: 'MB', unbroken: true },
@@ -211,7 +234,7 @@ async function orchestrate(): Promise<void> {
     const withBig: Phase[] = [];
     for (let r = 0; r < rounds; r++) {
       without.push(await phase(url, keys[0], seconds, concurrency, null));
-      withBig.push(await phase(url, keys[0], seconds, concurrency, { url, key: keys[1], mode: sc.mode, sizes: sc.sizes, unit: sc.unit, unbroken: sc.unbroken === true }));
+      withBig.push(await phase(url, keys[0], seconds, concurrency, { url, key: keys[1], mode: sc.mode, sizes: sc.sizes, unit: sc.unit, unbroken: sc.unbroken === true, burn: sc.burn === true }));
     }
     for (const c of [gateway, backend]) {
       if (!c) continue;
@@ -282,4 +305,5 @@ function report(results: { scenario: Scenario; without: Phase[]; with: Phase[] }
 const role = arg('role', 'orchestrate');
 if (role === 'small') await runSmall();
 else if (role === 'big') await runBig();
+else if (role === 'burn') runBurn();
 else await orchestrate();
