@@ -282,19 +282,22 @@ function report(results: { scenario: Scenario; without: Phase[]; with: Phase[] }
     `Backend: tiny Llama fixture (max input 511 tokens), CPU engine with 1 thread. Small requests: ${concurrency} loops alternating GET /health and a 4-token /generate, ` +
     `${rounds} rounds of ${seconds} s without and ${seconds} s with one client sending large prompts one after another, ${GAP} ms apart. Latencies in ms (p50 / p99 over all rounds).\n\n` +
     `| scenario | small request | without: p50 / p99 | with: p50 / p99 | p99 change | max with | large prompts answered |\n|---|---|---|---|---|---|---|\n${rows.join('\n')}\n\n` +
-    `How to read it: "pool OFF" is the backend as it was before the tokenizer pool (every prompt encoded on the event loop): each 1 MB\n` +
-    `prompt held every other request for seconds. Now no request holds a loop for seconds: the backend reads a body over 64 KiB from the\n` +
-    `socket straight to its JSON parser thread, chunk by chunk, and keeps the prompt there (the loop gets its length, enough for the\n` +
-    `token bound; the tokenizer thread fetches the text from the parser thread), and the gateway parses bodies over 64 KiB on its worker\n` +
-    `thread. The two "refused by the gateway" scenarios isolate the gateway: the large tenant's tpm is below one prompt's budget, so the\n` +
-    `gateway parses, validates and refuses every 1 MB body itself (the backend never sees it), once on its worker thread and once with\n` +
-    `--json-threads 0 (parsed on its loop, as before). What a large body still costs a loop: the socket chunks themselves (Node's HTTP\n` +
-    `parser, about 64 KiB each, each posted to the parser thread), a few to ~15 ms of main-thread CPU per 3.5 MB body on this machine\n` +
-    `(bench/stall/loop.ts measures it per request); the gateway still makes the prompt string on its loop. Above all, the "with" columns\n` +
-    `measure CPU contention: the large-prompt client, the worker threads, the engine thread, the gateway and the small-request client\n` +
-    `share ${cpus.length} cores (with other work on the machine, see the load average; at load 7-10 the p99 of the same phase moves by\n` +
-    `tens of percent between rounds), so the worker threads that parse and encode large inputs run at nice 10\n` +
-    `(backend/worker-priority.ts): the scheduler serves the request loops first and the large prompts wait for CPU instead.\n`;
+    `How to read it: the "floor" row sends no large prompt: a separate process at nice 19 keeps one core busy with arithmetic, and\n` +
+    `the small requests' p99 moves by that much on this machine whatever the scheduler does (other rows cannot do better while they\n` +
+    `make the machine work). "pool OFF" is the backend as it was before the tokenizer pool (every prompt encoded on the event loop):\n` +
+    `each 1 MB prompt held every other request for seconds. Now no request holds a loop for seconds: the backend reads a body over\n` +
+    `64 KiB from the socket straight to its JSON parser thread, chunk by chunk, and keeps the prompt there (the loop gets its length,\n` +
+    `enough for the token bound; the tokenizer thread fetches the text, only its end when it is to be truncated); a truncated prompt\n` +
+    `is encoded from a window of its end (backend/text/encode-tail.ts), and only a text with no space to cut at is encoded in full,\n` +
+    `on the tokenizer pool. The gateway parses bodies over 64 KiB on its worker thread. The two "refused by the gateway" scenarios\n` +
+    `isolate the gateway: the large tenant's tpm is below one prompt's budget, so the gateway parses, validates and refuses every\n` +
+    `1 MB body itself (the backend never sees it), once on its worker thread and once with --json-threads 0 (parsed on its loop, as\n` +
+    `before). What a large body still costs a loop: the socket chunks themselves (Node's HTTP parser, about 64 KiB each, each posted\n` +
+    `to the parser thread), a few to ~15 ms of main-thread CPU per 3.5 MB body on this machine (bench/stall/loop.ts measures it per\n` +
+    `request). The "with" columns measure CPU contention on ${cpus.length} cores shared by the large-prompt client, the worker threads,\n` +
+    `the engine thread, the gateway and the small-request client (with other work on the machine, see the load average; the p99 of\n` +
+    `the same phase moves by tens of percent between runs), so the threads that parse and encode large inputs run at nice 10\n` +
+    `(backend/worker-priority.ts).\n`;
   process.stdout.write(`\n${md}\n`);
   if (write) {
     writeFileSync(join(HERE, 'results.md'), md);
