@@ -105,7 +105,7 @@ async function bench(name: string, bw: number) {
     // The MoE's experts: bytes of one expert, and how many a step of B tokens touches per layer.
     const moeLayers = (P.moeLayers ?? []).filter(Boolean).length;
     const expertBytes = moeLayers > 0 ? 3 * P.hiddenSize * P.moeIntermediateSize! * 2 : 0;
-    const allExpertBytes = moeLayers * P.numExperts! * expertBytes;
+    const allExpertBytes = moeLayers > 0 ? moeLayers * P.numExperts! * expertBytes : 0; // (numExperts is undefined for a dense model)
     const touched = (B: number) => (moeLayers > 0 ? P.numExperts! * (1 - (1 - P.expertsPerToken! / P.numExperts!) ** B) : 0);
     const weightFloor = (B: number) => model.weightBytes - allExpertBytes + moeLayers * touched(B) * expertBytes;
     console.log(`${name}: ${engine.info().deviceName}, weights ${(model.weightBytes / 1e9).toFixed(2)} GB${moeLayers ? `, experts ${(allExpertBytes / 1e9).toFixed(2)} GB of it` : ''}`);

@@ -64,7 +64,15 @@ def test_moe_ties(lib, t):
 
 def routed_plan(lib, t, rows, experts, top_k):
     """Distinct random router logits per row, routed (sb_moe_route) and grouped by expert (sb_moe_plan)."""
-    choice, weight, n, offsets, order, slot_pos = routed_plan(lib, t, rows, experts, top_k)
+    logits = (torch.stack([torch.randperm(experts, device="cuda") for _ in range(rows)]).float() * 0.05).to(DT[t])
+    choice = torch.empty((rows, top_k), dtype=torch.int32, device="cuda")
+    weight = torch.empty((rows, top_k), dtype=torch.float32, device="cuda")
+    run(lib, "sb_moe_route", t, p(logits), rows, experts, top_k, 1, p(choice), p(weight))
+    n = rows * top_k
+    offsets = torch.empty((experts + 1,), dtype=torch.int32, device="cuda")
+    order = torch.empty((n,), dtype=torch.int32, device="cuda")
+    slot_pos = torch.empty((n,), dtype=torch.int32, device="cuda")
+    run(lib, "sb_moe_plan", p(choice), rows, top_k, experts, p(offsets), p(order), p(slot_pos))
     return choice, weight, n, offsets, order, slot_pos
 
 

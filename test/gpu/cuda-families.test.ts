@@ -10,18 +10,20 @@
 // qwen2-moe's r8-all adapts the shared expert (the CUDA engine's usual LoRA path). LoRA on the experts
 // (r4-experts: PEFT target_parameters; kernels/moe.cu moeLora) is refused by the CUDA engine, naming the
 // modules, unless opened with unverifiedExpertLora, as the suite at the end does to verify it. float32 is held to the CPU engine's bounds (logprobs within 1e-3, top-5 and
-// greedy tokens identical); bf16 (the checkpoints' type) to 0.25 on logprobs, with greedy tokens
+// greedy tokens identical); bf16 (the checkpoints' type) to 0.25 on logprobs (or transformers' own bf16 drift for
+// the case where larger: scripts/measure-bf16-drift.py), with greedy tokens
 // identical wherever the reference's own margin is not a near tie, as test/gpu/cuda-engine.test.ts.
 // Then every head dim the families use (64, 80, 96, 128, 256), on tiny synthetic models (weights
 // from the counter-based generator both engines share), against the CPU engine.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { NativeTensorRef } from '../../native/addon.d.ts';
 import { Engine, cudaUnavailableReason, loadCudaAddon, type SeqInput } from '../../native/engine.ts';
 import { modelSpecFields, parseModelConfig } from '../../native/model-config.ts';
 import { expectedModelTensors, type ModelDir } from '../../native/model-dir.ts';
-import { BLOCK_SIZE, FIXTURES, blocksPerCase, loadReference, maxAbsDiff } from '../helpers/hf-reference.ts';
+import { BLOCK_SIZE, FIXTURES, blocksPerCase, loadReference, maxAbsDiff, type Case } from '../helpers/hf-reference.ts';
 import { checkCudaAgainstReference } from '../helpers/cuda-vs-hf.ts';
 
 const cuda = loadCudaAddon();
@@ -32,6 +34,11 @@ const FAMILIES = ['qwen3', 'gemma2', 'gemma3', 'phi3', 'qwen2-yarn', 'llama-dyna
 // below, with unverifiedExpertLora.
 const CUDA_REFUSED: Readonly<Record<string, readonly string[]>> = { 'qwen3-moe': ['r4-experts'], mixtral: ['r4-experts'], 'qwen2-moe': ['r4-experts'] };
 const BF16_TOL = 0.25;
+// transformers' own bf16 run against its float32 reference, per case (scripts/measure-bf16-drift.py): a mixture of
+// experts moves by tenths where bf16 rounding flips a near-tied router choice, so a bf16 case may be as far from
+// float32 as transformers' bf16 run of it is, when that is farther than BF16_TOL.
+const HF_BF16_DRIFT = (JSON.parse(readFileSync(join(FIXTURES, 'reference', 'bf16-drift.json'), 'utf-8')) as { drift: Record<string, Record<string, number[]>> }).drift;
+const bf16Tol = (model: string) => (c: Case) => Math.max(BF16_TOL, HF_BF16_DRIFT[model]?.[c.adapter ?? 'none']?.[c.prompt] ?? 0);
 
 for (const dtype of ['float32', 'auto'] as const) {
   for (const model of FAMILIES) {
@@ -39,7 +46,7 @@ for (const dtype of ['float32', 'auto'] as const) {
       const full = loadReference(model);
       const refused = CUDA_REFUSED[model] ?? [];
       const ref = { ...full, cases: full.cases.filter((c) => c.adapter === null || !refused.includes(c.adapter)) };
-      const tol = dtype === 'float32' ? 1e-3 : BF16_TOL;
+      const tol = dtype === 'float32' ? 1e-3 : bf16Tol(model);
       it('matches every case, alone and in one mixed batch', async () => {
         const engine = await Engine.open(join(FIXTURES, 'models', model), {
           device: 'cuda',
@@ -96,7 +103,7 @@ for (const dtype of ['float32', 'auto'] as const) {
           unverifiedSharedExpert: true, unverifiedExpertLora: true,
         });
         try {
-          await checkCudaAgainstReference(engine, model, ref, dtype, dtype === 'float32' ? 1e-3 : BF16_TOL);
+          await checkCudaAgainstReference(engine, model, ref, dtype, dtype === 'float32' ? 1e-3 : bf16Tol(model));
         } finally {
           engine.close();
         }
