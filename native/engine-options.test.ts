@@ -23,7 +23,7 @@ describe('engine options', () => {
   it('defaults to auto, graphs and tensor-core prefill on, without environment', () => {
     clear();
     assert.deepEqual(resolveEngineOptions(), {
-      numBlocks: 256, blockSize: 16, maxAdapters: 8, device: 'auto', cudaGraphs: true, prefillAttention: true, unverifiedModelLora: false, unverifiedSharedExpert: false, unverifiedExpertLora: false,
+      numBlocks: 256, blockSize: 16, maxAdapters: 8, device: 'auto', cudaGraphs: true, prefillAttention: true,
     });
   });
 

@@ -14,7 +14,7 @@ import type {
   NativeTopLogprobs,
 } from './addon.d.ts';
 import { openModelDir, type ModelDir } from './model-dir.ts';
-import { modelLoraRefusal, openPeftAdapter, type PeftAdapter } from './peft-adapter.ts';
+import { openPeftAdapter, type PeftAdapter } from './peft-adapter.ts';
 
 export type { NativeSeqOutput as SeqOutput, NativeSampling as Sampling };
 
@@ -106,24 +106,6 @@ export interface EngineOptions {
   cudaGraphs?: boolean;
   /** CUDA engine: prompt chunks attend on tensor cores (default: SWITCHBOARD_PREFILL_ATTENTION, else true). */
   prefillAttention?: boolean;
-  /**
-   * CUDA engine: serve LoRA on embed_tokens / lm_head, whose kernels have not yet run on a GPU (default false:
-   * such adapters are refused, see peft-adapter.ts modelLoraRefusal). For the GPU tests that verify them; the
-   * server never sets it.
-   */
-  unverifiedModelLora?: boolean;
-  /**
-   * CUDA engine: serve models with a shared expert (Qwen2-MoE), whose CUDA path (kernels/moe.cu moeSharedAdd, and
-   * LoRA on the shared expert's projections) has not yet run on a GPU (default false: such models are refused on
-   * CUDA, see cudaUnverifiedRefusal). For the GPU tests that verify it; the server never sets it.
-   */
-  unverifiedSharedExpert?: boolean;
-  /**
-   * CUDA engine: serve LoRA on mixture-of-experts expert weights (PEFT target_parameters), whose kernel
-   * (kernels/moe.cu moeLora) has not yet run on a GPU (default false: such adapters are refused, see peft-adapter.ts
-   * expertLoraRefusal). For the GPU tests that verify it; the server never sets it.
-   */
-  unverifiedExpertLora?: boolean;
   /** Where fallbacks are reported (default: console.warn). */
   log?: (msg: string) => void;
 }
@@ -339,20 +321,7 @@ export function resolveEngineOptions(options: EngineOptions = {}) {
     device,
     cudaGraphs: options.cudaGraphs ?? envFlag('SWITCHBOARD_CUDA_GRAPHS') ?? true,
     prefillAttention: options.prefillAttention ?? envFlag('SWITCHBOARD_PREFILL_ATTENTION') ?? true,
-    unverifiedModelLora: options.unverifiedModelLora ?? false,
-    unverifiedSharedExpert: options.unverifiedSharedExpert ?? false,
-    unverifiedExpertLora: options.unverifiedExpertLora ?? false,
   };
-}
-
-/**
- * Why the CUDA engine refuses this model until its path is verified on a GPU, or null: Qwen2-MoE's shared expert.
- * (What no CUDA kernel serves at all is the addon's cudaUnsupported.)
- */
-export function cudaUnverifiedRefusal(spec: Pick<NativeModelSpec, 'sharedExpertIntermediateSize'>, allowUnverified: boolean): string | null {
-  if (allowUnverified || (spec.sharedExpertIntermediateSize ?? 0) <= 0) return null;
-  return 'the CUDA engine does not yet serve a shared expert (Qwen2-MoE\'s mlp.shared_expert and shared_expert_gate: its kernels await ' +
-    'verification on a GPU); use --device cpu';
 }
 
 export class Engine {
@@ -361,13 +330,11 @@ export class Engine {
     private readonly native: NativeEngine,
     private readonly layout: StepLayout,
     readonly options: { numBlocks: number; blockSize: number; maxAdapters: number },
-    private readonly unverifiedModelLora = false,
-    private readonly unverifiedExpertLora = false,
   ) {}
 
   /** Opens a model directory (or one already validated by openModelDir) and loads its weights. */
   static async open(modelDir: string | ModelDir, options: EngineOptions = {}): Promise<Engine> {
-    const { device, cudaGraphs, prefillAttention, unverifiedModelLora, unverifiedSharedExpert, unverifiedExpertLora, ...opts } = resolveEngineOptions(options);
+    const { device, cudaGraphs, prefillAttention, ...opts } = resolveEngineOptions(options);
     const model = typeof modelDir === 'string' ? await openModelDir(modelDir) : modelDir;
     const log = options.log ?? ((m: string) => console.warn(`[switchboard] ${m}`));
     if (device !== 'cpu') {
@@ -375,11 +342,9 @@ export class Engine {
       if (cuda) {
         const dtype = resolveDtype(options.dtype ?? 'auto', model.config.dtype);
         try {
-          const unverified = cudaUnverifiedRefusal(model.spec, unverifiedSharedExpert);
-          if (unverified !== null) throw new Error(unverified);
           const native = new cuda.NativeEngine(model.spec, { ...opts, dtype, cudaGraphs, prefillAttention });
           await native.load();
-          return new Engine(model, native, stepLayoutOf(cuda, 'switchboard_cuda.node'), opts, unverifiedModelLora, unverifiedExpertLora);
+          return new Engine(model, native, stepLayoutOf(cuda, 'switchboard_cuda.node'), opts);
         } catch (err) {
           // A CUDA build that cannot start (driver, architecture, memory) must not take the server down.
           if (device === 'cuda') throw err;
@@ -394,16 +359,11 @@ export class Engine {
     const cpu = loadAddon();
     const native = new cpu.NativeEngine(model.spec, { ...opts, ...(options.threads ? { threads: options.threads } : {}) });
     await native.load();
-    return new Engine(model, native, stepLayoutOf(cpu, 'switchboard_native.node'), opts, unverifiedModelLora, unverifiedExpertLora);
+    return new Engine(model, native, stepLayoutOf(cpu, 'switchboard_native.node'), opts);
   }
 
   info(): NativeEngineInfo {
     return this.native.info();
-  }
-
-  /** Why this engine would refuse `spec` (modelLoraRefusal), or null; the adapter store asks before it loads one. */
-  adapterRefusal(spec: NativeAdapterSpec): string | null {
-    return modelLoraRefusal(spec, this.native.info().device, this.unverifiedModelLora, this.unverifiedExpertLora);
   }
 
   /** Reads a PEFT adapter directory (validated against this model) into `slot`. */
@@ -415,8 +375,6 @@ export class Engine {
 
   /** Loads already-resolved LoRA modules (e.g. a merge computed in JS) into `slot`. */
   async loadAdapter(slot: number, spec: NativeAdapterSpec): Promise<void> {
-    const refusal = this.adapterRefusal(spec);
-    if (refusal !== null) throw new Error(refusal);
     return this.native.loadAdapter(slot, spec);
   }
 

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import type { LoraExpertName, LoraModuleName, LoraProjectionName, NativeAdapterSpec, NativeLoraModule, NativeTensorRef } from './addon.d.ts';
 import {
-  EXPERT_LORA_MODULES, formatZodError, isExpertModule, LORA_MODULES, loraModuleOrder, MODEL_LORA_MODULES, moduleParent, projectionFeatures,
+  EXPERT_LORA_MODULES, formatZodError, LORA_MODULES, loraModuleOrder, MODEL_LORA_MODULES, moduleParent, projectionFeatures,
 } from './model-config.ts';
 import { readJsonFile, type ModelDir } from './model-dir.ts';
 import { formatShape, readSafetensorsHeader, requireWeightDtype, type SafetensorsEntry } from './safetensors.ts';
@@ -526,39 +526,6 @@ async function exists(file: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-/**
- * Why an engine on `device` refuses this adapter's LoRA on embed_tokens / lm_head, or null when it serves it.
- * The CPU engine serves them (checked against the adapter merged into the weights); the CUDA engine's kernels for
- * them (kernels/lora_model.cu) have not yet run on a GPU, so it refuses them unless `allowUnverified` is set
- * (EngineOptions.unverifiedModelLora: the GPU tests that verify them set it; the server never does).
- */
-export function modelLoraRefusal(spec: NativeAdapterSpec, device: 'cpu' | 'cuda', allowUnverified: boolean, allowUnverifiedExperts = false): string | null {
-  const experts = expertLoraRefusal(spec, device, allowUnverifiedExperts);
-  if (experts !== null) return experts;
-  if (device !== 'cuda' || allowUnverified) return null;
-  const modules = [...new Set(spec.modules.filter((m) => m.layer === -1).map((m) => m.module))];
-  if (modules.length === 0) return null;
-  return `LoRA on ${modules.join(' and ')} is not yet served by the CUDA engine (its kernels await verification on a GPU); ` +
-    'the CPU engine serves it (--device cpu), or use an adapter without it';
-}
-
-/**
- * Why an engine on `device` refuses this adapter's LoRA on mixture-of-experts expert weights (PEFT target_parameters),
- * or null. The CPU engine applies it per expert (checked against transformers + PEFT); the CUDA engine's kernel for it
- * (kernels/moe.cu moeLora) has not yet run on a GPU, so it refuses such adapters at load, naming the modules, unless
- * `allowUnverified` (EngineOptions.unverifiedExpertLora: the GPU tests that verify it; the server never sets it).
- * (LoRA on Qwen2-MoE's shared expert runs through the CUDA engine's usual LoRA path, gated with the shared expert
- * itself: see engine.ts cudaUnverifiedRefusal.)
- */
-export function expertLoraRefusal(spec: NativeAdapterSpec, device: 'cpu' | 'cuda', allowUnverified = false): string | null {
-  if (device !== 'cuda' || allowUnverified) return null;
-  const names = spec.modules.filter((m) => isExpertModule(m.module)).map((m) => `layers.${m.layer}.mlp.${m.module}`);
-  if (names.length === 0) return null;
-  const shown = names.length > 4 ? `${names.slice(0, 4).join(', ')}, ... (${names.length} in all)` : names.join(', ');
-  return `LoRA on a mixture of experts' expert weights (${shown}; PEFT target_parameters) is not yet served by the CUDA engine (its kernel awaits verification on a GPU); ` +
-    'the CPU engine serves it (--device cpu), or use an adapter without target_parameters';
 }
 
 /** Opens a PEFT LoRA adapter directory and checks it against the base model it will run on. */

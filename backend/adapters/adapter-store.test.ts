@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { NativeAdapterSpec } from '../../native/addon.d.ts';
-import { modelLoraRefusal } from '../../native/peft-adapter.ts';
 import { AdapterStore, adapterBytes, type AdapterSlotEngine, type AdapterStoreOptions } from './adapter-store.ts';
 import type { AdapterError } from './source.ts';
 
@@ -353,24 +352,6 @@ describe('AdapterStore with a fake engine', () => {
       assert.equal(engine.pending.length, 0);
       assert.equal(store.usedBytes, 0);
       assert.deepEqual(events.errors, ['huge']);
-    });
-
-    it('refuses, with a 4xx naming the module, an adapter the engine does not serve (lm_head LoRA on the CUDA engine)', async () => {
-      const { store, engine, events } = setup({ slots: 2 });
-      // The CUDA engine's answer (Engine.adapterRefusal without unverifiedModelLora), on the fake engine.
-      (engine as AdapterSlotEngine).adapterRefusal = (s) => modelLoraRefusal(s, 'cuda', false);
-      const head = sized('head', 200) as unknown as { modules: { layer: number; module: string }[] };
-      head.modules.push({ ...head.modules[0]!, layer: -1, module: 'lm_head' });
-      await assert.rejects(store.prepare('head', async () => ({ spec: head as unknown as NativeAdapterSpec, info: { id: 'head' } })), (e: AdapterError) => {
-        assert.equal(e.status, 422);
-        assert.match(e.message, /^adapter "head": LoRA on lm_head is not yet served by the CUDA engine .*--device cpu/);
-        return true;
-      });
-      assert.equal(store.slotFor('head'), null);
-      assert.equal(engine.pending.length, 0);
-      assert.deepEqual(events.errors, ['head']);
-      // Projections only: served.
-      await store.prepare('plain', async () => ({ spec: sized('plain', 200), info: { id: 'plain' } }));
     });
 
     it('gives the bytes back on eviction and on a failed slot load', async () => {

@@ -23,8 +23,6 @@ const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 export interface AdapterSlotEngine {
   loadAdapter(slot: number, spec: NativeAdapterSpec): Promise<void>;
   unloadAdapter(slot: number): void;
-  /** Why the engine would refuse this adapter (e.g. modules it does not serve), or null: asked when it is prepared. */
-  adapterRefusal?(spec: NativeAdapterSpec): string | null;
 }
 
 export interface AdapterStoreObserver {
@@ -104,8 +102,6 @@ export class AdapterStore implements AdapterSlots {
       entry.preparing = load().then(
         ({ spec, info }) => {
           const id = typeof info?.id === 'string' ? `"${info.id}"` : key;
-          const refusal = this.engine.adapterRefusal?.(spec) ?? null;
-          if (refusal !== null) throw new AdapterError(`adapter ${id}: ${refusal}`, 422);
           const bytes = adapterBytes(spec, this.opts.elementBytes ?? 2);
           if (bytes > this.budgetBytes) {
             throw new AdapterError(

@@ -249,7 +249,6 @@ class CudaEngine final : public Engine {
       for (const auto& m : modules) {
         if (m.proj < 0 || m.proj >= kNumModules) throw EngineError("adapter module out of range");
         if (expertLevel(m.proj)) {
-          // (refused before the load unless the engine was opened with unverifiedExpertLora: peft-adapter.ts)
           loadExpertLora(m, *bufs, expertEntries);
           continue;
         }

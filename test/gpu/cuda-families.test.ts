@@ -6,10 +6,9 @@
 // (gemma2); a local RoPE base (gemma3); fused qkv/gate_up checkpoints and adapters, longrope
 // (phi3); yarn (qwen2-yarn); dynamic NTK past max_position_embeddings (llama-dynamic); mixtures of
 // experts (qwen3-moe; mixtral: its checkpoint names, always renormalised; qwen2-moe: not renormalised,
-// qkv bias, and the sigmoid-gated shared expert, whose CUDA path is still gated: unverifiedSharedExpert).
-// qwen2-moe's r8-all adapts the shared expert (the CUDA engine's usual LoRA path). LoRA on the experts
-// (r4-experts: PEFT target_parameters; kernels/moe.cu moeLora) is refused by the CUDA engine, naming the
-// modules, unless opened with unverifiedExpertLora, as the suite at the end does to verify it. float32 is held to the CPU engine's bounds (logprobs within 1e-3, top-5 and
+// qkv bias, and the sigmoid-gated shared expert). qwen2-moe's r8-all adapts the shared expert (the CUDA
+// engine's usual LoRA path); r4-experts adapts the experts' weights (PEFT target_parameters;
+// kernels/moe.cu moeLora after the expert GEMMs). float32 is held to the CPU engine's bounds (logprobs within 1e-3, top-5 and
 // greedy tokens identical); bf16 (the checkpoints' type) to 0.25 on logprobs (or transformers' own bf16 drift for
 // the case where larger: scripts/measure-bf16-drift.py), with greedy tokens
 // identical wherever the reference's own margin is not a near tie, as test/gpu/cuda-engine.test.ts.
@@ -30,9 +29,6 @@ const cuda = loadCudaAddon();
 const skip = cuda ? false : `no CUDA engine here: ${cudaUnavailableReason()}`;
 
 const FAMILIES = ['qwen3', 'gemma2', 'gemma3', 'phi3', 'qwen2-yarn', 'llama-dynamic', 'qwen3-moe', 'mixtral', 'qwen2-moe'];
-// LoRA on expert weights is refused by default (peft-adapter.ts expertLoraRefusal): its cases run in their own suite
-// below, with unverifiedExpertLora.
-const CUDA_REFUSED: Readonly<Record<string, readonly string[]>> = { 'qwen3-moe': ['r4-experts'], mixtral: ['r4-experts'], 'qwen2-moe': ['r4-experts'] };
 const BF16_TOL = 0.25;
 // transformers' own bf16 run against its float32 reference, per case (scripts/measure-bf16-drift.py): a mixture of
 // experts moves by tenths where bf16 rounding flips a near-tied router choice, so a bf16 case may be as far from
@@ -43,9 +39,7 @@ const bf16Tol = (model: string) => (c: Case) => Math.max(BF16_TOL, HF_BF16_DRIFT
 for (const dtype of ['float32', 'auto'] as const) {
   for (const model of FAMILIES) {
     describe(`${model}: CUDA engine (${dtype}) vs transformers + PEFT`, { skip }, () => {
-      const full = loadReference(model);
-      const refused = CUDA_REFUSED[model] ?? [];
-      const ref = { ...full, cases: full.cases.filter((c) => c.adapter === null || !refused.includes(c.adapter)) };
+      const ref = loadReference(model);
       const tol = dtype === 'float32' ? 1e-3 : bf16Tol(model);
       it('matches every case, alone and in one mixed batch', async () => {
         const engine = await Engine.open(join(FIXTURES, 'models', model), {
@@ -54,56 +48,9 @@ for (const dtype of ['float32', 'auto'] as const) {
           numBlocks: ref.cases.length * blocksPerCase(ref),
           blockSize: BLOCK_SIZE,
           maxAdapters: 16,
-          // Qwen2-MoE's shared expert on CUDA (kernels/moe.cu moeSharedAdd) is refused until this suite has passed.
-          unverifiedSharedExpert: true,
         });
         try {
           await checkCudaAgainstReference(engine, model, ref, dtype, tol);
-        } finally {
-          engine.close();
-        }
-      });
-    });
-  }
-}
-
-describe('LoRA on expert weights is refused by the CUDA engine at load, naming the modules', { skip }, () => {
-  for (const [model, adapters] of Object.entries(CUDA_REFUSED)) {
-    it(model, async () => {
-      const ref = loadReference(model);
-      const engine = await Engine.open(join(FIXTURES, 'models', model), {
-        device: 'cuda', numBlocks: blocksPerCase(ref), blockSize: BLOCK_SIZE, maxAdapters: 2, unverifiedSharedExpert: true,
-      });
-      try {
-        for (const a of adapters) {
-          await assert.rejects(engine.loadAdapterDir(0, join(FIXTURES, 'adapters', model, a)),
-            /LoRA on a mixture of experts' expert weights \(layers\.0\.mlp\.experts\.gate_up_proj, .*not yet served by the CUDA engine .*the CPU engine serves it \(--device cpu\)/);
-        }
-      } finally {
-        engine.close();
-      }
-    });
-  }
-  it('qwen2-moe is refused on CUDA until its shared expert is verified (unverifiedSharedExpert)', async () => {
-    await assert.rejects(Engine.open(join(FIXTURES, 'models', 'qwen2-moe'), { device: 'cuda', numBlocks: 4, blockSize: BLOCK_SIZE, maxAdapters: 1 }),
-      /does not yet serve a shared expert .*use --device cpu/);
-  });
-});
-
-// LoRA on expert weights (kernels/moe.cu moeLora after the expert GEMMs, both the one-launch and the cuBLAS path),
-// still gated (unverifiedExpertLora): the base and r4-experts cases of each MoE fixture, alone and mixed.
-for (const dtype of ['float32', 'auto'] as const) {
-  for (const model of Object.keys(CUDA_REFUSED)) {
-    describe(`${model}: LoRA on expert weights, CUDA engine (${dtype}, unverifiedExpertLora) vs transformers + PEFT`, { skip }, () => {
-      const full = loadReference(model);
-      const ref = { ...full, cases: full.cases.filter((c) => c.adapter === null || c.adapter === 'r4-experts') };
-      it('matches every case, alone and in one mixed batch', async () => {
-        const engine = await Engine.open(join(FIXTURES, 'models', model), {
-          device: 'cuda', dtype, numBlocks: ref.cases.length * blocksPerCase(ref), blockSize: BLOCK_SIZE, maxAdapters: 4,
-          unverifiedSharedExpert: true, unverifiedExpertLora: true,
-        });
-        try {
-          await checkCudaAgainstReference(engine, model, ref, dtype, dtype === 'float32' ? 1e-3 : bf16Tol(model));
         } finally {
           engine.close();
         }
@@ -173,7 +120,7 @@ describe('every head dim of the families (64, 80, 96, 128, 256): CUDA engine vs 
       cpu.close();
       const line: string[] = [];
       for (const dtype of ['float32', 'bfloat16'] as const) {
-        const engine = await Engine.open(model, { device: 'cuda', dtype, numBlocks: 8, blockSize: BLOCK_SIZE, maxAdapters: 1, unverifiedSharedExpert: true });
+        const engine = await Engine.open(model, { device: 'cuda', dtype, numBlocks: 8, blockSize: BLOCK_SIZE, maxAdapters: 1 });
         try {
           const got = await scoreStreams(engine);
           const d = Math.max(...got.map((g, s) => maxAbsDiff(g, want[s]!)));

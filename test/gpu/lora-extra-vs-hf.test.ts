@@ -2,10 +2,7 @@
 // (issue 17; references by scripts/make-lora-extra-fixtures.py): llama and gemma2
 // (tied head, scaled embeddings, final soft-capping), each case alone, then all cases and the base model
 // as ONE mixed batch (decode steps replayed from CUDA graphs). float32 is held to the CPU engine's
-// bounds; bfloat16 to cuda-engine.test.ts's. Skipped where no CUDA device works. Opened with
-// unverifiedModelLora: once this and gpu/lora-extra.test.ts pass on a GPU, remove that gate
-// (peft-adapter.ts modelLoraRefusal) so the server serves these adapters on CUDA too.
-// Not yet run on a GPU (the fixtures were made on a CPU, after the last GPU session).
+// bounds; bfloat16 to cuda-engine.test.ts's. Skipped where no CUDA device works.
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Engine, cudaUnavailableReason, loadCudaAddon } from '../../native/engine.ts';
@@ -23,7 +20,7 @@ for (const dtype of ['float32', 'auto'] as const) {
       it('matches every case, alone and in one mixed batch', async () => {
         const ref = loadLoraExtraReference(model);
         const engine = await Engine.open(join(FIXTURES, 'models', model), {
-          device: 'cuda', dtype, unverifiedModelLora: true, numBlocks: ref.cases.length * blocksPerCase(ref), blockSize: BLOCK_SIZE, maxAdapters: 4,
+          device: 'cuda', dtype, numBlocks: ref.cases.length * blocksPerCase(ref), blockSize: BLOCK_SIZE, maxAdapters: 4,
         });
         try {
           await checkCudaAgainstReference(engine, model, ref, dtype, tol);

@@ -4,8 +4,7 @@
 // lora-extra-vs-hf tests). llama and gemma2 (tied head, scaled embeddings, soft-capping), float32 and
 // bfloat16: each adapter alone, then all adapters and the base model interleaved in one batch whose
 // decode steps replay CUDA graphs, and adapters swapped between slots (the slot tables are rewritten).
-// The engines are opened with unverifiedModelLora (the server refuses these adapters on CUDA until this
-// passes on a GPU). Skipped where no CUDA device works.
+// Skipped where no CUDA device works.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -49,17 +48,9 @@ for (const modelName of ['llama', 'gemma2']) {
       for (const c of cases) want.push(...(await runCases(cpu, ref, slots, [c])));
       cpu.close();
 
-      // Without unverifiedModelLora (as the server runs it) the CUDA engine refuses these adapters.
-      const refusing = await Engine.open(model, { device: 'cuda', numBlocks, blockSize: BLOCK_SIZE, maxAdapters: 1 });
-      try {
-        await assert.rejects(refusing.loadAdapterDir(0, dirs.get(names[0]!)!), /not yet served by the CUDA engine/);
-      } finally {
-        refusing.close();
-      }
-
       for (const dtype of ['float32', 'bfloat16'] as const) {
         const tol = dtype === 'float32' ? 1e-3 : 0.25;
-        const gpu = await Engine.open(model, { device: 'cuda', dtype, unverifiedModelLora: true, numBlocks, blockSize: BLOCK_SIZE, maxAdapters: 4 });
+        const gpu = await Engine.open(model, { device: 'cuda', dtype, numBlocks, blockSize: BLOCK_SIZE, maxAdapters: 4 });
         try {
           for (const [i, n] of names.entries()) await gpu.loadAdapterDir(i, dirs.get(n)!);
           let worst = 0;
