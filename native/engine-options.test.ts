@@ -80,12 +80,15 @@ describe('engine options', () => {
         [{ dtype: 'int8' }, /options\.dtype must be float32, float16 or bfloat16, got int8/],
         [{ dtype: 16 }, /options\.dtype must be a string/],
         [{ threads: 1.5 }, /options\.threads must be an integer/],
+        [{ quantGemvRows: 65 }, /options\.quantGemvRows must be 0\.\.64, got 65/],
+        [{ quantGemvRows: -1 }, /options\.quantGemvRows must be 0\.\.64, got -1/],
+        [{ quantGemvRows: 'all' }, /options\.quantGemvRows must be/],
       ];
       for (const [extra, message] of bad) {
         assert.throws(() => new NativeEngine(spec, { ...base, ...extra } as never), (err: Error) => err instanceof TypeError && message.test(err.message), JSON.stringify(extra));
       }
       // Well-typed CUDA options are accepted by the CPU engine, which has no use for them.
-      const ok = new NativeEngine(spec, { ...base, dtype: 'float16', cudaGraphs: false, prefillAttention: false });
+      const ok = new NativeEngine(spec, { ...base, dtype: 'float16', cudaGraphs: false, prefillAttention: false, quantGemvRows: 16 });
       await ok.load();
       ok.close();
     });

@@ -106,6 +106,8 @@ export interface EngineOptions {
   cudaGraphs?: boolean;
   /** CUDA engine: prompt chunks attend on tensor cores (default: SWITCHBOARD_PREFILL_ATTENTION, else true). */
   prefillAttention?: boolean;
+  /** CUDA engine: quantized projections of steps up to this many rows (0..64) go through the GEMV (default 64). */
+  quantGemvRows?: number;
   /** Where fallbacks are reported (default: console.warn). */
   log?: (msg: string) => void;
 }
@@ -342,7 +344,7 @@ export class Engine {
       if (cuda) {
         const dtype = resolveDtype(options.dtype ?? 'auto', model.config.dtype);
         try {
-          const native = new cuda.NativeEngine(model.spec, { ...opts, dtype, cudaGraphs, prefillAttention });
+          const native = new cuda.NativeEngine(model.spec, { ...opts, dtype, cudaGraphs, prefillAttention, ...(options.quantGemvRows !== undefined ? { quantGemvRows: options.quantGemvRows } : {}) });
           await native.load();
           return new Engine(model, native, stepLayoutOf(cuda, 'switchboard_cuda.node'), opts);
         } catch (err) {

@@ -27,6 +27,11 @@ const { values: args } = parseArgs({
   options: {
     ceilings: { type: 'string' }, kernels: { type: 'string' }, out: { type: 'string' }, quick: { type: 'boolean', default: false },
     weights: { type: 'string', default: 'bf16' },
+    // Where quantized projections leave the GEMV for dequantise + cuBLAS (EngineOptions.quantGemvRows, 0..64), and
+    // the decode batches to time: `--weights int4 --quant-gemv-rows 0 --batches 8,16,32,64` and again with 64 find the
+    // crossover (docs/quantization.md).
+    'quant-gemv-rows': { type: 'string' },
+    batches: { type: 'string' },
     // --smoke: a two-layer model of the same family on the CPU engine, a few steps per point: checks
     // that the script runs end to end on a machine without a GPU (its figures mean nothing).
     smoke: { type: 'boolean', default: false },
@@ -38,6 +43,16 @@ if (!['bf16', 'int4', 'fp8'].includes(WEIGHTS)) {
   process.exit(2);
 }
 const QUANTIZED = WEIGHTS !== 'bf16';
+const QUANT_GEMV_ROWS = args['quant-gemv-rows'] === undefined ? undefined : Number(args['quant-gemv-rows']);
+if (QUANT_GEMV_ROWS !== undefined && !(Number.isInteger(QUANT_GEMV_ROWS) && QUANT_GEMV_ROWS >= 0 && QUANT_GEMV_ROWS <= 64)) {
+  console.error(`--quant-gemv-rows ${args['quant-gemv-rows']}: expected an integer 0..64`);
+  process.exit(2);
+}
+const BATCHES_ARG = args.batches?.split(',').map(Number);
+if (BATCHES_ARG && !BATCHES_ARG.every((b) => Number.isInteger(b) && b >= 1 && b <= 256)) {
+  console.error(`--batches ${args.batches}: expected batch sizes 1..256, comma-separated`);
+  process.exit(2);
+}
 
 const MISTRAL_7B = {
   architectures: ['MistralForCausalLM'], model_type: 'mistral', hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32,
@@ -50,7 +65,7 @@ const SHAPE = SMOKE ? { ...MISTRAL_7B, hidden_size: 256, intermediate_size: 512,
 const CTX = SMOKE ? 64 : 1024;
 const BS = 16;
 const RANK = 16;
-const BATCHES = QUANTIZED ? [1, 64, 128] : args.quick ? [1, 64] : [1, 8, 32, 64, 128];
+const BATCHES = BATCHES_ARG ?? (QUANTIZED ? [1, 64, 128] : args.quick ? [1, 64] : [1, 8, 32, 64, 128]);
 const ADAPTER_COUNTS = QUANTIZED ? [0, 128] : args.quick ? [0, 1, 128] : [0, 1, 8, 32, 128];
 const PROMPTS = SMOKE ? [16, 32] : [128, 512, 2048];
 // Decode points: the first step of a shape runs eagerly and the second captures its CUDA graph, so
@@ -151,7 +166,7 @@ async function main() {
   const numBlocks = Math.max(maxBatch * blocksPerSeq, Math.ceil(Math.max(...PROMPTS) / BS) + 8);
   const maxAdapters = Math.max(...ADAPTER_COUNTS, 1) + 1;
   let t0 = performance.now();
-  const engine = await Engine.open(model, { device: DEVICE, dtype: 'bfloat16', numBlocks, blockSize: BS, maxAdapters });
+  const engine = await Engine.open(model, { device: DEVICE, dtype: 'bfloat16', numBlocks, blockSize: BS, maxAdapters, ...(QUANT_GEMV_ROWS !== undefined ? { quantGemvRows: QUANT_GEMV_ROWS } : {}) });
   const loadS = (performance.now() - t0) / 1000;
   const info = engine.info();
   console.log(`engine: ${info.deviceName}, LoRA kernel ${LORA_KERNEL}, weights ${(info.weightBytes / 1e9).toFixed(2)} GB (synthetic, on-device init ${loadS.toFixed(1)} s), KV blocks ${numBlocks}`);
@@ -261,7 +276,7 @@ async function main() {
   const out = args.out ?? (SMOKE ? join(tmpdir(), 'sb-bench-smoke') : 'bench/gpu');
   await mkdir(out, { recursive: true });
   const results = { device: info.deviceName, loraKernel: LORA_KERNEL, ceilings, contextTokens: CTX, rank: RANK, weightBytes: info.weightBytes, adapterBytes, decode, variants, ttft, adapterLoadMs: loadMs, adapterLoadFloorMs: loadFloorMs };
-  const suffix = QUANTIZED ? `-${WEIGHTS}` : '';
+  const suffix = (QUANTIZED ? `-${WEIGHTS}` : '') + (QUANT_GEMV_ROWS !== undefined ? `-gemv${QUANT_GEMV_ROWS}` : '');
   await writeFile(join(out, `results${suffix}.json`), JSON.stringify({ weights: WEIGHTS, ...results }, null, 2));
   const base = (b: number) => decode.find((d) => d.batch === b && d.adapters === 0)!;
   const lines = [

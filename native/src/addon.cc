@@ -243,6 +243,10 @@ EngineOptions parseOptions(const Napi::Object& opts) {
   }
   if (given("cudaGraphs")) o.cudaGraphs = getBool(opts, "cudaGraphs", at);
   if (given("prefillAttention")) o.prefillAttention = getBool(opts, "prefillAttention", at);
+  if (given("quantGemvRows")) {
+    o.quantGemvRows = getInt(opts, "quantGemvRows", at);
+    if (o.quantGemvRows < 0 || o.quantGemvRows > 64) typeError(opts.Env(), "options.quantGemvRows must be 0..64, got " + std::to_string(o.quantGemvRows));
+  }
   return o;
 }
 

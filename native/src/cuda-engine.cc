@@ -521,9 +521,9 @@ class CudaEngine final : public Engine {
   // Quantized projections (native/quantized/packed.ts), by the DevBuf a 16-bit projection would occupy
   // (left empty), so the forward pass calls gemm() the same way for both.
   std::map<const DevBuf*, QuantLinear> quant_;
-  // GEMV workspace (split-K sums, act-order inputs) sized for kQuantGemvRows rows; the 16-bit copy of
-  // the largest quantized projection, for steps of more rows (tensor-core GEMM). Both sized at load, so
-  // CUDA graphs never see them move.
+  // GEMV workspace (split-K sums, act-order inputs) sized for kQuantGemvRows rows, the most
+  // options.quantGemvRows may send there; the 16-bit copy of the largest quantized projection, for steps
+  // of more rows (tensor-core GEMM). Both sized at load, so CUDA graphs never see them move.
   DevBuf quantWs_, quantScratch_;
   static constexpr int kQuantGemvRows = 64;
   bool uploadPacked(DevBuf& dst, const std::vector<const TensorRef*>& parts);
@@ -627,7 +627,7 @@ bool CudaEngine::uploadPacked(DevBuf& dst, const std::vector<const TensorRef*>& 
 void CudaEngine::quantGemm(const void* x, int rows, const QuantLinear& q, void* y) {
   auto st = reinterpret_cast<kern::Stream>(stream_);
   const size_t es = elemSize(t_);
-  if (rows <= kQuantGemvRows) {
+  if (rows <= o_.quantGemvRows) {
     for (const QuantPart& p : q.parts)
       checkK(kern::quantGemv(t_, x, rows, p.w, static_cast<char*>(y) + size_t(p.col) * es, q.out, quantWs_.p, int64_t(quantWs_.bytes), st), "quantGemv");
     return;
