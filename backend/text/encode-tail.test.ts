@@ -135,6 +135,14 @@ describe('tailEncodable', () => {
     const joining = { ...model, merges: [...model.merges, ['x', '\u0120y']] };
     assert.equal(tailEncodable({ ...llama, pre_tokenizer: null, model: joining }), false, 'BPE over the whole text with a merge across a space');
     assert.equal(tailEncodable({ ...llama, model: joining }), true, 'the regex splits there first');
+    assert.equal(tailEncodable({ ...llama, pre_tokenizer: null }), true, 'one piece, and no merge joins across a space');
+    const split = (llama.pre_tokenizer as { pretokenizers: Record<string, unknown>[] }).pretokenizers;
+    const pairs = { type: 'Split', pattern: { Regex: '..' }, behavior: 'Isolated', invert: false };
+    assert.equal(tailEncodable({ ...llama, pre_tokenizer: { type: 'Sequence', pretokenizers: [pairs, split[1]] } }), false, 'an unknown pattern may split by position');
+    assert.equal(tailEncodable({ ...llama, pre_tokenizer: { type: 'Sequence', pretokenizers: [split[1], split[0]] } }), false, 'the regex would see text ByteLevel changed');
+    const merged = { type: 'Split', pattern: { String: ' ' }, behavior: 'MergedWithPrevious', invert: false };
+    assert.equal(tailEncodable({ ...llama, pre_tokenizer: merged }), false, 'the space stays with the word before it');
+    assert.equal(tailEncodable({ ...llama, pre_tokenizer: { ...merged, behavior: 'MergedWithNext' } }), true);
     assert.equal(tailEncodable({ ...llama, normalizer: { type: 'Precompiled', precompiled_charsmap: '' } }), false);
     assert.equal(tailEncodable({ ...llama, normalizer: { type: 'Replace', pattern: { String: '  ' }, content: ' ' } }), false);
     assert.equal(tailEncodable({ ...llama, added_tokens: [{ content: '<x>', rstrip: true }] }), false);

@@ -42,17 +42,40 @@ function localNormalizer(n: Json): boolean {
   }
 }
 
-/** Pre-tokenizers that can split the text at spaces (the two-window check guards the rest). */
+/**
+ * Split patterns (tokenizer.json's Split pre-tokenizer) known to split before every space that follows a
+ * non-space: in each, a space (U+0020) can only begin a match (` ?X`, whitespace runs), never follow a
+ * non-space inside one. GPT-2's (ByteLevel's own), Llama 3's and Qwen2's (also Gemma's, Phi-3's as
+ * transformers 5 writes them). Another pattern might split where its earlier matches happened to end, so
+ * a tokenizer using one is encoded whole.
+ */
+const SPLITS_AT_SPACES = new Set([
+  "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+]);
+
+/**
+ * Pre-tokenizers that split before every space after a non-space. In a Sequence the first one must:
+ * what follows only splits each piece further (or maps its characters one to one, ByteLevel without its
+ * regex), so pieces after the cut come out the same; one placed later would see text an earlier one changed.
+ */
 function splitsAtSpaces(p: Json): boolean {
   if (!p) return false;
   switch (p.type) {
-    case 'Sequence':
-      return ((p.pretokenizers as Json[]) ?? []).some(splitsAtSpaces);
+    case 'Sequence': {
+      const [first] = (p.pretokenizers as Json[]) ?? [];
+      return splitsAtSpaces(first);
+    }
     case 'ByteLevel':
       return p.use_regex !== false;
     case 'Metaspace':
       return p.split !== false;
-    case 'Split':
+    case 'Split': {
+      const pattern = p.pattern as { Regex?: string; String?: string } | undefined;
+      if (typeof pattern?.String === 'string') return pattern.String === ' ' && p.behavior !== 'MergedWithPrevious';
+      return typeof pattern?.Regex === 'string' && SPLITS_AT_SPACES.has(pattern.Regex) && p.invert !== true;
+    }
     case 'Whitespace':
     case 'WhitespaceSplit':
     case 'BertPreTokenizer':
@@ -87,7 +110,9 @@ function noMergeIntoSpace(model: Json, pre: Json): boolean {
 export function tailEncodable(tokenizerJson: Record<string, unknown>): boolean {
   if (!localNormalizer(tokenizerJson.normalizer as Json)) return false;
   const pre = tokenizerJson.pre_tokenizer as Json;
-  if (!splitsAtSpaces(pre) && !noMergeIntoSpace(tokenizerJson.model as Json, pre)) return false;
+  // Without a splitting pre-tokenizer the text is one piece (none, or Metaspace without split): BPE merges decide.
+  const onePiece = !pre || (pre.type === 'Metaspace' && pre.split === false);
+  if (!splitsAtSpaces(pre) && !(onePiece && noMergeIntoSpace(tokenizerJson.model as Json, pre))) return false;
   for (const t of (tokenizerJson.added_tokens as { content?: string; rstrip?: boolean }[]) ?? []) {
     if (t.rstrip === true || /\s/.test(t.content ?? '')) return false;
   }
