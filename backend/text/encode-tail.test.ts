@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { mulberry32 } from '../../test/helpers/prng.ts';
-import { encodeLast, tailChars, tailEncodable, type Encoder } from './encode-tail.ts';
+import { cutAt, encodeLast, tailChars, tailEncodable, type Encoder, type TailCuts } from './encode-tail.ts';
 import { TextTokenizer } from './tokenizer.ts';
 
 const FIXTURES = join(import.meta.dirname, '..', '..', 'test', 'fixtures');
@@ -73,14 +73,14 @@ for (const dir of dirs) {
   const name = nameOf(dir);
   describe(`encodeLast (${name})`, () => {
     let tok: TextTokenizer;
-    let eligible: boolean;
+    let eligible: TailCuts;
     before(async () => {
       tok = await TextTokenizer.load(dir);
       eligible = tailEncodable(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf-8')) as Record<string, unknown>);
     });
 
     it('qualifies (all but the one whose added token contains a space)', () => {
-      assert.equal(eligible, name !== 'tokenizers/bytelevel-cleanup');
+      assert.equal(eligible !== null, name !== 'tokenizers/bytelevel-cleanup');
     });
 
     it('the last N ids equal those of the full encode', () => {
@@ -119,10 +119,36 @@ for (const dir of dirs) {
       if (!eligible) return;
       const text = randomText(mulberry32(5), 60_000, false);
       const { enc, lengths } = counting(tok);
-      const ids = encodeLast(enc, text, true, 200, true)!;
+      const ids = encodeLast(enc, text, true, 200, eligible)!;
       assert.equal(ids.length, 200);
       assert.ok(Math.max(...lengths) < text.length / 4, `encoded ${Math.max(...lengths)} of ${text.length} chars`);
-      assert.notEqual(encodeLast(enc, text.slice(-tailChars(200)), true, 200, true, false), null, 'the fetched tail is enough');
+      assert.notEqual(encodeLast(enc, text.slice(-tailChars(200)), true, 200, eligible, false), null, 'the fetched tail is enough');
+    });
+
+    it('text without spaces (CJK with its punctuation, hyphenated words, special tokens in it): the same ids, from a window where a regex splits it', () => {
+      const rand = mulberry32(23);
+      const pick = <T,>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)]!;
+      const cjk = ['日本語', '中文', '東京', 'テスト', 'ひらがな', '한국어', '文字'];
+      const glue = ['，', '。', '、', '「', '」', '-', '.', ',', '!', '<|eot_id|>', '</s>', '<|im_start|>', '[SEP]'];
+      const words = ['the', 'quick', 'Brown', 'fox', 'ab', 'aaaa', '1234'];
+      for (let k = 0; k < 3; k++) {
+        const parts: string[] = [];
+        for (let n = 0; n < 20_000; ) {
+          const piece = (k === 0 ? pick(cjk) : k === 1 ? pick(words) : pick([...cjk, ...words])) + (rand() < 0.3 ? pick(glue) : '');
+          parts.push(piece);
+          n += piece.length;
+        }
+        const text = parts.join('');
+        const all = tok.encode(text, true);
+        for (const keep of [1, 40, 300]) {
+          assert.deepEqual(encodeLast(tok, text, true, keep, eligible), all.slice(Math.max(0, all.length - keep)), `${name} no-space text ${k} keep ${keep}`);
+        }
+        if (eligible?.punctuation) {
+          const { enc, lengths } = counting(tok);
+          encodeLast(enc, text, true, 100, eligible);
+          assert.ok(Math.max(...lengths) < text.length / 2, `${name} text ${k}: encoded ${Math.max(...lengths)} of ${text.length} chars`);
+        }
+      }
     });
   });
 }
@@ -130,21 +156,37 @@ for (const dir of dirs) {
 describe('tailEncodable', () => {
   const llama = JSON.parse(readFileSync(join(FIXTURES, 'models', 'llama', 'tokenizer.json'), 'utf-8')) as Record<string, unknown>;
   it('refuses what could join text across a cut', () => {
-    assert.equal(tailEncodable(llama), true);
+    assert.deepEqual(tailEncodable(llama), { punctuation: true, guards: ['<|begin_of_text|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>'] });
     const model = llama.model as { merges: unknown[] };
     const joining = { ...model, merges: [...model.merges, ['x', '\u0120y']] };
-    assert.equal(tailEncodable({ ...llama, pre_tokenizer: null, model: joining }), false, 'BPE over the whole text with a merge across a space');
-    assert.equal(tailEncodable({ ...llama, model: joining }), true, 'the regex splits there first');
-    assert.equal(tailEncodable({ ...llama, pre_tokenizer: null }), true, 'one piece, and no merge joins across a space');
+    assert.equal(tailEncodable({ ...llama, pre_tokenizer: null, model: joining }), null, 'BPE over the whole text with a merge across a space');
+    assert.notEqual(tailEncodable({ ...llama, model: joining }), null, 'the regex splits there first');
+    assert.notEqual(tailEncodable({ ...llama, pre_tokenizer: null }), null, 'one piece, and no merge joins across a space');
     const split = (llama.pre_tokenizer as { pretokenizers: Record<string, unknown>[] }).pretokenizers;
     const pairs = { type: 'Split', pattern: { Regex: '..' }, behavior: 'Isolated', invert: false };
-    assert.equal(tailEncodable({ ...llama, pre_tokenizer: { type: 'Sequence', pretokenizers: [pairs, split[1]] } }), false, 'an unknown pattern may split by position');
-    assert.equal(tailEncodable({ ...llama, pre_tokenizer: { type: 'Sequence', pretokenizers: [split[1], split[0]] } }), false, 'the regex would see text ByteLevel changed');
+    assert.equal(tailEncodable({ ...llama, pre_tokenizer: { type: 'Sequence', pretokenizers: [pairs, split[1]] } }), null, 'an unknown pattern may split by position');
+    assert.equal(tailEncodable({ ...llama, pre_tokenizer: { type: 'Sequence', pretokenizers: [split[1], split[0]] } }), null, 'the regex would see text ByteLevel changed');
     const merged = { type: 'Split', pattern: { String: ' ' }, behavior: 'MergedWithPrevious', invert: false };
-    assert.equal(tailEncodable({ ...llama, pre_tokenizer: merged }), false, 'the space stays with the word before it');
-    assert.equal(tailEncodable({ ...llama, pre_tokenizer: { ...merged, behavior: 'MergedWithNext' } }), true);
-    assert.equal(tailEncodable({ ...llama, normalizer: { type: 'Precompiled', precompiled_charsmap: '' } }), false);
-    assert.equal(tailEncodable({ ...llama, normalizer: { type: 'Replace', pattern: { String: '  ' }, content: ' ' } }), false);
-    assert.equal(tailEncodable({ ...llama, added_tokens: [{ content: '<x>', rstrip: true }] }), false);
+    assert.equal(tailEncodable({ ...llama, pre_tokenizer: merged }), null, 'the space stays with the word before it');
+    assert.notEqual(tailEncodable({ ...llama, pre_tokenizer: { ...merged, behavior: 'MergedWithNext' } }), null);
+    assert.equal(tailEncodable({ ...llama, normalizer: { type: 'Precompiled', precompiled_charsmap: '' } }), null);
+    assert.equal(tailEncodable({ ...llama, normalizer: { type: 'Replace', pattern: { String: '  ' }, content: ' ' } }), null);
+    assert.equal(tailEncodable({ ...llama, added_tokens: [{ content: '<x>', rstrip: true }] }), null);
+  });
+});
+
+describe('cutAt', () => {
+  it('cuts before a space after a non-space, or (with punctuation) before punctuation after a letter, never inside an added token', () => {
+    assert.deepEqual(cutAt('aaaa bb cc', 0), { cut: 4, margin: 4 * 3 + 8 });
+    assert.equal(cutAt('aaaa-bb-cc', 0), null, 'spaces only');
+    const punct = { punctuation: true, guards: [] };
+    assert.equal(cutAt('aaaa-bb-cc', 0, punct)?.cut, 4);
+    assert.equal(cutAt('中文，中文。中文', 0, punct)?.cut, 2);
+    assert.equal(cutAt('e\u0301e\u0301 x', 0, punct), null, 'a combining mark composes with the letter before it');
+    const text = 'xx<|start_header_id|>user<|end_header_id|>-hi-there';
+    const guards = ['<|start_header_id|>', '<|end_header_id|>'];
+    assert.equal(cutAt(text, 5, { punctuation: true, guards: [] })?.cut, 9, "without guards: before the '_' inside <|start_header_id|>");
+    const guarded = cutAt(text, 5, { punctuation: true, guards })!;
+    assert.equal(text.slice(guarded.cut), '<|end_header_id|>-hi-there', 'with guards: before the next added token');
   });
 });

@@ -103,25 +103,67 @@ function noMergeIntoSpace(model: Json, pre: Json): boolean {
 }
 
 /**
- * Whether a tokenizer.json qualifies for encodeLast: a local normalizer, a pre-tokenizer that
- * splits at spaces (or BPE merges that never join across one), and no added token that could span
- * a cut (one containing whitespace, or one that strips the spaces after it).
+ * The regexes above (ByteLevel's, the known Split patterns) also split between a letter and the
+ * punctuation after it: letters end a match (`\p{L}+`), punctuation only begins one. That is where
+ * text without spaces (Chinese, Japanese, hyphenated words) can be cut.
  */
-export function tailEncodable(tokenizerJson: Record<string, unknown>): boolean {
-  if (!localNormalizer(tokenizerJson.normalizer as Json)) return false;
+function splitsAtPunctuation(p: Json): boolean {
+  if (!p) return false;
+  if (p.type === 'Sequence') return splitsAtPunctuation(((p.pretokenizers as Json[]) ?? [])[0]);
+  if (p.type === 'ByteLevel') return p.use_regex !== false;
+  return p.type === 'Split' && typeof (p.pattern as { Regex?: string } | undefined)?.Regex === 'string' && splitsAtSpaces(p);
+}
+
+/**
+ * Where a tokenizer can be cut (tailEncodable), or null: the whole text is encoded. `punctuation`:
+ * at punctuation after a letter too, except inside an occurrence of one of `guards` (added tokens
+ * such as <|eot_id|>, which the tokenizer takes whole before anything splits them).
+ */
+export type TailCuts = { punctuation: boolean; guards: string[] } | null;
+
+/**
+ * Whether a tokenizer.json qualifies for encodeLast, and where it may be cut: a local normalizer, a
+ * pre-tokenizer that splits at spaces (or BPE merges that never join across one; with a regex, at
+ * punctuation after a letter too), and no added token that could span a cut (one containing
+ * whitespace, or one that strips the spaces after it).
+ */
+export function tailEncodable(tokenizerJson: Record<string, unknown>): TailCuts {
+  if (!localNormalizer(tokenizerJson.normalizer as Json)) return null;
   const pre = tokenizerJson.pre_tokenizer as Json;
   // Without a splitting pre-tokenizer the text is one piece (none, or Metaspace without split): BPE merges decide.
   const onePiece = !pre || (pre.type === 'Metaspace' && pre.split === false);
-  if (!splitsAtSpaces(pre) && !(onePiece && noMergeIntoSpace(tokenizerJson.model as Json, pre))) return false;
-  for (const t of (tokenizerJson.added_tokens as { content?: string; rstrip?: boolean }[]) ?? []) {
-    if (t.rstrip === true || /\s/.test(t.content ?? '')) return false;
+  if (!splitsAtSpaces(pre) && !(onePiece && noMergeIntoSpace(tokenizerJson.model as Json, pre))) return null;
+  const added = (tokenizerJson.added_tokens as { content?: string; rstrip?: boolean }[]) ?? [];
+  for (const t of added) {
+    if (t.rstrip === true || /\s/.test(t.content ?? '')) return null;
   }
-  return true;
+  if (!splitsAtPunctuation(pre)) return { punctuation: false, guards: [] };
+  const guards = added.map((t) => t.content ?? '').filter((c) => Array.from(c, (_, i) => i > 0 && splitAt(c, i, true)).some(Boolean));
+  return { punctuation: true, guards };
 }
 
 const isSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
-/** A split point: a space (U+0020) after a non-space. */
-const splitAt = (text: string, i: number) => text.charCodeAt(i) === 0x20 && !isSpace(text.charCodeAt(i - 1));
+/**
+ * Letters whose normal forms stay letters, and punctuation no normalizer joins to what precedes it
+ * (a combining mark after a letter would compose with it under NFC): ASCII letters, CJK ideographs,
+ * kana and Hangul syllables; ASCII punctuation and the common CJK and fullwidth marks.
+ */
+const isCutLetter = (c: number) => (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x4e00 && c <= 0x9fff) || (c >= 0x3041 && c <= 0x30fa) || (c >= 0xac00 && c <= 0xd7a3);
+const CUT_PUNCTUATION = new Set([...'!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~、。「」『』（），：；？！'].map((ch) => ch.charCodeAt(0)));
+/** A split point: a space (U+0020) after a non-space; with `punctuation`, also such a mark after such a letter. */
+const splitAt = (text: string, i: number, punctuation: boolean) => {
+  const c = text.charCodeAt(i);
+  const p = text.charCodeAt(i - 1);
+  return (c === 0x20 && !isSpace(p)) || (punctuation && CUT_PUNCTUATION.has(c) && isCutLetter(p));
+};
+
+/** Whether position i of text lies strictly inside an occurrence of one of `guards`. */
+function insideGuard(text: string, i: number, guards: readonly string[]): boolean {
+  for (const g of guards) {
+    for (let k = 1; k < g.length; k++) if (text.startsWith(g, i - k)) return true;
+  }
+  return false;
+}
 /** How far a cut may move forward to find a split point, and how long the word after it may be. */
 const SEEK = 4096;
 const WORD = 64;
@@ -131,11 +173,12 @@ const WORD = 64;
  * token margin for that first word (a UTF-16 unit is at most 4 byte tokens; a few more for a
  * prepended marker and special tokens), or null when there is none within SEEK characters.
  */
-export function cutAt(text: string, at: number): { cut: number; margin: number } | null {
+export function cutAt(text: string, at: number, cuts: NonNullable<TailCuts> = { punctuation: false, guards: [] }): { cut: number; margin: number } | null {
   const end = Math.min(text.length, at + SEEK);
   let prev = -1;
   for (let i = Math.max(1, at); i < end; i++) {
-    if (!splitAt(text, i)) continue;
+    if (!splitAt(text, i, cuts.punctuation)) continue;
+    if (cuts.guards.length > 0 && text.charCodeAt(i) !== 0x20 && insideGuard(text, i, cuts.guards)) continue;
     if (prev >= 0 && i - prev <= WORD) return { cut: prev, margin: 4 * (i - prev) + 8 };
     prev = i;
   }
@@ -152,20 +195,20 @@ const firstWindow = (keepLast: number) => 8 * keepLast + 1024;
 
 /**
  * The last `keepLast` ids of tok.encode(text, addSpecial). `whole` false: `text` is only the end
- * of the prompt, and null means the answer needs more of it than was given. `eligible`: the
- * tokenizer qualifies (tailEncodable); when not, the whole text is encoded.
+ * of the prompt, and null means the answer needs more of it than was given. `cuts`: where the
+ * tokenizer may be cut (tailEncodable); null: the whole text is encoded.
  */
-export function encodeLast(tok: Encoder, text: string, addSpecial: boolean, keepLast: number, eligible: boolean, whole = true): number[] | null {
+export function encodeLast(tok: Encoder, text: string, addSpecial: boolean, keepLast: number, cuts: TailCuts, whole = true): number[] | null {
   if (keepLast <= 0) return [];
   const full = () => {
     if (!whole) return null;
     const ids = tok.encode(text, addSpecial);
     return ids.length > keepLast ? ids.slice(ids.length - keepLast) : ids;
   };
-  if (!eligible) return full();
+  if (cuts === null) return full();
   for (let window = firstWindow(keepLast); 2 * window < text.length; window *= 2) {
-    const a = cutAt(text, text.length - window);
-    const b = cutAt(text, text.length - Math.floor((3 * window) / 4));
+    const a = cutAt(text, text.length - window, cuts);
+    const b = cutAt(text, text.length - Math.floor((3 * window) / 4), cuts);
     if (!a || !b || a.cut >= b.cut) continue;
     const long = tok.encode(text.slice(a.cut), addSpecial);
     if (long.length < keepLast + a.margin) continue;

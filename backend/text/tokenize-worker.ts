@@ -6,7 +6,7 @@
 // it is to be truncated (encode-tail.ts).
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { TextReply, TextRequest } from '../json-body.ts';
-import { encodeLast, tailChars } from './encode-tail.ts';
+import { encodeLast, tailChars, type TailCuts } from './encode-tail.ts';
 import { tokensAtLeast } from '../request-limits.ts';
 import { ChatTemplateError, TextTokenizer, type ChatTurn } from './tokenizer.ts';
 import { lowerWorkerThreadPriority } from '../worker-priority.ts';
@@ -38,8 +38,8 @@ export interface WorkerInit {
   eos: number | number[] | null;
   /** Longest text one token can cover (UTF-16 units), or null where no such bound holds. */
   maxCharsPerToken: number | null;
-  /** The tokenizer qualifies for truncation from a window of the text's end (encode-tail.ts). */
-  tailEncodable: boolean;
+  /** Where the tokenizer may be cut for truncation from a window of the text's end, or null (encode-tail.ts). */
+  tailEncodable: TailCuts;
 }
 
 const init = workerData as WorkerInit;
@@ -95,13 +95,13 @@ parentPort!.on('message', (job: TokenizeJob) => {
   };
   const fail = (message: string) => parentPort!.postMessage({ id: job.id, ok: false, kind: 'error', message } satisfies TokenizeReply);
   // Truncation asks for the prompt's end first, and for the whole only if that is not enough.
-  const truncating = job.keepLast !== null && init.tailEncodable;
+  const truncating = job.keepLast !== null && init.tailEncodable !== null;
   port.on('message', (r: TextReply) => {
     if (r.text === null) return finish(() => fail("the request's prompt is gone (the request ended)"));
     if (r.whole) return finish(() => handle({ ...job, text: r.text! }));
     let ids: number[] | null;
     try {
-      ids = encodeLast(tok, r.text, job.addSpecial, job.keepLast!, true, false);
+      ids = encodeLast(tok, r.text, job.addSpecial, job.keepLast!, init.tailEncodable, false);
     } catch (err) {
       return finish(() => fail((err as Error).message ?? String(err)));
     }

@@ -8,9 +8,9 @@
 // sending large prompts one after another, `--gap-ms` apart (0: back to back). Each scenario alternates phases without and with the large
 // prompts, `--rounds` times, and compares the small requests' latency (p50 / p99 of all rounds).
 // Large prompts come plain (refused at the token bound before they are encoded) and with
-// `truncate`: prose is encoded from a window of its end (backend/text/encode-tail.ts); the
-// same text with its spaces made hyphens ("unbroken") has nowhere to cut, so it is encoded in
-// full, on the tokenizer pool: the worst case for the pool. The "inline" scenario sets
+// `truncate`: prose is encoded from a window of its end (backend/text/encode-tail.ts); digits
+// ("unbroken": no space, no punctuation after a letter) have nowhere to cut, so they are encoded
+// in full, on the tokenizer pool: the worst case for the pool. The "inline" scenario sets
 // SWITCHBOARD_TOKENIZE_INLINE_MAX_CHARS=Infinity: every prompt encodes on the event loop, as
 // before the pool existed. The "floor" scenario sends no large prompt: a separate process at
 // nice 19 keeps one core busy with arithmetic, which is what any CPU-bound work beside the
@@ -99,7 +99,7 @@ async function runBig(): Promise<void> {
   const truncate = arg('mode', 'plain') === 'truncate';
   const sizes = arg('sizes', '1,2,3,4').split(',').map(Number);
   const unit = arg('unit', 'MB') === 'MB' ? 1_000_000 : 1;
-  const words = 'the quick brown fox jumps over the lazy dog and runs far away '.replaceAll(' ', process.argv.includes('--unbroken') ? '-' : ' ');
+  const words = process.argv.includes('--unbroken') ? '0123456789' : 'the quick brown fox jumps over the lazy dog and runs far away ';
   const bodies = sizes.map((n) => {
     const inputs = words.repeat(Math.ceil((n * unit) / words.length)).slice(0, n * unit);
     return JSON.stringify({ inputs, parameters: { max_new_tokens: 1, ...(truncate ? { truncate: 64 } : {}) } });
