@@ -183,6 +183,7 @@ describe('cutAt', () => {
     assert.equal(cutAt('aaaa-bb-cc', 0, punct)?.cut, 4);
     assert.equal(cutAt('中文，中文。中文', 0, punct)?.cut, 2);
     assert.equal(cutAt('e\u0301e\u0301 x', 0, punct), null, 'a combining mark composes with the letter before it');
+    assert.equal(cutAt('ひ\u3099，ひ\u3099。ひ\u3099', 0, punct), null, 'nor after a combining sound mark (not a letter to the regex)');
     const text = 'xx<|start_header_id|>user<|end_header_id|>-hi-there';
     const guards = ['<|start_header_id|>', '<|end_header_id|>'];
     assert.equal(cutAt(text, 5, { punctuation: true, guards: [] })?.cut, 9, "without guards: before the '_' inside <|start_header_id|>");

@@ -148,7 +148,9 @@ const isSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0
  * (a combining mark after a letter would compose with it under NFC): ASCII letters, CJK ideographs,
  * kana and Hangul syllables; ASCII punctuation and the common CJK and fullwidth marks.
  */
-const isCutLetter = (c: number) => (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x4e00 && c <= 0x9fff) || (c >= 0x3041 && c <= 0x30fa) || (c >= 0xac00 && c <= 0xd7a3);
+const isCutLetter = (c: number) =>
+  (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x4e00 && c <= 0x9fff) || (c >= 0xac00 && c <= 0xd7a3) ||
+  (c >= 0x3041 && c <= 0x3096) || (c >= 0x30a1 && c <= 0x30fa); // kana, without the combining sound marks U+3099-309C
 const CUT_PUNCTUATION = new Set([...'!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~、。「」『』（），：；？！'].map((ch) => ch.charCodeAt(0)));
 /** A split point: a space (U+0020) after a non-space; with `punctuation`, also such a mark after such a letter. */
 const splitAt = (text: string, i: number, punctuation: boolean) => {
