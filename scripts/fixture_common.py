@@ -1,5 +1,5 @@
-"""Shared by the fixture scripts that run on the GPU machine (make-family-fixtures.py and
-make-lora-extra-fixtures.py). Importing it first fixes the process before torch loads: Python's
+"""Shared by the fixture scripts (make-fixtures.py, make-family-fixtures.py, make-lora-extra-fixtures.py and
+measure-bf16-drift.py). Importing it first fixes the process before torch loads: Python's
 string hashing is randomised per process and PEFT keeps target_modules in a set, so the order
 written to adapter_config.json would change between runs; the script re-runs itself with a fixed
 hash seed, and never touches the network. Then what the model-side of those scripts shares: models in fp32 with eager attention,

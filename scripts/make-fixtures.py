@@ -42,7 +42,8 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fixture_json import log, r7, sig6, write_json  # noqa: E402
+from fixture_json import log, sig6, write_json  # noqa: E402
+from fixture_common import logits_of, reference_case  # noqa: E402
 
 import torch  # noqa: E402
 import tokenizers  # noqa: E402
@@ -107,7 +108,6 @@ MAX_POS = 512
 
 LOGIT_STD = 3.0  # std of the final logits (lm_head std = LOGIT_STD / sqrt(hidden)); makes greedy margins large
 LORA_REL = 0.4  # LoRA delta-weight entry std relative to the base weight entry std
-N_GREEDY = 16
 MARGIN_MIN = 1e-3  # smallest acceptable top1-top2 logit margin during greedy decoding
 TOP5_GAP_MIN = 1e-4  # smallest acceptable gap between consecutive top-6 logits after the prompt
 PREFERRED_MARGIN = 3e-3  # seeds are tried until both preferred bounds hold (or MAX_ATTEMPTS is reached)
@@ -1028,42 +1028,13 @@ def create_merged_adapters(model_dir, adapters_dir, base_label, check_ids):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def forward_logits(model, ids):
-    with torch.inference_mode():
-        out = model(input_ids=torch.tensor([ids], dtype=torch.long), use_cache=False)
-    return out.logits[0].float()
-
-
 def run_case(model, ids):
-    logits = forward_logits(model, ids)
-    lp = torch.log_softmax(logits.double(), dim=-1)
-    prompt_lp = [r7(lp[i - 1, ids[i]].item()) for i in range(1, len(ids))]
-
-    last = logits[-1]
-    top = torch.topk(last, 6)
-    top5_ids = [int(i) for i in top.indices[:5].tolist()]
-    top_vals = [float(v) for v in top.values.tolist()]
-    top5_gap = min(top_vals[i] - top_vals[i + 1] for i in range(5))
-    top5 = {
-        "ids": top5_ids,
-        "logprobs": [r7(lp[-1, i].item()) for i in top5_ids],
-        "min_gap": sig6(top5_gap),
-    }
-
-    seq = list(ids)
-    g_ids, g_lps, margins = [], [], []
-    step_logits = last
-    for step in range(N_GREEDY):
-        if step > 0:
-            step_logits = forward_logits(model, seq)[-1]
-        v, i = torch.topk(step_logits, 2)
-        tok_id = int(i[0])
-        margins.append(float(v[0] - v[1]))
-        g_ids.append(tok_id)
-        g_lps.append(r7(torch.log_softmax(step_logits.double(), dim=-1)[tok_id].item()))
-        seq.append(tok_id)
-    greedy = {"ids": g_ids, "logprobs": g_lps, "min_margin": sig6(min(margins))}
-    return {"prompt_logprobs": prompt_lp, "top5": top5, "greedy": greedy}, min(margins), top5_gap, logits
+    """One reference case (fixture_common.reference_case, the whole sequence recomputed at each greedy step), with
+    its smallest greedy margin, the raw smallest gap between the top-6 logits after the prompt, and the prompt's logits."""
+    logits = logits_of(model, ids)
+    case, margin = reference_case(logits, ids, lambda seq: logits_of(model, seq)[-1])
+    vals = torch.topk(logits[-1], 6).values.tolist()
+    return case, margin, min(vals[i] - vals[i + 1] for i in range(5)), logits
 
 
 def adapter_effect(base_case, case):
@@ -1181,7 +1152,7 @@ def build_fixtures(name, spec, hf_tok, stage, seed):
             if adapter is None:
                 with pm.disable_adapter():
                     res, margin, gap, logits = run_case(pm, p["ids"])
-                ref_logits = forward_logits(pristine, p["ids"])
+                ref_logits = logits_of(pristine, p["ids"])
                 if not torch.allclose(logits, ref_logits, atol=1e-5, rtol=0):
                     raise AssertionError(f"{name}: PEFT with adapters disabled differs from the plain base model")
                 base_cases[pi] = res
