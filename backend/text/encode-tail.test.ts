@@ -172,6 +172,8 @@ describe('tailEncodable', () => {
     assert.equal(tailEncodable({ ...llama, normalizer: { type: 'Precompiled', precompiled_charsmap: '' } }), null);
     assert.equal(tailEncodable({ ...llama, normalizer: { type: 'Replace', pattern: { String: '  ' }, content: ' ' } }), null);
     assert.equal(tailEncodable({ ...llama, added_tokens: [{ content: '<x>', rstrip: true }] }), null);
+    // Positions in UTF-16 units: the cut inside '😀😀a-' is at unit 5 (code point 3 of 4).
+    assert.deepEqual(tailEncodable({ ...llama, added_tokens: [{ content: '😀😀a-' }, { content: '😀-' }] })?.guards, ['😀😀a-']);
   });
 });
 

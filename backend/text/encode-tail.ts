@@ -138,7 +138,12 @@ export function tailEncodable(tokenizerJson: Record<string, unknown>): TailCuts 
     if (t.rstrip === true || /\s/.test(t.content ?? '')) return null;
   }
   if (!splitsAtPunctuation(pre)) return { punctuation: false, guards: [] };
-  const guards = added.map((t) => t.content ?? '').filter((c) => Array.from(c, (_, i) => i > 0 && splitAt(c, i, true)).some(Boolean));
+  // splitAt indexes UTF-16 units, so the positions are too (Array.from over a string would count code points).
+  const hasCut = (c: string) => {
+    for (let i = 1; i < c.length; i++) if (splitAt(c, i, true)) return true;
+    return false;
+  };
+  const guards = added.map((t) => t.content ?? '').filter(hasCut);
   return { punctuation: true, guards };
 }
 
