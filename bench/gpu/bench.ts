@@ -337,6 +337,8 @@ function quantizedTargets(decode: DecodePoint[], weightBytes: number): string[] 
   }
   const ours = cost(decode);
   const theirs = cost(bf16);
+  // A sweep with --batches that leaves out batch 64 has no such figure to state.
+  if (Number.isNaN(ours)) return lines;
   lines.push(
     `- 128 adapters at batch 64 cost ${(100 * ours).toFixed(1)}% of throughput with ${WEIGHTS} weights` +
       (Number.isNaN(theirs) ? ' (no bf16 run on record to compare).' : ` against ${(100 * theirs).toFixed(1)}% with bf16 weights (bench/gpu/results.json): ${ours <= theirs + 0.01 ? 'no higher' : 'higher'}.`),
