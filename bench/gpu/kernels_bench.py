@@ -302,11 +302,96 @@ def bench_prefill_attention(lib, peak_tflops=750.0):
     return res
 
 
+def bench_overlap(lib):
+    """Can LoRA hide behind the base GEMMs? (issue 20: one adapter at batch 64 costs 16% of a decode
+    step, far more than its bytes.) One Mistral-7B layer's four projection sets at decode, rank 16 on all
+    seven projections: the base GEMMs (torch.mm, i.e. cuBLAS, as the engine calls it) alone, the one-call
+    sgmv LoRA alone, the two one after the other on one stream (the engine today), and with each set's
+    LoRA on a second stream forked from the set's input and joined after its GEMM (the LoRA writes its own
+    buffer, so a consumer would add it), the side stream at normal and at high priority. All captured in
+    one CUDA graph per variant, as the engine's steps run."""
+    t, H, I, Q, KV, r = BF16, 4096, 14336, 4096, 1024, 16
+    shapes = [(H, Q), (H, KV), (H, KV), (Q, H), (H, I), (H, I), (I, H)]
+    W = [torch.randn(o, i, device="cuda").to(DT[t]) / math.sqrt(i) for i, o in ((H, Q + 2 * KV), (Q, H), (H, 2 * I), (I, H))]
+    res = {}
+    for batch, nads in ((1, (1,)), (16, (1, 16)), (64, (1, 26, 64))):
+        entries, keep = [], []
+        for _ in range(max(nads)):
+            for din_, dout_ in shapes:
+                a = torch.randn(r, din_, device="cuda").to(DT[t]) / math.sqrt(din_)
+                b = torch.randn(dout_, r, device="cuda").to(DT[t]) * 0.01
+                keep.append((a, b))
+                entries.append(Entry(a.data_ptr(), b.data_ptr(), r, 2.0))
+        table = upload_table(entries)
+        buf = lambda cols: torch.randn(batch, cols, device="cuda").to(DT[t])
+        h, att, act = buf(H), buf(Q), buf(I)
+        ys = [buf(Q + 2 * KV), buf(H), buf(2 * I), buf(H)]
+        zs = [torch.zeros_like(y) for y in ys]
+        tmp = torch.zeros(batch, 3 * r, device="cuda")
+        sets = [(proj_set([0, 1, 2], [0, Q, Q + KV], [Q, KV, KV]), h, H, Q + 2 * KV, 0),
+                (proj_set([3], [0], [H]), att, Q, H, 1),
+                (proj_set([4, 5], [0, I], [I, I]), h, H, 2 * I, 2),
+                (proj_set([6], [0], [H]), act, I, H, 3)]
+        for nad in nads:
+            seg = batch // nad
+            ss = torch.tensor([i * seg for i in range(nad)] + [batch], dtype=torch.int32, device="cuda")
+            sl = torch.arange(nad, dtype=torch.int32, device="cuda")
+            def lora_set(k, dst, stream):
+                ps, x_, in_, ldy, wi = sets[k]
+                lib.sb_set_stream(ctypes.c_void_p(stream.cuda_stream))
+                lib.sb_sgmv(t, p(x_), in_, p(tmp), r, p(dst), ldy, p(table), 7, ctypes.byref(ps), p(ss), p(sl), nad, batch - seg * (nad - 1), batch)
+            def variant(kind, prio=0):
+                main, side = torch.cuda.Stream(), torch.cuda.Stream(priority=prio)
+                def f():
+                    for k in range(4):
+                        ps, x_, in_, ldy, wi = sets[k]
+                        if kind == "base":
+                            torch.mm(x_, W[wi].t(), out=ys[k])
+                        elif kind == "lora":
+                            lora_set(k, ys[k], main)
+                        elif kind == "serial":
+                            torch.mm(x_, W[wi].t(), out=ys[k])
+                            lora_set(k, ys[k], main)
+                        else:
+                            side.wait_stream(main)
+                            with torch.cuda.stream(side):
+                                lora_set(k, zs[k], side)
+                            torch.mm(x_, W[wi].t(), out=ys[k])
+                            main.wait_stream(side)
+                reps, g = 10, torch.cuda.CUDAGraph()
+                with torch.cuda.stream(main):
+                    f()
+                torch.cuda.synchronize()
+                with torch.cuda.graph(g, stream=main):
+                    for _ in range(reps):
+                        f()
+                lib.sb_set_stream(None)
+                g.replay()
+                torch.cuda.synchronize()
+                ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+                ev[0].record()
+                for _ in range(5):
+                    g.replay()
+                ev[1].record()
+                torch.cuda.synchronize()
+                return ev[0].elapsed_time(ev[1]) * 1000 / (reps * 5)
+            row = {k: variant(k) for k in ("base", "lora", "serial")}
+            row["overlap"] = variant("overlap")
+            row["overlap_high_prio"] = variant("overlap", prio=-1)
+            res[f"b{batch}_{nad}ad"] = row
+            print(f"  layer at batch {batch:2d}, {nad:2d} adapter(s): base GEMMs {row['base']:6.1f} us, LoRA {row['lora']:6.1f} us, "
+                  f"serial {row['serial']:6.1f} us (+{(row['serial'] / row['base'] - 1) * 100:4.1f}%), side stream {row['overlap']:6.1f} us "
+                  f"(+{(row['overlap'] / row['base'] - 1) * 100:4.1f}%), side stream high priority {row['overlap_high_prio']:6.1f} us "
+                  f"(+{(row['overlap_high_prio'] / row['base'] - 1) * 100:4.1f}%)")
+        del keep, table
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--arch", default="90")
     ap.add_argument("--out", help="JSON file for the figures (bench.ts --kernels)")
-    ap.add_argument("--only", choices=["lora"], help="only the LoRA benchmarks (with the tensor-core grid sweep)")
+    ap.add_argument("--only", choices=["lora", "overlap"], help="only the LoRA benchmarks (with the tensor-core grid sweep), or only the LoRA-beside-GEMM probe")
     ap.add_argument("--no-sweep", action="store_true", help="skip the tensor-core grid sweep")
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -314,11 +399,14 @@ def main():
     lib.sb_attention_workspace.restype = ctypes.c_int64
     if a.only == "lora":
         res = bench_lora(lib, a.arch, sweep=not a.no_sweep)
+    elif a.only == "overlap":
+        res = bench_overlap(lib)
     else:
         res = bench_finish_rows(lib)
         res.update(bench_lora(lib, a.arch, sweep=not a.no_sweep))
         res["decode_layer_us"] = profile_decode_layer(lib)
         res.update(bench_prefill_attention(lib))
+        res["overlap"] = bench_overlap(lib)
     if a.out:
         # NaN (a path or grid shape that did not run) as null: bench.ts reads this file with JSON.parse.
         clean = lambda v: {k: clean(w) for k, w in v.items()} if isinstance(v, dict) else [clean(w) for w in v] if isinstance(v, list) else None if isinstance(v, float) and v != v else v
