@@ -62,6 +62,17 @@ int addBias(Elem t, void* y, const void* bias, int rows, int cols, Stream s) {
   });
 }
 
+int addTo(Elem t, void* y, const void* z, int64_t n, Stream s) {
+  if (n == 0) return 0;
+  return dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    const bool vec = ((reinterpret_cast<uintptr_t>(y) | reinterpret_cast<uintptr_t>(z)) & 15) == 0;
+    const int64_t blocks = std::min<int64_t>((n + 8 * 256 - 1) / (8 * 256), 2048);
+    addToKernel<T><<<static_cast<unsigned>(blocks), 256, 0, s>>>(static_cast<T*>(y), static_cast<const T*>(z), n, vec);
+    return launched();
+  });
+}
+
 int convertF32(Elem t, const float* src, void* dst, int64_t n, Stream s) {
   if (n == 0) return 0;
   return dispatch(t, [&](auto tag) {

@@ -61,6 +61,35 @@ __global__ void addBiasKernel(T* __restrict__ y, const T* __restrict__ bias, int
     y[row * cols + i] = fromF<T>(toF(y[row * cols + i]) + toF(bias[i]));
 }
 
+// y[i] += z[i] over n elements, 8 per thread (16-byte accesses where both are aligned): the LoRA output a
+// side stream computed beside the base GEMM (cuda-engine.cc loraJoin), added as PEFT adds lora_B's output.
+template <typename T>
+__global__ void addToKernel(T* __restrict__ y, const T* __restrict__ z, int64_t n, bool vec) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x * 8;
+  for (int64_t i = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * 8; i < n; i += stride) {
+    if (vec && i + 8 <= n) {
+      uint4 a = *reinterpret_cast<const uint4*>(y + i);
+      const uint4 b = *reinterpret_cast<const uint4*>(z + i);
+      T* ae = reinterpret_cast<T*>(&a);
+      const T* be = reinterpret_cast<const T*>(&b);
+#pragma unroll
+      for (int k = 0; k < 16 / static_cast<int>(sizeof(T)); k++) ae[k] = fromF<T>(toF(ae[k]) + toF(be[k]));
+      if constexpr (sizeof(T) == 4) {
+        uint4 c = *reinterpret_cast<const uint4*>(y + i + 4);
+        const uint4 d = *reinterpret_cast<const uint4*>(z + i + 4);
+        T* ce = reinterpret_cast<T*>(&c);
+        const T* de = reinterpret_cast<const T*>(&d);
+#pragma unroll
+        for (int k = 0; k < 4; k++) ce[k] = fromF<T>(toF(ce[k]) + toF(de[k]));
+        *reinterpret_cast<uint4*>(y + i + 4) = c;
+      }
+      *reinterpret_cast<uint4*>(y + i) = a;
+    } else {
+      for (int64_t k = i; k < min(i + 8, n); k++) y[k] = fromF<T>(toF(y[k]) + toF(z[k]));
+    }
+  }
+}
+
 template <typename T>
 __global__ void convertF32Kernel(const float* __restrict__ src, T* __restrict__ dst, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x)

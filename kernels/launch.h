@@ -43,6 +43,8 @@ int softcap(float* x, int64_t n, float cap, Stream s);
 
 // y += bias (broadcast over rows), y [rows, cols].
 int addBias(Elem t, void* y, const void* bias, int rows, int cols, Stream s);
+// y[i] += z[i] for n elements (each sum rounded once to t).
+int addTo(Elem t, void* y, const void* z, int64_t n, Stream s);
 
 // LoRA over segments of rows that share an adapter (SGMV). A segment i covers rows
 // [segStart[i], segStart[i+1]) and uses adapter slot segSlot[i] (-1: none). The slot table holds,

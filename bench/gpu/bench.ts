@@ -5,7 +5,8 @@
 // measured bf16 matmul rate: ceilings.json from bench/gpu/peer.py in the same run) and the ratio.
 // Usage (GPU machine): node --import tsx bench/gpu/bench.ts --ceilings ceilings.json [--kernels lora-bench.json] [--weights bf16|int4|fp8] --out DIR
 // SWITCHBOARD_LORA_KERNEL=tc|tc+pdl|simt picks the LoRA kernel the engine's sgmv runs (kernels/launch.h; simt when
-// unset); the results name it.
+// unset), SWITCHBOARD_LORA_STREAM=side|inline whether it runs beside the base GEMMs (native/src/cuda-engine.cc
+// loraFork); the results name both.
 // (--kernels: bench/gpu/kernels_bench.py's output from the same run, for the LoRA-vs-PyTorch target.)
 // --weights int4|fp8 (issue 19): the seven projections of every layer are synthetic packed weights as the
 // quantized loaders produce them (int4: group 128 with zero points, AWQ/GPTQ's form; fp8: e4m3 with one
@@ -134,7 +135,9 @@ function syntheticAdapter(model: ModelDir, seed: number): NativeAdapterSpec {
 }
 
 // Read by the kernels' launcher (kernels/sgmv.cu) in this process; unset and unknown values mean simt.
-const LORA_KERNEL = ['tc', 'tc+pdl'].includes(process.env.SWITCHBOARD_LORA_KERNEL ?? '') ? process.env.SWITCHBOARD_LORA_KERNEL! : 'simt';
+const LORA_KERNEL =
+  (['tc', 'tc+pdl'].includes(process.env.SWITCHBOARD_LORA_KERNEL ?? '') ? process.env.SWITCHBOARD_LORA_KERNEL! : 'simt') +
+  (process.env.SWITCHBOARD_LORA_STREAM === 'side' ? ' on a side stream' : '');
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 

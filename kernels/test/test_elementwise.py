@@ -1,11 +1,11 @@
-"""elementwise family (elementwise.cuh, elementwise.cu): SiLU(gate)·up, gelu-tanh(gate)·up, bias add,
+"""elementwise family (elementwise.cuh, elementwise.cu): SiLU(gate)·up, gelu-tanh(gate)·up, bias add, y += z,
 embedding gather (plain and scaled), final-logit soft-capping
 against float64 PyTorch, and random weights against kernels/rng.h's randomWeight computed in
 Python (the CPU engine draws the same numbers on the host).
 Usage: python3 kernels/test/test_elementwise.py [--arch 90]"""
 import ctypes
 import torch
-from harness import DT, F32, TYPES, check, main, p, poison, random_weight, run
+from harness import DT, F32, TYPES, check, main, p, poison, random_weight, run, verdict
 
 
 def test_silu_bias_embedding(lib, t):
@@ -21,6 +21,15 @@ def test_silu_bias_embedding(lib, t):
     ref = y.double() + b.double()
     run(lib, "sb_add_bias", t, p(y), p(b), rows, 1000)
     check("add bias", t, y, ref)
+    # y += z (LoRA beside the GEMM): exact sums rounded once; n not a multiple of 8 (the scalar tail), and
+    # an unaligned pair (the element path).
+    for n, off in ((64 * 6144 + 5, 0), (1001, 1)):
+        y = torch.randn(n + off, device="cuda").to(DT[t])
+        z = torch.randn(n + off, device="cuda").to(DT[t])
+        ref = (y[off:].double() + z[off:].double()).to(DT[t]).double()
+        run(lib, "sb_add_to", t, ctypes.c_void_p(y.data_ptr() + off * y.element_size()), ctypes.c_void_p(z.data_ptr() + off * z.element_size()), ctypes.c_int64(n))
+        same = torch.equal(y[off:].double(), ref)
+        verdict(same, f"y += z ({n} elements{', unaligned' if off else ''}) {'equals' if same else 'differs from'} the sums rounded once", f"add_to {t} n={n}")
     table = torch.randn(500, 64, device="cuda").to(DT[t])
     tok = torch.randint(0, 500, (33,), device="cuda", dtype=torch.int32)
     out = poison((33, 64), DT[t])

@@ -147,6 +147,19 @@ class CudaEngine final : public Engine {
     deviceName_ = prop.name;
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cudaStreamCreateWithFlags(&copyStream_, cudaStreamNonBlocking), "cudaStreamCreate(copy)");
+    {
+      const char* e = std::getenv("SWITCHBOARD_LORA_STREAM");
+      const std::string v = e ? e : "";
+      if (v != "" && v != "side" && v != "inline") throw EngineError("SWITCHBOARD_LORA_STREAM=" + v + ": expected side or inline");
+      loraSide_ = v == "side";
+    }
+    if (loraSide_) {
+      int lo = 0, hi = 0;
+      check(cudaDeviceGetStreamPriorityRange(&lo, &hi), "cudaDeviceGetStreamPriorityRange");
+      check(cudaStreamCreateWithPriority(&loraStream_, cudaStreamNonBlocking, hi), "cudaStreamCreate(lora)");
+      check(cudaEventCreateWithFlags(&loraFork_, cudaEventDisableTiming), "cudaEventCreate");
+      check(cudaEventCreateWithFlags(&loraJoin_, cudaEventDisableTiming), "cudaEventCreate");
+    }
     check(cudaEventCreate(&stepBegin_), "cudaEventCreate");
     check(cudaEventCreate(&stepEnd_), "cudaEventCreate");
     checkB(cublasCreate(&blas_), "cublasCreate");
@@ -170,6 +183,9 @@ class CudaEngine final : public Engine {
     if (stepEnd_) cudaEventDestroy(stepEnd_);
     if (stream_) cudaStreamDestroy(stream_);
     if (copyStream_) cudaStreamDestroy(copyStream_);
+    if (loraStream_) cudaStreamDestroy(loraStream_);
+    if (loraFork_) cudaEventDestroy(loraFork_);
+    if (loraJoin_) cudaEventDestroy(loraJoin_);
   }
 
   void load() override {
@@ -396,6 +412,29 @@ class CudaEngine final : public Engine {
     }
   }
 
+  // LoRA beside the base GEMM (SWITCHBOARD_LORA_STREAM=side): at decode the SGMV kernels are bound by
+  // latency, not bytes (one adapter at batch 64: ~12 us a set for ~1 us of bytes), while the GEMM of the
+  // same input is bound by weight bytes; on a second, high-priority stream the LoRA runs while the GEMM
+  // streams its weights. loraFork starts the set's LoRA (into loraOut_, zeroed first: rows without an
+  // adapter add nothing) and says whether it did; loraJoin waits for it and adds it to y, the sum
+  // rounded once as PEFT's `result + lora_B(lora_A(x)) * scaling`. Steps with long prompt segments
+  // (the cuBLAS LoRA path) run inline.
+  bool loraFork(const kern::LoraProjSet& set, const void* x, int in, int ldy, int nseg, int maxSegRows) {
+    if (!loraSide_ || !anyAdapter_ || !gemmSegs_.empty() || size_t(rows_) * ldy * elemSize(t_) > loraOut_.bytes) return false;
+    check(cudaEventRecord(loraFork_, stream_), "LoRA fork");
+    check(cudaStreamWaitEvent(loraStream_, loraFork_, 0), "LoRA fork");
+    check(cudaMemsetAsync(loraOut_.p, 0, size_t(rows_) * ldy * elemSize(t_), loraStream_), "LoRA output reset");
+    checkK(kern::sgmv(t_, x, in, loraTmp_.as<float>(), maxRank_, loraOut_.p, ldy, table_.as<kern::LoraSlotEntry>(), c_.layers * kNumProj, set,
+                      dSegStart_, dSegSlotSgmv_, nseg, maxSegRows, rows_, reinterpret_cast<kern::Stream>(loraStream_)),
+           "sgmv (side stream)");
+    check(cudaEventRecord(loraJoin_, loraStream_), "LoRA join");
+    return true;
+  }
+  void loraJoin(void* y, int ldy) {
+    check(cudaStreamWaitEvent(stream_, loraJoin_, 0), "LoRA join");
+    checkK(kern::addTo(t_, y, loraOut_.p, int64_t(rows_) * ldy, reinterpret_cast<kern::Stream>(stream_)), "LoRA add");
+  }
+
   // Adapter segments: neighbouring sequences with the same adapter share one, so its weights are
   // read once per SGMV_ROWS rows rather than once per sequence (the scheduler orders batches by
   // adapter). A sequence with kLoraGemmRows rows or more in a step (a long prompt chunk) is a
@@ -472,6 +511,11 @@ class CudaEngine final : public Engine {
   Elem t_;
   std::string deviceName_;
   cudaStream_t stream_ = nullptr, copyStream_ = nullptr;
+  // LoRA beside the base GEMMs (loraFork): the stream, its fork/join events, its output.
+  bool loraSide_ = false;
+  cudaStream_t loraStream_ = nullptr;
+  cudaEvent_t loraFork_ = nullptr, loraJoin_ = nullptr;
+  DevBuf loraOut_;
   cublasHandle_t blas_ = nullptr;
   DevBuf embed_, norm_, lmHead_, invFreq_, kcache_, vcache_, table_, stage_, copyStage_;
   // LoRA on embed_tokens and lm_head: per slot, the embedding entries then the head entries (maxAdapters
@@ -815,6 +859,7 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
   if (c_.sandwichNorm) moved |= normTmp_.reserve(size_t(T) * H * es, "sandwich norm");
   if (hasMoe_) moved |= reserveMoe(T);
   if (anyAdapter_) moved |= loraTmp_.reserve(size_t(T) * 3 * maxRank_ * 4, "lora tmp");
+  if (anyAdapter_ && loraSide_) moved |= loraOut_.reserve(size_t(T) * std::max({QKV, 2 * I, H}) * es, "lora output");
   if (headLora_ && NL > 0) moved |= headTmp_.reserve(size_t(NL) * maxHeadRank_ * 4, "lm_head lora tmp");
   const int64_t wsFloats = kern::attentionWorkspaceFloats(T, NH, NKV, D, maxKeys);
   if (wsFloats > 0) moved |= attWs_.reserve(size_t(wsFloats) * 4, "attention workspace");
@@ -875,9 +920,12 @@ void CudaEngine::forward(const StepShape& sh) {
     // Layer 0 normalises the embeddings; later layers first add the previous MLP output.
     if (l == 0) norm(res_.p, nullptr, L.inNorm, h_.p, "rmsnorm");
     else norm(x_.p, res_.p, L.inNorm, h_.p, "rmsnorm");
+    const kern::LoraProjSet qkvSet = projSet(l, {{kQ, 0, Q}, {kK, Q, KV}, {kV, Q + KV, KV}});
+    bool side = loraFork(qkvSet, h_.p, H, QKV, nseg, maxSegRows);
     gemm(h_.p, T, H, L.wqkv, QKV, qkv_.p, cudaType(t_));
     if (c_.attentionBias) checkK(kern::addBias(t_, qkv_.p, L.bqkv.p, T, QKV, st), "bias");
-    lora(projSet(l, {{kQ, 0, Q}, {kK, Q, KV}, {kV, Q + KV, KV}}), h_.p, H, qkv, QKV, nseg, maxSegRows);
+    if (side) loraJoin(qkv, QKV);
+    else lora(qkvSet, h_.p, H, qkv, QKV, nseg, maxSegRows);
     if (c_.qkNorm) {
       checkK(kern::headRmsnorm(t_, qkv, QKV, T, NH, D, F.qNorm.p, c_.rmsNormEps, c_.gemmaNorm, st), "q norm");
       checkK(kern::headRmsnorm(t_, qkv + size_t(Q) * es, QKV, T, NKV, D, F.kNorm.p, c_.rmsNormEps, c_.gemmaNorm, st), "k norm");
@@ -901,8 +949,11 @@ void CudaEngine::forward(const StepShape& sh) {
       checkK(kern::pagedAttention(t_, qkv, QKV, kc, vc, dTables_, maxBlocks, dRowSeq_, dPos_, sh.prefillTiles > 0 ? dPagedRows_ : nullptr,
                                   sh.pagedRows, NH, NKV, D, BS, c_.slidingWindow[l], scale, c_.attnSoftcap, att_.p, maxKeys, attWs_.as<float>(), wsFloats, st),
              "attention");
+    const kern::LoraProjSet oSet = projSet(l, {{kO, 0, H}});
+    side = loraFork(oSet, att_.p, Q, H, nseg, maxSegRows);
     gemm(att_.p, T, Q, L.wo, H, o_buf_.p, cudaType(t_));
-    lora(projSet(l, {{kO, 0, H}}), att_.p, Q, o_buf_.p, H, nseg, maxSegRows);
+    if (side) loraJoin(o_buf_.p, H);
+    else lora(oSet, att_.p, Q, o_buf_.p, H, nseg, maxSegRows);
     if (c_.sandwichNorm) {
       // Gemma: the attention output is normalised before the residual add; the MLP has its own input norm.
       norm(o_buf_.p, nullptr, L.postNorm, normTmp_.p, "post-attention norm");
@@ -915,12 +966,19 @@ void CudaEngine::forward(const StepShape& sh) {
       if (c_.sharedExpertIntermediate > 0) sharedExpert(F, l, T, nseg, maxSegRows);
       continue;
     }
+    const kern::LoraProjSet guSet = projSet(l, {{kGate, 0, I}, {kUp, I, I}});
+    side = loraFork(guSet, h_.p, H, 2 * I, nseg, maxSegRows);
     gemm(h_.p, T, H, L.wgu, 2 * I, gu_.p, cudaType(t_));
-    lora(projSet(l, {{kGate, 0, I}, {kUp, I, I}}), h_.p, H, gu_.p, 2 * I, nseg, maxSegRows);
+    if (side) loraJoin(gu_.p, 2 * I);
+    else lora(guSet, h_.p, H, gu_.p, 2 * I, nseg, maxSegRows);
     if (c_.geluTanh) checkK(kern::geluTanhMul(t_, gu_.p, gu_.as<char>() + size_t(I) * es, 2 * I, T, I, act_.p, st), "geluTanhMul");
     else checkK(kern::siluMul(t_, gu_.p, gu_.as<char>() + size_t(I) * es, 2 * I, T, I, act_.p, st), "siluMul");
-    gemm(act_.p, T, I, L.wd, H, c_.sandwichNorm ? normTmp_.p : x_.p, cudaType(t_));
-    lora(projSet(l, {{kDown, 0, H}}), act_.p, I, c_.sandwichNorm ? normTmp_.p : x_.p, H, nseg, maxSegRows);
+    const kern::LoraProjSet downSet = projSet(l, {{kDown, 0, H}});
+    void* down = c_.sandwichNorm ? normTmp_.p : x_.p;
+    side = loraFork(downSet, act_.p, I, H, nseg, maxSegRows);
+    gemm(act_.p, T, I, L.wd, H, down, cudaType(t_));
+    if (side) loraJoin(down, H);
+    else lora(downSet, act_.p, I, down, H, nseg, maxSegRows);
     if (c_.sandwichNorm) norm(normTmp_.p, nullptr, F.postFfNorm, x_.p, "post-feed-forward norm");
   }
   if (NL > 0) {
