@@ -152,6 +152,17 @@ class CudaEngine final : public Engine {
       const std::string v = e ? e : "";
       if (v != "" && v != "side" && v != "inline") throw EngineError("SWITCHBOARD_LORA_STREAM=" + v + ": expected side or inline");
       loraSide_ = v == "side";
+      // SMs left out of cuBLAS's kernel choice while a step runs LoRA beside it (cublasSetSmCountTarget):
+      // a decode GEMM bound by bytes may not need every SM, and the LoRA blocks then find some free.
+      const char* n = std::getenv("SWITCHBOARD_LORA_SIDE_SMS");
+      if (n && *n) {
+        char* end = nullptr;
+        const long k = std::strtol(n, &end, 10);
+        if (*end != '\0' || k < 0 || k >= prop.multiProcessorCount)
+          throw EngineError(std::string("SWITCHBOARD_LORA_SIDE_SMS=") + n + ": expected 0.." + std::to_string(prop.multiProcessorCount - 1));
+        loraSideSms_ = int(k);
+      }
+      smCount_ = prop.multiProcessorCount;
     }
     if (loraSide_) {
       int lo = 0, hi = 0;
@@ -513,6 +524,7 @@ class CudaEngine final : public Engine {
   cudaStream_t stream_ = nullptr, copyStream_ = nullptr;
   // LoRA beside the base GEMMs (loraFork): the stream, its fork/join events, its output.
   bool loraSide_ = false;
+  int loraSideSms_ = 0, smCount_ = 0, blasSmTarget_ = 0;
   cudaStream_t loraStream_ = nullptr;
   cudaEvent_t loraFork_ = nullptr, loraJoin_ = nullptr;
   DevBuf loraOut_;
@@ -891,6 +903,14 @@ CudaEngine::StepShape CudaEngine::prepare(const std::vector<SeqInput>& batch) {
 // Embedding to logits, all on the stream; enqueues only (capturable into a CUDA graph).
 void CudaEngine::forward(const StepShape& sh) {
   const auto [T, nseq, NL, maxBlocks, maxKeys, nseg, maxSegRows, rank, modelLora] = sh.key;
+  {
+    // SWITCHBOARD_LORA_SIDE_SMS: cuBLAS picks its kernels for fewer SMs in steps whose LoRA runs beside it.
+    const int target = loraSide_ && loraSideSms_ > 0 && anyAdapter_ && gemmSegs_.empty() ? smCount_ - loraSideSms_ : 0;
+    if (target != blasSmTarget_) {
+      checkB(cublasSetSmCountTarget(blas_, target), "cublasSetSmCountTarget");
+      blasSmTarget_ = target;
+    }
+  }
   (void)nseq;
   (void)rank;
   (void)modelLora;
