@@ -1220,7 +1220,9 @@ cudaGraphExec_t CudaEngine::graphFor(const StepShape& sh) {
     }
     const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
     if (why.empty() && end != cudaSuccess) why = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
-    if (why.empty() && cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) why = "cudaGraphInstantiate failed";
+    // With the LoRA side stream, its kernels keep their stream's (higher) priority inside the graph.
+    const unsigned long long flags = loraSide_ ? cudaGraphInstantiateFlagUseNodePriority : 0;
+    if (why.empty() && cudaGraphInstantiate(&exec, graph, flags) != cudaSuccess) why = "cudaGraphInstantiate failed";
     if (graph) cudaGraphDestroy(graph);
   }
   if (!why.empty()) {
