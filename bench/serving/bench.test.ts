@@ -35,6 +35,7 @@ interface Row {
   itlP99: number;
   decodeStepMs: number;
   engineTokS: number;
+  prefixHitRate: number | null;
 }
 
 test('serving bench runs end to end at a tiny shape and reports sane figures', { timeout: 120_000 }, async () => {
@@ -42,15 +43,21 @@ test('serving bench runs end to end at a tiny shape and reports sane figures', {
   try {
     const r = await run([
       '--shape', 'tiny', '--adapters', '2', '--clients', '2', '--requests', '4', '--poisson-requests', '3', '--rates', '0.5,1',
-      '--load-adapters', '1', '--phase-seconds', '0.8', '--new-tokens', '3,6', '--prompt-words', '4,8', '--threads', '1', '--out', out,
+      '--load-adapters', '1', '--phase-seconds', '0.8', '--new-tokens', '3,6', '--prompt-words', '4,8', '--system-words', '40', '--threads', '1', '--out', out,
     ]);
     assert.equal(r.code, 0, r.stderr.slice(-3000));
     const res = JSON.parse(await readFile(join(out, 'results.json'), 'utf-8')) as { device: string; rows: Row[]; targets: { name: string; value: number; met: boolean }[] };
     assert.match(res.device, /cpu/);
     assert.deepEqual(
       res.rows.map((x) => `${x.phase}/${x.adapters}`),
-      ['closed loop/none', 'closed loop/2 uniform', 'closed loop/2 Zipf s=1', 'poisson/2 uniform', 'poisson/2 uniform', 'adapter loading/2 warm', 'adapter loading/2 warm', 'adapter loading/2 warm'],
+      ['closed loop/none', 'closed loop/2 uniform', 'closed loop/2 Zipf s=1', 'prefix caching/2 uniform, one 40-word system prompt',
+        'prefix caching/2 uniform, unique prompts as long', 'poisson/2 uniform', 'poisson/2 uniform', 'adapter loading/2 warm', 'adapter loading/2 warm', 'adapter loading/2 warm'],
     );
+    // The shared system prompt is served from the prefix cache after each adapter's first request; the
+    // unique prompts share nothing (JSON has no NaN: a phase that looked nothing up reads null).
+    const [shared, unique] = res.rows.filter((x) => x.phase === 'prefix caching');
+    assert.ok(shared!.prefixHitRate! > 0.2, `shared system prompt: hit rate ${shared!.prefixHitRate}`);
+    assert.ok(unique!.prefixHitRate === null || unique!.prefixHitRate < 0.05, `unique prompts: hit rate ${unique!.prefixHitRate}`);
     for (const x of res.rows) {
       const what = `${x.phase} ${x.adapters} ${x.load}`;
       assert.equal(x.errors, 0, what);
@@ -62,6 +69,8 @@ test('serving bench runs end to end at a tiny shape and reports sane figures', {
       assert.ok(x.decodeStepMs > 0 && x.engineTokS >= x.outTokS * 0.5, what);
     }
     for (const x of res.rows.filter((y) => y.phase !== 'adapter loading')) assert.equal(x.requests, x.phase === 'poisson' ? 3 : 4);
+    const md0 = await readFile(join(out, 'results.md'), 'utf-8');
+    assert.match(md0, /Prefix caching \(issue 20[^\n]*one 40-word system prompt[^\n]*% of prompt tokens from the cache/);
     assert.equal(res.rows.filter((x) => x.phase === 'poisson').length, 2);
     assert.equal(res.targets.length, 3);
     for (const t of res.targets) assert.ok(Number.isFinite(t.value) && t.value > 0, t.name);
@@ -71,7 +80,7 @@ test('serving bench runs end to end at a tiny shape and reports sane figures', {
     const header = lines.find((l) => l.startsWith('| phase |'))!;
     const cols = header.split('|').length;
     const body = lines.slice(lines.indexOf(header) + 1, lines.indexOf(header) + 1 + res.rows.length);
-    assert.equal(body.length, 8);
+    assert.equal(body.length, 10);
     for (const l of body) assert.equal(l.split('|').length, cols, l);
     assert.match(r.stdout, /\| throughput with 2 adapters \/ without \| [\d.]+ \| >= 0\.85 \| (yes|no) \|/);
 

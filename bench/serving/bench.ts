@@ -52,6 +52,7 @@ const OPTIONS = {
   'prompt-words': { type: 'string', default: '150,250' },
   'new-tokens': { type: 'string', default: '96,160' },
   'load-adapters': { type: 'string' },
+  'system-words': { type: 'string', default: '400' },
   'phase-seconds': { type: 'string', default: '10' },
   threads: { type: 'string' },
   device: { type: 'string', default: 'auto' },
@@ -92,6 +93,7 @@ const PROMPT_WORDS = range('prompt-words', a['prompt-words']!);
 const NEW_TOKENS = range('new-tokens', a['new-tokens']!);
 const LOAD_N = a['load-adapters'] ? num('load-adapters', a['load-adapters'], 1) : Math.max(2, Math.ceil(N / 4));
 const WINDOW_S = num('phase-seconds', a['phase-seconds'], 0.1);
+const SYSTEM_WORDS = num('system-words', a['system-words'], 0);
 const DTYPE: Dtype = (a.dtype ?? (a.shape!.startsWith('mistral') ? 'BF16' : 'F32')) as Dtype;
 if (DTYPE !== 'F32' && DTYPE !== 'BF16') fail('--dtype is F32 or BF16');
 const rand = mulberry32(num('seed', a.seed, 0));
@@ -122,6 +124,8 @@ interface Req {
   adapter: string | null;
   words: number;
   newTokens: number;
+  /** Starts with the run's one system prompt (the prefix-caching phase). */
+  system?: boolean;
 }
 
 interface Rec {
@@ -136,6 +140,12 @@ interface Rec {
 
 const randInt = ([lo, hi]: [number, number]) => lo + Math.floor(rand() * (hi - lo + 1));
 const prompt = (words: number) => Array.from({ length: words }, () => WORDS[Math.floor(rand() * WORDS.length)]).join(' ');
+// One system prompt for the whole run, the prefix every request of the prefix-caching phase shares
+// (drawn from its own generator: the other phases' prompts stay what they were before it existed).
+const SYSTEM = (() => {
+  const r = mulberry32(num('seed', a.seed, 0) + 0x5157);
+  return Array.from({ length: SYSTEM_WORDS }, () => WORDS[Math.floor(r() * WORDS.length)]).join(' ');
+})();
 
 function zipfPicker(ids: string[], s: number): () => string {
   const w = ids.map((_, k) => 1 / Math.pow(k + 1, s));
@@ -156,7 +166,7 @@ async function send(req: Req): Promise<Rec> {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...(target.key ? { authorization: `Bearer ${target.key}` } : {}) },
       body: JSON.stringify({
-        inputs: prompt(req.words),
+        inputs: (req.system ? `${SYSTEM} ` : '') + prompt(req.words),
         parameters: { max_new_tokens: req.newTokens, ignore_eos_token: true, details: true, ...(req.adapter ? { adapter_id: req.adapter } : {}) },
       }),
     });
@@ -200,6 +210,9 @@ interface Counters {
   prefillSteps: number;
   prefillSeconds: number;
   tokens: number;
+  /** Prompt tokens looked up in the prefix cache, and those found there. */
+  prefixQueries: number;
+  prefixHits: number;
 }
 
 let metricsUrl = '';
@@ -225,12 +238,15 @@ async function counters(): Promise<Counters> {
     prefillSteps: get('lorax_batch_inference_duration_count{method="prefill"}'),
     prefillSeconds: get('lorax_batch_inference_duration_sum{method="prefill"}'),
     tokens: get('lorax_tokens_generated_total'),
+    prefixQueries: get('switchboard_prefix_cache_queries_total'),
+    prefixHits: get('switchboard_prefix_cache_hits_total'),
   };
 }
 
 const minus = (x: Counters, y: Counters): Counters => ({
   decodeSteps: x.decodeSteps - y.decodeSteps, decodeSeconds: x.decodeSeconds - y.decodeSeconds,
   prefillSteps: x.prefillSteps - y.prefillSteps, prefillSeconds: x.prefillSeconds - y.prefillSeconds, tokens: x.tokens - y.tokens,
+  prefixQueries: x.prefixQueries - y.prefixQueries, prefixHits: x.prefixHits - y.prefixHits,
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -263,6 +279,8 @@ export interface PhaseResult {
   engineTokS: number;
   /** Share of the phase's wall time the engine spent in steps. */
   engineBusy: number;
+  /** Prompt tokens served from the prefix cache / looked up, over the phase (NaN: none looked up). */
+  prefixHitRate: number;
 }
 
 function summarise(phase: string, adapters: string, load: string, recs: Rec[], wallS: number, c: Counters, itlWindow?: [number, number]): PhaseResult {
@@ -294,12 +312,13 @@ function summarise(phase: string, adapters: string, load: string, recs: Rec[], w
     decodeBatch: Math.max(0, c.tokens - c.prefillSteps) / Math.max(1, c.decodeSteps),
     engineTokS: stepS > 0 ? c.tokens / stepS : NaN,
     engineBusy: stepS / wallS,
+    prefixHitRate: c.prefixQueries > 0 ? c.prefixHits / c.prefixQueries : NaN,
   };
 }
 
 const draw = (adapter: () => string | null): Req => ({ adapter: adapter(), words: randInt(PROMPT_WORDS), newTokens: randInt(NEW_TOKENS) });
 
-async function closedLoop(phase: string, label: string, adapter: () => string | null, count: number): Promise<PhaseResult> {
+async function closedLoop(phase: string, label: string, adapter: () => string | null, count: number, make: (adapter: () => string | null) => Req = draw): Promise<PhaseResult> {
   const c0 = await counters();
   const t0 = performance.now();
   const recs: Rec[] = [];
@@ -307,7 +326,7 @@ async function closedLoop(phase: string, label: string, adapter: () => string | 
   await Promise.all(Array.from({ length: C }, async () => {
     while (next < count) {
       next++;
-      recs.push(await send(draw(adapter)));
+      recs.push(await send(make(adapter)));
     }
   }));
   const wallS = (performance.now() - t0) / 1000;
@@ -404,13 +423,13 @@ function report(r: PhaseResult): void {
 }
 
 export const TABLE_HEADER =
-  '| phase | adapters | load | requests | errors | output tok/s | req/s | TTFT p50 (ms) | TTFT p99 (ms) | ITL p50 (ms) | ITL p99 (ms) | engine decode step (ms) | engine prefill step (ms) | mean decode batch | engine-only tok/s | engine busy |';
+  '| phase | adapters | load | requests | errors | output tok/s | req/s | TTFT p50 (ms) | TTFT p99 (ms) | ITL p50 (ms) | ITL p99 (ms) | engine decode step (ms) | engine prefill step (ms) | mean decode batch | engine-only tok/s | engine busy | prefix cache hits |';
 
 function table(rows: PhaseResult[]): string {
   return [
     TABLE_HEADER,
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.phase} | ${r.adapters} | ${r.load} | ${r.requests} | ${r.errors} | ${f1(r.outTokS)} | ${f2(r.reqS)} | ${f0(r.ttftP50)} | ${f0(r.ttftP99)} | ${f1(r.itlP50)} | ${f1(r.itlP99)} | ${f2(r.decodeStepMs)} | ${f2(r.prefillStepMs)} | ${f1(r.decodeBatch)} | ${f1(r.engineTokS)} | ${(100 * r.engineBusy).toFixed(0)}% |`),
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.phase} | ${r.adapters} | ${r.load} | ${r.requests} | ${r.errors} | ${f1(r.outTokS)} | ${f2(r.reqS)} | ${f0(r.ttftP50)} | ${f0(r.ttftP99)} | ${f1(r.itlP50)} | ${f1(r.itlP99)} | ${f2(r.decodeStepMs)} | ${f2(r.prefillStepMs)} | ${f1(r.decodeBatch)} | ${f1(r.engineTokS)} | ${(100 * r.engineBusy).toFixed(0)}% | ${Number.isFinite(r.prefixHitRate) ? `${(100 * r.prefixHitRate).toFixed(0)}%` : '-'} |`),
   ].join('\n');
 }
 
@@ -491,6 +510,19 @@ async function main(): Promise<void> {
     const uni = await closedLoop('closed loop', `${N} uniform`, uniform, R);
     rows.push(uni);
     rows.push(await closedLoop('closed loop', `${N} Zipf s=${ZIPF}`, zipf, R));
+    // Prefix caching (on by default): every prompt starts with the same SYSTEM_WORDS-word system prompt,
+    // then prompts of the same lengths without a shared start. Blocks are shared per adapter, so each
+    // adapter's first request pays the whole prefill.
+    let prefix: { shared: PhaseResult; unique: PhaseResult } | null = null;
+    if (SYSTEM_WORDS > 0) {
+      const shared = await closedLoop('prefix caching', `${N} uniform, one ${SYSTEM_WORDS}-word system prompt`, uniform, R, (ad) => ({ ...draw(ad), system: true }));
+      const unique = await closedLoop('prefix caching', `${N} uniform, unique prompts as long`, uniform, R, (ad) => {
+        const r = draw(ad);
+        return { ...r, words: r.words + SYSTEM_WORDS };
+      });
+      rows.push(shared, unique);
+      prefix = { shared, unique };
+    }
     for (const f of RATES) rows.push(await poisson(f * uni.reqS, `${N} uniform`, uniform, PR));
     const loading = await loadingUnderLoad(uniform, fresh);
     rows.push(...loading.windows);
@@ -525,7 +557,7 @@ async function main(): Promise<void> {
     const results = {
       date: new Date().toISOString(), device, host: cpu, shape: a.shape, dtype: DTYPE, spec: ck.spec, weightBytes: ck.bytes, adapters: N, rank: RANK,
       clients: C, requestsPerPhase: R, poissonRequests: PR, rateFractions: RATES, zipf: ZIPF, promptWords: PROMPT_WORDS, newTokens: NEW_TOKENS,
-      loadAdapters: LOAD_N, windowS: WINDOW_S, gateway: a.gateway, loadAverage: { start: loadStart, end: os.loadavg() }, writeS, startS, rows, targets, note: a.note, command: cmd,
+      loadAdapters: LOAD_N, systemWords: SYSTEM_WORDS, windowS: WINDOW_S, gateway: a.gateway, loadAverage: { start: loadStart, end: os.loadavg() }, writeS, startS, rows, targets, note: a.note, command: cmd,
     };
     await writeFile(join(out, 'results.json'), JSON.stringify(results, null, 2) + '\n');
     const md = [
@@ -538,7 +570,8 @@ async function main(): Promise<void> {
         `${N} rank-${RANK} adapters on all seven projections (+${LOAD_N} loaded mid-run). Each request: ${PROMPT_WORDS.join('-')} random words ` +
         `(${f0(uni.promptTokensMean)} prompt tokens on average), ${NEW_TOKENS.join('-')} new tokens drawn uniformly, ignore_eos_token. ` +
         `Closed loops: ${R} requests, ${C} clients. Poisson: ${PR} requests at ${RATES.join(', ')} x the uniform closed loop's request rate. ` +
-        `Adapter loading: the uniform closed loop in three ${WINDOW_S} s windows; in the middle one a side client requests adapters never loaded before, one after another.`,
+        `Adapter loading: the uniform closed loop in three ${WINDOW_S} s windows; in the middle one a side client requests adapters never loaded before, one after another.` +
+        (SYSTEM_WORDS > 0 ? ` Prefix caching: the uniform closed loop with one ${SYSTEM_WORDS}-word system prompt before every prompt, then with unique prompts ${SYSTEM_WORDS} words longer (the same lengths, nothing shared).` : ''),
       '',
       `TTFT and ITL are client-side (SSE arrival times; each token is sent as soon as its text is settled, so TTFT covers the prefill and its first token). ` +
         `Engine columns come from the server's /metrics over the same phase (lorax_batch_inference_duration: engine.step wall time; mixed steps count as prefill): ` +
@@ -550,6 +583,16 @@ async function main(): Promise<void> {
       '',
       tgt,
       '',
+      ...(prefix
+        ? [
+            `Prefix caching (issue 20: KV blocks shared per adapter and tenant, on by default): with one ${SYSTEM_WORDS}-word system prompt before every prompt, ` +
+              `TTFT p50 ${f0(prefix.shared.ttftP50)} ms (p99 ${f0(prefix.shared.ttftP99)}), ${f1(prefix.shared.outTokS)} output tok/s, ` +
+              `${Number.isFinite(prefix.shared.prefixHitRate) ? (100 * prefix.shared.prefixHitRate).toFixed(0) : '-'}% of prompt tokens from the cache; ` +
+              `unique prompts of the same lengths: TTFT p50 ${f0(prefix.unique.ttftP50)} ms (p99 ${f0(prefix.unique.ttftP99)}), ${f1(prefix.unique.outTokS)} output tok/s, ` +
+              `${Number.isFinite(prefix.unique.prefixHitRate) ? (100 * prefix.unique.prefixHitRate).toFixed(0) : '-'}% from the cache.`,
+            '',
+          ]
+        : []),
       `Command: \`${cmd}\``,
       '',
     ].join('\n');
