@@ -48,6 +48,31 @@ def lora_setup(t, nslots, ranks, din, dout):
     return A, B, scales, table
 
 
+# One Mistral-7B decoder layer: (in, out) of q, k, v, o, gate, up, down, and its four LoRA projection sets.
+H7, I7, Q7, KV7 = 4096, 14336, 4096, 1024
+LAYER_SHAPES = [(H7, Q7), (H7, KV7), (H7, KV7), (Q7, H7), (H7, I7), (H7, I7), (I7, H7)]
+
+
+def layer_adapters(t, r, nad):
+    """nad rank-r adapters on all seven projections of a Mistral-7B layer: the slot table [adapter][proj]
+    and the tensors it points at (kept alive by the caller)."""
+    keep, entries = [], []
+    for _ in range(nad):
+        for din_, dout_ in LAYER_SHAPES:
+            a = torch.randn(r, din_, device="cuda").to(DT[t]) / math.sqrt(din_)
+            b = torch.randn(dout_, r, device="cuda").to(DT[t]) * 0.01
+            keep.append((a, b))
+            entries.append(Entry(a.data_ptr(), b.data_ptr(), r, 2.0))
+    return upload_table(entries), keep
+
+
+def layer_sets():
+    """The layer's LoRA sets as (projection set, input width, output width): q|k|v, o, gate|up, down."""
+    H, I, Q, KV = H7, I7, Q7, KV7
+    return [(proj_set([0, 1, 2], [0, Q, Q + KV], [Q, KV, KV]), H, Q + 2 * KV), (proj_set([3], [0], [H]), Q, H),
+            (proj_set([4, 5], [0, I], [I, I]), H, 2 * I), (proj_set([6], [0], [H]), I, H)]
+
+
 def bench_finish_rows(lib):
     """Sampling: 64 rows with top-k 50 + top-p 0.9 (the slowest path) per vocabulary size."""
     z = torch.zeros(1, dtype=torch.int32, device="cuda")
@@ -120,24 +145,13 @@ def bench_lora(lib, arch, sweep=True):
     del A, B, Ast, Bst
 
     # One Mistral-7B decoder layer's LoRA: table [adapter][q, k, v, o, gate, up, down].
-    H, I, Q, KV, nad, maxrows = 4096, 14336, 4096, 1024, 64, 1024
-    shapes = [(H, Q), (H, KV), (H, KV), (Q, H), (H, I), (H, I), (I, H)]  # (in, out)
-    Ws, entries = [], []
-    for s_ in range(nad):
-        for din_, dout_ in shapes:
-            a = torch.randn(r, din_, device="cuda").to(DT[t]) / math.sqrt(din_)
-            b = torch.randn(dout_, r, device="cuda").to(DT[t]) * 0.01
-            Ws.append((a, b))
-            entries.append(Entry(a.data_ptr(), b.data_ptr(), r, 2.0))
-    table7 = upload_table(entries)
-    per_adapter = sum((r * i_ + o_ * r) * 2 for i_, o_ in shapes)
+    H, I, Q, KV, nad, maxrows = H7, I7, Q7, KV7, 64, 1024
+    table7, Ws = layer_adapters(t, r, nad)
+    per_adapter = sum((r * i_ + o_ * r) * 2 for i_, o_ in LAYER_SHAPES)
     buf = lambda cols: torch.randn(maxrows, cols, device="cuda").to(DT[t])
-    h, qkv, att, obuf, gu, act, xo = buf(H), buf(Q + 2 * KV), buf(Q), buf(H), buf(2 * I), buf(I), buf(H)
+    h, att, act = buf(H), buf(Q), buf(I)
     tmp7 = torch.zeros(maxrows, 3 * r, device="cuda")
-    sets = [(proj_set([0, 1, 2], [0, Q, Q + KV], [Q, KV, KV]), h, H, qkv, Q + 2 * KV),
-            (proj_set([3], [0], [H]), att, Q, obuf, H),
-            (proj_set([4, 5], [0, I], [I, I]), h, H, gu, 2 * I),
-            (proj_set([6], [0], [H]), act, I, xo, H)]
+    sets = [(ps_, x_, in_, buf(out_), out_) for (ps_, in_, out_), x_ in zip(layer_sets(), (h, att, h, act))]
     def layer(nseg, rows, one_call, only=None):
         seg = rows // nseg
         ss_ = torch.tensor([i * seg for i in range(nseg + 1)], dtype=torch.int32, device="cuda")
@@ -310,28 +324,17 @@ def bench_overlap(lib):
     LoRA on a second stream forked from the set's input and joined after its GEMM (the LoRA writes its own
     buffer, so a consumer would add it), the side stream at normal and at high priority. All captured in
     one CUDA graph per variant, as the engine's steps run."""
-    t, H, I, Q, KV, r = BF16, 4096, 14336, 4096, 1024, 16
-    shapes = [(H, Q), (H, KV), (H, KV), (Q, H), (H, I), (H, I), (I, H)]
-    W = [torch.randn(o, i, device="cuda").to(DT[t]) / math.sqrt(i) for i, o in ((H, Q + 2 * KV), (Q, H), (H, 2 * I), (I, H))]
+    t, H, I, Q, r = BF16, H7, I7, Q7, 16
+    W = [torch.randn(o, i, device="cuda").to(DT[t]) / math.sqrt(i) for _, i, o in layer_sets()]
     res = {}
     for batch, nads in ((1, (1,)), (16, (1, 16)), (64, (1, 26, 64))):
-        entries, keep = [], []
-        for _ in range(max(nads)):
-            for din_, dout_ in shapes:
-                a = torch.randn(r, din_, device="cuda").to(DT[t]) / math.sqrt(din_)
-                b = torch.randn(dout_, r, device="cuda").to(DT[t]) * 0.01
-                keep.append((a, b))
-                entries.append(Entry(a.data_ptr(), b.data_ptr(), r, 2.0))
-        table = upload_table(entries)
+        table, keep = layer_adapters(t, r, max(nads))
         buf = lambda cols: torch.randn(batch, cols, device="cuda").to(DT[t])
         h, att, act = buf(H), buf(Q), buf(I)
-        ys = [buf(Q + 2 * KV), buf(H), buf(2 * I), buf(H)]
+        ys = [buf(out_) for _, _, out_ in layer_sets()]
         zs = [torch.zeros_like(y) for y in ys]
         tmp = torch.zeros(batch, 3 * r, device="cuda")
-        sets = [(proj_set([0, 1, 2], [0, Q, Q + KV], [Q, KV, KV]), h, H, Q + 2 * KV, 0),
-                (proj_set([3], [0], [H]), att, Q, H, 1),
-                (proj_set([4, 5], [0, I], [I, I]), h, H, 2 * I, 2),
-                (proj_set([6], [0], [H]), act, I, H, 3)]
+        sets = [(ps_, x_, in_, out_, k) for k, ((ps_, in_, out_), x_) in enumerate(zip(layer_sets(), (h, att, h, act)))]
         for nad in nads:
             seg = batch // nad
             ss = torch.tensor([i * seg for i in range(nad)] + [batch], dtype=torch.int32, device="cuda")
