@@ -386,7 +386,7 @@ def bench_overlap(lib):
                   f"serial {row['serial']:6.1f} us (+{(row['serial'] / row['base'] - 1) * 100:4.1f}%), side stream {row['overlap']:6.1f} us "
                   f"(+{(row['overlap'] / row['base'] - 1) * 100:4.1f}%), side stream high priority {row['overlap_high_prio']:6.1f} us "
                   f"(+{(row['overlap_high_prio'] / row['base'] - 1) * 100:4.1f}%)")
-        del keep, table
+        del keep
     return res
 
 
