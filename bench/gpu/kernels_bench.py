@@ -1,9 +1,11 @@
 """Kernel-level benchmarks on the GPU machine (scripts/gpu-check.sh --bench runs them before
 bench.ts): SGMV against PyTorch's gather+bmm LoRA (Punica's baseline), the LoRA of one Mistral-7B
-layer next to its adapter-byte floor, one decoder layer at decode shape piece by piece (ours and
-cuBLAS through torch.matmul), prefill attention (paged kernel, tensor cores, torch sdpa) and the
-sampling kernel's speed. Builds the kernels with the kernel tests' harness (kernels/test/harness.py).
-Usage: python3 bench/gpu/kernels_bench.py [--arch 90] [--out lora-bench.json] [--only lora] [--no-sweep]
+layer next to its adapter-byte floor, one decoder layer piece by piece at decode shape and for a
+2048-token prompt (ours and cuBLAS through torch.matmul: where a step's and a TTFT's time goes),
+prefill attention (paged kernel, tensor cores, torch sdpa), the sampling kernel's speed, and whether
+LoRA can run beside the base GEMMs (overlap). Builds the kernels with the kernel tests' harness
+(kernels/test/harness.py).
+Usage: python3 bench/gpu/kernels_bench.py [--arch 90] [--out lora-bench.json] [--only lora|overlap|layer] [--no-sweep]
 (--out: read by bench.ts --kernels for the LoRA-vs-PyTorch target.)
 """
 import argparse, ctypes, json, math, os, sys
@@ -235,55 +237,83 @@ def bench_lora(lib, arch, sweep=True):
     return res
 
 
-def profile_decode_layer(lib, batch=64, ctx=1024):
-    """Times each piece of one Mistral-7B decoder layer at decode shape (bf16), ours and cuBLAS via
-    torch.matmul for the GEMMs, so the step time can be attributed. Printed, and returned."""
-    t, H, I, NH, NKV, D, bs = BF16, 4096, 14336, 32, 8, 128, 16
+def profile_layer(lib, batch=64, ctx=1024, prefill=0, peak_tflops=750.0):
+    """Times each piece of one Mistral-7B decoder layer (bf16), ours and cuBLAS via torch.matmul for the
+    GEMMs, so a step's time can be attributed: at decode (`batch` rows at a `ctx`-token context, paged
+    attention), or with prefill=n, one n-token prompt (tensor-core prefill attention, and the LoRA of one
+    rank-16 adapter as the engine runs it for long chunks: two cuBLAS GEMMs per projection). Printed, and
+    returned."""
+    t, H, I, NH, NKV, D, bs, r = BF16, 4096, 14336, 32, 8, 128, 16, 16
     QKV = NH * D + 2 * NKV * D
+    rows = prefill or batch
+    nseq = 1 if prefill else batch
     timeit = lambda f: gpu_time(lib, f)  # in a CUDA graph, as the engine's decode steps run
-    x = torch.randn(batch, H, device="cuda").to(DT[t])
-    res = torch.randn(batch, H, device="cuda").to(DT[t])
+    rnd = lambda *shape: torch.randn(*shape, device="cuda").to(DT[t])
+    x, res, out = rnd(rows, H), rnd(rows, H), rnd(rows, H)
     w = torch.ones(H, device="cuda").to(DT[t])
-    out = torch.empty(batch, H, device="cuda").to(DT[t])
-    wqkv, wo = torch.randn(QKV, H, device="cuda").to(DT[t]), torch.randn(H, NH * D, device="cuda").to(DT[t])
-    wgu, wd = torch.randn(2 * I, H, device="cuda").to(DT[t]), torch.randn(H, I, device="cuda").to(DT[t])
-    qkv = torch.randn(batch, QKV, device="cuda").to(DT[t])
-    gu = torch.randn(batch, 2 * I, device="cuda").to(DT[t])
-    act = torch.empty(batch, I, device="cuda").to(DT[t])
-    nblocks = batch * (ctx // bs + 1)
-    kc = torch.randn(nblocks * bs, NKV * D, device="cuda").to(DT[t])
-    vc = torch.randn(nblocks * bs, NKV * D, device="cuda").to(DT[t])
-    tables = torch.arange(nblocks, dtype=torch.int32, device="cuda").view(batch, -1).contiguous()
-    rs = torch.arange(batch, dtype=torch.int32, device="cuda")
-    rp = torch.full((batch,), ctx - 1, dtype=torch.int32, device="cuda")
-    slots = (tables[:, (ctx - 1) // bs] * bs + (ctx - 1) % bs).int().contiguous()
+    wqkv, wo, wgu, wd = rnd(QKV, H), rnd(H, NH * D), rnd(2 * I, H), rnd(H, I)
+    qkv, gu, act, att = rnd(rows, QKV), rnd(rows, 2 * I), rnd(rows, I), rnd(rows, NH * D)
+    keys = prefill if prefill else ctx
+    per_seq = keys // bs + 1
+    kc, vc = rnd(nseq * per_seq * bs, NKV * D), rnd(nseq * per_seq * bs, NKV * D)
+    tables = torch.arange(nseq * per_seq, dtype=torch.int32, device="cuda").view(nseq, -1).contiguous()
+    if prefill:
+        rs = torch.zeros(rows, dtype=torch.int32, device="cuda")
+        rp = torch.arange(rows, dtype=torch.int32, device="cuda")
+        slots = rp.clone()
+    else:
+        rs = torch.arange(batch, dtype=torch.int32, device="cuda")
+        rp = torch.full((batch,), ctx - 1, dtype=torch.int32, device="cuda")
+        slots = (tables[:, (ctx - 1) // bs] * bs + (ctx - 1) % bs).int().contiguous()
     inv = 1.0 / (1e6 ** (torch.arange(0, D, 2, device="cuda", dtype=torch.float32) / D))
-    att = torch.empty(batch, NH * D, device="cuda").to(DT[t])
-    ws_floats = lib.sb_attention_workspace(batch, NH, NKV, D, ctx)
-    ws = torch.empty(max(ws_floats, 1), device="cuda")
+    sc = ctypes.c_float(D ** -0.5)
     kptr = ctypes.c_void_p(qkv.data_ptr() + NH * D * qkv.element_size())
     vptr = ctypes.c_void_p(qkv.data_ptr() + (NH + NKV) * D * qkv.element_size())
     up = ctypes.c_void_p(gu.data_ptr() + I * gu.element_size())
+    if prefill:
+        tiles = torch.tensor(prefill_tiles(0, rows), dtype=torch.int32, device="cuda").flatten()
+        attention = lambda: lib.sb_prefill_attention(t, p(qkv), QKV, p(kc), p(vc), p(tables), per_seq, p(rs), p(rp), p(tiles), tiles.numel() // 2,
+                                                     NH, NKV, D, bs, 0, sc, p(att), ctypes.c_float(0))
+    else:
+        ws_floats = lib.sb_attention_workspace(batch, NH, NKV, D, ctx)
+        ws = torch.empty(max(ws_floats, 1), device="cuda")
+        attention = lambda: lib.sb_paged_attention(t, p(qkv), QKV, p(kc), p(vc), p(tables), per_seq, p(rs), p(rp), None, batch, NH, NKV, D, bs, 0,
+                                                   sc, p(att), ctx, p(ws), ctypes.c_int64(ws_floats), ctypes.c_float(0))
     parts = {
-        "rmsnorm x2": 2 * timeit(lambda: lib.sb_rmsnorm(t, p(x), p(res), p(w), batch, H, ctypes.c_float(1e-5), p(out))),
+        "rmsnorm x2": 2 * timeit(lambda: lib.sb_rmsnorm(t, p(x), p(res), p(w), rows, H, ctypes.c_float(1e-5), p(out))),
         "gemm qkv": timeit(lambda: torch.matmul(x, wqkv.T)),
-        "rope": timeit(lambda: lib.sb_rope(t, p(qkv), QKV, kptr, QKV, p(rp), p(inv), batch, NH, NKV, D, None, ctypes.c_float(1.0))),
-        "write kv": timeit(lambda: lib.sb_write_kv(t, kptr, vptr, QKV, p(slots), batch, NKV * D, p(kc), p(vc))),
-        "attention": timeit(lambda: lib.sb_paged_attention(t, p(qkv), QKV, p(kc), p(vc), p(tables), tables.shape[1], p(rs), p(rp), None, batch, NH, NKV, D, bs, 0, ctypes.c_float(D ** -0.5), p(att), ctx, p(ws), ctypes.c_int64(ws_floats), ctypes.c_float(0))),
+        "rope": timeit(lambda: lib.sb_rope(t, p(qkv), QKV, kptr, QKV, p(rp), p(inv), rows, NH, NKV, D, None, ctypes.c_float(1.0))),
+        "write kv": timeit(lambda: lib.sb_write_kv(t, kptr, vptr, QKV, p(slots), rows, NKV * D, p(kc), p(vc))),
+        "attention": timeit(attention),
         "gemm o": timeit(lambda: torch.matmul(att, wo.T)),
         "gemm gate|up": timeit(lambda: torch.matmul(x, wgu.T)),
-        "silu*mul": timeit(lambda: lib.sb_silu_mul(t, p(gu), up, 2 * I, batch, I, p(act))),
+        "silu*mul": timeit(lambda: lib.sb_silu_mul(t, p(gu), up, 2 * I, rows, I, p(act))),
         "gemm down": timeit(lambda: torch.matmul(act, wd.T)),
     }
+    gemm_flops = 2 * rows * (QKV * H + H * NH * D + 2 * I * H + H * I)
     total = sum(parts.values())
-    weight_bytes = (QKV * H + H * NH * D + 2 * I * H + H * I) * 2
-    kv_bytes = batch * ctx * NKV * D * 2 * 2
-    print(f"  one decoder layer at batch {batch}, {ctx}-token context (bf16), GPU time per call:")
+    if prefill:
+        # One adapter's LoRA as the engine runs a long chunk: x A^T then y += s (x A^T) B^T per projection.
+        lo = [(rnd(r, i), rnd(o, r)) for i, o in LAYER_SHAPES]
+        ins = [x, x, x, att, x, x, act]
+        lora_t = timeit(lambda: [torch.matmul(torch.matmul(xi, a.T), b.T) for xi, (a, b) in zip(ins, lo)])
+        att_flops = 4 * (rows * rows / 2) * D * NH
+        floor = (gemm_flops + att_flops) / (peak_tflops * 1e12) * 1e6
+        print(f"  one decoder layer, one {rows}-token prompt (bf16), GPU time per call:")
+    else:
+        weight_bytes = (QKV * H + H * NH * D + 2 * I * H + H * I) * 2
+        kv_bytes = batch * ctx * NKV * D * 2 * 2
+        floor = (weight_bytes + kv_bytes) / 3e12 * 1e6
+        print(f"  one decoder layer at batch {batch}, {ctx}-token context (bf16), GPU time per call:")
     for k, v in parts.items():
-        print(f"    {k:<14} {v:8.1f} us  ({100 * v / total:4.1f}%)")
-    print(f"    {'sum':<14} {total:8.1f} us; x32 layers = {total * 32 / 1000:.2f} ms; layer floor {((weight_bytes + kv_bytes) / 3e12) * 1e6:.0f} us at 3 TB/s "
-          f"(weights {weight_bytes / 1e6:.0f} MB, KV {kv_bytes / 1e6:.0f} MB)")
-    return {k: v for k, v in parts.items()}
+        rate = f", {2 * rows * {'gemm qkv': QKV * H, 'gemm o': H * NH * D, 'gemm gate|up': 2 * I * H, 'gemm down': H * I}[k] / v / 1e6:.0f} TFLOP/s" if prefill and k.startswith("gemm") else ""
+        print(f"    {k:<14} {v:8.1f} us  ({100 * v / total:4.1f}%{rate})")
+    what = f"FLOP floor {floor:.0f} us at {peak_tflops:.0f} TFLOP/s" if prefill else f"floor {floor:.0f} us at 3 TB/s"
+    print(f"    {'sum':<14} {total:8.1f} us; x32 layers = {total * 32 / 1000:.2f} ms; layer {what}")
+    if prefill:
+        print(f"    {'+ LoRA (1 adapter, cuBLAS)':<14} {lora_t:8.1f} us ({100 * lora_t / total:.1f}% of the layer)")
+        parts["lora_one_adapter"] = lora_t
+    return dict(parts)
 
 
 def bench_prefill_attention(lib, peak_tflops=750.0):
@@ -394,7 +424,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--arch", default="90")
     ap.add_argument("--out", help="JSON file for the figures (bench.ts --kernels)")
-    ap.add_argument("--only", choices=["lora", "overlap"], help="only the LoRA benchmarks (with the tensor-core grid sweep), or only the LoRA-beside-GEMM probe")
+    ap.add_argument("--only", choices=["lora", "overlap", "layer"], help="only the LoRA benchmarks (with the tensor-core grid sweep), the LoRA-beside-GEMM probe, or the layer profiles (decode, 2048-token prefill) with prefill attention")
     ap.add_argument("--no-sweep", action="store_true", help="skip the tensor-core grid sweep")
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -404,10 +434,14 @@ def main():
         res = bench_lora(lib, a.arch, sweep=not a.no_sweep)
     elif a.only == "overlap":
         res = bench_overlap(lib)
+    elif a.only == "layer":
+        res = {"decode_layer_us": profile_layer(lib), "prefill_layer_us": profile_layer(lib, prefill=2048)}
+        res.update(bench_prefill_attention(lib))
     else:
         res = bench_finish_rows(lib)
         res.update(bench_lora(lib, a.arch, sweep=not a.no_sweep))
-        res["decode_layer_us"] = profile_decode_layer(lib)
+        res["decode_layer_us"] = profile_layer(lib)
+        res["prefill_layer_us"] = profile_layer(lib, prefill=2048)
         res.update(bench_prefill_attention(lib))
         res["overlap"] = bench_overlap(lib)
     if a.out:
