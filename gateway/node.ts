@@ -19,6 +19,9 @@ import { MemoryStore } from './store/memory-store.ts';
 import { RedisStore } from './store/redis-store.ts';
 import type { GatewayStore, Limits } from './store/types.ts';
 import { SecretBox } from './lib/crypto.ts';
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
+import { aggregateRegistry, runPrimary, tellPrimary } from './cluster.ts';
 
 export interface StartGatewayOptions {
   backends: string[];
@@ -45,6 +48,8 @@ export interface StartGatewayOptions {
   log?: (msg: string) => void;
   /** Told once per answered request (method, path pattern, status, time): the access log. */
   accessLog?: ((e: GatewayAccessEntry) => void) | null;
+  /** A node:cluster worker: metrics (when metricsPort is set) are recorded for the primary to serve, not served here. */
+  clusterWorker?: boolean;
 }
 
 export interface GatewayAccessEntry {
@@ -184,6 +189,7 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
   const json = o.jsonOffload === null ? null : new JsonOffload(o.jsonOffload ?? {}, log);
   if (o.jsonOffload?.warm) json?.warm();
   const metrics = o.metricsPort != null ? new GatewayMetrics() : null;
+  if (metrics && o.clusterWorker) aggregateRegistry(metrics.registry);
   const accessLog = o.accessLog ?? null;
   const usage = new WeakMap<Request, RequestUsage>();
   const router = new Router(o.backends, { healthIntervalMs: o.healthIntervalMs ?? 2000, loadFactor: o.loadFactor ?? 1.25, minLoad: o.minLoad ?? 16, log, fetch: f });
@@ -230,7 +236,7 @@ export async function startGateway(o: StartGatewayOptions): Promise<RunningGatew
   }
   // Requests Node's parser refuses get a JSON error too, not Node's empty 400.
   main.server.on('clientError', answerClientError);
-  const scrape = metrics
+  const scrape = metrics && !o.clusterWorker
     ? await listen(async (req) => {
         if (new URL(req.url).pathname !== '/metrics' || req.method !== 'GET') return new Response('not found\n', { status: 404 });
         return new Response(await metrics.registry.metrics(), { headers: { 'content-type': metrics.registry.contentType } });
@@ -282,6 +288,7 @@ const FLAGS: Record<string, Flag> = {
   port: { env: 'PORT', help: 'HTTP port [default: 8000]' },
   'metrics-port': { env: 'SWITCHBOARD_GATEWAY_METRICS_PORT', help: 'Serve Prometheus metrics at /metrics on this port (default: no metrics)' },
   hostname: { env: 'SWITCHBOARD_HOSTNAME', help: 'Address to listen on [default: 127.0.0.1; 0.0.0.0 for every interface]' },
+  workers: { env: 'SWITCHBOARD_GATEWAY_WORKERS', help: 'Gateway processes sharing the port (node:cluster), or "auto" (one per available core); more than 1 needs --redis-url [default: 1]' },
   'redis-url': { env: 'REDIS_URL', help: 'Redis for keys, limits and usage shared by every gateway instance (default: in-process, one instance); may hold a password', secret: true },
   'service-key': { env: 'SWITCHBOARD_SERVICE_KEY', help: 'Signs service tokens: shared secret (>= 32 bytes) or PEM private key (file path or text) (required)', secret: true },
   'admin-token': { env: 'SWITCHBOARD_ADMIN_TOKEN', help: 'Bearer token of the admin API (absent: admin API disabled)', secret: true },
@@ -346,7 +353,7 @@ export function parseGatewayArgs(
   argv: readonly string[],
   env: NodeJS.ProcessEnv = process.env,
   warn: (msg: string) => void = () => {},
-): StartGatewayOptions & { help: boolean; version: boolean; json: boolean } {
+): StartGatewayOptions & { help: boolean; version: boolean; json: boolean; workers: number } {
   const raw: Record<string, string[]> = {};
   const secretFiles: Record<string, string> = {};
   for (let i = 0; i < argv.length; i++) {
@@ -435,7 +442,16 @@ export function parseGatewayArgs(
     options.maxUploadsPerTenant = uploads;
   }
   const jsonThreads = num('json-threads');
+  const workersRaw = get('workers');
+  let workers = 1;
+  if (workersRaw !== undefined) {
+    workers = workersRaw === 'auto' ? availableParallelism() : Number(workersRaw);
+    if (!Number.isInteger(workers) || workers < 1) throw new GatewayConfigError(`--workers: "${workersRaw}" must be a whole number >= 1 or "auto"`);
+  }
+  // The in-process store lives in one process: two workers would each keep their own keys and limits.
+  if (workers > 1 && !get('redis-url')) throw new GatewayConfigError(`--workers ${workersRaw}: more than one worker needs --redis-url (the in-process store is per process, so keys and limits would not be shared)`);
   return {
+    workers,
     help: raw.help !== undefined,
     version: raw.version !== undefined,
     json: /^(1|true)$/i.test(get('json-output') ?? ''),
@@ -479,23 +495,48 @@ export async function gatewayMain(argv: readonly string[]): Promise<void> {
   }
   const json = parsed.json;
   const log = (msg: string) => process.stderr.write(json ? `${JSON.stringify({ time: new Date().toISOString(), level: 'info', msg })}\n` : `[gateway] ${msg}\n`);
+  const listening = (url: string, store: string, metricsUrl: string | null) =>
+    log(
+      `listening on ${url} -> ${parsed.backends.join(', ')} (store: ${store}${parsed.workers > 1 ? `, ${parsed.workers} workers` : ''}${parsed.adminToken ? ', admin API on' : ''}${parsed.jwt ? ', tenant JWTs on' : ''}${metricsUrl ? `, metrics at ${metricsUrl}` : ''})`,
+    );
+  const worker = parsed.workers > 1 && cluster.isWorker;
+  if (parsed.workers > 1 && cluster.isPrimary) {
+    await runPrimary({
+      workers: parsed.workers,
+      metricsPort: parsed.metricsPort ?? null,
+      hostname: parsed.hostname ?? '127.0.0.1',
+      log,
+      fail: (message, config) => {
+        process.stderr.write(`switchboard gateway: ${message}\n`);
+        process.exitCode = config ? 2 : 1;
+      },
+      ready: listening,
+    });
+    return;
+  }
   let gw: RunningGateway;
   try {
-    gw = await startGateway({ ...parsed, jsonOffload: parsed.jsonOffload === null ? null : { ...parsed.jsonOffload, warm: true }, log, accessLog: ((line) => (e: GatewayAccessEntry) => line(`${formatGatewayAccess(e, json)}\n`))(boundedLineWriter()) });
+    gw = await startGateway({ ...parsed, clusterWorker: worker, jsonOffload: parsed.jsonOffload === null ? null : { ...parsed.jsonOffload, warm: true }, log, accessLog: ((line) => (e: GatewayAccessEntry) => line(`${formatGatewayAccess(e, json)}\n`))(boundedLineWriter()) });
   } catch (err) {
-    // A bad key, a port in use, an unreachable Redis URL: one line, no stack trace.
+    // A bad key, a port in use, an unreachable Redis URL: one line, no stack trace (a worker leaves
+    // the line to its primary, so N workers failing alike print it once).
+    if (worker) {
+      tellPrimary({ sb: 'failed', message: (err as Error).message, config: err instanceof GatewayConfigError });
+      process.exitCode = 1;
+      process.disconnect?.();
+      return;
+    }
     process.stderr.write(`switchboard gateway: ${(err as Error).message}\n`);
     process.exitCode = err instanceof GatewayConfigError ? 2 : 1;
     return;
   }
-  log(
-    `listening on ${gw.url} -> ${parsed.backends.join(', ')} (store: ${gw.store.kind}${parsed.adminToken ? ', admin API on' : ''}${parsed.jwt ? ', tenant JWTs on' : ''}${gw.metricsUrl ? `, metrics at ${gw.metricsUrl}` : ''})`,
-  );
+  if (worker) tellPrimary({ sb: 'ready', url: gw.url, store: gw.store.kind, metrics: gw.metricsUrl !== null });
+  else listening(gw.url, gw.store.kind, gw.metricsUrl);
   let closing = false;
   const stop = async (sig: string) => {
     if (closing) process.exit(1);
     closing = true;
-    log(`${sig}: shutting down`);
+    if (!worker) log(`${sig}: shutting down`);
     await gw.close();
     process.exit(0);
   };
