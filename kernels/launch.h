@@ -220,6 +220,13 @@ bool quantGemvSupports(const QuantWeight& w);
 // quantGemvWorkspaceBytes (split-K partial sums; x permuted for act-order). Capturable.
 int64_t quantGemvWorkspaceBytes(Elem t, int rows, const QuantWeight& w);
 int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, int ldy, void* workspace, int64_t workspaceBytes, Stream s);
+// Which kernel quantGemv runs for 16-bit activations: the CUDA-core GEMV, or the tensor-core GEMM
+// (kernels/quant_mma.cuh: each packed weight read and dequantised once per 64 rows, mma.sync; inputs in
+// runs of 32, sm_80+). SWITCHBOARD_QUANT_KERNEL=mma|gemv picks it at start (gemv until the mma kernel has
+// been measured on a GPU); setQuantKernel for tests and benchmarks.
+enum class QuantKernel : int { Gemv = 0, Mma = 1 };
+void setQuantKernel(QuantKernel k);
+QuantKernel quantKernel();
 // dst [out, in] = W in element type t (permutation undone): long prompt chunks then run a tensor-core GEMM.
 int quantDequant(Elem t, const QuantWeight& w, void* dst, Stream s);
 

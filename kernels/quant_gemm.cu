@@ -2,8 +2,12 @@
 // for tensor-core GEMMs on prompt chunks), declared in launch.h, beside their kernels in quant_gemm.cuh:
 // each picks a grid, dispatches on the element type, codebook and rows, and returns its launch error.
 #include "quant_gemm.cuh"
+#include "quant_mma.cuh"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 namespace sb::kern {
@@ -44,7 +48,55 @@ void splitsFor(const QuantWeight& w, int& splits, int& sliceWords) {
   splits = (words + sliceWords - 1) / sliceWords;
 }
 
+// The tensor-core path (quant_mma.cuh): chosen by SWITCHBOARD_QUANT_KERNEL=mma (read once) or setQuantKernel,
+// for 16-bit activations and inputs in runs of 32 (16-byte code reads), where this device runs sm_80+ code.
+QuantKernel& quantChoice() {
+  static QuantKernel k = [] {
+    const char* e = std::getenv("SWITCHBOARD_QUANT_KERNEL");
+    if (e && std::strcmp(e, "mma") == 0) return QuantKernel::Mma;
+    if (e && *e && std::strcmp(e, "gemv") != 0)
+      std::fprintf(stderr, "switchboard: SWITCHBOARD_QUANT_KERNEL=%s is neither mma nor gemv; using gemv\n", e);
+    return QuantKernel::Gemv;
+  }();
+  return k;
+}
+
+bool mmaAvailable() {
+  static int ok = -1;
+  if (ok < 0) {
+    cudaFuncAttributes a{};
+    ok = cudaFuncGetAttributes(&a, quantMmaKernel<__nv_bfloat16, 0, 8>) == cudaSuccess && a.binaryVersion >= 80;
+    cudaGetLastError();
+  }
+  return ok == 1;
+}
+
+bool useMma(Elem t, const QuantWeight& w) {
+  return quantChoice() == QuantKernel::Mma && t != Elem::F32 && w.in % 32 == 0 && mmaAvailable();
+}
+
+// k slices of whole 128-input blocks: about two blocks per SM slot in all.
+void mmaSplits(const QuantWeight& w, int& splits, int& sliceK) {
+  const int kBlocks = (w.in + kQmmaK - 1) / kQmmaK;
+  const int blocksOut = (w.out + kQmmaOutsPerBlock - 1) / kQmmaOutsPerBlock;
+  const int want = std::max(1, std::min(16, (2 * smCount() + blocksOut - 1) / blocksOut));
+  const int per = std::max(1, (kBlocks + want - 1) / want);
+  sliceK = per * kQmmaK;
+  splits = (kBlocks + per - 1) / per;
+}
+
+template <typename F>
+int withNTiles(int rows, F&& f) {
+  if (rows <= 8) return f(std::integral_constant<int, 1>{});
+  if (rows <= 16) return f(std::integral_constant<int, 2>{});
+  if (rows <= 32) return f(std::integral_constant<int, 4>{});
+  return f(std::integral_constant<int, 8>{});
+}
+
 }  // namespace
+
+void setQuantKernel(QuantKernel k) { quantChoice() = k; }
+QuantKernel quantKernel() { return quantChoice(); }
 
 bool quantGemvSupports(const QuantWeight& w) {
   return w.out > 0 && w.in > 0 && w.in % 8 == 0 && w.groupSize > 0 && (w.groupSize % 8 == 0 || w.groupSize >= w.in) &&
@@ -55,7 +107,13 @@ int64_t quantGemvWorkspaceBytes(Elem t, int rows, const QuantWeight& w) {
   int splits, sliceWords;
   splitsFor(w, splits, sliceWords);
   const int64_t pass = std::min(rows, kMaxPassRows);
-  const int64_t partial = splits > 1 ? int64_t(splits) * pass * w.out * 4 : 0;
+  int64_t partial = splits > 1 ? int64_t(splits) * pass * w.out * 4 : 0;
+  // Whichever kernel runs (the choice can change between sizing and launching: setQuantKernel).
+  if (t != Elem::F32 && w.in % 32 == 0) {
+    int mSplits, sliceK;
+    mmaSplits(w, mSplits, sliceK);
+    if (mSplits > 1) partial = std::max(partial, int64_t(mSplits) * std::min(rows, kQmmaMaxRows) * w.out * 4);
+  }
   const int64_t permuted = w.perm ? (int64_t(rows) * w.in * elemBytes(t) + 255) / 256 * 256 : 0;
   return permuted + partial;
 }
@@ -76,6 +134,31 @@ int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, in
       if (int e = launched()) return e;
       xs = reinterpret_cast<const T*>(ws);
       ws += (n * int64_t(sizeof(T)) + 255) / 256 * 256;
+    }
+    if constexpr (!std::is_same_v<T, float>) {
+      if (useMma(t, w)) {
+        int mSplits, sliceK;
+        mmaSplits(w, mSplits, sliceK);
+        float* partial = mSplits > 1 ? reinterpret_cast<float*>(ws) : nullptr;
+        for (int r0 = 0; r0 < rows; r0 += kQmmaMaxRows) {
+          const int n = std::min(kQmmaMaxRows, rows - r0);
+          T* yp = static_cast<T*>(y) + int64_t(r0) * ldy;
+          const int e = withCodebook(w.codebook, [&](auto cb) {
+            return withNTiles(n, [&](auto nt) {
+              dim3 grid((w.out + kQmmaOutsPerBlock - 1) / kQmmaOutsPerBlock, mSplits);
+              quantMmaKernel<T, decltype(cb)::value, decltype(nt)::value><<<grid, kQmmaThreads, 0, s>>>(xs + int64_t(r0) * w.in, n, w, sliceK, yp, ldy, partial);
+              return launched();
+            });
+          });
+          if (e) return e;
+          if (partial) {
+            const int64_t count = int64_t(n) * w.out;
+            quantReduceKernel<T><<<int(std::min<int64_t>((count + 255) / 256, 2048)), 256, 0, s>>>(partial, mSplits, n, w.out, yp, ldy);
+            if (int e2 = launched()) return e2;
+          }
+        }
+        return 0;
+      }
     }
     float* partial = splits > 1 ? reinterpret_cast<float*>(ws) : nullptr;
     for (int r0 = 0; r0 < rows; r0 += kMaxPassRows) {

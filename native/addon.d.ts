@@ -128,9 +128,9 @@ export interface NativeEngineOptions {
   /** CUDA engine only: prompt chunks of 8 rows or more attend on tensor cores (default true). */
   prefillAttention?: boolean;
   /**
-   * CUDA engine only: steps of up to this many rows (0..64) run quantized projections through the GEMV that reads
-   * the packed weights; larger ones dequantise to a 16-bit copy and use cuBLAS (default 64; bench/gpu/bench.ts
-   * --quant-gemv-rows sweeps it).
+   * CUDA engine only: steps of up to this many rows (0..256) run quantized projections through the kernel that
+   * reads the packed weights (the GEMV, or with SWITCHBOARD_QUANT_KERNEL=mma the tensor-core kernel); larger ones
+   * dequantise to a 16-bit copy and use cuBLAS (default 64; bench/gpu/bench.ts --quant-gemv-rows sweeps it).
    */
   quantGemvRows?: number;
 }

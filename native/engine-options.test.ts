@@ -80,8 +80,8 @@ describe('engine options', () => {
         [{ dtype: 'int8' }, /options\.dtype must be float32, float16 or bfloat16, got int8/],
         [{ dtype: 16 }, /options\.dtype must be a string/],
         [{ threads: 1.5 }, /options\.threads must be an integer/],
-        [{ quantGemvRows: 65 }, /options\.quantGemvRows must be 0\.\.64, got 65/],
-        [{ quantGemvRows: -1 }, /options\.quantGemvRows must be 0\.\.64, got -1/],
+        [{ quantGemvRows: 257 }, /options\.quantGemvRows must be 0\.\.256, got 257/],
+        [{ quantGemvRows: -1 }, /options\.quantGemvRows must be 0\.\.256, got -1/],
         [{ quantGemvRows: 'all' }, /options\.quantGemvRows must be/],
       ];
       for (const [extra, message] of bad) {

@@ -106,7 +106,7 @@ export interface EngineOptions {
   cudaGraphs?: boolean;
   /** CUDA engine: prompt chunks attend on tensor cores (default: SWITCHBOARD_PREFILL_ATTENTION, else true). */
   prefillAttention?: boolean;
-  /** CUDA engine: quantized projections of steps up to this many rows (0..64) go through the GEMV (default 64). */
+  /** CUDA engine: quantized projections of steps up to this many rows (0..256) read the packed weights directly (default 64). */
   quantGemvRows?: number;
   /** Where fallbacks are reported (default: console.warn). */
   log?: (msg: string) => void;

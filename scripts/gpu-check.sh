@@ -30,7 +30,12 @@ node --import tsx --test --test-reporter=spec test/gpu/*.test.ts 2>&1 | tee "$OU
 # The tensor-core LoRA kernel (kernels/sgmv.cuh sgmvTcKernel, off by default until verified): its numpy mirror,
 # then the engine suites again with it (test_sgmv.py above already ran it against PyTorch).
 python3 kernels/test/sgmv_tc_mirror.py 2>&1 | tee "$OUT/sgmv-tc-mirror.log" || status=1
+python3 kernels/test/quant_mma_mirror.py >> "$OUT/sgmv-tc-mirror.log" 2>&1 || status=1
 SWITCHBOARD_LORA_KERNEL=tc node --import tsx --test --test-reporter=spec test/gpu/*.test.ts 2>&1 | tee "$OUT/cuda-engine-tc.log" || status=1
+# Opt-in paths not yet the default (2026-12-08: written without a GPU): the tensor-core quantized kernel
+# (kernels/quant_mma.cuh) on the quantized suites, and LoRA on a side stream beside the base GEMMs.
+SWITCHBOARD_QUANT_KERNEL=mma node --import tsx --test --test-reporter=spec test/gpu/quantized-cuda.test.ts > "$OUT/cuda-engine-quant-mma.log" 2>&1 || { status=1; tail -30 "$OUT/cuda-engine-quant-mma.log"; }
+SWITCHBOARD_LORA_STREAM=side node --import tsx --test --test-reporter=spec test/gpu/*.test.ts > "$OUT/cuda-engine-lora-side.log" 2>&1 || { status=1; tail -30 "$OUT/cuda-engine-lora-side.log"; }
 if [ "${1:-}" = "--bench" ]; then
   [ -n "$quick" ] || python3 bench/gpu/kernels_bench.py --arch "$SWITCHBOARD_CUDA_ARCHS" --out "$OUT/lora-bench.json" 2>&1 | tee "$OUT/kernels-bench.log" || status=1
   [ -n "$quick" ] || python3 bench/gpu/quant_bench.py --arch "$SWITCHBOARD_CUDA_ARCHS" --out "$OUT/quant-bench.json" 2>&1 | tee "$OUT/quant-bench.log" || status=1

@@ -28,7 +28,7 @@ const { values: args } = parseArgs({
   options: {
     ceilings: { type: 'string' }, kernels: { type: 'string' }, out: { type: 'string' }, quick: { type: 'boolean', default: false },
     weights: { type: 'string', default: 'bf16' },
-    // Where quantized projections leave the GEMV for dequantise + cuBLAS (EngineOptions.quantGemvRows, 0..64), and
+    // Where quantized projections leave the GEMV for dequantise + cuBLAS (EngineOptions.quantGemvRows, 0..256), and
     // the decode batches to time: `--weights int4 --quant-gemv-rows 0 --batches 8,16,32,64` and again with 64 find the
     // crossover (docs/quantization.md).
     'quant-gemv-rows': { type: 'string' },
@@ -45,8 +45,10 @@ if (!['bf16', 'int4', 'fp8'].includes(WEIGHTS)) {
 }
 const QUANTIZED = WEIGHTS !== 'bf16';
 const QUANT_GEMV_ROWS = args['quant-gemv-rows'] === undefined ? undefined : Number(args['quant-gemv-rows']);
-if (QUANT_GEMV_ROWS !== undefined && !(Number.isInteger(QUANT_GEMV_ROWS) && QUANT_GEMV_ROWS >= 0 && QUANT_GEMV_ROWS <= 64)) {
-  console.error(`--quant-gemv-rows ${args['quant-gemv-rows']}: expected an integer 0..64`);
+// SWITCHBOARD_QUANT_KERNEL=mma: the tensor-core kernel instead of the GEMV (kernels/quant_mma.cuh); named in the results.
+const QUANT_KERNEL = process.env.SWITCHBOARD_QUANT_KERNEL === 'mma' ? 'mma' : 'gemv';
+if (QUANT_GEMV_ROWS !== undefined && !(Number.isInteger(QUANT_GEMV_ROWS) && QUANT_GEMV_ROWS >= 0 && QUANT_GEMV_ROWS <= 256)) {
+  console.error(`--quant-gemv-rows ${args['quant-gemv-rows']}: expected an integer 0..256`);
   process.exit(2);
 }
 const BATCHES_ARG = args.batches?.split(',').map(Number);
@@ -279,7 +281,7 @@ async function main() {
   const out = args.out ?? (SMOKE ? join(tmpdir(), 'sb-bench-smoke') : 'bench/gpu');
   await mkdir(out, { recursive: true });
   const results = { device: info.deviceName, loraKernel: LORA_KERNEL, ceilings, contextTokens: CTX, rank: RANK, weightBytes: info.weightBytes, adapterBytes, decode, variants, ttft, adapterLoadMs: loadMs, adapterLoadFloorMs: loadFloorMs };
-  const suffix = (QUANTIZED ? `-${WEIGHTS}` : '') + (QUANT_GEMV_ROWS !== undefined ? `-gemv${QUANT_GEMV_ROWS}` : '');
+  const suffix = (QUANTIZED ? `-${WEIGHTS}` : '') + (QUANTIZED && QUANT_KERNEL === 'mma' ? '-mma' : '') + (QUANT_GEMV_ROWS !== undefined ? `-gemv${QUANT_GEMV_ROWS}` : '');
   await writeFile(join(out, `results${suffix}.json`), JSON.stringify({ weights: WEIGHTS, ...results }, null, 2));
   const base = (b: number) => decode.find((d) => d.batch === b && d.adapters === 0)!;
   const lines = [
@@ -287,7 +289,7 @@ async function main() {
     ``,
     `Device: ${info.deviceName}. Ceilings measured in the same run: copy ${ceilings.copy_gbps.toFixed(0)} GB/s, bf16 matmul ${ceilings.matmul_tflops.toFixed(0)} TFLOP/s (${ceilings.device}).`,
     `Decode at ${CTX}-token context; rank-${RANK} adapters on all seven projections (${(adapterBytes / 1e6).toFixed(1)} MB each, LoRA kernel ${LORA_KERNEL}); min(N, batch) distinct adapters per step, each on an equal share of the sequences. ms/step is engine.step's wall time (what a server waits for), medians of ${REPS} steps; GPU ms/step is the step's own device time (forward and sampling kernels, CUDA events).`,
-    `Device memory the engine holds: weights ${(info.weightBytes / 1e9).toFixed(2)} GB${QUANTIZED ? ` (projections packed as ${WEIGHTS})` : ''}, KV cache ${((numBlocks * BS * kvBytesPerToken) / 1e9).toFixed(2)} GB (${numBlocks} blocks of ${BS} tokens), ${Math.max(...ADAPTER_COUNTS)} adapters ${((Math.max(...ADAPTER_COUNTS) * adapterBytes) / 1e9).toFixed(2)} GB.`,
+    `Device memory the engine holds: weights ${(info.weightBytes / 1e9).toFixed(2)} GB${QUANTIZED ? ` (projections packed as ${WEIGHTS}, decode steps of up to ${QUANT_GEMV_ROWS ?? 64} rows through the ${QUANT_KERNEL === 'mma' ? 'tensor-core kernel' : 'GEMV'}, larger ones dequantised for cuBLAS)` : ''}, KV cache ${((numBlocks * BS * kvBytesPerToken) / 1e9).toFixed(2)} GB (${numBlocks} blocks of ${BS} tokens), ${Math.max(...ADAPTER_COUNTS)} adapters ${((Math.max(...ADAPTER_COUNTS) * adapterBytes) / 1e9).toFixed(2)} GB.`,
     ``,
     `## Decode`,
     `| batch | adapters | distinct/step | ms/step | GPU ms/step | tok/s | floor ms | floor tok/s | % of floor | cost vs no-adapter |`,

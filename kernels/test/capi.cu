@@ -47,5 +47,6 @@ int sb_quant_supports(const QuantWeight* w) { return quantGemvSupports(*w) ? 1 :
 int64_t sb_quant_workspace(int t, int rows, const QuantWeight* w) { return quantGemvWorkspaceBytes(E(t), rows, *w); }
 int sb_quant_gemv(int t, const void* x, int rows, const QuantWeight* w, void* y, int ldy, void* ws, int64_t wsBytes) { return quantGemv(E(t), x, rows, *w, y, ldy, ws, wsBytes, gStream); }
 int sb_quant_dequant(int t, const QuantWeight* w, void* dst) { return quantDequant(E(t), *w, dst, gStream); }
+void sb_set_quant_kernel(int k) { setQuantKernel(static_cast<QuantKernel>(k)); }
 int sb_random_fill(int t, void* dst, int64_t n, uint64_t seed, float std) { return randomFill(E(t), dst, n, seed, std, gStream); }
 }

@@ -1,4 +1,5 @@
-"""quant_gemm family (quant_gemm.cuh, quant_gemm.cu): the weight-only quantized GEMV and the dequantisation
+"""quant_gemm family (quant_gemm.cuh, quant_mma.cuh, quant_gemm.cu): the weight-only quantized GEMV, its
+tensor-core counterpart for 16-bit activations (quantMmaKernel), and the dequantisation
 for prompt chunks, on packed weights of every codebook (4-bit with a lookup table: AWQ / GPTQ integers with
 zero points, NF4 values without; 8-bit unsigned with zero points, signed, float8 e4m3fn), group sizes from
 16 to one group per row, a short last group, act-order permutations, decode-sized and larger row counts
@@ -65,7 +66,7 @@ class Packed:
 NAMES = {LUT4: "int4", U8: "u8", S8: "s8", E4M3: "e4m3"}
 
 
-def gemv_case(lib, t, name, q, rows_list, extra_cols=0):
+def gemv_case(lib, t, name, q, rows_list, extra_cols=0, kernel="gemv"):
     qw = q.struct()
     verdict(lib.sb_quant_supports(ctypes.byref(qw)) == 1, f"quant supports {name}", f"{name}: not supported")
     for rows in rows_list:
@@ -78,10 +79,10 @@ def gemv_case(lib, t, name, q, rows_list, extra_cols=0):
         col = extra_cols // 2
         run(lib, "sb_quant_gemv", t, p(x), rows, ctypes.byref(qw), ctypes.c_void_p(y.data_ptr() + col * y.element_size()), ldy, p(ws), ctypes.c_int64(ws_bytes))
         ref = x.double() @ q.W.T
-        check(f"gemv {name} rows {rows}", t, y[:, col : col + q.out], ref)
+        check(f"{kernel} {name} rows {rows}", t, y[:, col : col + q.out], ref)
         if extra_cols:
             untouched = torch.isnan(y[:, :col]).all().item() and torch.isnan(y[:, col + q.out :]).all().item()
-            verdict(untouched, f"gemv {name} rows {rows}: columns outside the slice untouched", f"{name}: wrote outside its columns")
+            verdict(untouched, f"{kernel} {name} rows {rows}: columns outside the slice untouched", f"{kernel} {name}: wrote outside its columns")
 
 
 def dequant_case(lib, t, name, q):
@@ -116,6 +117,24 @@ def run_family(lib):
         gemv_case(lib, t, "int4 act-order into a column slice", q, [1, 5], extra_cols=96)
         q = Packed(cb=E4M3, out=128, inf=512, group=512)
         gemv_case(lib, t, "e4m3 into a column slice", q, [2, 33], extra_cols=64)
+    # The tensor-core kernel (quant_mma.cuh; SWITCHBOARD_QUANT_KERNEL=mma): 16-bit activations, inputs in
+    # runs of 32 (the others, and fp32, still take the GEMV). Every n-tile count (rows 1-8, 9-16, 17-32,
+    # 33-64), passes of 64 rows (65, 128), ragged outputs, each codebook, per-word groups (16), act-order.
+    lib.sb_set_quant_kernel(1)
+    try:
+        for t in TYPES[1:]:
+            for name, kw in cases:
+                if kw["inf"] % 32:
+                    continue
+                gemv_case(lib, t, name, Packed(**kw), [1, 3, 8, 9, 16, 17, 33, 64, 65, 128], kernel="mma")
+            q = Packed(cb=LUT4, out=256, inf=512, group=128, zeros=True, perm=True)
+            gemv_case(lib, t, "int4 act-order into a column slice", q, [1, 40], extra_cols=96, kernel="mma")
+            q = Packed(cb=E4M3, out=136, inf=512, group=512)
+            gemv_case(lib, t, "e4m3 into a column slice", q, [2, 33], extra_cols=64, kernel="mma")
+            q = Packed(cb=U8, out=4096, inf=14336, group=128, zeros=True)
+            gemv_case(lib, t, "u8 zeros g128 [4096, 14336] (split-K)", q, [64], kernel="mma")
+    finally:
+        lib.sb_set_quant_kernel(0)
     # What the kernels refuse (the engine dequantises those weights at load instead).
     bad = Packed(cb=LUT4, out=8, inf=160, group=20).struct()
     verdict(lib.sb_quant_supports(ctypes.byref(bad)) == 0, "refuses groups that split a packed step", "group 20 accepted")

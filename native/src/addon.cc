@@ -245,7 +245,7 @@ EngineOptions parseOptions(const Napi::Object& opts) {
   if (given("prefillAttention")) o.prefillAttention = getBool(opts, "prefillAttention", at);
   if (given("quantGemvRows")) {
     o.quantGemvRows = getInt(opts, "quantGemvRows", at);
-    if (o.quantGemvRows < 0 || o.quantGemvRows > 64) typeError(opts.Env(), "options.quantGemvRows must be 0..64, got " + std::to_string(o.quantGemvRows));
+    if (o.quantGemvRows < 0 || o.quantGemvRows > 256) typeError(opts.Env(), "options.quantGemvRows must be 0..256, got " + std::to_string(o.quantGemvRows));
   }
   return o;
 }

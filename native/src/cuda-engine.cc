@@ -581,7 +581,7 @@ class CudaEngine final : public Engine {
   // options.quantGemvRows may send there; the 16-bit copy of the largest quantized projection, for steps
   // of more rows (tensor-core GEMM). Both sized at load, so CUDA graphs never see them move.
   DevBuf quantWs_, quantScratch_;
-  static constexpr int kQuantGemvRows = 64;
+  static constexpr int kQuantGemvRows = 256;
   bool uploadPacked(DevBuf& dst, const std::vector<const TensorRef*>& parts);
   void quantGemm(const void* x, int rows, const QuantLinear& q, void* y);
 };

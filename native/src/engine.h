@@ -100,7 +100,7 @@ struct EngineOptions {
   std::string dtype = "bfloat16";      // CUDA engine: float32 | float16 | bfloat16
   bool cudaGraphs = true;              // CUDA engine: decode steps replay captured CUDA graphs
   bool prefillAttention = true;        // CUDA engine: prompt chunks attend on tensor cores
-  int quantGemvRows = 64;              // CUDA engine: steps of up to this many rows take the quantized GEMV (1..64)
+  int quantGemvRows = 64;              // CUDA engine: steps of up to this many rows take the quantized GEMV (0..256)
 };
 
 // The seven projections a LoRA adapter may target in each layer, in a fixed order used for indexing,
