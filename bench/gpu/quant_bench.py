@@ -1,9 +1,10 @@
 """Quantized base weights at decode, kernel level (kernels/quant_gemm.cuh): the seven projections of every
 Mistral-7B layer (fused as the engine runs them: q/k/v, o, gate/up, down; 32 layers) through the quantized
-GEMV at batch 1, 16 and 64, for int4 (group 128, zero points: AWQ / GPTQ) and fp8 e4m3 (per-channel scales),
-beside bf16 through cuBLAS (torch.matmul) and each format's bandwidth floor for those projections at 3.0
-TB/s (../shared/PERFORMANCE.md's figure; the whole-step floors there add embeddings, head and KV cache:
-int4 4.2 GB / 1.45 ms at batch 1). Also the prompt path: dequantising one layer's weights to bf16.
+GEMV and through the tensor-core kernel (quant_mma.cuh, SWITCHBOARD_QUANT_KERNEL=mma) at batch 1 to 128, for
+int4 (group 128, zero points: AWQ / GPTQ) and fp8 e4m3 (per-channel scales), beside bf16 through cuBLAS
+(torch.matmul), the prompt path (dequantise to bf16, then cuBLAS) and each format's bandwidth floor for
+those projections at 3.0 TB/s (../shared/PERFORMANCE.md's figure; the whole-step floors there add
+embeddings, head and KV cache: int4 4.2 GB / 1.45 ms at batch 1).
 Usage: python3 bench/gpu/quant_bench.py [--arch 90] [--out quant-bench.json]"""
 import argparse, ctypes, json, os, sys
 import torch
@@ -16,6 +17,8 @@ from kernels_bench import gpu_time  # noqa: E402
 LAYERS, H, I, Q, KV = 32, 4096, 14336, 4096, 1024
 SHAPES = [("qkv", Q + 2 * KV, H), ("o", H, Q), ("gate_up", 2 * I, H), ("down", H, I)]
 BW = 3.0e12
+ROWS = (1, 8, 16, 32, 64, 128)
+KERNELS = (("gemv", 0), ("mma", 1))
 
 
 def packed(fmt, out, inf):
@@ -53,7 +56,9 @@ def main():
     for fmt in ("int4", "fp8"):
         ws_list = [packed(fmt, o, i) for _, o, i in SHAPES]
         layer_bytes = sum(n for _, _, n in ws_list)
-        for rows in (1, 16, 64):
+        scratch = torch.empty(max(o * i for _, o, i in SHAPES), dtype=torch.bfloat16, device="cuda")
+        deq16 = {o: torch.empty(o, i, device="cuda", dtype=torch.bfloat16) for _, o, i in SHAPES}
+        for rows in ROWS:
             x = {i: torch.randn(rows, i, device="cuda").to(torch.bfloat16) for _, _, i in SHAPES}
             y = {o: torch.empty(rows, o, device="cuda", dtype=torch.bfloat16) for _, o, _ in SHAPES}
             wsb = max(lib.sb_quant_workspace(BF16, rows, ctypes.byref(w)) for w, _, _ in ws_list)
@@ -63,19 +68,31 @@ def main():
                 for (name, o, i), (w, _, _) in zip(SHAPES, ws_list):
                     lib.sb_quant_gemv(BF16, p(x[i]), rows, ctypes.byref(w), p(y[o]), o, p(ws), ctypes.c_int64(ws.numel()))
 
-            us = gpu_time(lib, layer)
+            def prompt_path():  # the engine's path for long chunks: dequantise, then cuBLAS
+                for (name, o, i), (w, _, _) in zip(SHAPES, ws_list):
+                    lib.sb_quant_dequant(BF16, ctypes.byref(w), p(deq16[o]))
+                    torch.matmul(x[i], deq16[o].T)
+
             floor = layer_bytes / BW * 1e6
-            r = {"format": fmt, "rows": rows, "layer_us": round(us, 2), "model_ms": round(us * LAYERS / 1000, 3),
-                 "floor_model_ms": round(floor * LAYERS / 1000, 3), "of_floor": round(floor / us, 3), "weight_gb": round(layer_bytes * LAYERS / 1e9, 2)}
-            results.append(r)
-            print(f"{fmt:>5} batch {rows:>2}: {r['model_ms']:.3f} ms for 32 layers' projections (floor {r['floor_model_ms']:.3f} ms at 3.0 TB/s, "
-                  f"{100 * r['of_floor']:.0f}% of it; {r['weight_gb']} GB)", flush=True)
+            cells = []
+            for kname, k in KERNELS + (("dequant+cuBLAS", None),):
+                if k is not None:
+                    lib.sb_set_quant_kernel(k)
+                try:
+                    us = gpu_time(lib, layer if k is not None else prompt_path)
+                finally:
+                    lib.sb_set_quant_kernel(0)
+                r = {"format": fmt, "kernel": kname, "rows": rows, "layer_us": round(us, 2), "model_ms": round(us * LAYERS / 1000, 3),
+                     "floor_model_ms": round(floor * LAYERS / 1000, 3), "of_floor": round(floor / us, 3), "weight_gb": round(layer_bytes * LAYERS / 1e9, 2)}
+                results.append(r)
+                cells.append(f"{kname} {r['model_ms']:.3f} ms ({100 * r['of_floor']:.0f}%)")
+            print(f"{fmt:>5} batch {rows:>3}, 32 layers' projections ({layer_bytes * LAYERS / 1e9:.2f} GB, floor {floor * LAYERS / 1000:.3f} ms at 3.0 TB/s): "
+                  + ", ".join(cells), flush=True)
         # Prompt path: one layer dequantised to bf16 (then cuBLAS in the engine).
-        scratch = torch.empty(max(o * i for _, o, i in SHAPES), dtype=torch.bfloat16, device="cuda")
         us = gpu_time(lib, lambda: [lib.sb_quant_dequant(BF16, ctypes.byref(w), p(scratch)) for w, _, _ in ws_list])
         print(f"{fmt:>5} dequantise one layer to bf16: {us:.1f} us ({us * LAYERS / 1000:.2f} ms a prompt chunk for 32 layers)")
         results.append({"format": fmt, "dequant_layer_us": round(us, 2)})
-    for rows in (1, 16, 64):
+    for rows in ROWS:
         ws16 = [torch.randn(o, i, device="cuda").to(torch.bfloat16) for _, o, i in SHAPES]
         x = {i: torch.randn(rows, i, device="cuda").to(torch.bfloat16) for _, _, i in SHAPES}
         us = gpu_time(lib, lambda: [torch.matmul(x[w.shape[1]], w.T) for w in ws16])
