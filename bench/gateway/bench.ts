@@ -3,7 +3,11 @@
 // by side with Portkey's open-source gateway (npm @portkey-ai/gateway, also Hono) proxying the
 // same chat completion to the same upstream in the same run.
 //
-//   node --import tsx bench/gateway/bench.ts [--requests 2000] [--seconds 3] [--windows 3] [--concurrency 32] [--real] [--profile DIR] [--only NAME-PART]
+//   node --import tsx bench/gateway/bench.ts [--workers 2] [--requests 2000] [--seconds 3] [--windows 3] [--concurrency 32] [--real] [--profile DIR] [--only NAME-PART]
+//
+// --workers N: the gateway's processes in the Redis scenarios, as `switchboard gateway --workers N`
+// runs them (node:cluster, gateway/cluster.ts; the in-process store scenario always has 1). Its CPU
+// figure is the primary's and every worker's, summed.
 //
 // Processes: an upstream (a stub that answers instantly, so only the gateway is measured; with
 // --real also the real backend on the tiny Llama fixture), the gateway under test (one process per
@@ -79,7 +83,26 @@ async function runGateway(): Promise<void> {
   const backend = process.env.BENCH_BACKEND!;
   const redisUrl = process.env.BENCH_REDIS || null;
   const jwtSecret = process.env.BENCH_JWT_SECRET;
+  const workers = Number(process.env.BENCH_WORKERS || 1);
+  const cluster = (await import('node:cluster')).default;
+  const { runPrimary, tellPrimary } = await import('../../gateway/cluster.ts');
+  if (workers > 1 && cluster.isPrimary) {
+    // The shipped primary (gateway/cluster.ts), as `switchboard gateway --workers N` runs it.
+    await runPrimary({
+      workers,
+      metricsPort: null,
+      hostname: '127.0.0.1',
+      log: () => {},
+      fail: (message) => {
+        process.stderr.write(`gateway: ${message}\n`);
+        process.exit(1);
+      },
+      ready: (url) => process.stdout.write(`READY ${url}\n`),
+    });
+    process.exit(0);
+  }
   const gw = await startGateway({
+    clusterWorker: workers > 1,
     backends: [backend],
     serviceKey: SERVICE_KEY,
     adminToken: ADMIN_TOKEN,
@@ -90,7 +113,8 @@ async function runGateway(): Promise<void> {
   });
   // A normal exit, so that --cpu-prof writes its profile.
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(0));
-  process.stdout.write(`READY ${gw.url}\n`);
+  if (workers > 1) tellPrimary({ sb: 'ready', url: gw.url, store: gw.store.kind, metrics: false });
+  else process.stdout.write(`READY ${gw.url}\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -172,6 +196,7 @@ async function main(): Promise<void> {
   const seconds = arg('seconds', 3);
   const windows = arg('windows', 3);
   const concurrency = arg('concurrency', 32);
+  const workers = arg('workers', 1);
   const real = process.argv.includes('--real');
   const profileDir = process.argv.includes('--profile') ? process.argv[process.argv.indexOf('--profile') + 1]! : null;
   const { startRedis } = await import('../../test/gateway/helpers/redis.ts');
@@ -198,7 +223,7 @@ async function main(): Promise<void> {
     const direct = `Bearer ${await (await ServiceTokenSigner.create(SERVICE_KEY, { ttlS: 3600 })).token('bench')}`;
 
     for (const up of upstreams) {
-      const redisEnv = { BENCH_REDIS: redis.url };
+      const redisEnv = { BENCH_REDIS: redis.url, BENCH_WORKERS: String(workers) };
       const scenarios: Scenario[] = [
         { name: 'Switchboard gateway, Redis, API key, rpm+tpm limits, /generate', gateway: 'switchboard', env: redisEnv, auth: 'key', limits: true, api: 'lorax' },
         { name: 'Switchboard gateway, in-process store, API key, /generate', gateway: 'switchboard', env: {}, auth: 'key', limits: false, api: 'lorax' },
@@ -222,7 +247,7 @@ async function main(): Promise<void> {
         };
         if (!baselines.has(path)) {
           baselines.set(path, base);
-          const row = [up.name, `the upstream alone (direct, ${path})`, fmt(base.lat.p50, 3), '-', fmt(base.lat.p99, 3), '-', fmt(base.tp.rps), '-', '-', fmt(base.tp.cpu.client), fmt(base.tp.cpu.upstream), '-'];
+          const row = [up.name, `the upstream alone (direct, ${path})`, '-', fmt(base.lat.p50, 3), '-', fmt(base.lat.p99, 3), '-', fmt(base.tp.rps), '-', '-', fmt(base.tp.cpu.client), fmt(base.tp.cpu.upstream), '-'];
           rows.push(row);
           process.stdout.write(`${row.join(' | ')}\n`);
         }
@@ -255,6 +280,7 @@ async function main(): Promise<void> {
         const row = [
           up.name,
           sc.name,
+          sc.gateway === 'portkey' ? '1' : sc.env.BENCH_WORKERS ?? '1',
           fmt(lat.p50, 3),
           fmt(lat.p50 - base.lat.p50, 3),
           fmt(lat.p99, 3),
@@ -278,6 +304,7 @@ async function main(): Promise<void> {
   const header = [
     'upstream',
     'path through',
+    'gateway processes',
     'p50 ms',
     'added p50 ms',
     'p99 ms',
@@ -289,23 +316,23 @@ async function main(): Promise<void> {
     'upstream CPU µs/req',
     'redis CPU µs/req',
   ];
-  const table = [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+  const table = [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i < 3 ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
   // Issue 20's target, for the full path (Redis, API key, rpm+tpm limits, /generate, stub upstream).
   const full = rows.find((r) => r[0] === 'stub upstream' && r[1]!.startsWith('Switchboard gateway, Redis, API key, rpm+tpm limits, /generate'));
   const portkey = rows.find((r) => r[1]!.startsWith('Portkey'));
   const chat = rows.find((r) => r[1]!.startsWith('Switchboard gateway, Redis, API key, rpm+tpm limits, /v1/chat'));
   const target = full
     ? `\n**Against issue 20's target** (>= 5,000 req/s on these 2 cores through API key + Redis limits + validation + forwarding, added p99 <= 3 ms): ` +
-      `${full[6]} req/s = ${((Number(full[6]) / 5000) * 100).toFixed(0)}% of 5,000; added p99 ${full[5]} ms against 3 ms; the gateway's own CPU, ${full[8]} µs/req, ` +
-      `would sustain ${fmt(1e6 / Number(full[8]))} req/s on one core of its own.` +
-      (portkey && chat ? ` Beside Portkey on /v1/chat/completions in the same run: ${chat[6]} against ${portkey[6]} req/s (${(Number(chat[6]) / Number(portkey[6])).toFixed(1)}x), ${chat[8]} against ${portkey[8]} µs of gateway CPU per request.` : '') +
+      `${full[7]} req/s with ${full[2]} gateway process(es) = ${((Number(full[7]) / 5000) * 100).toFixed(0)}% of 5,000; added p99 ${full[6]} ms against 3 ms; the gateway's own CPU, ${full[9]} µs/req, ` +
+      `would sustain ${fmt(1e6 / Number(full[9]))} req/s on one core of its own.` +
+      (portkey && chat ? ` Beside Portkey on /v1/chat/completions in the same run: ${chat[7]} against ${portkey[7]} req/s (${(Number(chat[7]) / Number(portkey[7])).toFixed(1)}x), ${chat[9]} against ${portkey[9]} µs of gateway CPU per request.` : '') +
       ` Where the microseconds go: bench/gateway/PROFILE.md.\n`
     : '';
   const cpu = os.cpus();
   const load = os.loadavg().map((x) => x.toFixed(1)).join(', ');
   const md = `# Gateway overhead benchmark
 
-Generated by \`node --import tsx bench/gateway/bench.ts${real ? ' --real' : ''}\` on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC.
+Generated by \`node --import tsx bench/gateway/bench.ts${workers > 1 ? ` --workers ${workers}` : ''}${real ? ' --real' : ''}\` on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC.
 
 Machine: ${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${os.type()} ${os.release()}, Node ${process.version}, redis-server on loopback.
 Load average when the run ended: ${load} (other work shared the cores: absolute req/s are noisy; the ratios and CPU per request less so).
@@ -317,7 +344,9 @@ Load average when the run ended: ${load} (other work shared the cores: absolute 
   (by req/s) reported, with its CPU figures. "of the upstream alone" is the
   gateway's req/s as a share of the same client driving the upstream directly, measured just before (the
   ceiling on this machine: the client and the upstream use the same cores the gateway does).
-- **CPU µs/req** of each process over the throughput window (/proc): 1e6 / (gateway CPU µs/req) is what the
+- **Gateway processes**: the Redis scenarios run \`switchboard gateway --workers ${workers}\`'s way (node:cluster: a primary
+  handing connections to ${workers} worker(s)); the in-process store allows only 1; Portkey runs as one process.
+- **CPU µs/req** of each process over the throughput window (/proc; the gateway: its primary and workers summed): 1e6 / (gateway CPU µs/req) is what the
   gateway sustains on one core of its own; 1e6 / (client CPU µs/req) is the load generator's own limit.
 - The stub upstream answers instantly, so its rows measure only the gateway: auth (API-key hash
   lookup in the store, or JWT verification), body parsing + zod validation, adapter resolution,

@@ -55,10 +55,19 @@ export async function runPortkey(root: string, mutableUpstreamHeaders = false): 
   process.stdout.write(`READY http://127.0.0.1:${port}\n`);
 }
 
-/** CPU time (user + system, µs) a process has used so far (Linux /proc, clock ticks of 1/100 s). */
+/**
+ * CPU time (user + system, µs) a process and its live child processes (a gateway's cluster workers)
+ * have used so far (Linux /proc, clock ticks of 1/100 s).
+ */
 export function cpuMicros(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(f[11]) + Number(f[12])) * 1e4;
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    // no children file (older kernels): the process alone
+  }
+  return (Number(f[11]) + Number(f[12])) * 1e4 + children.reduce((s, c) => s + cpuMicros(c), 0);
 }
 
 /** redis-server's pid, from the port it listens on (ss), or null. */
