@@ -6,6 +6,10 @@
 //   git worktree add /tmp/before <commit>   (or git archive <commit> | tar -x -C /tmp/before; link node_modules)
 //   node --import tsx bench/gateway/ab.ts /tmp/before . [--windows 5] [--seconds 3] [--concurrency 32]
 //        [--path /generate|/generate_stream|/v1/chat/completions] [--in-process] [--profile DIR]
+//
+// A checkout may carry variants after commas: `.,workers=2` (the shipped cluster, CPU summed over
+// the primary and its workers), `.,node=--max-semi-space-size=32` (a node flag; repeatable), so one
+// checkout can be compared with itself run another way.
 import type { ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { resolve } from 'node:path';
@@ -14,7 +18,13 @@ import { closedLoopWindow, spawnRole } from './processes.ts';
 const argv = process.argv.slice(2);
 const opt = (name: string, def: string) => (argv.includes(`--${name}`) ? argv[argv.indexOf(`--${name}`) + 1]! : def);
 const flags = new Set(['--windows', '--seconds', '--concurrency', '--path', '--profile']);
-const roots = argv.filter((a, i) => !a.startsWith('--') && !flags.has(argv[i - 1] ?? '')).map((r) => resolve(r));
+const specs = argv.filter((a, i) => !a.startsWith('--') && !flags.has(argv[i - 1] ?? ''));
+const roots = specs.map((r) => resolve(r.split(',')[0]!));
+const variants = specs.map((r) => {
+  const parts = r.split(',').slice(1);
+  const workers = parts.find((p) => p.startsWith('workers='))?.slice(8) ?? '1';
+  return { workers, node: parts.filter((p) => p.startsWith('node=')).map((p) => p.slice(5)) };
+});
 const windows = Number(opt('windows', '5'));
 const seconds = Number(opt('seconds', '3'));
 const conc = Number(opt('concurrency', '32'));
@@ -62,13 +72,13 @@ async function main(): Promise<void> {
     procs.push(stub.proc);
     const gws: { root: string; url: string; proc: ChildProcess; key: string }[] = [];
     for (const [i, root] of roots.entries()) {
-      const env = { BENCH_BACKEND: stub.url, BENCH_REDIS: argv.includes('--in-process') ? '' : redis.url };
-      const g = await child(root, 'gateway', env, profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}/${i}`] : []);
+      const env = { BENCH_BACKEND: stub.url, BENCH_REDIS: argv.includes('--in-process') ? '' : redis.url, BENCH_WORKERS: variants[i]!.workers };
+      const g = await child(root, 'gateway', env, [...variants[i]!.node, ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}/${i}`] : [])]);
       procs.push(g.proc);
       const tenant = `ab-${i}`;
       await fetch(`${g.url}/admin/tenants/${tenant}`, { method: 'PUT', headers: ADMIN, body: JSON.stringify({ limits: { rpm: 100_000_000, tpm: 1_000_000_000 } }) });
       const r = await fetch(`${g.url}/admin/keys`, { method: 'POST', headers: ADMIN, body: JSON.stringify({ tenant }) });
-      gws.push({ root, ...g, key: ((await r.json()) as { key: string }).key });
+      gws.push({ root: specs[i]!, ...g, key: ((await r.json()) as { key: string }).key });
     }
     for (const g of gws) await window(g, 2); // warm-up
     const res = gws.map(() => [] as { rps: number; us: number }[]);
