@@ -68,41 +68,11 @@ __device__ __forceinline__ void ldsm4(uint32_t (&r)[4], const void* p) {
 #endif
 }
 
-// c += a (16x16, row-major fragment) * b (16x8, column-major fragment), fp32 accumulators.
-template <typename T>
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-#else
-  __trap();
-#endif
-}
-
 // 2^x on the special-function unit (the softmax's inputs are <= 0, its outputs rounded to 16 bits).
 __device__ __forceinline__ float pfaExp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
-}
-
-// Two floats as one register of T pairs (the lower column in the low half).
-template <typename T>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  } else {
-    const __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  }
 }
 
 // grid (tiles, heads). tiles[2 i] is the first batch row of tile i and tiles[2 i + 1] its row
@@ -212,8 +182,8 @@ __global__ void __launch_bounds__(PFA_THREADS, 3) prefillAttentionKernel(
         for (int np = 0; np < 4; np++) {
           uint32_t b[4];
           ldsm4<false>(b, ks + kRow + np * 16 * D + kCol[kk]);
-          mma16816<T>(s[2 * np], qf[kk], b[0], b[1]);
-          mma16816<T>(s[2 * np + 1], qf[kk], b[2], b[3]);
+          mma16816<T>(s[2 * np], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], b[0], b[1]);
+          mma16816<T>(s[2 * np + 1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], b[2], b[3]);
         }
       }
       if constexpr (Cap) {
@@ -280,8 +250,8 @@ __global__ void __launch_bounds__(PFA_THREADS, 3) prefillAttentionKernel(
         for (int dp = 0; dp < KT; dp++) {
           uint32_t b[4];
           ldsm4<true>(b, vs + vRow + kk * 16 * D + vCol[dp]);
-          mma16816<T>(o[2 * dp], a, b[0], b[1]);
-          mma16816<T>(o[2 * dp + 1], a, b[2], b[3]);
+          mma16816<T>(o[2 * dp], a[0], a[1], a[2], a[3], b[0], b[1]);
+          mma16816<T>(o[2 * dp + 1], a[0], a[1], a[2], a[3], b[2], b[3]);
         }
       }
     }

@@ -32,35 +32,6 @@ constexpr int kQmmaOutsPerBlock = kQmmaWarps * kQmmaMTiles * 16;  // 128
 constexpr int kQmmaK = 128;                                        // inputs per k block
 constexpr int kQmmaMaxRows = 64;                                   // activation rows per pass (8 n tiles)
 
-// Two floats as one 32-bit register of T pairs (the low half is the first).
-template <typename T>
-__device__ __forceinline__ uint32_t qmmaPack(float a, float b) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  } else {
-    const __half2 v = __floats2half2_rn(a, b);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ void qmma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  } else {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  }
-#else
-  __trap();
-#endif
-}
-
 // One weight row's packed codes for a lane's 32 inputs of a k block: q4 16 bytes (4 words of 8 codes),
 // q8 32 bytes (8 words of 4). Zero where the run lies past the row's end (in % 32 == 0: all or nothing).
 template <int CB>
@@ -175,7 +146,7 @@ __global__ void __launch_bounds__(kQmmaThreads) quantMmaKernel(const T* __restri
           qmmaDecode<CB>(cur[i][j], c, lut, v);
 #pragma unroll
           for (int q = 0; q < 4; q++)
-            pk[i][j][q] = qmmaPack<T>((v[2 * q] - zp[i][j]) * sc[i][j], (v[2 * q + 1] - zp[i][j]) * sc[i][j]);
+            pk[i][j][q] = pack2<T>((v[2 * q] - zp[i][j]) * sc[i][j], (v[2 * q + 1] - zp[i][j]) * sc[i][j]);
         }
 #pragma unroll
       for (int n = 0; n < NT; n++) {
@@ -187,7 +158,7 @@ __global__ void __launch_bounds__(kQmmaThreads) quantMmaKernel(const T* __restri
         for (int h = 0; h < 2; h++)
 #pragma unroll
           for (int i = 0; i < kQmmaMTiles; i++)
-            qmma<T>(acc[i][n], pk[i][0][2 * h], pk[i][1][2 * h], pk[i][0][2 * h + 1], pk[i][1][2 * h + 1], xw[2 * h], xw[2 * h + 1]);
+            mma16816<T>(acc[i][n], pk[i][0][2 * h], pk[i][1][2 * h], pk[i][0][2 * h + 1], pk[i][1][2 * h + 1], xw[2 * h], xw[2 * h + 1]);
       }
     }
 #pragma unroll

@@ -496,25 +496,6 @@ constexpr int TC_TLD = 3 * TC_MAX_RANK + 16;  // row stride of the T tile (eleme
 constexpr int TC_UNROLL = 2;            // 32-wide chunks of `in` loaded together per warp
 constexpr int TC_GROUPS = 2;            // 32-output groups a warp expands together
 
-// c += A (16 x 16: registers a0 (row g, k lo), a1 (row g + 8, k lo), a2 (row g, k hi), a3
-// (row g + 8, k hi)) . B (16 x 8: b0 k lo, b1 k hi of column g), fp32 accumulators.
-template <typename T>
-__device__ __forceinline__ void tcMma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  } else {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  }
-#else
-  __trap();
-#endif
-}
-
 // The 8 elements at p as 16 bytes: the first `valid` of them (<= 0: none, the rest read as zero,
 // nothing past them is touched); vec: p is 16-byte aligned (else element loads).
 template <typename T>
@@ -658,8 +639,8 @@ __global__ void __launch_bounds__(TC_THREADS, 2) sgmvTcKernel(const T* __restric
       }
 #pragma unroll
       for (int i = 0; i < TC_UNROLL; i++) {
-        tcMma<T>(acc, av0[i].x, av1[i].x, av0[i].y, av1[i].y, xv[i].x, xv[i].y);
-        tcMma<T>(acc, av0[i].z, av1[i].z, av0[i].w, av1[i].w, xv[i].z, xv[i].w);
+        mma16816<T>(acc, av0[i].x, av1[i].x, av0[i].y, av1[i].y, xv[i].x, xv[i].y);
+        mma16816<T>(acc, av0[i].z, av1[i].z, av0[i].w, av1[i].w, xv[i].z, xv[i].w);
       }
     }
     *reinterpret_cast<float4*>(red + (kp * MT + t) * 128 + lane * 4) = make_float4(acc[0], acc[1], acc[2], acc[3]);
@@ -765,7 +746,7 @@ __global__ void __launch_bounds__(TC_THREADS, 2) sgmvTcKernel(const T* __restric
 #pragma unroll
       for (int h = 0; h < H; h++)
 #pragma unroll
-        for (int j = 0; j < 4; j++) tcMma<T>(acc[h][j], tw[h].x, 0u, tw[h].y, 0u, bv[h][j].x, bv[h][j].y);
+        for (int j = 0; j < 4; j++) mma16816<T>(acc[h][j], tw[h].x, 0u, tw[h].y, 0u, bv[h][j].x, bv[h][j].y);
     }
     // PEFT: result + lora_B(lora_A(x)) * scaling, each op rounded to T. acc[h][j][0..1] are this
     // lane's row g at outputs o0 + 8 t4 + 2 j + (0, 1).
