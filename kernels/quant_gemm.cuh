@@ -52,22 +52,32 @@ __device__ __forceinline__ float e4m3ToFloat(uint32_t b) {
   return __uint_as_float(((b & 0x80u) << 24) | ((b & 0x7fu) << 20)) * 1.329227995784916e36f;  // 2^120
 }
 
-// The 8 weights of packed step `word` (inputs 8 word .. 8 word + 7) of a row, before zero and scale.
+// The 8 values (before zero and scale) of one packed step of 8 inputs held in registers: q4, 8 nibbles of lo
+// (nibble j is input j); q8, the bytes of lo then hi (byte j is input j).
 template <int CB>
-__device__ __forceinline__ void decode8(const void* codes, int64_t rowWords, int o, int word, const float* lut, float (&v)[8]) {
+__device__ __forceinline__ void decodeStep(uint32_t lo, uint32_t hi, const float* lut, float (&v)[8]) {
   if constexpr (CB == static_cast<int>(QuantCodebook::Lut4)) {
-    const uint32_t u = __ldg(static_cast<const uint32_t*>(codes) + int64_t(o) * rowWords + word);
 #pragma unroll
-    for (int j = 0; j < 8; j++) v[j] = lut[(u >> (4 * j)) & 0xfu];
+    for (int j = 0; j < 8; j++) v[j] = lut[(lo >> (4 * j)) & 0xfu];
   } else {
-    const uint2 u = __ldg(static_cast<const uint2*>(codes) + int64_t(o) * rowWords + word);
 #pragma unroll
     for (int j = 0; j < 8; j++) {
-      const uint32_t c = ((j < 4 ? u.x : u.y) >> (8 * (j & 3))) & 0xffu;
+      const uint32_t c = ((j < 4 ? lo : hi) >> (8 * (j & 3))) & 0xffu;
       if constexpr (CB == static_cast<int>(QuantCodebook::U8)) v[j] = float(c);
       else if constexpr (CB == static_cast<int>(QuantCodebook::S8)) v[j] = float(int(int8_t(c)));
       else v[j] = e4m3ToFloat(c);
     }
+  }
+}
+
+// The 8 weights of packed step `word` (inputs 8 word .. 8 word + 7) of a row, before zero and scale.
+template <int CB>
+__device__ __forceinline__ void decode8(const void* codes, int64_t rowWords, int o, int word, const float* lut, float (&v)[8]) {
+  if constexpr (CB == static_cast<int>(QuantCodebook::Lut4)) {
+    decodeStep<CB>(__ldg(static_cast<const uint32_t*>(codes) + int64_t(o) * rowWords + word), 0u, lut, v);
+  } else {
+    const uint2 u = __ldg(static_cast<const uint2*>(codes) + int64_t(o) * rowWords + word);
+    decodeStep<CB>(u.x, u.y, lut, v);
   }
 }
 

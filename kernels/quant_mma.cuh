@@ -60,19 +60,8 @@ __device__ __forceinline__ void qmmaLoad(QmmaRun<CB>& r, const uint8_t* codes, i
 template <int CB>
 __device__ __forceinline__ void qmmaDecode(const QmmaRun<CB>& r, int c, const float* lut, float (&v)[8]) {
   const uint32_t* w = reinterpret_cast<const uint32_t*>(r.u);
-  if constexpr (QmmaRun<CB>::Q4) {
-    const uint32_t u = w[c];
-#pragma unroll
-    for (int j = 0; j < 8; j++) v[j] = lut[(u >> (4 * j)) & 0xfu];
-  } else {
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      const uint32_t b = (w[2 * c + j / 4] >> (8 * (j & 3))) & 0xffu;
-      if constexpr (CB == static_cast<int>(QuantCodebook::U8)) v[j] = float(b);
-      else if constexpr (CB == static_cast<int>(QuantCodebook::S8)) v[j] = float(int(int8_t(b)));
-      else v[j] = e4m3ToFloat(b);
-    }
-  }
+  if constexpr (QmmaRun<CB>::Q4) decodeStep<CB>(w[c], 0u, lut, v);
+  else decodeStep<CB>(w[2 * c], w[2 * c + 1], lut, v);
 }
 
 // y (or, with splits, partial[blockIdx.y]) [rows, out] = x [rows, in] W^T over this block's k slice
