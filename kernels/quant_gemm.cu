@@ -135,50 +135,46 @@ int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, in
       xs = reinterpret_cast<const T*>(ws);
       ws += (n * int64_t(sizeof(T)) + 255) / 256 * 256;
     }
+    // Passes of up to passRows activation rows; launch(r0, n, yp, partial) starts one pass's kernel, whose
+    // split-K slices (if any) are then summed into y in slice order.
+    auto passes = [&](int passRows, int nSplits, auto&& launch) -> int {
+      float* partial = nSplits > 1 ? reinterpret_cast<float*>(ws) : nullptr;
+      for (int r0 = 0; r0 < rows; r0 += passRows) {
+        const int n = std::min(passRows, rows - r0);
+        T* yp = static_cast<T*>(y) + int64_t(r0) * ldy;
+        if (int e = launch(r0, n, yp, partial)) return e;
+        if (partial) {
+          const int64_t count = int64_t(n) * w.out;
+          quantReduceKernel<T><<<int(std::min<int64_t>((count + 255) / 256, 2048)), 256, 0, s>>>(partial, nSplits, n, w.out, yp, ldy);
+          if (int e = launched()) return e;
+        }
+      }
+      return 0;
+    };
     if constexpr (!std::is_same_v<T, float>) {
       if (useMma(t, w)) {
         int mSplits, sliceK;
         mmaSplits(w, mSplits, sliceK);
-        float* partial = mSplits > 1 ? reinterpret_cast<float*>(ws) : nullptr;
-        for (int r0 = 0; r0 < rows; r0 += kQmmaMaxRows) {
-          const int n = std::min(kQmmaMaxRows, rows - r0);
-          T* yp = static_cast<T*>(y) + int64_t(r0) * ldy;
-          const int e = withCodebook(w.codebook, [&](auto cb) {
+        return passes(kQmmaMaxRows, mSplits, [&](int r0, int n, T* yp, float* partial) {
+          return withCodebook(w.codebook, [&](auto cb) {
             return withNTiles(n, [&](auto nt) {
               dim3 grid((w.out + kQmmaOutsPerBlock - 1) / kQmmaOutsPerBlock, mSplits);
               quantMmaKernel<T, decltype(cb)::value, decltype(nt)::value><<<grid, kQmmaThreads, 0, s>>>(xs + int64_t(r0) * w.in, n, w, sliceK, yp, ldy, partial);
               return launched();
             });
           });
-          if (e) return e;
-          if (partial) {
-            const int64_t count = int64_t(n) * w.out;
-            quantReduceKernel<T><<<int(std::min<int64_t>((count + 255) / 256, 2048)), 256, 0, s>>>(partial, mSplits, n, w.out, yp, ldy);
-            if (int e2 = launched()) return e2;
-          }
-        }
-        return 0;
+        });
       }
     }
-    float* partial = splits > 1 ? reinterpret_cast<float*>(ws) : nullptr;
-    for (int r0 = 0; r0 < rows; r0 += kMaxPassRows) {
-      const int n = std::min(kMaxPassRows, rows - r0);
-      T* yp = static_cast<T*>(y) + int64_t(r0) * ldy;
-      const int e = withCodebook(w.codebook, [&](auto cb) {
+    return passes(kMaxPassRows, splits, [&](int r0, int n, T* yp, float* partial) {
+      return withCodebook(w.codebook, [&](auto cb) {
         return withPassRows(n, [&](auto mt) {
           dim3 grid((w.out + kQuantRowsPerBlock - 1) / kQuantRowsPerBlock, splits);
           quantGemvKernel<T, decltype(cb)::value, decltype(mt)::value><<<grid, kQuantThreads, 0, s>>>(xs + int64_t(r0) * w.in, n, w, sliceWords, yp, ldy, partial);
           return launched();
         });
       });
-      if (e) return e;
-      if (partial) {
-        const int64_t count = int64_t(n) * w.out;
-        quantReduceKernel<T><<<int(std::min<int64_t>((count + 255) / 256, 2048)), 256, 0, s>>>(partial, splits, n, w.out, yp, ldy);
-        if (int e2 = launched()) return e2;
-      }
-    }
-    return 0;
+    });
   });
 }
 
