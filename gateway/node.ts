@@ -534,7 +534,12 @@ export async function gatewayMain(argv: readonly string[]): Promise<void> {
   else listening(gw.url, gw.store.kind, gw.metricsUrl);
   let closing = false;
   const stop = async (sig: string) => {
-    if (closing) process.exit(1);
+    // A second signal forces the exit; a worker ignores it, since Ctrl-C reaches it both from the
+    // terminal and forwarded by its primary (which, told twice, exits, and its workers with it).
+    if (closing) {
+      if (worker) return;
+      process.exit(1);
+    }
     closing = true;
     if (!worker) log(`${sig}: shutting down`);
     await gw.close();
