@@ -169,9 +169,9 @@ def awq_unpack(packed):
     return out
 
 
-def awq_quantize(w):
+def awq_quantize(w, group=GROUP):
     out_f, in_f = w.shape
-    g = w.reshape(out_f, in_f // GROUP, GROUP)
+    g = w.reshape(out_f, in_f // group, group)
     mx, mn = g.max(axis=2), g.min(axis=2)
     scales = (np.maximum(mx - mn, 1e-5) / 15).astype(np.float16).astype(np.float32)
     zeros = np.clip(-np.round(mn / scales), 0, 15)
@@ -217,13 +217,13 @@ def gptq_unpack_rows(packed, bits):
     return out.reshape(u.shape[0] * per, u.shape[1])
 
 
-def gptq_quantize(w, bits, sym, act_order, rng):
+def gptq_quantize(w, bits, sym, act_order, rng, group=GROUP):
     out_f, in_f = w.shape
     maxq = (1 << bits) - 1
-    ngroups = in_f // GROUP
+    ngroups = in_f // group
     perm = rng.permutation(in_f) if act_order else np.arange(in_f)
     g_idx = np.empty(in_f, dtype=np.int32)
-    g_idx[perm] = np.arange(in_f) // GROUP  # column perm[k] was the k-th processed: group k // GROUP
+    g_idx[perm] = np.arange(in_f) // group  # column perm[k] was the k-th processed: group k // group
     scales = np.zeros((ngroups, out_f), dtype=np.float32)
     zeros = np.zeros((ngroups, out_f), dtype=np.int64)
     for gi in range(ngroups):
@@ -259,7 +259,7 @@ def gptq_dequant(t, bits):
 
 # ---------------------------------------------------------------- FP8
 
-def fp8_quantize(w, strategy, scale_dtype="F32"):
+def fp8_quantize(w, strategy, scale_dtype="F32", group=GROUP):
     out_f, in_f = w.shape
     if strategy == "tensor":
         s = np.array([np.abs(w).max() / 448], dtype=np.float32)
@@ -273,11 +273,11 @@ def fp8_quantize(w, strategy, scale_dtype="F32"):
         else:
             stored = ("F32", s)
         full = np.broadcast_to(s, w.shape)
-    else:  # block of GROUP x GROUP
-        b = w.reshape(out_f // GROUP, GROUP, in_f // GROUP, GROUP)
+    else:  # block of group x group
+        b = w.reshape(out_f // group, group, in_f // group, group)
         s = (np.abs(b).max(axis=(1, 3)) / 448).astype(np.float32)
         stored = ("F32", s)
-        full = np.repeat(np.repeat(s, GROUP, axis=0), GROUP, axis=1)
+        full = np.repeat(np.repeat(s, group, axis=0), group, axis=1)
     codes = e4m3_encode((w / full).astype(np.float32))
     return codes, stored
 
@@ -496,9 +496,160 @@ def reference(args):
         print(f"{variant}: {len(cases)} cases", flush=True)
     (OUT / "reference.json").write_text(json.dumps(result) + "\n")
 
+# ---------------------------------------------------------------- mixtures of experts
+
+# One published MoE layout per format, from the tiny MoE fixtures. As the published checkpoints do, every
+# expert's and shared expert's projection is quantized, and the routers (Mixtral's block_sparse_moe.gate,
+# Qwen-MoE's mlp.gate and mlp.shared_expert_gate) stay 16-bit: they are not *_proj modules, and AutoAWQ /
+# AutoGPTQ / transformers' fp8 leave them out (modules_to_not_convert: ["gate"] in AutoAWQ's Mixtral
+# configs). Groups of 16 divide every tiny dimension (64, 48, 32).
+MOE_GROUP = 16
+MOE = {
+    "mixtral-awq": ("mixtral", {"quant_method": "awq", "bits": 4, "group_size": MOE_GROUP, "zero_point": True,
+                                "version": "gemm", "modules_to_not_convert": ["gate"]}),
+    "qwen2-moe-gptq-4bit": ("qwen2-moe", {"quant_method": "gptq", "bits": 4, "group_size": MOE_GROUP, "desc_act": False,
+                                          "sym": True, "checkpoint_format": "gptq"}),
+    "qwen3-moe-fp8-block": ("qwen3-moe", {"quant_method": "fp8", "activation_scheme": "dynamic",
+                                          "weight_block_size": [MOE_GROUP, MOE_GROUP],
+                                          "modules_to_not_convert": ["lm_head"]}),
+}
+MOE_ADAPTERS = [None, "r8-qv", "r4-experts"]
+
+
+def moe_quantized(name):
+    """The checkpoint's 2-D projections the quantizer converts: attention, experts, shared expert."""
+    return (".layers." in name and name.endswith(".weight")
+            and (name.endswith("_proj.weight") or any(name.endswith(f".{w}.weight") for w in ("w1", "w2", "w3"))))
+
+
+def moe_base(model):
+    return read_safetensors(ROOT / "test/fixtures/models" / model / "model.safetensors")
+
+
+def pack_moe(args):
+    rng = np.random.default_rng(SEED + 1)
+    for variant, (model, qc) in MOE.items():
+        src = ROOT / "test/fixtures/models" / model
+        d = OUT / variant
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        tensors = {}
+        for name, entry in moe_base(model).items():
+            if not moe_quantized(name):
+                tensors[name] = entry
+                continue
+            prefix, w = name[: -len(".weight")], as_f32(entry)
+            if qc["quant_method"] == "awq":
+                parts = awq_quantize(w, MOE_GROUP)
+            elif qc["quant_method"] == "gptq":
+                parts = gptq_quantize(w, qc["bits"], qc["sym"], qc["desc_act"], rng, MOE_GROUP)
+            else:
+                codes, scale = fp8_quantize(w, "block", group=MOE_GROUP)
+                parts = {"weight": ("F8_E4M3", codes), "weight_scale_inv": scale}
+            for k, v in parts.items():
+                tensors[f"{prefix}.{k}"] = v
+        write_safetensors(d / "model.safetensors", tensors)
+        cfg = json.loads((src / "config.json").read_text())
+        cfg["quantization_config"] = qc
+        (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(src / f, d / f)
+        print(f"{variant}: {sum(p.stat().st_size for p in d.iterdir())} bytes in {d.relative_to(ROOT)}")
+
+
+def dequantised_moe(variant):
+    """float32 tensors of an MoE variant under the 16-bit checkpoint's names, decoded from its files."""
+    qc = MOE[variant][1]
+    t = read_safetensors(OUT / variant / "model.safetensors")
+    prefixes = {k.rsplit(".", 1)[0] for k in t if k.endswith((".qweight", ".weight_scale_inv"))}
+    out = {}
+    for prefix in prefixes:
+        parts = {k[len(prefix) + 1:]: v for k, v in t.items() if k.startswith(prefix + ".") and "." not in k[len(prefix) + 1:]}
+        if qc["quant_method"] == "awq":
+            w = awq_dequant(parts, qc["group_size"])
+        elif qc["quant_method"] == "gptq":
+            w = gptq_dequant(parts, qc["bits"])
+        else:
+            w = fp8_dequant(parts["weight"][1], parts["weight_scale_inv"][1], qc["weight_block_size"])
+        out[prefix + ".weight"] = w.astype(np.float32)
+    for name, entry in t.items():
+        if name.rsplit(".", 1)[0] not in prefixes:
+            out[name] = as_f32(entry)
+    return out
+
+
+def reference_moe(args):
+    """reference-moe.json: transformers' own MoE classes (from_pretrained converts the per-expert tensors)."""
+    import tempfile
+    import torch
+    import transformers
+    import peft
+    from transformers import AutoModelForCausalLM
+    from peft import PeftModel
+
+    torch.manual_seed(0)
+    result = {"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__,
+              "notes": "float32 forward (CPU) of transformers' MoE models on weights dequantised by this script's numpy "
+                       "decoders (routers 16-bit as stored); PEFT adapters trained on the 16-bit base",
+              "variants": {}}
+    for variant, (model_name, qc) in MOE.items():
+        prompts = json.loads((ROOT / "test/fixtures/reference" / f"{model_name}.json").read_text())["prompts"]
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = json.loads((ROOT / "test/fixtures/models" / model_name / "config.json").read_text())
+            (Path(tmp) / "config.json").write_text(json.dumps(cfg))
+            write_safetensors(Path(tmp) / "model.safetensors",
+                              {k: ("F32", np.ascontiguousarray(v, dtype=np.float32)) for k, v in dequantised_moe(variant).items()})
+            cases = []
+            for adapter in MOE_ADAPTERS:
+                model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+                if adapter is not None:
+                    model = PeftModel.from_pretrained(model, str(ROOT / "test/fixtures/adapters" / model_name / adapter))
+                model.eval()
+                cases += reference_cases(model, prompts, adapter)
+        result["variants"][variant] = {"model": model_name, "dir": variant, "quantize": None, "prompts": prompts, "cases": cases}
+        print(f"{variant}: {len(cases)} cases", flush=True)
+    (OUT / "reference-moe.json").write_text(json.dumps(result) + "\n")
+
+
+def reference_cases(model, prompts, adapter):
+    import torch
+
+    def run(ids):
+        with torch.no_grad():
+            return model(torch.tensor([ids])).logits[0].float()
+
+    cases = []
+    for pi, p in enumerate(prompts):
+        ids = list(p["ids"])
+        logits = run(ids)
+        lp = torch.log_softmax(logits.double(), dim=-1)
+        prompt_lp = [round(lp[i - 1, ids[i]].item(), 7) for i in range(1, len(ids))]
+        top = torch.topk(logits[-1], 6)
+        top5 = [int(i) for i in top.indices[:5].tolist()]
+        g_ids, g_lps, margins, seq = [], [], [], list(ids)
+        for _ in range(16):
+            step = run(seq)[-1]
+            two = torch.topk(step, 2).values
+            margins.append((two[0] - two[1]).item())
+            tok = int(torch.argmax(step).item())
+            g_ids.append(tok)
+            g_lps.append(round(torch.log_softmax(step.double(), dim=-1)[tok].item(), 7))
+            seq.append(tok)
+        cases.append({"adapter": adapter, "prompt": pi, "prompt_logprobs": prompt_lp,
+                      "top5": {"ids": top5, "logprobs": [round(lp[-1, i].item(), 7) for i in top5],
+                               "min_gap": float(min(top.values[i] - top.values[i + 1] for i in range(5)))},
+                      "greedy": {"ids": g_ids, "logprobs": g_lps, "min_margin": min(margins)}})
+    return cases
+
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("phase", choices=["pack", "reference"])
     a = ap.parse_args()
-    pack(a) if a.phase == "pack" else reference(a)
+    if a.phase == "pack":
+        pack(a)
+        pack_moe(a)
+    else:
+        reference(a)
+        reference_moe(a)
