@@ -6,6 +6,7 @@ Usage (from the repository root):
 
     python3 scripts/make-quant-fixtures.py pack        # numpy only: writes test/fixtures/models-quant/<variant>/
     python3 scripts/make-quant-fixtures.py reference   # torch + transformers + peft: writes .../reference.json
+                                                       # and reference-moe.json (`reference-moe`: that one only)
 
 `pack` quantizes test/fixtures/models/llama (bf16) with the formats' own conventions (layouts taken from
 the published reference code of each format; this is an independent numpy implementation):
@@ -22,6 +23,10 @@ the published reference code of each format; this is an independent numpy implem
 Quantize-at-load variants (no files; the engine quantizes the 16-bit base itself, --quantize NAME):
   bitsandbytes-nf4, bitsandbytes-fp4 (blocks of 64 over the flattened weight, fp32 absmax),
   bitsandbytes (LLM.int8 weights: row-wise absmax int8, no outlier decomposition), fp8 (per-channel e4m3).
+Mixtures of experts, one published layout each, from test/fixtures/models/<model> (group 16; routers 16-bit):
+  mixtral-awq          AWQ GEMM as above on block_sparse_moe.experts.E.w1/w2/w3 and attention
+  qwen2-moe-gptq-4bit  GPTQ v1 4-bit symmetric on mlp.experts.E.*_proj, mlp.shared_expert.*_proj and attention
+  qwen3-moe-fp8-block  transformers fine-grained fp8 (weight_block_size [16, 16]) on experts and attention
 
 `reference` rebuilds every variant's dequantised weights here in numpy FROM THE PACKED FILES (or, for the
 at-load variants, by quantizing the base), loads them into transformers' LlamaForCausalLM in float32 on CPU,
@@ -574,8 +579,9 @@ def dequantised_moe(variant):
             w = fp8_dequant(parts["weight"][1], parts["weight_scale_inv"][1], qc["weight_block_size"])
         out[prefix + ".weight"] = w.astype(np.float32)
     for name, entry in t.items():
-        if name.rsplit(".", 1)[0] not in prefixes:
-            out[name] = as_f32(entry)
+        prefix, part = name.rsplit(".", 1)
+        if prefix not in prefixes or part not in ("qweight", "qzeros", "scales", "g_idx", "weight", "weight_scale_inv"):
+            out[name] = as_f32(entry)  # 16-bit tensors, a quantized projection's bias included
     return out
 
 
@@ -606,7 +612,19 @@ def reference_moe(args):
                 if adapter is not None:
                     model = PeftModel.from_pretrained(model, str(ROOT / "test/fixtures/adapters" / model_name / adapter))
                 model.eval()
-                cases += reference_cases(model, prompts, adapter)
+                got = reference_cases(model, prompts, adapter)
+                # transformers' own bfloat16 run on the same weights: where bf16 rounding flips a near-tied router
+                # choice, logprobs move by tenths without a bug; the GPU suite allows a bf16 case this much.
+                m16 = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.bfloat16)
+                if adapter is not None:
+                    m16 = PeftModel.from_pretrained(m16, str(ROOT / "test/fixtures/adapters" / model_name / adapter))
+                m16.eval()
+                for c in got:
+                    ids = prompts[c["prompt"]]["ids"]
+                    with torch.no_grad():
+                        lp16 = torch.log_softmax(m16(torch.tensor([ids])).logits[0].double(), dim=-1)
+                    c["bf16_drift"] = float(f"{max(abs(lp16[i - 1, ids[i]].item() - c['prompt_logprobs'][i - 1]) for i in range(1, len(ids))):.6g}")
+                cases += got
         result["variants"][variant] = {"model": model_name, "dir": variant, "quantize": None, "prompts": prompts, "cases": cases}
         print(f"{variant}: {len(cases)} cases", flush=True)
     (OUT / "reference-moe.json").write_text(json.dumps(result) + "\n")
@@ -645,11 +663,13 @@ def reference_cases(model, prompts, adapter):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("phase", choices=["pack", "reference"])
+    ap.add_argument("phase", choices=["pack", "reference", "reference-moe"])
     a = ap.parse_args()
     if a.phase == "pack":
         pack(a)
         pack_moe(a)
+    elif a.phase == "reference-moe":
+        reference_moe(a)
     else:
         reference(a)
         reference_moe(a)

@@ -1,33 +1,34 @@
 // Quantized base models on the CPU engine against transformers + PEFT on the same dequantised weights
 // (scripts/make-quant-fixtures.py: the llama fixture packed as AWQ, GPTQ 4/8-bit with and without
 // act-order, FP8 per-tensor / per-channel / per-block, and quantized at load as bitsandbytes NF4 / FP4 /
-// int8 and FP8): prompt logprobs within 1e-3, top-5 and 16 greedy tokens identical, without an adapter and
-// with PEFT adapters trained on the 16-bit base.
+// int8 and FP8; the mixtures of experts as published: Mixtral AWQ, Qwen2-MoE GPTQ 4-bit with its shared
+// expert, Qwen3-MoE block FP8, routers 16-bit): prompt logprobs within 1e-3, top-5 and 16 greedy tokens
+// identical, without an adapter and with PEFT adapters trained on the 16-bit base.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Engine } from '../native/engine.ts';
 import { openModelDir } from '../native/model-dir.ts';
-import { BLOCK_SIZE, FIXTURES, blocksPerCase, loadAdapters, loadReference, maxAbsDiff, runCases, type Case, type Reference } from './helpers/hf-reference.ts';
+import { BLOCK_SIZE, FIXTURES, blocksPerCase, loadAdapters, loadReference, maxAbsDiff, runCases } from './helpers/hf-reference.ts';
+import { QUANT, quantVariants } from './helpers/quant-reference.ts';
 
 const TOL = 1e-3;
-const QUANT = join(FIXTURES, 'models-quant');
+const variants = quantVariants();
+/** Routers stay 16-bit in every published MoE checkpoint: they must not be packed. */
+const ROUTER = /\.mlp\.(gate|shared_expert_gate)\.weight$/;
 
-interface Variant { dir: string | null; quantize: string | null; cases: Case[] }
-const reference = JSON.parse(readFileSync(join(QUANT, 'reference.json'), 'utf-8')) as { prompts: Reference['prompts']; variants: Record<string, Variant> };
-const base16 = loadReference('llama');
-
-for (const [name, variant] of Object.entries(reference.variants)) {
-  describe(`quantized llama (${name}): CPU engine vs transformers + PEFT on the dequantised weights`, () => {
-    const ref: Reference = { prompts: reference.prompts, cases: variant.cases };
+for (const { name, model: base, dir, quantize, ref, layers } of variants) {
+  describe(`quantized ${base} (${name}): CPU engine vs transformers + PEFT on the dequantised weights`, () => {
+    const base16 = loadReference(base);
 
     it('matches every case, and differs from the 16-bit model', async () => {
-      const model = await openModelDir(variant.dir !== null ? join(QUANT, variant.dir) : join(FIXTURES, 'models', 'llama'), { quantize: variant.quantize ?? undefined });
-      assert.ok(model.quantization?.layers === 14, `${name}: 14 quantized projections`);
+      const model = await openModelDir(dir !== null ? join(QUANT, dir) : join(FIXTURES, 'models', base), { quantize: quantize ?? undefined });
+      assert.equal(model.quantization?.layers, layers, `${name}: quantized projections`);
+      const routers = model.spec.tensors.filter((t) => ROUTER.test(t.name));
+      assert.ok(routers.every((t) => !t.packed), `${name}: routers load 16-bit`);
       const engine = await Engine.open(model, { device: 'cpu', numBlocks: ref.cases.length * blocksPerCase(ref), blockSize: BLOCK_SIZE, maxAdapters: 4 });
       try {
-        const slots = await loadAdapters(engine, 'llama', ref);
+        const slots = await loadAdapters(engine, base, ref);
         const results = await runCases(engine, ref, slots, ref.cases);
         let worst = 0;
         let furthestFrom16 = 0;
@@ -56,9 +57,9 @@ describe('adapters on a quantized base', () => {
   it('change the outputs by what they change on the dequantised base in transformers', () => {
     // Each adapter case differs from the no-adapter case of the same prompt in the reference: the test above
     // then proves the engine reproduces the adapter's effect on every quantized base.
-    for (const [name, v] of Object.entries(reference.variants)) {
-      for (const c of v.cases.filter((x) => x.adapter !== null)) {
-        const none = v.cases.find((x) => x.adapter === null && x.prompt === c.prompt)!;
+    for (const { name, ref } of variants) {
+      for (const c of ref.cases.filter((x) => x.adapter !== null)) {
+        const none = ref.cases.find((x) => x.adapter === null && x.prompt === c.prompt)!;
         assert.ok(maxAbsDiff(c.prompt_logprobs, none.prompt_logprobs) > 1e-2, `${name}: adapter ${c.adapter} changes prompt ${c.prompt}`);
       }
     }
