@@ -2,7 +2,7 @@
 // (kernels/quant_gemm.cuh), against transformers + PEFT on the same dequantised weights, on the GPU machine
 // (skipped where no CUDA device works). float32 is held to the CPU engine's bound (1e-3); the checkpoint's
 // 16-bit type to the bound cuda-engine.test.ts uses for llama (0.25), greedy tokens compared wherever the
-// reference's margin is not a near tie. All cases in one batch send the prompts (381 rows) through the
+// reference's margin is not a near tie. All cases in one batch send the prompts (381 rows for llama) through the
 // tensor-core path (dequantised tile + cuBLAS) and the decode steps (12 rows) through the quantized GEMV;
 // each case alone sends its prompt (<= 60 rows) through the GEMV too. Device memory: the engine's weight
 // bytes must be the packed size, not the 16-bit size, and are printed beside it.
