@@ -461,11 +461,6 @@ def reference(args):
         "prompts": prompts, "variants": {},
     }
 
-    def run(model, ids):
-        with torch.no_grad():
-            logits = model(torch.tensor([ids])).logits[0].float()
-        return logits
-
     for variant in list(PACKED) + list(AT_LOAD):
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in dequantised_state(variant).items()}
         cases = []
@@ -476,26 +471,7 @@ def reference(args):
             if adapter is not None:
                 model = PeftModel.from_pretrained(model, str(ADAPTERS / adapter))
             model.eval()
-            for pi, p in enumerate(prompts):
-                ids = list(p["ids"])
-                logits = run(model, ids)
-                lp = torch.log_softmax(logits.double(), dim=-1)
-                prompt_lp = [round(lp[i - 1, ids[i]].item(), 7) for i in range(1, len(ids))]
-                top = torch.topk(logits[-1], 6)
-                top5 = [int(i) for i in top.indices[:5].tolist()]
-                g_ids, g_lps, margins, seq = [], [], [], list(ids)
-                for _ in range(16):
-                    step = run(model, seq)[-1]
-                    two = torch.topk(step, 2).values
-                    margins.append((two[0] - two[1]).item())
-                    tok = int(torch.argmax(step).item())
-                    g_ids.append(tok)
-                    g_lps.append(round(torch.log_softmax(step.double(), dim=-1)[tok].item(), 7))
-                    seq.append(tok)
-                cases.append({"adapter": adapter, "prompt": pi, "prompt_logprobs": prompt_lp,
-                              "top5": {"ids": top5, "logprobs": [round(lp[-1, i].item(), 7) for i in top5],
-                                       "min_gap": float(min(top.values[i] - top.values[i + 1] for i in range(5)))},
-                              "greedy": {"ids": g_ids, "logprobs": g_lps, "min_margin": min(margins)}})
+            cases += reference_cases(model, prompts, adapter)
         result["variants"][variant] = {"dir": variant if variant in PACKED else None,
                                        "quantize": variant if variant in AT_LOAD else None, "cases": cases}
         print(f"{variant}: {len(cases)} cases", flush=True)
