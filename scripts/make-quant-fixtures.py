@@ -36,10 +36,8 @@ per prompt of test/fixtures/reference/llama.json, in the same shape as that file
 
 import argparse
 import json
-import os
 import shutil
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
