@@ -128,4 +128,20 @@ describe('switchboard gateway --workers', () => {
       held.close();
     }
   });
+
+  it('a metrics port in use is one line naming --metrics-port, exit 2', async () => {
+    const held = createServer();
+    await new Promise<void>((r) => held.listen(0, '127.0.0.1', () => r()));
+    const port = (held.address() as { port: number }).port;
+    const g = launch(['--backend', up.url, '--service-key', KEY, '--port', '0', '--redis-url', redis.url, '--workers', '2', '--metrics-port', String(port)]);
+    try {
+      const code = await new Promise<number | null>((r) => g.child.once('exit', (c) => r(c)));
+      assert.equal(code, 2, g.out());
+      const lines = g.out().split('\n').filter((l) => l.includes('already in use'));
+      assert.equal(lines.length, 1, g.out());
+      assert.match(lines[0]!, new RegExp(`^switchboard gateway: port ${port} is already in use on 127\\.0\\.0\\.1: .*--metrics-port$`));
+    } finally {
+      held.close();
+    }
+  });
 });

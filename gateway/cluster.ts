@@ -7,6 +7,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { createServer, type Server } from 'node:http';
 import { AggregatorRegistry } from 'prom-client';
+import { listenFailure } from './listen.ts';
 
 /** Messages a worker sends its primary. */
 export type WorkerMessage = { sb: 'ready'; url: string; store: string; metrics: boolean } | { sb: 'failed'; message: string; config: boolean };
@@ -43,12 +44,7 @@ export async function runPrimary(o: ClusterOptions): Promise<void> {
       metricsServer!.listen(o.metricsPort!, o.hostname, () => resolve(null));
     });
     if (listening) {
-      o.fail(
-        listening.code === 'EADDRINUSE'
-          ? `port ${o.metricsPort} is already in use on ${o.hostname}: stop what holds it or pick another with --metrics-port`
-          : `cannot listen on ${o.hostname}:${o.metricsPort}: ${listening.message}`,
-        listening.code === 'EADDRINUSE',
-      );
+      o.fail(listenFailure(listening, o.metricsPort!, o.hostname, '--metrics-port'), listening.code === 'EADDRINUSE');
       return;
     }
     const addr = metricsServer.address();

@@ -22,6 +22,7 @@ import { SecretBox } from './lib/crypto.ts';
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { aggregateRegistry, runPrimary, tellPrimary } from './cluster.ts';
+import { listenFailure } from './listen.ts';
 
 export interface StartGatewayOptions {
   backends: string[];
@@ -64,14 +65,6 @@ export interface GatewayAccessEntry {
   tokensOut: number | null;
   ms: number;
   stream: boolean;
-}
-
-/** A listen failure as one actionable line naming the port and the option that sets it. */
-function listenFailure(err: NodeJS.ErrnoException, port: number, hostname: string, flag: string): string {
-  if (err.code === 'EADDRINUSE') return `port ${port} is already in use on ${hostname}: stop what holds it or pick another with ${flag}`;
-  if (err.code === 'EACCES') return `no permission to listen on ${hostname}:${port}: pick a port above 1023 with ${flag}`;
-  if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND') return `cannot listen on ${hostname}:${port}: no such local address (check --hostname)`;
-  return `cannot listen on ${hostname}:${port}: ${err.message}`;
 }
 
 // Access log lines never hold the event loop: process.stderr is written synchronously when it is a
