@@ -10,7 +10,7 @@ import { AggregatorRegistry } from 'prom-client';
 import { listenFailure } from './listen.ts';
 
 /** Messages a worker sends its primary. */
-export type WorkerMessage = { sb: 'ready'; url: string; store: string; metrics: boolean } | { sb: 'failed'; message: string; config: boolean };
+export type WorkerMessage = { sb: 'ready'; url: string; store: string } | { sb: 'failed'; message: string; config: boolean };
 
 export interface ClusterOptions {
   workers: number;

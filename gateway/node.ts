@@ -523,7 +523,7 @@ export async function gatewayMain(argv: readonly string[]): Promise<void> {
     process.exitCode = err instanceof GatewayConfigError ? 2 : 1;
     return;
   }
-  if (worker) tellPrimary({ sb: 'ready', url: gw.url, store: gw.store.kind, metrics: gw.metricsUrl !== null });
+  if (worker) tellPrimary({ sb: 'ready', url: gw.url, store: gw.store.kind });
   else listening(gw.url, gw.store.kind, gw.metricsUrl);
   let closing = false;
   const stop = async (sig: string) => {

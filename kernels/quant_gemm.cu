@@ -71,9 +71,10 @@ bool mmaAvailable() {
   return ok == 1;
 }
 
-bool useMma(Elem t, const QuantWeight& w) {
-  return quantChoice() == QuantKernel::Mma && t != Elem::F32 && w.in % 32 == 0 && mmaAvailable();
-}
+// What the tensor-core kernel takes: 16-bit activations, inputs in runs of 32 (its 16-byte code reads).
+bool mmaFits(Elem t, const QuantWeight& w) { return t != Elem::F32 && w.in % 32 == 0; }
+
+bool useMma(Elem t, const QuantWeight& w) { return quantChoice() == QuantKernel::Mma && mmaFits(t, w) && mmaAvailable(); }
 
 // k slices of whole 128-input blocks: about two blocks per SM slot in all.
 void mmaSplits(const QuantWeight& w, int& splits, int& sliceK) {
@@ -109,7 +110,7 @@ int64_t quantGemvWorkspaceBytes(Elem t, int rows, const QuantWeight& w) {
   const int64_t pass = std::min(rows, kMaxPassRows);
   int64_t partial = splits > 1 ? int64_t(splits) * pass * w.out * 4 : 0;
   // Whichever kernel runs (the choice can change between sizing and launching: setQuantKernel).
-  if (t != Elem::F32 && w.in % 32 == 0) {
+  if (mmaFits(t, w)) {
     int mSplits, sliceK;
     mmaSplits(w, mSplits, sliceK);
     if (mSplits > 1) partial = std::max(partial, int64_t(mSplits) * std::min(rows, kQmmaMaxRows) * w.out * 4);
@@ -121,8 +122,6 @@ int64_t quantGemvWorkspaceBytes(Elem t, int rows, const QuantWeight& w) {
 int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, int ldy, void* workspace, int64_t workspaceBytes, Stream s) {
   if (rows == 0) return 0;
   if (ldy < w.out || !quantGemvSupports(w) || workspaceBytes < quantGemvWorkspaceBytes(t, rows, w)) return static_cast<int>(cudaErrorInvalidValue);
-  int splits, sliceWords;
-  splitsFor(w, splits, sliceWords);
   return dispatch(t, [&](auto tag) {
     using T = decltype(tag);
     const T* xs = static_cast<const T*>(x);
@@ -166,6 +165,8 @@ int quantGemv(Elem t, const void* x, int rows, const QuantWeight& w, void* y, in
         });
       }
     }
+    int splits, sliceWords;
+    splitsFor(w, splits, sliceWords);
     return passes(kMaxPassRows, splits, [&](int r0, int n, T* yp, float* partial) {
       return withCodebook(w.codebook, [&](auto cb) {
         return withPassRows(n, [&](auto mt) {

@@ -113,7 +113,7 @@ async function runGateway(): Promise<void> {
   });
   // A normal exit, so that --cpu-prof writes its profile.
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(0));
-  if (workers > 1) tellPrimary({ sb: 'ready', url: gw.url, store: gw.store.kind, metrics: false });
+  if (workers > 1) tellPrimary({ sb: 'ready', url: gw.url, store: gw.store.kind });
   else process.stdout.write(`READY ${gw.url}\n`);
 }
 

@@ -96,7 +96,8 @@ const WINDOW_S = num('phase-seconds', a['phase-seconds'], 0.1);
 const SYSTEM_WORDS = num('system-words', a['system-words'], 0);
 const DTYPE: Dtype = (a.dtype ?? (a.shape!.startsWith('mistral') ? 'BF16' : 'F32')) as Dtype;
 if (DTYPE !== 'F32' && DTYPE !== 'BF16') fail('--dtype is F32 or BF16');
-const rand = mulberry32(num('seed', a.seed, 0));
+const SEED = num('seed', a.seed, 0);
+const rand = mulberry32(SEED);
 
 const WORDS = (
   'the a of and to in is was for on that with as by at from his her it an which or be are this had not but what all were when we there can ' +
@@ -143,7 +144,7 @@ const prompt = (words: number) => Array.from({ length: words }, () => WORDS[Math
 // One system prompt for the whole run, the prefix every request of the prefix-caching phase shares
 // (drawn from its own generator: the other phases' prompts stay what they were before it existed).
 const SYSTEM = (() => {
-  const r = mulberry32(num('seed', a.seed, 0) + 0x5157);
+  const r = mulberry32(SEED + 0x5157);
   return Array.from({ length: SYSTEM_WORDS }, () => WORDS[Math.floor(r() * WORDS.length)]).join(' ');
 })();
 
