@@ -8,22 +8,25 @@
 //        [--path /generate|/generate_stream|/v1/chat/completions] [--in-process] [--profile DIR]
 //
 // A checkout may carry variants after commas: `.,workers=2` (the shipped cluster, CPU summed over
-// the primary and its workers), `.,node=--max-semi-space-size=32` (a node flag; repeatable), so one
-// checkout can be compared with itself run another way.
+// the primary and its workers), `.,node=--max-semi-space-size=32` (a node flag; repeatable),
+// `.,env=NAME=VALUE` (an environment variable; repeatable), so one checkout can be compared with
+// itself run another way. The client is wrk (wrk.ts); `--client node` drives from this process.
 import type { ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { resolve } from 'node:path';
-import { closedLoopWindow, spawnRole } from './processes.ts';
+import { closedLoopWindow, cpuMicros, spawnRole } from './processes.ts';
+import { ensureWrk, runWrk } from './wrk.ts';
 
 const argv = process.argv.slice(2);
 const opt = (name: string, def: string) => (argv.includes(`--${name}`) ? argv[argv.indexOf(`--${name}`) + 1]! : def);
-const flags = new Set(['--windows', '--seconds', '--concurrency', '--path', '--profile']);
+const flags = new Set(['--windows', '--seconds', '--concurrency', '--path', '--profile', '--client']);
 const specs = argv.filter((a, i) => !a.startsWith('--') && !flags.has(argv[i - 1] ?? ''));
 const roots = specs.map((r) => resolve(r.split(',')[0]!));
 const variants = specs.map((r) => {
   const parts = r.split(',').slice(1);
   const workers = parts.find((p) => p.startsWith('workers='))?.slice(8) ?? '1';
-  return { workers, node: parts.filter((p) => p.startsWith('node=')).map((p) => p.slice(5)) };
+  const env = Object.fromEntries(parts.filter((p) => p.startsWith('env=')).map((p) => [p.slice(4, p.indexOf('=', 4)), p.slice(p.indexOf('=', 4) + 1)]));
+  return { workers, node: parts.filter((p) => p.startsWith('node=')).map((p) => p.slice(5)), env };
 });
 const windows = Number(opt('windows', '5'));
 const seconds = Number(opt('seconds', '3'));
@@ -36,6 +39,7 @@ const body =
     : path === '/generate'
       ? '{"inputs":"Hello","parameters":{"max_new_tokens":4}}'
       : JSON.stringify({ model: 'stub', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 4 });
+const useWrk = opt('client', 'wrk') === 'wrk' && ensureWrk((line) => process.stdout.write(`${line}\n`));
 const ADMIN = { authorization: 'Bearer bench-admin-token', 'content-type': 'application/json' };
 
 function child(root: string, role: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<{ url: string; proc: ChildProcess }> {
@@ -55,6 +59,12 @@ function once(agent: Agent, url: string, key: string): Promise<void> {
 }
 
 async function window(g: { url: string; proc: ChildProcess; key: string }, secs: number): Promise<{ rps: number; us: number }> {
+  if (useWrk) {
+    const before = cpuMicros(g.proc.pid!);
+    const r = await runWrk({ url: g.url, path, body, headers: { authorization: `Bearer ${g.key}` } }, conc, secs);
+    if (r.errors || r.badStatus) throw new Error(`${r.errors} socket errors and ${r.badStatus} non-2xx answers from ${g.url}`);
+    return { rps: r.perSecond, us: (cpuMicros(g.proc.pid!) - before) / r.requests };
+  }
   const agent = new Agent({ keepAlive: true, maxSockets: conc });
   for (let i = 0; i < conc * 4; i++) await once(agent, g.url, g.key);
   const w = await closedLoopWindow(() => once(agent, g.url, g.key), secs, conc, { gateway: g.proc.pid! });
@@ -72,7 +82,7 @@ async function main(): Promise<void> {
     procs.push(stub.proc);
     const gws: { root: string; url: string; proc: ChildProcess; key: string }[] = [];
     for (const [i, root] of roots.entries()) {
-      const env = { BENCH_BACKEND: stub.url, BENCH_REDIS: argv.includes('--in-process') ? '' : redis.url, BENCH_WORKERS: variants[i]!.workers };
+      const env = { ...variants[i]!.env, BENCH_BACKEND: stub.url, BENCH_REDIS: argv.includes('--in-process') ? '' : redis.url, BENCH_WORKERS: variants[i]!.workers };
       const g = await child(root, 'gateway', env, [...variants[i]!.node, ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}/${i}`] : [])]);
       procs.push(g.proc);
       const tenant = `ab-${i}`;

@@ -3,7 +3,10 @@
 // by side with Portkey's open-source gateway (npm @portkey-ai/gateway, also Hono) proxying the
 // same chat completion to the same upstream in the same run.
 //
-//   node --import tsx bench/gateway/bench.ts [--workers 2] [--requests 2000] [--seconds 3] [--windows 3] [--concurrency 32] [--real] [--profile DIR] [--only NAME-PART]
+//   node --import tsx bench/gateway/bench.ts [--workers 2] [--client wrk|node] [--requests 2000] [--seconds 3] [--windows 3] [--concurrency 32] [--real] [--profile DIR] [--only NAME-PART]
+//
+// --client: the load generator, wrk by default (installed with apt-get when missing, wrk.ts), node:http
+// in this process with `node` (--requests then counts the sequential latency requests).
 //
 // --workers N: the gateway's processes in the Redis scenarios, as `switchboard gateway --workers N`
 // runs them (node:cluster, gateway/cluster.ts; the in-process store scenario always has 1). Its CPU
@@ -24,7 +27,8 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { quantile } from '../../test/helpers/quantile.ts';
-import { closedLoopWindow, redisPid, runPortkey, runStubServer, spawnRole } from './processes.ts';
+import { closedLoopWindow, cpuMicros, redisPid, runCannedStub, runPortkey, spawnRole } from './processes.ts';
+import { ensureWrk, runWrk } from './wrk.ts';
 
 const HERE = import.meta.dirname;
 const ROOT = join(HERE, '..', '..');
@@ -60,14 +64,12 @@ const tokenEvent = (i: number, last: boolean) =>
   })}\n\n`;
 
 async function runStub(): Promise<void> {
-  await runStubServer((req, res) => {
-    if (req.url === '/generate_stream') {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      let out = '';
-      for (let i = 0; i < 16; i++) out += tokenEvent(i, i === 15);
-      return res.end(out);
-    }
-    res.writeHead(200, { 'content-type': 'application/json' }).end(req.url === '/v1/chat/completions' ? CHAT : GEN);
+  let events = '';
+  for (let i = 0; i < 16; i++) events += tokenEvent(i, i === 15);
+  await runCannedStub({
+    '/generate': { contentType: 'application/json', body: GEN },
+    '/v1/chat/completions': { contentType: 'application/json', body: CHAT },
+    '/generate_stream': { contentType: 'text/event-stream', body: events },
   });
 }
 
@@ -150,13 +152,31 @@ function once(agent: Agent, t: Target): Promise<number> {
 
 const pct = (xs: number[], p: number) => quantile(xs, p / 100);
 
-async function latency(t: Target, n: number): Promise<{ p50: number; p99: number }> {
+/** The load generator: wrk where it can be had (wrk.ts), else this process over node:http. */
+let useWrk = false;
+
+async function latency(t: Target, n: number, seconds: number): Promise<{ p50: number; p99: number }> {
+  if (useWrk) {
+    const r = await runWrk(t, 1, seconds);
+    if (r.errors || r.badStatus) throw new Error(`${r.errors} socket errors and ${r.badStatus} non-2xx answers from ${t.url}${t.path}`);
+    return { p50: r.p50, p99: r.p99 };
+  }
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   for (let i = 0; i < Math.min(200, n / 5); i++) await once(agent, t);
   const xs: number[] = [];
   for (let i = 0; i < n; i++) xs.push(await once(agent, t));
   agent.destroy();
   return { p50: pct(xs, 50), p99: pct(xs, 99) };
+}
+
+/** Every process warm (JIT, connections, Redis scripts) before anything is measured, as a serving gateway is. */
+async function warmUp(t: Target, concurrency: number, seconds: number): Promise<void> {
+  if (useWrk) {
+    const r = await runWrk(t, concurrency, seconds);
+    if (r.errors || r.badStatus) throw new Error(`${r.errors} socket errors and ${r.badStatus} non-2xx answers from ${t.url}${t.path}`);
+    return;
+  }
+  await throughputWindow(t, seconds, concurrency, {});
 }
 
 interface Throughput {
@@ -174,6 +194,14 @@ async function throughput(t: Target, seconds: number, concurrency: number, pids:
 }
 
 async function throughputWindow(t: Target, seconds: number, concurrency: number, pids: Record<string, number>): Promise<Throughput> {
+  if (useWrk) {
+    const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMicros(pid)]));
+    const r = await runWrk(t, concurrency, seconds);
+    if (r.errors || r.badStatus) throw new Error(`${r.errors} socket errors and ${r.badStatus} non-2xx answers from ${t.url}${t.path}`);
+    const cpu: Record<string, number> = { client: r.clientMicros };
+    for (const [k, pid] of Object.entries(pids)) cpu[k] = (cpuMicros(pid) - before[k]!) / r.requests;
+    return { rps: r.perSecond, cpu };
+  }
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
   for (let i = 0; i < concurrency * 4; i++) await once(agent, t); // connections open, code warm
   const w = await closedLoopWindow(() => once(agent, t), seconds, concurrency, pids);
@@ -198,6 +226,9 @@ async function main(): Promise<void> {
   const concurrency = arg('concurrency', 32);
   const workers = arg('workers', 1);
   const real = process.argv.includes('--real');
+  const clientArg = process.argv.includes('--client') ? process.argv[process.argv.indexOf('--client') + 1]! : 'wrk';
+  if (clientArg !== 'wrk' && clientArg !== 'node') throw new Error(`--client takes wrk or node, not ${clientArg}`);
+  useWrk = clientArg === 'wrk' && ensureWrk((line) => process.stdout.write(`${line}\n`));
   const profileDir = process.argv.includes('--profile') ? process.argv[process.argv.indexOf('--profile') + 1]! : null;
   const { startRedis } = await import('../../test/gateway/helpers/redis.ts');
   const redis = await startRedis();
@@ -241,9 +272,11 @@ async function main(): Promise<void> {
         const path = sc.api === 'openai' ? '/v1/chat/completions' : sc.api === 'lorax-stream' ? '/generate_stream' : '/generate';
         const body = sc.api === 'openai' ? up.chat : sc.api === 'lorax-stream' ? up.stream : up.lorax;
         // The upstream alone, with the same request, measured before each gateway (the machine's load drifts).
+        const alone = { url: up.url, path, body, headers: { authorization: direct } };
+        await warmUp(alone, concurrency, 2);
         const base = {
-          lat: await latency({ url: up.url, path, body, headers: { authorization: direct } }, Math.min(n, 1000)),
-          tp: await throughput({ url: up.url, path, body, headers: { authorization: direct } }, seconds, concurrency, { upstream: up.pid }, windows),
+          lat: await latency(alone, Math.min(n, 1000), seconds),
+          tp: await throughput(alone, seconds, concurrency, { upstream: up.pid }, windows),
         };
         if (!baselines.has(path)) {
           baselines.set(path, base);
@@ -271,7 +304,8 @@ async function main(): Promise<void> {
           }
         }
         const t: Target = { url: gw.url, path, body, headers };
-        const lat = await latency(t, n);
+        await warmUp(t, concurrency, 2);
+        const lat = await latency(t, n, seconds);
         const pids: Record<string, number> = { gateway: gw.proc.pid!, upstream: up.pid };
         if (rpid) pids.redis = rpid;
         const tp = await throughput(t, seconds, concurrency, pids, windows);
@@ -332,13 +366,14 @@ async function main(): Promise<void> {
   const load = os.loadavg().map((x) => x.toFixed(1)).join(', ');
   const md = `# Gateway overhead benchmark
 
-Generated by \`node --import tsx bench/gateway/bench.ts${workers > 1 ? ` --workers ${workers}` : ''}${real ? ' --real' : ''}\` on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC.
+Generated by \`node --import tsx bench/gateway/bench.ts${workers > 1 ? ` --workers ${workers}` : ''}${real ? ' --real' : ''}${useWrk ? '' : ' --client node'}\` on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC.
 
 Machine: ${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${os.type()} ${os.release()}, Node ${process.version}, redis-server on loopback.
 Load average when the run ended: ${load} (other work shared the cores: absolute req/s are noisy; the ratios and CPU per request less so).
 
-- Client (this script: keep-alive node:http), gateway, upstream and redis-server are separate processes sharing the machine's cores.
-- **Latency**: ${n} sequential requests over one keep-alive connection (after a warm-up); "added" is
+- Client (${useWrk ? 'wrk 4.1, one thread, keep-alive: bench/gateway/wrk.ts' : 'this script: keep-alive node:http'}), gateway, upstream (a raw TCP stub with canned answers) and redis-server are separate processes sharing the machine's cores.
+- **Warm-up**: every target (the upstream alone, each gateway) first serves ${concurrency} clients for 2 s, so JIT, connections and Redis scripts are warm, as in a serving gateway.
+- **Latency**: ${useWrk ? `requests one at a time over one keep-alive connection for ${seconds} s (wrk -c1: every request in the histogram)` : `${n} sequential requests over one keep-alive connection`}; "added" is
   the p50/p99 minus the same request sent straight to the upstream, measured just before.
 - **Throughput**: ${concurrency} concurrent keep-alive clients, ${windows} windows of ${seconds} s each, the median window
   (by req/s) reported, with its CPU figures. "of the upstream alone" is the
