@@ -8,7 +8,9 @@
 // parsed/written here too, so traceparent is propagated even when no propagator is registered
 // (the no-op tracer keeps the parent's span context, so the incoming trace continues).
 import {
+  INVALID_SPAN_CONTEXT,
   propagation,
+  ProxyTracerProvider,
   ROOT_CONTEXT,
   SpanKind,
   SpanStatusCode,
@@ -17,6 +19,7 @@ import {
   type Attributes,
   type Context,
   type Span,
+  type Tracer,
 } from '@opentelemetry/api';
 
 const TRACER = 'switchboard-gateway';
@@ -24,9 +27,20 @@ const VERSION = '0.1.0';
 
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
 
-function tracer() {
-  return trace.getTracer(TRACER, VERSION);
+/**
+ * The registered SDK's tracer, or null when there is none (looked up per span: an SDK may be
+ * registered after the gateway starts). Without one every span would be a no-op object carrying
+ * its parent's span context, so spans are skipped instead: no span, context or attribute objects
+ * per request (4-5% of the gateway's allocations under load), and the parent context, which holds
+ * the caller's traceparent, is what goes on to the backend, as before.
+ */
+function sdkTracer(): Tracer | null {
+  const p = trace.getTracerProvider();
+  return p instanceof ProxyTracerProvider ? (p.getDelegateTracer(TRACER, VERSION) ?? null) : p.getTracer(TRACER, VERSION);
 }
+
+/** What every span is without an SDK: records nothing, ends as often as asked. */
+const NO_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
 /** What extractContext reads: a Headers, or a cheaper view with the same two methods. */
 export interface HeaderSource {
@@ -76,7 +90,9 @@ export interface ActiveSpan {
 }
 
 export function startSpan(name: string, parent: Context, attributes: Attributes = {}, kind: SpanKind = SpanKind.INTERNAL): ActiveSpan {
-  const span = tracer().startSpan(name, { kind, attributes }, parent);
+  const tracer = sdkTracer();
+  if (!tracer) return { span: NO_SPAN, ctx: parent };
+  const span = tracer.startSpan(name, { kind, attributes }, parent);
   return { span, ctx: trace.setSpan(parent, span) };
 }
 
