@@ -14,12 +14,23 @@ export type ParseResult<T, E> =
   | { success: true; data: T }
   | { success: false; status: number; error: E; issues: Issue[] };
 
+/**
+ * The schema's verdict with protocol/issue-format.ts's messages. A valid body (nearly every one) is
+ * parsed without a per-call error map: zod's parse costs about twice as much with one (3.8 against
+ * 1.8 µs for a small /generate body), so only an invalid body is parsed a second time, with the
+ * map, for its messages. Schemas are pure, so both parses see the same issues.
+ */
+function check<S extends z.ZodType>(schema: S, body: unknown): z.ZodSafeParseResult<z.output<S>> {
+  const fast = schema.safeParse(body);
+  return fast.success ? fast : schema.safeParse(body, { error: protocolErrorMap });
+}
+
 /** Parse a LoRAX request body; on failure, the 422 body LoRAX clients expect. */
 export function parseLoraxRequest<S extends z.ZodType>(
   schema: S,
   body: unknown,
 ): ParseResult<z.output<S>, ErrorResponse> {
-  const result = schema.safeParse(body, { error: protocolErrorMap });
+  const result = check(schema, body);
   if (result.success) return { success: true, data: result.data };
   return {
     success: false,
@@ -34,7 +45,7 @@ export function parseOpenAIRequest<S extends z.ZodType>(
   schema: S,
   body: unknown,
 ): ParseResult<z.output<S>, OpenAIErrorResponse> {
-  const result = schema.safeParse(body, { error: protocolErrorMap });
+  const result = check(schema, body);
   if (result.success) return { success: true, data: result.data };
   return {
     success: false,

@@ -69,10 +69,12 @@ export class IoRedisClient implements RedisLike {
   }
 
   async command(args: Array<string | number>, opts?: { deferrable?: boolean }): Promise<unknown> {
-    const [name, ...rest] = args;
+    const name = String(args[0]);
+    const rest: string[] = new Array(args.length - 1);
+    for (let i = 1; i < args.length; i++) rest[i - 1] = String(args[i]);
     try {
       return await new Promise((resolve, reject) => {
-        this.queue.push({ name: String(name), args: rest.map((a) => (typeof a === 'number' ? String(a) : a)), resolve, reject });
+        this.queue.push({ name, args: rest, resolve, reject });
         if (opts?.deferrable) {
           if (!this.immediate && !this.deferTimer) this.deferTimer = setTimeout(() => this.flush(), DEFER_MS);
         } else if (!this.immediate) {

@@ -39,12 +39,13 @@ export interface RedisLike {
 }
 
 class Script {
-  private sha: Promise<string> | null = null;
+  private sha: string | null = null;
+  private pendingSha: Promise<string> | null = null;
   constructor(readonly source: string) {}
 
   async run(redis: RedisLike, keys: string[], args: Array<string | number>, opts?: { deferrable?: boolean }): Promise<unknown> {
-    this.sha ??= sha1Hex(this.source);
-    const sha = await this.sha;
+    // The digest is awaited once; every later call reads it without a promise of its own.
+    const sha = this.sha ?? (this.sha = await (this.pendingSha ??= sha1Hex(this.source)));
     try {
       return await redis.command(['EVALSHA', sha, keys.length, ...keys, ...args], opts);
     } catch (err) {
