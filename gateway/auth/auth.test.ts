@@ -59,6 +59,19 @@ describe('tenant JWTs', () => {
     assert.deepEqual(r.scopes, ['inference', 'adapters:read']);
   });
 
+  it('a token verified once is still refused once it expires (the verified-token cache checks exp on every use)', async () => {
+    const v = await JwtVerifier.create({ issuer: ISS, audience: AUD, secret: SECRET, clockToleranceSec: 0 });
+    const tok = await hs({ tenant: 'acme' }, { exp: Math.floor(Date.now() / 1000) + 1 });
+    assert.equal((await v.verify(tok)).tenant, 'acme');
+    assert.equal((await v.verify(tok)).tenant, 'acme', 'again, from the cache');
+    await new Promise((r) => setTimeout(r, 2100));
+    await assert.rejects(v.verify(tok), (e: Error) => e instanceof JwtError && /expired/.test(e.message));
+    await assert.rejects(v.verify(tok), (e: Error) => e instanceof JwtError && /expired/.test(e.message), 'and stays refused');
+    // A forged token with the same claims never rides on the cached one.
+    const forged = `${tok.slice(0, tok.lastIndexOf('.'))}.${'A'.repeat(43)}`;
+    await assert.rejects(v.verify(forged), (e: Error) => e instanceof JwtError);
+  });
+
   it('rejects expired, wrong audience, wrong issuer, bad signature, no tenant, no exp', async () => {
     const v = await JwtVerifier.create({ issuer: ISS, audience: AUD, secret: SECRET });
     const cases: Array<[string, Promise<string>, RegExp]> = [
