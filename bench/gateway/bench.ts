@@ -273,7 +273,7 @@ async function main(): Promise<void> {
         const body = sc.api === 'openai' ? up.chat : sc.api === 'lorax-stream' ? up.stream : up.lorax;
         // The upstream alone, with the same request, measured before each gateway (the machine's load drifts).
         const alone = { url: up.url, path, body, headers: { authorization: direct } };
-        await warmUp(alone, concurrency, 2);
+        await warmUp(alone, concurrency, 3);
         const base = {
           lat: await latency(alone, Math.min(n, 1000), seconds),
           tp: await throughput(alone, seconds, concurrency, { upstream: up.pid }, windows),
@@ -304,7 +304,7 @@ async function main(): Promise<void> {
           }
         }
         const t: Target = { url: gw.url, path, body, headers };
-        await warmUp(t, concurrency, 2);
+        await warmUp(t, concurrency, 6);
         const lat = await latency(t, n, seconds);
         const pids: Record<string, number> = { gateway: gw.proc.pid!, upstream: up.pid };
         if (rpid) pids.redis = rpid;
@@ -372,7 +372,7 @@ Machine: ${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, ${(os.totalmem(
 Load average when the run ended: ${load} (other work shared the cores: absolute req/s are noisy; the ratios and CPU per request less so).
 
 - Client (${useWrk ? 'wrk 4.1, one thread, keep-alive: bench/gateway/wrk.ts' : 'this script: keep-alive node:http'}), gateway, upstream (a raw TCP stub with canned answers) and redis-server are separate processes sharing the machine's cores.
-- **Warm-up**: every target (the upstream alone, each gateway) first serves ${concurrency} clients for 2 s, so JIT, connections and Redis scripts are warm, as in a serving gateway.
+- **Warm-up**: every target first serves ${concurrency} clients (the upstream alone 3 s, each gateway 6 s: V8 sizes its heap and optimises the hot code over the first tens of thousands of requests), so JIT, connections and Redis scripts are warm, as in a serving gateway.
 - **Latency**: ${useWrk ? `requests one at a time over one keep-alive connection for ${seconds} s (wrk -c1: every request in the histogram)` : `${n} sequential requests over one keep-alive connection`}; "added" is
   the p50/p99 minus the same request sent straight to the upstream, measured just before.
 - **Throughput**: ${concurrency} concurrent keep-alive clients, ${windows} windows of ${seconds} s each, the median window
