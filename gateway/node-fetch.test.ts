@@ -1,7 +1,8 @@
 // The Node gateway's upstream fetch (node-fetch.ts) behaves as fetch does for what the gateway
 // reads: JSON answers with or without a Content-Length are buffered (and past 1 MiB streamed,
 // intact), a body reads once, a BOM is dropped, headers are all there, an answer cut short is an
-// error, and an abort reaches the request; event streams are read without a web stream.
+// error, and an abort reaches the request; event streams are read without a web stream; stream
+// request bodies go out chunked and a failing one aborts the request.
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -50,6 +51,21 @@ describe('node fetch', () => {
           };
           return next();
         }
+        case '/echo': {
+          // The request body's length and first/last bytes, and how it was framed.
+          const parts: Buffer[] = [];
+          req.on('data', (c: Buffer) => parts.push(c));
+          req.on('end', () => {
+            const b = Buffer.concat(parts);
+            res.setHeader('content-type', 'application/json');
+            res.end(JSON.stringify({ length: b.length, head: b.subarray(0, 4).toString(), tail: b.subarray(-4).toString(), chunked: req.headers['transfer-encoding'] === 'chunked' }));
+          });
+          req.on('error', () => {});
+          return;
+        }
+        case '/empty':
+          res.writeHead(204, { 'x-kind': 'empty' });
+          return res.end();
         case '/events-cut':
           res.writeHead(200, { 'content-type': 'text/event-stream' });
           res.write('data: 0\n\n');
@@ -128,6 +144,33 @@ describe('node fetch', () => {
     const cr = cut.directReader();
     assert.equal(Buffer.from((await cr.read()).value!).toString(), 'data: 0\n\n');
     await assert.rejects(cr.read(), Error);
+  });
+
+  it('a stream body goes out chunked and whole, one that fails aborts the request; a 204 has no body', async () => {
+    const chunk = (i: number) => new TextEncoder().encode(`${String(i).padStart(4, '0')}${'x'.repeat(16 * 1024 - 4)}`);
+    let i = 0;
+    const upload = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (i < 40) c.enqueue(chunk(i++));
+        else c.close();
+      },
+    });
+    const r = await f(`${base}/echo`, { method: 'POST', body: upload, duplex: 'half' } as RequestInit);
+    assert.deepEqual(await r.json(), { length: 40 * 16 * 1024, head: '0000', tail: 'xxxx', chunked: true });
+    const bytes = await f(`${base}/echo`, { method: 'POST', body: 'abcdefgh' });
+    assert.deepEqual(await bytes.json(), { length: 8, head: 'abcd', tail: 'efgh', chunked: false });
+    let sent = 0;
+    const failing = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (sent++ < 3) c.enqueue(chunk(sent));
+        else c.error(new Error('body past its limit'));
+      },
+    });
+    await assert.rejects(f(`${base}/echo`, { method: 'POST', body: failing, duplex: 'half' } as RequestInit), /past its limit/);
+    const empty = await f(`${base}/empty`);
+    assert.equal(empty.status, 204);
+    assert.equal(empty.headers.get('x-kind'), 'empty');
+    assert.equal(await empty.text(), '');
   });
 
   it('an answer cut short is an error, never a clean end; an abort reaches the request', async () => {
