@@ -3,7 +3,7 @@
 // request (a quarter of the gateway's own cost); wrk spends ~10. The figure a bench reports is then
 // the gateway's, not the load generator's. Falls back to node:http (bench.ts) where wrk cannot be had.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -80,8 +80,12 @@ export function runWrk(t: WrkTarget, connections: number, seconds: number): Prom
     let err = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.once('error', reject);
+    p.once('error', (err) => {
+      rmSync(dir, { recursive: true, force: true });
+      reject(err);
+    });
     p.once('exit', (code) => {
+      rmSync(dir, { recursive: true, force: true });
       const m = /SBWRK (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)/.exec(out);
       const cpu = /SBCPU (\d+) (\d+)/.exec(out);
       if (code !== 0 || !m || !cpu) return reject(new Error(`wrk failed (exit ${code}): ${(err || out).trim().split('\n').slice(-3).join(' / ')}`));
