@@ -106,6 +106,12 @@ export async function closedLoopWindow(op: () => Promise<unknown>, seconds: numb
   return { perSecond: done / elapsed, cpu };
 }
 
+/** What both stubs answer as the backend would, for the gateway's health checks and its /info fetch. */
+const BACKEND_ANSWERS: Record<string, CannedAnswer> = {
+  '/health': { contentType: 'application/json', body: '{"status":"ok"}' },
+  '/info': { contentType: 'application/json', body: '{"model_id":"/models/stub","max_total_tokens":4096,"max_input_length":4095}' },
+};
+
 /**
  * A stub upstream as the benches run it: answers the backend's /health and /info itself, hands every
  * other request to `handle` with its whole body, keeps connections alive, and prints READY.
@@ -115,8 +121,8 @@ export async function runStubServer(handle: (req: IncomingMessage, res: ServerRe
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      if (req.url === '/health') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
-      if (req.url === '/info') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"model_id":"/models/stub","max_total_tokens":4096,"max_input_length":4095}');
+      const own = BACKEND_ANSWERS[req.url ?? ''];
+      if (own) return res.writeHead(200, { 'content-type': own.contentType }).end(own.body);
       handle(req, res, Buffer.concat(chunks));
     });
   });
@@ -139,11 +145,7 @@ export interface CannedAnswer {
  * 404, a chunked request a 501 and a line on stderr (the bench then fails loudly on the status).
  */
 export async function runCannedStub(answers: Record<string, CannedAnswer>): Promise<void> {
-  const all: Record<string, CannedAnswer> = {
-    '/health': { contentType: 'application/json', body: '{"status":"ok"}' },
-    '/info': { contentType: 'application/json', body: '{"model_id":"/models/stub","max_total_tokens":4096,"max_input_length":4095}' },
-    ...answers,
-  };
+  const all: Record<string, CannedAnswer> = { ...BACKEND_ANSWERS, ...answers };
   const wire = (status: string, a: CannedAnswer) =>
     Buffer.from(`HTTP/1.1 ${status}\r\ncontent-type: ${a.contentType}\r\ncontent-length: ${Buffer.byteLength(a.body)}\r\nconnection: keep-alive\r\n\r\n${a.body}`);
   const ready = new Map(Object.entries(all).map(([path, a]) => [path, wire('200 OK', a)]));
