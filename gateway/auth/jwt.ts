@@ -93,11 +93,16 @@ export class JwtVerifier {
     throw new Error('JWT public key: not a PEM SPKI key of a supported type (RSA, P-256/384/521, Ed25519)');
   }
 
+  /** Seconds of clock skew allowed on exp/nbf, by jose and by the verified-token cache alike. */
+  private get toleranceSec(): number {
+    return this.cfg.clockToleranceSec ?? 5;
+  }
+
   async verify(token: string): Promise<VerifiedJwt> {
     const known = this.verified.get(token);
     if (known) {
       // As jose would judge it now: expired once `exp` is past by more than the tolerance.
-      if (typeof known.payload.exp === 'number' && known.payload.exp <= Date.now() / 1000 - (this.cfg.clockToleranceSec ?? 5)) {
+      if (typeof known.payload.exp === 'number' && known.payload.exp <= Date.now() / 1000 - this.toleranceSec) {
         this.verified.delete(token);
         throw new JwtError('token expired');
       }
@@ -109,7 +114,7 @@ export class JwtVerifier {
         issuer: this.cfg.issuer,
         audience: this.cfg.audience,
         algorithms: this.algorithms,
-        clockTolerance: this.cfg.clockToleranceSec ?? 5,
+        clockTolerance: this.toleranceSec,
         requiredClaims: ['exp'],
       };
       ({ payload } =
